@@ -1,0 +1,436 @@
+//! The HTTP server: Scaleway's `s2s-vpn/v1alpha1` paths and the Secret
+//! Manager `access` call, authenticated by `X-Auth-Token`.
+//!
+//! Handlers only translate HTTP (path, query, JSON body, region, token)
+//! into the `ops` functions, each run in one store transaction on the
+//! blocking pool; errors leave as Scaleway's error bodies. Request bodies
+//! are bounded (64 KiB). Nothing here logs a request body or a response,
+//! which may carry a PSK.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gateway_config::Config;
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::ops::{self, ListQuery};
+use crate::store::Store;
+
+pub const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reading API tokens: {0}")]
+    Tokens(#[from] gateway_config::ConfigError),
+    #[error(
+        "no API token configured (api.tokens or api.tokens_file): refusing to serve an open API"
+    )]
+    NoTokens,
+    #[error("HTTP server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Store,
+    config: Arc<Config>,
+    tokens: Arc<Vec<Vec<u8>>>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(e) = &self {
+            tracing::error!(error = %e, "internal error serving an API call");
+        }
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.body())).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(v: Value) -> ApiResult {
+    Ok((StatusCode::OK, Json(v)).into_response())
+}
+
+fn no_content() -> ApiResult {
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn check_region(st: &AppState, region: &str) -> Result<(), ApiError> {
+    if region != st.config.gateway.region {
+        return Err(ApiError::unknown(
+            "region",
+            format!(
+                "unknown region {region:?}: this gateway serves {}",
+                st.config.gateway.region
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::InvalidRequest(format!("body is not valid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::InvalidRequest(
+            "body must be a JSON object".into(),
+        ));
+    }
+    Ok(v)
+}
+
+async fn auth(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = headers.get("x-auth-token") else {
+        return ApiError::Unauthenticated {
+            reason: "not_found",
+        }
+        .into_response();
+    };
+    let token = token.as_bytes();
+    // Compare against every token, in constant time per token, without
+    // stopping at the first match.
+    let mut matched = subtle::Choice::from(0);
+    for t in st.tokens.iter() {
+        matched |= t.as_slice().ct_eq(token);
+    }
+    if !bool::from(matched) {
+        return ApiError::Unauthenticated {
+            reason: "invalid_argument",
+        }
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn fallback() -> Response {
+    ApiError::InvalidRequest("no such API path or method".into()).into_response()
+}
+
+/// Builds the router (for tests and for embedding).
+pub fn router(config: Config, store: Store) -> Result<Router, ServeError> {
+    let tokens: Vec<Vec<u8>> = config
+        .api_tokens()?
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
+    if tokens.is_empty() {
+        return Err(ServeError::NoTokens);
+    }
+    let st = AppState {
+        store,
+        config: Arc::new(config),
+        tokens: Arc::new(tokens),
+    };
+    let p = "/s2s-vpn/v1alpha1/regions/{region}";
+    let r = Router::new()
+        .route(&format!("{p}/vpn-gateway-types"), get(list_types))
+        .route(&format!("{p}/vpn-gateways"), get(list_vgw).post(create_vgw))
+        .route(
+            &format!("{p}/vpn-gateways/{{id}}"),
+            get(get_vgw).patch(update_vgw).delete(delete_vgw),
+        )
+        .route(
+            &format!("{p}/customer-gateways"),
+            get(list_cgw).post(create_cgw),
+        )
+        .route(
+            &format!("{p}/customer-gateways/{{id}}"),
+            get(get_cgw).patch(update_cgw).delete(delete_cgw),
+        )
+        .route(
+            &format!("{p}/routing-policies"),
+            get(list_rp).post(create_rp),
+        )
+        .route(
+            &format!("{p}/routing-policies/{{id}}"),
+            get(get_rp).patch(update_rp).delete(delete_rp),
+        )
+        .route(
+            &format!("{p}/connections"),
+            get(list_conn).post(create_conn),
+        )
+        .route(
+            &format!("{p}/connections/{{id}}"),
+            get(get_conn).patch(update_conn).delete(delete_conn),
+        )
+        .route(
+            &format!("{p}/connections/{{id}}/{{action}}"),
+            post(conn_action),
+        )
+        .route(
+            "/secret-manager/v1beta1/regions/{region}/secrets/{id}/versions/{revision}/access",
+            get(access_secret),
+        )
+        .fallback(fallback)
+        .layer(middleware::from_fn_with_state(st.clone(), auth))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(st);
+    Ok(r)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve_with_shutdown(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    store: Store,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let app = router(config, store)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Serves the API on `listener` (bound by the caller to `config.api.listen`)
+/// until the task is dropped or an I/O error.
+pub async fn serve(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    store: Store,
+) -> Result<(), ServeError> {
+    serve_with_shutdown(config, listener, store, std::future::pending()).await
+}
+
+// --- handlers -------------------------------------------------------------
+
+async fn list_types(
+    State(st): State<AppState>,
+    Path(region): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    check_region(&st, &region)?;
+    ok(ops::list_vpn_gateway_types(
+        &st.config,
+        &ListQuery::from_query(q.as_deref().unwrap_or("")),
+    )?)
+}
+
+macro_rules! list_handler {
+    ($name:ident, $op:path) => {
+        async fn $name(
+            State(st): State<AppState>,
+            Path(region): Path<String>,
+            RawQuery(q): RawQuery,
+        ) -> ApiResult {
+            check_region(&st, &region)?;
+            let q = ListQuery::from_query(q.as_deref().unwrap_or(""));
+            ok(st.store.read_async(move |tx| $op(tx, &q)).await?)
+        }
+    };
+}
+list_handler!(list_vgw, ops::list_vpn_gateways);
+list_handler!(list_cgw, ops::list_customer_gateways);
+list_handler!(list_rp, ops::list_routing_policies);
+list_handler!(list_conn, ops::list_connections);
+
+macro_rules! get_handler {
+    ($name:ident, $op:path) => {
+        async fn $name(
+            State(st): State<AppState>,
+            Path((region, id)): Path<(String, String)>,
+        ) -> ApiResult {
+            check_region(&st, &region)?;
+            ok(st.store.read_async(move |tx| $op(tx, &id)).await?)
+        }
+    };
+}
+get_handler!(get_vgw, ops::get_vpn_gateway);
+get_handler!(get_cgw, ops::get_customer_gateway);
+get_handler!(get_rp, ops::get_routing_policy);
+get_handler!(get_conn, ops::get_connection);
+
+macro_rules! create_handler {
+    ($name:ident, $op:path) => {
+        async fn $name(
+            State(st): State<AppState>,
+            Path(region): Path<String>,
+            body: Bytes,
+        ) -> ApiResult {
+            check_region(&st, &region)?;
+            let req = ops::parse_body(json_body(&body)?)?;
+            let cfg = st.config.clone();
+            ok(st.store.write_async(move |tx| $op(tx, &cfg, req)).await?)
+        }
+    };
+}
+create_handler!(create_vgw, ops::create_vpn_gateway);
+create_handler!(create_cgw, ops::create_customer_gateway);
+create_handler!(create_rp, ops::create_routing_policy);
+create_handler!(create_conn, ops::create_connection);
+
+async fn update_vgw(
+    State(st): State<AppState>,
+    Path((region, id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    check_region(&st, &region)?;
+    let body = json_body(&body)?;
+    ok(st
+        .store
+        .write_async(move |tx| ops::update_vpn_gateway(tx, &id, body))
+        .await?)
+}
+
+async fn update_cgw(
+    State(st): State<AppState>,
+    Path((region, id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    check_region(&st, &region)?;
+    let req = ops::parse_body(json_body(&body)?)?;
+    let cfg = st.config.clone();
+    ok(st
+        .store
+        .write_async(move |tx| ops::update_customer_gateway(tx, &cfg, &id, req))
+        .await?)
+}
+
+async fn update_rp(
+    State(st): State<AppState>,
+    Path((region, id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    check_region(&st, &region)?;
+    let body = json_body(&body)?;
+    ok(st
+        .store
+        .write_async(move |tx| ops::update_routing_policy(tx, &id, body))
+        .await?)
+}
+
+async fn update_conn(
+    State(st): State<AppState>,
+    Path((region, id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    check_region(&st, &region)?;
+    let body = json_body(&body)?;
+    ok(st
+        .store
+        .write_async(move |tx| ops::update_connection(tx, &id, body))
+        .await?)
+}
+
+async fn delete_vgw(
+    State(st): State<AppState>,
+    Path((region, id)): Path<(String, String)>,
+) -> ApiResult {
+    check_region(&st, &region)?;
+    ok(st
+        .store
+        .write_async(move |tx| ops::delete_vpn_gateway(tx, &id))
+        .await?)
+}
+
+async fn delete_cgw(
+    State(st): State<AppState>,
+    Path((region, id)): Path<(String, String)>,
+) -> ApiResult {
+    check_region(&st, &region)?;
+    st.store
+        .write_async(move |tx| ops::delete_customer_gateway(tx, &id))
+        .await?;
+    no_content()
+}
+
+async fn delete_rp(
+    State(st): State<AppState>,
+    Path((region, id)): Path<(String, String)>,
+) -> ApiResult {
+    check_region(&st, &region)?;
+    st.store
+        .write_async(move |tx| ops::delete_routing_policy(tx, &id))
+        .await?;
+    no_content()
+}
+
+async fn delete_conn(
+    State(st): State<AppState>,
+    Path((region, id)): Path<(String, String)>,
+) -> ApiResult {
+    check_region(&st, &region)?;
+    st.store
+        .write_async(move |tx| ops::delete_connection(tx, &id))
+        .await?;
+    no_content()
+}
+
+async fn conn_action(
+    State(st): State<AppState>,
+    Path((region, id, action)): Path<(String, String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    check_region(&st, &region)?;
+    let body = json_body(&body)?;
+    let cfg = st.config.clone();
+    let v = match action.as_str() {
+        "renew-psk" => {
+            let req = ops::parse_body(body)?;
+            st.store
+                .write_async(move |tx| ops::renew_psk(tx, &id, req))
+                .await?
+        }
+        "change-psk" => {
+            let req = ops::parse_body(body)?;
+            st.store
+                .write_async(move |tx| ops::change_psk(tx, &id, req))
+                .await?
+        }
+        "set-routing-policy" => {
+            let req = ops::parse_body(body)?;
+            st.store
+                .write_async(move |tx| ops::set_routing_policy(tx, &cfg, &id, req))
+                .await?
+        }
+        "detach-routing-policy" => {
+            let req = ops::parse_body(body)?;
+            st.store
+                .write_async(move |tx| ops::detach_routing_policy(tx, &id, req))
+                .await?
+        }
+        "enable-route-propagation" => {
+            st.store
+                .write_async(move |tx| ops::set_route_propagation(tx, &id, true))
+                .await?
+        }
+        "disable-route-propagation" => {
+            st.store
+                .write_async(move |tx| ops::set_route_propagation(tx, &id, false))
+                .await?
+        }
+        _ => return Ok(fallback().await),
+    };
+    ok(v)
+}
+
+async fn access_secret(
+    State(st): State<AppState>,
+    Path((region, id, revision)): Path<(String, String, String)>,
+) -> ApiResult {
+    check_region(&st, &region)?;
+    ok(st
+        .store
+        .read_async(move |tx| ops::access_secret(tx, &id, &revision))
+        .await?)
+}

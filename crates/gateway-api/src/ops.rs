@@ -1,0 +1,1615 @@
+//! The API's operations: each endpoint as a function of one store
+//! transaction, the daemon's config and the parsed request. Here live the
+//! rules that relate resources to each other and to the host (references,
+//! a shared IP family, one policy per family, in-use refusals, the host's
+//! private networks and public IPs, `allowed_connections`); the field rules
+//! are in `model`. No HTTP here: `api` maps paths and queries onto these.
+
+use std::net::IpAddr;
+
+use gateway_config::Config;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::model::{
+    allocate_interco, parse_interco, validate_ciphers, validate_customer_asn, validate_name,
+    validate_prefixes, validate_public_ip, validate_tags, BgpSession, BgpSessionStatus,
+    CipherRequest, CipherUse, Connection, ConnectionStatus, CustomerGateway, Family, GatewayType,
+    InitiationPolicy, Interco, RoutingPolicy, TunnelStatus, VpnGateway, VpnGatewayPublicConfig,
+    VpnGatewayStatus,
+};
+use crate::secrets::Psk;
+use crate::store::{ConnectionRow, IntercoSet, Tx};
+
+/// Project of resources created without one (the SDK sends its
+/// `default_project_id`, which may be unset).
+pub const DEFAULT_PROJECT_ID: &str = "00000000-0000-0000-0000-000000000000";
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(v).map_err(ApiError::internal)
+}
+
+fn project(p: Option<String>) -> Result<String, ApiError> {
+    match p {
+        None => Ok(DEFAULT_PROJECT_ID.to_owned()),
+        Some(p) if p.is_empty() => Ok(DEFAULT_PROJECT_ID.to_owned()),
+        Some(p) if p.len() <= 64 && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
+            Ok(p)
+        }
+        Some(_) => Err(ApiError::constraint("project_id", "must be a UUID")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Lists
+// ---------------------------------------------------------------------------
+
+/// The query of a list call, from repeated `key=value` pairs (the SDK sends
+/// list filters as repeated keys, booleans as `True`/`False`).
+#[derive(Debug, Default, Clone)]
+pub struct ListQuery {
+    pub pairs: Vec<(String, String)>,
+}
+
+impl ListQuery {
+    pub fn from_query(q: &str) -> ListQuery {
+        ListQuery {
+            pairs: form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        }
+    }
+    fn one(&self, k: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+    fn many(&self, k: &str) -> Vec<&str> {
+        self.pairs
+            .iter()
+            .filter(|(key, v)| key == k && !v.is_empty())
+            .flat_map(|(_, v)| v.split(','))
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+    fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
+        match self.one(k) {
+            None => Ok(None),
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(Some(true)),
+                "false" | "0" => Ok(Some(false)),
+                _ => Err(ApiError::constraint(k, "must be true or false")),
+            },
+        }
+    }
+    fn u32(&self, k: &str) -> Result<Option<u32>, ApiError> {
+        self.one(k)
+            .map(|v| {
+                v.parse::<u32>()
+                    .map_err(|_| ApiError::constraint(k, "must be a non-negative integer"))
+            })
+            .transpose()
+    }
+
+    /// `(page, page_size)`: page counts from 1 (0 means 1), page_size
+    /// defaults to 20 and is at most 100.
+    pub fn page(&self) -> Result<(u32, u32), ApiError> {
+        let page = self.u32("page")?.unwrap_or(1).max(1);
+        let size = self.u32("page_size")?.unwrap_or(0);
+        let size = if size == 0 { DEFAULT_PAGE_SIZE } else { size };
+        if size > MAX_PAGE_SIZE {
+            return Err(ApiError::constraint(
+                "page_size",
+                format!("must be at most {MAX_PAGE_SIZE}"),
+            ));
+        }
+        Ok((page, size))
+    }
+
+    fn order_by(&self, allowed: &[&'static str]) -> Result<&'static str, ApiError> {
+        match self.one("order_by") {
+            None => Ok("created_at_asc"),
+            Some(v) => allowed.iter().copied().find(|a| *a == v).ok_or_else(|| {
+                ApiError::unknown(
+                    "order_by",
+                    format!(
+                        "unknown value {v:?}, expected one of: {}",
+                        allowed.join(", ")
+                    ),
+                )
+            }),
+        }
+    }
+
+    /// The filters every resource shares: project, organization, name
+    /// (substring), tags (all of them).
+    fn common_match(
+        &self,
+        project_id: &str,
+        organization_id: &str,
+        name: &str,
+        tags: &[String],
+    ) -> bool {
+        self.one("project_id").is_none_or(|p| p == project_id)
+            && self
+                .one("organization_id")
+                .is_none_or(|o| o == organization_id)
+            && self.one("name").is_none_or(|n| name.contains(n))
+            && self
+                .many("tags")
+                .iter()
+                .all(|t| tags.iter().any(|x| x == t))
+    }
+}
+
+fn paginate<T>(mut items: Vec<T>, page: u32, size: u32) -> (Vec<T>, usize) {
+    let total = items.len();
+    let start = usize::try_from(u64::from(page - 1) * u64::from(size)).unwrap_or(usize::MAX);
+    if start >= items.len() {
+        return (Vec::new(), total);
+    }
+    let mut rest = items.split_off(start);
+    rest.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+    (rest, total)
+}
+
+/// Sorts by `key` for `*_asc` / `*_desc`, ties in creation order.
+fn sort_by_key<T, K: Ord>(items: &mut [T], order: &str, key: impl Fn(&T) -> K) {
+    // Items arrive in creation order; a stable sort keeps it within ties.
+    items.sort_by_key(key);
+    if order.ends_with("_desc") {
+        items.reverse();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rendering: fill the computed `connection_ids`
+// ---------------------------------------------------------------------------
+
+fn render_vpn_gateway(mut g: VpnGateway, conns: &[ConnectionRow]) -> VpnGateway {
+    g.connection_ids = conns
+        .iter()
+        .filter(|c| c.conn.vpn_gateway_id == g.id)
+        .map(|c| c.conn.id.clone())
+        .collect();
+    g
+}
+
+fn render_customer_gateway(mut g: CustomerGateway, conns: &[ConnectionRow]) -> CustomerGateway {
+    g.connection_ids = conns
+        .iter()
+        .filter(|c| c.conn.customer_gateway_id == g.id)
+        .map(|c| c.conn.id.clone())
+        .collect();
+    g
+}
+
+// ---------------------------------------------------------------------------
+// VPN gateway types
+// ---------------------------------------------------------------------------
+
+pub fn gateway_types(config: &Config) -> Vec<GatewayType> {
+    config
+        .gateway_types
+        .iter()
+        .map(|t| GatewayType {
+            name: t.name.clone(),
+            bandwidth: t.bandwidth,
+            allowed_connections: t.allowed_connections,
+            zones: vec![default_zone(config)],
+            region: config.gateway.region.clone(),
+        })
+        .collect()
+}
+
+fn default_zone(config: &Config) -> String {
+    format!("{}-1", config.gateway.region)
+}
+
+pub fn list_vpn_gateway_types(config: &Config, q: &ListQuery) -> Result<Value, ApiError> {
+    let (page, size) = q.page()?;
+    let (items, total) = paginate(gateway_types(config), page, size);
+    Ok(json!({"gateway_types": to_value(&items)?, "total_count": total}))
+}
+
+// ---------------------------------------------------------------------------
+// VPN gateways
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+pub struct IpamPair {
+    pub ipam_ipv4_id: Option<String>,
+    pub ipam_ipv6_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct SingleIpTunnel {
+    pub ipam_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct PublicTunnelConfig {
+    pub single_ipv4_tunnel: Option<SingleIpTunnel>,
+    pub single_ipv6_tunnel: Option<SingleIpTunnel>,
+    pub dual_ipv4v6_tunnel: Option<IpamPair>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct CreateVpnGatewayRequest {
+    pub name: Option<String>,
+    pub gateway_type: Option<String>,
+    pub private_network_id: Option<String>,
+    pub project_id: Option<String>,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    pub public_config: Option<IpamPair>,
+    pub public_tunnel_config: Option<PublicTunnelConfig>,
+    pub ipam_private_ipv4_id: Option<String>,
+    pub ipam_private_ipv6_id: Option<String>,
+    pub zone: Option<String>,
+}
+
+/// Public IP (IPAM) ids: IPv4, IPv6.
+type IpamIds = (Option<String>, Option<String>);
+
+/// The public IP ids a gateway asks for, from either of the SDK's shapes.
+fn requested_public_ips(req: &CreateVpnGatewayRequest) -> Result<Option<IpamIds>, ApiError> {
+    match (&req.public_config, &req.public_tunnel_config) {
+        (Some(_), Some(_)) => Err(ApiError::constraint(
+            "public_config",
+            "at most one of public_config and public_tunnel_config may be set",
+        )),
+        (Some(p), None) => Ok(Some((p.ipam_ipv4_id.clone(), p.ipam_ipv6_id.clone()))),
+        (None, Some(t)) => {
+            let n = usize::from(t.single_ipv4_tunnel.is_some())
+                + usize::from(t.single_ipv6_tunnel.is_some())
+                + usize::from(t.dual_ipv4v6_tunnel.is_some());
+            if n != 1 {
+                return Err(ApiError::constraint(
+                    "public_tunnel_config",
+                    "exactly one of single_ipv4_tunnel, single_ipv6_tunnel and dual_ipv4v6_tunnel must be set",
+                ));
+            }
+            if let Some(s) = &t.single_ipv4_tunnel {
+                let id = s.ipam_id.clone().ok_or_else(|| {
+                    ApiError::required("public_tunnel_config.single_ipv4_tunnel.ipam_id")
+                })?;
+                return Ok(Some((Some(id), None)));
+            }
+            if let Some(s) = &t.single_ipv6_tunnel {
+                let id = s.ipam_id.clone().ok_or_else(|| {
+                    ApiError::required("public_tunnel_config.single_ipv6_tunnel.ipam_id")
+                })?;
+                return Ok(Some((None, Some(id))));
+            }
+            let d = t
+                .dual_ipv4v6_tunnel
+                .as_ref()
+                .ok_or_else(|| ApiError::required("public_tunnel_config.dual_ipv4v6_tunnel"))?;
+            match (&d.ipam_ipv4_id, &d.ipam_ipv6_id) {
+                (Some(a), Some(b)) => Ok(Some((Some(a.clone()), Some(b.clone())))),
+                (None, _) => Err(ApiError::required(
+                    "public_tunnel_config.dual_ipv4v6_tunnel.ipam_ipv4_id",
+                )),
+                (_, None) => Err(ApiError::required(
+                    "public_tunnel_config.dual_ipv4v6_tunnel.ipam_ipv6_id",
+                )),
+            }
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// The public addresses of a VPN gateway, resolved through the config.
+pub fn vpn_gateway_addresses(config: &Config, g: &VpnGateway) -> (Option<IpAddr>, Option<IpAddr>) {
+    let pc = g.public_config.clone().unwrap_or_default();
+    let get = |id: Option<String>| id.and_then(|id| config.public_ip(&id).map(|p| p.address));
+    (get(pc.ipam_ipv4_id), get(pc.ipam_ipv6_id))
+}
+
+fn customer_addresses(g: &CustomerGateway) -> (Option<IpAddr>, Option<IpAddr>) {
+    (
+        g.public_ipv4.as_deref().and_then(|s| s.parse().ok()),
+        g.public_ipv6.as_deref().and_then(|s| s.parse().ok()),
+    )
+}
+
+/// The tunnel families of a connection: those both gateways have an
+/// address of.
+pub fn tunnel_families(config: &Config, vgw: &VpnGateway, cgw: &CustomerGateway) -> Vec<Family> {
+    let (v4, v6) = vpn_gateway_addresses(config, vgw);
+    let (c4, c6) = customer_addresses(cgw);
+    let mut f = Vec::new();
+    if v4.is_some() && c4.is_some() {
+        f.push(Family::V4);
+    }
+    if v6.is_some() && c6.is_some() {
+        f.push(Family::V6);
+    }
+    f
+}
+
+pub fn create_vpn_gateway(
+    tx: &mut Tx<'_>,
+    config: &Config,
+    req: CreateVpnGatewayRequest,
+) -> Result<Value, ApiError> {
+    let name = req.name.clone().ok_or_else(|| ApiError::required("name"))?;
+    validate_name("name", &name)?;
+    let tags = req.tags.clone().unwrap_or_default();
+    validate_tags("tags", &tags)?;
+    let gateway_type = req
+        .gateway_type
+        .clone()
+        .ok_or_else(|| ApiError::required("gateway_type"))?;
+    if config.gateway_type(&gateway_type).is_none() {
+        return Err(ApiError::unknown(
+            "gateway_type",
+            format!(
+                "unknown gateway type {gateway_type:?}, expected one of: {}",
+                config
+                    .gateway_types
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let pn_id = req
+        .private_network_id
+        .clone()
+        .ok_or_else(|| ApiError::required("private_network_id"))?;
+    if config.private_network(&pn_id).is_none() {
+        return Err(ApiError::unknown(
+            "private_network_id",
+            format!(
+                "private network {pn_id} is not attached to this host (not in the daemon's config)"
+            ),
+        ));
+    }
+    let zone = req.zone.clone().unwrap_or_else(|| default_zone(config));
+    if zone != default_zone(config) {
+        return Err(ApiError::constraint(
+            "zone",
+            format!(
+                "must be {} (the zone this host serves)",
+                default_zone(config)
+            ),
+        ));
+    }
+    let project_id = project(req.project_id.clone())?;
+    let existing = tx.vpn_gateways()?;
+    let used = |id: &str| {
+        existing.iter().any(|g| {
+            g.public_config.as_ref().is_some_and(|p| {
+                p.ipam_ipv4_id.as_deref() == Some(id) || p.ipam_ipv6_id.as_deref() == Some(id)
+            })
+        })
+    };
+    let (v4, v6) = match requested_public_ips(&req)? {
+        Some((v4, v6)) => {
+            if v4.is_none() && v6.is_none() {
+                return Err(ApiError::constraint(
+                    "public_config",
+                    "at least one of ipam_ipv4_id and ipam_ipv6_id is required",
+                ));
+            }
+            for (field, id, fam) in [
+                ("public_config.ipam_ipv4_id", &v4, Family::V4),
+                ("public_config.ipam_ipv6_id", &v6, Family::V6),
+            ] {
+                let Some(id) = id else { continue };
+                let Some(ip) = config.public_ip(id) else {
+                    return Err(ApiError::unknown(
+                        field,
+                        format!("public IP {id} is not an address of this host (not in the daemon's config)"),
+                    ));
+                };
+                if Family::of(&ip.address) != fam {
+                    return Err(ApiError::constraint(
+                        field,
+                        format!(
+                            "public IP {id} is {}, an {} /{} is required",
+                            ip.address,
+                            fam.name(),
+                            if fam == Family::V4 { 32 } else { 128 }
+                        ),
+                    ));
+                }
+                if used(id) {
+                    return Err(ApiError::constraint(
+                        field,
+                        format!("public IP {id} is already used by another VPN gateway"),
+                    ));
+                }
+            }
+            (v4, v6)
+        }
+        None => {
+            // Like Scaleway booking IPs: take a free address of each family.
+            let free = |fam: Family| {
+                config
+                    .public_ips
+                    .iter()
+                    .find(|p| Family::of(&p.address) == fam && !used(&p.id))
+                    .map(|p| p.id.clone())
+            };
+            let (v4, v6) = (free(Family::V4), free(Family::V6));
+            if v4.is_none() && v6.is_none() {
+                return Err(ApiError::constraint(
+                    "public_config",
+                    "no public IP of this host is free: every configured public IP is used by a VPN gateway",
+                ));
+            }
+            (v4, v6)
+        }
+    };
+    let id = crate::new_id()?;
+    let now = crate::now_rfc3339();
+    let g = VpnGateway {
+        id: id.clone(),
+        organization_id: project_id.clone(),
+        project_id,
+        name,
+        tags,
+        status: VpnGatewayStatus::Provisioning,
+        created_at: now.clone(),
+        updated_at: now,
+        gateway_type,
+        private_network_id: pn_id,
+        ipam_private_ipv4_id: req
+            .ipam_private_ipv4_id
+            .clone()
+            .unwrap_or_else(|| format!("{id}-ipv4")),
+        ipam_private_ipv6_id: req
+            .ipam_private_ipv6_id
+            .clone()
+            .unwrap_or_else(|| format!("{id}-ipv6")),
+        asn: config.gateway.asn,
+        connection_ids: vec![],
+        zone,
+        region: config.gateway.region.clone(),
+        public_config: Some(VpnGatewayPublicConfig {
+            ipam_ipv4_id: v4,
+            ipam_ipv6_id: v6,
+        }),
+        private_config: None,
+    };
+    tx.put_vpn_gateway(&g)?;
+    to_value(&g)
+}
+
+pub fn get_vpn_gateway(tx: &mut Tx<'_>, id: &str) -> Result<Value, ApiError> {
+    let g = tx
+        .vpn_gateway(id)?
+        .ok_or_else(|| ApiError::not_found("vpn_gateway", id))?;
+    to_value(&render_vpn_gateway(g, &tx.connections()?))
+}
+
+pub fn list_vpn_gateways(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiError> {
+    let (page, size) = q.page()?;
+    let order = q.order_by(&[
+        "created_at_asc",
+        "created_at_desc",
+        "name_asc",
+        "name_desc",
+        "type_asc",
+        "type_desc",
+        "status_asc",
+        "status_desc",
+    ])?;
+    let statuses = q
+        .many("statuses")
+        .into_iter()
+        .map(|s| VpnGatewayStatus::parse_field("statuses", s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let types = q.many("gateway_types");
+    let pns = q.many("private_network_ids");
+    let conns = tx.connections()?;
+    let mut items: Vec<VpnGateway> = tx
+        .vpn_gateways()?
+        .into_iter()
+        .filter(|g| {
+            q.common_match(&g.project_id, &g.organization_id, &g.name, &g.tags)
+                && (statuses.is_empty() || statuses.contains(&g.status))
+                && (types.is_empty() || types.contains(&g.gateway_type.as_str()))
+                && (pns.is_empty() || pns.contains(&g.private_network_id.as_str()))
+        })
+        .map(|g| render_vpn_gateway(g, &conns))
+        .collect();
+    match order.trim_end_matches("_asc").trim_end_matches("_desc") {
+        "name" => sort_by_key(&mut items, order, |g| g.name.clone()),
+        "type" => sort_by_key(&mut items, order, |g| g.gateway_type.clone()),
+        "status" => sort_by_key(&mut items, order, |g| g.status.as_str()),
+        _ => sort_by_key(&mut items, order, |_| ()),
+    }
+    let (items, total) = paginate(items, page, size);
+    Ok(json!({"gateways": to_value(&items)?, "total_count": total}))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct UpdateNameTags {
+    pub name: Option<String>,
+    pub tags: Option<Vec<String>>,
+}
+
+/// Refuses fields of a PATCH that are immutable, naming them.
+fn refuse_immutable(body: &Value, allowed: &[&str], what: &str) -> Result<(), ApiError> {
+    if let Some(obj) = body.as_object() {
+        for k in obj.keys() {
+            if !allowed.contains(&k.as_str()) {
+                return Err(ApiError::constraint(
+                    k.clone(),
+                    format!(
+                        "cannot be modified after creation of the {what} (only {} can)",
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn update_vpn_gateway(tx: &mut Tx<'_>, id: &str, body: Value) -> Result<Value, ApiError> {
+    refuse_immutable(&body, &["name", "tags"], "VPN gateway")?;
+    let req: UpdateNameTags = parse_body(body)?;
+    let mut g = tx
+        .vpn_gateway(id)?
+        .ok_or_else(|| ApiError::not_found("vpn_gateway", id))?;
+    if let Some(name) = req.name {
+        validate_name("name", &name)?;
+        g.name = name;
+    }
+    if let Some(tags) = req.tags {
+        validate_tags("tags", &tags)?;
+        g.tags = tags;
+    }
+    g.updated_at = crate::now_rfc3339();
+    tx.put_vpn_gateway(&g)?;
+    to_value(&render_vpn_gateway(g, &tx.connections()?))
+}
+
+pub fn delete_vpn_gateway(tx: &mut Tx<'_>, id: &str) -> Result<Value, ApiError> {
+    let mut g = tx
+        .vpn_gateway(id)?
+        .ok_or_else(|| ApiError::not_found("vpn_gateway", id))?;
+    let conns = tx.connections()?;
+    let users: Vec<&str> = conns
+        .iter()
+        .filter(|c| c.conn.vpn_gateway_id == id)
+        .map(|c| c.conn.id.as_str())
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::StillInUse {
+            resource: "vpn_gateway",
+            help: format!(
+                "the VPN gateway is used by connection(s) {}: delete them first",
+                users.join(", ")
+            ),
+        });
+    }
+    // The agent tears the gateway down and removes it
+    // (`Store::finish_vpn_gateway_deletion`).
+    g.status = VpnGatewayStatus::Deprovisioning;
+    g.updated_at = crate::now_rfc3339();
+    tx.put_vpn_gateway(&g)?;
+    to_value(&g)
+}
+
+// ---------------------------------------------------------------------------
+// Customer gateways
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+pub struct CreateCustomerGatewayRequest {
+    pub name: Option<String>,
+    pub asn: Option<i64>,
+    pub project_id: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub ipv4_public: Option<String>,
+    pub ipv6_public: Option<String>,
+}
+
+/// Refuses a customer gateway address that is one of ours: the seed forbids
+/// connecting two of our own VPCs.
+fn refuse_own_address(config: &Config, field: &str, ip: IpAddr) -> Result<(), ApiError> {
+    if config.public_ips.iter().any(|p| p.address == ip) {
+        return Err(ApiError::constraint(
+            field,
+            format!("{ip} is a public IP of one of our VPN gateways: connecting two of our own VPCs is not supported"),
+        ));
+    }
+    Ok(())
+}
+
+fn customer_ips(
+    config: &Config,
+    v4: Option<&str>,
+    v6: Option<&str>,
+) -> Result<(Option<String>, Option<String>), ApiError> {
+    let v4 = v4.filter(|s| !s.is_empty());
+    let v6 = v6.filter(|s| !s.is_empty());
+    if v4.is_none() && v6.is_none() {
+        return Err(ApiError::constraint(
+            "ipv4_public",
+            "at least one of ipv4_public and ipv6_public is required",
+        ));
+    }
+    let mut out = (None, None);
+    if let Some(s) = v4 {
+        let ip = validate_public_ip("ipv4_public", s, Family::V4)?;
+        refuse_own_address(config, "ipv4_public", ip)?;
+        out.0 = Some(ip.to_string());
+    }
+    if let Some(s) = v6 {
+        let ip = validate_public_ip("ipv6_public", s, Family::V6)?;
+        refuse_own_address(config, "ipv6_public", ip)?;
+        out.1 = Some(ip.to_string());
+    }
+    Ok(out)
+}
+
+pub fn create_customer_gateway(
+    tx: &mut Tx<'_>,
+    config: &Config,
+    req: CreateCustomerGatewayRequest,
+) -> Result<Value, ApiError> {
+    let name = req.name.ok_or_else(|| ApiError::required("name"))?;
+    validate_name("name", &name)?;
+    let tags = req.tags.unwrap_or_default();
+    validate_tags("tags", &tags)?;
+    let asn = validate_customer_asn(
+        "asn",
+        req.asn.ok_or_else(|| ApiError::required("asn"))?,
+        config.gateway.asn,
+    )?;
+    let (v4, v6) = customer_ips(
+        config,
+        req.ipv4_public.as_deref(),
+        req.ipv6_public.as_deref(),
+    )?;
+    let project_id = project(req.project_id)?;
+    let now = crate::now_rfc3339();
+    let g = CustomerGateway {
+        id: crate::new_id()?,
+        organization_id: project_id.clone(),
+        project_id,
+        name,
+        tags,
+        created_at: now.clone(),
+        updated_at: now,
+        public_ipv4: v4,
+        public_ipv6: v6,
+        asn,
+        connection_ids: vec![],
+        region: config.gateway.region.clone(),
+    };
+    tx.put_customer_gateway(&g)?;
+    to_value(&g)
+}
+
+pub fn get_customer_gateway(tx: &mut Tx<'_>, id: &str) -> Result<Value, ApiError> {
+    let g = tx
+        .customer_gateway(id)?
+        .ok_or_else(|| ApiError::not_found("customer_gateway", id))?;
+    to_value(&render_customer_gateway(g, &tx.connections()?))
+}
+
+pub fn list_customer_gateways(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiError> {
+    let (page, size) = q.page()?;
+    let order = q.order_by(&["created_at_asc", "created_at_desc", "name_asc", "name_desc"])?;
+    let conns = tx.connections()?;
+    let mut items: Vec<CustomerGateway> = tx
+        .customer_gateways()?
+        .into_iter()
+        .filter(|g| q.common_match(&g.project_id, &g.organization_id, &g.name, &g.tags))
+        .map(|g| render_customer_gateway(g, &conns))
+        .collect();
+    if order.starts_with("name") {
+        sort_by_key(&mut items, order, |g| g.name.clone());
+    } else {
+        sort_by_key(&mut items, order, |_| ());
+    }
+    let (items, total) = paginate(items, page, size);
+    Ok(json!({"gateways": to_value(&items)?, "total_count": total}))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct UpdateCustomerGatewayRequest {
+    pub name: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub ipv4_public: Option<String>,
+    pub ipv6_public: Option<String>,
+    pub asn: Option<i64>,
+}
+
+pub fn update_customer_gateway(
+    tx: &mut Tx<'_>,
+    config: &Config,
+    id: &str,
+    req: UpdateCustomerGatewayRequest,
+) -> Result<Value, ApiError> {
+    let mut g = tx
+        .customer_gateway(id)?
+        .ok_or_else(|| ApiError::not_found("customer_gateway", id))?;
+    if let Some(name) = req.name {
+        validate_name("name", &name)?;
+        g.name = name;
+    }
+    if let Some(tags) = req.tags {
+        validate_tags("tags", &tags)?;
+        g.tags = tags;
+    }
+    // proto3: 0 means "not set".
+    if let Some(asn) = req.asn.filter(|a| *a != 0) {
+        g.asn = validate_customer_asn("asn", asn, config.gateway.asn)?;
+    }
+    if req.ipv4_public.is_some() || req.ipv6_public.is_some() {
+        let v4 = req.ipv4_public.as_deref().or(g.public_ipv4.as_deref());
+        let v6 = req.ipv6_public.as_deref().or(g.public_ipv6.as_deref());
+        let (v4, v6) = customer_ips(config, v4, v6)?;
+        g.public_ipv4 = v4;
+        g.public_ipv6 = v6;
+    }
+    let conns = tx.connections()?;
+    // Connections must keep their primary tunnel family.
+    for c in conns.iter().filter(|c| c.conn.customer_gateway_id == g.id) {
+        if let Some(vgw) = tx.vpn_gateway(&c.conn.vpn_gateway_id)? {
+            let fams = tunnel_families(config, &vgw, &g);
+            let primary = Family::from_is_ipv6(c.conn.is_ipv6);
+            if !fams.contains(&primary) {
+                return Err(ApiError::constraint(
+                    if primary == Family::V4 { "ipv4_public" } else { "ipv6_public" },
+                    format!(
+                        "connection {} uses an {} tunnel with this customer gateway: its {} address cannot be removed",
+                        c.conn.id,
+                        primary.name(),
+                        primary.name()
+                    ),
+                ));
+            }
+        }
+    }
+    g.updated_at = crate::now_rfc3339();
+    tx.put_customer_gateway(&g)?;
+    to_value(&render_customer_gateway(g, &conns))
+}
+
+pub fn delete_customer_gateway(tx: &mut Tx<'_>, id: &str) -> Result<(), ApiError> {
+    if tx.customer_gateway(id)?.is_none() {
+        return Err(ApiError::not_found("customer_gateway", id));
+    }
+    let users: Vec<String> = tx
+        .connections()?
+        .into_iter()
+        .filter(|c| c.conn.customer_gateway_id == id)
+        .map(|c| c.conn.id)
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::StillInUse {
+            resource: "customer_gateway",
+            help: format!(
+                "the customer gateway is used by connection(s) {}: delete them first",
+                users.join(", ")
+            ),
+        });
+    }
+    tx.delete_customer_gateway(id)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Routing policies
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+pub struct CreateRoutingPolicyRequest {
+    pub name: Option<String>,
+    pub is_ipv6: Option<bool>,
+    pub project_id: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub prefix_filter_in: Option<Vec<String>>,
+    pub prefix_filter_out: Option<Vec<String>>,
+}
+
+fn canonical(nets: Vec<ipnet::IpNet>) -> Vec<String> {
+    nets.into_iter().map(|n| n.to_string()).collect()
+}
+
+pub fn create_routing_policy(
+    tx: &mut Tx<'_>,
+    config: &Config,
+    req: CreateRoutingPolicyRequest,
+) -> Result<Value, ApiError> {
+    let name = req.name.ok_or_else(|| ApiError::required("name"))?;
+    validate_name("name", &name)?;
+    let tags = req.tags.unwrap_or_default();
+    validate_tags("tags", &tags)?;
+    let is_ipv6 = req.is_ipv6.unwrap_or(false);
+    let fam = Family::from_is_ipv6(is_ipv6);
+    let fin = validate_prefixes(
+        "prefix_filter_in",
+        &req.prefix_filter_in.unwrap_or_default(),
+        fam,
+    )?;
+    let fout = validate_prefixes(
+        "prefix_filter_out",
+        &req.prefix_filter_out.unwrap_or_default(),
+        fam,
+    )?;
+    let project_id = project(req.project_id)?;
+    let now = crate::now_rfc3339();
+    let p = RoutingPolicy {
+        id: crate::new_id()?,
+        organization_id: project_id.clone(),
+        project_id,
+        name,
+        tags,
+        created_at: now.clone(),
+        updated_at: now,
+        is_ipv6,
+        prefix_filter_in: canonical(fin),
+        prefix_filter_out: canonical(fout),
+        region: config.gateway.region.clone(),
+    };
+    tx.put_routing_policy(&p)?;
+    to_value(&p)
+}
+
+pub fn get_routing_policy(tx: &mut Tx<'_>, id: &str) -> Result<Value, ApiError> {
+    let p = tx
+        .routing_policy(id)?
+        .ok_or_else(|| ApiError::not_found("routing_policy", id))?;
+    to_value(&p)
+}
+
+pub fn list_routing_policies(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiError> {
+    let (page, size) = q.page()?;
+    let order = q.order_by(&["created_at_asc", "created_at_desc", "name_asc", "name_desc"])?;
+    let ipv6 = q.bool("ipv6")?;
+    let mut items: Vec<RoutingPolicy> = tx
+        .routing_policies()?
+        .into_iter()
+        .filter(|p| {
+            q.common_match(&p.project_id, &p.organization_id, &p.name, &p.tags)
+                && ipv6.is_none_or(|v| v == p.is_ipv6)
+        })
+        .collect();
+    if order.starts_with("name") {
+        sort_by_key(&mut items, order, |p| p.name.clone());
+    } else {
+        sort_by_key(&mut items, order, |_| ());
+    }
+    let (items, total) = paginate(items, page, size);
+    Ok(json!({"routing_policies": to_value(&items)?, "total_count": total}))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct UpdateRoutingPolicyRequest {
+    pub name: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub prefix_filter_in: Option<Vec<String>>,
+    pub prefix_filter_out: Option<Vec<String>>,
+}
+
+pub fn update_routing_policy(tx: &mut Tx<'_>, id: &str, body: Value) -> Result<Value, ApiError> {
+    refuse_immutable(
+        &body,
+        &["name", "tags", "prefix_filter_in", "prefix_filter_out"],
+        "routing policy",
+    )?;
+    let req: UpdateRoutingPolicyRequest = parse_body(body)?;
+    let mut p = tx
+        .routing_policy(id)?
+        .ok_or_else(|| ApiError::not_found("routing_policy", id))?;
+    let fam = Family::from_is_ipv6(p.is_ipv6);
+    if let Some(name) = req.name {
+        validate_name("name", &name)?;
+        p.name = name;
+    }
+    if let Some(tags) = req.tags {
+        validate_tags("tags", &tags)?;
+        p.tags = tags;
+    }
+    if let Some(v) = req.prefix_filter_in {
+        p.prefix_filter_in = canonical(validate_prefixes("prefix_filter_in", &v, fam)?);
+    }
+    if let Some(v) = req.prefix_filter_out {
+        p.prefix_filter_out = canonical(validate_prefixes("prefix_filter_out", &v, fam)?);
+    }
+    p.updated_at = crate::now_rfc3339();
+    tx.put_routing_policy(&p)?;
+    to_value(&p)
+}
+
+pub fn delete_routing_policy(tx: &mut Tx<'_>, id: &str) -> Result<(), ApiError> {
+    if tx.routing_policy(id)?.is_none() {
+        return Err(ApiError::not_found("routing_policy", id));
+    }
+    let users: Vec<String> = tx
+        .connections()?
+        .into_iter()
+        .filter(|c| c.conn.routing_policy_ids().any(|p| p == id))
+        .map(|c| c.conn.id)
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::StillInUse {
+            resource: "routing_policy",
+            help: format!(
+                "the routing policy is attached to connection(s) {}: detach it first",
+                users.join(", ")
+            ),
+        });
+    }
+    tx.delete_routing_policy(id)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Connections
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default, Clone)]
+pub struct BgpConfigRequest {
+    pub routing_policy_id: Option<String>,
+    pub private_ip: Option<String>,
+    pub peer_private_ip: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+pub struct SecretRef {
+    pub id: Option<String>,
+    pub revision: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct CreateConnectionRequest {
+    pub name: Option<String>,
+    pub is_ipv6: Option<bool>,
+    pub initiation_policy: Option<String>,
+    pub project_id: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub ikev2_ciphers: Option<Vec<CipherRequest>>,
+    pub esp_ciphers: Option<Vec<CipherRequest>>,
+    pub enable_route_propagation: Option<bool>,
+    pub vpn_gateway_id: Option<String>,
+    pub customer_gateway_id: Option<String>,
+    pub secret: Option<SecretRef>,
+    pub bgp_config_ipv4: Option<BgpConfigRequest>,
+    pub bgp_config_ipv6: Option<BgpConfigRequest>,
+}
+
+fn initiation_policy(field: &str, s: &str) -> Result<InitiationPolicy, ApiError> {
+    let p = InitiationPolicy::parse_field(field, s)?;
+    if p == InitiationPolicy::UnknownInitiationPolicy {
+        return Err(ApiError::constraint(
+            field,
+            "must be vpn_gateway or customer_gateway",
+        ));
+    }
+    Ok(p)
+}
+
+/// All interconnection subnets in use, except those of `except`.
+fn taken_intercos(conns: &[ConnectionRow], except: Option<&str>) -> Vec<Interco> {
+    conns
+        .iter()
+        .filter(|c| Some(c.conn.id.as_str()) != except)
+        .flat_map(|c| [c.interco.v4, c.interco.v6])
+        .flatten()
+        .collect()
+}
+
+/// Checks a routing policy for the session of `family`.
+fn policy_for(
+    tx: &Tx<'_>,
+    field: &str,
+    id: &str,
+    family: Family,
+) -> Result<RoutingPolicy, ApiError> {
+    let p = tx
+        .routing_policy(id)?
+        .ok_or_else(|| ApiError::not_found("routing_policy", id))?;
+    if Family::from_is_ipv6(p.is_ipv6) != family {
+        return Err(ApiError::constraint(
+            field,
+            format!(
+                "routing policy {id} is {}, the {} BGP session needs an {} routing policy",
+                Family::from_is_ipv6(p.is_ipv6).name(),
+                family.name(),
+                family.name()
+            ),
+        ));
+    }
+    Ok(p)
+}
+
+fn session_of(c: &mut Connection, f: Family) -> &mut Option<BgpSession> {
+    match f {
+        Family::V4 => &mut c.bgp_session_ipv4,
+        Family::V6 => &mut c.bgp_session_ipv6,
+    }
+}
+
+fn bgp_status_of(c: &mut Connection, f: Family) -> &mut BgpSessionStatus {
+    match f {
+        Family::V4 => &mut c.bgp_status_ipv4,
+        Family::V6 => &mut c.bgp_status_ipv6,
+    }
+}
+
+/// A BGP session of `family` needs the VPN gateway's private network to
+/// have a subnet of that family to announce.
+fn check_private_network_family(
+    config: &Config,
+    vgw: &VpnGateway,
+    field: &str,
+    family: Family,
+) -> Result<(), ApiError> {
+    let Some(pn) = config.private_network(&vgw.private_network_id) else {
+        return Err(ApiError::constraint(
+            "vpn_gateway_id",
+            format!(
+                "the VPN gateway's private network {} is no longer in the daemon's config",
+                vgw.private_network_id
+            ),
+        ));
+    };
+    let has = match family {
+        Family::V4 => pn.ipv4_subnet.is_some(),
+        Family::V6 => pn.ipv6_subnet.is_some(),
+    };
+    if !has {
+        return Err(ApiError::constraint(
+            field,
+            format!(
+                "the VPN gateway's private network {} has no {} subnet to route",
+                vgw.private_network_id,
+                family.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn render_connection(row: &ConnectionRow) -> Result<Value, ApiError> {
+    to_value(&row.conn)
+}
+
+pub fn create_connection(
+    tx: &mut Tx<'_>,
+    config: &Config,
+    req: CreateConnectionRequest,
+) -> Result<Value, ApiError> {
+    let name = req.name.ok_or_else(|| ApiError::required("name"))?;
+    validate_name("name", &name)?;
+    let tags = req.tags.unwrap_or_default();
+    validate_tags("tags", &tags)?;
+    let is_ipv6 = req.is_ipv6.unwrap_or(false);
+    let initiation = initiation_policy(
+        "initiation_policy",
+        req.initiation_policy
+            .as_deref()
+            .ok_or_else(|| ApiError::required("initiation_policy"))?,
+    )?;
+    let ike = validate_ciphers(
+        "ikev2_ciphers",
+        &req.ikev2_ciphers.unwrap_or_default(),
+        CipherUse::Ikev2,
+    )?;
+    let esp = validate_ciphers(
+        "esp_ciphers",
+        &req.esp_ciphers.unwrap_or_default(),
+        CipherUse::Esp,
+    )?;
+    let vgw_id = req
+        .vpn_gateway_id
+        .ok_or_else(|| ApiError::required("vpn_gateway_id"))?;
+    let cgw_id = req
+        .customer_gateway_id
+        .ok_or_else(|| ApiError::required("customer_gateway_id"))?;
+    let vgw = tx
+        .vpn_gateway(&vgw_id)?
+        .ok_or_else(|| ApiError::not_found("vpn_gateway", &vgw_id))?;
+    let cgw = tx
+        .customer_gateway(&cgw_id)?
+        .ok_or_else(|| ApiError::not_found("customer_gateway", &cgw_id))?;
+    if vgw.status == VpnGatewayStatus::Deprovisioning {
+        return Err(ApiError::TransientState {
+            resource: "vpn_gateway",
+            resource_id: vgw.id,
+            current_state: vgw.status.to_string(),
+        });
+    }
+    if vgw.region != cgw.region {
+        return Err(ApiError::constraint(
+            "customer_gateway_id",
+            format!(
+                "the customer gateway is in region {}, the VPN gateway in {}: they must be in the same region",
+                cgw.region, vgw.region
+            ),
+        ));
+    }
+    for (field, ip) in [
+        ("ipv4_public", &cgw.public_ipv4),
+        ("ipv6_public", &cgw.public_ipv6),
+    ] {
+        if let Some(ip) = ip.as_deref().and_then(|s| s.parse::<IpAddr>().ok()) {
+            refuse_own_address(config, &format!("customer_gateway_id ({field})"), ip)?;
+        }
+    }
+    let families = tunnel_families(config, &vgw, &cgw);
+    if families.is_empty() {
+        return Err(ApiError::constraint(
+            "customer_gateway_id",
+            "the VPN gateway and the customer gateway share no IP family (both need an IPv4, or both an IPv6, public address)",
+        ));
+    }
+    let primary = Family::from_is_ipv6(is_ipv6);
+    if !families.contains(&primary) {
+        return Err(ApiError::constraint(
+            "is_ipv6",
+            format!(
+                "the primary tunnel is {} but the gateways only share {}",
+                primary.name(),
+                families
+                    .iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        ));
+    }
+    let conns = tx.connections()?;
+    let on_gateway = conns
+        .iter()
+        .filter(|c| c.conn.vpn_gateway_id == vgw.id)
+        .count();
+    let allowed = config
+        .gateway_type(&vgw.gateway_type)
+        .map(|t| t.allowed_connections)
+        .unwrap_or(0);
+    if on_gateway >= usize::try_from(allowed).unwrap_or(usize::MAX) {
+        return Err(ApiError::QuotaExceeded {
+            resource: "connections",
+            quota: u64::from(allowed),
+            current: u64::try_from(on_gateway).unwrap_or(u64::MAX),
+        });
+    }
+    if req.bgp_config_ipv4.is_none() && req.bgp_config_ipv6.is_none() {
+        return Err(ApiError::constraint(
+            "bgp_config_ipv4",
+            "at least one routing policy is required: set bgp_config_ipv4 and/or bgp_config_ipv6",
+        ));
+    }
+    let mut taken = taken_intercos(&conns, None);
+    let mut interco = IntercoSet::default();
+    let mut sessions = [None, None];
+    for (i, (field, fam, cfg)) in [
+        ("bgp_config_ipv4", Family::V4, &req.bgp_config_ipv4),
+        ("bgp_config_ipv6", Family::V6, &req.bgp_config_ipv6),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let Some(cfg) = cfg else { continue };
+        let pid = cfg
+            .routing_policy_id
+            .as_deref()
+            .ok_or_else(|| ApiError::required(format!("{field}.routing_policy_id")))?;
+        policy_for(tx, &format!("{field}.routing_policy_id"), pid, fam)?;
+        check_private_network_family(config, &vgw, field, fam)?;
+        let ic = match (&cfg.private_ip, &cfg.peer_private_ip) {
+            (Some(a), Some(b)) => {
+                let ic = parse_interco(field, a, b, fam)?;
+                if let Some(t) = taken.iter().find(|t| t.overlaps(&ic)) {
+                    return Err(ApiError::constraint(
+                        format!("{field}.private_ip"),
+                        format!(
+                            "{} overlaps {} already used by another connection",
+                            ic.subnet(),
+                            t.subnet()
+                        ),
+                    ));
+                }
+                ic
+            }
+            (None, None) => allocate_interco(fam, &taken).ok_or_else(|| {
+                ApiError::constraint(field, "no free interconnection subnet left")
+            })?,
+            (Some(_), None) => return Err(ApiError::required(format!("{field}.peer_private_ip"))),
+            (None, Some(_)) => return Err(ApiError::required(format!("{field}.private_ip"))),
+        };
+        taken.push(ic);
+        interco.set(fam, Some(ic));
+        sessions[i] = Some(BgpSession {
+            routing_policy_id: pid.to_owned(),
+            private_ip: ic.local.to_string(),
+            peer_private_ip: ic.peer.to_string(),
+        });
+    }
+    let [bgp_session_ipv4, bgp_session_ipv6] = sessions;
+    let id = crate::new_id()?;
+    let (secret_id, secret_revision) = match req.secret {
+        Some(s) => resolve_secret_ref(tx, "secret", &s)?,
+        None => {
+            let sid = crate::new_id()?;
+            let psk = Psk::generate().map_err(ApiError::internal)?;
+            let rev = tx.add_secret_revision(&sid, &psk)?;
+            (sid, rev)
+        }
+    };
+    let project_id = project(req.project_id)?;
+    let now = crate::now_rfc3339();
+    let tstat = |f: Family| families.contains(&f).then_some(TunnelStatus::Down);
+    let bstat = |s: &Option<BgpSession>| {
+        if s.is_some() {
+            BgpSessionStatus::Down
+        } else {
+            BgpSessionStatus::Disabled
+        }
+    };
+    let conn = Connection {
+        id,
+        organization_id: project_id.clone(),
+        project_id,
+        name,
+        tags,
+        created_at: now.clone(),
+        updated_at: now,
+        status: ConnectionStatus::Down,
+        is_ipv6,
+        initiation_policy: initiation,
+        ikev2_ciphers: ike,
+        esp_ciphers: esp,
+        route_propagation_enabled: req.enable_route_propagation.unwrap_or(false),
+        vpn_gateway_id: vgw.id,
+        customer_gateway_id: cgw.id,
+        tunnel_status: TunnelStatus::Down,
+        tunnel_status_ipv4: tstat(Family::V4),
+        tunnel_status_ipv6: tstat(Family::V6),
+        bgp_status_ipv4: bstat(&bgp_session_ipv4),
+        bgp_status_ipv6: bstat(&bgp_session_ipv6),
+        bgp_session_ipv4,
+        bgp_session_ipv6,
+        secret_id,
+        secret_revision,
+        region: config.gateway.region.clone(),
+    };
+    let row = ConnectionRow { conn, interco };
+    tx.put_connection(&row)?;
+    // `pre_shared_key` is deprecated in the SDK: the PSK is only served by
+    // the Secret Manager access call.
+    Ok(json!({"connection": render_connection(&row)?, "pre_shared_key": null}))
+}
+
+fn resolve_secret_ref(tx: &Tx<'_>, field: &str, s: &SecretRef) -> Result<(String, u32), ApiError> {
+    let id =
+        s.id.clone()
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| ApiError::required(format!("{field}.id")))?;
+    let latest = tx
+        .latest_secret_revision(&id)?
+        .ok_or_else(|| ApiError::not_found("secret", &id))?;
+    let rev = match s.revision {
+        None | Some(0) => latest,
+        Some(r) if r <= latest => r,
+        Some(r) => {
+            return Err(ApiError::constraint(
+                format!("{field}.revision"),
+                format!("secret {id} has no revision {r} (latest is {latest})"),
+            ))
+        }
+    };
+    Ok((id, rev))
+}
+
+fn load_connection(tx: &Tx<'_>, id: &str) -> Result<ConnectionRow, ApiError> {
+    tx.connection(id)?
+        .ok_or_else(|| ApiError::not_found("connection", id))
+}
+
+pub fn get_connection(tx: &mut Tx<'_>, id: &str) -> Result<Value, ApiError> {
+    render_connection(&load_connection(tx, id)?)
+}
+
+pub fn list_connections(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiError> {
+    let (page, size) = q.page()?;
+    let order = q.order_by(&[
+        "created_at_asc",
+        "created_at_desc",
+        "name_asc",
+        "name_desc",
+        "status_asc",
+        "status_desc",
+    ])?;
+    let statuses = q
+        .many("statuses")
+        .into_iter()
+        .map(|s| ConnectionStatus::parse_field("statuses", s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let is_ipv6 = q.bool("is_ipv6")?;
+    let prop = q.bool("route_propagation_enabled")?;
+    let rps = q.many("routing_policy_ids");
+    let vgws = q.many("vpn_gateway_ids");
+    let cgws = q.many("customer_gateway_ids");
+    let mut items: Vec<Connection> = tx
+        .connections()?
+        .into_iter()
+        .map(|r| r.conn)
+        .filter(|c| {
+            q.common_match(&c.project_id, &c.organization_id, &c.name, &c.tags)
+                && (statuses.is_empty() || statuses.contains(&c.status))
+                && is_ipv6.is_none_or(|v| v == c.is_ipv6)
+                && prop.is_none_or(|v| v == c.route_propagation_enabled)
+                && (rps.is_empty() || c.routing_policy_ids().any(|p| rps.contains(&p)))
+                && (vgws.is_empty() || vgws.contains(&c.vpn_gateway_id.as_str()))
+                && (cgws.is_empty() || cgws.contains(&c.customer_gateway_id.as_str()))
+        })
+        .collect();
+    match order.trim_end_matches("_asc").trim_end_matches("_desc") {
+        "name" => sort_by_key(&mut items, order, |c| c.name.clone()),
+        "status" => sort_by_key(&mut items, order, |c| c.status.as_str()),
+        _ => sort_by_key(&mut items, order, |_| ()),
+    }
+    let (items, total) = paginate(items, page, size);
+    Ok(json!({"connections": to_value(&items)?, "total_count": total}))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct UpdateConnectionRequest {
+    pub name: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub initiation_policy: Option<String>,
+    pub ikev2_ciphers: Option<Vec<CipherRequest>>,
+    pub esp_ciphers: Option<Vec<CipherRequest>>,
+}
+
+pub fn update_connection(tx: &mut Tx<'_>, id: &str, body: Value) -> Result<Value, ApiError> {
+    refuse_immutable(
+        &body,
+        &[
+            "name",
+            "tags",
+            "initiation_policy",
+            "ikev2_ciphers",
+            "esp_ciphers",
+        ],
+        "connection",
+    )?;
+    let req: UpdateConnectionRequest = parse_body(body)?;
+    let mut row = load_connection(tx, id)?;
+    let c = &mut row.conn;
+    if let Some(name) = req.name {
+        validate_name("name", &name)?;
+        c.name = name;
+    }
+    if let Some(tags) = req.tags {
+        validate_tags("tags", &tags)?;
+        c.tags = tags;
+    }
+    // proto3 defaults (unknown_initiation_policy, empty lists) mean "unchanged".
+    if let Some(p) = req
+        .initiation_policy
+        .as_deref()
+        .filter(|p| *p != InitiationPolicy::UnknownInitiationPolicy.as_str())
+    {
+        c.initiation_policy = initiation_policy("initiation_policy", p)?;
+    }
+    if let Some(v) = req.ikev2_ciphers.filter(|v| !v.is_empty()) {
+        c.ikev2_ciphers = validate_ciphers("ikev2_ciphers", &v, CipherUse::Ikev2)?;
+    }
+    if let Some(v) = req.esp_ciphers.filter(|v| !v.is_empty()) {
+        c.esp_ciphers = validate_ciphers("esp_ciphers", &v, CipherUse::Esp)?;
+    }
+    c.updated_at = crate::now_rfc3339();
+    tx.put_connection(&row)?;
+    render_connection(&row)
+}
+
+pub fn delete_connection(tx: &mut Tx<'_>, id: &str) -> Result<(), ApiError> {
+    let row = load_connection(tx, id)?;
+    tx.delete_connection(id)?;
+    // Its PSK goes with it unless another connection was pointed at it.
+    let shared = tx
+        .connections()?
+        .iter()
+        .any(|c| c.conn.secret_id == row.conn.secret_id);
+    if !shared {
+        tx.delete_secret(&row.conn.secret_id)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RenewPskRequest {
+    pub generate_revision: Option<bool>,
+}
+
+/// `renew-psk`: with `generate_revision` (or when the connection already
+/// uses the latest revision) a new PSK becomes a new revision of the
+/// connection's secret; otherwise the connection moves to the latest
+/// existing revision.
+pub fn renew_psk(tx: &mut Tx<'_>, id: &str, req: RenewPskRequest) -> Result<Value, ApiError> {
+    let mut row = load_connection(tx, id)?;
+    let sid = row.conn.secret_id.clone();
+    let latest = tx.latest_secret_revision(&sid)?.unwrap_or(0);
+    let rev = if req.generate_revision.unwrap_or(false) || latest <= row.conn.secret_revision {
+        let psk = Psk::generate().map_err(ApiError::internal)?;
+        tx.add_secret_revision(&sid, &psk)?
+    } else {
+        latest
+    };
+    row.conn.secret_revision = rev;
+    row.conn.updated_at = crate::now_rfc3339();
+    tx.put_connection(&row)?;
+    Ok(json!({"connection": render_connection(&row)?, "pre_shared_key": null}))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct ChangePskRequest {
+    pub secret: Option<SecretRef>,
+}
+
+/// `change-psk`: points the connection at a caller-given secret (id and
+/// revision, latest if omitted) that the secret store holds.
+pub fn change_psk(tx: &mut Tx<'_>, id: &str, req: ChangePskRequest) -> Result<Value, ApiError> {
+    let mut row = load_connection(tx, id)?;
+    let s = req.secret.ok_or_else(|| ApiError::required("secret"))?;
+    let (sid, rev) = resolve_secret_ref(tx, "secret", &s)?;
+    row.conn.secret_id = sid;
+    row.conn.secret_revision = rev;
+    row.conn.updated_at = crate::now_rfc3339();
+    tx.put_connection(&row)?;
+    Ok(json!({"connection": render_connection(&row)?}))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RoutingPolicyOneOf {
+    pub routing_policy_v4: Option<String>,
+    pub routing_policy_v6: Option<String>,
+}
+
+impl RoutingPolicyOneOf {
+    fn one(&self) -> Result<(Family, &str, &'static str), ApiError> {
+        match (&self.routing_policy_v4, &self.routing_policy_v6) {
+            (Some(a), None) => Ok((Family::V4, a, "routing_policy_v4")),
+            (None, Some(b)) => Ok((Family::V6, b, "routing_policy_v6")),
+            _ => Err(ApiError::constraint(
+                "routing_policy_v4",
+                "exactly one of routing_policy_v4 and routing_policy_v6 must be set",
+            )),
+        }
+    }
+}
+
+pub fn set_routing_policy(
+    tx: &mut Tx<'_>,
+    config: &Config,
+    id: &str,
+    req: RoutingPolicyOneOf,
+) -> Result<Value, ApiError> {
+    let (fam, pid, field) = req.one()?;
+    let mut row = load_connection(tx, id)?;
+    policy_for(tx, field, pid, fam)?;
+    let vgw = tx
+        .vpn_gateway(&row.conn.vpn_gateway_id)?
+        .ok_or_else(|| ApiError::not_found("vpn_gateway", &row.conn.vpn_gateway_id))?;
+    check_private_network_family(config, &vgw, field, fam)?;
+    let ic = match row.interco.get(fam) {
+        Some(ic) => ic,
+        None => {
+            let conns = tx.connections()?;
+            let mut taken = taken_intercos(&conns, Some(id));
+            taken.extend([row.interco.v4, row.interco.v6].into_iter().flatten());
+            let ic = allocate_interco(fam, &taken).ok_or_else(|| {
+                ApiError::constraint(field, "no free interconnection subnet left")
+            })?;
+            row.interco.set(fam, Some(ic));
+            ic
+        }
+    };
+    let c = &mut row.conn;
+    let was = session_of(c, fam).is_some();
+    *session_of(c, fam) = Some(BgpSession {
+        routing_policy_id: pid.to_owned(),
+        private_ip: ic.local.to_string(),
+        peer_private_ip: ic.peer.to_string(),
+    });
+    if !was {
+        *bgp_status_of(c, fam) = BgpSessionStatus::Down;
+    }
+    c.updated_at = crate::now_rfc3339();
+    tx.put_connection(&row)?;
+    render_connection(&row)
+}
+
+pub fn detach_routing_policy(
+    tx: &mut Tx<'_>,
+    id: &str,
+    req: RoutingPolicyOneOf,
+) -> Result<Value, ApiError> {
+    let (fam, pid, field) = req.one()?;
+    let mut row = load_connection(tx, id)?;
+    let c = &mut row.conn;
+    match session_of(c, fam) {
+        Some(s) if s.routing_policy_id == pid => {}
+        _ => {
+            return Err(ApiError::constraint(
+                field,
+                format!(
+                    "routing policy {pid} is not attached to this connection as its {} policy",
+                    fam.name()
+                ),
+            ))
+        }
+    }
+    let other = match fam {
+        Family::V4 => c.bgp_session_ipv6.is_some(),
+        Family::V6 => c.bgp_session_ipv4.is_some(),
+    };
+    if !other {
+        return Err(ApiError::StillInUse {
+            resource: "routing_policy",
+            help: "a connection needs at least one routing policy: attach the other family's policy before detaching this one".into(),
+        });
+    }
+    *session_of(c, fam) = None;
+    *bgp_status_of(c, fam) = BgpSessionStatus::Disabled;
+    c.updated_at = crate::now_rfc3339();
+    tx.put_connection(&row)?;
+    render_connection(&row)
+}
+
+pub fn set_route_propagation(tx: &mut Tx<'_>, id: &str, enabled: bool) -> Result<Value, ApiError> {
+    let mut row = load_connection(tx, id)?;
+    row.conn.route_propagation_enabled = enabled;
+    row.conn.updated_at = crate::now_rfc3339();
+    tx.put_connection(&row)?;
+    render_connection(&row)
+}
+
+/// Secret Manager `access`: `revision` is a number, `latest` or
+/// `latest_enabled` (every revision is enabled here).
+pub fn access_secret(tx: &mut Tx<'_>, secret_id: &str, revision: &str) -> Result<Value, ApiError> {
+    use base64::Engine as _;
+    let latest = tx
+        .latest_secret_revision(secret_id)?
+        .ok_or_else(|| ApiError::not_found("secret", secret_id))?;
+    let rev = match revision {
+        "latest" | "latest_enabled" => latest,
+        n => n.parse::<u32>().map_err(|_| {
+            ApiError::constraint(
+                "revision",
+                "must be a revision number, latest or latest_enabled",
+            )
+        })?,
+    };
+    let psk = tx
+        .secret(secret_id, rev)?
+        .ok_or_else(|| ApiError::not_found("secret_version", format!("{secret_id}/{rev}")))?;
+    let data = base64::engine::general_purpose::STANDARD.encode(psk.expose());
+    Ok(json!({
+        "secret_id": secret_id,
+        "revision": rev,
+        "data": data,
+        "type": "opaque",
+    }))
+}
+
+/// Deserialises a JSON body into a request, as `invalid_request_error`.
+pub fn parse_body<T: serde::de::DeserializeOwned + Default>(body: Value) -> Result<T, ApiError> {
+    if body.is_null() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(body)
+        .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
+}

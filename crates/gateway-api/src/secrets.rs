@@ -1,0 +1,317 @@
+//! Pre-shared keys: generation, the master key, encryption at rest.
+//!
+//! A PSK is generated from the OS CSPRNG (`getrandom`) when a connection is
+//! created: 48 characters of `[A-Za-z0-9]` (about 285 bits), printable so an
+//! operator can paste it into any customer gateway device. It is stored as
+//! revision N of a secret, sealed with AES-256-GCM under a 32-byte master
+//! key kept in `<state_dir>/master.key` (created 0600 on first start; a key
+//! file readable by group or others refuses the start). The associated data
+//! binds each ciphertext to its secret id and revision, so rows cannot be
+//! swapped in the database. [`Psk`] zeroizes on drop, redacts its `Debug`,
+//! and compares in constant time; nothing here logs a secret.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, Zeroizing};
+
+pub const MASTER_KEY_FILE: &str = "master.key";
+pub const PSK_LEN: usize = 48;
+const PSK_CHARSET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+/// PSKs given by callers (change-psk to an imported secret) are bounded.
+pub const MAX_PSK_LEN: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("master key {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("master key {path} has mode {mode:o}: it must not be readable or writable by group or others (chmod 600)")]
+    LoosePermissions { path: PathBuf, mode: u32 },
+    #[error("master key {path} must be exactly 32 bytes, found {len}")]
+    BadLength { path: PathBuf, len: usize },
+    #[error("the operating system's random generator failed")]
+    Random,
+    #[error("secret decryption failed (wrong master key or corrupted row)")]
+    Decrypt,
+    #[error("secret encryption failed")]
+    Encrypt,
+}
+
+/// A pre-shared key. Zeroized on drop, never printed, compared in constant
+/// time.
+#[derive(Clone)]
+pub struct Psk(Zeroizing<Vec<u8>>);
+
+impl Psk {
+    pub fn from_bytes(bytes: Vec<u8>) -> Psk {
+        Psk(Zeroizing::new(bytes))
+    }
+    /// Generates a fresh PSK from the OS CSPRNG.
+    pub fn generate() -> Result<Psk, SecretError> {
+        let mut out = Zeroizing::new(Vec::with_capacity(PSK_LEN));
+        let mut buf = Zeroizing::new([0u8; 64]);
+        // Rejection sampling keeps the characters uniform: 62 * 4 = 248.
+        while out.len() < PSK_LEN {
+            getrandom::getrandom(&mut buf[..]).map_err(|_| SecretError::Random)?;
+            for &b in buf.iter() {
+                if b < 248 && out.len() < PSK_LEN {
+                    out.push(PSK_CHARSET[usize::from(b % 62)]);
+                }
+            }
+        }
+        Ok(Psk(out))
+    }
+    /// The key material, for IKE's AUTH computation and the secret
+    /// access call only.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Psk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Psk(<redacted>)")
+    }
+}
+
+impl ConstantTimeEq for Psk {
+    fn ct_eq(&self, other: &Self) -> subtle::Choice {
+        self.0.as_slice().ct_eq(other.0.as_slice())
+    }
+}
+
+impl PartialEq for Psk {
+    fn eq(&self, other: &Self) -> bool {
+        self.ct_eq(other).into()
+    }
+}
+impl Eq for Psk {}
+
+/// The master key sealing every secret at rest.
+pub struct MasterKey {
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+/// A sealed secret as stored: 96-bit random nonce and ciphertext||tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub nonce: [u8; 12],
+    pub ciphertext: Vec<u8>,
+}
+
+impl MasterKey {
+    pub fn from_bytes(key: &[u8; 32]) -> MasterKey {
+        MasterKey {
+            cipher: Aes256Gcm::new(key.into()),
+        }
+    }
+
+    /// Loads `<state_dir>/master.key`, creating it (mode 0600, from the
+    /// CSPRNG) if absent. Refuses a key file with group/other permissions.
+    pub fn load_or_create(state_dir: &Path) -> Result<MasterKey, SecretError> {
+        let path = state_dir.join(MASTER_KEY_FILE);
+        let io = |source| SecretError::Io {
+            path: path.clone(),
+            source,
+        };
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                let mut key = Zeroizing::new([0u8; 32]);
+                getrandom::getrandom(&mut key[..]).map_err(|_| SecretError::Random)?;
+                f.write_all(&key[..]).map_err(io)?;
+                // The key must be on disk before any secret sealed with it.
+                f.sync_all().map_err(io)?;
+                if let Ok(dir) = std::fs::File::open(state_dir) {
+                    let _ = dir.sync_all();
+                }
+                return Ok(MasterKey::from_bytes(&key));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
+        }
+        let mut f = std::fs::File::open(&path).map_err(io)?;
+        let mode = f.metadata().map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(SecretError::LoosePermissions {
+                path,
+                mode: mode & 0o7777,
+            });
+        }
+        let mut buf = Zeroizing::new(Vec::with_capacity(33));
+        Read::by_ref(&mut f)
+            .take(33)
+            .read_to_end(&mut buf)
+            .map_err(io)?;
+        let key: [u8; 32] = buf
+            .as_slice()
+            .try_into()
+            .map_err(|_| SecretError::BadLength {
+                path: path.clone(),
+                len: buf.len(),
+            })?;
+        let mk = MasterKey::from_bytes(&key);
+        let mut key = key;
+        key.zeroize();
+        Ok(mk)
+    }
+
+    fn aad(secret_id: &str, revision: u32) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(secret_id.len() + 5);
+        aad.extend_from_slice(secret_id.as_bytes());
+        aad.push(0);
+        aad.extend_from_slice(&revision.to_be_bytes());
+        aad
+    }
+
+    pub fn seal(&self, secret_id: &str, revision: u32, psk: &Psk) -> Result<Sealed, SecretError> {
+        let mut nonce = [0u8; 12];
+        getrandom::getrandom(&mut nonce).map_err(|_| SecretError::Random)?;
+        let aad = Self::aad(secret_id, revision);
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: psk.expose(),
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| SecretError::Encrypt)?;
+        Ok(Sealed { nonce, ciphertext })
+    }
+
+    pub fn open(
+        &self,
+        secret_id: &str,
+        revision: u32,
+        sealed: &Sealed,
+    ) -> Result<Psk, SecretError> {
+        let aad = Self::aad(secret_id, revision);
+        let plain = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(&sealed.nonce),
+                Payload {
+                    msg: &sealed.ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| SecretError::Decrypt)?;
+        Ok(Psk::from_bytes(plain))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aes256gcm_known_answer() {
+        // NIST GCM test vector (gcmEncryptExtIV256.rsp, Count = 0 of
+        // [Keylen = 256] [IVlen = 96] [PTlen = 0] [AADlen = 0] [Taglen = 128]).
+        let key = hex("b52c505a37d78eda5dd34f20c22540ea1b58963cf8e5bf8ffa85f9f2492505b4");
+        let iv = hex("516c33929df5a3284ff463d7");
+        let pt = hex("");
+        let expected_tag = hex("bdc1ac884d332457a1d2664f168c76f0");
+        let key: [u8; 32] = key.try_into().unwrap();
+        let c = Aes256Gcm::new((&key).into());
+        let out = c.encrypt(Nonce::from_slice(&iv), pt.as_slice()).unwrap();
+        assert_eq!(out, expected_tag);
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn psk_generation_charset_and_uniqueness() {
+        let a = Psk::generate().unwrap();
+        let b = Psk::generate().unwrap();
+        assert_eq!(a.len(), PSK_LEN);
+        assert!(a.expose().iter().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+        assert_eq!(a, a.clone());
+        assert_eq!(format!("{a:?}"), "Psk(<redacted>)");
+        assert!(!format!("{a:?}").contains(std::str::from_utf8(a.expose()).unwrap()));
+    }
+
+    #[test]
+    fn seal_open_round_trip_and_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let mk = MasterKey::load_or_create(dir.path()).unwrap();
+        let psk = Psk::generate().unwrap();
+        let sealed = mk.seal("s1", 1, &psk).unwrap();
+        assert!(!sealed
+            .ciphertext
+            .windows(PSK_LEN)
+            .any(|w| w == psk.expose()));
+        assert_eq!(mk.open("s1", 1, &sealed).unwrap(), psk);
+        // Bound to id and revision.
+        assert!(matches!(
+            mk.open("s1", 2, &sealed),
+            Err(SecretError::Decrypt)
+        ));
+        assert!(matches!(
+            mk.open("s2", 1, &sealed),
+            Err(SecretError::Decrypt)
+        ));
+        // Tampering is detected.
+        let mut bad = sealed.clone();
+        bad.ciphertext[0] ^= 1;
+        assert!(mk.open("s1", 1, &bad).is_err());
+        // The same key is reloaded from the file.
+        let mk2 = MasterKey::load_or_create(dir.path()).unwrap();
+        assert_eq!(mk2.open("s1", 1, &sealed).unwrap(), psk);
+    }
+
+    #[test]
+    fn master_key_file_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let _ = MasterKey::load_or_create(dir.path()).unwrap();
+        let path = dir.path().join(MASTER_KEY_FILE);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.len(), 32);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = MasterKey::load_or_create(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, SecretError::LoosePermissions { mode: 0o644, .. }),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&path, [0u8; 16]).unwrap();
+        assert!(matches!(
+            MasterKey::load_or_create(dir.path()),
+            Err(SecretError::BadLength { len: 16, .. })
+        ));
+    }
+}

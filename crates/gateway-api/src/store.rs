@@ -1,0 +1,846 @@
+//! Persistence of the resources and the sealed secrets: an embedded SQLite
+//! database (`<state_dir>/gateway.db`) plus the change notification the
+//! agent subscribes to.
+//!
+//! Durability: WAL journal with `synchronous=FULL`, so the WAL is fsynced at
+//! every commit and a write the API acknowledged survives `kill -9` and a
+//! power cut (NORMAL would only survive the former). Schema: versioned
+//! migrations recorded in `schema_migrations`, applied in one transaction at
+//! open. Rows hold the SDK's JSON of each resource (the wire type is the
+//! model), with the columns the relations need; lists are filtered in Rust
+//! since one host holds at most a few hundred resources.
+//!
+//! Concurrency: one `rusqlite::Connection` behind a `std::sync::Mutex`; every
+//! operation is a closure run in one transaction under that lock, so API
+//! writes are serialised (validation reads and the write are atomic, e.g.
+//! interconnection subnets never overlap). Async callers use the `*_async`
+//! helpers, which run the closure on tokio's blocking pool.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, OptionalExtension};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::watch;
+
+use crate::model::{
+    BgpSessionStatus, Connection, ConnectionStatus, CustomerGateway, Family, Interco,
+    RoutingPolicy, TunnelStatus, VpnGateway, VpnGatewayStatus,
+};
+use crate::secrets::{MasterKey, Psk, Sealed, SecretError};
+
+pub const DB_FILE: &str = "gateway.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored row {table}/{id} is not valid JSON: {source}")]
+    Corrupt {
+        table: &'static str,
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("serialising a row: {0}")]
+    Serialize(#[source] serde_json::Error),
+    #[error("secrets: {0}")]
+    Secret(#[from] SecretError),
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database schema version {found} is newer than this binary knows ({known})")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("the store's lock was poisoned by a panic")]
+    Poisoned,
+    #[error("blocking task failed: {0}")]
+    Join(String),
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+/// Migrations, in order; index + 1 is the schema version. Never edit an
+/// applied one: append.
+const MIGRATIONS: &[&str] = &[
+    // 1: the four resources and the sealed secrets.
+    "CREATE TABLE vpn_gateways (
+        id TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+     );
+     CREATE TABLE customer_gateways (
+        id TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+     );
+     CREATE TABLE routing_policies (
+        id TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+     );
+     CREATE TABLE connections (
+        id TEXT PRIMARY KEY,
+        vpn_gateway_id TEXT NOT NULL REFERENCES vpn_gateways(id),
+        customer_gateway_id TEXT NOT NULL REFERENCES customer_gateways(id),
+        body TEXT NOT NULL,
+        interco TEXT NOT NULL
+     );
+     CREATE INDEX connections_vpn_gateway ON connections(vpn_gateway_id);
+     CREATE INDEX connections_customer_gateway ON connections(customer_gateway_id);
+     CREATE TABLE secrets (
+        secret_id TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        nonce BLOB NOT NULL,
+        ciphertext BLOB NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (secret_id, revision)
+     );",
+];
+
+/// A connection row: the wire resource plus its interconnection subnets,
+/// kept even while no routing policy of that family is attached so
+/// re-attaching one gives the same addresses back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRow {
+    pub conn: Connection,
+    pub interco: IntercoSet,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct IntercoSet {
+    pub v4: Option<Interco>,
+    pub v6: Option<Interco>,
+}
+
+impl IntercoSet {
+    pub fn get(&self, f: Family) -> Option<Interco> {
+        match f {
+            Family::V4 => self.v4,
+            Family::V6 => self.v6,
+        }
+    }
+    pub fn set(&mut self, f: Family, i: Option<Interco>) {
+        match f {
+            Family::V4 => self.v4 = i,
+            Family::V6 => self.v6 = i,
+        }
+    }
+}
+
+struct Inner {
+    db: Mutex<rusqlite::Connection>,
+    key: MasterKey,
+    changes: watch::Sender<u64>,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `<state_dir>/gateway.db` and
+    /// `<state_dir>/master.key`, and applies pending migrations.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let key = MasterKey::load_or_create(state_dir)?;
+        let mut db = rusqlite::Connection::open(state_dir.join(DB_FILE))?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        debug_assert_eq!(mode.to_ascii_lowercase(), "wal");
+        db.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        migrate(&mut db)?;
+        let (changes, _) = watch::channel(0);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db: Mutex::new(db),
+                key,
+                changes,
+            }),
+        })
+    }
+
+    /// The schema version applied.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.read(|tx| {
+            Ok(tx
+                .tx
+                .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                    r.get::<_, Option<i64>>(0)
+                })?
+                .unwrap_or(0))
+        })
+    }
+
+    /// Subscribes to configuration changes: the value is a generation
+    /// counter bumped after every committed API write (not after the
+    /// agent's own status writes, so the agent does not wake itself).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    fn run<T, E>(&self, notify: bool, f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let (out, changed) = {
+            let mut db = self.inner.db.lock().map_err(|_| StoreError::Poisoned)?;
+            let tx = db
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(StoreError::from)?;
+            let mut t = Tx {
+                tx,
+                key: &self.inner.key,
+                changed: false,
+            };
+            let out = f(&mut t)?;
+            let changed = t.changed;
+            t.tx.commit().map_err(StoreError::from)?;
+            (out, changed)
+        };
+        if notify && changed {
+            self.inner.changes.send_modify(|g| *g += 1);
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` in a write transaction; commits if it returns `Ok`, and then
+    /// notifies subscribers if it wrote anything.
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run(true, f)
+    }
+
+    /// Runs `f` in a transaction meant for reads.
+    pub fn read<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run(false, f)
+    }
+
+    /// [`Store::write`] on tokio's blocking pool.
+    pub async fn write_async<T, E>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let s = self.clone();
+        tokio::task::spawn_blocking(move || s.write(f))
+            .await
+            .map_err(|e| E::from(StoreError::Join(e.to_string())))?
+    }
+
+    /// [`Store::read`] on tokio's blocking pool.
+    pub async fn read_async<T, E>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let s = self.clone();
+        tokio::task::spawn_blocking(move || s.read(f))
+            .await
+            .map_err(|e| E::from(StoreError::Join(e.to_string())))?
+    }
+
+    // ---------------------------------------------------------------
+    // Agent-facing API
+    // ---------------------------------------------------------------
+
+    /// Everything the agent needs to run tunnels: every VPN gateway, and
+    /// every connection with its gateways and attached routing policies.
+    /// PSKs are not included: fetch them with [`Store::connection_psk`].
+    pub fn desired_state(&self) -> Result<DesiredState, StoreError> {
+        self.read(|tx| {
+            let gateways = tx.vpn_gateways()?;
+            let customers = tx.customer_gateways()?;
+            let policies = tx.routing_policies()?;
+            let mut connections = Vec::new();
+            for row in tx.connections()? {
+                let find_pol = |id: Option<&str>| {
+                    id.and_then(|id| policies.iter().find(|p| p.id == id).cloned())
+                };
+                let Some(vpn_gateway) = gateways
+                    .iter()
+                    .find(|g| g.id == row.conn.vpn_gateway_id)
+                    .cloned()
+                else {
+                    continue;
+                };
+                let Some(customer_gateway) = customers
+                    .iter()
+                    .find(|g| g.id == row.conn.customer_gateway_id)
+                    .cloned()
+                else {
+                    continue;
+                };
+                connections.push(ConnectionSpec {
+                    routing_policy_ipv4: find_pol(
+                        row.conn
+                            .bgp_session_ipv4
+                            .as_ref()
+                            .map(|s| s.routing_policy_id.as_str()),
+                    ),
+                    routing_policy_ipv6: find_pol(
+                        row.conn
+                            .bgp_session_ipv6
+                            .as_ref()
+                            .map(|s| s.routing_policy_id.as_str()),
+                    ),
+                    interco_ipv4: row.conn.bgp_session_ipv4.as_ref().and(row.interco.v4),
+                    interco_ipv6: row.conn.bgp_session_ipv6.as_ref().and(row.interco.v6),
+                    connection: row.conn,
+                    vpn_gateway,
+                    customer_gateway,
+                });
+            }
+            Ok(DesiredState {
+                vpn_gateways: gateways,
+                connections,
+            })
+        })
+    }
+
+    /// The PSK the connection currently points at (decrypted on demand).
+    pub fn connection_psk(&self, connection_id: &str) -> Result<Psk, StoreError> {
+        let id = connection_id.to_owned();
+        self.read(move |tx| {
+            let row = tx
+                .connection(&id)?
+                .ok_or_else(|| StoreError::NotFound(format!("connection {id}")))?;
+            tx.secret(&row.conn.secret_id, row.conn.secret_revision)?
+                .ok_or_else(|| {
+                    StoreError::NotFound(format!(
+                        "secret {} revision {}",
+                        row.conn.secret_id, row.conn.secret_revision
+                    ))
+                })
+        })
+    }
+
+    /// Sets a VPN gateway's status (provisioning → active, failed, ...).
+    pub fn set_vpn_gateway_status(
+        &self,
+        id: &str,
+        status: VpnGatewayStatus,
+    ) -> Result<(), StoreError> {
+        self.read(|tx| {
+            let mut g = tx
+                .vpn_gateway(id)?
+                .ok_or_else(|| StoreError::NotFound(format!("vpn gateway {id}")))?;
+            g.status = status;
+            g.updated_at = crate::now_rfc3339();
+            tx.put_vpn_gateway(&g)
+        })
+    }
+
+    /// Removes a VPN gateway the API marked `deprovisioning`, once the
+    /// agent has torn it down. Returns whether it was removed.
+    pub fn finish_vpn_gateway_deletion(&self, id: &str) -> Result<bool, StoreError> {
+        self.read(|tx| {
+            let Some(g) = tx.vpn_gateway(id)? else {
+                return Ok(false);
+            };
+            if g.status != VpnGatewayStatus::Deprovisioning {
+                return Ok(false);
+            }
+            tx.delete_row("vpn_gateways", id)?;
+            Ok(true)
+        })
+    }
+
+    /// Records the running state of a connection. `tunnel_status` is
+    /// derived: it reports the primary tunnel, the family named by the
+    /// connection's `is_ipv6`.
+    pub fn set_connection_status(
+        &self,
+        id: &str,
+        update: &ConnectionStatusUpdate,
+    ) -> Result<(), StoreError> {
+        self.read(|tx| {
+            let mut row = tx
+                .connection(id)?
+                .ok_or_else(|| StoreError::NotFound(format!("connection {id}")))?;
+            let c = &mut row.conn;
+            c.status = update.status;
+            if c.tunnel_status_ipv4.is_some() {
+                c.tunnel_status_ipv4 = Some(update.tunnel_status_ipv4);
+            }
+            if c.tunnel_status_ipv6.is_some() {
+                c.tunnel_status_ipv6 = Some(update.tunnel_status_ipv6);
+            }
+            c.tunnel_status = if c.is_ipv6 {
+                update.tunnel_status_ipv6
+            } else {
+                update.tunnel_status_ipv4
+            };
+            if c.bgp_session_ipv4.is_some() {
+                c.bgp_status_ipv4 = update.bgp_status_ipv4;
+            }
+            if c.bgp_session_ipv6.is_some() {
+                c.bgp_status_ipv6 = update.bgp_status_ipv6;
+            }
+            tx.put_connection(&row)
+        })
+    }
+}
+
+/// The running state the agent reports for one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionStatusUpdate {
+    pub status: ConnectionStatus,
+    pub tunnel_status_ipv4: TunnelStatus,
+    pub tunnel_status_ipv6: TunnelStatus,
+    pub bgp_status_ipv4: BgpSessionStatus,
+    pub bgp_status_ipv6: BgpSessionStatus,
+}
+
+/// What the agent must run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredState {
+    pub vpn_gateways: Vec<VpnGateway>,
+    pub connections: Vec<ConnectionSpec>,
+}
+
+/// One connection with everything needed to run its tunnels. The tunnel
+/// families are those both gateways have an address of (see
+/// [`crate::ops::tunnel_families`]); BGP sessions exist for the families
+/// with an attached routing policy, on the `interco_*` subnets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionSpec {
+    pub connection: Connection,
+    pub vpn_gateway: VpnGateway,
+    pub customer_gateway: CustomerGateway,
+    pub routing_policy_ipv4: Option<RoutingPolicy>,
+    pub routing_policy_ipv6: Option<RoutingPolicy>,
+    pub interco_ipv4: Option<Interco>,
+    pub interco_ipv6: Option<Interco>,
+}
+
+fn migrate(db: &mut rusqlite::Connection) -> Result<(), StoreError> {
+    let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY,
+            applied_at TEXT NOT NULL
+         );",
+    )?;
+    let current: i64 = tx
+        .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })?
+        .unwrap_or(0);
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if current > known {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
+        if version <= current {
+            continue;
+        }
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![version, crate::now_rfc3339()],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// One transaction on the store.
+pub struct Tx<'a> {
+    tx: rusqlite::Transaction<'a>,
+    key: &'a MasterKey,
+    changed: bool,
+}
+
+impl Tx<'_> {
+    fn all<T: DeserializeOwned>(&self, table: &'static str) -> Result<Vec<T>, StoreError> {
+        // rowid order is creation order: rowids grow monotonically.
+        let mut stmt = self
+            .tx
+            .prepare(&format!("SELECT id, body FROM {table} ORDER BY rowid"))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, body) = row?;
+            out.push(
+                serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
+                    table,
+                    id,
+                    source,
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn one<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let body: Option<String> = self
+            .tx
+            .query_row(
+                &format!("SELECT body FROM {table} WHERE id = ?1"),
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        body.map(|b| {
+            serde_json::from_str(&b).map_err(|source| StoreError::Corrupt {
+                table,
+                id: id.to_owned(),
+                source,
+            })
+        })
+        .transpose()
+    }
+
+    fn put<T: Serialize>(
+        &mut self,
+        table: &'static str,
+        id: &str,
+        v: &T,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_string(v).map_err(StoreError::Serialize)?;
+        self.tx.execute(
+            &format!(
+                "INSERT INTO {table} (id, body) VALUES (?1, ?2)
+                 ON CONFLICT(id) DO UPDATE SET body = excluded.body"
+            ),
+            params![id, body],
+        )?;
+        self.changed = true;
+        Ok(())
+    }
+
+    fn delete_row(&mut self, table: &'static str, id: &str) -> Result<bool, StoreError> {
+        let n = self
+            .tx
+            .execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])?;
+        self.changed |= n > 0;
+        Ok(n > 0)
+    }
+
+    pub fn vpn_gateways(&self) -> Result<Vec<VpnGateway>, StoreError> {
+        self.all("vpn_gateways")
+    }
+    pub fn vpn_gateway(&self, id: &str) -> Result<Option<VpnGateway>, StoreError> {
+        self.one("vpn_gateways", id)
+    }
+    pub fn put_vpn_gateway(&mut self, g: &VpnGateway) -> Result<(), StoreError> {
+        self.put("vpn_gateways", &g.id, g)
+    }
+    pub fn delete_vpn_gateway(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.delete_row("vpn_gateways", id)
+    }
+
+    pub fn customer_gateways(&self) -> Result<Vec<CustomerGateway>, StoreError> {
+        self.all("customer_gateways")
+    }
+    pub fn customer_gateway(&self, id: &str) -> Result<Option<CustomerGateway>, StoreError> {
+        self.one("customer_gateways", id)
+    }
+    pub fn put_customer_gateway(&mut self, g: &CustomerGateway) -> Result<(), StoreError> {
+        self.put("customer_gateways", &g.id, g)
+    }
+    pub fn delete_customer_gateway(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.delete_row("customer_gateways", id)
+    }
+
+    pub fn routing_policies(&self) -> Result<Vec<RoutingPolicy>, StoreError> {
+        self.all("routing_policies")
+    }
+    pub fn routing_policy(&self, id: &str) -> Result<Option<RoutingPolicy>, StoreError> {
+        self.one("routing_policies", id)
+    }
+    pub fn put_routing_policy(&mut self, p: &RoutingPolicy) -> Result<(), StoreError> {
+        self.put("routing_policies", &p.id, p)
+    }
+    pub fn delete_routing_policy(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.delete_row("routing_policies", id)
+    }
+
+    fn connection_from(
+        id: String,
+        body: String,
+        interco: String,
+    ) -> Result<ConnectionRow, StoreError> {
+        let conn = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
+            table: "connections",
+            id: id.clone(),
+            source,
+        })?;
+        let interco = serde_json::from_str(&interco).map_err(|source| StoreError::Corrupt {
+            table: "connections",
+            id,
+            source,
+        })?;
+        Ok(ConnectionRow { conn, interco })
+    }
+
+    pub fn connections(&self) -> Result<Vec<ConnectionRow>, StoreError> {
+        let mut stmt = self
+            .tx
+            .prepare("SELECT id, body, interco FROM connections ORDER BY rowid")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, body, interco) = row?;
+            out.push(Self::connection_from(id, body, interco)?);
+        }
+        Ok(out)
+    }
+
+    pub fn connection(&self, id: &str) -> Result<Option<ConnectionRow>, StoreError> {
+        let row: Option<(String, String)> = self
+            .tx
+            .query_row(
+                "SELECT body, interco FROM connections WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(b, i)| Self::connection_from(id.to_owned(), b, i))
+            .transpose()
+    }
+
+    pub fn put_connection(&mut self, row: &ConnectionRow) -> Result<(), StoreError> {
+        let body = serde_json::to_string(&row.conn).map_err(StoreError::Serialize)?;
+        let interco = serde_json::to_string(&row.interco).map_err(StoreError::Serialize)?;
+        self.tx.execute(
+            "INSERT INTO connections (id, vpn_gateway_id, customer_gateway_id, body, interco)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(id) DO UPDATE SET body = excluded.body, interco = excluded.interco",
+            params![
+                row.conn.id,
+                row.conn.vpn_gateway_id,
+                row.conn.customer_gateway_id,
+                body,
+                interco
+            ],
+        )?;
+        self.changed = true;
+        Ok(())
+    }
+
+    pub fn delete_connection(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.delete_row("connections", id)
+    }
+
+    /// Seals `psk` as a new revision of `secret_id` (1 for a new secret);
+    /// returns the revision.
+    pub fn add_secret_revision(&mut self, secret_id: &str, psk: &Psk) -> Result<u32, StoreError> {
+        let revision = self.latest_secret_revision(secret_id)?.unwrap_or(0) + 1;
+        let sealed = self.key.seal(secret_id, revision, psk)?;
+        self.tx.execute(
+            "INSERT INTO secrets (secret_id, revision, nonce, ciphertext, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                secret_id,
+                revision,
+                &sealed.nonce[..],
+                sealed.ciphertext,
+                crate::now_rfc3339()
+            ],
+        )?;
+        self.changed = true;
+        Ok(revision)
+    }
+
+    pub fn latest_secret_revision(&self, secret_id: &str) -> Result<Option<u32>, StoreError> {
+        Ok(self.tx.query_row(
+            "SELECT MAX(revision) FROM secrets WHERE secret_id = ?1",
+            [secret_id],
+            |r| r.get::<_, Option<u32>>(0),
+        )?)
+    }
+
+    /// Decrypts one revision of a secret.
+    pub fn secret(&self, secret_id: &str, revision: u32) -> Result<Option<Psk>, StoreError> {
+        let row: Option<(Vec<u8>, Vec<u8>)> = self
+            .tx
+            .query_row(
+                "SELECT nonce, ciphertext FROM secrets WHERE secret_id = ?1 AND revision = ?2",
+                params![secret_id, revision],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((nonce, ciphertext)) = row else {
+            return Ok(None);
+        };
+        let nonce: [u8; 12] = nonce
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Secret(SecretError::Decrypt))?;
+        Ok(Some(self.key.open(
+            secret_id,
+            revision,
+            &Sealed { nonce, ciphertext },
+        )?))
+    }
+
+    pub fn delete_secret(&mut self, secret_id: &str) -> Result<(), StoreError> {
+        let n = self
+            .tx
+            .execute("DELETE FROM secrets WHERE secret_id = ?1", [secret_id])?;
+        self.changed |= n > 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn policy(id: &str) -> RoutingPolicy {
+        RoutingPolicy {
+            id: id.into(),
+            project_id: "p".into(),
+            organization_id: "p".into(),
+            name: "n".into(),
+            tags: vec![],
+            created_at: crate::now_rfc3339(),
+            updated_at: crate::now_rfc3339(),
+            is_ipv6: false,
+            prefix_filter_in: vec!["10.0.0.0/8".into()],
+            prefix_filter_out: vec![],
+            region: "fr-par".into(),
+        }
+    }
+
+    #[test]
+    fn migrations_wal_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 1);
+        let mode: String = s
+            .read(|tx| {
+                Ok::<_, StoreError>(tx.tx.query_row("PRAGMA journal_mode", [], |r| r.get(0))?)
+            })
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = s
+            .read(|tx| {
+                Ok::<_, StoreError>(tx.tx.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+            })
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+        let psk = Psk::generate().unwrap();
+        let p2 = psk.clone();
+        s.write(|tx| {
+            tx.put_routing_policy(&policy("a"))?;
+            tx.put_routing_policy(&policy("b"))?;
+            tx.add_secret_revision("sec", &p2)?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 1);
+        let (ids, got) = s
+            .read(|tx| {
+                let ids: Vec<String> = tx.routing_policies()?.into_iter().map(|p| p.id).collect();
+                Ok::<_, StoreError>((ids, tx.secret("sec", 1)?))
+            })
+            .unwrap();
+        assert_eq!(ids, vec!["a", "b"]);
+        assert_eq!(got, Some(psk));
+        let migrations: i64 = s
+            .read(|tx| {
+                Ok::<_, StoreError>(tx.tx.query_row(
+                    "SELECT COUNT(*) FROM schema_migrations",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(migrations, 1, "migrations are not re-applied");
+    }
+
+    #[test]
+    fn secrets_are_not_stored_in_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let psk = Psk::generate().unwrap();
+        let p2 = psk.clone();
+        let rev = s.write(|tx| tx.add_secret_revision("x", &p2)).unwrap();
+        assert_eq!(rev, 1);
+        let p3 = Psk::generate().unwrap();
+        assert_eq!(s.write(|tx| tx.add_secret_revision("x", &p3)).unwrap(), 2);
+        drop(s);
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(f.unwrap().path()).unwrap();
+            assert!(!bytes.windows(psk.len()).any(|w| w == psk.expose()));
+        }
+        let key = dir.path().join(crate::secrets::MASTER_KEY_FILE);
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn newer_schema_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let db = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        db.execute("INSERT INTO schema_migrations VALUES (99, 'x')", [])
+            .unwrap();
+        drop(db);
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::SchemaTooNew { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn writes_notify_status_writes_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let rx = s.subscribe();
+        assert_eq!(*rx.borrow(), 0);
+        s.write(|tx| tx.put_routing_policy(&policy("a"))).unwrap();
+        assert_eq!(*rx.borrow(), 1);
+        // A failed write does not commit nor notify.
+        let r: Result<(), StoreError> = s.write(|tx| {
+            tx.put_routing_policy(&policy("b"))?;
+            Err(StoreError::NotFound("x".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!(*rx.borrow(), 1);
+        assert!(s.read(|tx| tx.routing_policy("b")).unwrap().is_none());
+    }
+}
