@@ -1,1 +1,416 @@
-#![no_std]
+#![cfg_attr(not(test), no_std)]
+//! The kernel ↔ userspace contract of the XDP fast path: every map key and
+//! value, the metadata the XDP programs place in front of a steered frame,
+//! the drop reasons and the constants both sides agree on. Nothing here does
+//! I/O; `gateway-ebpf` and `gateway-user` both compile this crate, so a
+//! layout change is a change of both sides at once.
+//!
+//! Every map type is `#[repr(C)]`, has explicit padding fields, uses `u32`
+//! flags instead of `bool`, and has its size asserted at compile time.
+//! Multi-byte integers in map keys and values are in host byte order unless a
+//! field says otherwise; addresses are raw network-order bytes.
+//!
+//! # The rule for malformed input
+//!
+//! The XDP programs validate only the headers they consume, and decide as
+//! follows (the kernel's own input path would drop the same malformed
+//! packets, so dropping them early only adds a counted reason):
+//!
+//! * Frames that cannot be recognised as IPv4 or IPv6 — shorter than an
+//!   Ethernet header, a truncated 802.1Q tag, an unknown EtherType (ARP,
+//!   LLDP, ...), a second VLAN tag — are **`XDP_PASS`**: they are not ours
+//!   to judge.
+//! * An IPv4 header that is truncated, has a version other than 4, an IHL
+//!   below 5, or a total length smaller than its header or larger than the
+//!   frame is **`XDP_DROP`** with [`DropReason::Ipv4HeaderTruncated`],
+//!   [`DropReason::Ipv4BadVersion`], [`DropReason::Ipv4BadIhl`] or
+//!   [`DropReason::Ipv4BadTotalLength`]. The IPv6 counterparts (truncated
+//!   fixed header, version, payload length larger than the frame, an
+//!   extension header running past the payload) drop with
+//!   [`DropReason::Ipv6HeaderTruncated`], [`DropReason::Ipv6BadVersion`],
+//!   [`DropReason::Ipv6BadPayloadLength`],
+//!   [`DropReason::Ipv6ExtHeaderTruncated`]. Lengths are taken from the IP
+//!   header, never from the frame, because Ethernet pads short frames.
+//! * IP fragments (IPv4 MF or offset, IPv6 Fragment header), IPv6 Routing
+//!   headers, extension chains longer than [`MAX_IPV6_EXT_HEADERS`], and
+//!   protocols other than ESP and UDP are **`XDP_PASS`**.
+//! * On `wan_ingress`, only ESP (protocol 50) and UDP to port
+//!   [`NAT_T_PORT`] are looked at further. UDP whose header is truncated or
+//!   whose length field is below 8 or beyond the IP payload drops with
+//!   [`DropReason::UdpHeaderTruncated`] / [`DropReason::UdpBadLength`]
+//!   (only for UDP to port 4500; other UDP is passed unexamined). A UDP
+//!   4500 payload shorter than 4 bytes (the RFC 3948 NAT-keepalive is one
+//!   byte 0xFF) or starting with the zero non-ESP marker (IKE) is
+//!   **`XDP_PASS`**. ESP not addressed to one of `LOCAL_ADDRS` is
+//!   **`XDP_PASS`**. ESP to us shorter than SPI + sequence number drops with
+//!   [`DropReason::EspHeaderTruncated`]; an unknown SPI with
+//!   [`DropReason::UnknownSpi`]; a sequence number left of the SA's replay
+//!   window (non-ESN SAs only: with ESN the low 32 bits alone never prove
+//!   a replay, RFC 4303 Appendix A) with [`DropReason::ReplayLeftOfWindow`].
+//! * On `lan_ingress`, a TTL / hop limit ≤ 1, a route miss and a tunnel that
+//!   is down are **`XDP_PASS`** (the kernel answers with ICMP or routes
+//!   through the slow path).
+//! * A packet selected for the fast path whose receive queue has no AF_XDP
+//!   socket in `XSKS` is **`XDP_PASS`** (slow path) and counted in
+//!   [`TunnelStats::no_socket`].
+
+use core::mem::size_of;
+
+/// IKE (RFC 7296 §2).
+pub const IKE_PORT: u16 = 500;
+/// IKE and UDP-encapsulated ESP behind NAT (RFC 3948).
+pub const NAT_T_PORT: u16 = 4500;
+/// IP protocol number of ESP.
+pub const IPPROTO_ESP: u8 = 50;
+/// IP protocol number of UDP.
+pub const IPPROTO_UDP: u8 = 17;
+
+/// At most this many IPv6 extension headers are walked before giving up
+/// (`XDP_PASS`); keeps the program's loop bounded for the verifier.
+pub const MAX_IPV6_EXT_HEADERS: u32 = 4;
+
+/// Map names, as declared by the `#[map]` statics of `gateway-ebpf`.
+pub mod map_names {
+    pub const SA_IN: &str = "SA_IN";
+    pub const TUNNELS: &str = "TUNNELS";
+    pub const ROUTES_V4: &str = "ROUTES_V4";
+    pub const ROUTES_V6: &str = "ROUTES_V6";
+    pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
+    pub const XSKS: &str = "XSKS";
+    pub const STATS: &str = "STATS";
+    pub const DROPS: &str = "DROPS";
+    /// Every map, for pinning and unpinning.
+    pub const ALL: [&str; 8] = [
+        SA_IN,
+        TUNNELS,
+        ROUTES_V4,
+        ROUTES_V6,
+        LOCAL_ADDRS,
+        XSKS,
+        STATS,
+        DROPS,
+    ];
+}
+
+/// Program names, as declared by the `#[xdp]` functions of `gateway-ebpf`.
+pub mod program_names {
+    pub const WAN_INGRESS: &str = "wan_ingress";
+    pub const LAN_INGRESS: &str = "lan_ingress";
+    /// Returns `XDP_PASS` and nothing else: the benchmark's baseline.
+    pub const XDP_PASS: &str = "xdp_pass";
+}
+
+/// Inbound SAs (keyed by SPI).
+pub const SA_IN_MAX_ENTRIES: u32 = 8192;
+/// Tunnel ids are indexes `0..TUNNELS_MAX_ENTRIES` into the `TUNNELS` array.
+pub const TUNNELS_MAX_ENTRIES: u32 = 1024;
+/// LPM routes per family; the test suite installs 1,000,000 IPv4 routes.
+pub const ROUTES_V4_MAX_ENTRIES: u32 = 1 << 20;
+pub const ROUTES_V6_MAX_ENTRIES: u32 = 1 << 20;
+pub const LOCAL_ADDRS_MAX_ENTRIES: u32 = 64;
+/// Receive queues that can carry an AF_XDP socket.
+pub const XSKS_MAX_ENTRIES: u32 = 64;
+/// One `TunnelStats` slot per tunnel and direction, see [`stats_index`].
+pub const STATS_MAX_ENTRIES: u32 = TUNNELS_MAX_ENTRIES * 2;
+/// Room for the drop reasons to grow without resizing the map.
+pub const DROPS_MAX_ENTRIES: u32 = 64;
+
+/// Key of `SA_IN`: the SPI of an inbound CHILD SA, host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SaInKey {
+    pub spi: u32,
+}
+const _: () = assert!(size_of::<SaInKey>() == 4);
+
+/// [`SaInValue::flags`]: the SA uses 64-bit extended sequence numbers.
+pub const SA_FLAG_ESN: u32 = 1;
+
+/// Value of `SA_IN`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SaInValue {
+    /// The tunnel the SA belongs to (index into `TUNNELS`).
+    pub tunnel_id: u32,
+    /// The userspace SA table slot that holds the keys.
+    pub sa_index: u32,
+    /// Highest authenticated sequence number (ESN-extended to 64 bits);
+    /// written by the ESP workers after authentication.
+    pub replay_right_edge: u64,
+    /// Anti-replay window size in packets (0 disables the early check).
+    pub replay_window: u32,
+    /// `SA_FLAG_*`.
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<SaInValue>() == 24);
+
+/// [`TunnelValue::state`].
+pub const TUNNEL_DOWN: u32 = 0;
+pub const TUNNEL_UP: u32 = 1;
+/// [`TunnelValue::family`].
+pub const FAMILY_V4: u32 = 4;
+pub const FAMILY_V6: u32 = 6;
+
+/// Value of `TUNNELS` (an array indexed by tunnel id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelValue {
+    /// [`TUNNEL_UP`] or [`TUNNEL_DOWN`]; an all-zero (never set) slot is down.
+    pub state: u32,
+    /// Outer family, [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u32,
+    /// Our outer address; IPv4 in the first 4 bytes, the rest zero.
+    pub local: [u8; 16],
+    /// The peer's outer address, same encoding.
+    pub remote: [u8; 16],
+}
+const _: () = assert!(size_of::<TunnelValue>() == 40);
+
+/// Value of `ROUTES_V4` / `ROUTES_V6`. The keys are the LPM trie keys of
+/// aya (`prefix_len: u32` then the address as network-order bytes,
+/// `[u8; 4]` or `[u8; 16]`), identical on both sides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteValue {
+    pub tunnel_id: u32,
+}
+const _: () = assert!(size_of::<RouteValue>() == 4);
+
+/// Key of `LOCAL_ADDRS`: one of our public (outer) addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LocalAddrKey {
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u32,
+    /// IPv4 in the first 4 bytes, the rest zero.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<LocalAddrKey>() == 20);
+
+impl LocalAddrKey {
+    pub const fn v4(a: [u8; 4]) -> Self {
+        Self {
+            family: FAMILY_V4,
+            addr: [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        }
+    }
+    pub const fn v6(addr: [u8; 16]) -> Self {
+        Self {
+            family: FAMILY_V6,
+            addr,
+        }
+    }
+}
+
+/// Value of `LOCAL_ADDRS`; its presence is what matters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalAddrValue {
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<LocalAddrValue>() == 4);
+
+/// Direction of a tunnel's traffic.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// WAN → LAN: ESP to decrypt.
+    Inbound = 0,
+    /// LAN → WAN: cleartext to encrypt.
+    Outbound = 1,
+}
+
+/// Index of a tunnel's slot in `STATS`.
+#[inline(always)]
+pub const fn stats_index(tunnel_id: u32, direction: Direction) -> u32 {
+    tunnel_id * 2 + direction as u32
+}
+
+/// Value of `STATS` (per-CPU array, see [`stats_index`]). Userspace sums
+/// the per-CPU values.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelStats {
+    /// Frames selected for the fast path.
+    pub packets: u64,
+    /// Their bytes, Ethernet header included.
+    pub bytes: u64,
+    /// Of those, frames passed to the kernel because no AF_XDP socket was
+    /// bound to the receive queue.
+    pub no_socket: u64,
+}
+const _: () = assert!(size_of::<TunnelStats>() == 24);
+
+/// Magic of [`XdpMeta`], "S2S1" read as a little-endian `u32`, so that a
+/// worker can tell our metadata from a leftover of another program.
+pub const XDP_META_MAGIC: u32 = u32::from_le_bytes(*b"S2S1");
+/// [`XdpMeta::sa_index`] for outbound frames (the worker picks the tunnel's
+/// current outbound SA).
+pub const SA_INDEX_NONE: u32 = u32::MAX;
+
+/// Metadata placed in front of a steered frame by `bpf_xdp_adjust_meta`,
+/// read by the AF_XDP workers (at `data - size_of::<XdpMeta>()`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpMeta {
+    /// [`XDP_META_MAGIC`].
+    pub magic: u32,
+    pub tunnel_id: u32,
+    /// `SA_IN` value's `sa_index` (inbound) or [`SA_INDEX_NONE`].
+    pub sa_index: u32,
+    /// [`Direction`] as `u32`.
+    pub direction: u32,
+}
+const _: () = assert!(size_of::<XdpMeta>() == 16);
+// bpf_xdp_adjust_meta wants a multiple of 4 and at most 32 bytes.
+const _: () = assert!(size_of::<XdpMeta>().is_multiple_of(4) && size_of::<XdpMeta>() <= 32);
+
+impl XdpMeta {
+    /// Decodes the metadata from bytes (e.g. a BPF_PROG_TEST_RUN output).
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let word = |i: usize| -> Option<u32> {
+            let s = b.get(i * 4..i * 4 + 4)?;
+            Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+        };
+        Some(Self {
+            magic: word(0)?,
+            tunnel_id: word(1)?,
+            sa_index: word(2)?,
+            direction: word(3)?,
+        })
+    }
+}
+
+/// Why the XDP programs dropped a frame; the index into `DROPS`.
+///
+/// Append-only: **never renumber or reuse a discriminant**. Dashboards and
+/// stored metrics refer to these numbers; add new reasons at the end with
+/// the next free value (below [`DROPS_MAX_ENTRIES`]).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// ESP to one of our addresses with an SPI not in `SA_IN`.
+    UnknownSpi = 0,
+    /// Sequence number left of the SA's anti-replay window (RFC 4303 §3.4.3).
+    ReplayLeftOfWindow = 1,
+    Ipv4HeaderTruncated = 2,
+    Ipv4BadVersion = 3,
+    Ipv4BadIhl = 4,
+    Ipv4BadTotalLength = 5,
+    Ipv6HeaderTruncated = 6,
+    Ipv6BadVersion = 7,
+    Ipv6BadPayloadLength = 8,
+    Ipv6ExtHeaderTruncated = 9,
+    UdpHeaderTruncated = 10,
+    UdpBadLength = 11,
+    EspHeaderTruncated = 12,
+}
+
+impl DropReason {
+    /// Every reason, in discriminant order.
+    pub const ALL: [DropReason; 13] = [
+        DropReason::UnknownSpi,
+        DropReason::ReplayLeftOfWindow,
+        DropReason::Ipv4HeaderTruncated,
+        DropReason::Ipv4BadVersion,
+        DropReason::Ipv4BadIhl,
+        DropReason::Ipv4BadTotalLength,
+        DropReason::Ipv6HeaderTruncated,
+        DropReason::Ipv6BadVersion,
+        DropReason::Ipv6BadPayloadLength,
+        DropReason::Ipv6ExtHeaderTruncated,
+        DropReason::UdpHeaderTruncated,
+        DropReason::UdpBadLength,
+        DropReason::EspHeaderTruncated,
+    ];
+
+    /// Stable snake_case name, used as a metrics label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::UnknownSpi => "unknown_spi",
+            DropReason::ReplayLeftOfWindow => "replay_left_of_window",
+            DropReason::Ipv4HeaderTruncated => "ipv4_header_truncated",
+            DropReason::Ipv4BadVersion => "ipv4_bad_version",
+            DropReason::Ipv4BadIhl => "ipv4_bad_ihl",
+            DropReason::Ipv4BadTotalLength => "ipv4_bad_total_length",
+            DropReason::Ipv6HeaderTruncated => "ipv6_header_truncated",
+            DropReason::Ipv6BadVersion => "ipv6_bad_version",
+            DropReason::Ipv6BadPayloadLength => "ipv6_bad_payload_length",
+            DropReason::Ipv6ExtHeaderTruncated => "ipv6_ext_header_truncated",
+            DropReason::UdpHeaderTruncated => "udp_header_truncated",
+            DropReason::UdpBadLength => "udp_bad_length",
+            DropReason::EspHeaderTruncated => "esp_header_truncated",
+        }
+    }
+
+    /// The reason with this discriminant, if any.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.iter().copied().find(|r| *r as u32 == v)
+    }
+}
+const _: () = assert!(DropReason::ALL.len() as u32 <= DROPS_MAX_ENTRIES);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY (all impls): #[repr(C)], only integer fields and byte arrays,
+    // no implicit padding (sizes asserted above), every bit pattern valid.
+    unsafe impl aya::Pod for SaInKey {}
+    unsafe impl aya::Pod for SaInValue {}
+    unsafe impl aya::Pod for TunnelValue {}
+    unsafe impl aya::Pod for RouteValue {}
+    unsafe impl aya::Pod for LocalAddrKey {}
+    unsafe impl aya::Pod for LocalAddrValue {}
+    unsafe impl aya::Pod for TunnelStats {}
+    unsafe impl aya::Pod for XdpMeta {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reasons_are_dense_and_named_uniquely() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as u32, i as u32, "{r:?} out of order");
+            assert_eq!(DropReason::from_u32(i as u32), Some(*r));
+            for other in &DropReason::ALL[i + 1..] {
+                assert_ne!(r.name(), other.name());
+            }
+        }
+        assert_eq!(DropReason::from_u32(DropReason::ALL.len() as u32), None);
+    }
+
+    #[test]
+    fn drop_reason_numbers_are_frozen() {
+        // Renumbering breaks stored metrics: this pins a few by value.
+        assert_eq!(DropReason::UnknownSpi as u32, 0);
+        assert_eq!(DropReason::ReplayLeftOfWindow as u32, 1);
+        assert_eq!(DropReason::EspHeaderTruncated as u32, 12);
+    }
+
+    #[test]
+    fn meta_roundtrip() {
+        let m = XdpMeta {
+            magic: XDP_META_MAGIC,
+            tunnel_id: 7,
+            sa_index: 3,
+            direction: Direction::Inbound as u32,
+        };
+        let mut b = [0u8; 16];
+        b[0..4].copy_from_slice(&m.magic.to_ne_bytes());
+        b[4..8].copy_from_slice(&m.tunnel_id.to_ne_bytes());
+        b[8..12].copy_from_slice(&m.sa_index.to_ne_bytes());
+        b[12..16].copy_from_slice(&m.direction.to_ne_bytes());
+        assert_eq!(XdpMeta::from_bytes(&b), Some(m));
+        assert_eq!(XdpMeta::from_bytes(&b[..15]), None);
+    }
+
+    #[test]
+    fn stats_index_interleaves_directions() {
+        assert_eq!(stats_index(0, Direction::Inbound), 0);
+        assert_eq!(stats_index(0, Direction::Outbound), 1);
+        assert_eq!(stats_index(5, Direction::Outbound), 11);
+        assert!(stats_index(TUNNELS_MAX_ENTRIES - 1, Direction::Outbound) < STATS_MAX_ENTRIES);
+    }
+}

@@ -1,1 +1,4 @@
-//! (placeholder)
+//! The s2s-gateway agent as a library; the `s2s-gateway` daemon and the
+//! `s2sctl` CLI in `src/bin` are thin shells around it.
+
+pub mod dataplane;

@@ -1,0 +1,671 @@
+//! Loads the `gateway-ebpf` object, attaches `wan_ingress` / `lan_ingress`
+//! to the interfaces of the config, pins the maps under bpffs, and offers
+//! typed accessors for every map of the kernel ↔ userspace contract
+//! (`gateway-common`). Dropping an [`XdpDataplane`] detaches the programs
+//! and removes the pins. It owns no policy: the agent decides what goes in
+//! the maps.
+
+use std::{
+    error::Error as StdError,
+    fmt::Write as _,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        Array, HashMap, Map, MapData, MapError, PerCpuArray, XskMap,
+    },
+    programs::{ProgramError, Xdp, XdpMode as AyaXdpMode},
+    Ebpf, EbpfError, EbpfLoader,
+};
+use gateway_common::{
+    map_names, program_names, stats_index, Direction, DropReason, LocalAddrKey, LocalAddrValue,
+    RouteValue, SaInKey, SaInValue, TunnelStats, TunnelValue, TUNNELS_MAX_ENTRIES,
+};
+use gateway_config::{Config, XdpMode};
+use thiserror::Error;
+
+use super::EBPF_OBJECT;
+
+/// Errors of the XDP loader. Each Display is one line meant for an operator.
+#[derive(Debug, Error)]
+pub enum XdpError {
+    #[error("interface {name:?} does not exist")]
+    InterfaceNotFound { name: String },
+    #[error(
+        "missing privilege: {op} needs root (CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN for bpffs)"
+    )]
+    PermissionDenied {
+        op: &'static str,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    #[error("native XDP is not supported on {iface:?}; set interfaces.xdp_mode = \"native_or_generic\" to fall back to generic mode")]
+    NativeUnsupported {
+        iface: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("the kernel verifier rejected {program}: {last_line}")]
+    Verifier {
+        program: &'static str,
+        last_line: String,
+        /// The complete verifier log.
+        log: String,
+    },
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] EbpfError),
+    #[error("program {program}: {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching {program} to {iface:?}: {source}")]
+    Attach {
+        program: &'static str,
+        iface: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("program {0} missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("map {0} missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("bpffs is not mounted at {0} (mount -t bpf bpf /sys/fs/bpf)")]
+    BpffsMissing(PathBuf),
+    #[error("pinning under {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    #[error("tunnel id {0} out of range (max {max})", max = TUNNELS_MAX_ENTRIES - 1)]
+    TunnelIdOutOfRange(u32),
+    #[error("prefix length {len} too long for {family}")]
+    BadPrefixLen { len: u8, family: &'static str },
+}
+
+/// First OS error code found walking the source chain.
+fn os_error(e: &(dyn StdError + 'static)) -> Option<i32> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if let Some(code) = io.raw_os_error() {
+                return Some(code);
+            }
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn is_eperm(e: &(dyn StdError + 'static)) -> bool {
+    matches!(os_error(e), Some(libc::EPERM) | Some(libc::EACCES))
+}
+
+/// What was attached where, for [`XdpDataplane::describe`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub program: &'static str,
+    pub iface: String,
+    pub ifindex: u32,
+    /// "native" or "generic".
+    pub mode: &'static str,
+}
+
+/// The loaded XDP programs and their maps.
+pub struct XdpDataplane {
+    ebpf: Ebpf,
+    attachments: Vec<Attachment>,
+    pin_dir: Option<PathBuf>,
+    pinned: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for XdpDataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpDataplane")
+            .field("attachments", &self.attachments)
+            .field("pin_dir", &self.pin_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl XdpDataplane {
+    /// Loads the programs, attaches `wan_ingress` to `config.interfaces.wan`
+    /// and `lan_ingress` to `config.interfaces.lan` in
+    /// `config.interfaces.xdp_mode`, and pins the maps under
+    /// `config.gateway.bpf_pin_dir`.
+    pub fn load(config: &Config) -> Result<Self, XdpError> {
+        // Check the interfaces first: the clearest error for a typo.
+        for name in [&config.interfaces.wan, &config.interfaces.lan] {
+            if ifindex(name).is_none() {
+                return Err(XdpError::InterfaceNotFound { name: name.clone() });
+            }
+        }
+        let mut dp = Self::load_unattached()?;
+        let mode = config.interfaces.xdp_mode;
+        dp.attach(program_names::WAN_INGRESS, &config.interfaces.wan, mode)?;
+        dp.attach(program_names::LAN_INGRESS, &config.interfaces.lan, mode)?;
+        dp.pin_maps(&config.gateway.bpf_pin_dir)?;
+        Ok(dp)
+    }
+
+    /// Loads every program into the kernel (verifier included) without
+    /// attaching or pinning: for BPF_PROG_TEST_RUN tests and benchmarks.
+    pub fn load_unattached() -> Result<Self, XdpError> {
+        let ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(|e| {
+            if is_eperm(&e) {
+                XdpError::PermissionDenied {
+                    op: "loading eBPF maps",
+                    source: Box::new(e),
+                }
+            } else {
+                XdpError::Load(e)
+            }
+        })?;
+        let mut dp = Self {
+            ebpf,
+            attachments: Vec::new(),
+            pin_dir: None,
+            pinned: Vec::new(),
+        };
+        for name in [
+            program_names::WAN_INGRESS,
+            program_names::LAN_INGRESS,
+            program_names::XDP_PASS,
+        ] {
+            let prog = dp.xdp_program(name)?;
+            prog.load().map_err(|e| match e {
+                ProgramError::LoadError {
+                    io_error,
+                    verifier_log,
+                } if io_error.raw_os_error() == Some(libc::EPERM) => XdpError::PermissionDenied {
+                    op: "loading XDP programs",
+                    source: Box::new(io_error),
+                }
+                .or_verifier(name, verifier_log.to_string()),
+                ProgramError::LoadError { verifier_log, .. } => {
+                    let log = verifier_log.to_string();
+                    XdpError::Verifier {
+                        program: name,
+                        last_line: last_meaningful_line(&log),
+                        log,
+                    }
+                }
+                other => XdpError::Program {
+                    program: name,
+                    source: other,
+                },
+            })?;
+        }
+        Ok(dp)
+    }
+
+    fn xdp_program(&mut self, name: &'static str) -> Result<&mut Xdp, XdpError> {
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(XdpError::MissingProgram(name))?;
+        prog.try_into().map_err(|source| XdpError::Program {
+            program: name,
+            source,
+        })
+    }
+
+    /// The loaded program's fd, for [`super::test_run::run_xdp`].
+    pub fn program_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, XdpError> {
+        let prog = self
+            .ebpf
+            .program(name)
+            .ok_or(XdpError::MissingProgram(name))?;
+        let xdp: &Xdp = prog.try_into().map_err(|source| XdpError::Program {
+            program: name,
+            source,
+        })?;
+        let fd = xdp.fd().map_err(|source| XdpError::Program {
+            program: name,
+            source,
+        })?;
+        Ok(fd.as_fd())
+    }
+
+    /// Attaches a loaded program to `iface`. Native mode unless `mode` asks
+    /// for generic, or for native-or-generic and the driver lacks native XDP
+    /// (then with a warning: generic XDP is slow).
+    pub fn attach(
+        &mut self,
+        program: &'static str,
+        iface: &str,
+        mode: XdpMode,
+    ) -> Result<(), XdpError> {
+        let idx = ifindex(iface).ok_or_else(|| XdpError::InterfaceNotFound {
+            name: iface.to_owned(),
+        })?;
+        let first = match mode {
+            XdpMode::Generic => AyaXdpMode::Skb,
+            XdpMode::Native | XdpMode::NativeOrGeneric => AyaXdpMode::Driver,
+        };
+        let prog = self.xdp_program(program)?;
+        let used = match prog.attach_to_if_index(idx, first) {
+            Ok(_) => first,
+            Err(e) => {
+                let code = os_error(&e);
+                if matches!(code, Some(libc::EPERM) | Some(libc::EACCES)) {
+                    return Err(XdpError::PermissionDenied {
+                        op: "attaching XDP programs",
+                        source: Box::new(e),
+                    });
+                }
+                let unsupported = first == AyaXdpMode::Driver
+                    && matches!(code, Some(libc::EOPNOTSUPP) | Some(libc::EINVAL));
+                if !unsupported {
+                    return Err(XdpError::Attach {
+                        program,
+                        iface: iface.to_owned(),
+                        source: e,
+                    });
+                }
+                if mode != XdpMode::NativeOrGeneric {
+                    return Err(XdpError::NativeUnsupported {
+                        iface: iface.to_owned(),
+                        source: e,
+                    });
+                }
+                tracing::warn!(
+                    program,
+                    iface,
+                    "native XDP not supported, falling back to generic mode (slow path performance)"
+                );
+                prog.attach_to_if_index(idx, AyaXdpMode::Skb)
+                    .map_err(|source| XdpError::Attach {
+                        program,
+                        iface: iface.to_owned(),
+                        source,
+                    })?;
+                AyaXdpMode::Skb
+            }
+        };
+        self.attachments.push(Attachment {
+            program,
+            iface: iface.to_owned(),
+            ifindex: idx,
+            mode: if used == AyaXdpMode::Skb {
+                "generic"
+            } else {
+                "native"
+            },
+        });
+        Ok(())
+    }
+
+    /// Pins every map under `dir` (created if needed; stale pins of a
+    /// previous run are replaced).
+    pub fn pin_maps(&mut self, dir: &Path) -> Result<(), XdpError> {
+        // The nearest existing ancestor must already be on bpffs.
+        let bpffs = dir.ancestors().find(|a| a.exists()).unwrap_or(dir);
+        if !is_bpffs(bpffs) {
+            return Err(XdpError::BpffsMissing(bpffs.to_path_buf()));
+        }
+        let pin_err = |path: &Path, source: Box<dyn StdError + Send + Sync>| {
+            if is_eperm(source.as_ref()) {
+                XdpError::PermissionDenied {
+                    op: "pinning maps",
+                    source,
+                }
+            } else {
+                XdpError::Pin {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        };
+        std::fs::create_dir_all(dir).map_err(|e| pin_err(dir, Box::new(e)))?;
+        self.pin_dir = Some(dir.to_path_buf());
+        for name in map_names::ALL {
+            let path = dir.join(name);
+            if path.exists() {
+                tracing::warn!(path = %path.display(), "replacing a stale pinned map");
+                std::fs::remove_file(&path).map_err(|e| pin_err(&path, Box::new(e)))?;
+            }
+            let map = self.ebpf.map(name).ok_or(XdpError::MissingMap(name))?;
+            map.pin(&path).map_err(|e| pin_err(&path, Box::new(e)))?;
+            self.pinned.push(path);
+        }
+        Ok(())
+    }
+
+    /// One line per attached program and the pin directory.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        for a in &self.attachments {
+            let _ = writeln!(
+                s,
+                "{} attached to {} (ifindex {}, {} mode)",
+                a.program, a.iface, a.ifindex, a.mode
+            );
+        }
+        if let Some(dir) = &self.pin_dir {
+            let _ = writeln!(
+                s,
+                "maps pinned under {}: {}",
+                dir.display(),
+                map_names::ALL.join(", ")
+            );
+        }
+        if s.is_empty() {
+            s.push_str("XDP programs loaded, not attached\n");
+        }
+        s
+    }
+
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, XdpError> {
+        self.ebpf.map_mut(name).ok_or(XdpError::MissingMap(name))
+    }
+
+    fn map_ref(&self, name: &'static str) -> Result<&Map, XdpError> {
+        self.ebpf.map(name).ok_or(XdpError::MissingMap(name))
+    }
+
+    /// Installs (or replaces) the inbound SA with this SPI.
+    pub fn install_sa_in(&mut self, spi: u32, value: SaInValue) -> Result<(), XdpError> {
+        let name = map_names::SA_IN;
+        let mut m: HashMap<_, SaInKey, SaInValue> =
+            HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        m.insert(SaInKey { spi }, value, 0).map_err(map_err(name))
+    }
+
+    /// Removes the inbound SA with this SPI (absent is not an error).
+    pub fn remove_sa_in(&mut self, spi: u32) -> Result<(), XdpError> {
+        let name = map_names::SA_IN;
+        let mut m: HashMap<_, SaInKey, SaInValue> =
+            HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        ignore_missing(m.remove(&SaInKey { spi })).map_err(map_err(name))
+    }
+
+    /// The inbound SA with this SPI, if installed.
+    pub fn sa_in(&self, spi: u32) -> Result<Option<SaInValue>, XdpError> {
+        let name = map_names::SA_IN;
+        let m: HashMap<_, SaInKey, SaInValue> =
+            HashMap::try_from(self.map_ref(name)?).map_err(map_err(name))?;
+        match m.get(&SaInKey { spi }, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(name)(e)),
+        }
+    }
+
+    /// Sets the state and addresses of a tunnel.
+    pub fn set_tunnel(&mut self, tunnel_id: u32, value: TunnelValue) -> Result<(), XdpError> {
+        if tunnel_id >= TUNNELS_MAX_ENTRIES {
+            return Err(XdpError::TunnelIdOutOfRange(tunnel_id));
+        }
+        let name = map_names::TUNNELS;
+        let mut m: Array<_, TunnelValue> =
+            Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        m.set(tunnel_id, value, 0).map_err(map_err(name))
+    }
+
+    /// Routes `prefix/len` into `tunnel_id` (replacing any previous route of
+    /// that prefix).
+    pub fn add_route_v4(
+        &mut self,
+        prefix: Ipv4Addr,
+        len: u8,
+        tunnel_id: u32,
+    ) -> Result<(), XdpError> {
+        let mut m = self.routes_v4()?;
+        m.insert(&key_v4(prefix, len)?, RouteValue { tunnel_id }, 0)
+            .map_err(map_err(map_names::ROUTES_V4))
+    }
+
+    pub fn remove_route_v4(&mut self, prefix: Ipv4Addr, len: u8) -> Result<(), XdpError> {
+        let mut m = self.routes_v4()?;
+        ignore_missing(m.remove(&key_v4(prefix, len)?)).map_err(map_err(map_names::ROUTES_V4))
+    }
+
+    pub fn add_route_v6(
+        &mut self,
+        prefix: Ipv6Addr,
+        len: u8,
+        tunnel_id: u32,
+    ) -> Result<(), XdpError> {
+        let mut m = self.routes_v6()?;
+        m.insert(&key_v6(prefix, len)?, RouteValue { tunnel_id }, 0)
+            .map_err(map_err(map_names::ROUTES_V6))
+    }
+
+    pub fn remove_route_v6(&mut self, prefix: Ipv6Addr, len: u8) -> Result<(), XdpError> {
+        let mut m = self.routes_v6()?;
+        ignore_missing(m.remove(&key_v6(prefix, len)?)).map_err(map_err(map_names::ROUTES_V6))
+    }
+
+    /// Bulk insert for large tables (one syscall per route; LPM tries have
+    /// no batch update).
+    pub fn add_routes_v4(
+        &mut self,
+        routes: impl IntoIterator<Item = (Ipv4Addr, u8, u32)>,
+    ) -> Result<usize, XdpError> {
+        let mut m = self.routes_v4()?;
+        let mut n = 0;
+        for (prefix, len, tunnel_id) in routes {
+            m.insert(&key_v4(prefix, len)?, RouteValue { tunnel_id }, 0)
+                .map_err(map_err(map_names::ROUTES_V4))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn routes_v4(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 4], RouteValue>, XdpError> {
+        let name = map_names::ROUTES_V4;
+        LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name))
+    }
+
+    fn routes_v6(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 16], RouteValue>, XdpError> {
+        let name = map_names::ROUTES_V6;
+        LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name))
+    }
+
+    /// Replaces the set of our public addresses (ESP to anything else is
+    /// passed to the kernel).
+    pub fn set_local_addrs(&mut self, addrs: &[IpAddr]) -> Result<(), XdpError> {
+        let name = map_names::LOCAL_ADDRS;
+        let mut m: HashMap<_, LocalAddrKey, LocalAddrValue> =
+            HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        let wanted: Vec<LocalAddrKey> = addrs.iter().map(|a| local_key(*a)).collect();
+        let stale: Vec<LocalAddrKey> = m
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for k in stale {
+            ignore_missing(m.remove(&k)).map_err(map_err(name))?;
+        }
+        for k in wanted {
+            m.insert(k, LocalAddrValue { flags: 1 }, 0)
+                .map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the AF_XDP socket `fd` for receive queue `queue`. Must be
+    /// called by the process that owns the socket.
+    pub fn set_xsk(&mut self, queue: u32, fd: impl AsRawFd) -> Result<(), XdpError> {
+        let name = map_names::XSKS;
+        let mut m = XskMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        m.set(queue, fd.as_raw_fd(), 0).map_err(map_err(name))
+    }
+
+    pub fn unset_xsk(&mut self, queue: u32) -> Result<(), XdpError> {
+        let name = map_names::XSKS;
+        let mut m = XskMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        ignore_missing(m.unset(queue)).map_err(map_err(name))
+    }
+
+    /// A tunnel's counters for one direction, summed over CPUs.
+    pub fn tunnel_stats(
+        &self,
+        tunnel_id: u32,
+        direction: Direction,
+    ) -> Result<TunnelStats, XdpError> {
+        if tunnel_id >= TUNNELS_MAX_ENTRIES {
+            return Err(XdpError::TunnelIdOutOfRange(tunnel_id));
+        }
+        let name = map_names::STATS;
+        let m: PerCpuArray<_, TunnelStats> =
+            PerCpuArray::try_from(self.map_ref(name)?).map_err(map_err(name))?;
+        let per_cpu = m
+            .get(&stats_index(tunnel_id, direction), 0)
+            .map_err(map_err(name))?;
+        Ok(per_cpu
+            .iter()
+            .fold(TunnelStats::default(), |a, s| TunnelStats {
+                packets: a.packets + s.packets,
+                bytes: a.bytes + s.bytes,
+                no_socket: a.no_socket + s.no_socket,
+            }))
+    }
+
+    /// Drops for one reason, summed over CPUs.
+    pub fn drop_count(&self, reason: DropReason) -> Result<u64, XdpError> {
+        let name = map_names::DROPS;
+        let m: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.map_ref(name)?).map_err(map_err(name))?;
+        let per_cpu = m.get(&(reason as u32), 0).map_err(map_err(name))?;
+        Ok(per_cpu.iter().sum())
+    }
+
+    /// Every drop reason with its count, summed over CPUs.
+    pub fn drops(&self) -> Result<Vec<(DropReason, u64)>, XdpError> {
+        DropReason::ALL
+            .iter()
+            .map(|r| Ok((*r, self.drop_count(*r)?)))
+            .collect()
+    }
+
+    fn unpin(&mut self) {
+        for path in self.pinned.drain(..) {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove pinned map");
+            }
+        }
+        if let Some(dir) = self.pin_dir.take() {
+            // Only removes the directory if we left it empty.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+impl Drop for XdpDataplane {
+    /// The links die with `self.ebpf` (detaching the programs); the pins
+    /// would keep the maps alive, so they go first.
+    fn drop(&mut self) {
+        self.unpin();
+    }
+}
+
+impl XdpError {
+    /// A load EPERM can also be the verifier refusing an unprivileged
+    /// feature; a non-empty log says which.
+    fn or_verifier(self, program: &'static str, log: String) -> Self {
+        if log.trim().is_empty() {
+            self
+        } else {
+            XdpError::Verifier {
+                program,
+                last_line: last_meaningful_line(&log),
+                log,
+            }
+        }
+    }
+}
+
+fn last_meaningful_line(log: &str) -> String {
+    log.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| {
+            !l.is_empty()
+                && !l.starts_with("processed ")
+                && !l.starts_with("verification time")
+                && !l.starts_with("stack depth")
+        })
+        .unwrap_or("(empty verifier log)")
+        .to_owned()
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> XdpError {
+    move |source| XdpError::Map { map, source }
+}
+
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(ref e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn key_v4(prefix: Ipv4Addr, len: u8) -> Result<Key<[u8; 4]>, XdpError> {
+    if len > 32 {
+        return Err(XdpError::BadPrefixLen {
+            len,
+            family: "IPv4",
+        });
+    }
+    Ok(Key::new(len.into(), prefix.octets()))
+}
+
+fn key_v6(prefix: Ipv6Addr, len: u8) -> Result<Key<[u8; 16]>, XdpError> {
+    if len > 128 {
+        return Err(XdpError::BadPrefixLen {
+            len,
+            family: "IPv6",
+        });
+    }
+    Ok(Key::new(len.into(), prefix.octets()))
+}
+
+/// The `LOCAL_ADDRS` key of an address.
+pub fn local_key(addr: IpAddr) -> LocalAddrKey {
+    match addr {
+        IpAddr::V4(a) => LocalAddrKey::v4(a.octets()),
+        IpAddr::V6(a) => LocalAddrKey::v6(a.octets()),
+    }
+}
+
+/// The index of a network interface of this namespace.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (idx != 0).then_some(idx)
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we own.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    }
+}
