@@ -5,5 +5,6 @@
 //! fd", so the data-plane workers glue it to the ESP engine.
 #![cfg(target_os = "linux")]
 
+pub mod afxdp;
 pub mod netlink;
 pub mod tun;
