@@ -1,4 +1,5 @@
 //! The s2s-gateway agent as a library; the `s2s-gateway` daemon and the
 //! `s2sctl` CLI in `src/bin` are thin shells around it.
 
+pub mod agent;
 pub mod dataplane;

@@ -1,0 +1,141 @@
+//! The gateway daemon. `run` serves the API, loads the XDP programs and runs
+//! the agent; `load` only loads and attaches the XDP programs (what
+//! `cargo xtask build-and-load` runs). Both stop cleanly on Ctrl-C or
+//! SIGTERM, detaching the programs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gateway_config::Config;
+use gateway_user::agent::Agent;
+use gateway_user::dataplane::xdp::XdpDataplane;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser)]
+#[command(
+    name = "s2s-gateway",
+    version,
+    about = "XDP-accelerated site-to-site IPsec VPN gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: API, agent and XDP fast path.
+    Run {
+        #[arg(long, default_value = "/etc/s2s-gateway/gateway.toml")]
+        config: PathBuf,
+        /// Do not load the XDP programs (slow path only).
+        #[arg(long)]
+        no_xdp: bool,
+    },
+    /// Load and attach the XDP programs per the config, pin the maps, and
+    /// wait for Ctrl-C or SIGTERM.
+    Load {
+        #[arg(long, default_value = "/etc/s2s-gateway/gateway.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("s2s-gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { config, no_xdp } => run(&config, no_xdp).await,
+            Command::Load { config } => load(&config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, no backtrace.
+            eprintln!("s2s-gateway: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn terminated() -> anyhow::Result<&'static str> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+async fn load(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let dp = XdpDataplane::load(&config)?;
+    println!("{}", dp.describe());
+    println!("attached; Ctrl-C or SIGTERM detaches");
+    let sig = terminated().await?;
+    drop(dp);
+    println!("{sig}: detached and unpinned");
+    Ok(())
+}
+
+async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
+    let config = Arc::new(Config::load(path)?);
+    let store = gateway_api::Store::open(&config.gateway.state_dir)?;
+    let xdp = if no_xdp {
+        tracing::warn!("XDP fast path disabled (--no-xdp)");
+        None
+    } else {
+        let dp = XdpDataplane::load(&config)?;
+        tracing::info!("{}", dp.describe().replace('\n', "; "));
+        Some(Arc::new(Mutex::new(dp)))
+    };
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("binding the API to {}", config.api.listen))?;
+    tracing::info!(listen = %config.api.listen, "serving the s2s-vpn API");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let agent =
+        tokio::spawn(Agent::new(config.clone(), store.clone(), xdp.clone()).run(stop_rx.clone()));
+    let mut api_stop = stop_rx;
+    let api = tokio::spawn(gateway_api::serve_with_shutdown(
+        (*config).clone(),
+        listener,
+        store,
+        async move {
+            let _ = api_stop.wait_for(|s| *s).await;
+        },
+    ));
+    let sig = tokio::select! {
+        s = terminated() => s?,
+        r = api => {
+            r.context("API task")??;
+            anyhow::bail!("the API server stopped");
+        }
+    };
+    tracing::info!(signal = sig, "shutting down");
+    let _ = stop_tx.send(true);
+    let _ = agent.await;
+    drop(xdp);
+    Ok(())
+}
