@@ -1,0 +1,337 @@
+//! `s2sctl` against an in-process API server on 127.0.0.1 (no network
+//! beyond loopback): every subcommand, tables and `-o json`.
+
+use std::sync::mpsc;
+
+use gateway_api::cli::{run, CliError};
+use gateway_api::Store;
+use serde_json::Value;
+
+const TOKEN: &str = "11111111-1111-1111-1111-111111111111";
+
+struct Server {
+    url: String,
+    _dir: tempfile::TempDir,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+fn server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        r#"
+[gateway]
+state_dir = "{}"
+[interfaces]
+wan = "wan0"
+lan = "lan0"
+[api]
+tokens = ["{TOKEN}"]
+[[gateway_types]]
+name = "VGW-S"
+bandwidth = 100000000
+allowed_connections = 5
+[[private_networks]]
+id = "pn1"
+interface = "lan0"
+ipv4_subnet = "198.51.100.0/24"
+ipv6_subnet = "2001:db8:100::/64"
+[[public_ips]]
+id = "ip4"
+address = "192.0.2.1"
+[[public_ips]]
+id = "ip6"
+address = "2001:db8::1"
+"#,
+        dir.path().join("state").display()
+    );
+    let config = gateway_config::Config::parse(&cfg).unwrap();
+    let store = Store::open(&config.gateway.state_dir).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            gateway_api::serve_with_shutdown(config, l, store, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+    });
+    let addr = rx.recv().unwrap();
+    Server {
+        url: format!("http://{addr}"),
+        _dir: dir,
+        _shutdown: stop,
+    }
+}
+
+fn ctl(s: &Server, args: &[&str]) -> Result<String, CliError> {
+    let mut all = vec!["s2sctl", "--api-url", &s.url, "--token", TOKEN];
+    all.extend_from_slice(args);
+    let mut out = Vec::new();
+    run(all, &mut out)?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+fn ctl_json(s: &Server, args: &[&str]) -> Value {
+    let mut a = vec!["-o", "json"];
+    a.extend_from_slice(args);
+    let out = ctl(s, &a).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn every_subcommand() {
+    let s = server();
+    let t = ctl(&s, &["gateway-type", "list"]).unwrap();
+    assert!(t.starts_with("NAME"), "{t}");
+    assert!(t.contains("VGW-S") && t.contains("total_count: 1"), "{t}");
+
+    let g = ctl_json(
+        &s,
+        &[
+            "vpn-gateway",
+            "create",
+            "--name",
+            "gw",
+            "--gateway-type",
+            "VGW-S",
+            "--private-network-id",
+            "pn1",
+            "--ipam-ipv4-id",
+            "ip4",
+            "--ipam-ipv6-id",
+            "ip6",
+            "--tag",
+            "a",
+        ],
+    );
+    let gid = g["id"].as_str().unwrap().to_owned();
+    assert_eq!(g["status"], "provisioning");
+    let t = ctl(&s, &["vpn-gateway", "list", "--tag", "a"]).unwrap();
+    assert!(t.contains(&gid) && t.contains("total_count: 1"), "{t}");
+    assert_eq!(
+        ctl_json(&s, &["vpn-gateway", "update", &gid, "--name", "gw2"])["name"],
+        "gw2"
+    );
+    let t = ctl(&s, &["vpn-gateway", "get", &gid]).unwrap();
+    assert!(t.contains("gw2") && t.starts_with("FIELD"), "{t}");
+
+    let c = ctl_json(
+        &s,
+        &[
+            "customer-gateway",
+            "create",
+            "--name",
+            "cust",
+            "--asn",
+            "65000",
+            "--ipv4",
+            "203.0.113.9",
+        ],
+    );
+    let cid = c["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        ctl_json(&s, &["customer-gateway", "update", &cid, "--asn", "65001"])["asn"],
+        65001
+    );
+    assert!(ctl(&s, &["customer-gateway", "list"])
+        .unwrap()
+        .contains("65001"));
+    assert_eq!(
+        ctl_json(&s, &["customer-gateway", "get", &cid])["public_ipv4"],
+        "203.0.113.9"
+    );
+    // A refusal surfaces as an API error naming the field.
+    match ctl(
+        &s,
+        &[
+            "customer-gateway",
+            "create",
+            "--name",
+            "x",
+            "--asn",
+            "12876",
+            "--ipv4",
+            "203.0.113.10",
+        ],
+    ) {
+        Err(CliError::Api {
+            status: 400,
+            message,
+            ..
+        }) => assert!(message.contains("asn"), "{message}"),
+        other => panic!("expected a 400, got {other:?}"),
+    }
+
+    let p = ctl_json(
+        &s,
+        &[
+            "routing-policy",
+            "create",
+            "--name",
+            "rp",
+            "--in",
+            "10.0.0.0/8",
+            "--out",
+            "198.51.100.0/24",
+        ],
+    );
+    let pid = p["id"].as_str().unwrap().to_owned();
+    let p6 = ctl_json(
+        &s,
+        &[
+            "routing-policy",
+            "create",
+            "--name",
+            "rp6",
+            "--ipv6",
+            "--in",
+            "2001:db8:1::/48",
+        ],
+    );
+    let pid6 = p6["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        ctl_json(
+            &s,
+            &["routing-policy", "update", &pid, "--in", "10.1.0.0/16"]
+        )["prefix_filter_in"][0],
+        "10.1.0.0/16"
+    );
+    assert_eq!(
+        ctl_json(&s, &["routing-policy", "list", "--ipv6", "true"])["total_count"],
+        1
+    );
+    assert_eq!(
+        ctl_json(&s, &["routing-policy", "get", &pid6])["is_ipv6"],
+        true
+    );
+
+    let r = ctl_json(
+        &s,
+        &[
+            "connection",
+            "create",
+            "--name",
+            "conn",
+            "--vpn-gateway-id",
+            &gid,
+            "--customer-gateway-id",
+            &cid,
+            "--ike",
+            "aes256gcm-ecp256",
+            "--esp",
+            "aes256gcm",
+            "--routing-policy-v4",
+            &pid,
+            "--bgp-v4",
+            "169.254.7.1/30,169.254.7.2/30",
+        ],
+    );
+    let conn = &r["connection"];
+    let id = conn["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        conn["bgp_session_ipv4"]["peer_private_ip"],
+        "169.254.7.2/30"
+    );
+    let t = ctl(&s, &["connection", "list", "--vpn-gateway-id", &gid]).unwrap();
+    assert!(t.contains(&id) && t.contains("total_count: 1"), "{t}");
+    assert_eq!(ctl_json(&s, &["connection", "get", &id])["name"], "conn");
+    assert_eq!(
+        ctl_json(
+            &s,
+            &[
+                "connection",
+                "update",
+                &id,
+                "--initiation-policy",
+                "customer_gateway"
+            ]
+        )["initiation_policy"],
+        "customer_gateway"
+    );
+    let psk1 = ctl(&s, &["connection", "get-psk", &id]).unwrap();
+    assert_eq!(psk1.trim().len(), 48);
+    let rr = ctl_json(&s, &["connection", "renew-psk", &id]);
+    assert_eq!(rr["connection"]["secret_revision"], 2);
+    let psk2 = ctl(&s, &["connection", "get-psk", &id]).unwrap();
+    assert_ne!(psk1, psk2);
+    assert_eq!(
+        ctl(&s, &["connection", "get-psk", &id, "--revision", "1"]).unwrap(),
+        psk1
+    );
+    let sid = conn["secret_id"].as_str().unwrap();
+    let ch = ctl_json(
+        &s,
+        &[
+            "connection",
+            "change-psk",
+            &id,
+            "--secret-id",
+            sid,
+            "--revision",
+            "1",
+        ],
+    );
+    assert_eq!(ch["connection"]["secret_revision"], 1);
+    let v = ctl_json(
+        &s,
+        &["connection", "set-routing-policy", &id, "--v6", &pid6],
+    );
+    assert_eq!(v["bgp_session_ipv6"]["routing_policy_id"], pid6.as_str());
+    let v = ctl_json(
+        &s,
+        &["connection", "detach-routing-policy", &id, "--v6", &pid6],
+    );
+    assert!(v["bgp_session_ipv6"].is_null());
+    assert_eq!(
+        ctl_json(&s, &["connection", "enable-route-propagation", &id])["route_propagation_enabled"],
+        true
+    );
+    assert_eq!(
+        ctl_json(&s, &["connection", "disable-route-propagation", &id])
+            ["route_propagation_enabled"],
+        false
+    );
+
+    // Deletes, in dependency order.
+    assert!(matches!(
+        ctl(&s, &["routing-policy", "delete", &pid]),
+        Err(CliError::Api { status: 412, .. })
+    ));
+    assert_eq!(
+        ctl(&s, &["connection", "delete", &id]).unwrap(),
+        "deleted connection\n"
+    );
+    ctl(&s, &["routing-policy", "delete", &pid]).unwrap();
+    ctl(&s, &["routing-policy", "delete", &pid6]).unwrap();
+    ctl(&s, &["customer-gateway", "delete", &cid]).unwrap();
+    assert_eq!(
+        ctl_json(&s, &["vpn-gateway", "delete", &gid])["status"],
+        "deprovisioning"
+    );
+
+    // Bad token.
+    let mut out = Vec::new();
+    let e = run(
+        [
+            "s2sctl",
+            "--api-url",
+            &s.url,
+            "--token",
+            "nope",
+            "vpn-gateway",
+            "list",
+        ],
+        &mut out,
+    )
+    .unwrap_err();
+    assert!(matches!(e, CliError::Api { status: 401, .. }), "{e}");
+}
