@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::message::Notification;
 use crate::{
     Action, ConnId, Direction, Input, Route, RouteChange, RoutingPolicy, SessionConfig, SessionId,
     SessionPolicy, Speaker, SpeakerError, State, Timer,
@@ -66,8 +67,19 @@ enum Command {
         oneshot::Sender<Result<(), DriverError>>,
     ),
     LocRib(oneshot::Sender<Vec<Route>>),
-    SessionState(SessionId, oneshot::Sender<Option<State>>),
-    AdjRibInLen(SessionId, oneshot::Sender<Option<usize>>),
+    SessionStatus(SessionId, oneshot::Sender<Option<SessionStatus>>),
+}
+
+/// A session as the agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStatus {
+    pub state: State,
+    /// The last NOTIFICATION sent or received.
+    pub last_error: Option<Notification>,
+    /// Prefixes received, before import policy.
+    pub adj_rib_in: usize,
+    /// Prefixes announced.
+    pub adj_rib_out: usize,
 }
 
 enum NetEvent {
@@ -178,13 +190,12 @@ impl BgpHandle {
         self.call(Command::LocRib).await
     }
 
-    pub async fn session_state(&self, id: SessionId) -> Result<Option<State>, DriverError> {
-        self.call(|r| Command::SessionState(id, r)).await
-    }
-
-    /// Prefixes received on a session, before import policy.
-    pub async fn adj_rib_in_len(&self, id: SessionId) -> Result<Option<usize>, DriverError> {
-        self.call(|r| Command::AdjRibInLen(id, r)).await
+    /// `None` when there is no such session.
+    pub async fn session_status(
+        &self,
+        id: SessionId,
+    ) -> Result<Option<SessionStatus>, DriverError> {
+        self.call(|r| Command::SessionStatus(id, r)).await
     }
 }
 
@@ -288,11 +299,13 @@ impl Main {
             Command::LocRib(reply) => {
                 let _ = reply.send(self.speaker.loc_rib().routes().collect());
             }
-            Command::SessionState(id, reply) => {
-                let _ = reply.send(self.speaker.session(id).map(|s| s.state()));
-            }
-            Command::AdjRibInLen(id, reply) => {
-                let _ = reply.send(self.speaker.session(id).map(|s| s.adj_rib_in_len()));
+            Command::SessionStatus(id, reply) => {
+                let _ = reply.send(self.speaker.session(id).map(|s| SessionStatus {
+                    state: s.state(),
+                    last_error: s.last_error().cloned(),
+                    adj_rib_in: s.adj_rib_in_len(),
+                    adj_rib_out: s.adj_rib_out().count(),
+                }));
             }
         }
     }

@@ -129,8 +129,11 @@ async fn two_drivers_over_loopback() {
         next_event(&mut eb).await,
         BgpEvent::Route(RouteChange::Install(_))
     ));
-    assert_eq!(a.session_state(1).await.unwrap(), Some(State::Established));
-    assert_eq!(b.session_state(1).await.unwrap(), Some(State::Established));
+    for h in [&a, &b] {
+        let status = h.session_status(1).await.unwrap().unwrap();
+        assert_eq!(status.state, State::Established);
+        assert_eq!((status.adj_rib_in, status.adj_rib_out), (1, 1));
+    }
 
     // A goes away: B sees the session drop (Cease) and the route withdrawn.
     a.remove_session(1).await.unwrap();
