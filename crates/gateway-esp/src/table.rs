@@ -1,0 +1,692 @@
+//! The SA table every data-plane worker shares, and the narrow
+//! [`DataPlane`] trait through which IKE, BGP and the agent program the data
+//! plane (with [`FakeDataPlane`], an in-memory recorder for their tests).
+//!
+//! Reads are lock-free: the inbound (by SPI) and outbound (by tunnel id)
+//! maps sit behind `ArcSwap` and writers publish a modified copy (writes are
+//! rare: SA install, rekey, delete). Outbound sequence numbers are atomics in
+//! the SA; the replay window is a short per-SA mutex (see [`crate::sa`]).
+//! Per-tunnel counters are relaxed atomics shared by all workers of a
+//! tunnel; the table does not own routes (they live in the XDP LPM maps).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::packet::parse_outer;
+use crate::sa::{Decapsulated, Encapsulated, InboundSa, OutboundSa, OuterHeader, SaError};
+use crate::selector::{IpPrefix, TrafficSelectors};
+use crate::suite::{SaCipher, Suite, SuiteError};
+use crate::{DecapError, EncapError};
+
+/// Identifier of a tunnel (one per connection and outer family).
+pub type TunnelId = u32;
+
+/// Key material of one SA direction, as IKEv2 derived it (RFC 7296 §2.17):
+/// the encryption KEYMAT (key || salt for AEADs) and the integrity KEYMAT
+/// (AES-CBC only). Zeroized on drop, never printed.
+#[derive(Clone)]
+pub struct SaKeys {
+    suite: Suite,
+    encr: Zeroizing<Vec<u8>>,
+    integ: Zeroizing<Vec<u8>>,
+}
+
+impl SaKeys {
+    /// Checks the lengths against the suite and takes a copy of the keys.
+    pub fn new(suite: Suite, encr: &[u8], integ: &[u8]) -> Result<Self, SuiteError> {
+        if encr.len() != suite.encr_keymat_len() {
+            return Err(SuiteError::KeyLength {
+                what: "encryption",
+                got: encr.len(),
+                expected: suite.encr_keymat_len(),
+            });
+        }
+        if integ.len() != suite.integ_keymat_len() {
+            return Err(SuiteError::KeyLength {
+                what: "integrity",
+                got: integ.len(),
+                expected: suite.integ_keymat_len(),
+            });
+        }
+        Ok(Self {
+            suite,
+            encr: Zeroizing::new(encr.to_vec()),
+            integ: Zeroizing::new(integ.to_vec()),
+        })
+    }
+
+    /// The suite.
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// Encryption KEYMAT (key || salt).
+    pub fn encr(&self) -> &[u8] {
+        &self.encr
+    }
+
+    /// Integrity KEYMAT (empty for AEADs).
+    pub fn integ(&self) -> &[u8] {
+        &self.integ
+    }
+
+    /// Keys the cipher.
+    pub fn cipher(&self) -> Result<SaCipher, SuiteError> {
+        SaCipher::new(self.suite, &self.encr, &self.integ)
+    }
+}
+
+impl std::fmt::Debug for SaKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaKeys")
+            .field("suite", &self.suite)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for SaKeys {
+    fn eq(&self, other: &Self) -> bool {
+        self.suite == other.suite
+            && bool::from(self.encr.as_slice().ct_eq(other.encr.as_slice()))
+            && bool::from(self.integ.as_slice().ct_eq(other.integ.as_slice()))
+    }
+}
+
+impl Eq for SaKeys {}
+
+/// Everything needed to install an inbound SA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundSaConfig {
+    /// Tunnel the SA belongs to.
+    pub tunnel: TunnelId,
+    /// Our SPI.
+    pub spi: u32,
+    /// Keys for the peer-to-us direction.
+    pub keys: SaKeys,
+    /// Extended sequence numbers negotiated.
+    pub esn: bool,
+    /// Replay window in packets (multiple of 64, 64..=4096).
+    pub replay_window: u32,
+    /// Allowed inner addresses.
+    pub selectors: TrafficSelectors,
+}
+
+/// Everything needed to install an outbound SA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundSaConfig {
+    /// Tunnel the SA belongs to.
+    pub tunnel: TunnelId,
+    /// The peer's SPI.
+    pub spi: u32,
+    /// Keys for the us-to-peer direction.
+    pub keys: SaKeys,
+    /// Extended sequence numbers negotiated.
+    pub esn: bool,
+    /// Outer header template (addresses, UDP encapsulation, TTL).
+    pub outer: OuterHeader,
+    /// Sequence number from which a rekey is requested (`None`: 7/8 of the space).
+    pub soft_limit: Option<u64>,
+}
+
+/// A point-in-time copy of a tunnel's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunnelCountersSnapshot {
+    /// Packets encapsulated.
+    pub tx_packets: u64,
+    /// Inner bytes encapsulated.
+    pub tx_bytes: u64,
+    /// Packets that failed to encapsulate.
+    pub tx_errors: u64,
+    /// Packets decapsulated.
+    pub rx_packets: u64,
+    /// Inner bytes decapsulated.
+    pub rx_bytes: u64,
+    /// Packets with a known SPI dropped on decapsulation.
+    pub rx_drops: u64,
+}
+
+/// Live counters of a tunnel, shared by the SAs of the tunnel across rekeys.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct TunnelCounters {
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    tx_errors: AtomicU64,
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    rx_drops: AtomicU64,
+}
+
+impl TunnelCounters {
+    /// Copies the counters.
+    pub fn snapshot(&self) -> TunnelCountersSnapshot {
+        TunnelCountersSnapshot {
+            tx_packets: self.tx_packets.load(Ordering::Relaxed),
+            tx_bytes: self.tx_bytes.load(Ordering::Relaxed),
+            tx_errors: self.tx_errors.load(Ordering::Relaxed),
+            rx_packets: self.rx_packets.load(Ordering::Relaxed),
+            rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
+            rx_drops: self.rx_drops.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Why the data plane refused a change.
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    /// Keys or suite refused.
+    #[error(transparent)]
+    Suite(#[from] SuiteError),
+    /// SA parameters refused.
+    #[error(transparent)]
+    Sa(#[from] SaError),
+    /// An inbound SA with this SPI is installed already.
+    #[error("inbound SPI {spi:#010x} already installed")]
+    SpiInUse {
+        /// SPI.
+        spi: u32,
+    },
+    /// No inbound SA with this SPI.
+    #[error("no inbound SA with SPI {spi:#010x}")]
+    UnknownSpi {
+        /// SPI.
+        spi: u32,
+    },
+    /// The tunnel's outbound SA is not the one named.
+    #[error("tunnel {tunnel} has no outbound SA with SPI {spi:#010x}")]
+    NoOutboundSa {
+        /// Tunnel.
+        tunnel: TunnelId,
+        /// SPI.
+        spi: u32,
+    },
+    /// The implementation behind the trait failed (map update, netlink...).
+    #[error("data plane backend failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The narrow interface through which the control plane programs the data
+/// plane. Make-before-break rekey is three calls: install the new inbound
+/// SA, install the new outbound SA for the tunnel (which switches to it and
+/// returns the previous SPI), then after a grace period remove the old
+/// inbound SA.
+pub trait DataPlane: Send + Sync {
+    /// Installs an inbound SA; its SPI must not be in use.
+    fn install_inbound_sa(&self, sa: InboundSaConfig) -> Result<(), DataPlaneError>;
+    /// Installs the outbound SA of a tunnel, replacing (switching from) the
+    /// current one; returns the SPI of the replaced SA.
+    fn install_outbound_sa(&self, sa: OutboundSaConfig) -> Result<Option<u32>, DataPlaneError>;
+    /// Removes an inbound SA.
+    fn remove_inbound_sa(&self, spi: u32) -> Result<(), DataPlaneError>;
+    /// Removes a tunnel's outbound SA if it is still the one with `spi`.
+    fn remove_outbound_sa(&self, tunnel: TunnelId, spi: u32) -> Result<(), DataPlaneError>;
+    /// Routes a prefix into a tunnel.
+    fn install_route(&self, prefix: IpPrefix, tunnel: TunnelId) -> Result<(), DataPlaneError>;
+    /// Withdraws a prefix from a tunnel.
+    fn withdraw_route(&self, prefix: IpPrefix, tunnel: TunnelId) -> Result<(), DataPlaneError>;
+    /// Counters of a tunnel, `None` if the tunnel never had an SA.
+    fn tunnel_counters(&self, tunnel: TunnelId) -> Option<TunnelCountersSnapshot>;
+}
+
+/// Hasher for SPIs and tunnel ids: one multiply. SPIs are chosen by us
+/// (inbound) or keyed per tunnel (outbound), so no flooding concern.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (u64::from(n) ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
+
+/// An installed inbound SA with its tunnel.
+#[derive(Debug)]
+pub struct InboundEntry {
+    /// Tunnel the SA belongs to.
+    pub tunnel: TunnelId,
+    /// The SA.
+    pub sa: InboundSa,
+    counters: Arc<TunnelCounters>,
+}
+
+/// An installed outbound SA with its tunnel.
+#[derive(Debug)]
+pub struct OutboundEntry {
+    /// Tunnel the SA belongs to.
+    pub tunnel: TunnelId,
+    /// The SA.
+    pub sa: OutboundSa,
+    counters: Arc<TunnelCounters>,
+}
+
+/// A decapsulated packet and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Tunnel of the inbound SA.
+    pub tunnel: TunnelId,
+    /// SPI of the inbound SA.
+    pub spi: u32,
+    /// Inner packet.
+    pub decap: Decapsulated,
+}
+
+/// The SA table shared by all workers (wrap it in an `Arc`).
+#[derive(Default)]
+pub struct SaTable {
+    inbound: ArcSwap<IdMap<Arc<InboundEntry>>>,
+    outbound: ArcSwap<IdMap<Arc<OutboundEntry>>>,
+    /// Control path only: counters outlive SAs so rekeys keep totals.
+    counters: Mutex<IdMap<Arc<TunnelCounters>>>,
+    /// Serializes writers (read-copy-update).
+    writer: Mutex<()>,
+}
+
+impl std::fmt::Debug for SaTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaTable")
+            .field("inbound", &self.inbound.load().len())
+            .field("outbound", &self.outbound.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Writers leave the maps consistent at every step (they publish whole
+    // copies), so a poisoned lock is safe to reuse.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SaTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn counters_for(&self, tunnel: TunnelId) -> Arc<TunnelCounters> {
+        lock(&self.counters).entry(tunnel).or_default().clone()
+    }
+
+    /// Installs an inbound SA (see [`DataPlane::install_inbound_sa`]).
+    pub fn install_inbound(&self, cfg: &InboundSaConfig) -> Result<(), DataPlaneError> {
+        let sa = InboundSa::new(
+            cfg.spi,
+            cfg.keys.cipher()?,
+            cfg.esn,
+            cfg.replay_window,
+            cfg.selectors.clone(),
+        )?;
+        let entry = Arc::new(InboundEntry {
+            tunnel: cfg.tunnel,
+            sa,
+            counters: self.counters_for(cfg.tunnel),
+        });
+        let _w = lock(&self.writer);
+        let cur = self.inbound.load();
+        if cur.contains_key(&cfg.spi) {
+            return Err(DataPlaneError::SpiInUse { spi: cfg.spi });
+        }
+        let mut next = IdMap::clone(&cur);
+        next.insert(cfg.spi, entry);
+        self.inbound.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Installs or switches a tunnel's outbound SA; returns the previous SPI.
+    pub fn install_outbound(&self, cfg: &OutboundSaConfig) -> Result<Option<u32>, DataPlaneError> {
+        let mut sa = OutboundSa::new(cfg.spi, cfg.keys.cipher()?, cfg.esn, cfg.outer)?;
+        if let Some(soft) = cfg.soft_limit {
+            sa = sa.with_soft_limit(soft);
+        }
+        let entry = Arc::new(OutboundEntry {
+            tunnel: cfg.tunnel,
+            sa,
+            counters: self.counters_for(cfg.tunnel),
+        });
+        let _w = lock(&self.writer);
+        let mut next = IdMap::clone(&self.outbound.load());
+        let prev = next.insert(cfg.tunnel, entry).map(|e| e.sa.spi());
+        self.outbound.store(Arc::new(next));
+        Ok(prev)
+    }
+
+    /// Removes an inbound SA.
+    pub fn remove_inbound(&self, spi: u32) -> Result<(), DataPlaneError> {
+        let _w = lock(&self.writer);
+        let mut next = IdMap::clone(&self.inbound.load());
+        if next.remove(&spi).is_none() {
+            return Err(DataPlaneError::UnknownSpi { spi });
+        }
+        self.inbound.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Removes a tunnel's outbound SA if it is still the one with `spi`
+    /// (a late delete of a rekeyed SA must not remove its successor).
+    pub fn remove_outbound(&self, tunnel: TunnelId, spi: u32) -> Result<(), DataPlaneError> {
+        let _w = lock(&self.writer);
+        let cur = self.outbound.load();
+        match cur.get(&tunnel) {
+            Some(e) if e.sa.spi() == spi => {}
+            _ => return Err(DataPlaneError::NoOutboundSa { tunnel, spi }),
+        }
+        let mut next = IdMap::clone(&cur);
+        next.remove(&tunnel);
+        self.outbound.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// The inbound SA with this SPI.
+    pub fn inbound(&self, spi: u32) -> Option<Arc<InboundEntry>> {
+        self.inbound.load().get(&spi).cloned()
+    }
+
+    /// The outbound SA of a tunnel.
+    pub fn outbound(&self, tunnel: TunnelId) -> Option<Arc<OutboundEntry>> {
+        self.outbound.load().get(&tunnel).cloned()
+    }
+
+    /// Calls `f(spi, right_edge)` for every inbound SA, for the worker that
+    /// writes the replay window's right edge back to the XDP `SA_IN` map.
+    pub fn for_each_right_edge(&self, mut f: impl FnMut(u32, u64)) {
+        for (spi, e) in self.inbound.load().iter() {
+            f(*spi, e.sa.right_edge());
+        }
+    }
+
+    /// Counters of a tunnel.
+    pub fn counters(&self, tunnel: TunnelId) -> Option<TunnelCountersSnapshot> {
+        lock(&self.counters).get(&tunnel).map(|c| c.snapshot())
+    }
+
+    /// Encapsulates `buf[inner]` with the tunnel's outbound SA (see
+    /// [`OutboundSa::encap`]). Lock-free.
+    pub fn encap(
+        &self,
+        tunnel: TunnelId,
+        buf: &mut [u8],
+        inner: Range<usize>,
+    ) -> Result<Encapsulated, EncapError> {
+        self.encap_with(tunnel, buf, inner, false)
+    }
+
+    /// Like [`encap`](Self::encap) but produces only the ESP packet.
+    pub fn encap_esp(
+        &self,
+        tunnel: TunnelId,
+        buf: &mut [u8],
+        inner: Range<usize>,
+    ) -> Result<Encapsulated, EncapError> {
+        self.encap_with(tunnel, buf, inner, true)
+    }
+
+    fn encap_with(
+        &self,
+        tunnel: TunnelId,
+        buf: &mut [u8],
+        inner: Range<usize>,
+        esp_only: bool,
+    ) -> Result<Encapsulated, EncapError> {
+        let map = self.outbound.load();
+        let e = map.get(&tunnel).ok_or(EncapError::NoSa { tunnel })?;
+        let len = inner.len() as u64;
+        let r = if esp_only {
+            e.sa.encap_esp(buf, inner)
+        } else {
+            e.sa.encap(buf, inner)
+        };
+        match &r {
+            Ok(_) => {
+                e.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
+                e.counters.tx_bytes.fetch_add(len, Ordering::Relaxed);
+            }
+            Err(_) => {
+                e.counters.tx_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    /// Decapsulates a received outer packet (from its IP header): finds the
+    /// inbound SA by SPI and runs [`InboundSa::decap_esp`]. Lock-free lookup.
+    pub fn decap(&self, buf: &mut [u8], packet: Range<usize>) -> Result<Received, DecapError> {
+        let outer = parse_outer(buf, packet)?;
+        self.decap_esp(buf, outer.esp)
+    }
+
+    /// Decapsulates an ESP packet (SPI through ICV), e.g. read from a UDP
+    /// socket on port 4500 by the slow path.
+    pub fn decap_esp(&self, buf: &mut [u8], esp: Range<usize>) -> Result<Received, DecapError> {
+        let spi_bytes = buf
+            .get(esp.start..esp.start.saturating_add(4))
+            .ok_or(DecapError::RangeOutOfBounds)?;
+        let spi = u32::from_be_bytes([spi_bytes[0], spi_bytes[1], spi_bytes[2], spi_bytes[3]]);
+        let map = self.inbound.load();
+        let e = map.get(&spi).ok_or(DecapError::UnknownSpi { spi })?;
+        match e.sa.decap_esp(buf, esp) {
+            Ok(d) => {
+                e.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
+                e.counters
+                    .rx_bytes
+                    .fetch_add(d.inner.len() as u64, Ordering::Relaxed);
+                Ok(Received {
+                    tunnel: e.tunnel,
+                    spi,
+                    decap: d,
+                })
+            }
+            Err(err) => {
+                e.counters.rx_drops.fetch_add(1, Ordering::Relaxed);
+                Err(err)
+            }
+        }
+    }
+}
+
+impl DataPlane for SaTable {
+    fn install_inbound_sa(&self, sa: InboundSaConfig) -> Result<(), DataPlaneError> {
+        self.install_inbound(&sa)
+    }
+    fn install_outbound_sa(&self, sa: OutboundSaConfig) -> Result<Option<u32>, DataPlaneError> {
+        self.install_outbound(&sa)
+    }
+    fn remove_inbound_sa(&self, spi: u32) -> Result<(), DataPlaneError> {
+        self.remove_inbound(spi)
+    }
+    fn remove_outbound_sa(&self, tunnel: TunnelId, spi: u32) -> Result<(), DataPlaneError> {
+        self.remove_outbound(tunnel, spi)
+    }
+    /// Routes live in the XDP LPM maps and the kernel table, not here: the
+    /// real data plane composes an `SaTable` with those. Standalone, the
+    /// table accepts and ignores route calls.
+    fn install_route(&self, _prefix: IpPrefix, _tunnel: TunnelId) -> Result<(), DataPlaneError> {
+        Ok(())
+    }
+    fn withdraw_route(&self, _prefix: IpPrefix, _tunnel: TunnelId) -> Result<(), DataPlaneError> {
+        Ok(())
+    }
+    fn tunnel_counters(&self, tunnel: TunnelId) -> Option<TunnelCountersSnapshot> {
+        self.counters(tunnel)
+    }
+}
+
+/// One call made on a [`FakeDataPlane`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataPlaneCall {
+    /// `install_inbound_sa`.
+    InstallInbound(InboundSaConfig),
+    /// `install_outbound_sa`.
+    InstallOutbound(OutboundSaConfig),
+    /// `remove_inbound_sa`.
+    RemoveInbound {
+        /// SPI.
+        spi: u32,
+    },
+    /// `remove_outbound_sa`.
+    RemoveOutbound {
+        /// Tunnel.
+        tunnel: TunnelId,
+        /// SPI.
+        spi: u32,
+    },
+    /// `install_route`.
+    InstallRoute {
+        /// Prefix.
+        prefix: IpPrefix,
+        /// Tunnel.
+        tunnel: TunnelId,
+    },
+    /// `withdraw_route`.
+    WithdrawRoute {
+        /// Prefix.
+        prefix: IpPrefix,
+        /// Tunnel.
+        tunnel: TunnelId,
+    },
+}
+
+#[derive(Debug, Default)]
+struct FakeState {
+    calls: Vec<DataPlaneCall>,
+    inbound: BTreeMap<u32, InboundSaConfig>,
+    outbound: BTreeMap<TunnelId, OutboundSaConfig>,
+    routes: BTreeSet<(IpPrefix, TunnelId)>,
+    counters: BTreeMap<TunnelId, TunnelCountersSnapshot>,
+}
+
+/// In-memory [`DataPlane`] for tests of IKE, BGP and the agent: records
+/// every call and keeps the resulting state, with the same refusals as the
+/// real table (SPI in use, unknown SPI, outbound SPI mismatch).
+#[derive(Debug, Default)]
+pub struct FakeDataPlane {
+    state: Mutex<FakeState>,
+}
+
+impl FakeDataPlane {
+    /// An empty fake.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every call so far, in order (successful or not).
+    pub fn calls(&self) -> Vec<DataPlaneCall> {
+        lock(&self.state).calls.clone()
+    }
+
+    /// Takes and clears the recorded calls.
+    pub fn take_calls(&self) -> Vec<DataPlaneCall> {
+        std::mem::take(&mut lock(&self.state).calls)
+    }
+
+    /// SPIs of the installed inbound SAs, ascending.
+    pub fn inbound_spis(&self) -> Vec<u32> {
+        lock(&self.state).inbound.keys().copied().collect()
+    }
+
+    /// The installed inbound SA with this SPI.
+    pub fn inbound(&self, spi: u32) -> Option<InboundSaConfig> {
+        lock(&self.state).inbound.get(&spi).cloned()
+    }
+
+    /// The installed outbound SA of a tunnel.
+    pub fn outbound(&self, tunnel: TunnelId) -> Option<OutboundSaConfig> {
+        lock(&self.state).outbound.get(&tunnel).cloned()
+    }
+
+    /// Installed routes, sorted.
+    pub fn routes(&self) -> Vec<(IpPrefix, TunnelId)> {
+        lock(&self.state).routes.iter().copied().collect()
+    }
+
+    /// Sets what `tunnel_counters` returns for a tunnel.
+    pub fn set_counters(&self, tunnel: TunnelId, counters: TunnelCountersSnapshot) {
+        lock(&self.state).counters.insert(tunnel, counters);
+    }
+}
+
+impl DataPlane for FakeDataPlane {
+    fn install_inbound_sa(&self, sa: InboundSaConfig) -> Result<(), DataPlaneError> {
+        let mut s = lock(&self.state);
+        s.calls.push(DataPlaneCall::InstallInbound(sa.clone()));
+        if s.inbound.contains_key(&sa.spi) {
+            return Err(DataPlaneError::SpiInUse { spi: sa.spi });
+        }
+        s.counters.entry(sa.tunnel).or_default();
+        s.inbound.insert(sa.spi, sa);
+        Ok(())
+    }
+    fn install_outbound_sa(&self, sa: OutboundSaConfig) -> Result<Option<u32>, DataPlaneError> {
+        let mut s = lock(&self.state);
+        s.calls.push(DataPlaneCall::InstallOutbound(sa.clone()));
+        if sa.outer.src.is_ipv4() != sa.outer.dst.is_ipv4() {
+            return Err(SaError::MixedFamilies {
+                src: sa.outer.src,
+                dst: sa.outer.dst,
+            }
+            .into());
+        }
+        s.counters.entry(sa.tunnel).or_default();
+        Ok(s.outbound.insert(sa.tunnel, sa).map(|p| p.spi))
+    }
+    fn remove_inbound_sa(&self, spi: u32) -> Result<(), DataPlaneError> {
+        let mut s = lock(&self.state);
+        s.calls.push(DataPlaneCall::RemoveInbound { spi });
+        s.inbound
+            .remove(&spi)
+            .map(|_| ())
+            .ok_or(DataPlaneError::UnknownSpi { spi })
+    }
+    fn remove_outbound_sa(&self, tunnel: TunnelId, spi: u32) -> Result<(), DataPlaneError> {
+        let mut s = lock(&self.state);
+        s.calls.push(DataPlaneCall::RemoveOutbound { tunnel, spi });
+        match s.outbound.get(&tunnel) {
+            Some(o) if o.spi == spi => {
+                s.outbound.remove(&tunnel);
+                Ok(())
+            }
+            _ => Err(DataPlaneError::NoOutboundSa { tunnel, spi }),
+        }
+    }
+    fn install_route(&self, prefix: IpPrefix, tunnel: TunnelId) -> Result<(), DataPlaneError> {
+        let mut s = lock(&self.state);
+        s.calls.push(DataPlaneCall::InstallRoute { prefix, tunnel });
+        s.routes.insert((prefix, tunnel));
+        Ok(())
+    }
+    fn withdraw_route(&self, prefix: IpPrefix, tunnel: TunnelId) -> Result<(), DataPlaneError> {
+        let mut s = lock(&self.state);
+        s.calls
+            .push(DataPlaneCall::WithdrawRoute { prefix, tunnel });
+        s.routes.remove(&(prefix, tunnel));
+        Ok(())
+    }
+    fn tunnel_counters(&self, tunnel: TunnelId) -> Option<TunnelCountersSnapshot> {
+        lock(&self.state).counters.get(&tunnel).copied()
+    }
+}
+
+// The trait must stay usable as `Arc<dyn DataPlane>` from other crates.
+const _: fn() = || {
+    fn assert_object_safe(_: &dyn DataPlane) {}
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<SaTable>();
+    assert_send_sync::<FakeDataPlane>();
+    assert_send_sync::<std::sync::Arc<dyn DataPlane>>();
+    let _ = assert_object_safe;
+};

@@ -1,0 +1,304 @@
+//! The shared SA table: install, lookup, make-before-break rekey step by
+//! step, removal guards, counters, concurrent workers; and the
+//! `FakeDataPlane` other crates test against.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use gateway_esp::table::{
+    DataPlane, DataPlaneCall, DataPlaneError, FakeDataPlane, InboundSaConfig, OutboundSaConfig,
+    SaKeys, SaTable, TunnelCountersSnapshot,
+};
+use gateway_esp::{DecapError, EncapError, IpPrefix, Suite, TrafficSelectors, DEFAULT_WINDOW};
+
+const TUNNEL: u32 = 7;
+
+fn cfgs(suite: Suite, spi: u32, seed: u8) -> (InboundSaConfig, OutboundSaConfig) {
+    let (e, a) = keys(suite, seed);
+    let keys = SaKeys::new(suite, &e, &a).unwrap();
+    (
+        InboundSaConfig {
+            tunnel: TUNNEL,
+            spi,
+            keys: keys.clone(),
+            esn: true,
+            replay_window: DEFAULT_WINDOW,
+            selectors: TrafficSelectors::any(),
+        },
+        OutboundSaConfig {
+            tunnel: TUNNEL,
+            spi,
+            keys,
+            esn: true,
+            outer: outer(false, true),
+            soft_limit: None,
+        },
+    )
+}
+
+/// Two gateways in one process: `a` sends to `b`. Each outbound SA in `a`
+/// has its twin inbound SA in `b` (same SPI and keys).
+fn send(a: &SaTable, b: &SaTable, v6: bool) -> Result<u32, String> {
+    let pkt = inner(v6, 120);
+    let (mut buf, range) = framed(&pkt);
+    let e = a
+        .encap(TUNNEL, &mut buf, range)
+        .map_err(|e| e.to_string())?;
+    let r = b.decap(&mut buf, e.packet).map_err(|e| e.to_string())?;
+    assert_eq!(&buf[r.decap.inner.clone()], &pkt[..]);
+    assert_eq!(r.tunnel, TUNNEL);
+    Ok(r.spi)
+}
+
+#[test]
+fn install_encap_decap_and_counters() {
+    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
+    let (a, b) = (SaTable::new(), SaTable::new());
+    let (inb, out) = cfgs(suite, 0x1000, 1);
+    let (mut buf, range) = framed(&inner(false, 100));
+    assert_eq!(
+        a.encap(TUNNEL, &mut buf, range),
+        Err(EncapError::NoSa { tunnel: TUNNEL })
+    );
+    assert_eq!(a.install_outbound(&out).unwrap(), None);
+    b.install_inbound(&inb).unwrap();
+    assert!(matches!(
+        b.install_inbound(&inb),
+        Err(DataPlaneError::SpiInUse { spi: 0x1000 })
+    ));
+    for _ in 0..5 {
+        assert_eq!(send(&a, &b, false), Ok(0x1000));
+        assert_eq!(send(&a, &b, true), Ok(0x1000));
+    }
+    let tx = a.counters(TUNNEL).unwrap();
+    assert_eq!((tx.tx_packets, tx.tx_bytes, tx.tx_errors), (10, 1200, 0));
+    let rx = b.counters(TUNNEL).unwrap();
+    assert_eq!((rx.rx_packets, rx.rx_bytes, rx.rx_drops), (10, 1200, 0));
+    assert_eq!(b.inbound(0x1000).unwrap().sa.right_edge(), 10);
+    let mut edges = Vec::new();
+    b.for_each_right_edge(|spi, edge| edges.push((spi, edge)));
+    assert_eq!(edges, vec![(0x1000, 10)]);
+    // Unknown SPI.
+    let (mut buf, range) = framed(&inner(false, 100));
+    let e = a.encap(TUNNEL, &mut buf, range).unwrap();
+    b.remove_inbound(0x1000).unwrap();
+    assert_eq!(
+        b.decap(&mut buf, e.packet),
+        Err(DecapError::UnknownSpi { spi: 0x1000 })
+    );
+    assert!(matches!(
+        b.remove_inbound(0x1000),
+        Err(DataPlaneError::UnknownSpi { .. })
+    ));
+}
+
+#[test]
+fn make_before_break_rekey_step_by_step() {
+    let suite = Suite::from_api_names("aes128", Some("sha256")).unwrap();
+    let (a, b) = (SaTable::new(), SaTable::new());
+    let (old_in, old_out) = cfgs(suite, 0x1111, 1);
+    let (new_in, new_out) = cfgs(suite, 0x2222, 2);
+    a.install_outbound(&old_out).unwrap();
+    b.install_inbound(&old_in).unwrap();
+    assert_eq!(send(&a, &b, false), Ok(0x1111));
+    // Packets sealed with the old SA but still in flight.
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| {
+            let (mut buf, range) = framed(&inner(false, 100));
+            let e = a.encap(TUNNEL, &mut buf, range).unwrap();
+            (buf, e.packet)
+        })
+        .collect();
+    // Step 1: the receiver installs the new inbound SA; old traffic flows.
+    b.install_inbound(&new_in).unwrap();
+    assert_eq!(send(&a, &b, false), Ok(0x1111));
+    // Step 2: the sender switches its outbound SA; new traffic uses it.
+    assert_eq!(a.install_outbound(&new_out).unwrap(), Some(0x1111));
+    assert_eq!(send(&a, &b, true), Ok(0x2222));
+    // In-flight packets of the old SA are still accepted during the grace.
+    for (mut buf, range) in in_flight.clone() {
+        assert_eq!(b.decap(&mut buf, range).unwrap().spi, 0x1111);
+    }
+    // A late delete of the old outbound SA does not remove its successor.
+    assert!(matches!(
+        a.remove_outbound(TUNNEL, 0x1111),
+        Err(DataPlaneError::NoOutboundSa { .. })
+    ));
+    assert_eq!(send(&a, &b, false), Ok(0x2222));
+    // Step 3: after the grace the old inbound SA goes.
+    b.remove_inbound(0x1111).unwrap();
+    let (mut buf, range) = in_flight[0].clone();
+    assert_eq!(
+        b.decap(&mut buf, range),
+        Err(DecapError::UnknownSpi { spi: 0x1111 })
+    );
+    assert_eq!(send(&a, &b, false), Ok(0x2222));
+    // Counters survive the rekey (per tunnel, not per SA).
+    assert_eq!(a.counters(TUNNEL).unwrap().tx_packets, 8);
+    assert_eq!(b.counters(TUNNEL).unwrap().rx_packets, 8);
+    a.remove_outbound(TUNNEL, 0x2222).unwrap();
+    let (mut buf, range) = framed(&inner(false, 100));
+    assert_eq!(
+        a.encap(TUNNEL, &mut buf, range),
+        Err(EncapError::NoSa { tunnel: TUNNEL })
+    );
+}
+
+#[test]
+fn concurrent_workers_share_sequence_numbers_and_window() {
+    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
+    let (a, b) = (Arc::new(SaTable::new()), Arc::new(SaTable::new()));
+    let (mut inb, out) = cfgs(suite, 0x3333, 3);
+    // All packets of the test fit in the window, so the outcome does not
+    // depend on scheduling: each packet is accepted exactly once.
+    inb.replay_window = 4096;
+    a.install_outbound(&out).unwrap();
+    b.install_inbound(&inb).unwrap();
+    let per = 500;
+    // Phase 1: four workers encapsulate concurrently.
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                (0..per)
+                    .map(|_| {
+                        let (mut buf, range) = framed(&inner(t % 2 == 1, 90));
+                        let e = a.encap(TUNNEL, &mut buf, range).unwrap();
+                        (e.seq, buf[e.packet].to_vec())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let packets: Vec<(u64, Vec<u8>)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let mut seqs: Vec<u64> = packets.iter().map(|p| p.0).collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=4 * per as u64).collect::<Vec<_>>(),
+        "every sequence number used exactly once"
+    );
+    // Phase 2: four workers decapsulate, every packet delivered twice (by
+    // two different workers): exactly one copy may pass.
+    let packets = Arc::new(packets);
+    let handles: Vec<_> = (0..4usize)
+        .map(|t| {
+            let (b, packets) = (b.clone(), packets.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut replayed) = (0u64, 0u64);
+                for (i, (_, p)) in packets.iter().enumerate() {
+                    if i % 4 != t && (i + 1) % 4 != t {
+                        continue;
+                    }
+                    let mut buf = p.clone();
+                    let n = buf.len();
+                    match b.decap(&mut buf, 0..n) {
+                        Ok(_) => ok += 1,
+                        Err(DecapError::Replay(gateway_esp::ReplayError::Replayed { .. })) => {
+                            replayed += 1
+                        }
+                        Err(e) => panic!("unexpected drop {e}"),
+                    }
+                }
+                (ok, replayed)
+            })
+        })
+        .collect();
+    let (ok, replayed) = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+    assert_eq!((ok, replayed), (4 * per as u64, 4 * per as u64));
+    let c = b.counters(TUNNEL).unwrap();
+    assert_eq!((c.rx_packets, c.rx_drops), (4 * per as u64, 4 * per as u64));
+}
+
+#[test]
+fn table_refuses_bad_configs() {
+    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
+    let t = SaTable::new();
+    let (mut inb, mut out) = cfgs(suite, 0x4444, 4);
+    inb.replay_window = 100;
+    assert!(matches!(
+        t.install_inbound(&inb),
+        Err(DataPlaneError::Sa(_))
+    ));
+    out.outer.dst = "2001:db8::1".parse().unwrap();
+    assert!(matches!(
+        t.install_outbound(&out),
+        Err(DataPlaneError::Sa(_))
+    ));
+    assert!(SaKeys::new(suite, &[0; 32], &[]).is_err());
+    let dbg = format!("{:?}", SaKeys::new(suite, &[0x42; 36], &[]).unwrap());
+    assert!(!dbg.contains("42"), "keys never printed: {dbg}");
+}
+
+#[test]
+fn fake_data_plane_records_and_enforces() {
+    let fake = FakeDataPlane::new();
+    let dp: &dyn DataPlane = &fake;
+    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
+    let (inb, out) = cfgs(suite, 0x5555, 5);
+    dp.install_inbound_sa(inb.clone()).unwrap();
+    assert!(matches!(
+        dp.install_inbound_sa(inb.clone()),
+        Err(DataPlaneError::SpiInUse { .. })
+    ));
+    assert_eq!(dp.install_outbound_sa(out.clone()).unwrap(), None);
+    let (_, out2) = cfgs(suite, 0x6666, 6);
+    assert_eq!(dp.install_outbound_sa(out2.clone()).unwrap(), Some(0x5555));
+    assert!(dp.remove_outbound_sa(TUNNEL, 0x5555).is_err());
+    let p: IpPrefix = "198.51.100.0/24".parse().unwrap();
+    dp.install_route(p, TUNNEL).unwrap();
+    assert_eq!(fake.routes(), vec![(p, TUNNEL)]);
+    dp.withdraw_route(p, TUNNEL).unwrap();
+    assert!(fake.routes().is_empty());
+    dp.remove_inbound_sa(0x5555).unwrap();
+    assert!(fake.inbound_spis().is_empty());
+    assert_eq!(fake.outbound(TUNNEL).unwrap().spi, 0x6666);
+    assert_eq!(
+        dp.tunnel_counters(TUNNEL),
+        Some(TunnelCountersSnapshot::default())
+    );
+    fake.set_counters(
+        TUNNEL,
+        TunnelCountersSnapshot {
+            rx_packets: 3,
+            ..Default::default()
+        },
+    );
+    assert_eq!(dp.tunnel_counters(TUNNEL).unwrap().rx_packets, 3);
+    assert_eq!(dp.tunnel_counters(99), None);
+    let calls = fake.take_calls();
+    assert_eq!(calls.len(), 8);
+    assert_eq!(calls[0], DataPlaneCall::InstallInbound(inb));
+    assert_eq!(calls[3], DataPlaneCall::InstallOutbound(out2));
+    assert_eq!(
+        calls[5],
+        DataPlaneCall::InstallRoute {
+            prefix: p,
+            tunnel: TUNNEL
+        }
+    );
+    assert!(fake.calls().is_empty());
+}
+
+#[test]
+fn sa_table_is_a_data_plane() {
+    let t: Arc<dyn DataPlane> = Arc::new(SaTable::new());
+    let suite = Suite::from_api_names("chacha20poly1305", None).unwrap();
+    let (inb, out) = cfgs(suite, 0x7777, 7);
+    t.install_inbound_sa(inb).unwrap();
+    t.install_outbound_sa(out).unwrap();
+    assert_eq!(
+        t.tunnel_counters(TUNNEL),
+        Some(TunnelCountersSnapshot::default())
+    );
+    t.remove_outbound_sa(TUNNEL, 0x7777).unwrap();
+    t.remove_inbound_sa(0x7777).unwrap();
+}
