@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use common::{mac_of, VethPair};
-use gateway_netio::netlink::{Address, NeighbourCache, Netlink, Route, RTPROT_GATEWAY};
+use gateway_netio::netlink::{Address, NeighbourCache, Netlink, NextHop, Route, RTPROT_GATEWAY};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -88,6 +90,15 @@ fn links_addresses_and_routes() {
             nl.list_routes(false, 1000, RTPROT_GATEWAY).unwrap(),
             vec![r_dev.clone()]
         );
+        // An IPv4 prefix via an IPv6 next hop (RTA_VIA), as BGP extended next hop needs.
+        let mut r_via = Route::new(ip("203.0.113.128"), 25);
+        r_via.gateway = Some(ip("2001:db8::2"));
+        r_via.oif = Some(link.index);
+        r_via.table = 1000;
+        nl.add_route(&r_via).unwrap();
+        let listed = nl.list_routes(false, 1000, RTPROT_GATEWAY).unwrap();
+        assert!(listed.contains(&r_via), "{listed:?}");
+        nl.del_route(&r_via).unwrap();
 
         let look = nl.route_get(ip("198.51.100.7")).unwrap();
         assert_eq!(look.oif, link.index);
@@ -197,5 +208,34 @@ fn neighbour_resolution_and_cache() {
         assert_eq!(stats.unroutable, 1);
         assert_eq!(stats.resolved, 1);
         assert_eq!(cache.len(), 1);
+
+        // The refresher thread: a miss on a new destination is resolved without
+        // any explicit refresh call.
+        let (cache, refresher) = NeighbourCache::new(16);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let t = std::thread::spawn(move || {
+            let mut nl = Netlink::open().unwrap();
+            refresher.run(&mut nl, Duration::from_secs(30), &stop2)
+        });
+        let far6 = ip("2001:db8::2");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let hop = loop {
+            if let Some(h) = cache.lookup(far6) {
+                break h;
+            }
+            assert!(Instant::now() < deadline, "refresher never resolved {far6}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap().unwrap();
+        assert_eq!(
+            hop,
+            NextHop {
+                ifindex: idx,
+                src_mac: mac_a,
+                dst_mac: mac_b
+            }
+        );
     });
 }

@@ -43,6 +43,39 @@
 //! `&mut Umem` is sound; a token from another UMEM is bounds-checked and at
 //! worst refers to the wrong bytes, never out of the mapping.
 
+//!
+//! # A worker loop (how the dataplane glues it)
+//! ```no_run
+//! use gateway_netio::afxdp::{xskmap, Batch, Umem, UmemConfig, XskConfig, XskSocket};
+//! # fn esp_encap(_chunk: &mut [u8], r: std::ops::Range<usize>, _meta: &[u8]) -> Option<std::ops::Range<usize>> { Some(r) }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let queue = 0;
+//! let mut umem = Umem::new(UmemConfig::default())?;
+//! let mut lan = XskSocket::bind(&mut umem, "lan0", queue, &XskConfig::default())?;
+//! let mut wan = XskSocket::bind(&mut umem, "wan0", queue, &XskConfig::default())?;
+//! xskmap::update_pinned("/sys/fs/bpf/s2s/XSKS_LAN".as_ref(), queue, lan.fd())?;
+//! let (mut rx, mut tx) = (Batch::with_capacity(64), Batch::with_capacity(64));
+//! loop {
+//!     lan.recv(&mut umem, &mut rx);
+//!     for mut f in rx.drain() {
+//!         let meta = umem.metadata(&f, 8).map(<[u8]>::to_vec); // (copy only for the example)
+//!         let (chunk, range) = umem.chunk_mut(&f);
+//!         let out = esp_encap(chunk, range, meta.as_deref().unwrap_or_default());
+//!         match out.map(|r| umem.set_packet(&mut f, r)) {
+//!             Some(Ok(())) => {
+//!                 if let Err(f) = tx.push(f) {
+//!                     umem.release(f); // batch full: drop
+//!                 }
+//!             }
+//!             _ => umem.release(f),
+//!         }
+//!     }
+//!     wan.send(&mut umem, &mut tx); // leftovers stay in `tx` for the next round
+//!     wan.flush(&mut umem);
+//! }
+//! # }
+//! ```
+
 pub mod xskmap;
 
 use std::ffi::CString;
@@ -436,6 +469,13 @@ impl Default for XskConfig {
         }
     }
 }
+
+// Workers may build their sockets on one thread and run them on another.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Umem>();
+    assert_send::<XskSocket>();
+};
 
 /// Kernel counters of one socket (`XDP_STATISTICS`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
