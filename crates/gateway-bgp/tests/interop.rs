@@ -463,3 +463,236 @@ fn bird_interop() {
         std::panic::resume_unwind(p);
     }
 }
+
+// ----------------------------------------------------------------- FRR ----
+
+fn frr_conf(dir: &Path) -> String {
+    format!(
+        r#"frr defaults traditional
+hostname peer
+log file {dir}/bgpd.log
+!
+route-map HIGH permit 10
+ set community 12876:42200
+exit
+route-map LOW permit 10
+ set community 12876:42050
+exit
+!
+router bgp 4200000002
+ bgp router-id 10.255.0.3
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ no bgp default ipv4-unicast
+ timers bgp 1 3
+ neighbor 169.254.0.1 remote-as 12876
+ neighbor 169.254.0.1 timers connect 1
+ neighbor 169.254.0.5 remote-as 12876
+ neighbor 169.254.0.5 timers connect 1
+ neighbor fd00::a remote-as 12876
+ neighbor fd00::a timers connect 1
+ !
+ address-family ipv4 unicast
+  network 203.0.113.0/24
+  network 203.0.113.128/25
+  network 192.0.2.0/24
+  neighbor 169.254.0.1 activate
+  neighbor 169.254.0.1 route-map HIGH out
+  neighbor 169.254.0.5 activate
+  neighbor 169.254.0.5 route-map LOW out
+ exit-address-family
+ !
+ address-family ipv6 unicast
+  network 2001:db8:200::/48
+  network 2001:db8:999::/48
+  neighbor fd00::a activate
+ exit-address-family
+exit
+"#,
+        dir = dir.display()
+    )
+}
+
+/// `"state":"..."` of a peer in `show bgp summary json` (whitespace removed).
+fn frr_peer_state(summary: &str, peer: &str) -> Option<String> {
+    let s: String = summary.chars().filter(|c| !c.is_whitespace()).collect();
+    let at = s.find(&format!("\"{peer}\":{{"))?;
+    let rest = &s[at..];
+    let st = rest.find("\"state\":\"")? + 9;
+    let end = rest[st..].find('"')?;
+    Some(rest[st..st + end].to_owned())
+}
+
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn frr_interop() {
+    let mut lab = Lab::new("frr");
+    let dir = lab.path("frr");
+    fs::create_dir(&dir).unwrap();
+    let conf = dir.join("bgpd.conf");
+    fs::write(&conf, frr_conf(&dir)).unwrap();
+    // bgpd drops to user frr: it must reach and write its directory.
+    run(&["chmod", "755", lab.dir.path().to_str().unwrap()]);
+    run(&["chown", "-R", "frr:frr", dir.to_str().unwrap()]);
+    let pid = dir.join("bgpd.pid");
+    lab.pid_file = Some(pid.clone());
+    let dir_s = dir.to_str().unwrap().to_owned();
+    lab.spawn_in_peer(&[
+        "/usr/lib/frr/bgpd",
+        "-Z",
+        "-f",
+        conf.to_str().unwrap(),
+        "-i",
+        pid.to_str().unwrap(),
+        "--vty_socket",
+        &dir_s,
+        "-P",
+        "0",
+    ]);
+    let vtysh = {
+        let dir = dir_s.clone();
+        move |cmds: &[&str]| {
+            let mut v = vec!["vtysh", "--vty_socket", &dir];
+            for c in cmds {
+                v.push("-c");
+                v.push(c);
+            }
+            query(&v)
+        }
+    };
+    let log = dir.join("bgpd.log");
+    let lab_ref = &lab;
+    let pid_file = pid.clone();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lab_ref.run_in_us(move || async move {
+            let (h, _events) = driver::spawn();
+            let in_filter = ["203.0.113.0/24", "2001:db8:200::/48"];
+            let out_filter = ["198.51.100.0/24", "2001:db8:100::/48"];
+            let exported = [
+                "198.51.100.0/24",
+                "192.0.2.128/25",
+                "2001:db8:100::/64",
+                "2001:db8:999:1::/64",
+            ];
+            let asn = 4_200_000_002;
+            for (id, local, peer) in [
+                (1, "169.254.0.1", "169.254.0.2"),
+                (2, "169.254.0.5", "169.254.0.6"),
+                (3, "fd00::a", "fd00::b"),
+            ] {
+                h.add_session(
+                    id,
+                    session(local, peer, asn),
+                    policy(&in_filter, &out_filter, &exported),
+                )
+                .await
+                .unwrap();
+            }
+            for id in [1, 2, 3] {
+                wait_for!(
+                    format!("session {id} Established"),
+                    20,
+                    state(&h, id).await == Some(State::Established)
+                );
+            }
+            wait_for!("FRR sees the sessions Established", 10, {
+                let s = vtysh(&["show bgp summary json"]);
+                ["169.254.0.1", "169.254.0.5", "fd00::a"]
+                    .iter()
+                    .all(|p| frr_peer_state(&s, p).as_deref() == Some("Established"))
+            });
+
+            // Filter in, and the high community on session 1 wins.
+            wait_for!("routes from FRR", 10, {
+                best(&h, "203.0.113.0/24")
+                    .await
+                    .is_some_and(|r| r.session == 1)
+                    && best(&h, "203.0.113.128/25").await.is_some()
+                    && best(&h, "2001:db8:200::/48").await.is_some()
+            });
+            let rib = h.loc_rib().await.unwrap();
+            assert_eq!(rib.len(), 3, "{rib:?}");
+            let v6 = best(&h, "2001:db8:200::/48").await.unwrap();
+            assert_eq!((v6.session, v6.next_hop), (3, "fd00::b".parse().unwrap()));
+
+            // FRR got only what prefix_filter_out allows.
+            wait_for!("our routes in FRR", 10, {
+                vtysh(&["show bgp ipv4 unicast json"]).contains("198.51.100.0/24")
+                    && vtysh(&["show bgp ipv6 unicast json"]).contains("2001:db8:100::/64")
+            });
+            let all = vtysh(&["show bgp ipv4 unicast json", "show bgp ipv6 unicast json"]);
+            assert!(!all.contains("192.0.2.128/25"), "{all}");
+            assert!(!all.contains("2001:db8:999:1::/64"), "{all}");
+
+            // Swap the communities and withdraw 203.0.113.128/25.
+            vtysh(&[
+                "configure terminal",
+                "router bgp 4200000002",
+                "address-family ipv4 unicast",
+                "no network 203.0.113.128/25",
+                "neighbor 169.254.0.1 route-map LOW out",
+                "neighbor 169.254.0.5 route-map HIGH out",
+            ]);
+            vtysh(&["clear bgp ipv4 unicast * soft out"]);
+            wait_for!("path via session 2 after the community change", 15, {
+                best(&h, "203.0.113.0/24")
+                    .await
+                    .is_some_and(|r| r.session == 2)
+                    && best(&h, "203.0.113.128/25").await.is_none()
+            });
+
+            // Propagation off on both IPv4 sessions: nothing installed,
+            // nothing announced, sessions stay up on both sides.
+            h.set_route_propagation(1, false).await.unwrap();
+            h.set_route_propagation(2, false).await.unwrap();
+            wait_for!("propagation off", 10, {
+                best(&h, "203.0.113.0/24").await.is_none()
+                    && !vtysh(&["show bgp ipv4 unicast json"]).contains("198.51.100.0/24")
+            });
+            let s = vtysh(&["show bgp summary json"]);
+            assert_eq!(
+                frr_peer_state(&s, "169.254.0.1").as_deref(),
+                Some("Established"),
+                "{s}"
+            );
+            assert_eq!(state(&h, 1).await, Some(State::Established));
+            h.set_route_propagation(1, true).await.unwrap();
+            h.set_route_propagation(2, true).await.unwrap();
+            wait_for!("propagation back on", 10, {
+                best(&h, "203.0.113.0/24")
+                    .await
+                    .is_some_and(|r| r.session == 2)
+                    && vtysh(&["show bgp ipv4 unicast json"]).contains("198.51.100.0/24")
+            });
+            assert_eq!(state(&h, 1).await, Some(State::Established));
+
+            // Frozen bgpd: hold-timer expiry on every session.
+            let pid: i32 = fs::read_to_string(&pid_file)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            // SAFETY: SIGSTOP to the bgpd we started.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+            wait_for!("hold timer expiry", 10, {
+                let mut all_down = true;
+                for id in [1, 2, 3] {
+                    let s = h.session_status(id).await.unwrap().unwrap();
+                    all_down &= s.state != State::Established
+                        && s.last_error == Some(Notification::new(4, 0));
+                }
+                all_down
+            });
+            assert!(h.loc_rib().await.unwrap().is_empty());
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        })
+    }));
+    if let Err(p) = result {
+        eprintln!(
+            "bgpd log:\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::panic::resume_unwind(p);
+    }
+}
