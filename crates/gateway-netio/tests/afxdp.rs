@@ -11,6 +11,9 @@
 
 mod common;
 
+#[global_allocator]
+static ALLOC: common::alloc_count::Counting = common::alloc_count::Counting;
+
 use std::net::UdpSocket;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -184,6 +187,7 @@ struct WorkerReport {
     meta_ok: u64,
     bad_start: u64,
     frames: u64,
+    hot_allocs: u64,
     stats: gateway_netio::afxdp::XskStats,
 }
 
@@ -311,36 +315,45 @@ fn echo() {
             meta_ok: 0,
             bad_start: 0,
             frames: 0,
+            hot_allocs: 0,
             stats: Default::default(),
         };
         let expected_start = (umem.config().headroom + XDP_PACKET_HEADROOM) as usize;
         let end = Instant::now() + Duration::from_secs(60);
+        // After a warm-up, every iteration of the hot loop must allocate nothing.
+        let mut warmed = false;
         while !stop2.load(Ordering::Relaxed) && Instant::now() < end {
-            if sock.recv(&mut umem, &mut rx) == 0 {
-                sock.flush(&mut umem);
-                let _ = sock.wait_readable(Duration::from_millis(10));
-                continue;
-            }
-            for f in rx.drain() {
-                rep.frames += 1;
-                if umem.metadata(&f, 8) == Some(&META[..]) {
-                    rep.meta_ok += 1;
-                }
-                if f.start() != expected_start {
-                    rep.bad_start += 1;
-                }
-                if turn_around(umem.data_mut(&f)) {
-                    rep.packets += 1;
-                    tx.push(f).unwrap();
-                } else {
-                    umem.release(f);
-                }
-            }
-            while !tx.is_empty() {
-                if sock.send(&mut umem, &mut tx) == 0 {
+            let ((), allocs) = common::alloc_count::count(|| {
+                if sock.recv(&mut umem, &mut rx) == 0 {
                     sock.flush(&mut umem);
+                    let _ = sock.wait_readable(Duration::from_millis(10));
+                    return;
                 }
+                for f in rx.drain() {
+                    rep.frames += 1;
+                    if umem.metadata(&f, 8) == Some(&META[..]) {
+                        rep.meta_ok += 1;
+                    }
+                    if f.start() != expected_start {
+                        rep.bad_start += 1;
+                    }
+                    if turn_around(umem.data_mut(&f)) {
+                        rep.packets += 1;
+                        tx.push(f).unwrap();
+                    } else {
+                        umem.release(f);
+                    }
+                }
+                while !tx.is_empty() {
+                    if sock.send(&mut umem, &mut tx) == 0 {
+                        sock.flush(&mut umem);
+                    }
+                }
+            });
+            if warmed {
+                rep.hot_allocs += allocs;
             }
+            warmed = rep.packets >= 1000;
         }
         rep.stats = sock.stats().unwrap();
         // Every frame comes back: free + fill ring (= fill_size) + in flight.

@@ -2,6 +2,9 @@
 
 mod common;
 
+#[global_allocator]
+static ALLOC: common::alloc_count::Counting = common::alloc_count::Counting;
+
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -202,6 +205,19 @@ fn neighbour_resolution_and_cache() {
         assert_eq!(hop.ifindex, idx);
         assert_eq!(hop.src_mac, mac_a);
         assert_eq!(hop.dst_mac, mac_b);
+        // Lookups (hits and misses) never allocate once the thread is warmed up.
+        let ((), allocs) = common::alloc_count::count(|| {
+            for i in 0..1000u32 {
+                assert_eq!(cache.lookup(far), Some(hop));
+                let miss = IpAddr::from(std::net::Ipv4Addr::from(0xcb00_7100 + (i % 200)));
+                let _ = cache.lookup(miss);
+            }
+        });
+        assert_eq!(allocs, 0, "NeighbourCache::lookup allocated");
+        // The queued misses (203.0.113.x, unroutable) are dropped by the next pass.
+        let stats = refresher.refresh(&mut nl).unwrap();
+        assert_eq!(stats.resolved, 1);
+        assert!(stats.unroutable > 0);
         // No route: forgotten, not cached.
         assert_eq!(cache.lookup(ip("203.0.113.1")), None);
         let stats = refresher.refresh(&mut nl).unwrap();

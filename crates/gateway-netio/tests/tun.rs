@@ -6,6 +6,9 @@
 
 mod common;
 
+#[global_allocator]
+static ALLOC: common::alloc_count::Counting = common::alloc_count::Counting;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 

@@ -123,3 +123,50 @@ pub fn mac_of(ns: &NetNs, dev: &str) -> [u8; 6] {
     }
     mac
 }
+
+/// A global allocator that counts allocations made by threads that opted in,
+/// to prove hot paths allocate nothing (other test threads are not counted).
+pub mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub struct Counting;
+
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static ON: Cell<bool> = const { Cell::new(false) };
+    }
+
+    // SAFETY: forwards every call unchanged to the system allocator.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            if ON.with(Cell::get) {
+                COUNT.fetch_add(1, Ordering::Relaxed);
+            }
+            // SAFETY: same contract as our caller's.
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            // SAFETY: same contract as our caller's.
+            unsafe { System.dealloc(p, l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            if ON.with(Cell::get) {
+                COUNT.fetch_add(1, Ordering::Relaxed);
+            }
+            // SAFETY: same contract as our caller's.
+            unsafe { System.realloc(p, l, n) }
+        }
+    }
+
+    /// Run `f` with counting on for this thread; returns (result, allocations).
+    pub fn count<T>(f: impl FnOnce() -> T) -> (T, u64) {
+        let before = COUNT.load(Ordering::Relaxed);
+        ON.with(|c| c.set(true));
+        let r = f();
+        ON.with(|c| c.set(false));
+        // Other opted-in threads could add to COUNT too; tests opt in one thread at a time.
+        (r, COUNT.load(Ordering::Relaxed) - before)
+    }
+}
