@@ -7,6 +7,17 @@
 //! packets: it hands derived CHILD SA keys to the agent in
 //! `Action::InstallChildSa`.
 
+pub mod action;
+pub mod child_sa;
+pub mod config;
 pub mod crypto;
+pub mod ike_sa;
+pub mod manager;
 pub mod message;
 pub mod payload;
+pub mod task_manager;
+pub mod tasks;
+
+pub use action::{Action, ChildSaInstall, DownReason, EspKeys, LogLevel, TimerId, UdpEncap};
+pub use config::{ConnectionConfig, DpdAction, EspCipher, Identity, IkeCipher, Psk};
+pub use manager::IkeManager;

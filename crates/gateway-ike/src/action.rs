@@ -1,0 +1,131 @@
+//! What the IKE core asks of its driver and of the agent: datagrams to
+//! send, timers to arm, CHILD SAs to install or remove in the ESP data
+//! plane, IKE SA up/down events and log lines. Key material travels only
+//! inside `ChildSaInstall`, in zeroizing buffers, and is never logged.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use crate::crypto::Secret;
+use crate::payload::TrafficSelector;
+
+/// Identifies one IKE SA's timer: our IKE SPI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TimerId(pub u64);
+
+/// Keys for one direction of an ESP SA. For AEAD the salt is appended to
+/// the encryption key (GCM/ChaCha20-Poly1305: 4 bytes, CCM: 3 bytes) and
+/// the integrity key is empty; for CBC the HMAC key is separate.
+pub struct EspKeys {
+    pub encryption_key: Secret,
+    pub integrity_key: Secret,
+}
+
+impl std::fmt::Debug for EspKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "EspKeys({} + {} bytes, redacted)",
+            self.encryption_key.len(),
+            self.integrity_key.len()
+        )
+    }
+}
+
+/// UDP encapsulation of ESP (RFC 3948) for a CHILD SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpEncap {
+    pub local_port: u16,
+    pub remote_port: u16,
+}
+
+/// A CHILD SA pair to install in the data plane.
+#[derive(Debug)]
+pub struct ChildSaInstall {
+    pub conn: String,
+    /// SPI of the inbound SA (we chose it; the peer sends with it).
+    pub spi_in: u32,
+    /// SPI of the outbound SA (the peer chose it).
+    pub spi_out: u32,
+    /// API name: aes128|aes192|aes256|aes128gcm|...|chacha20poly1305.
+    pub encryption: &'static str,
+    /// API name sha256|sha384|sha512, only for CBC encryption.
+    pub integrity: Option<&'static str>,
+    pub keys_in: EspKeys,
+    pub keys_out: EspKeys,
+    pub esn: bool,
+    pub udp_encap: Option<UdpEncap>,
+    pub local_addr: IpAddr,
+    pub remote_addr: IpAddr,
+    pub local_ts: Vec<TrafficSelector>,
+    pub remote_ts: Vec<TrafficSelector>,
+    /// Set on a rekey: the inbound SPI of the CHILD SA this one replaces
+    /// (install the new one, switch outbound, then remove the old).
+    pub replaces_spi_in: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownReason {
+    /// The peer (or we) deleted the IKE SA with a DELETE.
+    Deleted,
+    /// The connection was removed by the agent.
+    Removed,
+    /// Retransmissions exhausted, or DPD found the peer dead.
+    PeerUnreachable,
+    /// The peer's AUTH did not verify (wrong PSK or identity).
+    AuthenticationFailed,
+    /// The peer refused our AUTH.
+    PeerAuthenticationFailed,
+    NoProposalChosen,
+    /// The responder never completed the exchange.
+    HalfOpenTimeout,
+    /// Superseded by a new IKE SA (INITIAL_CONTACT or rekey).
+    Replaced,
+    /// Any other error notify or protocol failure, with its notify type.
+    Protocol(u16),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+}
+
+#[derive(Debug)]
+pub enum Action {
+    /// Send `bytes` as one UDP datagram (the non-ESP marker is included
+    /// when `from` is the NAT-T port).
+    Send {
+        bytes: Vec<u8>,
+        from: SocketAddr,
+        to: SocketAddr,
+    },
+    /// Call `handle_timer(id, ..)` at `at` (replaces an earlier arming of `id`).
+    ArmTimer {
+        id: TimerId,
+        at: Instant,
+    },
+    InstallChildSa(ChildSaInstall),
+    RemoveChildSa {
+        conn: String,
+        spi_in: u32,
+        spi_out: u32,
+    },
+    IkeSaUp {
+        conn: String,
+        spi_i: u64,
+        spi_r: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+    IkeSaDown {
+        conn: String,
+        reason: DownReason,
+    },
+    Log {
+        conn: String,
+        level: LogLevel,
+        message: String,
+    },
+}

@@ -1,0 +1,61 @@
+//! CHILD SA state (RFC 7296 §1.3, §2.17): the negotiated ESP transforms,
+//! SPIs, traffic selectors and the KEYMAT split into the two directions'
+//! keys handed to the data plane.
+
+use std::time::Instant;
+
+use crate::action::EspKeys;
+use crate::config::EspChosen;
+use crate::crypto::{child_keymat, Prf, Secret};
+use crate::payload::TrafficSelector;
+use zeroize::Zeroizing;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildSaState {
+    Installed,
+    Rekeying,
+    Deleting,
+}
+
+#[derive(Debug)]
+pub struct ChildSa {
+    pub spi_in: u32,
+    pub spi_out: u32,
+    pub chosen: EspChosen,
+    pub encap: bool,
+    pub local_ts: Vec<TrafficSelector>,
+    pub remote_ts: Vec<TrafficSelector>,
+    pub state: ChildSaState,
+    pub installed_at: Instant,
+}
+
+/// Splits KEYMAT (§2.17): keys for initiator-to-responder first, each as
+/// encryption key (with salt) then integrity key. Returns (in, out) for
+/// our role.
+pub fn derive_child_keys(
+    prf: Prf,
+    sk_d: &[u8],
+    gir: Option<&[u8]>,
+    ni: &[u8],
+    nr: &[u8],
+    chosen: &EspChosen,
+    we_are_initiator: bool,
+) -> (EspKeys, EspKeys) {
+    let el = chosen.encr.keymat_len();
+    let il = chosen.integ.map_or(0, |i| i.key_len());
+    let km = child_keymat(prf, sk_d, gir, ni, nr, 2 * (el + il));
+    let part = |a: usize, n: usize| -> Secret { Zeroizing::new(km[a..a + n].to_vec()) };
+    let i2r = EspKeys {
+        encryption_key: part(0, el),
+        integrity_key: part(el, il),
+    };
+    let r2i = EspKeys {
+        encryption_key: part(el + il, el),
+        integrity_key: part(2 * el + il, il),
+    };
+    if we_are_initiator {
+        (r2i, i2r)
+    } else {
+        (i2r, r2i)
+    }
+}

@@ -1,0 +1,197 @@
+//! One IKE SA (RFC 7296 §1): its SPIs, endpoints, negotiated algorithms
+//! and keys, nonces, the IKE_SA_INIT octets kept for AUTH, its CHILD SAs,
+//! and the bookkeeping the task manager (`task_manager`) needs: message
+//! IDs, the outstanding request, the cached last response. Actions the SA
+//! produces accumulate in `out` and are drained by the `IkeManager`.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use zeroize::Zeroizing;
+
+use crate::action::{Action, DownReason, LogLevel};
+use crate::child_sa::ChildSa;
+use crate::config::{ConnectionConfig, IkeCipher};
+use crate::crypto::{IkeKeys, SkCrypto, SkDirKeys};
+use crate::tasks::Task;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IkeSaState {
+    /// IKE_SA_INIT / IKE_AUTH in progress.
+    Connecting,
+    Established,
+    /// A DELETE for this IKE SA is outstanding.
+    Deleting,
+    /// Finished; the manager drops it.
+    Dead,
+}
+
+/// The request we sent and are waiting a response for (window size 1).
+pub(crate) struct Outstanding {
+    pub message_id: u32,
+    pub exchange: u8,
+    pub packets: Vec<Vec<u8>>,
+    pub tries: u32,
+    pub next: Instant,
+    pub tasks: Vec<Task>,
+}
+
+pub struct IkeSa {
+    pub(crate) conn: Arc<ConnectionConfig>,
+    /// We are the original initiator.
+    pub(crate) initiator: bool,
+    pub(crate) spi_i: u64,
+    pub(crate) spi_r: u64,
+    pub(crate) state: IkeSaState,
+    pub(crate) local: SocketAddr,
+    pub(crate) remote: SocketAddr,
+    /// UDP-encapsulated ESP and IKE on the NAT-T port.
+    pub(crate) encap: bool,
+    pub(crate) cipher: Option<IkeCipher>,
+    pub(crate) keys: Option<IkeKeys>,
+    pub(crate) ni: Vec<u8>,
+    pub(crate) nr: Vec<u8>,
+    pub(crate) init_req: Vec<u8>,
+    pub(crate) init_resp: Vec<u8>,
+    pub(crate) children: Vec<ChildSa>,
+    pub(crate) my_msg_id: u32,
+    pub(crate) peer_msg_id: u32,
+    pub(crate) outstanding: Option<Outstanding>,
+    pub(crate) queue: VecDeque<Vec<Task>>,
+    pub(crate) cached_response: Option<(u32, Vec<Vec<u8>>)>,
+    pub(crate) last_rx: Instant,
+    pub(crate) created: Instant,
+    pub(crate) peer_initial_contact: bool,
+    pub(crate) down_reason: Option<DownReason>,
+    pub(crate) out: Vec<Action>,
+}
+
+impl IkeSa {
+    pub(crate) fn new(
+        conn: Arc<ConnectionConfig>,
+        initiator: bool,
+        spi_i: u64,
+        spi_r: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+        now: Instant,
+    ) -> Self {
+        Self {
+            conn,
+            initiator,
+            spi_i,
+            spi_r,
+            state: IkeSaState::Connecting,
+            local,
+            remote,
+            encap: false,
+            cipher: None,
+            keys: None,
+            ni: Vec::new(),
+            nr: Vec::new(),
+            init_req: Vec::new(),
+            init_resp: Vec::new(),
+            children: Vec::new(),
+            my_msg_id: 0,
+            peer_msg_id: 0,
+            outstanding: None,
+            queue: VecDeque::new(),
+            cached_response: None,
+            last_rx: now,
+            created: now,
+            peer_initial_contact: false,
+            down_reason: None,
+            out: Vec::new(),
+        }
+    }
+
+    /// Our SPI, which keys the manager's table.
+    pub fn my_spi(&self) -> u64 {
+        if self.initiator {
+            self.spi_i
+        } else {
+            self.spi_r
+        }
+    }
+
+    pub fn state(&self) -> IkeSaState {
+        self.state
+    }
+
+    pub fn conn_name(&self) -> &str {
+        &self.conn.name
+    }
+
+    pub fn children(&self) -> &[ChildSa] {
+        &self.children
+    }
+
+    pub fn is_initiator(&self) -> bool {
+        self.initiator
+    }
+
+    pub fn uses_encap(&self) -> bool {
+        self.encap
+    }
+
+    pub(crate) fn sk(&self) -> Option<SkCrypto> {
+        self.cipher.map(|c| SkCrypto {
+            encr: c.encr,
+            integ: c.integ,
+        })
+    }
+
+    /// Keys for messages we send (`outbound`) or receive.
+    pub(crate) fn dir_keys(&self, outbound: bool) -> Option<SkDirKeys> {
+        let k = self.keys.as_ref()?;
+        let initiator_side = outbound == self.initiator;
+        let (e, a) = if initiator_side {
+            (&k.sk_ei, &k.sk_ai)
+        } else {
+            (&k.sk_er, &k.sk_ar)
+        };
+        Some(SkDirKeys {
+            encr_key: Zeroizing::new(e.to_vec()),
+            integ_key: Zeroizing::new(a.to_vec()),
+        })
+    }
+
+    pub(crate) fn log(&mut self, level: LogLevel, message: String) {
+        self.out.push(Action::Log {
+            conn: self.conn.name.clone(),
+            level,
+            message,
+        });
+    }
+
+    /// Removes all CHILD SAs from the data plane and reports the IKE SA down.
+    pub(crate) fn destroy(&mut self, reason: DownReason) {
+        if self.state == IkeSaState::Dead {
+            return;
+        }
+        for c in std::mem::take(&mut self.children) {
+            self.out.push(Action::RemoveChildSa {
+                conn: self.conn.name.clone(),
+                spi_in: c.spi_in,
+                spi_out: c.spi_out,
+            });
+        }
+        self.log(
+            LogLevel::Info,
+            format!(
+                "IKE SA {:016x}_i {:016x}_r down: {reason:?}",
+                self.spi_i, self.spi_r
+            ),
+        );
+        self.out.push(Action::IkeSaDown {
+            conn: self.conn.name.clone(),
+            reason: reason.clone(),
+        });
+        self.down_reason = Some(reason);
+        self.state = IkeSaState::Dead;
+        self.outstanding = None;
+        self.queue.clear();
+    }
+}

@@ -1,0 +1,387 @@
+//! The task manager of an IKE SA (libcharon's task_manager_v2): queues
+//! exchanges we initiate and runs one at a time (window size 1, §2.3),
+//! retransmits with exponential backoff (§2.1), answers peer requests in
+//! message-ID order and replays the cached response to a retransmitted
+//! request, and schedules DPD and the half-open timeout.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::action::{Action, DownReason, LogLevel};
+use crate::ike_sa::{IkeSa, IkeSaState, Outstanding};
+use crate::message::{exchange, Message, MessageError, FLAG_INITIATOR, FLAG_RESPONSE};
+use crate::payload::{notify, DecodeError, NotifyPayload, Payload};
+use crate::tasks::{responder_tasks, Task, TaskError};
+
+/// The non-ESP marker prefixing IKE on the NAT-T port (RFC 3948 §2.2).
+pub const NON_ESP_MARKER: [u8; 4] = [0; 4];
+
+impl IkeSa {
+    fn flags(&self, response: bool) -> u8 {
+        let mut f = if self.initiator { FLAG_INITIATOR } else { 0 };
+        if response {
+            f |= FLAG_RESPONSE;
+        }
+        f
+    }
+
+    fn encode(&self, msg: &Message) -> Result<Vec<Vec<u8>>, MessageError> {
+        if msg.exchange == exchange::IKE_SA_INIT {
+            return Ok(vec![msg.encode_plain()]);
+        }
+        let (Some(sk), Some(keys)) = (self.sk(), self.dir_keys(true)) else {
+            return Err(MessageError::NotProtected);
+        };
+        Ok(vec![msg.encode_protected(&sk, &keys)?])
+    }
+
+    fn send(&mut self, packets: &[Vec<u8>]) {
+        for p in packets {
+            let mut bytes = Vec::with_capacity(p.len() + 4);
+            if self.local.port() == self.conn.natt_port {
+                bytes.extend_from_slice(&NON_ESP_MARKER);
+            }
+            bytes.extend_from_slice(p);
+            self.out.push(Action::Send {
+                bytes,
+                from: self.local,
+                to: self.remote,
+            });
+        }
+    }
+
+    fn retransmit_delay(&self, tries: u32) -> Duration {
+        let exp = i32::try_from(tries).unwrap_or(i32::MAX);
+        self.conn
+            .retransmit_timeout
+            .mul_f64(self.conn.retransmit_base.powi(exp).min(1e6))
+    }
+
+    fn fatal(&mut self, e: TaskError) {
+        if let TaskError::Fatal { reason, log, .. } = e {
+            self.log(LogLevel::Warn, log);
+            self.destroy(reason);
+        }
+    }
+
+    /// Queues an exchange we initiate and starts it if the window is free.
+    pub(crate) fn queue_exchange(&mut self, tasks: Vec<Task>, now: Instant) {
+        if !tasks.is_empty() {
+            self.queue.push_back(tasks);
+        }
+        self.initiate_next(now);
+    }
+
+    pub(crate) fn initiate_next(&mut self, now: Instant) {
+        if self.outstanding.is_some() || self.state == IkeSaState::Dead {
+            return;
+        }
+        let Some(mut tasks) = self.queue.pop_front() else {
+            return;
+        };
+        let Some(ex) = tasks.first().map(Task::exchange) else {
+            return;
+        };
+        let spi_r = if ex == exchange::IKE_SA_INIT {
+            0
+        } else {
+            self.spi_r
+        };
+        let mut msg = Message::new(self.spi_i, spi_r, ex, self.flags(false), self.my_msg_id);
+        for t in &mut tasks {
+            if let Err(e) = t.build_i(self, &mut msg.payloads) {
+                self.fatal(e);
+                return;
+            }
+        }
+        let packets = match self.encode(&msg) {
+            Ok(p) => p,
+            Err(e) => {
+                self.log(LogLevel::Warn, format!("cannot encode request: {e}"));
+                self.destroy(DownReason::Protocol(0));
+                return;
+            }
+        };
+        if ex == exchange::IKE_SA_INIT {
+            self.init_req = packets.first().cloned().unwrap_or_default();
+        }
+        self.send(&packets);
+        self.outstanding = Some(Outstanding {
+            message_id: self.my_msg_id,
+            exchange: ex,
+            packets,
+            tries: 0,
+            next: now + self.retransmit_delay(0),
+            tasks,
+        });
+    }
+
+    /// Handles a decoded message addressed to this IKE SA.
+    pub(crate) fn process_message(
+        &mut self,
+        raw: &[u8],
+        msg: Message,
+        from: SocketAddr,
+        to: SocketAddr,
+        now: Instant,
+    ) {
+        if self.state == IkeSaState::Dead {
+            return;
+        }
+        if msg.is_response() {
+            self.process_response(raw, msg, now);
+        } else {
+            self.process_request(raw, msg, from, to, now);
+        }
+    }
+
+    fn decrypt(&mut self, raw: &[u8], msg: &mut Message) -> Result<(), MessageError> {
+        let (Some(sk), Some(keys)) = (self.sk(), self.dir_keys(false)) else {
+            return Err(MessageError::NotProtected);
+        };
+        msg.decrypt(raw, &sk, &keys)
+    }
+
+    fn process_response(&mut self, raw: &[u8], mut msg: Message, now: Instant) {
+        let Some(o) = &self.outstanding else { return };
+        if msg.message_id != o.message_id || msg.exchange != o.exchange {
+            return;
+        }
+        if msg.exchange == exchange::IKE_SA_INIT {
+            self.init_resp = raw.to_vec();
+        } else if let Err(e) = self.decrypt(raw, &mut msg) {
+            // Not authentic: as if never received (§2.21.2).
+            self.log(LogLevel::Debug, format!("dropping response: {e}"));
+            return;
+        }
+        let Some(mut o) = self.outstanding.take() else {
+            return;
+        };
+        self.last_rx = now;
+        let mut result = Ok(());
+        for t in &mut o.tasks {
+            if let Err(e) = t.process_i(self, &msg) {
+                result = Err(e);
+                break;
+            }
+        }
+        match result {
+            Ok(()) => {
+                self.my_msg_id = self.my_msg_id.wrapping_add(1);
+                self.initiate_next(now);
+            }
+            Err(TaskError::Retry) => {
+                self.queue.push_front(o.tasks);
+                self.initiate_next(now);
+            }
+            Err(e) => self.fatal(e),
+        }
+    }
+
+    fn resend_cached(&mut self, id: u32) -> bool {
+        let Some((cid, packets)) = self.cached_response.clone() else {
+            return false;
+        };
+        if cid != id {
+            return false;
+        }
+        self.send(&packets);
+        true
+    }
+
+    fn process_request(
+        &mut self,
+        raw: &[u8],
+        mut msg: Message,
+        from: SocketAddr,
+        to: SocketAddr,
+        now: Instant,
+    ) {
+        if self.peer_msg_id > 0 && msg.message_id == self.peer_msg_id - 1 {
+            // A retransmission: replay our response without reprocessing.
+            self.resend_cached(msg.message_id);
+            return;
+        }
+        if msg.message_id != self.peer_msg_id {
+            return;
+        }
+        let mut critical = None;
+        if msg.exchange != exchange::IKE_SA_INIT {
+            match self.decrypt(raw, &mut msg) {
+                Ok(()) => {}
+                Err(MessageError::Decode(DecodeError::UnsupportedCritical(t))) => {
+                    critical = Some(t)
+                }
+                Err(e) => {
+                    self.log(LogLevel::Debug, format!("dropping request: {e}"));
+                    return;
+                }
+            }
+        } else if self.state != IkeSaState::Connecting || self.initiator {
+            return;
+        } else {
+            self.init_req = raw.to_vec();
+        }
+        // The responder follows the initiator (e.g. its float to port 4500).
+        self.local = to;
+        self.remote = from;
+        self.last_rx = now;
+        let spi_r = if msg.exchange == exchange::IKE_SA_INIT && self.keys.is_none() {
+            0
+        } else {
+            self.spi_r
+        };
+        let mut resp = Message::new(
+            self.spi_i,
+            spi_r,
+            msg.exchange,
+            self.flags(true),
+            msg.message_id,
+        );
+        let mut tasks = responder_tasks(&msg);
+        let mut failure = None;
+        if let Some(t) = critical {
+            resp.payloads.push(Payload::Notify(NotifyPayload::new(
+                notify::UNSUPPORTED_CRITICAL_PAYLOAD,
+                vec![t],
+            )));
+            tasks.clear();
+        } else if tasks.is_empty() {
+            // CREATE_CHILD_SA (rekeying) is not implemented yet: refuse
+            // cleanly so the peer keeps its current SAs.
+            resp.payloads.push(Payload::Notify(NotifyPayload::new(
+                notify::NO_ADDITIONAL_SAS,
+                Vec::new(),
+            )));
+        }
+        for t in &mut tasks {
+            if let Err(e) = t.process_r(self, &msg) {
+                failure = Some(e);
+                break;
+            }
+        }
+        if failure.is_none() {
+            for t in &mut tasks {
+                if let Err(e) = t.build_r(self, &mut resp.payloads) {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut fatal = None;
+        if let Some(TaskError::Fatal {
+            notify,
+            reason,
+            log,
+        }) = failure
+        {
+            resp.payloads = notify.into_iter().map(Payload::Notify).collect();
+            if msg.exchange == exchange::IKE_SA_INIT {
+                // The error response to IKE_SA_INIT creates no state (§1.3).
+                resp.spi_r = 0;
+            }
+            fatal = Some((reason, log));
+        } else if msg.exchange == exchange::IKE_SA_INIT {
+            resp.spi_r = self.spi_r;
+        }
+        let packets = match self.encode(&resp) {
+            Ok(p) => p,
+            Err(e) => {
+                self.log(LogLevel::Warn, format!("cannot encode response: {e}"));
+                return;
+            }
+        };
+        if msg.exchange == exchange::IKE_SA_INIT && fatal.is_none() {
+            self.init_resp = packets.first().cloned().unwrap_or_default();
+        }
+        self.send(&packets);
+        self.cached_response = Some((msg.message_id, packets));
+        self.peer_msg_id = self.peer_msg_id.wrapping_add(1);
+        if let Some((reason, log)) = fatal {
+            self.log(LogLevel::Warn, log);
+            self.destroy(reason);
+        } else if self.state == IkeSaState::Deleting && !self.initiator_of_delete() {
+            self.destroy(DownReason::Deleted);
+        }
+    }
+
+    /// Whether the DELETE in progress is ours (then we wait for the response).
+    fn initiator_of_delete(&self) -> bool {
+        self.outstanding
+            .as_ref()
+            .is_some_and(|o| o.tasks.iter().any(|t| matches!(t, Task::IkeDelete)))
+    }
+
+    /// Timer expiry: retransmit, give up, DPD, half-open timeout.
+    pub(crate) fn on_timer(&mut self, now: Instant) {
+        if self.state == IkeSaState::Dead {
+            return;
+        }
+        let due = self
+            .outstanding
+            .as_ref()
+            .filter(|o| now >= o.next)
+            .map(|o| (o.tries, o.packets.clone()));
+        if let Some((tries, packets)) = due {
+            if tries >= self.conn.retransmit_tries {
+                self.log(
+                    LogLevel::Warn,
+                    format!(
+                        "giving up after {} retransmissions: peer unreachable",
+                        tries
+                    ),
+                );
+                self.destroy(DownReason::PeerUnreachable);
+                return;
+            }
+            let next = now + self.retransmit_delay(tries + 1);
+            if let Some(o) = &mut self.outstanding {
+                o.tries += 1;
+                o.next = next;
+            }
+            self.log(
+                LogLevel::Debug,
+                format!("retransmit {} of request", tries + 1),
+            );
+            self.send(&packets);
+        }
+        if self.state == IkeSaState::Connecting
+            && !self.initiator
+            && now >= self.created + self.conn.half_open_timeout
+        {
+            self.destroy(DownReason::HalfOpenTimeout);
+            return;
+        }
+        if let Some(d) = self.dpd_due() {
+            if now >= d {
+                self.queue_exchange(vec![Task::IkeDpd], now);
+            }
+        }
+    }
+
+    fn dpd_due(&self) -> Option<Instant> {
+        let iv = self.conn.dpd_interval?;
+        (self.state == IkeSaState::Established
+            && self.outstanding.is_none()
+            && self.queue.is_empty())
+        .then_some(self.last_rx + iv)
+    }
+
+    /// The earliest instant `on_timer` has something to do.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        if self.state == IkeSaState::Dead {
+            return None;
+        }
+        let mut d = self.outstanding.as_ref().map(|o| o.next);
+        let mut consider = |x: Option<Instant>| {
+            if let Some(x) = x {
+                d = Some(d.map_or(x, |cur: Instant| cur.min(x)));
+            }
+        };
+        consider(self.dpd_due());
+        if self.state == IkeSaState::Connecting && !self.initiator {
+            consider(Some(self.created + self.conn.half_open_timeout));
+        }
+        d
+    }
+}

@@ -1,0 +1,259 @@
+//! CHILD SA creation (RFC 7296 §1.3, §2.9): ESP proposals from the
+//! connection's `esp_ciphers`, traffic selectors (0.0.0.0/0 and ::/0 for a
+//! route-based tunnel, narrowed by the responder), KEYMAT, and the
+//! `InstallChildSa` action. Runs inside IKE_AUTH for the first CHILD SA.
+//! A failure here is not fatal for the IKE SA: the responder answers with
+//! NO_PROPOSAL_CHOSEN / TS_UNACCEPTABLE instead of SA/TS payloads.
+
+use crate::action::{Action, ChildSaInstall, LogLevel, UdpEncap};
+use crate::child_sa::{derive_child_keys, ChildSa, ChildSaState};
+use crate::config::{chosen_proposal, esp_chosen, esp_proposals, select_esp, EspChosen};
+use crate::crypto::random_u32;
+use crate::ike_sa::IkeSa;
+use crate::message::Message;
+use crate::payload::{notify, proto, NotifyPayload, Payload, Proposal, TrafficSelector};
+
+use super::TaskError;
+
+/// Responder's choice: peer proposal number, peer SPI, transforms, TSi, TSr.
+type Selected = (
+    u8,
+    u32,
+    EspChosen,
+    Vec<TrafficSelector>,
+    Vec<TrafficSelector>,
+);
+
+#[derive(Default)]
+pub(crate) struct ChildCreate {
+    spi_in: u32,
+    /// Responder: what we chose, or the notify to answer instead.
+    chosen: Option<Selected>,
+    failure: Option<u16>,
+    skipped: bool,
+}
+
+/// An inbound SPI: random, never in the reserved range 0-255 (RFC 4303 §2.1).
+pub(crate) fn new_spi() -> u32 {
+    loop {
+        let s = random_u32();
+        if s > 255 {
+            return s;
+        }
+    }
+}
+
+fn find_sa(msg: &Message) -> Option<&Vec<Proposal>> {
+    msg.payloads.iter().find_map(|p| match p {
+        Payload::Sa(s) => Some(s),
+        _ => None,
+    })
+}
+
+fn find_ts(msg: &Message, initiator: bool) -> Option<&Vec<TrafficSelector>> {
+    msg.payloads.iter().find_map(|p| match (p, initiator) {
+        (Payload::TsI(t), true) | (Payload::TsR(t), false) => Some(t),
+        _ => None,
+    })
+}
+
+/// Responder narrowing (§2.9): every non-empty intersection of what the
+/// peer proposes with what we allow.
+fn narrow(theirs: &[TrafficSelector], ours: &[TrafficSelector]) -> Vec<TrafficSelector> {
+    let mut out = Vec::new();
+    for t in theirs {
+        for o in ours {
+            if let Some(i) = t.intersect(o) {
+                if !out.contains(&i) {
+                    out.push(i);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn install(
+    sa: &mut IkeSa,
+    spi_in: u32,
+    spi_out: u32,
+    chosen: EspChosen,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+) {
+    let (Some(c), Some(k)) = (sa.cipher, sa.keys.as_ref()) else {
+        return;
+    };
+    let (keys_in, keys_out) =
+        derive_child_keys(c.prf, &k.sk_d, None, &sa.ni, &sa.nr, &chosen, sa.initiator);
+    let udp_encap = sa.encap.then_some(UdpEncap {
+        local_port: sa.local.port(),
+        remote_port: sa.remote.port(),
+    });
+    sa.log(
+        LogLevel::Info,
+        format!(
+            "CHILD SA {spi_in:08x}_i {spi_out:08x}_o installed: {}{}{}{}",
+            chosen.encr.api_name(),
+            chosen
+                .integ
+                .map(|i| format!("/{}", i.api_name()))
+                .unwrap_or_default(),
+            if chosen.esn { " ESN" } else { "" },
+            if sa.encap { " UDP-encap" } else { "" }
+        ),
+    );
+    sa.children.push(ChildSa {
+        spi_in,
+        spi_out,
+        chosen,
+        encap: sa.encap,
+        local_ts: local_ts.clone(),
+        remote_ts: remote_ts.clone(),
+        state: ChildSaState::Installed,
+        installed_at: sa.last_rx,
+    });
+    sa.out.push(Action::InstallChildSa(ChildSaInstall {
+        conn: sa.conn.name.clone(),
+        spi_in,
+        spi_out,
+        encryption: chosen.encr.api_name(),
+        integrity: chosen.integ.map(|i| i.api_name()),
+        keys_in,
+        keys_out,
+        esn: chosen.esn,
+        udp_encap,
+        local_addr: sa.local.ip(),
+        remote_addr: sa.remote.ip(),
+        local_ts,
+        remote_ts,
+        replaces_spi_in: None,
+    }));
+}
+
+impl ChildCreate {
+    pub(crate) fn build_i(
+        &mut self,
+        sa: &mut IkeSa,
+        out: &mut Vec<Payload>,
+    ) -> Result<(), TaskError> {
+        self.spi_in = new_spi();
+        out.push(Payload::Sa(esp_proposals(
+            &sa.conn.esp_ciphers,
+            self.spi_in,
+            sa.conn.esn,
+            false,
+        )));
+        out.push(Payload::TsI(sa.conn.local_ts.clone()));
+        out.push(Payload::TsR(sa.conn.remote_ts.clone()));
+        Ok(())
+    }
+
+    pub(crate) fn process_i(&mut self, sa: &mut IkeSa, msg: &Message) -> Result<(), TaskError> {
+        if let Some(n) = msg.notifies().find(|n| n.is_error()) {
+            sa.log(
+                LogLevel::Warn,
+                format!("CHILD SA not created: peer answered notify {}", n.ntype),
+            );
+            return Ok(());
+        }
+        let Some(props) = find_sa(msg) else {
+            sa.log(
+                LogLevel::Warn,
+                "CHILD SA not created: no SA payload in response".into(),
+            );
+            return Ok(());
+        };
+        let Some((spi_out, chosen)) = esp_chosen(&sa.conn.esp_ciphers, props, false, sa.conn.esn)
+        else {
+            sa.log(
+                LogLevel::Warn,
+                "CHILD SA not created: responder chose an ESP proposal we did not offer".into(),
+            );
+            return Ok(());
+        };
+        let (Some(tsi), Some(tsr)) = (find_ts(msg, true), find_ts(msg, false)) else {
+            sa.log(
+                LogLevel::Warn,
+                "CHILD SA not created: no traffic selectors in response".into(),
+            );
+            return Ok(());
+        };
+        // Accept narrowing, but never widening.
+        let ok = |got: &Vec<TrafficSelector>, ours: &[TrafficSelector]| {
+            !got.is_empty() && got.iter().all(|t| ours.iter().any(|o| t.is_subset_of(o)))
+        };
+        if !ok(tsi, &sa.conn.local_ts) || !ok(tsr, &sa.conn.remote_ts) {
+            sa.log(
+                LogLevel::Warn,
+                "CHILD SA not created: responder widened the traffic selectors".into(),
+            );
+            return Ok(());
+        }
+        install(sa, self.spi_in, spi_out, chosen, tsi.clone(), tsr.clone());
+        Ok(())
+    }
+
+    pub(crate) fn process_r(&mut self, sa: &mut IkeSa, msg: &Message) -> Result<(), TaskError> {
+        let Some(props) = find_sa(msg) else {
+            // IKE_AUTH without a CHILD SA (RFC 6023 style): nothing to do.
+            self.skipped = true;
+            return Ok(());
+        };
+        let Some((number, spi_out, chosen)) =
+            select_esp(&sa.conn.esp_ciphers, props, false, sa.conn.esn)
+        else {
+            sa.log(
+                LogLevel::Warn,
+                "no acceptable ESP proposal from peer".into(),
+            );
+            self.failure = Some(notify::NO_PROPOSAL_CHOSEN);
+            return Ok(());
+        };
+        let (Some(tsi), Some(tsr)) = (find_ts(msg, true), find_ts(msg, false)) else {
+            self.failure = Some(notify::TS_UNACCEPTABLE);
+            return Ok(());
+        };
+        let tsi = narrow(tsi, &sa.conn.remote_ts);
+        let tsr = narrow(tsr, &sa.conn.local_ts);
+        if tsi.is_empty() || tsr.is_empty() {
+            sa.log(
+                LogLevel::Warn,
+                "peer's traffic selectors do not overlap ours".into(),
+            );
+            self.failure = Some(notify::TS_UNACCEPTABLE);
+            return Ok(());
+        }
+        self.spi_in = new_spi();
+        self.chosen = Some((number, spi_out, chosen, tsi, tsr));
+        Ok(())
+    }
+
+    pub(crate) fn build_r(
+        &mut self,
+        sa: &mut IkeSa,
+        out: &mut Vec<Payload>,
+    ) -> Result<(), TaskError> {
+        if self.skipped {
+            return Ok(());
+        }
+        if let Some(n) = self.failure {
+            out.push(Payload::Notify(NotifyPayload::new(n, Vec::new())));
+            return Ok(());
+        }
+        let Some((number, spi_out, chosen, tsi, tsr)) = self.chosen.take() else {
+            return Ok(());
+        };
+        out.push(Payload::Sa(chosen_proposal(
+            number,
+            proto::ESP,
+            self.spi_in.to_be_bytes().to_vec(),
+            chosen.transforms(),
+        )));
+        out.push(Payload::TsI(tsi.clone()));
+        out.push(Payload::TsR(tsr.clone()));
+        // For the responder, TSi is the remote side.
+        install(sa, self.spi_in, spi_out, chosen, tsr, tsi);
+        Ok(())
+    }
+}
