@@ -580,3 +580,92 @@ fn frame_accessors_are_bounded() {
     }
     assert_eq!(umem.free_frames(), 8);
 }
+
+fn bind_errno(r: Result<XskSocket, gateway_netio::afxdp::XskError>) -> Option<i32> {
+    match r {
+        Err(gateway_netio::afxdp::XskError::Bind { source, .. }) => source.raw_os_error(),
+        Err(e) => panic!("unexpected error kind: {e:?}"),
+        Ok(_) => None,
+    }
+}
+
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn bind_errors_and_rebind() {
+    let a = NetNs::new("ra");
+    let b = NetNs::new("rb");
+    a.ip(&[
+        "link",
+        "add",
+        "va",
+        "numtxqueues",
+        "1",
+        "numrxqueues",
+        "1",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "vb",
+        "numtxqueues",
+        "1",
+        "numrxqueues",
+        "1",
+        "netns",
+        &b.name,
+    ]);
+    a.ip(&["link", "set", "va", "up"]);
+    b.ip(&["link", "set", "vb", "up"]);
+    a.run(|| {
+        let small = || UmemConfig {
+            frame_count: 64,
+            frame_size: 2048,
+            headroom: 0,
+            fill_size: 32,
+            comp_size: 32,
+        };
+        let cfg = XskConfig {
+            rx_size: 32,
+            tx_size: 32,
+            busy_retry: Duration::from_millis(300),
+            ..xsk_cfg()
+        };
+        // veth has no zero-copy support.
+        let mut u0 = Umem::new(small()).unwrap();
+        let zc = XskConfig {
+            mode: BindMode::ZeroCopy,
+            ..cfg.clone()
+        };
+        assert_eq!(
+            bind_errno(XskSocket::bind(&mut u0, "va", 0, &zc)),
+            Some(libc::EOPNOTSUPP)
+        );
+        // No such queue / interface.
+        let mut u1 = Umem::new(small()).unwrap();
+        assert!(bind_errno(XskSocket::bind(&mut u1, "va", 5, &cfg)).is_some());
+        let mut u2 = Umem::new(small()).unwrap();
+        assert_eq!(
+            bind_errno(XskSocket::bind(&mut u2, "nosuch0", 0, &cfg)),
+            Some(libc::ENODEV)
+        );
+        // A live socket holds the queue: a second UMEM gets EBUSY after the retries.
+        let mut u3 = Umem::new(small()).unwrap();
+        let first = XskSocket::bind(&mut u3, "va", 0, &cfg).unwrap();
+        let mut u4 = Umem::new(small()).unwrap();
+        assert_eq!(
+            bind_errno(XskSocket::bind(&mut u4, "va", 0, &cfg)),
+            Some(libc::EBUSY)
+        );
+        // Closing it frees the queue again (the retry loop absorbs the kernel's
+        // asynchronous release).
+        drop(first);
+        drop(u3);
+        let mut u5 = Umem::new(small()).unwrap();
+        let cfg_patient = XskConfig {
+            busy_retry: Duration::from_secs(5),
+            ..cfg
+        };
+        let again = XskSocket::bind(&mut u5, "va", 0, &cfg_patient).unwrap();
+        assert_eq!(again.queue(), 0);
+    });
+}
