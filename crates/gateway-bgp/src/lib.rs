@@ -23,7 +23,7 @@ use std::time::Instant;
 use ipnet::IpNet;
 
 pub use neighbor::{ConnId, Direction, Input, SessionConfig, SessionPolicy, State, Timer};
-pub use policy::RoutingPolicy;
+pub use policy::{InvalidPrefix, RoutingPolicy};
 pub use rib::{Route, RouteChange};
 
 /// Scaleway's ASN, our side of every session unless configured otherwise.

@@ -161,6 +161,27 @@ impl SessionConfig {
         }
     }
 
+    /// From a connection's `bgp_session_ipv4/ipv6`: `private_ip` and
+    /// `peer_private_ip` are addresses with their prefix length
+    /// (`169.254.0.1/30`) or bare addresses; `peer_asn` is the customer
+    /// gateway's ASN, `local_asn` the VPN gateway's.
+    pub fn from_interconnect(
+        private_ip: &str,
+        peer_private_ip: &str,
+        local_asn: u32,
+        peer_asn: u32,
+    ) -> Result<Self, crate::policy::InvalidPrefix> {
+        let addr = |s: &str| -> Result<IpAddr, crate::policy::InvalidPrefix> {
+            s.parse::<IpNet>()
+                .map(|n| n.addr())
+                .or_else(|_| s.parse::<IpAddr>())
+                .map_err(|_| crate::policy::InvalidPrefix(s.to_owned()))
+        };
+        let mut c = Self::new(addr(private_ip)?, addr(peer_private_ip)?, peer_asn);
+        c.local_asn = local_asn;
+        Ok(c)
+    }
+
     /// The family whose routes we can announce: we have a next hop only in
     /// the family of our interconnection address.
     pub fn family(&self) -> AfiSafi {

@@ -33,7 +33,34 @@ pub fn within(prefix: &IpNet, filter: &[IpNet]) -> bool {
     filter.iter().any(|f| f.contains(prefix))
 }
 
+/// A prefix string from the API that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid prefix {0:?}")]
+pub struct InvalidPrefix(pub String);
+
 impl RoutingPolicy {
+    /// From the API's `prefix_filter_in` / `prefix_filter_out` strings.
+    /// Host bits are cleared, so `10.0.0.1/8` filters like `10.0.0.0/8`.
+    pub fn from_filters<S: AsRef<str>>(
+        prefix_filter_in: &[S],
+        prefix_filter_out: &[S],
+    ) -> Result<Self, InvalidPrefix> {
+        let parse = |v: &[S]| -> Result<Vec<IpNet>, InvalidPrefix> {
+            v.iter()
+                .map(|s| {
+                    s.as_ref()
+                        .parse::<IpNet>()
+                        .map(|n| n.trunc())
+                        .map_err(|_| InvalidPrefix(s.as_ref().to_owned()))
+                })
+                .collect()
+        };
+        Ok(Self {
+            prefix_filter_in: parse(prefix_filter_in)?,
+            prefix_filter_out: parse(prefix_filter_out)?,
+        })
+    }
+
     pub fn accepts_in(&self, prefix: &IpNet) -> bool {
         within(prefix, &self.prefix_filter_in)
     }
@@ -79,6 +106,21 @@ mod tests {
         assert!(p.accepts_in(&n("2001:db8:200:1::/64")));
         assert!(!p.accepts_in(&n("2001:db8::/32")));
         assert!(!p.allows_out(&n("203.0.113.0/24")));
+    }
+
+    #[test]
+    fn from_api_strings() {
+        let p = RoutingPolicy::from_filters(
+            &["203.0.113.7/24"],
+            &["198.51.100.0/24", "2001:db8:100::/48"],
+        )
+        .unwrap();
+        assert_eq!(p.prefix_filter_in, vec![n("203.0.113.0/24")]);
+        assert_eq!(p.prefix_filter_out.len(), 2);
+        assert_eq!(
+            RoutingPolicy::from_filters(&["203.0.113.0"], &[]),
+            Err(InvalidPrefix("203.0.113.0".into()))
+        );
     }
 
     #[test]

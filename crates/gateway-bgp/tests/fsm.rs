@@ -1054,3 +1054,23 @@ fn random_bytes_into_an_established_session_never_panic() {
         h.recv(1, conn, &bytes);
     }
 }
+
+#[test]
+fn config_from_the_api_strings() {
+    let c =
+        SessionConfig::from_interconnect("169.254.0.1/30", "169.254.0.2/30", 12876, 4_200_000_001)
+            .unwrap();
+    assert_eq!(
+        (c.local_addr, c.peer_addr),
+        (ip("169.254.0.1"), ip("169.254.0.2"))
+    );
+    assert_eq!(
+        (c.local_asn, c.peer_asn, c.port),
+        (12876, 4_200_000_001, 179)
+    );
+    assert_eq!(c.router_id, Ipv4Addr::new(169, 254, 0, 1));
+    let c = SessionConfig::from_interconnect("fd00::a/127", "fd00::b", 65000, 65001).unwrap();
+    assert_eq!(c.family(), AfiSafi::Ipv6Unicast);
+    assert_eq!(c.router_id, Ipv4Addr::new(0, 0, 0, 10));
+    assert!(SessionConfig::from_interconnect("nope", "fd00::b", 1, 2).is_err());
+}
