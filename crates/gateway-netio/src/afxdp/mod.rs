@@ -35,6 +35,15 @@
 //! IP + UDP + ESP), everything after it up to the chunk end is tailroom (ESP
 //! trailer + ICV). A transmit descriptor may start anywhere in its chunk.
 //!
+//! # Checksums on veth (lab setups)
+//! A packet sent by a local stack over veth is `CHECKSUM_PARTIAL` (tx
+//! checksum offload): its UDP/TCP checksum field holds only the pseudo-header
+//! sum when XDP redirects it to AF_XDP. A real NIC delivers complete checksums.
+//! Whoever forwards such frames (the echo test, an ESP encap of a VPC host's
+//! packet in the netns lab) must complete the checksum or the lab must disable
+//! tx offload on the sender's veth (`ethtool -K <dev> tx off`); otherwise the
+//! receiver drops them as `UdpInCsumErrors`.
+//!
 //! # Ownership and safety
 //! A [`Frame`] is a move-only token for one chunk that userspace owns (not in
 //! any ring). Only [`XskSocket::recv`] and [`Umem::alloc`] create them; they are
@@ -490,6 +499,11 @@ pub struct XskStats {
 
 /// An AF_XDP socket bound to one (interface, queue), with its own fill,
 /// completion, RX and TX rings over a shared [`Umem`].
+///
+/// Frames sitting in its fill ring or awaiting TX completion when it is dropped
+/// do not return to the UMEM's free list: drop sockets only with their UMEM
+/// (a worker's lifetime). If the first bind on a fresh UMEM fails, make a new
+/// UMEM before retrying (its own fd already carries ring setup).
 pub struct XskSocket {
     dev: xdpilone::DeviceQueue,
     rx: xdpilone::RingRx,
