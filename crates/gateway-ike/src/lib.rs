@@ -11,6 +11,7 @@ pub mod action;
 pub mod child_sa;
 pub mod config;
 pub mod crypto;
+pub mod driver;
 pub mod ike_sa;
 pub mod manager;
 pub mod message;

@@ -1,0 +1,591 @@
+//! Interop with strongSwan 5.9.8 (charon + kernel-libipsec) in network
+//! namespaces: our `UdpDriver` runs in one namespace, charon in another,
+//! for every suite, both roles, IPv4 and IPv6. Checks that both sides see
+//! the IKE SA and CHILD SA up and that the CHILD SA keys we derived equal
+//! the ones charon logs at level 4. Needs root; run by `cargo xtask test`.
+//! ESP traffic is not exercised here (the ESP engine is another crate).
+
+use std::fs;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gateway_ike::driver::{Command as DriverCommand, UdpDriver};
+use gateway_ike::{
+    Action, ChildSaInstall, ConnectionConfig, DownReason, EspCipher, IkeCipher, Psk,
+};
+use tokio::sync::mpsc;
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Namespaces, charon and the temp dir; torn down on drop, even on panic.
+struct Lab {
+    dir: tempfile::TempDir,
+    gw: String,
+    cgw: String,
+    charon: Option<Child>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.charon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.gw, &self.cgw] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+impl Lab {
+    fn new(tag: &str) -> Self {
+        let pid = std::process::id();
+        let lab = Self {
+            dir: tempfile::tempdir().unwrap(),
+            gw: format!("s2s-ike-{pid}-{tag}g"),
+            cgw: format!("s2s-ike-{pid}-{tag}c"),
+            charon: None,
+        };
+        run(&["ip", "netns", "add", &lab.gw]);
+        run(&["ip", "netns", "add", &lab.cgw]);
+        run(&[
+            "ip", "link", "add", "veth-g", "netns", &lab.gw, "type", "veth", "peer", "name",
+            "veth-c", "netns", &lab.cgw,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (&lab.gw, "veth-g", "192.0.2.1/24", "2001:db8::1/64"),
+            (&lab.cgw, "veth-c", "192.0.2.2/24", "2001:db8::2/64"),
+        ] {
+            run(&["ip", "-n", ns, "addr", "add", v4, "dev", dev]);
+            run(&["ip", "-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
+            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    fn path(&self, f: &str) -> PathBuf {
+        self.dir.path().join(f)
+    }
+
+    fn vici(&self) -> String {
+        format!("unix://{}", self.path("charon.vici").display())
+    }
+
+    fn start_charon(&mut self) {
+        let d = self.dir.path().display().to_string();
+        fs::create_dir_all(self.path("run")).unwrap();
+        fs::write(
+            self.path("strongswan.conf"),
+            format!(
+                r#"charon {{
+  load_modular = no
+  load = random nonce openssl pem pkcs1 x509 revocation constraints pubkey curve25519 aes sha1 sha2 hmac gcm chapoly ccm kdf kernel-libipsec kernel-netlink socket-default vici updown
+  install_routes = no
+  retransmit_tries = 2
+  retransmit_timeout = 1.0
+  plugins {{
+    vici {{
+      socket = unix://{d}/charon.vici
+    }}
+  }}
+  filelog {{
+    charon {{
+      path = {d}/charon.log
+      default = 1
+      ike = 4
+      chd = 4
+      cfg = 2
+      append = no
+      flush_line = yes
+    }}
+  }}
+}}
+"#
+            ),
+        )
+        .unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.cgw,
+                "sh",
+                "-c",
+                &format!("mount --bind {d}/run /run && exec env STRONGSWAN_CONF={d}/strongswan.conf /usr/lib/ipsec/charon"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.charon = Some(child);
+        let sock = self.path("charon.vici");
+        for _ in 0..100 {
+            if sock.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("charon did not create its vici socket");
+    }
+
+    fn swanctl(&self, args: &[&str]) -> String {
+        let vici = self.vici();
+        let mut full = vec!["ip", "netns", "exec", &self.cgw, "swanctl"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--uri", &vici]);
+        run(&full)
+    }
+
+    fn swanctl_status(&self, args: &[&str]) -> (bool, String) {
+        let vici = self.vici();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.cgw, "swanctl"])
+            .args(args)
+            .args(["--uri", &vici])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.path("charon.log")).unwrap_or_default()
+    }
+}
+
+/// Our side: the driver on a thread that entered the gateway namespace.
+struct Ours {
+    cmd: mpsc::Sender<DriverCommand>,
+    events: std::sync::mpsc::Receiver<Action>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ours {
+    fn start(ns: &str) -> Self {
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let (sync_tx, sync_rx) = std::sync::mpsc::channel();
+        let nsfile = fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: setns on this thread only, with a valid namespace fd.
+            let r = unsafe { libc::setns(nsfile.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let addrs: Vec<IpAddr> =
+                    vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
+                let d = UdpDriver::bind(&addrs, 500, 4500).await.expect("bind");
+                let fwd = tokio::spawn(async move {
+                    while let Some(a) = ev_rx.recv().await {
+                        if sync_tx.send(a).is_err() {
+                            return;
+                        }
+                    }
+                });
+                d.run(cmd_rx, ev_tx).await;
+                fwd.abort();
+            });
+        });
+        Self {
+            cmd: cmd_tx,
+            events: sync_rx,
+            thread: Some(thread),
+        }
+    }
+
+    fn send(&self, c: DriverCommand) {
+        self.cmd.blocking_send(c).unwrap();
+    }
+
+    /// Collects events until `done` says so, or the deadline.
+    fn wait_for(&self, secs: u64, mut done: impl FnMut(&[Action]) -> bool) -> Vec<Action> {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let mut got = Vec::new();
+        while Instant::now() < end {
+            if let Ok(a) = self.events.recv_timeout(Duration::from_millis(100)) {
+                got.push(a);
+                if done(&got) {
+                    break;
+                }
+            }
+        }
+        got
+    }
+}
+
+impl Drop for Ours {
+    fn drop(&mut self) {
+        let (tx, _) = mpsc::channel(1);
+        self.cmd = tx;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Suite {
+    ike: &'static str,
+    esp: &'static str,
+    encr: &'static str,
+    integ: &'static str,
+    dh: &'static str,
+}
+
+const SUITES: &[Suite] = &[
+    Suite {
+        ike: "aes256gcm16-prfsha384-ecp384",
+        esp: "aes256gcm16",
+        encr: "aes256gcm",
+        integ: "sha384",
+        dh: "ecp384",
+    },
+    Suite {
+        ike: "aes128gcm16-prfsha256-modp2048",
+        esp: "aes128gcm16",
+        encr: "aes128gcm",
+        integ: "sha256",
+        dh: "modp2048",
+    },
+    Suite {
+        ike: "aes256gcm16-prfsha256-x25519",
+        esp: "aes256gcm16",
+        encr: "aes256gcm",
+        integ: "sha256",
+        dh: "curve25519",
+    },
+    Suite {
+        ike: "aes256-sha256-ecp256",
+        esp: "aes256-sha256",
+        encr: "aes256",
+        integ: "sha256",
+        dh: "ecp256",
+    },
+    Suite {
+        ike: "chacha20poly1305-prfsha256-x25519",
+        esp: "chacha20poly1305",
+        encr: "chacha20poly1305",
+        integ: "sha256",
+        dh: "curve25519",
+    },
+];
+
+fn swanctl_conf(name: &str, s: &Suite, ours: &str, theirs: &str, psk: &str) -> String {
+    format!(
+        r#"connections {{
+  {name} {{
+    version = 2
+    local_addrs = {theirs}
+    remote_addrs = {ours}
+    proposals = {ike}
+    encap = yes
+    local {{
+      auth = psk
+      id = {theirs}
+    }}
+    remote {{
+      auth = psk
+      id = {ours}
+    }}
+    children {{
+      net {{
+        local_ts = 0.0.0.0/0,::/0
+        remote_ts = 0.0.0.0/0,::/0
+        esp_proposals = {esp}
+        start_action = none
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-{name} {{
+    id-a = {ours}
+    id-b = {theirs}
+    secret = "{psk}"
+  }}
+}}
+"#,
+        ike = s.ike,
+        esp = s.esp,
+    )
+}
+
+fn our_conf(
+    name: &str,
+    s: &Suite,
+    ours: &str,
+    theirs: &str,
+    psk: &str,
+    initiate: bool,
+) -> ConnectionConfig {
+    let mut c = ConnectionConfig::new(
+        name,
+        ours.parse().unwrap(),
+        theirs.parse().unwrap(),
+        Psk::new(psk.as_bytes().to_vec()),
+    );
+    c.ike_ciphers = vec![IkeCipher::from_api(s.encr, Some(s.integ), Some(s.dh)).unwrap()];
+    let esp_integ = (!s.esp.contains("gcm") && !s.esp.contains("chacha")).then_some(s.integ);
+    c.esp_ciphers = vec![EspCipher::from_api(s.encr, esp_integ, None).unwrap()];
+    c.initiate = initiate;
+    // kernel-libipsec only does UDP-encapsulated ESP.
+    c.force_encap = true;
+    c.retransmit_timeout = Duration::from_secs(1);
+    c.retransmit_tries = 2;
+    c
+}
+
+/// Parses charon's level-4 dumps following `label` (the last occurrence):
+/// "<label> => N bytes @ 0x..." then lines "  0: 01 02 ...  ascii".
+fn charon_key(log: &str, label: &str) -> Option<Vec<u8>> {
+    let start = log.rfind(&format!("{label} =>"))?;
+    let mut lines = log[start..].lines();
+    let head = lines.next()?;
+    let n: usize = head
+        .split("=>")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let mut out = Vec::new();
+    for l in lines {
+        if out.len() >= n {
+            break;
+        }
+        // Strip any logger prefix: the dump starts at "<offset>: ".
+        let Some(pos) = l.find(": ") else { break };
+        if l[..pos]
+            .split_whitespace()
+            .last()?
+            .parse::<usize>()
+            .is_err()
+        {
+            break;
+        }
+        for tok in l[pos + 2..].split_whitespace() {
+            if out.len() >= n || tok.len() != 2 {
+                break;
+            }
+            match u8::from_str_radix(tok, 16) {
+                Ok(b) => out.push(b),
+                Err(_) => break,
+            }
+        }
+    }
+    (out.len() == n).then_some(out)
+}
+
+fn check_keys(lab: &Lab, inst: &ChildSaInstall, we_initiated: bool, ctx: &str) {
+    let log = lab.log();
+    let ei = charon_key(&log, "encryption initiator key")
+        .unwrap_or_else(|| panic!("{ctx}: no key in charon log"));
+    let er = charon_key(&log, "encryption responder key").unwrap();
+    // Initiator-to-responder keys protect what the initiator sends.
+    let (our_out, our_in) = if we_initiated { (&ei, &er) } else { (&er, &ei) };
+    assert_eq!(
+        &*inst.keys_out.encryption_key, our_out,
+        "{ctx}: outbound encryption key"
+    );
+    assert_eq!(
+        &*inst.keys_in.encryption_key, our_in,
+        "{ctx}: inbound encryption key"
+    );
+    if inst.integrity.is_some() {
+        let ii = charon_key(&log, "integrity initiator key").unwrap();
+        let ir = charon_key(&log, "integrity responder key").unwrap();
+        let (o, i) = if we_initiated { (&ii, &ir) } else { (&ir, &ii) };
+        assert_eq!(
+            &*inst.keys_out.integrity_key, o,
+            "{ctx}: outbound integrity key"
+        );
+        assert_eq!(
+            &*inst.keys_in.integrity_key, i,
+            "{ctx}: inbound integrity key"
+        );
+    }
+}
+
+fn is_install(a: &Action) -> bool {
+    matches!(a, Action::InstallChildSa(_))
+}
+
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn strongswan_all_suites_both_roles_ipv4_ipv6() {
+    let mut lab = Lab::new("s");
+    lab.start_charon();
+    let ours = Ours::start(&lab.gw);
+    let psk = "interop-test-psk-0123456789";
+    let mut case = 0;
+    for s in SUITES {
+        for (our_ip, their_ip) in [("192.0.2.1", "192.0.2.2"), ("2001:db8::1", "2001:db8::2")] {
+            for we_initiate in [true, false] {
+                case += 1;
+                let name = format!("c{case}");
+                let ctx = format!("{} {our_ip} we_initiate={we_initiate}", s.ike);
+                fs::write(
+                    lab.path("swanctl.conf"),
+                    swanctl_conf(&name, s, our_ip, their_ip, psk),
+                )
+                .unwrap();
+                let conf = lab.path("swanctl.conf").display().to_string();
+                lab.swanctl(&["--load-all", "--file", &conf]);
+                ours.send(DriverCommand::AddConnection(Box::new(our_conf(
+                    &name,
+                    s,
+                    our_ip,
+                    their_ip,
+                    psk,
+                    we_initiate,
+                ))));
+                if !we_initiate {
+                    lab.swanctl(&[
+                        "--initiate",
+                        "--child",
+                        "net",
+                        "--ike",
+                        &name,
+                        "--timeout",
+                        "10",
+                    ]);
+                }
+                let evs = ours.wait_for(10, |e| e.iter().any(is_install));
+                let inst = evs
+                    .iter()
+                    .find_map(|a| match a {
+                        Action::InstallChildSa(i) => Some(i),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| {
+                        panic!("{ctx}: no CHILD SA on our side: {evs:?}\n{}", lab.log())
+                    });
+                assert!(
+                    evs.iter().any(|a| matches!(a, Action::IkeSaUp { .. })),
+                    "{ctx}"
+                );
+                assert_eq!(inst.encryption, s.encr, "{ctx}");
+                let enc = inst.udp_encap.expect("UDP encapsulation");
+                assert_eq!((enc.local_port, enc.remote_port), (4500, 4500), "{ctx}");
+                // charon may log the SA a moment after answering.
+                let mut listed = String::new();
+                for _ in 0..30 {
+                    listed = lab.swanctl(&["--list-sas"]);
+                    if listed.contains("ESTABLISHED") && listed.contains("INSTALLED") {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                assert!(listed.contains("ESTABLISHED"), "{ctx}: {listed}");
+                assert!(listed.contains("INSTALLED"), "{ctx}: {listed}");
+                assert!(listed.contains("TUNNEL-in-UDP"), "{ctx}: {listed}");
+                check_keys(&lab, inst, we_initiate, &ctx);
+                // Tear down through our DELETE; charon must drop the SA.
+                ours.send(DriverCommand::RemoveConnection(name.clone()));
+                let mut gone = false;
+                for _ in 0..50 {
+                    if !lab.swanctl(&["--list-sas"]).contains("ESTABLISHED") {
+                        gone = true;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                assert!(gone, "{ctx}: charon kept the IKE SA after our DELETE");
+            }
+        }
+    }
+    drop(ours);
+    drop(lab);
+}
+
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn strongswan_wrong_psk_fails_cleanly_both_roles() {
+    let mut lab = Lab::new("w");
+    lab.start_charon();
+    let ours = Ours::start(&lab.gw);
+    let s = &SUITES[2];
+    for (i, we_initiate) in [true, false].into_iter().enumerate() {
+        let name = format!("w{i}");
+        fs::write(
+            lab.path("swanctl.conf"),
+            swanctl_conf(&name, s, "192.0.2.1", "192.0.2.2", "their-secret-psk"),
+        )
+        .unwrap();
+        let conf = lab.path("swanctl.conf").display().to_string();
+        lab.swanctl(&["--load-all", "--file", &conf]);
+        ours.send(DriverCommand::AddConnection(Box::new(our_conf(
+            &name,
+            s,
+            "192.0.2.1",
+            "192.0.2.2",
+            "our-secret-psk",
+            we_initiate,
+        ))));
+        if !we_initiate {
+            let (ok, _) = lab.swanctl_status(&[
+                "--initiate",
+                "--child",
+                "net",
+                "--ike",
+                &name,
+                "--timeout",
+                "10",
+            ]);
+            assert!(!ok, "charon must fail to initiate with a wrong PSK");
+        }
+        let evs = ours.wait_for(10, |e| {
+            e.iter().any(|a| matches!(a, Action::IkeSaDown { .. }))
+        });
+        let down = evs.iter().find_map(|a| match a {
+            Action::IkeSaDown { reason, .. } => Some(reason.clone()),
+            _ => None,
+        });
+        let expect = if we_initiate {
+            DownReason::PeerAuthenticationFailed
+        } else {
+            DownReason::AuthenticationFailed
+        };
+        assert_eq!(down, Some(expect), "{evs:?}");
+        assert!(!evs.iter().any(is_install));
+        for a in &evs {
+            if let Action::Log { message, .. } = a {
+                assert!(!message.contains("secret-psk"), "PSK in our log: {message}");
+            }
+        }
+        let listed = lab.swanctl(&["--list-sas"]);
+        assert!(!listed.contains("ESTABLISHED"), "{listed}");
+        let log = lab.log();
+        assert!(
+            log.contains("N(AUTH_FAILED)"),
+            "charon did not log an authentication failure: {}",
+            log.lines()
+                .filter(|l| l.contains("auth") || l.contains("AUTH"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        ours.send(DriverCommand::RemoveConnection(name));
+    }
+    drop(ours);
+    drop(lab);
+}
