@@ -1614,6 +1614,91 @@ pub fn parse_body<T: serde::de::DeserializeOwned + Default>(body: Value) -> Resu
         .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
 }
 
+/// Runs every decoder and field rule the API applies to untrusted input
+/// (query strings, JSON bodies, then the per-field validators) on `data`,
+/// without a store. For the fuzz target and the random-input test: it must
+/// never panic, whatever `data` is.
+#[doc(hidden)]
+pub fn exercise_untrusted_input(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let q = ListQuery::from_query(&text);
+    let _ = q.page();
+    let _ = q.order_by(&["created_at_asc", "name_desc"]);
+    let _ = q.bool("is_ipv6");
+    let _ = q.many("tags");
+    let _ = q.common_match("p", "o", "n", &[]);
+    let Ok(body) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    if let Ok(r) = parse_body::<CreateConnectionRequest>(body.clone()) {
+        let _ = validate_ciphers(
+            "ikev2_ciphers",
+            r.ikev2_ciphers.as_deref().unwrap_or_default(),
+            CipherUse::Ikev2,
+        );
+        let _ = validate_ciphers(
+            "esp_ciphers",
+            r.esp_ciphers.as_deref().unwrap_or_default(),
+            CipherUse::Esp,
+        );
+        for (f, fam, c) in [
+            ("v4", Family::V4, &r.bgp_config_ipv4),
+            ("v6", Family::V6, &r.bgp_config_ipv6),
+        ] {
+            if let Some(BgpConfigRequest {
+                private_ip: Some(a),
+                peer_private_ip: Some(b),
+                ..
+            }) = c
+            {
+                let _ = parse_interco(f, a, b, fam);
+            }
+        }
+        if let Some(n) = &r.name {
+            let _ = validate_name("name", n);
+        }
+        if let Some(t) = &r.tags {
+            let _ = validate_tags("tags", t);
+        }
+        if let Some(p) = &r.initiation_policy {
+            let _ = initiation_policy("initiation_policy", p);
+        }
+    }
+    if let Ok(r) = parse_body::<CreateCustomerGatewayRequest>(body.clone()) {
+        if let Some(a) = r.asn {
+            let _ = validate_customer_asn("asn", a, 12876);
+        }
+        if let Some(ip) = &r.ipv4_public {
+            let _ = validate_public_ip("ipv4_public", ip, Family::V4);
+        }
+        if let Some(ip) = &r.ipv6_public {
+            let _ = validate_public_ip("ipv6_public", ip, Family::V6);
+        }
+    }
+    if let Ok(r) = parse_body::<CreateRoutingPolicyRequest>(body.clone()) {
+        let fam = Family::from_is_ipv6(r.is_ipv6.unwrap_or(false));
+        let _ = validate_prefixes(
+            "prefix_filter_in",
+            r.prefix_filter_in.as_deref().unwrap_or_default(),
+            fam,
+        );
+        let _ = validate_prefixes(
+            "prefix_filter_out",
+            r.prefix_filter_out.as_deref().unwrap_or_default(),
+            fam,
+        );
+    }
+    if let Ok(r) = parse_body::<CreateVpnGatewayRequest>(body.clone()) {
+        let _ = requested_public_ips(&r);
+    }
+    let _ = refuse_immutable(&body, &["name", "tags"], "x");
+    let _ = parse_body::<RoutingPolicyOneOf>(body.clone()).map(|r| r.one().is_ok());
+    let _ = parse_body::<ChangePskRequest>(body.clone());
+    let _ = parse_body::<RenewPskRequest>(body.clone());
+    let _ = parse_body::<UpdateConnectionRequest>(body.clone());
+    let _ = parse_body::<UpdateCustomerGatewayRequest>(body);
+}
+
 #[cfg(test)]
 mod tests {
     //! The rules that relate resources, against a real store.
@@ -2270,5 +2355,48 @@ address = "192.0.2.2"
             f.store.connection_psk("nope"),
             Err(StoreError::NotFound(_))
         ));
+    }
+
+    /// Bounded deterministic random input (xorshift): raw bytes, and
+    /// mutations of valid bodies so the validators are reached.
+    #[test]
+    fn random_untrusted_input_never_panics() {
+        let seeds: [&[u8]; 5] = [
+            br#"{"name":"c","is_ipv6":true,"initiation_policy":"vpn_gateway","ikev2_ciphers":[{"encryption":"aes256","integrity":"sha256","dh_group":"ecp256"}],"esp_ciphers":[{"encryption":"aes128gcm"}],"bgp_config_ipv4":{"routing_policy_id":"x","private_ip":"169.254.0.1/30","peer_private_ip":"169.254.0.2/30"},"tags":["a"]}"#,
+            br#"{"name":"c","asn":65000,"ipv4_public":"203.0.113.1","ipv6_public":"2001:db8::1"}"#,
+            br#"{"name":"r","is_ipv6":false,"prefix_filter_in":["10.0.0.0/8"],"prefix_filter_out":["2001:db8::/32"]}"#,
+            br#"{"name":"g","public_tunnel_config":{"dual_ipv4v6_tunnel":{"ipam_ipv4_id":"a","ipam_ipv6_id":"b"}},"routing_policy_v4":"x"}"#,
+            b"page=1&page_size=100&order_by=name_desc&tags=a&tags=b&is_ipv6=True&name=%ff%00",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..20_000u32 {
+            let r = next();
+            let data: Vec<u8> = if i % 2 == 0 {
+                let len = usize::try_from(r % 300).unwrap_or(0);
+                (0..len)
+                    .map(|_| u8::try_from(next() & 0xff).unwrap_or(0))
+                    .collect()
+            } else {
+                let mut d = seeds[usize::try_from(r % 5).unwrap_or(0)].to_vec();
+                for _ in 0..(1 + r % 4) {
+                    let n = next();
+                    let pos = usize::try_from(n % u64::try_from(d.len()).unwrap_or(1)).unwrap_or(0);
+                    // Printable replacements keep most mutants valid JSON.
+                    const CHARS: &[u8] = b"0123456789:/.,{}[]-af\" ";
+                    let c = CHARS[usize::try_from((n >> 32) % CHARS.len() as u64).unwrap_or(0)];
+                    if let Some(b) = d.get_mut(pos) {
+                        *b = c;
+                    }
+                }
+                d
+            };
+            exercise_untrusted_input(&data);
+        }
     }
 }
