@@ -2,7 +2,7 @@
 //! SPIs, traffic selectors and the KEYMAT split into the two directions'
 //! keys handed to the data plane.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::action::EspKeys;
 use crate::config::EspChosen;
@@ -27,6 +27,8 @@ pub struct ChildSa {
     pub remote_ts: Vec<TrafficSelector>,
     pub state: ChildSaState,
     pub installed_at: Instant,
+    /// When we start rekeying it (soft lifetime with jitter).
+    pub rekey_at: Option<Instant>,
 }
 
 /// Splits KEYMAT (§2.17): keys for initiator-to-responder first, each as
@@ -58,4 +60,11 @@ pub fn derive_child_keys(
     } else {
         (i2r, r2i)
     }
+}
+
+/// A soft-lifetime deadline: `from + life` minus up to 10% random jitter,
+/// so both peers rarely start the same rekey at once (§2.8.1).
+pub fn jittered(from: Instant, life: Duration) -> Instant {
+    let frac = f64::from(crate::crypto::random_u32() % 1000) / 10_000.0;
+    from + life.mul_f64(1.0 - frac)
 }

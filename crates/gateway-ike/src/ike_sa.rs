@@ -66,6 +66,16 @@ pub struct IkeSa {
     pub(crate) peer_initial_contact: bool,
     pub(crate) down_reason: Option<DownReason>,
     pub(crate) out: Vec<Action>,
+    /// When we start rekeying the IKE SA.
+    pub(crate) rekey_at: Option<Instant>,
+    /// Set once a rekey moved everything to a new IKE SA: deleting this
+    /// one is then not an outage.
+    pub(crate) rekeyed: bool,
+    /// The IKE SA a completed rekey produced, for the manager to adopt.
+    pub(crate) rekeyed_into: Option<Box<IkeSa>>,
+    /// CHILD rekey collisions (§2.8.1): old inbound SPI → the smallest
+    /// nonce of the peer's rekey exchange for it.
+    pub(crate) child_collisions: std::collections::HashMap<u32, Vec<u8>>,
 }
 
 impl IkeSa {
@@ -104,6 +114,10 @@ impl IkeSa {
             peer_initial_contact: false,
             down_reason: None,
             out: Vec::new(),
+            rekey_at: None,
+            rekeyed: false,
+            rekeyed_into: None,
+            child_collisions: std::collections::HashMap::new(),
         }
     }
 
@@ -178,17 +192,27 @@ impl IkeSa {
                 spi_out: c.spi_out,
             });
         }
-        self.log(
-            LogLevel::Info,
-            format!(
-                "IKE SA {:016x}_i {:016x}_r down: {reason:?}",
-                self.spi_i, self.spi_r
-            ),
-        );
-        self.out.push(Action::IkeSaDown {
-            conn: self.conn.name.clone(),
-            reason: reason.clone(),
-        });
+        if self.rekeyed {
+            self.log(
+                LogLevel::Info,
+                format!(
+                    "rekeyed IKE SA {:016x}_i {:016x}_r deleted",
+                    self.spi_i, self.spi_r
+                ),
+            );
+        } else {
+            self.log(
+                LogLevel::Info,
+                format!(
+                    "IKE SA {:016x}_i {:016x}_r down: {reason:?}",
+                    self.spi_i, self.spi_r
+                ),
+            );
+            self.out.push(Action::IkeSaDown {
+                conn: self.conn.name.clone(),
+                reason: reason.clone(),
+            });
+        }
         self.down_reason = Some(reason);
         self.state = IkeSaState::Dead;
         self.outstanding = None;

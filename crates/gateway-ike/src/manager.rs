@@ -17,6 +17,8 @@ use crate::ike_sa::{IkeSa, IkeSaState};
 use crate::message::{exchange, Header, Message, MessageError, FLAG_RESPONSE, HEADER_LEN};
 use crate::payload::{notify, DecodeError, NotifyPayload, Payload};
 use crate::task_manager::NON_ESP_MARKER;
+use crate::tasks::child_rekey::ChildRekey;
+use crate::tasks::ike_rekey::IkeRekey;
 use crate::tasks::{
     child_create::ChildCreate, child_delete::ChildDelete, ike_auth::IkeAuth, ike_init::IkeInit,
     Task,
@@ -126,12 +128,9 @@ impl IkeManager {
 
     /// Deletes one CHILD SA (by our inbound SPI) with an INFORMATIONAL.
     pub fn delete_child_sa(&mut self, name: &str, spi_in: u32, now: Instant) -> Vec<Action> {
-        let spi = self
-            .sas
-            .iter()
-            .find(|(_, sa)| sa.conn.name == name && sa.children.iter().any(|c| c.spi_in == spi_in))
-            .map(|(s, _)| *s);
-        let Some(spi) = spi else { return Vec::new() };
+        let Some(spi) = self.find_child_owner(name, spi_in) else {
+            return Vec::new();
+        };
         if let Some(sa) = self.sas.get_mut(&spi) {
             sa.queue_exchange(
                 vec![Task::ChildDelete(ChildDelete {
@@ -141,6 +140,40 @@ impl IkeManager {
             );
         }
         self.collect(spi, now)
+    }
+
+    /// Rekeys one CHILD SA (by our inbound SPI) now.
+    pub fn rekey_child_sa(&mut self, name: &str, spi_in: u32, now: Instant) -> Vec<Action> {
+        let Some(spi) = self.find_child_owner(name, spi_in) else {
+            return Vec::new();
+        };
+        if let Some(sa) = self.sas.get_mut(&spi) {
+            sa.queue_exchange(vec![Task::ChildRekey(ChildRekey::rekey(spi_in))], now);
+        }
+        self.collect(spi, now)
+    }
+
+    /// Rekeys the connection's IKE SA now.
+    pub fn rekey_ike_sa(&mut self, name: &str, now: Instant) -> Vec<Action> {
+        let spi = self
+            .sas
+            .iter()
+            .find(|(_, sa)| {
+                sa.conn.name == name && sa.state == IkeSaState::Established && !sa.rekeyed
+            })
+            .map(|(s, _)| *s);
+        let Some(spi) = spi else { return Vec::new() };
+        if let Some(sa) = self.sas.get_mut(&spi) {
+            sa.queue_exchange(vec![Task::IkeRekey(IkeRekey::default())], now);
+        }
+        self.collect(spi, now)
+    }
+
+    fn find_child_owner(&self, name: &str, spi_in: u32) -> Option<u64> {
+        self.sas
+            .iter()
+            .find(|(_, sa)| sa.conn.name == name && sa.children.iter().any(|c| c.spi_in == spi_in))
+            .map(|(s, _)| *s)
     }
 
     /// The IKE SAs, for status reporting.
@@ -288,6 +321,7 @@ impl IkeManager {
             return Vec::new();
         };
         let mut out = std::mem::take(&mut sa.out);
+        let adopted = sa.rekeyed_into.take();
         if let Some(at) = sa.next_deadline() {
             out.push(Action::ArmTimer {
                 id: TimerId(spi),
@@ -307,6 +341,11 @@ impl IkeManager {
             }
         } else if sa.state == IkeSaState::Established {
             self.half_open.retain(|_, v| *v != spi);
+        }
+        if let Some(new) = adopted {
+            let new_spi = new.my_spi();
+            self.sas.insert(new_spi, *new);
+            out.extend(self.collect(new_spi, now));
         }
         out
     }

@@ -8,9 +8,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::action::{Action, DownReason, LogLevel};
+use crate::child_sa::ChildSaState;
 use crate::ike_sa::{IkeSa, IkeSaState, Outstanding};
 use crate::message::{exchange, Message, MessageError, FLAG_INITIATOR, FLAG_RESPONSE};
 use crate::payload::{notify, DecodeError, NotifyPayload, Payload};
+use crate::tasks::child_rekey::ChildRekey;
+use crate::tasks::ike_rekey::IkeRekey;
 use crate::tasks::{responder_tasks, Task, TaskError};
 
 /// The non-ESP marker prefixing IKE on the NAT-T port (RFC 3948 §2.2).
@@ -76,24 +79,40 @@ impl IkeSa {
         if self.outstanding.is_some() || self.state == IkeSaState::Dead {
             return;
         }
-        let Some(mut tasks) = self.queue.pop_front() else {
-            return;
-        };
-        let Some(ex) = tasks.first().map(Task::exchange) else {
-            return;
-        };
-        let spi_r = if ex == exchange::IKE_SA_INIT {
-            0
-        } else {
-            self.spi_r
-        };
-        let mut msg = Message::new(self.spi_i, spi_r, ex, self.flags(false), self.my_msg_id);
-        for t in &mut tasks {
-            if let Err(e) = t.build_i(self, &mut msg.payloads) {
-                self.fatal(e);
-                return;
+        // Each round consumes one queued exchange, so this ends.
+        let mut picked = None;
+        while let Some(mut tasks) = self.queue.pop_front() {
+            let Some(ex) = tasks.first().map(Task::exchange) else {
+                continue;
+            };
+            let spi_r = if ex == exchange::IKE_SA_INIT {
+                0
+            } else {
+                self.spi_r
+            };
+            let mut msg = Message::new(self.spi_i, spi_r, ex, self.flags(false), self.my_msg_id);
+            let mut result = Ok(());
+            for t in &mut tasks {
+                result = t.build_i(self, &mut msg.payloads);
+                if result.is_err() {
+                    break;
+                }
+            }
+            match result {
+                Ok(()) => {
+                    picked = Some((tasks, msg, ex));
+                    break;
+                }
+                Err(TaskError::Abort) => continue,
+                Err(e) => {
+                    self.fatal(e);
+                    return;
+                }
             }
         }
+        let Some((tasks, msg, ex)) = picked else {
+            return;
+        };
         let packets = match self.encode(&msg) {
             Ok(p) => p,
             Err(e) => {
@@ -247,12 +266,8 @@ impl IkeSa {
             )));
             tasks.clear();
         } else if tasks.is_empty() {
-            // CREATE_CHILD_SA (rekeying) is not implemented yet: refuse
-            // cleanly so the peer keeps its current SAs.
-            resp.payloads.push(Payload::Notify(NotifyPayload::new(
-                notify::NO_ADDITIONAL_SAS,
-                Vec::new(),
-            )));
+            // An exchange type we do not know: nothing sensible to answer.
+            return;
         }
         for t in &mut tasks {
             if let Err(e) = t.process_r(self, &msg) {
@@ -357,6 +372,38 @@ impl IkeSa {
                 self.queue_exchange(vec![Task::IkeDpd], now);
             }
         }
+        if self.idle() {
+            if self.rekey_at.is_some_and(|at| now >= at) {
+                self.rekey_at = None;
+                self.queue_exchange(vec![Task::IkeRekey(IkeRekey::default())], now);
+            } else if let Some(c) = self.children.iter_mut().find(|c| {
+                c.state == ChildSaState::Installed && c.rekey_at.is_some_and(|at| now >= at)
+            }) {
+                c.rekey_at = None;
+                let old = c.spi_in;
+                self.queue_exchange(vec![Task::ChildRekey(ChildRekey::rekey(old))], now);
+            }
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.state == IkeSaState::Established
+            && !self.rekeyed
+            && self.outstanding.is_none()
+            && self.queue.is_empty()
+    }
+
+    /// Earliest soft-lifetime deadline of the IKE SA or a CHILD SA.
+    fn rekey_due(&self) -> Option<Instant> {
+        if !self.idle() {
+            return None;
+        }
+        self.children
+            .iter()
+            .filter(|c| c.state == ChildSaState::Installed)
+            .filter_map(|c| c.rekey_at)
+            .chain(self.rekey_at)
+            .min()
     }
 
     fn dpd_due(&self) -> Option<Instant> {
@@ -379,6 +426,7 @@ impl IkeSa {
             }
         };
         consider(self.dpd_due());
+        consider(self.rekey_due());
         if self.state == IkeSaState::Connecting && !self.initiator {
             consider(Some(self.created + self.conn.half_open_timeout));
         }

@@ -461,3 +461,144 @@ fn unknown_peer_and_garbage_are_ignored() {
         .handle_datagram(&[1, 2, 3], from, to, now)
         .is_empty());
 }
+
+fn children(p: &Peer) -> Vec<(u32, u32)> {
+    let mut v: Vec<(u32, u32)> = p
+        .mgr
+        .ike_sas()
+        .flat_map(|sa| sa.children().iter().map(|c| (c.spi_in, c.spi_out)))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn assert_consistent(net: &Net) {
+    let a = children(&net.peers[0]);
+    let mut b: Vec<(u32, u32)> = children(&net.peers[1])
+        .into_iter()
+        .map(|(i, o)| (o, i))
+        .collect();
+    b.sort_unstable();
+    assert_eq!(a, b, "CHILD SA pairs differ between peers");
+}
+
+#[test]
+fn child_rekey_both_directions_with_and_without_pfs() {
+    for pfs in [None, Some("ecp256")] {
+        for who in [0usize, 1] {
+            let mut net = Net::new();
+            let (mut a, mut b) = cfgs(b"k", b"k");
+            a.esp_ciphers = vec![EspCipher::from_api("aes256gcm", None, pfs).unwrap()];
+            b.esp_ciphers = a.esp_ciphers.clone();
+            net.start(a, b);
+            let old = net.peers[who].installs[0].spi_in;
+            let name = if who == 0 { "tun-a" } else { "tun-b" };
+            let now = net.now;
+            let acts = net.peers[who].mgr.rekey_child_sa(name, old, now);
+            net.absorb(who, acts);
+            net.run();
+            let [pa, pb] = &net.peers;
+            assert_eq!(
+                (pa.installs.len(), pb.installs.len()),
+                (2, 2),
+                "pfs {pfs:?} who {who}"
+            );
+            assert_pair(&pa.installs[1], &pb.installs[1]);
+            assert_eq!(net.peers[who].installs[1].replaces_spi_in, Some(old));
+            assert_ne!(
+                *pa.installs[1].keys_in.encryption_key,
+                *pa.installs[0].keys_in.encryption_key
+            );
+            // Make-before-break: the old pair is removed after the new one is in.
+            assert_eq!((pa.removes.len(), pb.removes.len()), (1, 1));
+            assert_eq!(pa.removes[0].0, pa.installs[0].spi_in);
+            assert_eq!(children(pa).len(), 1);
+            assert_consistent(&net);
+            assert!(pa.downs.is_empty() && pb.downs.is_empty());
+        }
+    }
+}
+
+#[test]
+fn child_rekey_collision_leaves_one_pair() {
+    for _ in 0..8 {
+        let mut net = Net::new();
+        let (a, b) = cfgs(b"k", b"k");
+        net.start(a, b);
+        let (ai, bi) = (
+            net.peers[0].installs[0].spi_in,
+            net.peers[1].installs[0].spi_in,
+        );
+        let now = net.now;
+        // Both start rekeying the same CHILD SA before either hears the other.
+        let acts_a = net.peers[0].mgr.rekey_child_sa("tun-a", ai, now);
+        let acts_b = net.peers[1].mgr.rekey_child_sa("tun-b", bi, now);
+        net.absorb(0, acts_a);
+        net.absorb(1, acts_b);
+        net.run();
+        assert_eq!(children(&net.peers[0]).len(), 1, "{:?}", net.peers[0].logs);
+        assert_eq!(children(&net.peers[1]).len(), 1);
+        assert_consistent(&net);
+        // Three SAs existed per side (old + two new); two were removed.
+        assert_eq!(
+            (net.peers[0].removes.len(), net.peers[1].removes.len()),
+            (2, 2)
+        );
+        assert!(net.peers[0].logs.iter().any(|l| l.contains("collision")));
+    }
+}
+
+#[test]
+fn ike_rekey_keeps_children_and_new_sa_works() {
+    for who in [0usize, 1] {
+        let mut net = Net::new();
+        let (a, b) = cfgs(b"k", b"k");
+        net.start(a, b);
+        let before: Vec<u64> = net.peers[0].mgr.ike_sas().map(|s| s.my_spi()).collect();
+        let name = if who == 0 { "tun-a" } else { "tun-b" };
+        let now = net.now;
+        let acts = net.peers[who].mgr.rekey_ike_sa(name, now);
+        net.absorb(who, acts);
+        net.run();
+        for p in &net.peers {
+            assert_eq!(p.mgr.ike_sas().count(), 1, "{:?}", p.logs);
+            assert!(p.downs.is_empty(), "{:?} {:#?}", p.downs, p.logs);
+            assert!(p.removes.is_empty());
+            assert_eq!(children(p).len(), 1);
+        }
+        let after: Vec<u64> = net.peers[0].mgr.ike_sas().map(|s| s.my_spi()).collect();
+        assert_ne!(before, after);
+        // The new IKE SA carries a CHILD rekey, so its keys agree on both sides.
+        let spi = net.peers[0].installs[0].spi_in;
+        let acts = net.peers[0].mgr.rekey_child_sa("tun-a", spi, now);
+        net.absorb(0, acts);
+        net.run();
+        assert_eq!(net.peers[0].installs.len(), 2);
+        assert_pair(&net.peers[0].installs[1], &net.peers[1].installs[1]);
+        assert_consistent(&net);
+    }
+}
+
+#[test]
+fn soft_lifetimes_trigger_rekeys() {
+    let mut net = Net::new();
+    let (mut a, mut b) = cfgs(b"k", b"k");
+    a.child_rekey_time = Some(Duration::from_secs(100));
+    a.ike_rekey_time = Some(Duration::from_secs(300));
+    b.child_rekey_time = None;
+    b.ike_rekey_time = None;
+    net.start(a, b);
+    net.advance(Duration::from_secs(101));
+    assert_eq!(net.peers[0].installs.len(), 2);
+    assert_eq!(
+        net.peers[0].installs[1].replaces_spi_in,
+        Some(net.peers[0].installs[0].spi_in)
+    );
+    let spi_before: Vec<u64> = net.peers[1].mgr.ike_sas().map(|s| s.my_spi()).collect();
+    net.advance(Duration::from_secs(200));
+    let spi_after: Vec<u64> = net.peers[1].mgr.ike_sas().map(|s| s.my_spi()).collect();
+    assert_ne!(spi_before, spi_after);
+    assert_eq!(spi_after.len(), 1);
+    assert_consistent(&net);
+    assert!(net.peers[0].downs.is_empty() && net.peers[1].downs.is_empty());
+}

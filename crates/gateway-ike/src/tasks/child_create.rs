@@ -43,14 +43,14 @@ pub(crate) fn new_spi() -> u32 {
     }
 }
 
-fn find_sa(msg: &Message) -> Option<&Vec<Proposal>> {
+pub(crate) fn find_sa(msg: &Message) -> Option<&Vec<Proposal>> {
     msg.payloads.iter().find_map(|p| match p {
         Payload::Sa(s) => Some(s),
         _ => None,
     })
 }
 
-fn find_ts(msg: &Message, initiator: bool) -> Option<&Vec<TrafficSelector>> {
+pub(crate) fn find_ts(msg: &Message, initiator: bool) -> Option<&Vec<TrafficSelector>> {
     msg.payloads.iter().find_map(|p| match (p, initiator) {
         (Payload::TsI(t), true) | (Payload::TsR(t), false) => Some(t),
         _ => None,
@@ -59,7 +59,7 @@ fn find_ts(msg: &Message, initiator: bool) -> Option<&Vec<TrafficSelector>> {
 
 /// Responder narrowing (§2.9): every non-empty intersection of what the
 /// peer proposes with what we allow.
-fn narrow(theirs: &[TrafficSelector], ours: &[TrafficSelector]) -> Vec<TrafficSelector> {
+pub(crate) fn narrow(theirs: &[TrafficSelector], ours: &[TrafficSelector]) -> Vec<TrafficSelector> {
     let mut out = Vec::new();
     for t in theirs {
         for o in ours {
@@ -73,19 +73,42 @@ fn narrow(theirs: &[TrafficSelector], ours: &[TrafficSelector]) -> Vec<TrafficSe
     out
 }
 
-fn install(
+/// Where a CHILD SA's KEYMAT comes from: the nonces of the exchange that
+/// created it (IKE_AUTH: the IKE SA's), its optional PFS secret, and
+/// whether we initiated that exchange (§2.17 orders keys by it).
+pub(crate) struct KeySource<'a> {
+    pub gir: Option<&'a [u8]>,
+    pub ni: &'a [u8],
+    pub nr: &'a [u8],
+    pub exchange_initiator: bool,
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call per creating exchange; a struct would only rename them"
+)]
+pub(crate) fn install(
     sa: &mut IkeSa,
     spi_in: u32,
     spi_out: u32,
     chosen: EspChosen,
     local_ts: Vec<TrafficSelector>,
     remote_ts: Vec<TrafficSelector>,
+    src: KeySource<'_>,
+    replaces_spi_in: Option<u32>,
 ) {
     let (Some(c), Some(k)) = (sa.cipher, sa.keys.as_ref()) else {
         return;
     };
-    let (keys_in, keys_out) =
-        derive_child_keys(c.prf, &k.sk_d, None, &sa.ni, &sa.nr, &chosen, sa.initiator);
+    let (keys_in, keys_out) = derive_child_keys(
+        c.prf,
+        &k.sk_d,
+        src.gir,
+        src.ni,
+        src.nr,
+        &chosen,
+        src.exchange_initiator,
+    );
     let udp_encap = sa.encap.then_some(UdpEncap {
         local_port: sa.local.port(),
         remote_port: sa.remote.port(),
@@ -112,7 +135,17 @@ fn install(
         remote_ts: remote_ts.clone(),
         state: ChildSaState::Installed,
         installed_at: sa.last_rx,
+        rekey_at: sa
+            .conn
+            .child_rekey_time
+            .map(|t| crate::child_sa::jittered(sa.last_rx, t)),
     });
+    if let Some(old) = replaces_spi_in {
+        sa.log(
+            LogLevel::Info,
+            format!("CHILD SA {spi_in:08x}_i replaces {old:08x}_i"),
+        );
+    }
     sa.out.push(Action::InstallChildSa(ChildSaInstall {
         conn: sa.conn.name.clone(),
         spi_in,
@@ -127,7 +160,7 @@ fn install(
         remote_addr: sa.remote.ip(),
         local_ts,
         remote_ts,
-        replaces_spi_in: None,
+        replaces_spi_in,
     }));
 }
 
@@ -190,7 +223,23 @@ impl ChildCreate {
             );
             return Ok(());
         }
-        install(sa, self.spi_in, spi_out, chosen, tsi.clone(), tsr.clone());
+        let (ni, nr) = (sa.ni.clone(), sa.nr.clone());
+        let src = KeySource {
+            gir: None,
+            ni: &ni,
+            nr: &nr,
+            exchange_initiator: true,
+        };
+        install(
+            sa,
+            self.spi_in,
+            spi_out,
+            chosen,
+            tsi.clone(),
+            tsr.clone(),
+            src,
+            None,
+        );
         Ok(())
     }
 
@@ -253,7 +302,14 @@ impl ChildCreate {
         out.push(Payload::TsI(tsi.clone()));
         out.push(Payload::TsR(tsr.clone()));
         // For the responder, TSi is the remote side.
-        install(sa, self.spi_in, spi_out, chosen, tsr, tsi);
+        let (ni, nr) = (sa.ni.clone(), sa.nr.clone());
+        let src = KeySource {
+            gir: None,
+            ni: &ni,
+            nr: &nr,
+            exchange_initiator: false,
+        };
+        install(sa, self.spi_in, spi_out, chosen, tsr, tsi, src, None);
         Ok(())
     }
 }

@@ -61,8 +61,12 @@ fn verify(sa: &mut IkeSa, msg: &Message, of_initiator: bool) -> Result<(), Strin
     Ok(())
 }
 
-fn established(sa: &mut IkeSa) {
+pub(crate) fn established(sa: &mut IkeSa) {
     sa.state = IkeSaState::Established;
+    sa.rekey_at = sa
+        .conn
+        .ike_rekey_time
+        .map(|t| crate::child_sa::jittered(sa.last_rx, t));
     sa.log(
         LogLevel::Info,
         format!(

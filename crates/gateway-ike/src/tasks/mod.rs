@@ -6,11 +6,13 @@
 
 pub mod child_create;
 pub mod child_delete;
+pub mod child_rekey;
 pub mod ike_auth;
 pub mod ike_delete;
 pub mod ike_dpd;
 pub mod ike_init;
 pub mod ike_natd;
+pub mod ike_rekey;
 
 use crate::action::DownReason;
 use crate::ike_sa::IkeSa;
@@ -26,6 +28,9 @@ pub(crate) enum TaskError {
     },
     /// Initiator: re-send the exchange (INVALID_KE_PAYLOAD, COOKIE).
     Retry,
+    /// Initiator: the exchange is moot (e.g. the CHILD SA to rekey is
+    /// gone); drop it without sending.
+    Abort,
 }
 
 impl TaskError {
@@ -45,6 +50,8 @@ pub(crate) enum Task {
     IkeDpd,
     IkeDelete,
     ChildDelete(child_delete::ChildDelete),
+    ChildRekey(child_rekey::ChildRekey),
+    IkeRekey(ike_rekey::IkeRekey),
 }
 
 impl Task {
@@ -52,7 +59,9 @@ impl Task {
         match self {
             Self::IkeInit(_) => exchange::IKE_SA_INIT,
             Self::IkeAuth(_) => exchange::IKE_AUTH,
-            Self::ChildCreate(_) => exchange::CREATE_CHILD_SA,
+            Self::ChildCreate(_) | Self::ChildRekey(_) | Self::IkeRekey(_) => {
+                exchange::CREATE_CHILD_SA
+            }
             Self::IkeDpd | Self::IkeDelete | Self::ChildDelete(_) => exchange::INFORMATIONAL,
         }
     }
@@ -69,6 +78,8 @@ impl Task {
             Self::IkeDpd => Ok(()),
             Self::IkeDelete => ike_delete::build_i(sa, out),
             Self::ChildDelete(t) => t.build_i(sa, out),
+            Self::ChildRekey(t) => t.build_i(sa, out),
+            Self::IkeRekey(t) => t.build_i(sa, out),
         }
     }
 
@@ -80,6 +91,8 @@ impl Task {
             Self::IkeDpd => Ok(()),
             Self::IkeDelete => ike_delete::process_i(sa),
             Self::ChildDelete(t) => t.process_i(sa, msg),
+            Self::ChildRekey(t) => t.process_i(sa, msg),
+            Self::IkeRekey(t) => t.process_i(sa, msg),
         }
     }
 
@@ -90,6 +103,8 @@ impl Task {
             Self::ChildCreate(t) => t.process_r(sa, msg),
             Self::IkeDpd | Self::IkeDelete => Ok(()),
             Self::ChildDelete(t) => t.process_r(sa, msg),
+            Self::ChildRekey(t) => t.process_r(sa, msg),
+            Self::IkeRekey(t) => t.process_r(sa, msg),
         }
     }
 
@@ -105,6 +120,8 @@ impl Task {
             Self::IkeDpd => Ok(()),
             Self::IkeDelete => ike_delete::build_r(sa),
             Self::ChildDelete(t) => t.build_r(sa, out),
+            Self::ChildRekey(t) => t.build_r(sa, out),
+            Self::IkeRekey(t) => t.build_r(sa, out),
         }
     }
 }
@@ -133,6 +150,13 @@ pub(crate) fn responder_tasks(msg: &Message) -> Vec<Task> {
                 tasks.push(Task::IkeDpd);
             }
             tasks
+        }
+        exchange::CREATE_CHILD_SA => {
+            if ike_rekey::is_ike_rekey(msg) {
+                vec![Task::IkeRekey(ike_rekey::IkeRekey::default())]
+            } else {
+                vec![Task::ChildRekey(child_rekey::ChildRekey::default())]
+            }
         }
         _ => Vec::new(),
     }
