@@ -1,5 +1,7 @@
 //! The HTTP server: Scaleway's `s2s-vpn/v1alpha1` paths and the Secret
-//! Manager `access` call, authenticated by `X-Auth-Token`.
+//! Manager calls a PSK needs (access a version; create a secret, add a
+//! version and get a secret, so `change-psk` can point at a caller's own
+//! secret), authenticated by `X-Auth-Token`.
 //!
 //! Handlers only translate HTTP (path, query, JSON body, region, token)
 //! into the `ops` functions, each run in one store transaction on the
@@ -180,6 +182,18 @@ pub fn router(config: Config, store: Store) -> Result<Router, ServeError> {
         .route(
             "/secret-manager/v1beta1/regions/{region}/secrets/{id}/versions/{revision}/access",
             get(access_secret),
+        )
+        .route(
+            "/secret-manager/v1beta1/regions/{region}/secrets",
+            post(create_secret),
+        )
+        .route(
+            "/secret-manager/v1beta1/regions/{region}/secrets/{id}",
+            get(get_secret),
+        )
+        .route(
+            "/secret-manager/v1beta1/regions/{region}/secrets/{id}/versions",
+            post(create_secret_version),
         )
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(st.clone(), auth))
@@ -432,5 +446,45 @@ async fn access_secret(
     ok(st
         .store
         .read_async(move |tx| ops::access_secret(tx, &id, &revision))
+        .await?)
+}
+
+async fn create_secret(
+    State(st): State<AppState>,
+    Path(region): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    check_region(&st, &region)?;
+    let req = ops::parse_body(json_body(&body)?)?;
+    let cfg = st.config.clone();
+    ok(st
+        .store
+        .write_async(move |tx| ops::create_secret(tx, &cfg, req))
+        .await?)
+}
+
+async fn get_secret(
+    State(st): State<AppState>,
+    Path((region, id)): Path<(String, String)>,
+) -> ApiResult {
+    check_region(&st, &region)?;
+    let cfg = st.config.clone();
+    ok(st
+        .store
+        .read_async(move |tx| ops::get_secret(tx, &cfg, &id))
+        .await?)
+}
+
+async fn create_secret_version(
+    State(st): State<AppState>,
+    Path((region, id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    check_region(&st, &region)?;
+    let req = ops::parse_body(json_body(&body)?)?;
+    let cfg = st.config.clone();
+    ok(st
+        .store
+        .write_async(move |tx| ops::create_secret_version(tx, &cfg, &id, req))
         .await?)
 }

@@ -95,6 +95,13 @@ const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL,
         PRIMARY KEY (secret_id, revision)
      );",
+    // 2: Secret Manager metadata of secrets (name, project, ...), so callers
+    // can create their own secrets for change-psk. Secrets created before
+    // get no row: they stay accessible by id.
+    "CREATE TABLE secret_meta (
+        id TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+     );",
 ];
 
 /// A connection row: the wire resource plus its interconnection subnets,
@@ -716,7 +723,21 @@ impl Tx<'_> {
             .tx
             .execute("DELETE FROM secrets WHERE secret_id = ?1", [secret_id])?;
         self.changed |= n > 0;
+        self.delete_row("secret_meta", secret_id)?;
         Ok(())
+    }
+
+    /// Secret Manager metadata of a secret (JSON of the SDK's `Secret`).
+    pub fn secret_meta(&self, secret_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.one("secret_meta", secret_id)
+    }
+
+    pub fn put_secret_meta(
+        &mut self,
+        secret_id: &str,
+        meta: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.put("secret_meta", secret_id, meta)
     }
 }
 
@@ -745,7 +766,7 @@ mod tests {
     fn migrations_wal_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 1);
+        assert_eq!(s.schema_version().unwrap(), 2);
         let mode: String = s
             .read(|tx| {
                 Ok::<_, StoreError>(tx.tx.query_row("PRAGMA journal_mode", [], |r| r.get(0))?)
@@ -769,7 +790,7 @@ mod tests {
         .unwrap();
         drop(s);
         let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 1);
+        assert_eq!(s.schema_version().unwrap(), 2);
         let (ids, got) = s
             .read(|tx| {
                 let ids: Vec<String> = tx.routing_policies()?.into_iter().map(|p| p.id).collect();
@@ -787,7 +808,7 @@ mod tests {
                 )?)
             })
             .unwrap();
-        assert_eq!(migrations, 1, "migrations are not re-applied");
+        assert_eq!(migrations, 2, "migrations are not re-applied");
     }
 
     #[test]
@@ -842,5 +863,33 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(*rx.borrow(), 1);
         assert!(s.read(|tx| tx.routing_policy("b")).unwrap().is_none());
+    }
+
+    #[test]
+    fn v1_database_is_migrated_keeping_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        // Roll the database back to schema 1, as an older binary left it.
+        let db = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        db.execute_batch(
+            "DROP TABLE secret_meta; DELETE FROM schema_migrations WHERE version = 2;",
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO routing_policies (id, body) VALUES ('old', ?1)",
+            [serde_json::to_string(&policy("old")).unwrap()],
+        )
+        .unwrap();
+        drop(db);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 2);
+        let (old, meta) = s
+            .write(|tx| {
+                tx.put_secret_meta("m", &serde_json::json!({"name": "m"}))?;
+                Ok::<_, StoreError>((tx.routing_policy("old")?, tx.secret_meta("m")?))
+            })
+            .unwrap();
+        assert_eq!(old.unwrap().id, "old");
+        assert_eq!(meta.unwrap()["name"], "m");
     }
 }

@@ -394,6 +394,32 @@ def phase1(api, secrets, bad_api, state):
     expect_error("secret bad token", lambda: SecretV1Beta1API(bad_api.client).access_secret_version(
         secret_id=c1.secret_id, revision="1"), 401, "denied_authentication")
 
+    # A caller's own secret (Secret Manager create + version), then back.
+    gen = secrets.get_secret(secret_id=c1.secret_id)
+    check(gen.managed and gen.version_count == 3, f"generated secret metadata {gen}")
+    own = secrets.create_secret(name="my-psk", tags=["byo"], protected=False)
+    check(own.version_count == 0 and own.name == "my-psk", "create secret")
+    expect_error("version not base64", lambda: secrets.create_secret_version(secret_id=own.id, data="%%%"),
+                 400, "invalid_arguments", "data")
+    v = secrets.create_secret_version(secret_id=own.id,
+                                      data=base64.b64encode(b"short").decode())
+    check(v.revision == 1 and v.secret_id == own.id, "create secret version")
+    expect_error("change-psk to a too short PSK", lambda: api.change_connection_psk(
+        connection_id=c1.id, secret=ChangeConnectionPskRequestSecret(id=own.id)), 400, "invalid_arguments",
+        "secret.id")
+    v = secrets.create_secret_version(secret_id=own.id,
+                                      data=base64.b64encode(b"operator-chosen-psk-0123456789").decode())
+    check(v.revision == 2, "second secret version")
+    r = api.change_connection_psk(connection_id=c1.id, secret=ChangeConnectionPskRequestSecret(id=own.id))
+    check(r.connection.secret_id == own.id and r.connection.secret_revision == 2
+          and psk_of(secrets, r.connection) == "operator-chosen-psk-0123456789", "change-psk to own secret")
+    r = api.change_connection_psk(connection_id=c1.id,
+                                  secret=ChangeConnectionPskRequestSecret(id=c1.secret_id, revision=3))
+    check(r.connection.secret_id == c1.secret_id and r.connection.secret_revision == 3, "change-psk back")
+    expect_error("version of unknown secret", lambda: secrets.create_secret_version(
+        secret_id="nope", data=base64.b64encode(b"x" * 20).decode()), 404, "not_found")
+    state["own_secret"] = own.id
+
     c = api.set_routing_policy(connection_id=c2.id, routing_policy_v4=rp4.id)
     check(c.bgp_session_ipv4.routing_policy_id == rp4.id and c.bgp_session_ipv4.private_ip == s2.private_ip,
           "set-routing-policy v4 overrides, keeps interco")
@@ -445,7 +471,7 @@ def phase1(api, secrets, bad_api, state):
     # Last: an acknowledged write, then the harness kills -9 the server.
     last = api.update_connection(connection_id=c1.id, name="conn-dual-final", tags=["t1", "final"])
     check(last.name == "conn-dual-final", "final write acknowledged")
-    state.update({
+    state.update(state | {
         "gw_dual": gw_dual.id, "gw_6": gw_6.id, "gw_v4": gw_v4.id, "cg_dual": cg_dual.id,
         "cg_v6": cg_v6.id, "rp4": rp4.id, "rp6": rp6.id, "c1": c1.id, "secret_id": c1.secret_id,
         "psk1": psk1, "psk2": psk2, "c1_v4_ip": c1.bgp_session_ipv4.private_ip,
@@ -467,6 +493,8 @@ def phase2(api, secrets, bad_api, state):
     for rev, key in (("1", "psk1"), ("2", "psk2")):
         r = secrets.access_secret_version(secret_id=state["secret_id"], revision=rev)
         check(base64.b64decode(r.data).decode() == state[key], f"PSK revision {rev} survived restart")
+    r = secrets.access_secret_version(secret_id=state["own_secret"], revision="latest")
+    check(base64.b64decode(r.data) == b"operator-chosen-psk-0123456789", "caller's secret survived restart")
     expect_error("bad token after restart", lambda: bad_api.list_connections(), 401, "denied_authentication")
     # Writes still work after the restart.
     r = api.renew_connection_psk(connection_id=state["c1"], generate_revision=True)
