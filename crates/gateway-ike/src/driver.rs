@@ -24,6 +24,8 @@ pub enum Command {
     Initiate(String),
     DeleteIkeSa(String),
     DeleteChildSa { conn: String, spi_in: u32 },
+    RekeyChildSa { conn: String, spi_in: u32 },
+    RekeyIkeSa(String),
 }
 
 struct Received {
@@ -134,6 +136,8 @@ impl UdpDriver {
                         Some(Command::Initiate(n)) => self.mgr.initiate(&n, now),
                         Some(Command::DeleteIkeSa(n)) => self.mgr.delete_ike_sa(&n, now),
                         Some(Command::DeleteChildSa { conn, spi_in }) => self.mgr.delete_child_sa(&conn, spi_in, now),
+                        Some(Command::RekeyChildSa { conn, spi_in }) => self.mgr.rekey_child_sa(&conn, spi_in, now),
+                        Some(Command::RekeyIkeSa(n)) => self.mgr.rekey_ike_sa(&n, now),
                     };
                     self.apply(acts, &events).await;
                 }

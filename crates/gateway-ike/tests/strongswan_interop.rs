@@ -299,6 +299,7 @@ fn swanctl_conf(name: &str, s: &Suite, ours: &str, theirs: &str, psk: &str) -> S
     remote_addrs = {ours}
     proposals = {ike}
     encap = yes
+    dpd_delay = 1s
     local {{
       auth = psk
       id = {theirs}
@@ -586,6 +587,175 @@ fn strongswan_wrong_psk_fails_cleanly_both_roles() {
         );
         ours.send(DriverCommand::RemoveConnection(name));
     }
+    drop(ours);
+    drop(lab);
+}
+
+fn installs(evs: &[Action]) -> Vec<&ChildSaInstall> {
+    evs.iter()
+        .filter_map(|a| match a {
+            Action::InstallChildSa(i) => Some(i),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Polls `swanctl --list-sas` until `pred` holds (bounded).
+fn wait_listed(lab: &Lab, pred: impl Fn(&str) -> bool) -> String {
+    let mut listed = String::new();
+    for _ in 0..50 {
+        listed = lab.swanctl(&["--list-sas"]);
+        if pred(&listed) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    listed
+}
+
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn strongswan_rekeys_both_directions_dpd_and_dead_peer() {
+    let mut lab = Lab::new("r");
+    lab.start_charon();
+    let ours = Ours::start(&lab.gw);
+    let psk = "rekey-test-psk-abcdef";
+    // PFS on CHILD rekeys: ESP with a DH group on both sides.
+    let s = Suite {
+        ike: "aes256gcm16-prfsha384-ecp384",
+        esp: "aes256gcm16-ecp256",
+        encr: "aes256gcm",
+        integ: "sha384",
+        dh: "ecp384",
+    };
+    let name = "rk";
+    fs::write(
+        lab.path("swanctl.conf"),
+        swanctl_conf(name, &s, "192.0.2.1", "192.0.2.2", psk),
+    )
+    .unwrap();
+    let conf = lab.path("swanctl.conf").display().to_string();
+    lab.swanctl(&["--load-all", "--file", &conf]);
+    let mut cfg = our_conf(name, &s, "192.0.2.1", "192.0.2.2", psk, true);
+    cfg.esp_ciphers = vec![EspCipher::from_api("aes256gcm", None, Some("ecp256")).unwrap()];
+    cfg.dpd_interval = Some(Duration::from_secs(2));
+    ours.send(DriverCommand::AddConnection(Box::new(cfg)));
+    let evs = ours.wait_for(10, |e| e.iter().any(is_install));
+    let first = installs(&evs)[0].spi_in;
+    let listed = wait_listed(&lab, |l| l.contains("INSTALLED"));
+    assert!(listed.contains("ESTABLISHED"), "{listed}");
+
+    // 1. charon rekeys the CHILD SA (with PFS): we install the new pair
+    // first, then charon deletes the old one.
+    lab.swanctl(&["--rekey", "--child", "net"]);
+    let evs = ours.wait_for(10, |e| {
+        e.iter().any(|a| matches!(a, Action::RemoveChildSa { .. }))
+    });
+    let new = installs(&evs);
+    assert_eq!(new.len(), 1, "{evs:?}\n{}", lab.log());
+    assert_eq!(new[0].replaces_spi_in, Some(first));
+    check_keys(&lab, new[0], false, "charon CHILD rekey");
+    assert!(evs
+        .iter()
+        .any(|a| matches!(a, Action::RemoveChildSa { spi_in, .. } if *spi_in == first)));
+    let second = new[0].spi_in;
+    let listed = wait_listed(&lab, |l| {
+        l.contains(&format!("{:08x}", second)) && l.matches("INSTALLED").count() == 1
+    });
+    assert!(listed.contains(&format!("out {:08x}", second)), "{listed}");
+
+    // 2. We rekey the CHILD SA.
+    ours.send(DriverCommand::RekeyChildSa {
+        conn: name.into(),
+        spi_in: second,
+    });
+    let evs = ours.wait_for(10, |e| {
+        e.iter().any(|a| matches!(a, Action::RemoveChildSa { .. }))
+    });
+    let new = installs(&evs);
+    assert_eq!(new.len(), 1, "{evs:?}");
+    assert_eq!(new[0].replaces_spi_in, Some(second));
+    check_keys(&lab, new[0], true, "our CHILD rekey");
+    let third = new[0].spi_in;
+    let listed = wait_listed(&lab, |l| {
+        l.contains(&format!("out {:08x}", third)) && l.matches("INSTALLED").count() == 1
+    });
+    assert!(listed.contains(&format!("out {:08x}", third)), "{listed}");
+
+    // 3. charon rekeys the IKE SA, then a CHILD rekey runs on the new one.
+    let spis_before = wait_listed(&lab, |_| true);
+    lab.swanctl(&["--rekey", "--ike", name]);
+    std::thread::sleep(Duration::from_millis(500));
+    lab.swanctl(&["--rekey", "--child", "net"]);
+    let evs = ours.wait_for(10, |e| {
+        e.iter().any(|a| matches!(a, Action::RemoveChildSa { .. }))
+    });
+    assert!(
+        !evs.iter().any(|a| matches!(a, Action::IkeSaDown { .. })),
+        "{evs:?}"
+    );
+    let new = installs(&evs);
+    assert_eq!(new.len(), 1, "{evs:?}\n{}", lab.log());
+    check_keys(&lab, new[0], false, "CHILD rekey after charon's IKE rekey");
+    let listed = wait_listed(&lab, |l| l.matches("ESTABLISHED").count() == 1);
+    assert_ne!(
+        listed.lines().next(),
+        spis_before.lines().next(),
+        "IKE SPIs unchanged"
+    );
+
+    // 4. We rekey the IKE SA, then rekey the CHILD SA on the new one.
+    ours.send(DriverCommand::RekeyIkeSa(name.into()));
+    std::thread::sleep(Duration::from_millis(500));
+    let fourth = new[0].spi_in;
+    ours.send(DriverCommand::RekeyChildSa {
+        conn: name.into(),
+        spi_in: fourth,
+    });
+    let evs = ours.wait_for(10, |e| {
+        e.iter().any(|a| matches!(a, Action::RemoveChildSa { .. }))
+    });
+    assert!(
+        !evs.iter().any(|a| matches!(a, Action::IkeSaDown { .. })),
+        "{evs:?}"
+    );
+    let new = installs(&evs);
+    assert_eq!(new.len(), 1, "{evs:?}\n{}", lab.log());
+    check_keys(&lab, new[0], true, "our CHILD rekey after our IKE rekey");
+    let listed = wait_listed(&lab, |l| {
+        l.matches("ESTABLISHED").count() == 1 && l.matches("INSTALLED").count() == 1
+    });
+    assert_eq!(listed.matches("ESTABLISHED").count(), 1, "{listed}");
+
+    // 5. charon's DPD (dpd_delay 1s) gets answered; nothing goes down.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = lab.log();
+    assert!(
+        log.contains("parsed INFORMATIONAL response"),
+        "no DPD answered"
+    );
+    let listed = lab.swanctl(&["--list-sas"]);
+    assert!(
+        listed.contains("ESTABLISHED") && listed.contains("INSTALLED"),
+        "{listed}"
+    );
+
+    // 6. Kill charon: our DPD (2s) and retransmissions declare it dead.
+    if let Some(mut c) = lab.charon.take() {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    let evs = ours.wait_for(20, |e| {
+        e.iter().any(|a| matches!(a, Action::IkeSaDown { .. }))
+    });
+    let down = evs.iter().find_map(|a| match a {
+        Action::IkeSaDown { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(down, Some(DownReason::PeerUnreachable), "{evs:?}");
+    assert!(evs
+        .iter()
+        .any(|a| matches!(a, Action::RemoveChildSa { .. })));
     drop(ours);
     drop(lab);
 }
