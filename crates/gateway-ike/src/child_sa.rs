@@ -68,3 +68,9 @@ pub fn jittered(from: Instant, life: Duration) -> Instant {
     let frac = f64::from(crate::crypto::random_u32() % 1000) / 10_000.0;
     from + life.mul_f64(1.0 - frac)
 }
+
+/// When to retry a refused rekey: 10-20 s later, randomised so two peers
+/// that collided (§2.8.2) do not collide again.
+pub fn retry_at(now: Instant) -> Instant {
+    now + Duration::from_millis(10_000 + u64::from(crate::crypto::random_u32() % 10_000))
+}

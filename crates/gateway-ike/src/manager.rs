@@ -37,14 +37,69 @@ pub struct IkeManager {
     half_open: HashMap<(u64, SocketAddr), u64>,
     /// The NAT-T port datagrams arrive on with the non-ESP marker.
     natt_port: u16,
+    /// With this many half-open IKE SAs or more, new IKE_SA_INIT requests
+    /// must return a COOKIE first (§2.6).
+    cookie_threshold: usize,
+    /// Secret for stateless cookies; never leaves this process.
+    cookie_secret: crate::crypto::Secret,
 }
 
 impl IkeManager {
     pub fn new() -> Self {
         Self {
             natt_port: 4500,
+            cookie_threshold: 64,
+            cookie_secret: zeroize::Zeroizing::new(crate::crypto::random_bytes(32)),
             ..Self::default()
         }
+    }
+
+    /// Sets how many half-open IKE SAs trigger COOKIE challenges (0: always).
+    pub fn set_cookie_threshold(&mut self, n: usize) {
+        self.cookie_threshold = n;
+    }
+
+    /// COOKIE = version 0 | HMAC-SHA256(secret, Ni | IPi | SPIi)[..16] (§2.6).
+    fn cookie(&self, ni: &[u8], from: SocketAddr, spi_i: u64) -> Vec<u8> {
+        let ip = match from.ip() {
+            std::net::IpAddr::V4(a) => a.octets().to_vec(),
+            std::net::IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        let data = [ni, &ip, &spi_i.to_be_bytes()].concat();
+        let mac = crate::crypto::Prf::HmacSha256.prf(&self.cookie_secret, &data);
+        let mut c = vec![0u8];
+        c.extend_from_slice(&mac[..16]);
+        c
+    }
+
+    /// Under half-open load, a new IKE_SA_INIT without a valid COOKIE gets
+    /// one back and creates no state. Returns the challenge to send.
+    fn cookie_challenge(&self, msg: &Message, from: SocketAddr, to: SocketAddr) -> Option<Action> {
+        if self.half_open.len() < self.cookie_threshold {
+            return None;
+        }
+        let ni = msg.payloads.iter().find_map(|p| match p {
+            Payload::Nonce(n) => Some(n.as_slice()),
+            _ => None,
+        })?;
+        let expect = self.cookie(ni, from, msg.spi_i);
+        let valid = match msg.payloads.first() {
+            Some(Payload::Notify(n)) if n.ntype == notify::COOKIE => bool::from(
+                subtle::ConstantTimeEq::ct_eq(n.data.as_slice(), expect.as_slice()),
+            ),
+            _ => false,
+        };
+        if valid {
+            return None;
+        }
+        let mut r = Message::new(msg.spi_i, 0, exchange::IKE_SA_INIT, FLAG_RESPONSE, 0);
+        r.payloads
+            .push(Payload::Notify(NotifyPayload::new(notify::COOKIE, expect)));
+        Some(Action::Send {
+            bytes: with_marker(r.encode_plain(), to.port() == self.natt_port),
+            from: to,
+            to: from,
+        })
     }
 
     /// Adds (or replaces) a connection; starts an IKE SA if it initiates.
@@ -228,9 +283,13 @@ impl IkeManager {
         let spi = if h.spi_r == 0 && h.exchange == exchange::IKE_SA_INIT && !h.is_response() {
             match self.half_open.get(&(h.spi_i, from)) {
                 Some(s) => *s,
-                None => match self.new_responder(&h, from, to, now) {
-                    Some(s) => s,
-                    None => return Vec::new(),
+                None if !self.knows_peer(from, to) => return Vec::new(),
+                None => match self.cookie_challenge(&msg, from, to) {
+                    Some(challenge) => return vec![challenge],
+                    None => match self.new_responder(&h, from, to, now) {
+                        Some(s) => s,
+                        None => return Vec::new(),
+                    },
                 },
             }
         } else if h.from_initiator() {
@@ -269,6 +328,12 @@ impl IkeManager {
                 return s;
             }
         }
+    }
+
+    fn knows_peer(&self, from: SocketAddr, to: SocketAddr) -> bool {
+        self.conns
+            .values()
+            .any(|c| c.remote_addr == from.ip() && c.local_addr == to.ip())
     }
 
     fn new_responder(

@@ -602,3 +602,49 @@ fn soft_lifetimes_trigger_rekeys() {
     assert_consistent(&net);
     assert!(net.peers[0].downs.is_empty() && net.peers[1].downs.is_empty());
 }
+
+#[test]
+fn cookie_challenge_under_load() {
+    let mut net = Net::new();
+    net.peers[1].mgr.set_cookie_threshold(0);
+    let (a, b) = cfgs(b"k", b"k");
+    net.start(a, b);
+    let [pa, pb] = &net.peers;
+    assert_eq!((pa.ups, pb.ups), (1, 1), "{:?}", pa.logs);
+    // The first IKE_SA_INIT got only a COOKIE back; the retry carried it first.
+    let resp = &net.sent[1];
+    assert_eq!(resp.from.ip(), ip(B));
+    assert_eq!(resp.bytes[8..16], [0; 8], "no responder SPI: no state");
+    assert_eq!(resp.bytes[16], 41, "a lone Notify");
+    let retry = &net.sent[2];
+    assert_eq!(retry.bytes[16], 41, "COOKIE first in the retry");
+    // KE and Ni repeated unchanged: the retry differs only by the cookie.
+    let first_len = net.sent[0].bytes.len();
+    assert_eq!(retry.bytes.len(), first_len + 4 + 4 + 17);
+    assert_pair(&pa.installs[0], &pb.installs[0]);
+}
+
+#[test]
+fn ike_rekey_collision_resolves() {
+    let mut net = Net::new();
+    let (a, b) = cfgs(b"k", b"k");
+    net.start(a, b);
+    let now = net.now;
+    let acts_a = net.peers[0].mgr.rekey_ike_sa("tun-a", now);
+    let acts_b = net.peers[1].mgr.rekey_ike_sa("tun-b", now);
+    net.absorb(0, acts_a);
+    net.absorb(1, acts_b);
+    net.run();
+    // Both refused each other (TEMPORARY_FAILURE) and retry at random times.
+    net.advance(Duration::from_secs(25));
+    for p in &net.peers {
+        assert_eq!(p.mgr.ike_sas().count(), 1, "{:?}", p.logs);
+        assert!(p.downs.is_empty());
+        assert_eq!(children(p).len(), 1);
+    }
+    assert!(net
+        .peers
+        .iter()
+        .any(|p| p.logs.iter().any(|l| l.contains("rekeyed IKE SA"))));
+    assert_consistent(&net);
+}

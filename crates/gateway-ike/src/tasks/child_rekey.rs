@@ -120,6 +120,8 @@ impl ChildRekey {
             .find(|c| Some(c.spi_in) == self.old_spi_in)
         {
             c.state = ChildSaState::Installed;
+            // Try again later (e.g. after TEMPORARY_FAILURE from a collision).
+            c.rekey_at = Some(crate::child_sa::retry_at(sa.last_rx));
         }
     }
 

@@ -74,7 +74,15 @@ impl IkeInit {
                 )
             })?,
         };
-        let dh = DhPrivate::generate(group);
+        // A COOKIE retry must repeat KE and Ni unchanged (§2.6); a new
+        // group (INVALID_KE_PAYLOAD) needs fresh ones.
+        let dh = match self.dh.take() {
+            Some(d) if d.group == group && !sa.ni.is_empty() => d,
+            _ => {
+                sa.ni = random_bytes(NONCE_LEN);
+                DhPrivate::generate(group)
+            }
+        };
         if let Some(c) = &self.cookie {
             out.push(Payload::Notify(NotifyPayload::new(
                 notify::COOKIE,
@@ -86,7 +94,6 @@ impl IkeInit {
             group: group.id(),
             data: dh.public_value(),
         }));
-        sa.ni = random_bytes(NONCE_LEN);
         out.push(Payload::Nonce(sa.ni.clone()));
         ike_natd::build(sa, sa.spi_i, 0, out);
         self.dh = Some(dh);

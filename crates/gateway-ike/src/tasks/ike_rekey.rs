@@ -132,6 +132,7 @@ impl IkeRekey {
                 LogLevel::Warn,
                 format!("IKE rekey refused with notify {}", n.ntype),
             );
+            sa.rekey_at = Some(crate::child_sa::retry_at(sa.last_rx));
             return Ok(());
         }
         let ok = (|| {
@@ -155,6 +156,7 @@ impl IkeRekey {
         })();
         let Some((cipher, spi_r, nr, gir)) = ok else {
             sa.log(LogLevel::Warn, "IKE rekey response unusable".into());
+            sa.rekey_at = Some(crate::child_sa::retry_at(sa.last_rx));
             return Ok(());
         };
         spawn(sa, cipher, true, self.new_spi, spi_r, &self.ni, &nr, &gir);
