@@ -16,7 +16,10 @@ pub mod store;
 pub use api::{router, serve, serve_with_shutdown, ServeError};
 pub use error::ApiError;
 pub use secrets::Psk;
-pub use store::{ConnectionSpec, ConnectionStatusUpdate, DesiredState, Store, StoreError};
+pub use store::{
+    ConnectionSpec, ConnectionStatusUpdate, DesiredState, Store, StoreError, TunnelSpec,
+    VpnGatewaySpec,
+};
 
 /// A random (version 4) UUID, the id format of every resource.
 pub fn new_id() -> Result<String, ApiError> {

@@ -2489,10 +2489,36 @@ address = "192.0.2.2"
         assert!(rx.has_changed().unwrap(), "API writes notify the agent");
         rx.borrow_and_update();
 
-        let st = f.store.desired_state().unwrap();
+        let st = f.store.desired_state(&f.config).unwrap();
         assert_eq!(st.vpn_gateways.len(), 2);
+        let v4gw = st
+            .vpn_gateways
+            .iter()
+            .find(|g| g.gateway.id == w.gw_v4)
+            .unwrap();
+        assert_eq!(v4gw.public_ipv4, Some("192.0.2.2".parse().unwrap()));
+        assert_eq!(v4gw.public_ipv6, None);
+        assert_eq!(v4gw.private_network.as_ref().unwrap().interface, "lan1");
         assert_eq!(st.connections.len(), 1);
         let spec = &st.connections[0];
+        // Two tunnels, the primary (IPv6, `is_ipv6`) first.
+        assert_eq!(spec.tunnels.len(), 2);
+        assert!(spec.tunnels[0].primary && spec.tunnels[0].family == Family::V6);
+        assert_eq!(
+            spec.tunnels[0].local,
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            spec.tunnels[0].remote,
+            "2001:db8:f::1".parse::<IpAddr>().unwrap()
+        );
+        assert!(!spec.tunnels[1].primary && spec.tunnels[1].family == Family::V4);
+        assert_eq!(
+            spec.tunnels[1].remote,
+            "203.0.113.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(spec.private_network.as_ref().unwrap().interface, "lan0");
+        assert_eq!(spec.customer_gateway.asn, 65000);
         assert_eq!(spec.vpn_gateway.id, w.gw_dual);
         assert_eq!(spec.customer_gateway.id, w.cg_dual);
         assert_eq!(spec.routing_policy_ipv4.as_ref().unwrap().id, w.rp4);
@@ -2600,5 +2626,78 @@ address = "192.0.2.2"
             };
             exercise_untrusted_input(&data);
         }
+    }
+
+    #[test]
+    fn secret_manager_calls() {
+        use base64::Engine as _;
+        let w = world();
+        let f = &w.f;
+        let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+        let s = f
+            .w(|tx, c| {
+                create_secret(
+                    tx,
+                    c,
+                    parse_body(json!({"name": "mine", "type": "opaque"}))?,
+                )
+            })
+            .unwrap();
+        let sid = id(&s);
+        refused(
+            f.w(|tx, c| {
+                create_secret(
+                    tx,
+                    c,
+                    parse_body(json!({"name": "k", "type": "key_value"}))?,
+                )
+            }),
+            "type",
+        );
+        let ver = |data: Value| {
+            let sid = sid.clone();
+            f.w(move |tx, c| create_secret_version(tx, c, &sid, parse_body(json!({"data": data}))?))
+        };
+        refused(ver(json!("not base64!")), "data");
+        refused(ver(json!("")), "data");
+        refused(ver(json!(b64(&[7u8; 5000]))), "data");
+        assert_eq!(ver(json!(b64(b"short"))).unwrap()["revision"], 1);
+        assert_eq!(
+            ver(json!(b64(b"a-long-enough-pre-shared-key"))).unwrap()["revision"],
+            2
+        );
+        assert_eq!(
+            f.w(|tx, c| get_secret(tx, c, &sid)).unwrap()["version_count"],
+            2
+        );
+        let got = f
+            .w(|tx, _| access_secret(tx, &sid, "latest_enabled"))
+            .unwrap();
+        assert_eq!(got["data"], b64(b"a-long-enough-pre-shared-key"));
+        assert_eq!(got["type"], "opaque");
+
+        // A connection created on the caller's secret (revision 1 is too short).
+        let mut b = conn_body(&w, &w.gw_dual, &w.cg_dual, false);
+        b["secret"] = json!({"id": sid, "revision": 1});
+        refused(f.conn(b.clone()), "secret.id");
+        b["secret"] = json!({"id": sid});
+        let c = f.conn(b).unwrap()["connection"].clone();
+        assert_eq!(
+            (c["secret_id"].as_str(), c["secret_revision"].as_u64()),
+            (Some(sid.as_str()), Some(2))
+        );
+        assert_eq!(
+            f.store.connection_psk(&id(&c)).unwrap().expose(),
+            b"a-long-enough-pre-shared-key"
+        );
+        // Deleting the connection keeps the caller's secret.
+        let cid = id(&c);
+        f.w(|tx, _| delete_connection(tx, &cid).map(|_| Value::Null))
+            .unwrap();
+        assert!(f.w(|tx, _| access_secret(tx, &sid, "2")).is_ok());
+        assert!(matches!(
+            f.w(|tx, c| get_secret(tx, c, "nope")),
+            Err(ApiError::NotFound { .. })
+        ));
     }
 }

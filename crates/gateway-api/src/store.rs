@@ -16,9 +16,11 @@
 //! interconnection subnets never overlap). Async callers use the `*_async`
 //! helpers, which run the closure on tokio's blocking pool.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use gateway_config::{Config, PrivateNetwork};
 use rusqlite::{params, OptionalExtension};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::watch;
@@ -272,10 +274,14 @@ impl Store {
     // Agent-facing API
     // ---------------------------------------------------------------
 
-    /// Everything the agent needs to run tunnels: every VPN gateway, and
-    /// every connection with its gateways and attached routing policies.
-    /// PSKs are not included: fetch them with [`Store::connection_psk`].
-    pub fn desired_state(&self) -> Result<DesiredState, StoreError> {
+    /// Everything the agent needs to run tunnels: every VPN gateway with
+    /// its public addresses and private network resolved through `config`,
+    /// and every connection with its gateways, tunnels (one per shared
+    /// family, the primary first), attached routing policies and BGP
+    /// interconnection subnets. PSKs are not included: fetch them with
+    /// [`Store::connection_psk`]. Blocking (a short SQLite read): from async
+    /// code, call it in `spawn_blocking`.
+    pub fn desired_state(&self, config: &Config) -> Result<DesiredState, StoreError> {
         self.read(|tx| {
             let gateways = tx.vpn_gateways()?;
             let customers = tx.customer_gateways()?;
@@ -299,6 +305,28 @@ impl Store {
                 else {
                     continue;
                 };
+                let (l4, l6) = crate::ops::vpn_gateway_addresses(config, &vpn_gateway);
+                let r4 = customer_gateway
+                    .public_ipv4
+                    .as_deref()
+                    .and_then(|s| s.parse().ok());
+                let r6 = customer_gateway
+                    .public_ipv6
+                    .as_deref()
+                    .and_then(|s| s.parse().ok());
+                let primary = Family::from_is_ipv6(row.conn.is_ipv6);
+                let mut tunnels: Vec<TunnelSpec> = [(Family::V4, l4, r4), (Family::V6, l6, r6)]
+                    .into_iter()
+                    .filter_map(|(family, l, r)| {
+                        Some(TunnelSpec {
+                            family,
+                            local: l?,
+                            remote: r?,
+                            primary: family == primary,
+                        })
+                    })
+                    .collect();
+                tunnels.sort_by_key(|t| !t.primary);
                 connections.push(ConnectionSpec {
                     routing_policy_ipv4: find_pol(
                         row.conn
@@ -314,13 +342,32 @@ impl Store {
                     ),
                     interco_ipv4: row.conn.bgp_session_ipv4.as_ref().and(row.interco.v4),
                     interco_ipv6: row.conn.bgp_session_ipv6.as_ref().and(row.interco.v6),
+                    private_network: config
+                        .private_network(&vpn_gateway.private_network_id)
+                        .cloned(),
+                    tunnels,
                     connection: row.conn,
                     vpn_gateway,
                     customer_gateway,
                 });
             }
+            let vpn_gateways = gateways
+                .into_iter()
+                .map(|gateway| {
+                    let (public_ipv4, public_ipv6) =
+                        crate::ops::vpn_gateway_addresses(config, &gateway);
+                    VpnGatewaySpec {
+                        public_ipv4,
+                        public_ipv6,
+                        private_network: config
+                            .private_network(&gateway.private_network_id)
+                            .cloned(),
+                        gateway,
+                    }
+                })
+                .collect();
             Ok(DesiredState {
-                vpn_gateways: gateways,
+                vpn_gateways,
                 connections,
             })
         })
@@ -421,18 +468,43 @@ pub struct ConnectionStatusUpdate {
 }
 
 /// What the agent must run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DesiredState {
-    pub vpn_gateways: Vec<VpnGateway>,
+    pub vpn_gateways: Vec<VpnGatewaySpec>,
     pub connections: Vec<ConnectionSpec>,
 }
 
-/// One connection with everything needed to run its tunnels. The tunnel
-/// families are those both gateways have an address of (see
-/// [`crate::ops::tunnel_families`]); BGP sessions exist for the families
-/// with an attached routing policy, on the `interco_*` subnets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A VPN gateway with its host mapping resolved (`None` when the config no
+/// longer maps an id: the agent should report the gateway `failed`).
+#[derive(Debug, Clone)]
+pub struct VpnGatewaySpec {
+    pub gateway: VpnGateway,
+    pub public_ipv4: Option<IpAddr>,
+    pub public_ipv6: Option<IpAddr>,
+    pub private_network: Option<PrivateNetwork>,
+}
+
+/// One IPsec tunnel of a connection: IKE/ESP between `local` (our public
+/// address) and `remote` (the customer gateway's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelSpec {
+    pub family: Family,
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    /// The tunnel `tunnel_status` reports (the connection's `is_ipv6`).
+    pub primary: bool,
+}
+
+/// One connection with everything needed to run its tunnels: a tunnel per
+/// family both gateways have an address of, primary first; BGP sessions
+/// for the families with an attached routing policy, on the `interco_*`
+/// subnets (ours is `local`, the customer's `peer`), our ASN in
+/// `vpn_gateway.asn`, theirs in `customer_gateway.asn`.
+#[derive(Debug, Clone)]
 pub struct ConnectionSpec {
+    pub tunnels: Vec<TunnelSpec>,
+    /// The VPN gateway's LAN side (interface, subnets to announce).
+    pub private_network: Option<PrivateNetwork>,
     pub connection: Connection,
     pub vpn_gateway: VpnGateway,
     pub customer_gateway: CustomerGateway,

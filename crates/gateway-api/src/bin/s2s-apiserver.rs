@@ -27,11 +27,11 @@ struct Args {
     simulate_agent: bool,
 }
 
-fn simulate_agent(store: &Store) {
-    let Ok(state) = store.desired_state() else {
+fn simulate_agent(store: &Store, config: &gateway_config::Config) {
+    let Ok(state) = store.desired_state(config) else {
         return;
     };
-    for g in state.vpn_gateways {
+    for g in state.vpn_gateways.into_iter().map(|s| s.gateway) {
         let r = match g.status {
             VpnGatewayStatus::Provisioning => {
                 store.set_vpn_gateway_status(&g.id, VpnGatewayStatus::Active)
@@ -81,11 +81,12 @@ async fn main() -> ExitCode {
     };
     if args.simulate_agent {
         let store = store.clone();
+        let config = std::sync::Arc::new(config.clone());
         let mut rx = store.subscribe();
         tokio::spawn(async move {
             loop {
-                let s = store.clone();
-                let _ = tokio::task::spawn_blocking(move || simulate_agent(&s)).await;
+                let (s, c) = (store.clone(), config.clone());
+                let _ = tokio::task::spawn_blocking(move || simulate_agent(&s, &c)).await;
                 if rx.changed().await.is_err() {
                     break;
                 }
