@@ -1,13 +1,17 @@
-//! The reconciler: desired state (the store) → running state (maps, and
-//! later tunnels, BGP sessions and routes) → statuses written back to the
-//! store. It runs on every store change and on a periodic resync, so state
-//! is recovered from the store after a restart without operator action.
+//! The reconciler: desired state (the store) → running state (maps,
+//! tunnels, BGP sessions, routes) → statuses written back to the store. It
+//! runs on every store change and on a periodic resync, so state is
+//! recovered from the store after a restart without operator action.
 //!
-//! Implemented so far: the VPN gateway lifecycle (provisioning → active when
+//! Two layers: the VPN gateway lifecycle here (provisioning → active when
 //! its public addresses are present on the WAN interface, failed when one is
-//! missing, deprovisioning → removed) and the XDP `LOCAL_ADDRS` map (the
-//! public addresses of active gateways). Tunnels, BGP sessions and routes
-//! per connection are not reconciled yet.
+//! missing, deprovisioning → removed; the XDP `LOCAL_ADDRS` map), and per
+//! connection the [`plan`] (pure: which tunnels, TUN interfaces, BGP
+//! sessions) applied by the [`runtime`] (IKE and BGP drivers, data plane,
+//! statuses).
+
+pub mod plan;
+pub mod runtime;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -16,11 +20,15 @@ use std::time::Duration;
 
 use gateway_api::model::{VpnGateway, VpnGatewayStatus};
 use gateway_api::{Store, StoreError};
+use gateway_common::{IKE_PORT, NAT_T_PORT};
 use gateway_config::Config;
+use gateway_ike::driver::UdpDriver;
 use gateway_netio::netlink::{Netlink, NetlinkError};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use crate::dataplane::backend::GatewayDataPlane;
 use crate::dataplane::xdp::{XdpDataplane, XdpError};
+use runtime::Runtime;
 
 /// How often the agent reconciles even without a store change (addresses
 /// appearing on the WAN interface are not store changes).
@@ -49,25 +57,74 @@ impl Agent {
         Self { config, store, xdp }
     }
 
-    /// Reconciles until `shutdown` turns true.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Reconciles until `shutdown` turns true, driving the IKE and BGP
+    /// drivers and programming `dataplane`; tears the tunnels down on exit.
+    pub async fn run(self, dataplane: Arc<GatewayDataPlane>, mut shutdown: watch::Receiver<bool>) {
         let mut changes = self.store.subscribe();
+        let (ike_tx, ike_rx) = mpsc::channel(256);
+        // Handed to the IKE driver once it has bound the public addresses.
+        let mut ike_rx = Some(ike_rx);
+        let (ike_events_tx, mut ike_events) = mpsc::unbounded_channel();
+        let (bgp, mut bgp_events) = gateway_bgp::driver::spawn();
+        let mut rt = Runtime::new(self.store.clone(), dataplane, ike_tx, bgp);
+        let mut bound: Vec<IpAddr> = Vec::new();
         loop {
             let me = self.clone();
-            match tokio::task::spawn_blocking(move || me.reconcile()).await {
-                Ok(Ok(())) => {}
+            let state = tokio::task::spawn_blocking(move || {
+                me.reconcile()?;
+                Ok::<_, AgentError>(me.store.desired_state()?)
+            })
+            .await;
+            match state {
+                Ok(Ok(state)) => {
+                    let plan = plan::plan(&state, &self.config);
+                    let addrs = Runtime::local_addresses(&plan);
+                    if let (Some(_), false) = (&ike_rx, addrs.is_empty()) {
+                        match UdpDriver::bind(&addrs, IKE_PORT, NAT_T_PORT).await {
+                            Ok(driver) => {
+                                tracing::info!(addresses = ?addrs, "IKE listening on UDP 500 and 4500");
+                                if let Some(rx) = ike_rx.take() {
+                                    tokio::spawn(driver.run(rx, ike_events_tx.clone()));
+                                }
+                                bound = addrs.clone();
+                            }
+                            Err(e) => {
+                                tracing::warn!(addresses = ?addrs, error = %e, "IKE cannot bind; will retry")
+                            }
+                        }
+                    }
+                    if let Some(missing) = addrs.iter().find(|a| !bound.contains(a)) {
+                        if ike_rx.is_none() {
+                            tracing::warn!(address = %missing, "IKE is not listening on a new public address: restart the daemon");
+                        }
+                    }
+                    if ike_rx.is_none() {
+                        if let Err(e) = rt.apply(&plan).await {
+                            tracing::error!(error = %e, "applying the plan failed");
+                        }
+                    }
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, "reconcile failed; will retry"),
                 Err(e) => tracing::error!(error = %e, "reconcile task panicked"),
             }
-            tokio::select! {
-                r = changes.changed() => if r.is_err() { return },
-                _ = tokio::time::sleep(RESYNC) => {}
-                _ = shutdown.changed() => return,
-            }
-            if *shutdown.borrow() {
-                return;
+            // Protocol events are handled as they come; a store change, the
+            // resync tick or shutdown ends the wait.
+            let resync = tokio::time::sleep(RESYNC);
+            tokio::pin!(resync);
+            let stop = loop {
+                tokio::select! {
+                    r = changes.changed() => break r.is_err(),
+                    () = &mut resync => break false,
+                    _ = shutdown.changed() => break true,
+                    Some(a) = ike_events.recv() => rt.on_ike(a),
+                    Some(e) = bgp_events.recv() => rt.on_bgp(e),
+                }
+            };
+            if stop || *shutdown.borrow() {
+                break;
             }
         }
+        rt.shutdown().await;
     }
 
     /// One pass over the desired state.

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gateway_config::Config;
+use gateway_esp::table::SaTable;
 use gateway_user::agent::Agent;
+use gateway_user::dataplane::backend::GatewayDataPlane;
 use gateway_user::dataplane::xdp::XdpDataplane;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -115,8 +117,13 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
         .with_context(|| format!("binding the API to {}", config.api.listen))?;
     tracing::info!(listen = %config.api.listen, "serving the s2s-vpn API");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let agent =
-        tokio::spawn(Agent::new(config.clone(), store.clone(), xdp.clone()).run(stop_rx.clone()));
+    let dataplane = Arc::new(GatewayDataPlane::with_xdp(
+        Arc::new(SaTable::new()),
+        xdp.clone(),
+    ));
+    let agent = tokio::spawn(
+        Agent::new(config.clone(), store.clone(), xdp.clone()).run(dataplane, stop_rx.clone()),
+    );
     let mut api_stop = stop_rx;
     let api = tokio::spawn(gateway_api::serve_with_shutdown(
         (*config).clone(),

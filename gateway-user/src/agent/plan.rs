@@ -1,0 +1,230 @@
+//! The desired running state, computed purely from the store's desired
+//! state and the host config: which tunnels (one per IP family both gateways
+//! have), which TUN interface and addresses each gets, and which BGP sessions
+//! run over which tunnel. No I/O here, so every rule is unit-tested.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use gateway_api::model::{Family, InitiationPolicy, VpnGatewayStatus};
+use gateway_api::DesiredState;
+use gateway_config::Config;
+use ipnet::IpNet;
+
+/// A tunnel's name (`<connection id>/v4` or `/v6`): the IKE connection
+/// name and the runtime's map key.
+pub type TunnelName = String;
+
+/// The IKE connection name of a tunnel, echoed in every IKE action.
+pub fn tunnel_name(connection: &str, family: Family) -> TunnelName {
+    format!("{connection}/{}", family_tag(family))
+}
+
+fn family_tag(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "v4",
+        Family::V6 => "v6",
+    }
+}
+
+/// TUN interface name: at most 15 bytes (IFNAMSIZ - 1), stable for a
+/// connection and family.
+pub fn tun_name(connection: &str, family: Family) -> String {
+    let short: String = connection
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(8)
+        .collect();
+    format!("s2s{short}{}", family_tag(family))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelPlan {
+    pub name: TunnelName,
+    pub connection: String,
+    pub family: Family,
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub tun: String,
+    /// Our interconnection addresses carried by this tunnel (with prefix).
+    pub interco: Vec<IpNet>,
+    pub initiate: bool,
+    /// What the IKE SA depends on: a change re-creates the IKE connection
+    /// (new PSK revision, other proposals, other initiation policy).
+    pub ike_fingerprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPlan {
+    /// `connection/v4` for the IPv4 session, `connection/v6` for IPv6.
+    pub name: String,
+    pub connection: String,
+    pub family: Family,
+    /// The tunnel the session runs through.
+    pub tunnel: TunnelName,
+    pub local: IpNet,
+    pub peer: IpNet,
+    pub local_asn: u32,
+    pub peer_asn: u32,
+    pub prefix_filter_in: Vec<String>,
+    pub prefix_filter_out: Vec<String>,
+    pub route_propagation: bool,
+    /// The VPC prefixes to announce (before `prefix_filter_out`).
+    pub exported: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub tunnels: BTreeMap<TunnelName, TunnelPlan>,
+    pub sessions: BTreeMap<String, SessionPlan>,
+}
+
+fn public_address(config: &Config, id: Option<&String>) -> Option<IpAddr> {
+    id.and_then(|id| config.public_ip(id)).map(|p| p.address)
+}
+
+fn customer_address(s: Option<&String>) -> Option<IpAddr> {
+    s.and_then(|a| a.parse().ok())
+}
+
+/// Computes the plan. Only connections of active VPN gateways get tunnels.
+pub fn plan(state: &DesiredState, config: &Config) -> Plan {
+    let mut out = Plan::default();
+    for spec in &state.connections {
+        let vgw = &spec.vpn_gateway;
+        if vgw.status != VpnGatewayStatus::Active {
+            continue;
+        }
+        let conn = &spec.connection;
+        let pc = vgw.public_config.clone().unwrap_or_default();
+        let ours = [
+            (Family::V4, public_address(config, pc.ipam_ipv4_id.as_ref())),
+            (Family::V6, public_address(config, pc.ipam_ipv6_id.as_ref())),
+        ];
+        let theirs = [
+            customer_address(spec.customer_gateway.public_ipv4.as_ref()),
+            customer_address(spec.customer_gateway.public_ipv6.as_ref()),
+        ];
+        let mut tunnels: Vec<Family> = Vec::new();
+        for ((family, local), remote) in ours.into_iter().zip(theirs) {
+            let (Some(local), Some(remote)) = (local, remote) else {
+                continue;
+            };
+            tunnels.push(family);
+            let ike_fingerprint = format!(
+                "{}#{}|{:?}|{:?}|{:?}",
+                conn.secret_id,
+                conn.secret_revision,
+                conn.initiation_policy,
+                conn.ikev2_ciphers,
+                conn.esp_ciphers
+            );
+            let name = tunnel_name(&conn.id, family);
+            out.tunnels.insert(
+                name.clone(),
+                TunnelPlan {
+                    name,
+                    connection: conn.id.clone(),
+                    family,
+                    local,
+                    remote,
+                    tun: tun_name(&conn.id, family),
+                    interco: Vec::new(),
+                    initiate: conn.initiation_policy == InitiationPolicy::VpnGateway,
+                    ike_fingerprint,
+                },
+            );
+        }
+        if tunnels.is_empty() {
+            continue;
+        }
+        let exported_of = |f: Family| -> Vec<IpNet> {
+            config
+                .private_network(&vgw.private_network_id)
+                .map(|pn| match f {
+                    Family::V4 => pn.ipv4_subnet.map(IpNet::V4).into_iter().collect(),
+                    Family::V6 => pn.ipv6_subnet.map(IpNet::V6).into_iter().collect(),
+                })
+                .unwrap_or_default()
+        };
+        let sessions = [
+            (
+                Family::V4,
+                &spec.routing_policy_ipv4,
+                spec.interco_ipv4,
+                conn.bgp_session_ipv4.is_some(),
+            ),
+            (
+                Family::V6,
+                &spec.routing_policy_ipv6,
+                spec.interco_ipv6,
+                conn.bgp_session_ipv6.is_some(),
+            ),
+        ];
+        for (family, policy, interco, attached) in sessions {
+            let (true, Some(interco)) = (attached, interco) else {
+                continue;
+            };
+            // A session runs through the tunnel of its own family when there
+            // is one, else through the other.
+            let carrier = if tunnels.contains(&family) {
+                family
+            } else {
+                tunnels[0]
+            };
+            let tunnel = tunnel_name(&conn.id, carrier);
+            if let Some(t) = out.tunnels.get_mut(&tunnel) {
+                t.interco.push(interco.local);
+            }
+            let (filter_in, filter_out) = policy
+                .as_ref()
+                .map(|p| (p.prefix_filter_in.clone(), p.prefix_filter_out.clone()))
+                .unwrap_or_default();
+            let name = tunnel_name(&conn.id, family);
+            out.sessions.insert(
+                name.clone(),
+                SessionPlan {
+                    name,
+                    connection: conn.id.clone(),
+                    family,
+                    tunnel,
+                    local: interco.local,
+                    peer: interco.peer,
+                    local_asn: if vgw.asn != 0 {
+                        vgw.asn
+                    } else {
+                        config.gateway.asn
+                    },
+                    peer_asn: spec.customer_gateway.asn,
+                    prefix_filter_in: filter_in,
+                    prefix_filter_out: filter_out,
+                    route_propagation: conn.route_propagation_enabled,
+                    exported: exported_of(family),
+                },
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tun_names_fit_ifnamsiz() {
+        let n = tun_name("8a6f4e3c-0b1d-4c6e-9f5a-2d7b8c9e0f11", Family::V6);
+        assert_eq!(n, "s2s8a6f4e3cv6");
+        assert!(n.len() <= 15);
+        assert_ne!(
+            tun_name("8a6f4e3c-0b1d", Family::V4),
+            tun_name("8a6f4e3c-0b1d", Family::V6)
+        );
+    }
+
+    #[test]
+    fn tunnel_names_distinguish_families() {
+        assert_eq!(tunnel_name("c1", Family::V4), "c1/v4");
+        assert_eq!(tunnel_name("c1", Family::V6), "c1/v6");
+    }
+}

@@ -1,0 +1,751 @@
+//! Applies a [`Plan`] to the running system and turns what the protocol
+//! drivers report into statuses: per tunnel a TUN interface with the
+//! interconnection addresses and an IKE connection whose CHILD SAs go into
+//! the data plane; per BGP session a speaker session whose Loc-RIB changes
+//! become routes (XDP maps and kernel, through the data plane); per
+//! connection the API's statuses written back to the store when they change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_api::model::{BgpSessionStatus, ConnectionStatus, Family, TunnelStatus};
+use gateway_api::{ConnectionStatusUpdate, Store};
+use gateway_bgp::driver::{BgpEvent, BgpHandle};
+use gateway_bgp::{RouteChange, RoutingPolicy, SessionConfig, SessionId, SessionPolicy};
+use gateway_esp::table::{DataPlane, InboundSaConfig, OutboundSaConfig, SaKeys, TunnelId};
+use gateway_esp::{IpPrefix, OuterHeader, Suite, TrafficSelectors, UdpEncap, DEFAULT_WINDOW};
+use gateway_ike::driver::Command as IkeCommand;
+use gateway_ike::{
+    Action as IkeAction, ChildSaInstall, ConnectionConfig, DpdAction, EspCipher, IkeCipher,
+};
+use gateway_netio::netlink::{Address, Netlink};
+use gateway_netio::tun::Tun;
+use ipnet::IpNet;
+use tokio::sync::mpsc;
+
+use super::plan::{Plan, SessionPlan, TunnelName, TunnelPlan};
+use crate::dataplane::backend::GatewayDataPlane;
+
+/// MTU of the tunnel interfaces: 1500 minus the largest outer overhead
+/// (IPv6 40 + UDP 8 + ESP 8 + IV 16 + pad/trailer 17 + ICV 32), rounded down.
+const TUN_MTU: u32 = 1360;
+/// How long the old inbound SA of a rekey keeps decrypting in-flight packets.
+const REKEY_GRACE: Duration = Duration::from_secs(5);
+const DPD_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("tunnel {tunnel}: {what}: {source}")]
+    Tunnel {
+        tunnel: String,
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the {0} driver has stopped")]
+    DriverStopped(&'static str),
+}
+
+fn tunnel_err(
+    tunnel: &str,
+    what: &'static str,
+) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> RuntimeError {
+    let tunnel = tunnel.to_owned();
+    move |source| RuntimeError::Tunnel {
+        tunnel,
+        what,
+        source,
+    }
+}
+
+struct RunningTunnel {
+    plan: TunnelPlan,
+    id: TunnelId,
+    /// Keeps the TUN interface alive; the slow path reads and writes it.
+    tun: Tun,
+    ike_up: bool,
+    /// Installed CHILD SA (inbound SPI, outbound SPI).
+    child: Option<(u32, u32)>,
+}
+
+struct RunningSession {
+    plan: SessionPlan,
+    id: SessionId,
+    up: bool,
+}
+
+/// The running state of every connection of this host.
+pub struct Runtime {
+    store: Store,
+    dataplane: Arc<GatewayDataPlane>,
+    ike: mpsc::Sender<IkeCommand>,
+    bgp: BgpHandle,
+    tunnels: BTreeMap<TunnelName, RunningTunnel>,
+    sessions: BTreeMap<String, RunningSession>,
+    session_names: HashMap<SessionId, String>,
+    /// Installed routes: prefix → tunnel.
+    routes: HashMap<IpNet, TunnelId>,
+    next_tunnel: TunnelId,
+    next_session: SessionId,
+    /// Last statuses written, per connection.
+    reported: HashMap<String, ConnectionStatusUpdate>,
+}
+
+impl Runtime {
+    pub fn new(
+        store: Store,
+        dataplane: Arc<GatewayDataPlane>,
+        ike: mpsc::Sender<IkeCommand>,
+        bgp: BgpHandle,
+    ) -> Self {
+        Self {
+            store,
+            dataplane,
+            ike,
+            bgp,
+            tunnels: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            session_names: HashMap::new(),
+            routes: HashMap::new(),
+            next_tunnel: 1,
+            next_session: 1,
+            reported: HashMap::new(),
+        }
+    }
+
+    /// Brings the running state to `plan`: removes what is no longer
+    /// planned (or planned differently), then adds what is missing, then
+    /// updates BGP policy and propagation in place (no session drop).
+    pub async fn apply(&mut self, plan: &Plan) -> Result<(), RuntimeError> {
+        let stale: Vec<TunnelName> = self
+            .tunnels
+            .iter()
+            .filter(|(name, t)| {
+                plan.tunnels
+                    .get(*name)
+                    .is_none_or(|p| !same_tunnel(p, &t.plan))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        // Sessions go first: they run through the tunnels.
+        let stale_sessions: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(name, s)| {
+                let p = plan.sessions.get(*name);
+                p.is_none_or(|p| !same_session(p, &s.plan)) || stale.contains(&s.plan.tunnel)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale_sessions {
+            self.remove_session(&name).await?;
+        }
+        for name in stale {
+            self.remove_tunnel(&name).await?;
+        }
+        for (name, t) in &plan.tunnels {
+            match self.tunnels.get_mut(name) {
+                None => {
+                    if let Err(e) = self.add_tunnel(t).await {
+                        tracing::warn!(tunnel = %name, error = %e, "cannot start tunnel; will retry");
+                    }
+                }
+                Some(running) if running.plan.interco != t.interco => {
+                    // A session attached or detached: change the TUN's
+                    // addresses in place, the tunnel itself stays up.
+                    if let Err(e) =
+                        update_addresses(&running.tun, &running.plan.interco, &t.interco)
+                    {
+                        tracing::warn!(tunnel = %name, error = %e, "cannot update interconnection addresses");
+                    } else {
+                        running.plan.interco = t.interco.clone();
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        for (name, s) in &plan.sessions {
+            if !self.tunnels.contains_key(&s.tunnel) {
+                continue;
+            }
+            match self.sessions.get_mut(name) {
+                None => {
+                    if let Err(e) = self.add_session(s).await {
+                        tracing::warn!(session = %name, error = %e, "cannot start BGP session; will retry");
+                    }
+                }
+                Some(running) if running.plan != *s => {
+                    let id = running.id;
+                    let policy = routing_policy(s);
+                    self.bgp
+                        .set_routing_policy(id, policy)
+                        .await
+                        .map_err(|_| RuntimeError::DriverStopped("BGP"))?;
+                    self.bgp
+                        .set_route_propagation(id, s.route_propagation)
+                        .await
+                        .map_err(|_| RuntimeError::DriverStopped("BGP"))?;
+                    self.bgp
+                        .set_exported_prefixes(id, s.exported.clone())
+                        .await
+                        .map_err(|_| RuntimeError::DriverStopped("BGP"))?;
+                    running.plan = s.clone();
+                }
+                Some(_) => {}
+            }
+        }
+        self.report_statuses();
+        Ok(())
+    }
+
+    async fn add_tunnel(&mut self, plan: &TunnelPlan) -> Result<(), RuntimeError> {
+        let psk = {
+            let store = self.store.clone();
+            let conn = plan.connection.clone();
+            tokio::task::spawn_blocking(move || store.connection_psk(&conn))
+                .await
+                .map_err(|e| tunnel_err(&plan.name, "reading the PSK")(Box::new(e)))?
+                .map_err(|e| tunnel_err(&plan.name, "reading the PSK")(Box::new(e)))?
+        };
+        let tun = Tun::create(&plan.tun, false)
+            .map_err(|e| tunnel_err(&plan.name, "creating the TUN interface")(Box::new(e)))?;
+        let addrs: Vec<Address> = plan.interco.iter().map(|n| to_address(n, 0)).collect();
+        let mut nl = Netlink::open()
+            .map_err(|e| tunnel_err(&plan.name, "opening rtnetlink")(Box::new(e)))?;
+        let ifindex = tun
+            .configure(&mut nl, TUN_MTU, &addrs)
+            .map_err(|e| tunnel_err(&plan.name, "configuring the TUN interface")(Box::new(e)))?;
+        let id = self.next_tunnel;
+        self.next_tunnel += 1;
+        self.dataplane.set_tunnel_interface(id, ifindex);
+        let ike = self
+            .ike_config(plan, gateway_ike::Psk::new(psk.expose().to_vec()))
+            .map_err(|e| tunnel_err(&plan.name, "IKE configuration")(Box::new(e)))?;
+        self.ike
+            .send(IkeCommand::AddConnection(Box::new(ike)))
+            .await
+            .map_err(|_| RuntimeError::DriverStopped("IKE"))?;
+        tracing::info!(
+            tunnel = %plan.name,
+            tunnel_id = id,
+            tun = %plan.tun,
+            local = %plan.local,
+            remote = %plan.remote,
+            initiator = plan.initiate,
+            "tunnel configured"
+        );
+        self.tunnels.insert(
+            plan.name.clone(),
+            RunningTunnel {
+                plan: plan.clone(),
+                id,
+                tun,
+                ike_up: false,
+                child: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn ike_config(
+        &self,
+        plan: &TunnelPlan,
+        psk: gateway_ike::Psk,
+    ) -> Result<ConnectionConfig, gateway_ike::config::ConfigError> {
+        let conn = self.connection(&plan.connection);
+        let mut c = ConnectionConfig::new(plan.name.clone(), plan.local, plan.remote, psk);
+        c.initiate = plan.initiate;
+        if let Some(conn) = conn {
+            if !conn.ikev2_ciphers.is_empty() {
+                c.ike_ciphers = conn
+                    .ikev2_ciphers
+                    .iter()
+                    .map(|x| {
+                        IkeCipher::from_api(
+                            x.encryption.as_str(),
+                            x.integrity.map(|i| i.as_str()),
+                            x.dh_group.map(|d| d.as_str()),
+                        )
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            if !conn.esp_ciphers.is_empty() {
+                c.esp_ciphers = conn
+                    .esp_ciphers
+                    .iter()
+                    .map(|x| {
+                        EspCipher::from_api(
+                            x.encryption.as_str(),
+                            x.integrity.map(|i| i.as_str()),
+                            x.dh_group.map(|d| d.as_str()),
+                        )
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+        }
+        // strongSwan's userspace ESP (and most NAT'ed peers) only speak
+        // UDP-encapsulated ESP; our data path handles both, so always ask.
+        c.force_encap = true;
+        c.dpd_interval = Some(DPD_INTERVAL);
+        c.dpd_action = if plan.initiate {
+            DpdAction::Restart
+        } else {
+            DpdAction::Clear
+        };
+        Ok(c)
+    }
+
+    fn connection(&self, id: &str) -> Option<gateway_api::model::Connection> {
+        self.store
+            .desired_state()
+            .ok()?
+            .connections
+            .into_iter()
+            .find(|c| c.connection.id == id)
+            .map(|c| c.connection)
+    }
+
+    async fn remove_tunnel(&mut self, name: &str) -> Result<(), RuntimeError> {
+        let Some(t) = self.tunnels.remove(name) else {
+            return Ok(());
+        };
+        self.ike
+            .send(IkeCommand::RemoveConnection(name.to_owned()))
+            .await
+            .map_err(|_| RuntimeError::DriverStopped("IKE"))?;
+        if let Some((spi_in, spi_out)) = t.child {
+            self.remove_child(t.id, spi_in, spi_out);
+        }
+        let withdrawn: Vec<IpNet> = self
+            .routes
+            .iter()
+            .filter(|(_, id)| **id == t.id)
+            .map(|(p, _)| *p)
+            .collect();
+        for prefix in withdrawn {
+            self.withdraw_route(prefix);
+        }
+        tracing::info!(tunnel = %name, tun = %t.plan.tun, "tunnel removed");
+        // Dropping the TUN removes the interface, its addresses and routes.
+        drop(t.tun);
+        Ok(())
+    }
+
+    async fn add_session(&mut self, plan: &SessionPlan) -> Result<(), RuntimeError> {
+        let config = SessionConfig::from_interconnect(
+            &plan.local.to_string(),
+            &plan.peer.to_string(),
+            plan.local_asn,
+            plan.peer_asn,
+        )
+        .map_err(|e| tunnel_err(&plan.tunnel, "BGP session")(Box::new(e)))?;
+        let id = self.next_session;
+        self.next_session += 1;
+        let policy = SessionPolicy {
+            routing_policy: routing_policy(plan),
+            route_propagation: plan.route_propagation,
+            exported: plan.exported.clone(),
+        };
+        self.bgp
+            .add_session(id, config, policy)
+            .await
+            .map_err(|e| tunnel_err(&plan.tunnel, "BGP session")(Box::new(e)))?;
+        tracing::info!(session = %plan.name, local = %plan.local, peer = %plan.peer, peer_asn = plan.peer_asn, "BGP session configured");
+        self.session_names.insert(id, plan.name.clone());
+        self.sessions.insert(
+            plan.name.clone(),
+            RunningSession {
+                plan: plan.clone(),
+                id,
+                up: false,
+            },
+        );
+        Ok(())
+    }
+
+    async fn remove_session(&mut self, name: &str) -> Result<(), RuntimeError> {
+        let Some(s) = self.sessions.remove(name) else {
+            return Ok(());
+        };
+        self.session_names.remove(&s.id);
+        self.bgp
+            .remove_session(s.id)
+            .await
+            .map_err(|_| RuntimeError::DriverStopped("BGP"))?;
+        Ok(())
+    }
+
+    /// Handles one report of the IKE driver.
+    pub fn on_ike(&mut self, action: IkeAction) {
+        match action {
+            IkeAction::IkeSaUp { conn, .. } => {
+                if let Some(t) = self.tunnels.get_mut(&conn) {
+                    t.ike_up = true;
+                    tracing::info!(tunnel = %conn, "IKE SA established");
+                }
+            }
+            IkeAction::IkeSaDown { conn, reason } => {
+                if let Some(t) = self.tunnels.get_mut(&conn) {
+                    t.ike_up = false;
+                    let child = t.child.take();
+                    let id = t.id;
+                    tracing::warn!(tunnel = %conn, reason = ?reason, "IKE SA down");
+                    if let Some((i, o)) = child {
+                        self.remove_child(id, i, o);
+                    }
+                }
+            }
+            IkeAction::InstallChildSa(c) => self.install_child(c),
+            IkeAction::RemoveChildSa {
+                conn,
+                spi_in,
+                spi_out,
+            } => {
+                if let Some(t) = self.tunnels.get_mut(&conn) {
+                    if t.child.map(|(i, _)| i) == Some(spi_in) {
+                        t.child = None;
+                    }
+                    let id = t.id;
+                    self.remove_child(id, spi_in, spi_out);
+                }
+            }
+            IkeAction::Log {
+                conn,
+                level,
+                message,
+            } => match level {
+                gateway_ike::LogLevel::Debug => tracing::debug!(tunnel = %conn, "{message}"),
+                gateway_ike::LogLevel::Info => tracing::info!(tunnel = %conn, "{message}"),
+                gateway_ike::LogLevel::Warn => tracing::warn!(tunnel = %conn, "{message}"),
+            },
+            IkeAction::Send { .. } | IkeAction::ArmTimer { .. } => {}
+        }
+        self.report_statuses();
+    }
+
+    fn install_child(&mut self, c: ChildSaInstall) {
+        let Some(t) = self.tunnels.get_mut(&c.conn) else {
+            tracing::warn!(tunnel = %c.conn, "CHILD SA for an unknown tunnel ignored");
+            return;
+        };
+        let tunnel = t.id;
+        let result = (|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            let suite = Suite::from_api_names(c.encryption, c.integrity)?;
+            let keys_in = SaKeys::new(suite, &c.keys_in.encryption_key, &c.keys_in.integrity_key)?;
+            let keys_out =
+                SaKeys::new(suite, &c.keys_out.encryption_key, &c.keys_out.integrity_key)?;
+            let udp = c.udp_encap.map(|u| UdpEncap {
+                src_port: u.local_port,
+                dst_port: u.remote_port,
+            });
+            self.dataplane.install_inbound_sa(InboundSaConfig {
+                tunnel,
+                spi: c.spi_in,
+                keys: keys_in,
+                esn: c.esn,
+                replay_window: DEFAULT_WINDOW,
+                selectors: TrafficSelectors::any(),
+            })?;
+            self.dataplane.install_outbound_sa(OutboundSaConfig {
+                tunnel,
+                spi: c.spi_out,
+                keys: keys_out,
+                esn: c.esn,
+                outer: OuterHeader {
+                    src: c.local_addr,
+                    dst: c.remote_addr,
+                    udp,
+                    ttl: 64,
+                },
+                soft_limit: None,
+            })?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                tracing::info!(
+                    tunnel = %c.conn,
+                    spi_in = format_args!("{:08x}", c.spi_in),
+                    spi_out = format_args!("{:08x}", c.spi_out),
+                    encryption = c.encryption,
+                    udp_encap = c.udp_encap.is_some(),
+                    "CHILD SA installed"
+                );
+                let old = t.child.replace((c.spi_in, c.spi_out));
+                let replaced = c.replaces_spi_in.or(old.map(|(i, _)| i));
+                if let Some(old_in) = replaced.filter(|s| *s != c.spi_in) {
+                    // Make-before-break: the old inbound SA keeps decrypting
+                    // what is in flight, then goes.
+                    let dp = self.dataplane.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(REKEY_GRACE).await;
+                        if let Err(e) = dp.remove_inbound_sa(old_in) {
+                            tracing::warn!(spi = format_args!("{old_in:08x}"), error = %e, "removing the rekeyed inbound SA");
+                        }
+                    });
+                }
+            }
+            Err(e) => tracing::error!(tunnel = %c.conn, error = %e, "cannot install CHILD SA"),
+        }
+    }
+
+    fn remove_child(&self, tunnel: TunnelId, spi_in: u32, spi_out: u32) {
+        if let Err(e) = self.dataplane.remove_outbound_sa(tunnel, spi_out) {
+            tracing::debug!(tunnel, error = %e, "removing outbound SA");
+        }
+        if let Err(e) = self.dataplane.remove_inbound_sa(spi_in) {
+            tracing::debug!(tunnel, error = %e, "removing inbound SA");
+        }
+    }
+
+    /// Handles one report of the BGP driver.
+    pub fn on_bgp(&mut self, event: BgpEvent) {
+        match event {
+            BgpEvent::SessionUp(id) | BgpEvent::SessionDown(id) => {
+                let up = matches!(event, BgpEvent::SessionUp(_));
+                if let Some(name) = self.session_names.get(&id) {
+                    if let Some(s) = self.sessions.get_mut(name) {
+                        s.up = up;
+                        tracing::info!(session = %name, up, "BGP session state");
+                    }
+                }
+            }
+            BgpEvent::Route(RouteChange::Install(route)) => {
+                let tunnel = self
+                    .session_names
+                    .get(&route.session)
+                    .and_then(|n| self.sessions.get(n))
+                    .and_then(|s| self.tunnels.get(&s.plan.tunnel))
+                    .map(|t| t.id);
+                match tunnel {
+                    Some(tunnel) => self.install_route(route.prefix, tunnel),
+                    None => {
+                        tracing::warn!(prefix = %route.prefix, "route from an unknown session ignored")
+                    }
+                }
+            }
+            BgpEvent::Route(RouteChange::Withdraw { prefix }) => self.withdraw_route(prefix),
+        }
+        self.report_statuses();
+    }
+
+    fn install_route(&mut self, prefix: IpNet, tunnel: TunnelId) {
+        let Some(p) = ip_prefix(prefix) else { return };
+        if let Some(old) = self.routes.insert(prefix, tunnel) {
+            if old != tunnel {
+                let _ = self.dataplane.withdraw_route(p, old);
+            }
+        }
+        match self.dataplane.install_route(p, tunnel) {
+            Ok(()) => tracing::info!(%prefix, tunnel, "route installed"),
+            Err(e) => tracing::error!(%prefix, tunnel, error = %e, "cannot install route"),
+        }
+    }
+
+    fn withdraw_route(&mut self, prefix: IpNet) {
+        let Some(tunnel) = self.routes.remove(&prefix) else {
+            return;
+        };
+        let Some(p) = ip_prefix(prefix) else { return };
+        match self.dataplane.withdraw_route(p, tunnel) {
+            Ok(()) => tracing::info!(%prefix, tunnel, "route withdrawn"),
+            Err(e) => tracing::error!(%prefix, tunnel, error = %e, "cannot withdraw route"),
+        }
+    }
+
+    /// Writes each connection's statuses to the store when they changed.
+    fn report_statuses(&mut self) {
+        let mut per_conn: BTreeMap<String, ConnectionStatusUpdate> = BTreeMap::new();
+        for t in self.tunnels.values() {
+            let e = per_conn
+                .entry(t.plan.connection.clone())
+                .or_insert_with(down_update);
+            let st = if t.ike_up && t.child.is_some() {
+                TunnelStatus::Up
+            } else {
+                TunnelStatus::Down
+            };
+            match t.plan.family {
+                Family::V4 => e.tunnel_status_ipv4 = st,
+                Family::V6 => e.tunnel_status_ipv6 = st,
+            }
+        }
+        for s in self.sessions.values() {
+            let e = per_conn
+                .entry(s.plan.connection.clone())
+                .or_insert_with(down_update);
+            // A planned session always has its routing policy attached; a
+            // family without one stays `disabled` (the default above).
+            let st = if s.up {
+                BgpSessionStatus::Up
+            } else {
+                BgpSessionStatus::Down
+            };
+            match s.plan.family {
+                Family::V4 => e.bgp_status_ipv4 = st,
+                Family::V6 => e.bgp_status_ipv6 = st,
+            }
+        }
+        for (conn, mut update) in per_conn {
+            update.status = connection_status(&update);
+            if self.reported.get(&conn) == Some(&update) {
+                continue;
+            }
+            match self.store.set_connection_status(&conn, &update) {
+                Ok(()) => {
+                    tracing::info!(connection = %conn, status = %update.status, "connection status");
+                    self.reported.insert(conn, update);
+                }
+                Err(e) => tracing::warn!(connection = %conn, error = %e, "cannot record status"),
+            }
+        }
+    }
+
+    /// Tears everything down (daemon shutdown).
+    pub async fn shutdown(&mut self) {
+        let names: Vec<String> = self.sessions.keys().cloned().collect();
+        for n in names {
+            let _ = self.remove_session(&n).await;
+        }
+        let names: Vec<String> = self.tunnels.keys().cloned().collect();
+        for n in names {
+            let _ = self.remove_tunnel(&n).await;
+        }
+    }
+
+    /// The local addresses the IKE driver must listen on.
+    pub fn local_addresses(plan: &Plan) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = plan.tunnels.values().map(|t| t.local).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+fn down_update() -> ConnectionStatusUpdate {
+    ConnectionStatusUpdate {
+        status: ConnectionStatus::Down,
+        tunnel_status_ipv4: TunnelStatus::Down,
+        tunnel_status_ipv6: TunnelStatus::Down,
+        bgp_status_ipv4: BgpSessionStatus::Disabled,
+        bgp_status_ipv6: BgpSessionStatus::Disabled,
+    }
+}
+
+/// `active` when every BGP session with a routing policy is up,
+/// `limited_connectivity` when only some are, `down` otherwise.
+pub fn connection_status(u: &ConnectionStatusUpdate) -> ConnectionStatus {
+    let enabled: Vec<BgpSessionStatus> = [u.bgp_status_ipv4, u.bgp_status_ipv6]
+        .into_iter()
+        .filter(|s| *s != BgpSessionStatus::Disabled)
+        .collect();
+    let up = enabled
+        .iter()
+        .filter(|s| **s == BgpSessionStatus::Up)
+        .count();
+    if !enabled.is_empty() && up == enabled.len() {
+        ConnectionStatus::Active
+    } else if up > 0 {
+        ConnectionStatus::LimitedConnectivity
+    } else {
+        ConnectionStatus::Down
+    }
+}
+
+fn same_tunnel(a: &TunnelPlan, b: &TunnelPlan) -> bool {
+    // Interconnection addresses change in place (see `apply`).
+    TunnelPlan {
+        interco: Vec::new(),
+        ..a.clone()
+    } == TunnelPlan {
+        interco: Vec::new(),
+        ..b.clone()
+    }
+}
+
+fn to_address(n: &IpNet, ifindex: u32) -> Address {
+    Address {
+        ifindex,
+        addr: n.addr(),
+        prefix_len: n.prefix_len(),
+    }
+}
+
+fn update_addresses(
+    tun: &Tun,
+    old: &[IpNet],
+    new: &[IpNet],
+) -> Result<(), gateway_netio::netlink::NetlinkError> {
+    let mut nl = Netlink::open()?;
+    let ifindex = nl.link_by_name(tun.name())?.index;
+    for n in old.iter().filter(|n| !new.contains(n)) {
+        nl.del_address(&to_address(n, ifindex))?;
+    }
+    for n in new.iter().filter(|n| !old.contains(n)) {
+        nl.add_address(&to_address(n, ifindex))?;
+    }
+    Ok(())
+}
+
+fn same_session(a: &SessionPlan, b: &SessionPlan) -> bool {
+    // Policy, propagation and exports change in place; anything else
+    // (addresses, ASNs, carrier tunnel) needs a new session.
+    a.local == b.local
+        && a.peer == b.peer
+        && a.local_asn == b.local_asn
+        && a.peer_asn == b.peer_asn
+        && a.tunnel == b.tunnel
+}
+
+fn routing_policy(s: &SessionPlan) -> Option<RoutingPolicy> {
+    match RoutingPolicy::from_filters(&s.prefix_filter_in, &s.prefix_filter_out) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            // The API validated the prefixes; a failure here is a bug, and
+            // the safe reaction is RFC 8212's: no policy, no routes.
+            tracing::error!(session = %s.name, error = %e, "invalid routing policy");
+            None
+        }
+    }
+}
+
+fn ip_prefix(n: IpNet) -> Option<IpPrefix> {
+    IpPrefix::new(n.network(), n.prefix_len()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(v4: BgpSessionStatus, v6: BgpSessionStatus) -> ConnectionStatusUpdate {
+        ConnectionStatusUpdate {
+            bgp_status_ipv4: v4,
+            bgp_status_ipv6: v6,
+            ..down_update()
+        }
+    }
+
+    #[test]
+    fn connection_status_follows_the_bgp_sessions() {
+        use BgpSessionStatus::*;
+        assert_eq!(connection_status(&update(Up, Up)), ConnectionStatus::Active);
+        assert_eq!(
+            connection_status(&update(Up, Disabled)),
+            ConnectionStatus::Active
+        );
+        assert_eq!(
+            connection_status(&update(Up, Down)),
+            ConnectionStatus::LimitedConnectivity
+        );
+        assert_eq!(
+            connection_status(&update(Down, Down)),
+            ConnectionStatus::Down
+        );
+        assert_eq!(
+            connection_status(&update(Disabled, Disabled)),
+            ConnectionStatus::Down
+        );
+    }
+}
