@@ -92,6 +92,40 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ConnCmd,
     },
+    /// Secret Manager: the secrets holding PSKs.
+    Secret {
+        #[command(subcommand)]
+        cmd: SecretCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SecretCmd {
+    /// Create an (empty) secret, to hold your own PSK for change-psk.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    Get {
+        id: String,
+    },
+    /// Add a revision whose data is read from standard input (trailing
+    /// newline removed), so the key never appears on a command line.
+    AddVersion {
+        id: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Print a revision's data (number, latest or latest_enabled).
+    Access {
+        id: String,
+        #[arg(long, default_value = "latest")]
+        revision: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -680,8 +714,21 @@ fn print(out: &mut dyn Write, format: Output, shape: Shape, v: &Value) -> Result
 }
 
 /// Runs `s2sctl` with `args` (including the program name), writing the
-/// result to `out`.
+/// result to `out`; standard input is only read by `secret add-version`.
 pub fn run<I, T>(args: I, out: &mut dyn Write) -> Result<(), CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    run_with_input(args, &mut std::io::stdin(), out)
+}
+
+/// [`run`] with an explicit standard input.
+pub fn run_with_input<I, T>(
+    args: I,
+    stdin: &mut dyn std::io::Read,
+    out: &mut dyn Write,
+) -> Result<(), CliError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -868,6 +915,7 @@ where
             }
         },
         Cmd::Connection { cmd } => connection(&c, cmd)?,
+        Cmd::Secret { cmd } => secret(&c, cmd, stdin)?,
     };
     print(out, cli.output, shape, &v)
 }
@@ -1059,6 +1107,56 @@ fn connection(c: &Client, cmd: ConnCmd) -> Result<(Value, Shape), CliError> {
     })
 }
 
+fn secret(
+    c: &Client,
+    cmd: SecretCmd,
+    stdin: &mut dyn std::io::Read,
+) -> Result<(Value, Shape), CliError> {
+    let none = Query::new();
+    let base = format!("/secret-manager/v1beta1/regions/{}/secrets", c.region);
+    Ok(match cmd {
+        SecretCmd::Create {
+            name,
+            description,
+            tags,
+        } => (
+            c.call(
+                "POST",
+                &base,
+                &none,
+                Some(json!({"name": name, "description": description, "tags": tags, "protected": false})),
+            )?,
+            Shape::One(None),
+        ),
+        SecretCmd::Get { id } => (c.call("GET", &format!("{base}/{id}"), &none, None)?, Shape::One(None)),
+        SecretCmd::AddVersion { id, description } => {
+            let mut data = zeroize::Zeroizing::new(Vec::new());
+            let limit = u64::try_from(crate::secrets::MAX_PSK_LEN).unwrap_or(u64::MAX) + 2;
+            std::io::Read::read_to_end(&mut std::io::Read::take(stdin, limit), &mut data)?;
+            while data.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                data.pop();
+            }
+            let b64 = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&data[..]));
+            (
+                c.call(
+                    "POST",
+                    &format!("{base}/{id}/versions"),
+                    &none,
+                    Some(json!({"data": b64.as_str(), "description": description})),
+                )?,
+                Shape::One(None),
+            )
+        }
+        SecretCmd::Access { id, revision } => {
+            let r = c.call("GET", &format!("{base}/{id}/versions/{revision}/access"), &none, None)?;
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(r["data"].as_str().unwrap_or_default())
+                .map_err(|e| CliError::Argument(format!("secret data is not base64: {e}")))?;
+            (Value::String(String::from_utf8_lossy(&data).into_owned()), Shape::Psk)
+        }
+    })
+}
+
 fn one_of(v4: Option<String>, v6: Option<String>) -> Value {
     match (v4, v6) {
         (Some(a), _) => json!({"routing_policy_v4": a}),
@@ -1131,6 +1229,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, CliError::Usage(_)), "{e}");
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::sync::mpsc;
 
-use gateway_api::cli::{run, CliError};
+use gateway_api::cli::{run, run_with_input, CliError};
 use gateway_api::Store;
 use serde_json::Value;
 
@@ -299,6 +299,41 @@ fn every_subcommand() {
         ctl_json(&s, &["connection", "disable-route-propagation", &id])
             ["route_propagation_enabled"],
         false
+    );
+
+    // Secrets: a caller's own PSK through stdin, then change-psk to it.
+    let sec = ctl_json(&s, &["secret", "create", "--name", "mine"]);
+    let own = sec["id"].as_str().unwrap().to_owned();
+    let mut out = Vec::new();
+    let mut input: &[u8] = b"my-own-pre-shared-key-000\n";
+    run_with_input(
+        [
+            "s2sctl",
+            "--api-url",
+            &s.url,
+            "--token",
+            TOKEN,
+            "-o",
+            "json",
+            "secret",
+            "add-version",
+            &own,
+        ],
+        &mut input,
+        &mut out,
+    )
+    .unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["revision"], 1);
+    assert_eq!(
+        ctl(&s, &["secret", "access", &own]).unwrap(),
+        "my-own-pre-shared-key-000\n"
+    );
+    assert_eq!(ctl_json(&s, &["secret", "get", &own])["version_count"], 1);
+    ctl(&s, &["connection", "change-psk", &id, "--secret-id", &own]).unwrap();
+    assert_eq!(
+        ctl(&s, &["connection", "get-psk", &id]).unwrap(),
+        "my-own-pre-shared-key-000\n"
     );
 
     // Deletes, in dependency order.

@@ -1,0 +1,435 @@
+//! Configuration for the customer gateway device of a connection: what the
+//! seed says Scaleway cannot offer. Renders a complete `swanctl.conf`
+//! (strongSwan), a BIRD 2 config and an FRR config from the connection, its
+//! gateways, interconnection subnets, routing policies and PSK.
+//!
+//! Design of the customer side (tested in the lab against strongSwan 5.9.8
+//! with kernel-libipsec and BIRD 2.0.12): route-based, like ours. The CHILD
+//! SA's traffic selectors are 0.0.0.0/0 and ::/0 and strongSwan does not
+//! install routes itself (`charon.install_routes = no`); the interconnection
+//! address sits on strongSwan's tunnel interface, and BGP installs the
+//! routes it learns through that interface. Pure functions: no I/O.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::model::{
+    Connection, ConnectionCipher, CustomerGateway, DhGroup, Encryption, Family, InitiationPolicy,
+    Integrity, RoutingPolicy,
+};
+use crate::Psk;
+
+/// The customer device software a config is rendered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vendor {
+    StrongSwan,
+    Bird,
+    Frr,
+}
+
+impl Vendor {
+    pub fn parse(s: &str) -> Option<Vendor> {
+        match s {
+            "strongswan" => Some(Vendor::StrongSwan),
+            "bird" => Some(Vendor::Bird),
+            "frr" => Some(Vendor::Frr),
+            _ => None,
+        }
+    }
+    pub const NAMES: &'static str = "strongswan, bird, frr";
+}
+
+/// One BGP session of the connection as the customer device sees it.
+#[derive(Debug, Clone)]
+pub struct DeviceSession {
+    pub family: Family,
+    /// The customer's interconnection address with its prefix.
+    pub local: IpNet,
+    /// Ours.
+    pub peer: IpNet,
+    pub policy: RoutingPolicy,
+}
+
+/// One tunnel (outer family) of the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceTunnel {
+    pub family: Family,
+    /// Our public address (the device's remote).
+    pub vpn_gateway: IpAddr,
+    /// The device's public address.
+    pub customer_gateway: IpAddr,
+}
+
+/// Everything a device config needs.
+pub struct DeviceParams<'a> {
+    pub connection: &'a Connection,
+    pub customer_gateway: &'a CustomerGateway,
+    pub our_asn: u32,
+    pub tunnels: Vec<DeviceTunnel>,
+    pub sessions: Vec<DeviceSession>,
+    pub psk: &'a Psk,
+}
+
+/// Renders the config for `vendor`.
+pub fn render(vendor: Vendor, p: &DeviceParams<'_>) -> String {
+    match vendor {
+        Vendor::StrongSwan => swanctl(p),
+        Vendor::Bird => bird(p),
+        Vendor::Frr => frr(p),
+    }
+}
+
+fn enc_name(e: Encryption) -> &'static str {
+    match e {
+        Encryption::Aes128 => "aes128",
+        Encryption::Aes192 => "aes192",
+        Encryption::Aes256 => "aes256",
+        Encryption::Aes128gcm => "aes128gcm16",
+        Encryption::Aes192gcm => "aes192gcm16",
+        Encryption::Aes256gcm => "aes256gcm16",
+        Encryption::Aes128ccm => "aes128ccm16",
+        Encryption::Aes256ccm => "aes256ccm16",
+        Encryption::Chacha20poly1305 | Encryption::UnknownEncryption => "chacha20poly1305",
+    }
+}
+
+fn hash_name(i: Integrity) -> &'static str {
+    match i {
+        Integrity::Sha384 => "sha384",
+        Integrity::Sha512 => "sha512",
+        Integrity::Sha256 | Integrity::UnknownIntegrity => "sha256",
+    }
+}
+
+fn dh_name(d: DhGroup) -> &'static str {
+    match d {
+        DhGroup::Modp2048 => "modp2048",
+        DhGroup::Modp3072 => "modp3072",
+        DhGroup::Modp4096 => "modp4096",
+        DhGroup::Ecp256 => "ecp256",
+        DhGroup::Ecp384 => "ecp384",
+        DhGroup::Ecp521 => "ecp521",
+        DhGroup::Curve25519 | DhGroup::UnknownDhgroup => "curve25519",
+    }
+}
+
+/// strongSwan proposal keyword of one IKE cipher: for AEADs the integrity
+/// names the PRF; defaults (sha256, curve25519) as our IKE applies them.
+pub fn ike_proposal(c: &ConnectionCipher) -> String {
+    let hash = hash_name(c.integrity.unwrap_or(Integrity::Sha256));
+    let dh = dh_name(c.dh_group.unwrap_or(DhGroup::Curve25519));
+    if c.encryption.is_aead() {
+        format!("{}-prf{hash}-{dh}", enc_name(c.encryption))
+    } else {
+        format!("{}-{hash}-{dh}", enc_name(c.encryption))
+    }
+}
+
+/// strongSwan ESP proposal keyword; a DH group means PFS on rekeys.
+pub fn esp_proposal(c: &ConnectionCipher) -> String {
+    let mut s = enc_name(c.encryption).to_owned();
+    if !c.encryption.is_aead() {
+        s.push('-');
+        s.push_str(hash_name(c.integrity.unwrap_or(Integrity::Sha256)));
+    }
+    if let Some(d) = c.dh_group {
+        s.push('-');
+        s.push_str(dh_name(d));
+    }
+    s
+}
+
+fn family_tag(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "v4",
+        Family::V6 => "v6",
+    }
+}
+
+fn swanctl(p: &DeviceParams<'_>) -> String {
+    let c = p.connection;
+    let ike: Vec<String> = if c.ikev2_ciphers.is_empty() {
+        vec!["aes256gcm16-prfsha256-curve25519".into()]
+    } else {
+        c.ikev2_ciphers.iter().map(ike_proposal).collect()
+    };
+    let esp: Vec<String> = if c.esp_ciphers.is_empty() {
+        vec!["aes256gcm16".into()]
+    } else {
+        c.esp_ciphers.iter().map(esp_proposal).collect()
+    };
+    // The customer starts the tunnels when the connection says so; else it
+    // waits for our gateway.
+    let start = if c.initiation_policy == InitiationPolicy::CustomerGateway {
+        "start"
+    } else {
+        "none"
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# swanctl.conf for the customer gateway of connection {} ({})",
+        c.id, c.name
+    );
+    let _ = writeln!(s, "# Route-based: set `charon.install_routes = no` in strongswan.conf,");
+    let _ = writeln!(s, "# put the interconnection address(es) on the tunnel interface");
+    for sess in &p.sessions {
+        let _ = writeln!(
+            s,
+            "#   ip addr add {} dev ipsec0   (BGP {} session, peer {})",
+            sess.local,
+            family_tag(sess.family),
+            sess.peer.addr()
+        );
+    }
+    let _ = writeln!(s, "# and let BGP (see the bird/frr configs) route into it.");
+    let _ = writeln!(s, "connections {{");
+    for t in &p.tunnels {
+        let name = format!("s2s-{}", family_tag(t.family));
+        let _ = writeln!(s, "  {name} {{");
+        let _ = writeln!(s, "    version = 2");
+        let _ = writeln!(s, "    local_addrs = {}", t.customer_gateway);
+        let _ = writeln!(s, "    remote_addrs = {}", t.vpn_gateway);
+        let _ = writeln!(s, "    proposals = {}", ike.join(","));
+        let _ = writeln!(s, "    encap = yes");
+        let _ = writeln!(s, "    dpd_delay = 10s");
+        let _ = writeln!(s, "    rekey_time = 4h");
+        let _ = writeln!(s, "    local {{");
+        let _ = writeln!(s, "      auth = psk");
+        let _ = writeln!(s, "      id = {}", t.customer_gateway);
+        let _ = writeln!(s, "    }}");
+        let _ = writeln!(s, "    remote {{");
+        let _ = writeln!(s, "      auth = psk");
+        let _ = writeln!(s, "      id = {}", t.vpn_gateway);
+        let _ = writeln!(s, "    }}");
+        let _ = writeln!(s, "    children {{");
+        let _ = writeln!(s, "      {name}-net {{");
+        let _ = writeln!(s, "        local_ts = 0.0.0.0/0,::/0");
+        let _ = writeln!(s, "        remote_ts = 0.0.0.0/0,::/0");
+        let _ = writeln!(s, "        esp_proposals = {}", esp.join(","));
+        let _ = writeln!(s, "        rekey_time = 1h");
+        let _ = writeln!(s, "        dpd_action = restart");
+        let _ = writeln!(s, "        start_action = {start}");
+        let _ = writeln!(s, "      }}");
+        let _ = writeln!(s, "    }}");
+        let _ = writeln!(s, "  }}");
+    }
+    let _ = writeln!(s, "}}");
+    let _ = writeln!(s, "secrets {{");
+    for t in &p.tunnels {
+        let _ = writeln!(s, "  ike-s2s-{} {{", family_tag(t.family));
+        let _ = writeln!(s, "    id-vpn-gateway = {}", t.vpn_gateway);
+        let _ = writeln!(s, "    id-customer-gateway = {}", t.customer_gateway);
+        // The PSK alphabet is base64-like: no quote or backslash to escape.
+        let _ = writeln!(
+            s,
+            "    secret = \"{}\"",
+            String::from_utf8_lossy(p.psk.expose())
+        );
+        let _ = writeln!(s, "  }}");
+    }
+    let _ = writeln!(s, "}}");
+    s
+}
+
+fn router_id(p: &DeviceParams<'_>) -> String {
+    // BIRD and FRR need an IPv4 router id even on IPv6-only devices.
+    p.tunnels
+        .iter()
+        .find_map(|t| match t.customer_gateway {
+            IpAddr::V4(a) => Some(a.to_string()),
+            IpAddr::V6(_) => None,
+        })
+        .or_else(|| {
+            p.sessions.iter().find_map(|s| match s.local.addr() {
+                IpAddr::V4(a) => Some(a.to_string()),
+                IpAddr::V6(_) => None,
+            })
+        })
+        .unwrap_or_else(|| "192.0.2.254".into())
+}
+
+fn bird(p: &DeviceParams<'_>) -> String {
+    let asn = p.customer_gateway.asn;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# BIRD 2 config for the customer gateway of connection {} ({})",
+        p.connection.id, p.connection.name
+    );
+    let _ = writeln!(
+        s,
+        "# Our ASN {}; yours {asn}. Communities 12876:42050/42100/42200 on your",
+        p.our_asn
+    );
+    let _ = writeln!(s, "# routes set our local preference low/medium/high.");
+    let _ = writeln!(s, "router id {};", router_id(p));
+    let _ = writeln!(s, "protocol device {{ scan time 5; }}");
+    for sess in &p.sessions {
+        let fam = match sess.family {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        };
+        let tag = family_tag(sess.family);
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "# Routes learned from the VPN gateway go into the kernel (through the tunnel)."
+        );
+        let _ = writeln!(s, "protocol kernel kernel_{tag} {{");
+        let _ = writeln!(s, "  {fam} {{ import none; export where source = RTS_BGP; }};");
+        let _ = writeln!(s, "}}");
+        let _ = writeln!(
+            s,
+            "# Your prefixes to announce (the routing policy's prefix_filter_in);"
+        );
+        let _ = writeln!(
+            s,
+            "# replace the blackholes with your real routes if you have them in BIRD."
+        );
+        let _ = writeln!(s, "protocol static announce_{tag} {{");
+        let _ = writeln!(s, "  {fam};");
+        for prefix in &sess.policy.prefix_filter_in {
+            let _ = writeln!(s, "  route {prefix} blackhole;");
+        }
+        let _ = writeln!(s, "}}");
+        let _ = writeln!(s, "protocol bgp s2s_{tag} {{");
+        let _ = writeln!(s, "  local {} as {asn};", sess.local.addr());
+        let _ = writeln!(s, "  neighbor {} as {};", sess.peer.addr(), p.our_asn);
+        let _ = writeln!(s, "  hold time 30;");
+        let _ = writeln!(s, "  {fam} {{");
+        let _ = writeln!(s, "    import filter {{");
+        let _ = writeln!(s, "      if net ~ [ {} ] then accept;", bird_set(&sess.policy.prefix_filter_out));
+        let _ = writeln!(s, "      reject;");
+        let _ = writeln!(s, "    }};");
+        let _ = writeln!(s, "    export where proto = \"announce_{tag}\";");
+        let _ = writeln!(s, "  }};");
+        let _ = writeln!(s, "}}");
+    }
+    s
+}
+
+/// A BIRD prefix set matching each prefix and everything more specific.
+fn bird_set(prefixes: &[String]) -> String {
+    if prefixes.is_empty() {
+        // An empty set is a syntax error; this matches nothing usable.
+        return "0.0.0.0/32{32,32}".into();
+    }
+    prefixes
+        .iter()
+        .map(|p| format!("{p}+"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn frr(p: &DeviceParams<'_>) -> String {
+    let asn = p.customer_gateway.asn;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "! FRR config for the customer gateway of connection {} ({})",
+        p.connection.id, p.connection.name
+    );
+    let _ = writeln!(s, "router bgp {asn}");
+    let _ = writeln!(s, " bgp router-id {}", router_id(p));
+    let _ = writeln!(s, " no bgp ebgp-requires-policy");
+    let _ = writeln!(s, " no bgp default ipv4-unicast");
+    for sess in &p.sessions {
+        let _ = writeln!(s, " neighbor {} remote-as {}", sess.peer.addr(), p.our_asn);
+        let _ = writeln!(s, " neighbor {} update-source {}", sess.peer.addr(), sess.local.addr());
+        let _ = writeln!(s, " neighbor {} timers 10 30", sess.peer.addr());
+    }
+    for sess in &p.sessions {
+        let (af, tag) = match sess.family {
+            Family::V4 => ("ipv4", "v4"),
+            Family::V6 => ("ipv6", "v6"),
+        };
+        let _ = writeln!(s, " address-family {af} unicast");
+        for prefix in &sess.policy.prefix_filter_in {
+            let _ = writeln!(s, "  network {prefix}");
+        }
+        let _ = writeln!(s, "  neighbor {} activate", sess.peer.addr());
+        let _ = writeln!(s, "  neighbor {} prefix-list s2s-in-{tag} in", sess.peer.addr());
+        let _ = writeln!(s, "  neighbor {} prefix-list s2s-out-{tag} out", sess.peer.addr());
+        let _ = writeln!(s, " exit-address-family");
+    }
+    let _ = writeln!(s, "exit");
+    for sess in &p.sessions {
+        let (kw, tag, max) = match sess.family {
+            Family::V4 => ("ip", "v4", 32),
+            Family::V6 => ("ipv6", "v6", 128),
+        };
+        for (i, prefix) in sess.policy.prefix_filter_out.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "{kw} prefix-list s2s-in-{tag} seq {} permit {prefix} le {max}",
+                (i + 1) * 5
+            );
+        }
+        if sess.policy.prefix_filter_out.is_empty() {
+            let _ = writeln!(s, "{kw} prefix-list s2s-in-{tag} seq 5 deny any");
+        }
+        for (i, prefix) in sess.policy.prefix_filter_in.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "{kw} prefix-list s2s-out-{tag} seq {} permit {prefix}",
+                (i + 1) * 5
+            );
+        }
+        if sess.policy.prefix_filter_in.is_empty() {
+            let _ = writeln!(s, "{kw} prefix-list s2s-out-{tag} seq 5 deny any");
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cipher(e: Encryption, i: Option<Integrity>, d: Option<DhGroup>) -> ConnectionCipher {
+        ConnectionCipher {
+            encryption: e,
+            integrity: i,
+            dh_group: d,
+        }
+    }
+
+    #[test]
+    fn proposals_use_strongswan_keywords() {
+        assert_eq!(
+            ike_proposal(&cipher(
+                Encryption::Aes256gcm,
+                Some(Integrity::Sha384),
+                Some(DhGroup::Ecp384)
+            )),
+            "aes256gcm16-prfsha384-ecp384"
+        );
+        assert_eq!(
+            ike_proposal(&cipher(Encryption::Aes256, Some(Integrity::Sha256), Some(DhGroup::Ecp256))),
+            "aes256-sha256-ecp256"
+        );
+        assert_eq!(
+            ike_proposal(&cipher(Encryption::Chacha20poly1305, None, None)),
+            "chacha20poly1305-prfsha256-curve25519"
+        );
+        assert_eq!(
+            esp_proposal(&cipher(Encryption::Aes128ccm, None, Some(DhGroup::Modp2048))),
+            "aes128ccm16-modp2048"
+        );
+        assert_eq!(
+            esp_proposal(&cipher(Encryption::Aes192, Some(Integrity::Sha512), None)),
+            "aes192-sha512"
+        );
+    }
+
+    #[test]
+    fn bird_sets_match_more_specifics() {
+        assert_eq!(
+            bird_set(&["198.51.100.0/24".into(), "10.0.0.0/8".into()]),
+            "198.51.100.0/24+, 10.0.0.0/8+"
+        );
+    }
+}
