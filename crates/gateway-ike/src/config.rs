@@ -244,6 +244,8 @@ pub struct ConnectionConfig {
     /// Fragment IKE messages larger than this (RFC 7383) when the peer
     /// supports it.
     pub fragment_size: usize,
+    /// Offer and accept IKE fragmentation (RFC 7383).
+    pub fragmentation: bool,
     /// Soft lifetime of CHILD SAs: rekey after this (minus up to 10%
     /// jitter); `None` disables rekeying by us.
     pub child_rekey_time: Option<Duration>,
@@ -298,6 +300,7 @@ impl ConnectionConfig {
             natt_port: 4500,
             remote_port: 500,
             fragment_size: 1280,
+            fragmentation: true,
             child_rekey_time: Some(Duration::from_secs(3600)),
             ike_rekey_time: Some(Duration::from_secs(4 * 3600)),
         }

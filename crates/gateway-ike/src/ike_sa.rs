@@ -76,6 +76,9 @@ pub struct IkeSa {
     /// CHILD rekey collisions (§2.8.1): old inbound SPI → the smallest
     /// nonce of the peer's rekey exchange for it.
     pub(crate) child_collisions: std::collections::HashMap<u32, Vec<u8>>,
+    /// The peer sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383).
+    pub(crate) peer_frag: bool,
+    pub(crate) frag: Option<crate::task_manager::FragBuf>,
 }
 
 impl IkeSa {
@@ -118,6 +121,8 @@ impl IkeSa {
             rekeyed: false,
             rekeyed_into: None,
             child_collisions: std::collections::HashMap::new(),
+            peer_frag: false,
+            frag: None,
         }
     }
 

@@ -16,6 +16,20 @@ use crate::tasks::child_rekey::ChildRekey;
 use crate::tasks::ike_rekey::IkeRekey;
 use crate::tasks::{responder_tasks, Task, TaskError};
 
+/// Reassembly bounds (RFC 7383 §2.6): fragments per message and bytes.
+const MAX_FRAGMENTS: usize = 64;
+const MAX_REASSEMBLED: usize = 64 * 1024;
+
+/// Fragments of one message being reassembled.
+pub(crate) struct FragBuf {
+    message_id: u32,
+    response: bool,
+    total: u16,
+    first: u8,
+    parts: std::collections::BTreeMap<u16, Vec<u8>>,
+    bytes: usize,
+}
+
 /// The non-ESP marker prefixing IKE on the NAT-T port (RFC 3948 §2.2).
 pub const NON_ESP_MARKER: [u8; 4] = [0; 4];
 
@@ -35,7 +49,17 @@ impl IkeSa {
         let (Some(sk), Some(keys)) = (self.sk(), self.dir_keys(true)) else {
             return Err(MessageError::NotProtected);
         };
-        Ok(vec![msg.encode_protected(&sk, &keys)?])
+        let single = msg.encode_protected(&sk, &keys)?;
+        // RFC 7383: fragment_size bounds the whole IP datagram.
+        let overhead = if self.remote.is_ipv4() { 28 } else { 48 } + 4;
+        if self.peer_frag && single.len() + overhead > self.conn.fragment_size {
+            return msg.encode_fragments(
+                &sk,
+                &keys,
+                self.conn.fragment_size.saturating_sub(overhead),
+            );
+        }
+        Ok(vec![single])
     }
 
     fn send(&mut self, packets: &[Vec<u8>]) {
@@ -154,11 +178,59 @@ impl IkeSa {
         }
     }
 
-    fn decrypt(&mut self, raw: &[u8], msg: &mut Message) -> Result<(), MessageError> {
+    /// Opens an SK message, or collects an SKF fragment (RFC 7383 §2.6);
+    /// `Ok(false)` means more fragments are needed.
+    fn decrypt(&mut self, raw: &[u8], msg: &mut Message) -> Result<bool, MessageError> {
         let (Some(sk), Some(keys)) = (self.sk(), self.dir_keys(false)) else {
             return Err(MessageError::NotProtected);
         };
-        msg.decrypt(raw, &sk, &keys)
+        if !matches!(msg.sealed(), Some(Payload::Skf { .. })) {
+            msg.decrypt(raw, &sk, &keys)?;
+            return Ok(true);
+        }
+        // Each fragment is authenticated on its own before it is kept.
+        let (number, total, first, plain) = msg.decrypt_fragment(raw, &sk, &keys)?;
+        let key = (msg.message_id, msg.is_response());
+        let fresh = self
+            .frag
+            .as_ref()
+            .is_none_or(|f| (f.message_id, f.response, f.total) != (key.0, key.1, total));
+        if fresh {
+            if usize::from(total) > MAX_FRAGMENTS {
+                return Err(MessageError::Decode(DecodeError::TooMany("fragments")));
+            }
+            self.frag = Some(FragBuf {
+                message_id: key.0,
+                response: key.1,
+                total,
+                first: 0,
+                parts: std::collections::BTreeMap::new(),
+                bytes: 0,
+            });
+        }
+        let Some(f) = self.frag.as_mut() else {
+            return Ok(false);
+        };
+        if number == 1 {
+            f.first = first;
+        }
+        if !f.parts.contains_key(&number) {
+            f.bytes += plain.len();
+            if f.bytes > MAX_REASSEMBLED {
+                self.frag = None;
+                return Err(MessageError::Decode(DecodeError::TooMany("fragment bytes")));
+            }
+            f.parts.insert(number, plain);
+        }
+        if f.parts.len() < usize::from(f.total) {
+            return Ok(false);
+        }
+        let Some(f) = self.frag.take() else {
+            return Ok(false);
+        };
+        let whole: Vec<u8> = f.parts.into_values().flatten().collect();
+        msg.payloads = crate::payload::decode_chain(f.first, &whole)?;
+        Ok(true)
     }
 
     fn process_response(&mut self, raw: &[u8], mut msg: Message, now: Instant) {
@@ -168,10 +240,16 @@ impl IkeSa {
         }
         if msg.exchange == exchange::IKE_SA_INIT {
             self.init_resp = raw.to_vec();
-        } else if let Err(e) = self.decrypt(raw, &mut msg) {
-            // Not authentic: as if never received (§2.21.2).
-            self.log(LogLevel::Debug, format!("dropping response: {e}"));
-            return;
+        } else {
+            match self.decrypt(raw, &mut msg) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    // Not authentic: as if never received (§2.21.2).
+                    self.log(LogLevel::Debug, format!("dropping response: {e}"));
+                    return;
+                }
+            }
         }
         let Some(mut o) = self.outstanding.take() else {
             return;
@@ -216,7 +294,12 @@ impl IkeSa {
         to: SocketAddr,
         now: Instant,
     ) {
+        let later_fragment =
+            matches!(msg.sealed(), Some(Payload::Skf { number, .. }) if *number > 1);
         if self.peer_msg_id > 0 && msg.message_id == self.peer_msg_id - 1 {
+            if later_fragment {
+                return;
+            }
             // A retransmission: replay our response without reprocessing.
             self.resend_cached(msg.message_id);
             return;
@@ -227,7 +310,8 @@ impl IkeSa {
         let mut critical = None;
         if msg.exchange != exchange::IKE_SA_INIT {
             match self.decrypt(raw, &mut msg) {
-                Ok(()) => {}
+                Ok(true) => {}
+                Ok(false) => return,
                 Err(MessageError::Decode(DecodeError::UnsupportedCritical(t))) => {
                     critical = Some(t)
                 }

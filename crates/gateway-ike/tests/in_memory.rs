@@ -648,3 +648,40 @@ fn ike_rekey_collision_resolves() {
         .any(|p| p.logs.iter().any(|l| l.contains("rekeyed IKE SA"))));
     assert_consistent(&net);
 }
+
+#[test]
+fn fragmented_ike_auth_and_rekeys() {
+    let mut net = Net::new();
+    let (mut a, mut b) = cfgs(b"k", b"k");
+    // Small enough that IKE_AUTH and CREATE_CHILD_SA are fragmented.
+    a.fragment_size = 200;
+    b.fragment_size = 200;
+    a.esp_ciphers = vec![EspCipher::from_api("aes256gcm", None, Some("modp2048")).unwrap()];
+    b.esp_ciphers = a.esp_ciphers.clone();
+    net.start(a, b);
+    let [pa, pb] = &net.peers;
+    assert_eq!((pa.ups, pb.ups), (1, 1), "{:?} {:?}", pa.logs, pb.logs);
+    assert_pair(&pa.installs[0], &pb.installs[0]);
+    let skf = net
+        .sent
+        .iter()
+        .filter(|d| d.bytes.len() > 16 && d.bytes[16] == 53)
+        .count();
+    assert!(skf >= 4, "expected fragments, saw {skf}");
+    assert!(net
+        .sent
+        .iter()
+        .all(|d| d.bytes.len() + 28 <= 200 || d.bytes[18] == 34));
+    // A PFS rekey with a 256-byte KE, fragmented, with one fragment lost.
+    let sent_before = net.sent.len();
+    net.filter = Box::new(move |n, _| n != sent_before + 1);
+    let spi = net.peers[0].installs[0].spi_in;
+    let now = net.now;
+    let acts = net.peers[0].mgr.rekey_child_sa("tun-a", spi, now);
+    net.absorb(0, acts);
+    net.run();
+    net.advance(Duration::from_secs(3));
+    assert_eq!(net.peers[0].installs.len(), 2, "{:?}", net.peers[0].logs);
+    assert_pair(&net.peers[0].installs[1], &net.peers[1].installs[1]);
+    assert_consistent(&net);
+}

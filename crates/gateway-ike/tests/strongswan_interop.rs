@@ -88,6 +88,11 @@ impl Lab {
     }
 
     fn start_charon(&mut self) {
+        self.start_charon_with("");
+    }
+
+    /// Starts charon; `extra` goes verbatim into the `charon` section.
+    fn start_charon_with(&mut self, extra: &str) {
         let d = self.dir.path().display().to_string();
         fs::create_dir_all(self.path("run")).unwrap();
         fs::write(
@@ -99,6 +104,7 @@ impl Lab {
   install_routes = no
   retransmit_tries = 2
   retransmit_timeout = 1.0
+  {extra}
   plugins {{
     vici {{
       socket = unix://{d}/charon.vici
@@ -756,6 +762,83 @@ fn strongswan_rekeys_both_directions_dpd_and_dead_peer() {
     assert!(evs
         .iter()
         .any(|a| matches!(a, Action::RemoveChildSa { .. })));
+    drop(ours);
+    drop(lab);
+}
+
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn strongswan_ike_fragmentation_both_ways() {
+    let mut lab = Lab::new("f");
+    // charon fragments what it sends too, so both reassemblies are tested.
+    lab.start_charon_with("fragment_size = 400");
+    let ours = Ours::start(&lab.gw);
+    let psk = "fragmentation-psk";
+    let s = Suite {
+        ike: "aes256gcm16-prfsha256-modp2048",
+        esp: "aes256gcm16-modp2048",
+        encr: "aes256gcm",
+        integ: "sha256",
+        dh: "modp2048",
+    };
+    for (i, we_initiate) in [true, false].into_iter().enumerate() {
+        let name = format!("f{i}");
+        fs::write(
+            lab.path("swanctl.conf"),
+            swanctl_conf(&name, &s, "2001:db8::1", "2001:db8::2", psk),
+        )
+        .unwrap();
+        let conf = lab.path("swanctl.conf").display().to_string();
+        lab.swanctl(&["--load-all", "--file", &conf]);
+        let mut cfg = our_conf(&name, &s, "2001:db8::1", "2001:db8::2", psk, we_initiate);
+        cfg.esp_ciphers = vec![EspCipher::from_api("aes256gcm", None, Some("modp2048")).unwrap()];
+        cfg.fragment_size = 400;
+        ours.send(DriverCommand::AddConnection(Box::new(cfg)));
+        if !we_initiate {
+            lab.swanctl(&[
+                "--initiate",
+                "--child",
+                "net",
+                "--ike",
+                &name,
+                "--timeout",
+                "10",
+            ]);
+        }
+        let evs = ours.wait_for(10, |e| e.iter().any(is_install));
+        let inst = installs(&evs);
+        assert_eq!(inst.len(), 1, "{evs:?}\n{}", lab.log());
+        check_keys(&lab, inst[0], we_initiate, "fragmented IKE_AUTH");
+        // CREATE_CHILD_SA with a 256-byte KE, fragmented both ways.
+        let spi = inst[0].spi_in;
+        if we_initiate {
+            ours.send(DriverCommand::RekeyChildSa {
+                conn: name.clone(),
+                spi_in: spi,
+            });
+        } else {
+            lab.swanctl(&["--rekey", "--child", "net"]);
+        }
+        let evs = ours.wait_for(10, |e| {
+            e.iter().any(|a| matches!(a, Action::RemoveChildSa { .. }))
+        });
+        let inst = installs(&evs);
+        assert_eq!(inst.len(), 1, "{evs:?}\n{}", lab.log());
+        check_keys(&lab, inst[0], we_initiate, "fragmented CREATE_CHILD_SA");
+        let listed = wait_listed(&lab, |l| l.contains("INSTALLED"));
+        assert!(listed.contains("ESTABLISHED"), "{listed}");
+        ours.send(DriverCommand::RemoveConnection(name));
+        wait_listed(&lab, |l| !l.contains("ESTABLISHED"));
+    }
+    let log = lab.log();
+    assert!(
+        log.contains("received fragment"),
+        "charon never received our fragments"
+    );
+    assert!(
+        log.contains("splitting IKE message"),
+        "charon never fragmented"
+    );
     drop(ours);
     drop(lab);
 }

@@ -10,6 +10,13 @@ use crate::message::Message;
 use crate::payload::{notify, NotifyPayload, Payload};
 
 pub(crate) fn build(sa: &IkeSa, spi_i: u64, spi_r: u64, out: &mut Vec<Payload>) {
+    if sa.conn.fragmentation {
+        // RFC 7383 §2.3 support announcement rides along in IKE_SA_INIT.
+        out.push(Payload::Notify(NotifyPayload::new(
+            notify::IKEV2_FRAGMENTATION_SUPPORTED,
+            Vec::new(),
+        )));
+    }
     let src = if sa.conn.force_encap {
         random_bytes(20)
     } else {
@@ -27,6 +34,8 @@ pub(crate) fn build(sa: &IkeSa, spi_i: u64, spi_r: u64, out: &mut Vec<Payload>) 
 
 /// Sets `sa.encap` from the peer's NATD notifies in `msg`.
 pub(crate) fn process(sa: &mut IkeSa, msg: &Message) {
+    sa.peer_frag =
+        sa.conn.fragmentation && msg.notify(notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
     let srcs: Vec<&NotifyPayload> = msg
         .notifies()
         .filter(|n| n.ntype == notify::NAT_DETECTION_SOURCE_IP)
