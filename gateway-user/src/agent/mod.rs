@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gateway_api::model::{VpnGateway, VpnGatewayStatus};
+use gateway_api::model::VpnGatewayStatus;
 use gateway_api::{Store, StoreError};
 use gateway_common::{IKE_PORT, NAT_T_PORT};
 use gateway_config::Config;
@@ -72,7 +72,7 @@ impl Agent {
             let me = self.clone();
             let state = tokio::task::spawn_blocking(move || {
                 me.reconcile()?;
-                Ok::<_, AgentError>(me.store.desired_state()?)
+                Ok::<_, AgentError>(me.store.desired_state(&me.config)?)
             })
             .await;
             match state {
@@ -129,11 +129,21 @@ impl Agent {
 
     /// One pass over the desired state.
     pub fn reconcile(&self) -> Result<(), AgentError> {
-        let state = self.store.desired_state()?;
+        let state = self.store.desired_state(&self.config)?;
         let present = self.wan_addresses()?;
         let mut local = BTreeSet::new();
-        for g in &state.vpn_gateways {
-            let wanted = self.public_addresses(g);
+        for spec in &state.vpn_gateways {
+            let g = &spec.gateway;
+            let wanted: Vec<IpAddr> = spec
+                .public_ipv4
+                .iter()
+                .chain(&spec.public_ipv6)
+                .copied()
+                .collect();
+            let unmapped = g.public_config.as_ref().is_some_and(|pc| {
+                (pc.ipam_ipv4_id.is_some() && spec.public_ipv4.is_none())
+                    || (pc.ipam_ipv6_id.is_some() && spec.public_ipv6.is_none())
+            });
             let missing: Vec<IpAddr> = wanted
                 .iter()
                 .copied()
@@ -147,14 +157,16 @@ impl Agent {
                     continue;
                 }
                 VpnGatewayStatus::Locked => continue,
-                _ if missing.is_empty() => VpnGatewayStatus::Active,
+                _ if missing.is_empty() && !unmapped => VpnGatewayStatus::Active,
                 _ => VpnGatewayStatus::Failed,
             };
             if next == VpnGatewayStatus::Active {
                 local.extend(wanted.iter().copied());
             }
             if next != g.status {
-                if next == VpnGatewayStatus::Failed {
+                if unmapped {
+                    tracing::warn!(vpn_gateway = %g.id, "public IP id no longer in the config's public_ips");
+                } else if next == VpnGatewayStatus::Failed {
                     tracing::warn!(
                         vpn_gateway = %g.id,
                         missing = ?missing,
@@ -173,19 +185,6 @@ impl Agent {
             xdp.set_local_addrs(&local)?;
         }
         Ok(())
-    }
-
-    /// The gateway's public addresses, from its IPAM IDs via the config's
-    /// host mapping (the API refuses unknown IDs, so a miss is skipped).
-    fn public_addresses(&self, g: &VpnGateway) -> Vec<IpAddr> {
-        let Some(pc) = &g.public_config else {
-            return Vec::new();
-        };
-        [&pc.ipam_ipv4_id, &pc.ipam_ipv6_id]
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.config.public_ip(id).map(|p| p.address))
-            .collect()
     }
 
     fn wan_addresses(&self) -> Result<BTreeSet<IpAddr>, AgentError> {

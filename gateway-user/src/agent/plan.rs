@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use gateway_api::model::{Family, InitiationPolicy, VpnGatewayStatus};
+use gateway_api::model::{ConnectionCipher, Family, InitiationPolicy, VpnGatewayStatus};
 use gateway_api::DesiredState;
 use gateway_config::Config;
 use ipnet::IpNet;
@@ -49,6 +49,8 @@ pub struct TunnelPlan {
     /// Our interconnection addresses carried by this tunnel (with prefix).
     pub interco: Vec<IpNet>,
     pub initiate: bool,
+    pub ikev2_ciphers: Vec<ConnectionCipher>,
+    pub esp_ciphers: Vec<ConnectionCipher>,
     /// What the IKE SA depends on: a change re-creates the IKE connection
     /// (new PSK revision, other proposals, other initiation policy).
     pub ike_fingerprint: String,
@@ -79,68 +81,45 @@ pub struct Plan {
     pub sessions: BTreeMap<String, SessionPlan>,
 }
 
-fn public_address(config: &Config, id: Option<&String>) -> Option<IpAddr> {
-    id.and_then(|id| config.public_ip(id)).map(|p| p.address)
-}
-
-fn customer_address(s: Option<&String>) -> Option<IpAddr> {
-    s.and_then(|a| a.parse().ok())
-}
-
 /// Computes the plan. Only connections of active VPN gateways get tunnels.
 pub fn plan(state: &DesiredState, config: &Config) -> Plan {
     let mut out = Plan::default();
     for spec in &state.connections {
         let vgw = &spec.vpn_gateway;
-        if vgw.status != VpnGatewayStatus::Active {
+        if vgw.status != VpnGatewayStatus::Active || spec.tunnels.is_empty() {
             continue;
         }
         let conn = &spec.connection;
-        let pc = vgw.public_config.clone().unwrap_or_default();
-        let ours = [
-            (Family::V4, public_address(config, pc.ipam_ipv4_id.as_ref())),
-            (Family::V6, public_address(config, pc.ipam_ipv6_id.as_ref())),
-        ];
-        let theirs = [
-            customer_address(spec.customer_gateway.public_ipv4.as_ref()),
-            customer_address(spec.customer_gateway.public_ipv6.as_ref()),
-        ];
-        let mut tunnels: Vec<Family> = Vec::new();
-        for ((family, local), remote) in ours.into_iter().zip(theirs) {
-            let (Some(local), Some(remote)) = (local, remote) else {
-                continue;
-            };
-            tunnels.push(family);
-            let ike_fingerprint = format!(
-                "{}#{}|{:?}|{:?}|{:?}",
-                conn.secret_id,
-                conn.secret_revision,
-                conn.initiation_policy,
-                conn.ikev2_ciphers,
-                conn.esp_ciphers
-            );
-            let name = tunnel_name(&conn.id, family);
+        let ike_fingerprint = format!(
+            "{}#{}|{:?}|{:?}|{:?}",
+            conn.secret_id,
+            conn.secret_revision,
+            conn.initiation_policy,
+            conn.ikev2_ciphers,
+            conn.esp_ciphers
+        );
+        for t in &spec.tunnels {
+            let name = tunnel_name(&conn.id, t.family);
             out.tunnels.insert(
                 name.clone(),
                 TunnelPlan {
                     name,
                     connection: conn.id.clone(),
-                    family,
-                    local,
-                    remote,
-                    tun: tun_name(&conn.id, family),
+                    family: t.family,
+                    local: t.local,
+                    remote: t.remote,
+                    tun: tun_name(&conn.id, t.family),
                     interco: Vec::new(),
                     initiate: conn.initiation_policy == InitiationPolicy::VpnGateway,
-                    ike_fingerprint,
+                    ikev2_ciphers: conn.ikev2_ciphers.clone(),
+                    esp_ciphers: conn.esp_ciphers.clone(),
+                    ike_fingerprint: ike_fingerprint.clone(),
                 },
             );
         }
-        if tunnels.is_empty() {
-            continue;
-        }
         let exported_of = |f: Family| -> Vec<IpNet> {
-            config
-                .private_network(&vgw.private_network_id)
+            spec.private_network
+                .as_ref()
                 .map(|pn| match f {
                     Family::V4 => pn.ipv4_subnet.map(IpNet::V4).into_iter().collect(),
                     Family::V6 => pn.ipv6_subnet.map(IpNet::V6).into_iter().collect(),
@@ -148,38 +127,25 @@ pub fn plan(state: &DesiredState, config: &Config) -> Plan {
                 .unwrap_or_default()
         };
         let sessions = [
-            (
-                Family::V4,
-                &spec.routing_policy_ipv4,
-                spec.interco_ipv4,
-                conn.bgp_session_ipv4.is_some(),
-            ),
-            (
-                Family::V6,
-                &spec.routing_policy_ipv6,
-                spec.interco_ipv6,
-                conn.bgp_session_ipv6.is_some(),
-            ),
+            (Family::V4, &spec.routing_policy_ipv4, spec.interco_ipv4),
+            (Family::V6, &spec.routing_policy_ipv6, spec.interco_ipv6),
         ];
-        for (family, policy, interco, attached) in sessions {
-            let (true, Some(interco)) = (attached, interco) else {
+        for (family, policy, interco) in sessions {
+            let (Some(policy), Some(interco)) = (policy, interco) else {
                 continue;
             };
             // A session runs through the tunnel of its own family when there
-            // is one, else through the other.
-            let carrier = if tunnels.contains(&family) {
-                family
-            } else {
-                tunnels[0]
-            };
+            // is one, else through the primary tunnel.
+            let carrier = spec
+                .tunnels
+                .iter()
+                .find(|t| t.family == family)
+                .unwrap_or(&spec.tunnels[0])
+                .family;
             let tunnel = tunnel_name(&conn.id, carrier);
             if let Some(t) = out.tunnels.get_mut(&tunnel) {
                 t.interco.push(interco.local);
             }
-            let (filter_in, filter_out) = policy
-                .as_ref()
-                .map(|p| (p.prefix_filter_in.clone(), p.prefix_filter_out.clone()))
-                .unwrap_or_default();
             let name = tunnel_name(&conn.id, family);
             out.sessions.insert(
                 name.clone(),
@@ -196,8 +162,8 @@ pub fn plan(state: &DesiredState, config: &Config) -> Plan {
                         config.gateway.asn
                     },
                     peer_asn: spec.customer_gateway.asn,
-                    prefix_filter_in: filter_in,
-                    prefix_filter_out: filter_out,
+                    prefix_filter_in: policy.prefix_filter_in.clone(),
+                    prefix_filter_out: policy.prefix_filter_out.clone(),
                     route_propagation: conn.route_propagation_enabled,
                     exported: exported_of(family),
                 },

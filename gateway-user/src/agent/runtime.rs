@@ -220,8 +220,7 @@ impl Runtime {
         let id = self.next_tunnel;
         self.next_tunnel += 1;
         self.dataplane.set_tunnel_interface(id, ifindex);
-        let ike = self
-            .ike_config(plan, gateway_ike::Psk::new(psk.expose().to_vec()))
+        let ike = Self::ike_config(plan, gateway_ike::Psk::new(psk.expose().to_vec()))
             .map_err(|e| tunnel_err(&plan.name, "IKE configuration")(Box::new(e)))?;
         self.ike
             .send(IkeCommand::AddConnection(Box::new(ike)))
@@ -250,40 +249,36 @@ impl Runtime {
     }
 
     fn ike_config(
-        &self,
         plan: &TunnelPlan,
         psk: gateway_ike::Psk,
     ) -> Result<ConnectionConfig, gateway_ike::config::ConfigError> {
-        let conn = self.connection(&plan.connection);
         let mut c = ConnectionConfig::new(plan.name.clone(), plan.local, plan.remote, psk);
         c.initiate = plan.initiate;
-        if let Some(conn) = conn {
-            if !conn.ikev2_ciphers.is_empty() {
-                c.ike_ciphers = conn
-                    .ikev2_ciphers
-                    .iter()
-                    .map(|x| {
-                        IkeCipher::from_api(
-                            x.encryption.as_str(),
-                            x.integrity.map(|i| i.as_str()),
-                            x.dh_group.map(|d| d.as_str()),
-                        )
-                    })
-                    .collect::<Result<_, _>>()?;
-            }
-            if !conn.esp_ciphers.is_empty() {
-                c.esp_ciphers = conn
-                    .esp_ciphers
-                    .iter()
-                    .map(|x| {
-                        EspCipher::from_api(
-                            x.encryption.as_str(),
-                            x.integrity.map(|i| i.as_str()),
-                            x.dh_group.map(|d| d.as_str()),
-                        )
-                    })
-                    .collect::<Result<_, _>>()?;
-            }
+        if !plan.ikev2_ciphers.is_empty() {
+            c.ike_ciphers = plan
+                .ikev2_ciphers
+                .iter()
+                .map(|x| {
+                    IkeCipher::from_api(
+                        x.encryption.as_str(),
+                        x.integrity.map(|i| i.as_str()),
+                        x.dh_group.map(|d| d.as_str()),
+                    )
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if !plan.esp_ciphers.is_empty() {
+            c.esp_ciphers = plan
+                .esp_ciphers
+                .iter()
+                .map(|x| {
+                    EspCipher::from_api(
+                        x.encryption.as_str(),
+                        x.integrity.map(|i| i.as_str()),
+                        x.dh_group.map(|d| d.as_str()),
+                    )
+                })
+                .collect::<Result<_, _>>()?;
         }
         // strongSwan's userspace ESP (and most NAT'ed peers) only speak
         // UDP-encapsulated ESP; our data path handles both, so always ask.
@@ -295,16 +290,6 @@ impl Runtime {
             DpdAction::Clear
         };
         Ok(c)
-    }
-
-    fn connection(&self, id: &str) -> Option<gateway_api::model::Connection> {
-        self.store
-            .desired_state()
-            .ok()?
-            .connections
-            .into_iter()
-            .find(|c| c.connection.id == id)
-            .map(|c| c.connection)
     }
 
     async fn remove_tunnel(&mut self, name: &str) -> Result<(), RuntimeError> {
