@@ -74,8 +74,7 @@ impl ListQuery {
         self.pairs
             .iter()
             .filter(|(key, v)| key == k && !v.is_empty())
-            .flat_map(|(_, v)| v.split(','))
-            .filter(|v| !v.is_empty())
+            .map(|(_, v)| v.as_str())
             .collect()
     }
     fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
@@ -760,10 +759,21 @@ pub fn update_customer_gateway(
         g.public_ipv6 = v6;
     }
     let conns = tx.connections()?;
-    // Connections must keep their primary tunnel family.
+    // Connections must keep their primary tunnel family; a family added or
+    // removed adds or removes their secondary tunnel.
     for c in conns.iter().filter(|c| c.conn.customer_gateway_id == g.id) {
         if let Some(vgw) = tx.vpn_gateway(&c.conn.vpn_gateway_id)? {
             let fams = tunnel_families(config, &vgw, &g);
+            let mut row = c.clone();
+            let keep =
+                |has: bool, s: Option<TunnelStatus>| has.then(|| s.unwrap_or(TunnelStatus::Down));
+            row.conn.tunnel_status_ipv4 =
+                keep(fams.contains(&Family::V4), row.conn.tunnel_status_ipv4);
+            row.conn.tunnel_status_ipv6 =
+                keep(fams.contains(&Family::V6), row.conn.tunnel_status_ipv6);
+            if row != *c {
+                tx.put_connection(&row)?;
+            }
             let primary = Family::from_is_ipv6(c.conn.is_ipv6);
             if !fams.contains(&primary) {
                 return Err(ApiError::constraint(
@@ -2699,5 +2709,35 @@ address = "192.0.2.2"
             f.w(|tx, c| get_secret(tx, c, "nope")),
             Err(ApiError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn customer_gateway_family_change_updates_tunnels() {
+        let w = world();
+        let f = &w.f;
+        // Primary IPv6 on the dual gateways: IPv4 is the secondary tunnel.
+        let mut b = conn_body(&w, &w.gw_dual, &w.cg_dual, true);
+        b["bgp_config_ipv6"] = json!({"routing_policy_id": w.rp6});
+        let cid = id(&f.conn(b).unwrap()["connection"]);
+        let cg = w.cg_dual.clone();
+        let upd = |body: Value| {
+            let cg = cg.clone();
+            f.w(move |tx, c| update_customer_gateway(tx, c, &cg, parse_body(body)?))
+        };
+        upd(json!({"ipv4_public": ""})).unwrap();
+        let c = f.w(|tx, _| get_connection(tx, &cid)).unwrap();
+        assert!(c["tunnel_status_ipv4"].is_null());
+        assert_eq!(c["tunnel_status_ipv6"], "down");
+        upd(json!({"ipv4_public": "203.0.113.77"})).unwrap();
+        let c = f.w(|tx, _| get_connection(tx, &cid)).unwrap();
+        assert_eq!(c["tunnel_status_ipv4"], "down");
+        let st = f.store.desired_state(&f.config).unwrap();
+        assert_eq!(st.connections[0].tunnels.len(), 2);
+        assert_eq!(
+            st.connections[0].tunnels[1].remote,
+            "203.0.113.77".parse::<IpAddr>().unwrap()
+        );
+        // Removing the primary family is refused.
+        refused(upd(json!({"ipv6_public": ""})), "ipv6_public");
     }
 }
