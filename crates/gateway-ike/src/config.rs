@@ -246,6 +246,8 @@ pub struct ConnectionConfig {
     pub fragment_size: usize,
     /// Offer and accept IKE fragmentation (RFC 7383).
     pub fragmentation: bool,
+    /// NAT keepalive interval when we are (or pretend to be) behind a NAT.
+    pub keepalive_interval: Duration,
     /// Soft lifetime of CHILD SAs: rekey after this (minus up to 10%
     /// jitter); `None` disables rekeying by us.
     pub child_rekey_time: Option<Duration>,
@@ -301,6 +303,7 @@ impl ConnectionConfig {
             remote_port: 500,
             fragment_size: 1280,
             fragmentation: true,
+            keepalive_interval: Duration::from_secs(20),
             child_rekey_time: Some(Duration::from_secs(3600)),
             ike_rekey_time: Some(Duration::from_secs(4 * 3600)),
         }

@@ -78,6 +78,10 @@ pub struct IkeSa {
     pub(crate) child_collisions: std::collections::HashMap<u32, Vec<u8>>,
     /// The peer sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383).
     pub(crate) peer_frag: bool,
+    /// NAT detection says we are behind a NAT (or we pretend, `force_encap`).
+    pub(crate) nat_local: bool,
+    /// Next NAT keepalive (RFC 3948 §2.3), when we are behind a NAT.
+    pub(crate) keepalive_at: Option<Instant>,
     pub(crate) frag: Option<crate::task_manager::FragBuf>,
 }
 
@@ -122,6 +126,8 @@ impl IkeSa {
             rekeyed_into: None,
             child_collisions: std::collections::HashMap::new(),
             peer_frag: false,
+            nat_local: false,
+            keepalive_at: None,
             frag: None,
         }
     }

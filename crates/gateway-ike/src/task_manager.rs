@@ -456,6 +456,7 @@ impl IkeSa {
                 self.queue_exchange(vec![Task::IkeDpd], now);
             }
         }
+        self.keepalive(now);
         if self.idle() {
             if self.rekey_at.is_some_and(|at| now >= at) {
                 self.rekey_at = None;
@@ -467,6 +468,27 @@ impl IkeSa {
                 let old = c.spi_in;
                 self.queue_exchange(vec![Task::ChildRekey(ChildRekey::rekey(old))], now);
             }
+        }
+    }
+
+    /// Keeps the NAT mapping for UDP-encapsulated ESP open (RFC 3948 §2.3):
+    /// a single 0xFF byte, without the non-ESP marker.
+    fn keepalive(&mut self, now: Instant) {
+        if !(self.nat_local && self.state == IkeSaState::Established) {
+            self.keepalive_at = None;
+            return;
+        }
+        match self.keepalive_at {
+            Some(at) if now >= at => {
+                self.out.push(Action::Send {
+                    bytes: vec![0xff],
+                    from: self.local,
+                    to: self.remote,
+                });
+                self.keepalive_at = Some(now + self.conn.keepalive_interval);
+            }
+            Some(_) => {}
+            None => self.keepalive_at = Some(now + self.conn.keepalive_interval),
         }
     }
 
@@ -510,6 +532,7 @@ impl IkeSa {
             }
         };
         consider(self.dpd_due());
+        consider(self.keepalive_at);
         consider(self.rekey_due());
         if self.state == IkeSaState::Connecting && !self.initiator {
             consider(Some(self.created + self.conn.half_open_timeout));

@@ -259,6 +259,19 @@ fn forced_encapsulation_floats_to_4500() {
     let auth = &net.sent[2];
     assert_eq!((auth.from.port(), auth.to.port()), (4500, 4500));
     assert_eq!(&auth.bytes[..4], &[0, 0, 0, 0]);
+    // A pretends to be behind a NAT, so it keeps the mapping open.
+    let before = net.sent.len();
+    net.advance(Duration::from_secs(21));
+    let ka: Vec<&Datagram> = net.sent[before..]
+        .iter()
+        .filter(|d| d.bytes == [0xff])
+        .collect();
+    assert_eq!(ka.len(), 1);
+    assert_eq!(
+        (ka[0].from.ip(), ka[0].from.port(), ka[0].to.port()),
+        (ip(A), 4500, 4500)
+    );
+    assert!(net.peers[1].downs.is_empty());
 }
 
 #[test]
@@ -684,4 +697,78 @@ fn fragmented_ike_auth_and_rekeys() {
     assert_eq!(net.peers[0].installs.len(), 2, "{:?}", net.peers[0].logs);
     assert_pair(&net.peers[0].installs[1], &net.peers[1].installs[1]);
     assert_consistent(&net);
+}
+
+#[test]
+fn unknown_critical_payload_gets_unsupported_critical_payload() {
+    let mut net = Net::new();
+    let (_, b) = cfgs(b"k", b"k");
+    let acts = net.peers[1].mgr.add_connection(b, net.now);
+    net.absorb(1, acts);
+    // IKE_SA_INIT request whose only payload is type 200 with the critical bit.
+    let mut m = vec![0u8; 28];
+    m[..8].copy_from_slice(&7u64.to_be_bytes());
+    m[16] = 200;
+    m[17] = 0x20;
+    m[18] = 34;
+    m[19] = 0x08;
+    m[24..28].copy_from_slice(&32u32.to_be_bytes());
+    m.extend_from_slice(&[0, 0x80, 0, 4]);
+    let from: SocketAddr = format!("{A}:500").parse().unwrap();
+    let to: SocketAddr = format!("{B}:500").parse().unwrap();
+    let acts = net.peers[1].mgr.handle_datagram(&m, from, to, net.now);
+    let [Action::Send { bytes, to: dst, .. }] = acts.as_slice() else {
+        panic!("expected one reply, got {acts:?}");
+    };
+    assert_eq!(*dst, from);
+    let reply = gateway_ike::message::Message::decode(bytes).unwrap();
+    let n = reply
+        .notify(gateway_ike::payload::notify::UNSUPPORTED_CRITICAL_PAYLOAD)
+        .unwrap();
+    assert_eq!(n.data, vec![200]);
+    assert!(reply.is_response());
+    assert_eq!(net.peers[1].mgr.ike_sas().count(), 0);
+}
+
+#[test]
+fn mutated_real_messages_never_panic() {
+    // Capture a real exchange, then feed bit-flipped / truncated copies to
+    // fresh peers in both roles.
+    let mut net = Net::new();
+    let (a, b) = cfgs(b"k", b"k");
+    net.start(a.clone(), b.clone());
+    let captured: Vec<Datagram> = net.sent.drain(..).collect();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut fresh_b = IkeManager::new();
+    let _ = fresh_b.add_connection(b, net.now);
+    for i in 0..3000 {
+        let d = &captured[i % captured.len()];
+        let mut bytes = d.bytes.clone();
+        match rnd() % 3 {
+            0 => {
+                let pos = (rnd() as usize) % bytes.len();
+                bytes[pos] ^= 1 << (rnd() % 8);
+            }
+            1 => bytes.truncate((rnd() as usize) % bytes.len()),
+            _ => {
+                let pos = (rnd() as usize) % bytes.len();
+                bytes[pos] = rnd() as u8;
+            }
+        }
+        let who = if d.to.ip() == ip(A) { 0 } else { 1 };
+        let now = net.now;
+        let _ = net.peers[who]
+            .mgr
+            .handle_datagram(&bytes, d.from, d.to, now);
+        let _ = fresh_b.handle_datagram(&bytes, d.from, d.to, now);
+    }
+    // The established pair survived the garbage (nothing authentic was hit).
+    assert_eq!(net.peers[0].mgr.ike_sas().count(), 1);
+    assert_eq!(children(&net.peers[0]).len(), 1);
 }

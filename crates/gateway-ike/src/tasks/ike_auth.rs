@@ -63,6 +63,9 @@ fn verify(sa: &mut IkeSa, msg: &Message, of_initiator: bool) -> Result<(), Strin
 
 pub(crate) fn established(sa: &mut IkeSa) {
     sa.state = IkeSaState::Established;
+    if sa.nat_local {
+        sa.keepalive_at = Some(sa.last_rx + sa.conn.keepalive_interval);
+    }
     sa.rekey_at = sa
         .conn
         .ike_rekey_time

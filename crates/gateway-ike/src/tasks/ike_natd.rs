@@ -3,6 +3,8 @@
 //! IKE SA floats to the NAT-T port and uses UDP-encapsulated ESP. With
 //! `force_encap` our source hash is random, so the peer believes we are
 //! behind a NAT and encapsulates (what strongSwan's `encap = yes` does).
+//! The RFC 7383 IKEV2_FRAGMENTATION_SUPPORTED announcement rides along
+//! with the NATD notifies.
 
 use crate::crypto::{natd_hash, random_bytes};
 use crate::ike_sa::IkeSa;
@@ -51,6 +53,7 @@ pub(crate) fn process(sa: &mut IkeSa, msg: &Message) {
     let peer_behind_nat = !srcs.iter().any(|n| n.data == remote_hash);
     let we_behind_nat = dst.data != local_hash;
     sa.encap = sa.conn.force_encap || peer_behind_nat || we_behind_nat;
+    sa.nat_local = sa.encap && (we_behind_nat || sa.conn.force_encap);
     sa.log(
         crate::action::LogLevel::Debug,
         format!("NAT detection: peer behind NAT {peer_behind_nat}, we behind NAT {we_behind_nat}, UDP encapsulation {}", sa.encap),

@@ -79,6 +79,8 @@ fn spawn(
     new.cipher = Some(cipher);
     new.keys = Some(keys);
     new.encap = sa.encap;
+    new.nat_local = sa.nat_local;
+    new.peer_frag = sa.peer_frag;
     new.ni = ni.to_vec();
     new.nr = nr.to_vec();
     new.children = std::mem::take(&mut sa.children);
