@@ -34,6 +34,7 @@ const APT_PACKAGES: &[&str] = &[
     "frr",
     // lab and benchmark tools
     "iproute2",
+    "iputils-ping",
     "iperf3",
     "tshark",
     "python3-venv",
