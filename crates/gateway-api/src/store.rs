@@ -17,6 +17,7 @@
 //! helpers, which run the closure on tokio's blocking pool.
 
 use std::net::IpAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -158,10 +159,15 @@ impl Store {
     /// Opens (creating if needed) `<state_dir>/gateway.db` and
     /// `<state_dir>/master.key`, and applies pending migrations.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir {
-            path: state_dir.to_owned(),
-            source,
-        })?;
+        // 0700: the directory holds the master key and the database.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|source| StoreError::StateDir {
+                path: state_dir.to_owned(),
+                source,
+            })?;
         let key = MasterKey::load_or_create(state_dir)?;
         let mut db = rusqlite::Connection::open(state_dir.join(DB_FILE))?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -270,8 +276,20 @@ impl Store {
             .map_err(|e| E::from(StoreError::Join(e.to_string())))?
     }
 
+    /// Runs a blocking store call (any method below) on tokio's blocking
+    /// pool: `store.blocking(move |s| s.desired_state(&config)).await`.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let s = self.clone();
+        tokio::task::spawn_blocking(move || f(&s))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))
+    }
+
     // ---------------------------------------------------------------
-    // Agent-facing API
+    // Agent-facing API (blocking; see `blocking` for async callers)
     // ---------------------------------------------------------------
 
     /// Everything the agent needs to run tunnels: every VPN gateway with
@@ -963,5 +981,18 @@ mod tests {
             .unwrap();
         assert_eq!(old.unwrap().id, "old");
         assert_eq!(meta.unwrap()["name"], "m");
+    }
+
+    #[tokio::test]
+    async fn blocking_helper_and_state_dir_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let s = Store::open(&state).unwrap();
+        assert_eq!(
+            std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let v = s.blocking(|s| s.schema_version()).await.unwrap().unwrap();
+        assert_eq!(v, 2);
     }
 }
