@@ -397,8 +397,15 @@ impl IkeSa {
         self.cached_response = Some((msg.message_id, packets));
         self.peer_msg_id = self.peer_msg_id.wrapping_add(1);
         if let Some((reason, log)) = fatal {
-            self.log(LogLevel::Warn, log);
-            self.destroy(reason);
+            if reason == DownReason::Protocol(notify::INVALID_KE_PAYLOAD) {
+                // Part of normal negotiation: the initiator retries with
+                // the group we asked for, in a new half-open SA.
+                self.log(LogLevel::Info, log);
+                self.state = IkeSaState::Dead;
+            } else {
+                self.log(LogLevel::Warn, log);
+                self.destroy(reason);
+            }
         } else if self.state == IkeSaState::Deleting && !self.initiator_of_delete() {
             self.destroy(DownReason::Deleted);
         }

@@ -340,6 +340,13 @@ fn invalid_ke_payload_retries_with_requested_group() {
         .logs
         .iter()
         .any(|l| l.contains("peer wants DH group ecp384")));
+    // Asking for another group is negotiation, not an outage.
+    assert!(
+        pa.downs.is_empty() && pb.downs.is_empty(),
+        "{:?} {:?}",
+        pa.downs,
+        pb.downs
+    );
     // Two IKE_SA_INIT requests from A (the first refused with INVALID_KE_PAYLOAD).
     let inits = net
         .sent

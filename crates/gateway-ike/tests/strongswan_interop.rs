@@ -842,3 +842,96 @@ fn strongswan_ike_fragmentation_both_ways() {
     drop(ours);
     drop(lab);
 }
+
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn strongswan_invalid_ke_and_no_proposal_chosen_both_ways() {
+    let mut lab = Lab::new("k");
+    lab.start_charon();
+    let ours = Ours::start(&lab.gw);
+    let psk = "negotiation-psk";
+    let x25519 = IkeCipher::from_api("aes256gcm", Some("sha256"), Some("curve25519")).unwrap();
+    let ecp384 = IkeCipher::from_api("aes256gcm", Some("sha384"), Some("ecp384")).unwrap();
+    let both = "aes256gcm16-prfsha256-x25519,aes256gcm16-prfsha384-ecp384";
+    let only384 = "aes256gcm16-prfsha384-ecp384";
+    // (charon's proposals, ours, we initiate, expect up)
+    let cases: [(&'static str, Vec<IkeCipher>, bool, bool); 4] = [
+        // charon guesses x25519, we only take ecp384: we send INVALID_KE_PAYLOAD.
+        (both, vec![ecp384], false, true),
+        // we guess x25519, charon only takes ecp384: it sends INVALID_KE_PAYLOAD.
+        (only384, vec![x25519, ecp384], true, true),
+        // Disjoint: NO_PROPOSAL_CHOSEN from us, then from charon.
+        (only384, vec![x25519], false, false),
+        (only384, vec![x25519], true, false),
+    ];
+    for (i, (theirs, mine, we_initiate, up)) in cases.into_iter().enumerate() {
+        let name = format!("k{i}");
+        let s = Suite {
+            ike: theirs,
+            esp: "aes256gcm16",
+            encr: "aes256gcm",
+            integ: "sha256",
+            dh: "curve25519",
+        };
+        fs::write(
+            lab.path("swanctl.conf"),
+            swanctl_conf(&name, &s, "192.0.2.1", "192.0.2.2", psk),
+        )
+        .unwrap();
+        let conf = lab.path("swanctl.conf").display().to_string();
+        lab.swanctl(&["--load-all", "--file", &conf]);
+        let mut cfg = our_conf(&name, &s, "192.0.2.1", "192.0.2.2", psk, we_initiate);
+        cfg.ike_ciphers = mine;
+        ours.send(DriverCommand::AddConnection(Box::new(cfg)));
+        if !we_initiate {
+            let (ok, _) = lab.swanctl_status(&[
+                "--initiate",
+                "--child",
+                "net",
+                "--ike",
+                &name,
+                "--timeout",
+                "10",
+            ]);
+            assert_eq!(ok, up, "case {i}: charon initiate");
+        }
+        let mine = |a: &Action| match a {
+            Action::InstallChildSa(c) => c.conn == name,
+            Action::IkeSaDown { conn, .. } => *conn == name,
+            _ => false,
+        };
+        let evs = ours.wait_for(10, |e| e.iter().any(mine));
+        let evs: Vec<Action> = evs
+            .into_iter()
+            .filter(|a| !matches!(a, Action::IkeSaDown { conn, .. } if *conn != name))
+            .collect();
+        let log = lab.log();
+        if up {
+            assert_eq!(installs(&evs).len(), 1, "case {i}: {evs:?}");
+            assert!(
+                log.contains("INVALID_KE_PAYLOAD") || log.contains("N(INVAL_KE)"),
+                "case {i}"
+            );
+            let listed = wait_listed(&lab, |l| l.contains("INSTALLED"));
+            assert!(listed.contains("ECP_384"), "case {i}: {listed}");
+        } else {
+            let down = evs.iter().find_map(|a| match a {
+                Action::IkeSaDown { reason, .. } => Some(reason.clone()),
+                _ => None,
+            });
+            assert_eq!(
+                down,
+                Some(DownReason::NoProposalChosen),
+                "case {i}: {evs:?}"
+            );
+            assert!(
+                log.contains("N(NO_PROP)"),
+                "case {i}: charon did not see NO_PROPOSAL_CHOSEN"
+            );
+        }
+        ours.send(DriverCommand::RemoveConnection(name));
+        wait_listed(&lab, |l| !l.contains("ESTABLISHED"));
+    }
+    drop(ours);
+    drop(lab);
+}
