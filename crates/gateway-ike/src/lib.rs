@@ -1,11 +1,49 @@
 //! IKEv2 (RFC 7296) for the gateway, shaped like strongSwan's libcharon
 //! but sans-I/O: a codec (`payload`, `message`), `crypto`, IKE SA and CHILD
 //! SA state (`ike_sa`, `child_sa`), a task manager running one task per
-//! exchange (`tasks`), and an `IkeManager` that dispatches datagrams and
-//! timers to IKE SAs and returns `Action`s. The only I/O is in `driver`
-//! (tokio UDP sockets on 500/4500 and timers). This crate never touches ESP
-//! packets: it hands derived CHILD SA keys to the agent in
-//! `Action::InstallChildSa`.
+//! exchange (`task_manager`, `tasks::*`), and an [`IkeManager`] that
+//! dispatches datagrams and timers to IKE SAs and returns [`Action`]s. The
+//! only I/O is in `driver` (tokio UDP sockets on 500/4500, timers). This
+//! crate never touches ESP packets: it hands derived CHILD SA keys to the
+//! agent in [`Action::InstallChildSa`].
+//!
+//! # Using it
+//!
+//! ```
+//! use std::time::Instant;
+//! use gateway_ike::{Action, ConnectionConfig, EspCipher, IkeCipher, IkeManager, Psk};
+//!
+//! let mut mgr = IkeManager::new();
+//! // One connection (tunnel): our public IP, the customer gateway's, the PSK.
+//! let mut conn = ConnectionConfig::new(
+//!     "conn-1/v4",
+//!     "192.0.2.1".parse().unwrap(),
+//!     "192.0.2.2".parse().unwrap(),
+//!     Psk::new(b"from the secret manager".to_vec()),
+//! );
+//! conn.ike_ciphers = vec![IkeCipher::from_api("aes256gcm", Some("sha384"), Some("ecp384")).unwrap()];
+//! conn.esp_ciphers = vec![EspCipher::from_api("aes256gcm", None, None).unwrap()];
+//! conn.initiate = true; // initiation_policy == vpn_gateway
+//! conn.force_encap = true; // UDP-encapsulated ESP even without NAT
+//! for action in mgr.add_connection(conn, Instant::now()) {
+//!     match action {
+//!         Action::Send { bytes, from, to } => { /* UDP send from `from` to `to` */ }
+//!         Action::ArmTimer { id, at } => { /* later: mgr.handle_timer(id, now) */ }
+//!         Action::InstallChildSa(sa) => { /* program the ESP data plane */ }
+//!         Action::RemoveChildSa { .. } => { /* remove both SPIs */ }
+//!         Action::IkeSaUp { .. } | Action::IkeSaDown { .. } => { /* tunnel status */ }
+//!         Action::Log { .. } => {}
+//!     }
+//! }
+//! // Every received UDP payload on 500/4500 (marker included):
+//! // mgr.handle_datagram(&bytes, peer_addr, local_addr, Instant::now());
+//! ```
+//!
+//! `driver::UdpDriver` does the socket and timer part and forwards the
+//! other actions on a channel. Rekeys keep the tunnel up: a rekeyed CHILD
+//! SA arrives as `InstallChildSa` with `replaces_spi_in` set, then the old
+//! pair as `RemoveChildSa`; a rekeyed IKE SA emits a new `IkeSaUp` (new
+//! SPIs) and no `IkeSaDown`.
 
 pub mod action;
 pub mod child_sa;
