@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::dataplane::backend::GatewayDataPlane;
 use crate::dataplane::xdp::{XdpDataplane, XdpError};
+use crate::metrics::SharedSnapshot;
 use runtime::Runtime;
 
 /// How often the agent reconciles even without a store change (addresses
@@ -59,14 +60,19 @@ impl Agent {
 
     /// Reconciles until `shutdown` turns true, driving the IKE and BGP
     /// drivers and programming `dataplane`; tears the tunnels down on exit.
-    pub async fn run(self, dataplane: Arc<GatewayDataPlane>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        self,
+        dataplane: Arc<GatewayDataPlane>,
+        snapshot: SharedSnapshot,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut changes = self.store.subscribe();
         let (ike_tx, ike_rx) = mpsc::channel(256);
         // Handed to the IKE driver once it has bound the public addresses.
         let mut ike_rx = Some(ike_rx);
         let (ike_events_tx, mut ike_events) = mpsc::unbounded_channel();
         let (bgp, mut bgp_events) = gateway_bgp::driver::spawn();
-        let mut rt = Runtime::new(self.store.clone(), dataplane, ike_tx, bgp);
+        let mut rt = Runtime::new(self.store.clone(), dataplane, ike_tx, bgp, snapshot);
         let mut bound: Vec<IpAddr> = Vec::new();
         loop {
             let me = self.clone();

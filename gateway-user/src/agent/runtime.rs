@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use super::plan::{Plan, SessionPlan, TunnelName, TunnelPlan};
 use crate::dataplane::backend::GatewayDataPlane;
+use crate::metrics::{ConnectionInfo, SessionInfo, SharedSnapshot, Snapshot, TunnelInfo};
 
 /// MTU of the tunnel interfaces: 1500 minus the largest outer overhead
 /// (IPv6 40 + UDP 8 + ESP 8 + IV 16 + pad/trailer 17 + ICV 32), rounded down.
@@ -68,6 +69,8 @@ struct RunningTunnel {
     ike_up: bool,
     /// Installed CHILD SA (inbound SPI, outbound SPI).
     child: Option<(u32, u32)>,
+    /// CHILD SAs installed so far (the first and every rekey).
+    child_installs: u64,
 }
 
 struct RunningSession {
@@ -85,8 +88,9 @@ pub struct Runtime {
     tunnels: BTreeMap<TunnelName, RunningTunnel>,
     sessions: BTreeMap<String, RunningSession>,
     session_names: HashMap<SessionId, String>,
-    /// Installed routes: prefix → tunnel.
-    routes: HashMap<IpNet, TunnelId>,
+    /// Installed routes: prefix → (tunnel, session it was learned on).
+    routes: HashMap<IpNet, (TunnelId, SessionId)>,
+    snapshot: SharedSnapshot,
     next_tunnel: TunnelId,
     next_session: SessionId,
     /// Last statuses written, per connection.
@@ -99,8 +103,10 @@ impl Runtime {
         dataplane: Arc<GatewayDataPlane>,
         ike: mpsc::Sender<IkeCommand>,
         bgp: BgpHandle,
+        snapshot: SharedSnapshot,
     ) -> Self {
         Self {
+            snapshot,
             store,
             dataplane,
             ike,
@@ -243,6 +249,7 @@ impl Runtime {
                 tun,
                 ike_up: false,
                 child: None,
+                child_installs: 0,
             },
         );
         Ok(())
@@ -306,7 +313,7 @@ impl Runtime {
         let withdrawn: Vec<IpNet> = self
             .routes
             .iter()
-            .filter(|(_, id)| **id == t.id)
+            .filter(|(_, (id, _))| *id == t.id)
             .map(|(p, _)| *p)
             .collect();
         for prefix in withdrawn {
@@ -458,6 +465,7 @@ impl Runtime {
                     udp_encap = c.udp_encap.is_some(),
                     "CHILD SA installed"
                 );
+                t.child_installs += 1;
                 let old = t.child.replace((c.spi_in, c.spi_out));
                 let replaced = c.replaces_spi_in.or(old.map(|(i, _)| i));
                 if let Some(old_in) = replaced.filter(|s| *s != c.spi_in) {
@@ -505,7 +513,7 @@ impl Runtime {
                     .and_then(|s| self.tunnels.get(&s.plan.tunnel))
                     .map(|t| t.id);
                 match tunnel {
-                    Some(tunnel) => self.install_route(route.prefix, tunnel),
+                    Some(tunnel) => self.install_route(route.prefix, tunnel, route.session),
                     None => {
                         tracing::warn!(prefix = %route.prefix, "route from an unknown session ignored")
                     }
@@ -516,9 +524,9 @@ impl Runtime {
         self.report_statuses();
     }
 
-    fn install_route(&mut self, prefix: IpNet, tunnel: TunnelId) {
+    fn install_route(&mut self, prefix: IpNet, tunnel: TunnelId, session: SessionId) {
         let Some(p) = ip_prefix(prefix) else { return };
-        if let Some(old) = self.routes.insert(prefix, tunnel) {
+        if let Some((old, _)) = self.routes.insert(prefix, (tunnel, session)) {
             if old != tunnel {
                 let _ = self.dataplane.withdraw_route(p, old);
             }
@@ -530,7 +538,7 @@ impl Runtime {
     }
 
     fn withdraw_route(&mut self, prefix: IpNet) {
-        let Some(tunnel) = self.routes.remove(&prefix) else {
+        let Some((tunnel, _)) = self.routes.remove(&prefix) else {
             return;
         };
         let Some(p) = ip_prefix(prefix) else { return };
@@ -573,8 +581,13 @@ impl Runtime {
                 Family::V6 => e.bgp_status_ipv6 = st,
             }
         }
+        let mut connections = Vec::new();
         for (conn, mut update) in per_conn {
             update.status = connection_status(&update);
+            connections.push(ConnectionInfo {
+                id: conn.clone(),
+                status: update.status.as_str(),
+            });
             if self.reported.get(&conn) == Some(&update) {
                 continue;
             }
@@ -586,6 +599,43 @@ impl Runtime {
                 Err(e) => tracing::warn!(connection = %conn, error = %e, "cannot record status"),
             }
         }
+        self.publish(connections);
+    }
+
+    /// Publishes what runs for `/metrics`.
+    fn publish(&self, connections: Vec<ConnectionInfo>) {
+        let family = |f: Family| match f {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        };
+        let snap = Snapshot {
+            tunnels: self
+                .tunnels
+                .values()
+                .map(|t| TunnelInfo {
+                    name: t.plan.name.clone(),
+                    connection: t.plan.connection.clone(),
+                    family: family(t.plan.family),
+                    id: t.id,
+                    ike_up: t.ike_up,
+                    child_installed: t.child.is_some(),
+                    child_sas_installed: t.child_installs,
+                })
+                .collect(),
+            sessions: self
+                .sessions
+                .values()
+                .map(|s| SessionInfo {
+                    name: s.plan.name.clone(),
+                    connection: s.plan.connection.clone(),
+                    family: family(s.plan.family),
+                    up: s.up,
+                    routes: self.routes.values().filter(|(_, id)| *id == s.id).count() as u64,
+                })
+                .collect(),
+            connections,
+        };
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snap;
     }
 
     /// Tears everything down (daemon shutdown).

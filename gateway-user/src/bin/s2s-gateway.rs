@@ -14,6 +14,7 @@ use gateway_esp::table::SaTable;
 use gateway_user::agent::Agent;
 use gateway_user::dataplane::backend::GatewayDataPlane;
 use gateway_user::dataplane::xdp::XdpDataplane;
+use gateway_user::metrics::{self, SharedSnapshot};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
@@ -121,9 +122,45 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
         Arc::new(SaTable::new()),
         xdp.clone(),
     ));
-    let agent = tokio::spawn(
-        Agent::new(config.clone(), store.clone(), xdp.clone()).run(dataplane, stop_rx.clone()),
-    );
+    let snapshot = SharedSnapshot::default();
+    if let Some(addr) = config.api.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics endpoint to {addr}"))?;
+        tracing::info!(listen = %addr, "serving /metrics");
+        let (snapshot, dataplane, xdp) = (snapshot.clone(), dataplane.clone(), xdp.clone());
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let (snapshot, dataplane, xdp) = (snapshot.clone(), dataplane.clone(), xdp.clone());
+                async move {
+                    let text = tokio::task::spawn_blocking(move || {
+                        let snap = snapshot.read().unwrap_or_else(|p| p.into_inner()).clone();
+                        metrics::render(&snap, dataplane.as_ref(), xdp.as_deref())
+                    })
+                    .await
+                    .unwrap_or_default();
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
+    let agent = tokio::spawn(Agent::new(config.clone(), store.clone(), xdp.clone()).run(
+        dataplane,
+        snapshot,
+        stop_rx.clone(),
+    ));
     let mut api_stop = stop_rx;
     let api = tokio::spawn(gateway_api::serve_with_shutdown(
         (*config).clone(),

@@ -1,0 +1,310 @@
+//! Prometheus exposition (`/metrics`, text format 0.0.4): per-tunnel
+//! packets/bytes from the XDP per-CPU maps and from the ESP workers and slow
+//! path, XDP drops by reason, IKE/CHILD SA state, rekeys, BGP session states
+//! and prefix counts, and connection statuses. It only reads: the agent's
+//! runtime publishes a [`Snapshot`] of what it runs.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, RwLock};
+
+use gateway_common::{Direction, DropReason};
+use gateway_esp::table::DataPlane;
+
+use crate::dataplane::xdp::XdpDataplane;
+
+/// One tunnel as the runtime knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TunnelInfo {
+    pub name: String,
+    pub connection: String,
+    pub family: &'static str,
+    pub id: u32,
+    pub ike_up: bool,
+    pub child_installed: bool,
+    pub child_sas_installed: u64,
+}
+
+/// One BGP session as the runtime knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub name: String,
+    pub connection: String,
+    pub family: &'static str,
+    pub up: bool,
+    /// Routes of this session installed in the data plane.
+    pub routes: u64,
+}
+
+/// One connection's reported status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub id: String,
+    pub status: &'static str,
+}
+
+/// What the runtime publishes after each change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub tunnels: Vec<TunnelInfo>,
+    pub sessions: Vec<SessionInfo>,
+    pub connections: Vec<ConnectionInfo>,
+}
+
+pub type SharedSnapshot = Arc<RwLock<Snapshot>>;
+
+/// Label values are our own ids and fixed words, but escape anyway.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders every metric.
+pub fn render(
+    snapshot: &Snapshot,
+    dataplane: &dyn DataPlane,
+    xdp: Option<&Mutex<XdpDataplane>>,
+) -> String {
+    let mut out = String::new();
+    header(
+        &mut out,
+        "s2s_tunnel_up",
+        "gauge",
+        "1 when the tunnel's IKE SA is established and a CHILD SA installed.",
+    );
+    for t in &snapshot.tunnels {
+        let _ = writeln!(
+            out,
+            "s2s_tunnel_up{{tunnel=\"{}\",connection=\"{}\",family=\"{}\"}} {}",
+            esc(&t.name),
+            esc(&t.connection),
+            t.family,
+            u8::from(t.ike_up && t.child_installed)
+        );
+    }
+    header(
+        &mut out,
+        "s2s_child_sa_installs_total",
+        "counter",
+        "CHILD SAs installed in the data plane (the first one and every rekey).",
+    );
+    for t in &snapshot.tunnels {
+        let _ = writeln!(
+            out,
+            "s2s_child_sa_installs_total{{tunnel=\"{}\"}} {}",
+            esc(&t.name),
+            t.child_sas_installed
+        );
+    }
+    let counters: Vec<_> = snapshot
+        .tunnels
+        .iter()
+        .filter_map(|t| dataplane.tunnel_counters(t.id).map(|c| (t, c)))
+        .collect();
+    for (metric, help, get) in [
+        (
+            "s2s_esp_packets_total",
+            "ESP packets processed by the workers and the slow path.",
+            0,
+        ),
+        (
+            "s2s_esp_bytes_total",
+            "Inner bytes processed by the workers and the slow path.",
+            1,
+        ),
+        (
+            "s2s_esp_errors_total",
+            "Packets dropped by the ESP engine (encap errors, decap drops).",
+            2,
+        ),
+    ] {
+        header(&mut out, metric, "counter", help);
+        for (t, c) in &counters {
+            let (tx, rx) = match get {
+                0 => (c.tx_packets, c.rx_packets),
+                1 => (c.tx_bytes, c.rx_bytes),
+                _ => (c.tx_errors, c.rx_drops),
+            };
+            let _ = writeln!(
+                out,
+                "{metric}{{tunnel=\"{}\",direction=\"outbound\"}} {tx}",
+                esc(&t.name)
+            );
+            let _ = writeln!(
+                out,
+                "{metric}{{tunnel=\"{}\",direction=\"inbound\"}} {rx}",
+                esc(&t.name)
+            );
+        }
+    }
+    if let Some(xdp) = xdp {
+        let xdp = xdp.lock().unwrap_or_else(|p| p.into_inner());
+        header(
+            &mut out,
+            "s2s_xdp_packets_total",
+            "counter",
+            "Frames the XDP programs selected for a tunnel's fast path.",
+        );
+        let mut bytes = String::new();
+        let mut no_socket = String::new();
+        for t in &snapshot.tunnels {
+            for (dir, label) in [
+                (Direction::Inbound, "inbound"),
+                (Direction::Outbound, "outbound"),
+            ] {
+                if let Ok(s) = xdp.tunnel_stats(t.id, dir) {
+                    let labels = format!("tunnel=\"{}\",direction=\"{label}\"", esc(&t.name));
+                    let _ = writeln!(out, "s2s_xdp_packets_total{{{labels}}} {}", s.packets);
+                    let _ = writeln!(bytes, "s2s_xdp_bytes_total{{{labels}}} {}", s.bytes);
+                    let _ = writeln!(
+                        no_socket,
+                        "s2s_xdp_no_socket_total{{{labels}}} {}",
+                        s.no_socket
+                    );
+                }
+            }
+        }
+        header(
+            &mut out,
+            "s2s_xdp_bytes_total",
+            "counter",
+            "Bytes (Ethernet header included) of those frames.",
+        );
+        out.push_str(&bytes);
+        header(
+            &mut out,
+            "s2s_xdp_no_socket_total",
+            "counter",
+            "Of those, frames passed to the kernel because no AF_XDP socket was bound.",
+        );
+        out.push_str(&no_socket);
+        header(
+            &mut out,
+            "s2s_xdp_drops_total",
+            "counter",
+            "Frames dropped by the XDP programs, by reason.",
+        );
+        if let Ok(drops) = xdp.drops() {
+            for (reason, n) in drops {
+                let _ = writeln!(
+                    out,
+                    "s2s_xdp_drops_total{{reason=\"{}\"}} {n}",
+                    reason.name()
+                );
+            }
+        }
+    }
+    header(
+        &mut out,
+        "s2s_bgp_session_up",
+        "gauge",
+        "1 when the BGP session is Established.",
+    );
+    for s in &snapshot.sessions {
+        let _ = writeln!(
+            out,
+            "s2s_bgp_session_up{{session=\"{}\",connection=\"{}\",family=\"{}\"}} {}",
+            esc(&s.name),
+            esc(&s.connection),
+            s.family,
+            u8::from(s.up)
+        );
+    }
+    header(
+        &mut out,
+        "s2s_bgp_routes_installed",
+        "gauge",
+        "Prefixes learned on the session and installed (allowed, propagation on, best).",
+    );
+    for s in &snapshot.sessions {
+        let _ = writeln!(
+            out,
+            "s2s_bgp_routes_installed{{session=\"{}\"}} {}",
+            esc(&s.name),
+            s.routes
+        );
+    }
+    header(
+        &mut out,
+        "s2s_connection_status",
+        "gauge",
+        "1 for the connection's current status (active, limited_connectivity, down).",
+    );
+    for c in &snapshot.connections {
+        for st in ["active", "limited_connectivity", "down"] {
+            let _ = writeln!(
+                out,
+                "s2s_connection_status{{connection=\"{}\",status=\"{st}\"}} {}",
+                esc(&c.id),
+                u8::from(c.status == st)
+            );
+        }
+    }
+    // Keep the enum in the exposition even without XDP so dashboards see
+    // every reason name once.
+    if xdp.is_none() {
+        let _ = writeln!(
+            out,
+            "# XDP fast path off: s2s_xdp_* absent ({} drop reasons known)",
+            DropReason::ALL.len()
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway_esp::table::SaTable;
+
+    #[test]
+    fn renders_states_and_statuses() {
+        let snap = Snapshot {
+            tunnels: vec![TunnelInfo {
+                name: "c1/v4".into(),
+                connection: "c1".into(),
+                family: "v4",
+                id: 1,
+                ike_up: true,
+                child_installed: true,
+                child_sas_installed: 2,
+            }],
+            sessions: vec![SessionInfo {
+                name: "c1/v4".into(),
+                connection: "c1".into(),
+                family: "v4",
+                up: false,
+                routes: 0,
+            }],
+            connections: vec![ConnectionInfo {
+                id: "c1".into(),
+                status: "limited_connectivity",
+            }],
+        };
+        let table = crate::dataplane::backend::GatewayDataPlane::new(Arc::new(SaTable::new()));
+        let text = render(&snap, &table, None);
+        assert!(text.contains("s2s_tunnel_up{tunnel=\"c1/v4\",connection=\"c1\",family=\"v4\"} 1"));
+        assert!(text.contains("s2s_child_sa_installs_total{tunnel=\"c1/v4\"} 2"));
+        assert!(text
+            .contains("s2s_bgp_session_up{session=\"c1/v4\",connection=\"c1\",family=\"v4\"} 0"));
+        assert!(text.contains(
+            "s2s_connection_status{connection=\"c1\",status=\"limited_connectivity\"} 1"
+        ));
+        assert!(text.contains("s2s_connection_status{connection=\"c1\",status=\"active\"} 0"));
+        // Every sample line has a HELP'd metric name.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(text.contains(&format!("# HELP {name} ")), "{line}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
