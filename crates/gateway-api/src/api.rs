@@ -124,6 +124,27 @@ async fn auth(
     next.run(req).await
 }
 
+/// Gives axum's own refusals (405 method not allowed, 413 body too large,
+/// extractor rejections) Scaleway's error shape: the SDK parses every error
+/// body as JSON.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this path".to_owned(),
+        StatusCode::PAYLOAD_TOO_LARGE => format!("request body larger than {MAX_BODY} bytes"),
+        s => format!("invalid request ({s})"),
+    };
+    let body = serde_json::json!({"type": "invalid_request_error", "message": message});
+    (status, Json(body)).into_response()
+}
+
 async fn fallback() -> Response {
     ApiError::InvalidRequest("no such API path or method".into()).into_response()
 }
@@ -197,6 +218,7 @@ pub fn router(config: Config, store: Store) -> Result<Router, ServeError> {
         )
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(st.clone(), auth))
+        .layer(middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(st);
     Ok(r)

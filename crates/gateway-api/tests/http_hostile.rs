@@ -1,0 +1,224 @@
+//! Hostile HTTP input against an in-process server on 127.0.0.1: random and
+//! mutated bodies, queries and ids on every endpoint (bounded, deterministic
+//! xorshift). Every answer must be a success or a Scaleway-shaped 4xx,
+//! never a 5xx, and the server must keep serving.
+
+use std::sync::mpsc;
+
+use gateway_api::Store;
+use serde_json::Value;
+
+const TOKEN: &str = "11111111-1111-1111-1111-111111111111";
+
+fn server() -> (String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        r#"
+[gateway]
+state_dir = "{}"
+[interfaces]
+wan = "wan0"
+lan = "lan0"
+[api]
+tokens = ["{TOKEN}"]
+[[gateway_types]]
+name = "VGW-S"
+bandwidth = 100000000
+allowed_connections = 50
+[[private_networks]]
+id = "pn1"
+interface = "lan0"
+ipv4_subnet = "198.51.100.0/24"
+ipv6_subnet = "2001:db8:100::/64"
+[[public_ips]]
+id = "ip4"
+address = "192.0.2.1"
+[[public_ips]]
+id = "ip6"
+address = "2001:db8::1"
+"#,
+        dir.path().join("state").display()
+    );
+    let config = gateway_config::Config::parse(&cfg).unwrap();
+    let store = Store::open(&config.gateway.state_dir).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            gateway_api::serve_with_shutdown(config, l, store, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+    });
+    let addr = rx.recv().unwrap();
+    (format!("http://{addr}"), dir, stop)
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % u64::try_from(n).unwrap()).unwrap()
+    }
+}
+
+#[test]
+fn hostile_requests_get_4xx_never_5xx() {
+    let (url, _dir, _stop) = server();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(std::time::Duration::from_secs(10))
+        .build();
+    let call = |method: &str, path: &str, body: Option<&[u8]>| -> (u16, String) {
+        let req = agent
+            .request(method, &format!("{url}{path}"))
+            .set("X-Auth-Token", TOKEN)
+            .set("Content-Type", "application/json");
+        let r = match body {
+            Some(b) => req.send_bytes(b),
+            None => req.call(),
+        };
+        match r {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("{method} {path}: transport error {e}"),
+        }
+    };
+    // Some real resources so ids and references resolve sometimes.
+    let (s, g) = call(
+        "POST",
+        "/s2s-vpn/v1alpha1/regions/fr-par/vpn-gateways",
+        Some(br#"{"name":"g","gateway_type":"VGW-S","private_network_id":"pn1"}"#),
+    );
+    assert_eq!(s, 200, "{g}");
+    let gid = serde_json::from_str::<Value>(&g).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seeds: Vec<String> = vec![
+        r#"{"name":"c","asn":65000,"ipv4_public":"203.0.113.1","ipv6_public":"2001:db8:f::1","tags":["a"]}"#.into(),
+        r#"{"name":"r","is_ipv6":false,"prefix_filter_in":["10.0.0.0/8"],"prefix_filter_out":["198.51.100.0/24"]}"#.into(),
+        format!(
+            r#"{{"name":"x","is_ipv6":false,"initiation_policy":"vpn_gateway","ikev2_ciphers":[{{"encryption":"aes256gcm","dh_group":"ecp256"}}],"esp_ciphers":[{{"encryption":"aes256gcm"}}],"vpn_gateway_id":"{gid}","customer_gateway_id":"x","bgp_config_ipv4":{{"routing_policy_id":"y","private_ip":"169.254.0.1/30","peer_private_ip":"169.254.0.2/30"}}}}"#
+        ),
+        r#"{"routing_policy_v4":"x","secret":{"id":"s","revision":1},"generate_revision":true}"#.into(),
+        r#"{"name":"g","gateway_type":"VGW-S","private_network_id":"pn1","public_tunnel_config":{"single_ipv6_tunnel":{"ipam_id":"ip6"}}}"#.into(),
+    ];
+    let paths = [
+        "vpn-gateways",
+        "customer-gateways",
+        "routing-policies",
+        "connections",
+        "vpn-gateway-types",
+    ];
+    let actions = [
+        "renew-psk",
+        "change-psk",
+        "set-routing-policy",
+        "detach-routing-policy",
+        "enable-route-propagation",
+        "disable-route-propagation",
+        "bogus",
+    ];
+    let queries = [
+        "",
+        "?page=0&page_size=0",
+        "?page=99999999999",
+        "?page_size=101",
+        "?order_by=name_desc&tags=a&statuses=x",
+        "?is_ipv6=True&route_propagation_enabled=maybe",
+        "?name=%ff%fe&ipv6=1",
+    ];
+    const CHARS: &[u8] = b"0123456789:/.,{}[]-af\" \\";
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for i in 0..1500 {
+        let base = "/s2s-vpn/v1alpha1/regions/fr-par/";
+        let body: Vec<u8> = if i % 3 == 0 {
+            let n = rng.below(200);
+            (0..n)
+                .map(|_| u8::try_from(rng.next() & 0xff).unwrap())
+                .collect()
+        } else {
+            let mut d = seeds[rng.below(seeds.len())].clone().into_bytes();
+            for _ in 0..=rng.below(4) {
+                let pos = rng.below(d.len());
+                d[pos] = CHARS[rng.below(CHARS.len())];
+            }
+            d
+        };
+        let coll = paths[rng.below(paths.len())];
+        let id = if rng.below(2) == 0 {
+            gid.clone()
+        } else {
+            format!("{:x}", rng.next())
+        };
+        let (method, path, with_body) = match rng.below(7) {
+            0 => (
+                "GET",
+                format!("{base}{coll}{}", queries[rng.below(queries.len())]),
+                false,
+            ),
+            1 => ("POST", format!("{base}{coll}"), true),
+            2 => ("GET", format!("{base}{coll}/{id}"), false),
+            3 => ("PATCH", format!("{base}{coll}/{id}"), true),
+            4 => ("DELETE", format!("{base}{coll}/{id}"), false),
+            5 => (
+                "POST",
+                format!(
+                    "{base}connections/{id}/{}",
+                    actions[rng.below(actions.len())]
+                ),
+                true,
+            ),
+            _ => (
+                "GET",
+                format!(
+                    "/secret-manager/v1beta1/regions/fr-par/secrets/{id}/versions/{}/access",
+                    rng.next() % 5
+                ),
+                false,
+            ),
+        };
+        let (status, text) = call(method, &path, with_body.then_some(body.as_slice()));
+        assert!(
+            status < 500,
+            "{method} {path} body {:?} -> {status} {text}",
+            String::from_utf8_lossy(&body)
+        );
+        if status >= 400 {
+            let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+                panic!("{method} {path}: error body is not JSON ({e}): {text}")
+            });
+            assert!(v["type"].is_string() && v["message"].is_string(), "{text}");
+        }
+    }
+    // A body over the limit is refused in the same shape.
+    let big = vec![b' '; 70 * 1024];
+    let (s, t) = call(
+        "POST",
+        "/s2s-vpn/v1alpha1/regions/fr-par/routing-policies",
+        Some(&big),
+    );
+    assert_eq!(s, 413, "{t}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&t).unwrap()["type"],
+        "invalid_request_error"
+    );
+    // Still serving, and the store is consistent.
+    let (s, t) = call("GET", "/s2s-vpn/v1alpha1/regions/fr-par/vpn-gateways", None);
+    assert_eq!(s, 200, "{t}");
+}
