@@ -29,6 +29,8 @@ pub struct ChildSa {
     pub installed_at: Instant,
     /// When we start rekeying it (soft lifetime with jitter).
     pub rekey_at: Option<Instant>,
+    /// Hard lifetime: deleted at this point if still in use.
+    pub expire_at: Option<Instant>,
 }
 
 /// Splits KEYMAT (§2.17): keys for initiator-to-responder first, each as

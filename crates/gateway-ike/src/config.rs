@@ -253,6 +253,9 @@ pub struct ConnectionConfig {
     pub child_rekey_time: Option<Duration>,
     /// Soft lifetime of the IKE SA, as above.
     pub ike_rekey_time: Option<Duration>,
+    /// Hard lifetime of CHILD SAs: one that was not rekeyed by then is
+    /// deleted (strongSwan's default is 110% of the rekey time).
+    pub child_lifetime: Option<Duration>,
 }
 
 impl ConnectionConfig {
@@ -306,6 +309,7 @@ impl ConnectionConfig {
             keepalive_interval: Duration::from_secs(20),
             child_rekey_time: Some(Duration::from_secs(3600)),
             ike_rekey_time: Some(Duration::from_secs(4 * 3600)),
+            child_lifetime: Some(Duration::from_secs(3960)),
         }
     }
 }

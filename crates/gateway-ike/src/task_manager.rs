@@ -12,6 +12,7 @@ use crate::child_sa::ChildSaState;
 use crate::ike_sa::{IkeSa, IkeSaState, Outstanding};
 use crate::message::{exchange, Message, MessageError, FLAG_INITIATOR, FLAG_RESPONSE};
 use crate::payload::{notify, DecodeError, NotifyPayload, Payload};
+use crate::tasks::child_delete::ChildDelete;
 use crate::tasks::child_rekey::ChildRekey;
 use crate::tasks::ike_rekey::IkeRekey;
 use crate::tasks::{responder_tasks, Task, TaskError};
@@ -464,6 +465,7 @@ impl IkeSa {
             }
         }
         self.keepalive(now);
+        self.expire_children(now);
         if self.idle() {
             if self.rekey_at.is_some_and(|at| now >= at) {
                 self.rekey_at = None;
@@ -496,6 +498,33 @@ impl IkeSa {
             }
             Some(_) => {}
             None => self.keepalive_at = Some(now + self.conn.keepalive_interval),
+        }
+    }
+
+    /// Hard lifetime: a CHILD SA not rekeyed in time is deleted.
+    fn expire_children(&mut self, now: Instant) {
+        if self.state != IkeSaState::Established {
+            return;
+        }
+        let expired: Vec<u32> = self
+            .children
+            .iter_mut()
+            .filter(|c| c.expire_at.is_some_and(|at| now >= at))
+            .map(|c| {
+                c.expire_at = None;
+                c.state = ChildSaState::Deleting;
+                c.spi_in
+            })
+            .collect();
+        for spi in expired {
+            self.log(
+                LogLevel::Info,
+                format!("CHILD SA {spi:08x}_i reached its hard lifetime"),
+            );
+            self.queue_exchange(
+                vec![Task::ChildDelete(ChildDelete { spis_in: vec![spi] })],
+                now,
+            );
         }
     }
 
@@ -540,6 +569,7 @@ impl IkeSa {
         };
         consider(self.dpd_due());
         consider(self.keepalive_at);
+        consider(self.children.iter().filter_map(|c| c.expire_at).min());
         consider(self.rekey_due());
         if self.state == IkeSaState::Connecting && !self.initiator {
             consider(Some(self.created + self.conn.half_open_timeout));

@@ -779,3 +779,24 @@ fn mutated_real_messages_never_panic() {
     assert_eq!(net.peers[0].mgr.ike_sas().count(), 1);
     assert_eq!(children(&net.peers[0]).len(), 1);
 }
+
+#[test]
+fn hard_lifetime_deletes_unrekeyed_child() {
+    let mut net = Net::new();
+    let (mut a, mut b) = cfgs(b"k", b"k");
+    for c in [&mut a, &mut b] {
+        c.child_rekey_time = None;
+    }
+    a.child_lifetime = Some(Duration::from_secs(50));
+    b.child_lifetime = None;
+    net.start(a, b);
+    net.advance(Duration::from_secs(49));
+    assert!(net.peers[0].removes.is_empty());
+    net.advance(Duration::from_secs(2));
+    assert_eq!(
+        (net.peers[0].removes.len(), net.peers[1].removes.len()),
+        (1, 1)
+    );
+    assert!(children(&net.peers[0]).is_empty() && children(&net.peers[1]).is_empty());
+    assert!(net.peers[0].downs.is_empty());
+}

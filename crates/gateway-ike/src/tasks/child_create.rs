@@ -139,6 +139,7 @@ pub(crate) fn install(
             .conn
             .child_rekey_time
             .map(|t| crate::child_sa::jittered(sa.last_rx, t)),
+        expire_at: sa.conn.child_lifetime.map(|t| sa.last_rx + t),
     });
     if let Some(old) = replaces_spi_in {
         sa.log(
