@@ -5,6 +5,7 @@
 //! and the AF_XDP workers live elsewhere; this module only talks to the
 //! kernel's BPF side.
 
+pub mod backend;
 pub mod packet;
 pub mod test_run;
 pub mod xdp;
