@@ -198,7 +198,7 @@ pub fn router(config: Config, store: Store) -> Result<Router, ServeError> {
         )
         .route(
             &format!("{p}/connections/{{id}}/{{action}}"),
-            post(conn_action),
+            post(conn_action).get(conn_get_action),
         )
         .route(
             "/secret-manager/v1beta1/regions/{region}/secrets/{id}/versions/{revision}/access",
@@ -410,6 +410,38 @@ async fn delete_conn(
         .write_async(move |tx| ops::delete_connection(tx, &id))
         .await?;
     no_content()
+}
+
+/// `GET .../connections/{id}/device-config?vendor=strongswan|bird|frr`:
+/// the customer device's configuration, as text (it holds the PSK, so it is
+/// behind the same authentication as everything else).
+async fn conn_get_action(
+    State(st): State<AppState>,
+    Path((region, id, action)): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    check_region(&st, &region)?;
+    if action != "device-config" {
+        return Ok(fallback().await);
+    }
+    let vendor = form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "vendor")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| ApiError::required("vendor"))?;
+    let cfg = st.config.clone();
+    let text = st
+        .store
+        .read_async(move |tx| crate::device_config::for_connection(tx, &cfg, &id, &vendor))
+        .await?;
+    Ok((
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn conn_action(

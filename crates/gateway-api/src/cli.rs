@@ -403,6 +403,13 @@ enum ConnCmd {
     DisableRoutePropagation {
         id: String,
     },
+    /// Configuration for the customer gateway device (holds the PSK).
+    DeviceConfig {
+        id: String,
+        /// strongswan (swanctl.conf), bird (BIRD 2) or frr.
+        #[arg(long)]
+        vendor: String,
+    },
     /// Print the connection's PSK (from the Secret Manager access call).
     GetPsk {
         id: String,
@@ -429,12 +436,32 @@ impl Client {
         query: &Query,
         body: Option<Value>,
     ) -> Result<Value, CliError> {
+        let (url, text) = self.send(method, path, query, body, "application/json")?;
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|e| CliError::Transport {
+            url,
+            reason: format!("response is not JSON: {e}"),
+        })
+    }
+
+    /// One request; the raw body of a success (empty for 204), Scaleway's
+    /// error body turned into [`CliError::Api`] otherwise.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        query: &Query,
+        body: Option<Value>,
+        accept: &str,
+    ) -> Result<(String, String), CliError> {
         let url = format!("{}{}", self.base.trim_end_matches('/'), path);
         let mut req = self
             .agent
             .request(method, &url)
             .set("X-Auth-Token", &self.token)
-            .set("Accept", "application/json");
+            .set("Accept", accept);
         for (k, v) in query {
             req = req.query(k, v);
         }
@@ -445,16 +472,10 @@ impl Client {
         match resp {
             Ok(r) => {
                 if r.status() == 204 {
-                    return Ok(Value::Null);
+                    return Ok((url, String::new()));
                 }
                 let text = r.into_string().map_err(CliError::Output)?;
-                if text.trim().is_empty() {
-                    return Ok(Value::Null);
-                }
-                serde_json::from_str(&text).map_err(|e| CliError::Transport {
-                    url,
-                    reason: format!("response is not JSON: {e}"),
-                })
+                Ok((url, text))
             }
             Err(ureq::Error::Status(status, r)) => {
                 let body: Value = r.into_json().unwrap_or(Value::Null);
@@ -587,6 +608,8 @@ enum Shape {
     One(Option<&'static str>),
     Nothing(&'static str),
     Psk,
+    /// A text document printed as it is (device configs).
+    Text,
 }
 
 const VGW_COLS: &[&str] = &[
@@ -668,10 +691,17 @@ fn table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> std::io:
 }
 
 fn print(out: &mut dyn Write, format: Output, shape: Shape, v: &Value) -> Result<(), CliError> {
-    if let Shape::Psk = shape {
-        // The operator asked for the key: print it, nothing else.
-        writeln!(out, "{}", v.as_str().unwrap_or_default())?;
-        return Ok(());
+    match shape {
+        Shape::Psk => {
+            // The operator asked for the key: print it, nothing else.
+            writeln!(out, "{}", v.as_str().unwrap_or_default())?;
+            return Ok(());
+        }
+        Shape::Text => {
+            write!(out, "{}", v.as_str().unwrap_or_default())?;
+            return Ok(());
+        }
+        _ => {}
     }
     if format == Output::Json {
         if let Shape::Nothing(what) = shape {
@@ -708,7 +738,7 @@ fn print(out: &mut dyn Write, format: Output, shape: Shape, v: &Value) -> Result
             table(out, &["field", "value"], &rows)?;
         }
         Shape::Nothing(what) => writeln!(out, "deleted {what}")?,
-        Shape::Psk => {}
+        Shape::Psk | Shape::Text => {}
     }
     Ok(())
 }
@@ -1081,6 +1111,16 @@ fn connection(c: &Client, cmd: ConnCmd) -> Result<(Value, Shape), CliError> {
             )?,
             Shape::One(None),
         ),
+        ConnCmd::DeviceConfig { id, vendor } => {
+            let (_, text) = c.send(
+                "GET",
+                &path(&id, "device-config"),
+                &vec![("vendor", vendor)],
+                None,
+                "text/plain",
+            )?;
+            (Value::String(text), Shape::Text)
+        }
         ConnCmd::GetPsk { id, revision } => {
             let conn = c.call("GET", &path(&id, ""), &none, None)?;
             let sid = conn["secret_id"].as_str().unwrap_or_default().to_owned();

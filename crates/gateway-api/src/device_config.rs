@@ -15,11 +15,14 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::error::ApiError;
 use crate::model::{
     Connection, ConnectionCipher, CustomerGateway, DhGroup, Encryption, Family, InitiationPolicy,
     Integrity, RoutingPolicy,
 };
+use crate::store::Tx;
 use crate::Psk;
+use gateway_config::Config;
 
 /// The customer device software a config is rendered for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,8 +176,14 @@ fn swanctl(p: &DeviceParams<'_>) -> String {
         "# swanctl.conf for the customer gateway of connection {} ({})",
         c.id, c.name
     );
-    let _ = writeln!(s, "# Route-based: set `charon.install_routes = no` in strongswan.conf,");
-    let _ = writeln!(s, "# put the interconnection address(es) on the tunnel interface");
+    let _ = writeln!(
+        s,
+        "# Route-based: set `charon.install_routes = no` in strongswan.conf,"
+    );
+    let _ = writeln!(
+        s,
+        "# put the interconnection address(es) on the tunnel interface"
+    );
     for sess in &p.sessions {
         let _ = writeln!(
             s,
@@ -279,7 +288,10 @@ fn bird(p: &DeviceParams<'_>) -> String {
             "# Routes learned from the VPN gateway go into the kernel (through the tunnel)."
         );
         let _ = writeln!(s, "protocol kernel kernel_{tag} {{");
-        let _ = writeln!(s, "  {fam} {{ import none; export where source = RTS_BGP; }};");
+        let _ = writeln!(
+            s,
+            "  {fam} {{ import none; export where source = RTS_BGP; }};"
+        );
         let _ = writeln!(s, "}}");
         let _ = writeln!(
             s,
@@ -301,7 +313,11 @@ fn bird(p: &DeviceParams<'_>) -> String {
         let _ = writeln!(s, "  hold time 30;");
         let _ = writeln!(s, "  {fam} {{");
         let _ = writeln!(s, "    import filter {{");
-        let _ = writeln!(s, "      if net ~ [ {} ] then accept;", bird_set(&sess.policy.prefix_filter_out));
+        let _ = writeln!(
+            s,
+            "      if net ~ [ {} ] then accept;",
+            bird_set(&sess.policy.prefix_filter_out)
+        );
         let _ = writeln!(s, "      reject;");
         let _ = writeln!(s, "    }};");
         let _ = writeln!(s, "    export where proto = \"announce_{tag}\";");
@@ -338,7 +354,12 @@ fn frr(p: &DeviceParams<'_>) -> String {
     let _ = writeln!(s, " no bgp default ipv4-unicast");
     for sess in &p.sessions {
         let _ = writeln!(s, " neighbor {} remote-as {}", sess.peer.addr(), p.our_asn);
-        let _ = writeln!(s, " neighbor {} update-source {}", sess.peer.addr(), sess.local.addr());
+        let _ = writeln!(
+            s,
+            " neighbor {} update-source {}",
+            sess.peer.addr(),
+            sess.local.addr()
+        );
         let _ = writeln!(s, " neighbor {} timers 10 30", sess.peer.addr());
     }
     for sess in &p.sessions {
@@ -351,8 +372,16 @@ fn frr(p: &DeviceParams<'_>) -> String {
             let _ = writeln!(s, "  network {prefix}");
         }
         let _ = writeln!(s, "  neighbor {} activate", sess.peer.addr());
-        let _ = writeln!(s, "  neighbor {} prefix-list s2s-in-{tag} in", sess.peer.addr());
-        let _ = writeln!(s, "  neighbor {} prefix-list s2s-out-{tag} out", sess.peer.addr());
+        let _ = writeln!(
+            s,
+            "  neighbor {} prefix-list s2s-in-{tag} in",
+            sess.peer.addr()
+        );
+        let _ = writeln!(
+            s,
+            "  neighbor {} prefix-list s2s-out-{tag} out",
+            sess.peer.addr()
+        );
         let _ = writeln!(s, " exit-address-family");
     }
     let _ = writeln!(s, "exit");
@@ -385,6 +414,85 @@ fn frr(p: &DeviceParams<'_>) -> String {
     s
 }
 
+/// The device config of connection `id` for `vendor` (`strongswan`,
+/// `bird`, `frr`), from the store: the API endpoint and `s2sctl connection
+/// device-config` serve this.
+pub fn for_connection(
+    tx: &Tx<'_>,
+    config: &Config,
+    id: &str,
+    vendor: &str,
+) -> Result<String, ApiError> {
+    let vendor = Vendor::parse(vendor).ok_or_else(|| {
+        ApiError::unknown(
+            "vendor",
+            format!(
+                "unknown vendor {vendor:?}, expected one of: {}",
+                Vendor::NAMES
+            ),
+        )
+    })?;
+    let row = tx
+        .connection(id)?
+        .ok_or_else(|| ApiError::not_found("connection", id))?;
+    let conn = &row.conn;
+    let vgw = tx
+        .vpn_gateway(&conn.vpn_gateway_id)?
+        .ok_or_else(|| ApiError::not_found("vpn_gateway", &conn.vpn_gateway_id))?;
+    let cgw = tx
+        .customer_gateway(&conn.customer_gateway_id)?
+        .ok_or_else(|| ApiError::not_found("customer_gateway", &conn.customer_gateway_id))?;
+    let (v4, v6) = crate::ops::vpn_gateway_addresses(config, &vgw);
+    let c4: Option<IpAddr> = cgw.public_ipv4.as_deref().and_then(|a| a.parse().ok());
+    let c6: Option<IpAddr> = cgw.public_ipv6.as_deref().and_then(|a| a.parse().ok());
+    let tunnels: Vec<DeviceTunnel> = [(Family::V4, v4, c4), (Family::V6, v6, c6)]
+        .into_iter()
+        .filter_map(|(family, ours, theirs)| {
+            Some(DeviceTunnel {
+                family,
+                vpn_gateway: ours?,
+                customer_gateway: theirs?,
+            })
+        })
+        .collect();
+    let mut sessions = Vec::new();
+    for (family, session, interco) in [
+        (Family::V4, &conn.bgp_session_ipv4, row.interco.v4),
+        (Family::V6, &conn.bgp_session_ipv6, row.interco.v6),
+    ] {
+        let (Some(session), Some(interco)) = (session, interco) else {
+            continue;
+        };
+        let policy = tx
+            .routing_policy(&session.routing_policy_id)?
+            .ok_or_else(|| ApiError::not_found("routing_policy", &session.routing_policy_id))?;
+        sessions.push(DeviceSession {
+            family,
+            local: interco.peer,
+            peer: interco.local,
+            policy,
+        });
+    }
+    let psk = tx
+        .secret(&conn.secret_id, conn.secret_revision)?
+        .ok_or_else(|| ApiError::not_found("secret", &conn.secret_id))?;
+    Ok(render(
+        vendor,
+        &DeviceParams {
+            connection: conn,
+            customer_gateway: &cgw,
+            our_asn: if vgw.asn != 0 {
+                vgw.asn
+            } else {
+                config.gateway.asn
+            },
+            tunnels,
+            sessions,
+            psk: &psk,
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,7 +516,11 @@ mod tests {
             "aes256gcm16-prfsha384-ecp384"
         );
         assert_eq!(
-            ike_proposal(&cipher(Encryption::Aes256, Some(Integrity::Sha256), Some(DhGroup::Ecp256))),
+            ike_proposal(&cipher(
+                Encryption::Aes256,
+                Some(Integrity::Sha256),
+                Some(DhGroup::Ecp256)
+            )),
             "aes256-sha256-ecp256"
         );
         assert_eq!(
@@ -416,7 +528,11 @@ mod tests {
             "chacha20poly1305-prfsha256-curve25519"
         );
         assert_eq!(
-            esp_proposal(&cipher(Encryption::Aes128ccm, None, Some(DhGroup::Modp2048))),
+            esp_proposal(&cipher(
+                Encryption::Aes128ccm,
+                None,
+                Some(DhGroup::Modp2048)
+            )),
             "aes128ccm16-modp2048"
         );
         assert_eq!(

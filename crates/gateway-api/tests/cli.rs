@@ -263,6 +263,59 @@ fn every_subcommand() {
     assert_eq!(rr["connection"]["secret_revision"], 2);
     let psk2 = ctl(&s, &["connection", "get-psk", &id]).unwrap();
     assert_ne!(psk1, psk2);
+
+    // Device configs carry the current PSK, both ends' addresses, the
+    // proposals in strongSwan's words, the ASNs, interconnection addresses
+    // and the routing policy's prefixes.
+    let dc = |vendor: &str| {
+        ctl(
+            &s,
+            &["connection", "device-config", &id, "--vendor", vendor],
+        )
+    };
+    let sw = dc("strongswan").unwrap();
+    for want in [
+        format!("secret = \"{}\"", psk2.trim()),
+        "local_addrs = 203.0.113.9".into(),
+        "remote_addrs = 192.0.2.1".into(),
+        "proposals = aes256gcm16-prfsha256-ecp256".into(),
+        "esp_proposals = aes256gcm16".into(),
+        // initiation_policy customer_gateway: the device starts the tunnel.
+        "start_action = start".into(),
+        "ip addr add 169.254.7.2/30 dev ipsec0".into(),
+    ] {
+        assert!(sw.contains(&want), "missing {want:?} in\n{sw}");
+    }
+    assert!(
+        !sw.contains("s2s-v6"),
+        "no IPv6 tunnel without a customer IPv6:\n{sw}"
+    );
+    let bird = dc("bird").unwrap();
+    for want in [
+        "local 169.254.7.2 as 65001;",
+        "neighbor 169.254.7.1 as 12876;",
+        "route 10.1.0.0/16 blackhole;",
+        "if net ~ [ 198.51.100.0/24+ ] then accept;",
+    ] {
+        assert!(bird.contains(want), "missing {want:?} in\n{bird}");
+    }
+    let frr = dc("frr").unwrap();
+    for want in [
+        "router bgp 65001",
+        "neighbor 169.254.7.1 remote-as 12876",
+        "network 10.1.0.0/16",
+        "ip prefix-list s2s-in-v4 seq 5 permit 198.51.100.0/24 le 32",
+    ] {
+        assert!(frr.contains(want), "missing {want:?} in\n{frr}");
+    }
+    match dc("cisco") {
+        Err(CliError::Api {
+            status: 400,
+            message,
+            ..
+        }) => assert!(message.contains("vendor"), "{message}"),
+        other => panic!("unknown vendor accepted: {other:?}"),
+    }
     assert_eq!(
         ctl(&s, &["connection", "get-psk", &id, "--revision", "1"]).unwrap(),
         psk1
