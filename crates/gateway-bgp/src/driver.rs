@@ -25,6 +25,13 @@ use crate::{
 /// Bound on an outgoing connection attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_CHUNK: usize = 64 * 1024;
+/// Events waiting for the agent. Bounded on purpose: a slow consumer
+/// stalls the driver, which stops reading, so TCP pushes back on the peer
+/// instead of a million route changes piling up in memory.
+const EVENT_QUEUE: usize = 4096;
+/// Socket events (chunks of at most READ_CHUNK) waiting for the driver;
+/// bounded so that a busy driver makes the readers, hence TCP, wait.
+const NET_QUEUE: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BgpEvent {
@@ -111,10 +118,13 @@ pub struct BgpHandle {
 }
 
 /// Starts the driver task on the current tokio runtime.
-pub fn spawn() -> (BgpHandle, mpsc::UnboundedReceiver<BgpEvent>) {
+///
+/// The agent must keep draining the returned receiver (from its own task):
+/// while the queue is full the driver waits, and so do [`BgpHandle`] calls.
+pub fn spawn() -> (BgpHandle, mpsc::Receiver<BgpEvent>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let (net_tx, net_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (net_tx, net_rx) = mpsc::channel(NET_QUEUE);
     let main = Main {
         speaker: Speaker::new(),
         conns: HashMap::new(),
@@ -210,16 +220,16 @@ struct Main {
     conns: HashMap<ConnId, ConnHandle>,
     timers: HashMap<(SessionId, Timer), Instant>,
     listeners: HashMap<SocketAddr, JoinHandle<()>>,
-    net_tx: mpsc::UnboundedSender<NetEvent>,
+    net_tx: mpsc::Sender<NetEvent>,
     next_conn: ConnId,
-    events: mpsc::UnboundedSender<BgpEvent>,
+    events: mpsc::Sender<BgpEvent>,
 }
 
 impl Main {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
-        mut net: mpsc::UnboundedReceiver<NetEvent>,
+        mut net: mpsc::Receiver<NetEvent>,
     ) {
         let mut actions = Vec::new();
         loop {
@@ -250,7 +260,7 @@ impl Main {
                     }
                 }
             }
-            self.apply(&mut actions);
+            self.apply(&mut actions).await;
         }
         for (_, l) in self.listeners.drain() {
             l.abort();
@@ -334,6 +344,7 @@ impl Main {
                                 peer,
                                 stream,
                             })
+                            .await
                             .is_err()
                         {
                             return;
@@ -438,7 +449,7 @@ impl Main {
             loop {
                 match rd.read(&mut buf).await {
                     Ok(0) | Err(_) => {
-                        let _ = net.send(NetEvent::Closed { conn });
+                        let _ = net.send(NetEvent::Closed { conn }).await;
                         return;
                     }
                     Ok(n) => {
@@ -447,6 +458,7 @@ impl Main {
                                 conn,
                                 bytes: buf[..n].to_vec(),
                             })
+                            .await
                             .is_err()
                         {
                             return;
@@ -466,7 +478,7 @@ impl Main {
         conn
     }
 
-    fn apply(&mut self, actions: &mut Vec<Action>) {
+    async fn apply(&mut self, actions: &mut Vec<Action>) {
         for action in actions.drain(..) {
             match action {
                 Action::Connect {
@@ -484,7 +496,7 @@ impl Main {
                                 NetEvent::ConnectFailed { session }
                             }
                         };
-                        let _ = net.send(ev);
+                        let _ = net.send(ev).await;
                     });
                 }
                 Action::Send { conn, bytes, .. } => {
@@ -509,13 +521,13 @@ impl Main {
                     self.timers.remove(&(session, timer));
                 }
                 Action::SessionUp { session } => {
-                    let _ = self.events.send(BgpEvent::SessionUp(session));
+                    let _ = self.events.send(BgpEvent::SessionUp(session)).await;
                 }
                 Action::SessionDown { session } => {
-                    let _ = self.events.send(BgpEvent::SessionDown(session));
+                    let _ = self.events.send(BgpEvent::SessionDown(session)).await;
                 }
                 Action::Route(c) => {
-                    let _ = self.events.send(BgpEvent::Route(c));
+                    let _ = self.events.send(BgpEvent::Route(c)).await;
                 }
             }
         }

@@ -9,7 +9,7 @@
 //! matches on the state, then on the event, with the events named as in
 //! RFC 4271 §8.1. No sockets, no clocks, no tokio here.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -276,7 +276,7 @@ pub struct Session {
     negotiated: Option<Negotiated>,
     /// Every route the peer announced, before import policy, so a policy or
     /// propagation change is re-evaluated without a ROUTE-REFRESH.
-    adj_rib_in: HashMap<IpNet, Arc<Path>>,
+    adj_rib_in: BTreeMap<IpNet, Arc<Path>>,
     adj_rib_out: BTreeSet<IpNet>,
     connect_retry_counter: u32,
     last_error: Option<Notification>,
@@ -296,7 +296,7 @@ impl Session {
             candidate: None,
             timers: [None; 3],
             negotiated: None,
-            adj_rib_in: HashMap::new(),
+            adj_rib_in: BTreeMap::new(),
             adj_rib_out: BTreeSet::new(),
             connect_retry_counter: 0,
             last_error: None,
@@ -793,7 +793,7 @@ impl Session {
         self.state = State::Idle;
         self.negotiated = None;
         self.adj_rib_out.clear();
-        for (prefix, _) in self.adj_rib_in.drain() {
+        for (prefix, _) in std::mem::take(&mut self.adj_rib_in) {
             // Only what passed import policy ever reached the Loc-RIB.
             if self.route_propagation && self.policy.as_ref().is_some_and(|p| p.accepts_in(&prefix))
             {
@@ -1052,7 +1052,7 @@ impl Session {
         if let Some(e) = exported {
             self.exported = e;
         }
-        let before: std::collections::HashSet<IpNet> = before.into_iter().collect();
+        let before: HashSet<IpNet> = before.into_iter().collect();
         for (prefix, path) in &self.adj_rib_in {
             let now_in = self.imports(prefix);
             let was_in = before.contains(prefix);

@@ -7,14 +7,14 @@ use std::time::Duration;
 use gateway_bgp::driver::{self, BgpEvent, BgpHandle};
 use gateway_bgp::{Route, RouteChange, RoutingPolicy, SessionConfig, SessionPolicy, State};
 use ipnet::IpNet;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 use tokio::time::timeout;
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
 
-async fn next_event(rx: &mut UnboundedReceiver<BgpEvent>) -> BgpEvent {
+async fn next_event(rx: &mut Receiver<BgpEvent>) -> BgpEvent {
     let e = timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("no BGP event within 10 s")
@@ -23,7 +23,7 @@ async fn next_event(rx: &mut UnboundedReceiver<BgpEvent>) -> BgpEvent {
     e
 }
 
-async fn expect_event(rx: &mut UnboundedReceiver<BgpEvent>, want: BgpEvent) {
+async fn expect_event(rx: &mut Receiver<BgpEvent>, want: BgpEvent) {
     assert_eq!(next_event(rx).await, want);
 }
 
@@ -35,7 +35,7 @@ async fn start(
     port: u16,
     filter_in: &str,
     export: &str,
-) -> (BgpHandle, UnboundedReceiver<BgpEvent>) {
+) -> (BgpHandle, Receiver<BgpEvent>) {
     let (handle, events) = driver::spawn();
     let mut config = SessionConfig::new(local.parse().unwrap(), peer.parse().unwrap(), peer_asn);
     config.local_asn = local_asn;
