@@ -7,7 +7,9 @@
 
 pub mod backend;
 pub mod packet;
+pub mod slowpath;
 pub mod test_run;
+pub mod worker;
 pub mod xdp;
 
 /// The compiled `gateway-ebpf` object (built by build.rs), 8-byte aligned as

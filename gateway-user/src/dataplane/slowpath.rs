@@ -1,0 +1,460 @@
+//! The TUN slow path: per tunnel, a TUN interface the kernel routes into
+//! (learned prefixes, the locally originated BGP session, everything when
+//! the fast path is off), and the way back for ESP the fast path does not
+//! handle. It shares the [`SaTable`] with the AF_XDP workers: one engine,
+//! one truth for keys, sequence numbers and replay windows.
+//!
+//! # Design
+//!
+//! * **Out (TUN → peer)**: one reader thread per tunnel polls its TUN,
+//!   encapsulates each packet with [`SaTable::encap`] (outer IP + UDP +
+//!   ESP, built by the engine) and sends the complete outer packet through
+//!   a raw socket (`AF_INET`/`AF_INET6`, `IPPROTO_RAW`, header included).
+//!   A raw socket rather than a UDP socket because the IKE driver owns the
+//!   UDP 500/4500 sockets, and a second socket on 4500 would steal its
+//!   datagrams; the raw socket binds no port and lets the kernel route and
+//!   resolve the next hop. The same socket carries the outer packets the
+//!   workers built but could not send themselves (next hop not resolved).
+//! * **In (peer → TUN)**: ESP-in-UDP that XDP does not steer (no AF_XDP
+//!   socket bound, fast path off) reaches the IKE driver's port-4500
+//!   socket with a non-zero marker. The driver hands the datagram's
+//!   payload to [`SlowPath::inbound_esp`], which decapsulates it and writes
+//!   the inner packet to the tunnel's TUN: the kernel then delivers it
+//!   locally (BGP) or forwards it. The workers do the same for decrypted
+//!   packets whose next hop they cannot serve ([`SlowPathHandle::deliver_inner`]).
+//!   Plain ESP (protocol 50) without the fast path is not received here
+//!   (the kernel has no ESP; a raw `IPPROTO_ESP` reader is future work).
+//!
+//! Not per-packet-allocation free like the workers, but close: each reader
+//! owns one buffer; [`SlowPath::inbound_esp`] reuses one.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+use gateway_esp::table::{SaTable, TunnelId};
+use gateway_esp::{DecapError, EncapError, MAX_HEADROOM, MAX_TAILROOM};
+use gateway_netio::tun::Tun;
+
+/// Largest IP packet read from a TUN or an IKE socket.
+const MAX_PACKET: usize = 65_535;
+
+/// Why a slow-path operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SlowPathError {
+    /// Creating a raw socket or a thread failed.
+    #[error("{op}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The ESP packet did not decapsulate.
+    #[error("decapsulation")]
+    Decap(#[from] DecapError),
+    /// The packet did not encapsulate.
+    #[error("encapsulation")]
+    Encap(#[from] EncapError),
+    /// No TUN registered for the tunnel of the SA.
+    #[error("no TUN interface for tunnel {tunnel}")]
+    NoTun {
+        /// Tunnel.
+        tunnel: TunnelId,
+    },
+    /// The packet is larger than an IP packet can be.
+    #[error("packet of {len} bytes too long")]
+    TooLong {
+        /// Length.
+        len: usize,
+    },
+    /// The outer packet is neither IPv4 nor IPv6.
+    #[error("outer packet is not IP")]
+    NotIp,
+}
+
+fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> SlowPathError {
+    move |source| SlowPathError::Io { op, source }
+}
+
+/// Counters of the slow path (all tunnels).
+#[derive(Debug, Default)]
+pub struct SlowPathCounters {
+    /// Packets read from TUNs.
+    pub tun_rx: AtomicU64,
+    /// Outer packets sent through the raw sockets (readers and workers).
+    pub raw_tx: AtomicU64,
+    /// Raw socket send failures.
+    pub raw_tx_errors: AtomicU64,
+    /// TUN packets that failed to encapsulate (no SA, exhausted...).
+    pub encap_errors: AtomicU64,
+    /// Inner packets written to TUNs.
+    pub tun_tx: AtomicU64,
+    /// TUN write failures (including no TUN for the tunnel).
+    pub tun_tx_errors: AtomicU64,
+    /// ESP datagrams from the IKE socket that failed to decapsulate.
+    pub inbound_drops: AtomicU64,
+}
+
+/// A copy of [`SlowPathCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlowPathCountersSnapshot {
+    /// See [`SlowPathCounters::tun_rx`].
+    pub tun_rx: u64,
+    /// See [`SlowPathCounters::raw_tx`].
+    pub raw_tx: u64,
+    /// See [`SlowPathCounters::raw_tx_errors`].
+    pub raw_tx_errors: u64,
+    /// See [`SlowPathCounters::encap_errors`].
+    pub encap_errors: u64,
+    /// See [`SlowPathCounters::tun_tx`].
+    pub tun_tx: u64,
+    /// See [`SlowPathCounters::tun_tx_errors`].
+    pub tun_tx_errors: u64,
+    /// See [`SlowPathCounters::inbound_drops`].
+    pub inbound_drops: u64,
+}
+
+impl SlowPathCounters {
+    /// Copies the counters.
+    pub fn snapshot(&self) -> SlowPathCountersSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SlowPathCountersSnapshot {
+            tun_rx: l(&self.tun_rx),
+            raw_tx: l(&self.raw_tx),
+            raw_tx_errors: l(&self.raw_tx_errors),
+            encap_errors: l(&self.encap_errors),
+            tun_tx: l(&self.tun_tx),
+            tun_tx_errors: l(&self.tun_tx_errors),
+            inbound_drops: l(&self.inbound_drops),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+struct Shared {
+    table: Arc<SaTable>,
+    tuns: ArcSwap<HashMap<TunnelId, Arc<Tun>>>,
+    raw4: OwnedFd,
+    /// `None` when the host has IPv6 disabled.
+    raw6: Option<OwnedFd>,
+    counters: SlowPathCounters,
+}
+
+fn raw_socket(family: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the result is checked.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_RAW,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// What the workers need from the slow path: cheap to clone, lock-free.
+#[derive(Clone)]
+pub struct SlowPathHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SlowPathHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlowPathHandle").finish_non_exhaustive()
+    }
+}
+
+impl SlowPathHandle {
+    /// Writes an inner (decrypted) packet to the TUN of `tunnel`, for the
+    /// kernel to deliver or forward.
+    pub fn deliver_inner(&self, tunnel: TunnelId, packet: &[u8]) -> Result<(), SlowPathError> {
+        let tuns = self.shared.tuns.load();
+        let Some(tun) = tuns.get(&tunnel) else {
+            bump(&self.shared.counters.tun_tx_errors);
+            return Err(SlowPathError::NoTun { tunnel });
+        };
+        match tun.write(packet) {
+            Ok(_) => {
+                bump(&self.shared.counters.tun_tx);
+                Ok(())
+            }
+            Err(e) => {
+                bump(&self.shared.counters.tun_tx_errors);
+                Err(SlowPathError::Io {
+                    op: "write to TUN",
+                    source: e,
+                })
+            }
+        }
+    }
+
+    /// Sends a complete outer IP packet (as built by `encap`) through the
+    /// raw socket of its family; the kernel routes it.
+    pub fn send_outer(&self, packet: &[u8]) -> Result<(), SlowPathError> {
+        let r = send_raw(&self.shared, packet);
+        match &r {
+            Ok(()) => bump(&self.shared.counters.raw_tx),
+            Err(_) => bump(&self.shared.counters.raw_tx_errors),
+        }
+        r
+    }
+
+    /// The slow path's counters.
+    pub fn counters(&self) -> SlowPathCountersSnapshot {
+        self.shared.counters.snapshot()
+    }
+}
+
+fn send_raw(sh: &Shared, packet: &[u8]) -> Result<(), SlowPathError> {
+    let version = packet.first().map(|b| b >> 4);
+    let rc = match version {
+        Some(4) if packet.len() >= 20 => {
+            // SAFETY: sockaddr_in is plain data; zero is a valid start.
+            let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_addr.s_addr =
+                u32::from_ne_bytes([packet[16], packet[17], packet[18], packet[19]]);
+            // SAFETY: packet and sa are valid for the given lengths.
+            unsafe {
+                libc::sendto(
+                    sh.raw4.as_raw_fd(),
+                    packet.as_ptr().cast(),
+                    packet.len(),
+                    0,
+                    (&raw const sa).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+        }
+        Some(6) if packet.len() >= 40 => {
+            let Some(raw6) = &sh.raw6 else {
+                return Err(SlowPathError::Io {
+                    op: "IPv6 raw socket",
+                    source: io::ErrorKind::Unsupported.into(),
+                });
+            };
+            // SAFETY: sockaddr_in6 is plain data; zero is a valid start.
+            let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sa.sin6_addr.s6_addr.copy_from_slice(&packet[24..40]);
+            // SAFETY: as above. IPPROTO_RAW on IPv6 implies IPV6_HDRINCL.
+            unsafe {
+                libc::sendto(
+                    raw6.as_raw_fd(),
+                    packet.as_ptr().cast(),
+                    packet.len(),
+                    0,
+                    (&raw const sa).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+        _ => return Err(SlowPathError::NotIp),
+    };
+    if rc < 0 {
+        return Err(SlowPathError::Io {
+            op: "send outer packet on the raw socket",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+struct Reader {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+/// The slow path of the gateway: every tunnel's TUN, the raw sockets and
+/// the inbound entry point for ESP from the IKE socket.
+pub struct SlowPath {
+    shared: Arc<Shared>,
+    readers: HashMap<TunnelId, Reader>,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for SlowPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlowPath")
+            .field("tunnels", &self.readers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SlowPath {
+    /// Opens the raw sockets in the current network namespace.
+    pub fn new(table: Arc<SaTable>) -> Result<Self, SlowPathError> {
+        let raw4 = raw_socket(libc::AF_INET).map_err(io_err("raw IPv4 socket"))?;
+        let raw6 = raw_socket(libc::AF_INET6).ok();
+        Ok(Self {
+            shared: Arc::new(Shared {
+                table,
+                tuns: ArcSwap::from_pointee(HashMap::new()),
+                raw4,
+                raw6,
+                counters: SlowPathCounters::default(),
+            }),
+            readers: HashMap::new(),
+            buf: vec![0; MAX_PACKET],
+        })
+    }
+
+    /// The handle the AF_XDP workers use.
+    pub fn handle(&self) -> SlowPathHandle {
+        SlowPathHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Serves `tun` as the TUN of `tunnel` from now on: starts its reader
+    /// thread (replacing a previous TUN of the tunnel).
+    pub fn add_tunnel(&mut self, tunnel: TunnelId, tun: Tun) -> Result<(), SlowPathError> {
+        self.remove_tunnel(tunnel);
+        let tun = Arc::new(tun);
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let (sh, tun, stop) = (
+                Arc::clone(&self.shared),
+                Arc::clone(&tun),
+                Arc::clone(&stop),
+            );
+            std::thread::Builder::new()
+                .name(format!("tun-{tunnel}"))
+                .spawn(move || tun_reader(&sh, tunnel, &tun, &stop))
+                .map_err(io_err("spawning the TUN reader"))?
+        };
+        let mut next = HashMap::clone(&self.shared.tuns.load());
+        next.insert(tunnel, tun);
+        self.shared.tuns.store(Arc::new(next));
+        self.readers.insert(tunnel, Reader { stop, handle });
+        Ok(())
+    }
+
+    /// Stops serving the tunnel's TUN (its reader thread ends within 100 ms).
+    pub fn remove_tunnel(&mut self, tunnel: TunnelId) {
+        if let Some(r) = self.readers.remove(&tunnel) {
+            r.stop.store(true, Ordering::Relaxed);
+            let _ = r.handle.join();
+        }
+        let cur = self.shared.tuns.load();
+        if cur.contains_key(&tunnel) {
+            let mut next = HashMap::clone(&cur);
+            next.remove(&tunnel);
+            self.shared.tuns.store(Arc::new(next));
+        }
+    }
+
+    /// ESP received on the IKE driver's UDP 4500 socket (a datagram whose
+    /// first four bytes are not the zero non-ESP marker): `payload` is the
+    /// UDP payload, SPI through ICV. Decapsulates it with the shared table
+    /// and writes the inner packet to the SA's tunnel's TUN. `src`/`dst`
+    /// are the datagram's addresses; they are only logged today (ESP's ICV
+    /// authenticates the packet; NAT-T port changes are IKE's business).
+    pub fn inbound_esp(
+        &mut self,
+        payload: &[u8],
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> Result<TunnelId, SlowPathError> {
+        let n = payload.len();
+        let Some(slot) = self.buf.get_mut(..n) else {
+            return Err(SlowPathError::TooLong { len: n });
+        };
+        slot.copy_from_slice(payload);
+        let rx = match self.shared.table.decap_esp(&mut self.buf, 0..n) {
+            Ok(r) => r,
+            Err(e) => {
+                bump(&self.shared.counters.inbound_drops);
+                if !e.is_silent() {
+                    tracing::debug!(%src, %dst, reason = e.reason(), "slow path ESP dropped");
+                }
+                return Err(e.into());
+            }
+        };
+        let inner = &self.buf[rx.decap.inner.clone()];
+        self.handle().deliver_inner(rx.tunnel, inner)?;
+        Ok(rx.tunnel)
+    }
+
+    /// The slow path's counters.
+    pub fn counters(&self) -> SlowPathCountersSnapshot {
+        self.shared.counters.snapshot()
+    }
+
+    /// Stops every reader thread.
+    pub fn shutdown(&mut self) {
+        let ids: Vec<TunnelId> = self.readers.keys().copied().collect();
+        for t in ids {
+            self.remove_tunnel(t);
+        }
+    }
+}
+
+impl Drop for SlowPath {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// One tunnel's TUN → ESP → raw socket loop.
+fn tun_reader(sh: &Shared, tunnel: TunnelId, tun: &Tun, stop: &AtomicBool) {
+    let mut buf = vec![0u8; MAX_HEADROOM + MAX_PACKET + MAX_TAILROOM];
+    while !stop.load(Ordering::Relaxed) {
+        match tun.wait_readable(100) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(tunnel, error = %e, "polling the TUN failed");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                continue;
+            }
+        }
+        // Drain what is queued, bounded so `stop` stays responsive.
+        for _ in 0..256 {
+            let n = match tun.read(&mut buf[MAX_HEADROOM..MAX_HEADROOM + MAX_PACKET]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!(tunnel, error = %e, "reading the TUN failed");
+                    break;
+                }
+            };
+            bump(&sh.counters.tun_rx);
+            match sh
+                .table
+                .encap(tunnel, &mut buf, MAX_HEADROOM..MAX_HEADROOM + n)
+            {
+                Ok(e) => {
+                    if e.soft_limit_reached {
+                        tracing::debug!(tunnel, "outbound SA past its soft limit");
+                    }
+                    match send_raw(sh, &buf[e.packet]) {
+                        Ok(()) => bump(&sh.counters.raw_tx),
+                        Err(err) => {
+                            bump(&sh.counters.raw_tx_errors);
+                            tracing::debug!(tunnel, error = %err, "slow path send failed");
+                        }
+                    }
+                }
+                Err(err) => {
+                    bump(&sh.counters.encap_errors);
+                    tracing::debug!(tunnel, error = %err, "slow path encap failed");
+                }
+            }
+        }
+    }
+}
