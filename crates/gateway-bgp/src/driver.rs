@@ -5,6 +5,36 @@
 //! changes and session up/down).
 //!
 //! It holds no protocol logic: every decision is the `Speaker`'s.
+//!
+//! How the agent uses it, per connection and IP family:
+//!
+//! ```no_run
+//! # async fn agent() -> Result<(), Box<dyn std::error::Error>> {
+//! use gateway_bgp::driver::{self, BgpEvent};
+//! use gateway_bgp::{RouteChange, RoutingPolicy, SessionConfig, SessionPolicy};
+//!
+//! let (bgp, mut events) = driver::spawn();
+//! // From the connection's bgp_session_ipv4 and the gateways' ASNs.
+//! let config = SessionConfig::from_interconnect("169.254.0.1/30", "169.254.0.2/30", 12876, 65001)?;
+//! // From the attached routing policy (None when detached: RFC 8212).
+//! let policy = RoutingPolicy::from_filters(&["203.0.113.0/24"], &["198.51.100.0/24"])?;
+//! let session_id = 1; // the agent's choice, e.g. per connection and family
+//! bgp.add_session(session_id, config, SessionPolicy {
+//!     routing_policy: Some(policy),
+//!     route_propagation: true,
+//!     exported: vec!["198.51.100.0/24".parse()?],
+//! }).await?;
+//! // Later: bgp.set_route_propagation(session_id, false).await?, set_routing_policy,
+//! // set_exported_prefixes, session_status, loc_rib, remove_session.
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         BgpEvent::Route(RouteChange::Install(route)) => { /* ROUTES_V4/V6 + kernel route via route.session's tunnel */ }
+//!         BgpEvent::Route(RouteChange::Withdraw { prefix }) => { /* remove */ }
+//!         BgpEvent::SessionUp(id) | BgpEvent::SessionDown(id) => { /* connection status */ }
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -324,17 +354,32 @@ impl Main {
         if self.listeners.contains_key(&addr) {
             return Ok(());
         }
-        let err = |source| DriverError::Listen { addr, source };
-        let socket = match addr {
-            SocketAddr::V4(_) => TcpSocket::new_v4(),
-            SocketAddr::V6(_) => TcpSocket::new_v6(),
-        }
-        .map_err(err)?;
-        socket.set_reuseaddr(true).map_err(err)?;
-        socket.bind(addr).map_err(err)?;
-        let listener: TcpListener = socket.listen(16).map_err(err)?;
+        // An interconnection address that is not there yet (tunnel interface
+        // still being set up, IPv6 DAD) is waited for; anything else fails.
+        let first = match bind_listener(addr) {
+            Ok(l) => Some(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                tracing::info!(%addr, "address not available yet, will listen when it is");
+                None
+            }
+            Err(source) => return Err(DriverError::Listen { addr, source }),
+        };
         let net = self.net_tx.clone();
         let task = tokio::spawn(async move {
+            let listener = match first {
+                Some(l) => l,
+                None => loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    match bind_listener(addr) {
+                        Ok(l) => break l,
+                        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {}
+                        Err(e) => {
+                            tracing::warn!(%addr, error = %e, "cannot listen");
+                            return;
+                        }
+                    }
+                },
+            };
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
@@ -532,6 +577,16 @@ impl Main {
             }
         }
     }
+}
+
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(16)
 }
 
 async fn connect(local: IpAddr, peer: IpAddr, port: u16) -> std::io::Result<TcpStream> {

@@ -154,3 +154,27 @@ async fn two_drivers_over_loopback() {
     .await;
     expect_event(&mut eb, BgpEvent::SessionDown(1)).await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn missing_local_address_is_waited_for() {
+    // 192.0.2.1 is on no interface here: the session is created anyway and
+    // keeps trying (binding fails locally, nothing is sent).
+    let (h, _events) = driver::spawn();
+    let mut config = SessionConfig::new(
+        "192.0.2.1".parse().unwrap(),
+        "192.0.2.2".parse().unwrap(),
+        65001,
+    );
+    config.port = 20_000 + (std::process::id() % 20_000) as u16;
+    h.add_session(7, config, SessionPolicy::default())
+        .await
+        .unwrap();
+    let status = h.session_status(7).await.unwrap().unwrap();
+    assert!(
+        matches!(status.state, State::Connect | State::Active),
+        "{status:?}"
+    );
+    assert_eq!(h.session_status(8).await.unwrap(), None);
+    h.remove_session(7).await.unwrap();
+    assert_eq!(h.session_status(7).await.unwrap(), None);
+}
