@@ -74,6 +74,11 @@ fn median(v: &mut [u32]) -> f64 {
     }
 }
 
+/// The i-th of the 1M distinct host routes, spread over 10.0.0.0/8.
+fn host_route(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a00_0000 + (i * 13) % (1 << 24))
+}
+
 fn measure(dp: &XdpDataplane, paths: &mut [Path]) -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..ROUNDS {
         for p in paths.iter_mut() {
@@ -174,11 +179,8 @@ fn bench() -> Result<(), Box<dyn std::error::Error>> {
     // 1,000,000 host routes in 10.0.0.0/8 (map data only) plus the /24;
     // the probe hits one of the /32s, the deepest walk of the trie.
     eprintln!("installing {ONE_MILLION} routes...");
-    dp.add_routes_v4((0..ONE_MILLION).map(|i| {
-        let a = 0x0a00_0000 + i * 13 % (1 << 24);
-        (Ipv4Addr::from(a), 32, 1)
-    }))?;
-    let probe = Ipv4Addr::from(0x0a00_0000 + 777_777 * 13 % (1 << 24));
+    dp.add_routes_v4((0..ONE_MILLION).map(|i| (host_route(i), 32, 1)))?;
+    let probe = host_route(777_777);
     let mut big = vec![
         Path {
             name: "trivial_xdp_pass_1m",
