@@ -267,6 +267,11 @@ impl<R: Resolver, S: SlowSink> Pipeline<R, S> {
         &self.counters
     }
 
+    /// The next hop lookup in use.
+    pub fn resolver(&self) -> &R {
+        &self.resolver
+    }
+
     /// A frame received on WAN: `chunk[frame]` is the Ethernet frame, `meta`
     /// the XDP metadata in front of it.
     pub fn inbound(&self, chunk: &mut [u8], frame: Range<usize>, meta: Option<XdpMeta>) -> Verdict {
