@@ -430,7 +430,8 @@ pub fn decode_attribute(
         MP_REACH_NLRI => decode_mp_reach(value)?,
         MP_UNREACH_NLRI => decode_mp_unreach(value)?,
         _ => PathAttribute::Other {
-            flags,
+            // Extended length is framing, chosen again on encode.
+            flags: flags & !FLAG_EXTENDED_LENGTH,
             type_code,
             value: value.to_vec(),
         },

@@ -347,6 +347,16 @@ fn decode_update(wire: &[u8]) -> Update {
     }
 }
 
+#[test]
+fn unknown_attribute_with_needless_extended_length_reencodes_stably() {
+    // Found by the fuzzer: flags 0xff (extended length for a 1-byte value).
+    let attrs: &[u8] = &[0xff, 0, 0, 1, 0];
+    let wire = cat(&[&header(19 + 4 + 5, 2), &[0, 0, 0, 5], attrs]);
+    let msg = Message::Update(decode_update(&wire));
+    let again = Message::decode(&msg.encode(FOUR), FOUR).unwrap();
+    assert_eq!(again, msg);
+}
+
 // ---- errors and the NOTIFICATION they call for ----
 
 fn notif(wire: &[u8]) -> (u8, u8, Vec<u8>) {
