@@ -293,8 +293,6 @@ fn wait_for<T>(
 const STRONGSWAN_CONF: &str = r#"charon {
   load_modular = no
   load = random nonce openssl pem pkcs1 x509 revocation constraints pubkey curve25519 aes sha1 sha2 hmac gcm chapoly ccm kdf kernel-libipsec kernel-netlink socket-default vici updown
-  # Route-based, as our device config asks: BGP routes into ipsec0.
-  install_routes = no
   plugins {
     vici {
       socket = unix://DIR/charon.vici
@@ -454,7 +452,8 @@ fn steps(
         "--routing-policy-v6",
         field(&rp6, "id")?,
     ])?;
-    let conn_id = field(&conn, "id")?.to_owned();
+    // CreateConnectionResponse wraps the connection.
+    let conn_id = field(&conn["connection"], "id")?.to_owned();
     s2sctl(&["connection", "enable-route-propagation", &conn_id])?;
     println!("lab: connection {conn_id} created, route propagation enabled");
 
@@ -490,13 +489,14 @@ fn steps(
         Duration::from_secs(15),
         || Ok(dir.join("charon.vici").exists().then_some(())),
     )?;
+    // swanctl wants its command first, then the options.
     CGW.exec(&[
         "swanctl",
-        "--uri",
-        &vici,
         "--load-all",
         "--file",
         &format!("{d}/swanctl.conf"),
+        "--uri",
+        &vici,
     ])?;
     // The device config asks for the interconnection addresses on the
     // tunnel interface (kernel-libipsec's ipsec0).

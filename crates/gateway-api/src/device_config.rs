@@ -3,12 +3,15 @@
 //! (strongSwan), a BIRD 2 config and an FRR config from the connection, its
 //! gateways, interconnection subnets, routing policies and PSK.
 //!
-//! Design of the customer side (tested in the lab against strongSwan 5.9.8
-//! with kernel-libipsec and BIRD 2.0.12): route-based, like ours. The CHILD
-//! SA's traffic selectors are 0.0.0.0/0 and ::/0 and strongSwan does not
-//! install routes itself (`charon.install_routes = no`); the interconnection
-//! address sits on strongSwan's tunnel interface, and BGP installs the
-//! routes it learns through that interface. Pure functions: no I/O.
+//! Design of the customer side (run in the lab against strongSwan 5.9.8
+//! with kernel-libipsec and BIRD 2.0.12): the CHILD SA's traffic selectors
+//! are the interconnection addresses plus the routing policies' prefixes
+//! (our gateway accepts the narrowing), so strongSwan's own routes (table
+//! 220) send exactly that into its tunnel and never the IKE/ESP packets
+//! themselves: with 0.0.0.0/0 selectors kernel-libipsec installs a default
+//! route into its tunnel that swallows IKE to the gateway. The
+//! interconnection address sits on the tunnel interface and BGP runs over
+//! it. Pure functions: no I/O.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -170,6 +173,22 @@ fn swanctl(p: &DeviceParams<'_>) -> String {
     } else {
         "none"
     };
+    // Traffic selectors: BGP between the interconnection addresses, and the
+    // prefixes each side may announce.
+    let mut local_ts: Vec<String> = Vec::new();
+    let mut remote_ts: Vec<String> = Vec::new();
+    for sess in &p.sessions {
+        local_ts.push(IpNet::from(sess.local.addr()).to_string());
+        remote_ts.push(IpNet::from(sess.peer.addr()).to_string());
+        local_ts.extend(sess.policy.prefix_filter_in.iter().cloned());
+        remote_ts.extend(sess.policy.prefix_filter_out.iter().cloned());
+    }
+    if local_ts.is_empty() {
+        // No routing policy yet: nothing may flow (the seed's default); the
+        // IKE SA still needs a selector pair, keep it harmless.
+        local_ts = vec!["0.0.0.0/32".into()];
+        remote_ts = vec!["0.0.0.0/32".into()];
+    }
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -178,7 +197,7 @@ fn swanctl(p: &DeviceParams<'_>) -> String {
     );
     let _ = writeln!(
         s,
-        "# Route-based: set `charon.install_routes = no` in strongswan.conf,"
+        "# strongSwan routes the traffic selectors below into its tunnel;"
     );
     let _ = writeln!(
         s,
@@ -215,8 +234,8 @@ fn swanctl(p: &DeviceParams<'_>) -> String {
         let _ = writeln!(s, "    }}");
         let _ = writeln!(s, "    children {{");
         let _ = writeln!(s, "      {name}-net {{");
-        let _ = writeln!(s, "        local_ts = 0.0.0.0/0,::/0");
-        let _ = writeln!(s, "        remote_ts = 0.0.0.0/0,::/0");
+        let _ = writeln!(s, "        local_ts = {}", local_ts.join(","));
+        let _ = writeln!(s, "        remote_ts = {}", remote_ts.join(","));
         let _ = writeln!(s, "        esp_proposals = {}", esp.join(","));
         let _ = writeln!(s, "        rekey_time = 1h");
         let _ = writeln!(s, "        dpd_action = restart");

@@ -283,6 +283,8 @@ fn every_subcommand() {
         // initiation_policy customer_gateway: the device starts the tunnel.
         "start_action = start".into(),
         "ip addr add 169.254.7.2/30 dev ipsec0".into(),
+        "local_ts = 169.254.7.2/32,10.1.0.0/16".into(),
+        "remote_ts = 169.254.7.1/32,198.51.100.0/24".into(),
     ] {
         assert!(sw.contains(&want), "missing {want:?} in\n{sw}");
     }
