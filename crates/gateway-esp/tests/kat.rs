@@ -617,6 +617,3 @@ fn api_names_and_keymat_lengths() {
     assert!(SaCipher::new(s, &[0; 32], &[]).is_err(), "salt missing");
     assert!(SaCipher::new(s, &[0; 36], &[]).is_ok());
 }
-
-#[allow(unused_imports, reason = "keep the traits in scope for every cfg")]
-use {BlockDecryptMut as _, BlockEncryptMut as _, U16 as _, U6 as _};
