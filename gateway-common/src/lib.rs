@@ -35,18 +35,26 @@
 //!   headers, extension chains longer than [`MAX_IPV6_EXT_HEADERS`], and
 //!   protocols other than ESP and UDP are **`XDP_PASS`**.
 //! * On `wan_ingress`, only ESP (protocol 50) and UDP to port
-//!   [`NAT_T_PORT`] are looked at further. UDP whose header is truncated or
-//!   whose length field is below 8 or beyond the IP payload drops with
-//!   [`DropReason::UdpHeaderTruncated`] / [`DropReason::UdpBadLength`]
-//!   (only for UDP to port 4500; other UDP is passed unexamined). A UDP
-//!   4500 payload shorter than 4 bytes (the RFC 3948 NAT-keepalive is one
-//!   byte 0xFF) or starting with the zero non-ESP marker (IKE) is
-//!   **`XDP_PASS`**. ESP not addressed to one of `LOCAL_ADDRS` is
-//!   **`XDP_PASS`**. ESP to us shorter than SPI + sequence number drops with
-//!   [`DropReason::EspHeaderTruncated`]; an unknown SPI with
-//!   [`DropReason::UnknownSpi`]; a sequence number left of the SA's replay
-//!   window (non-ESN SAs only: with ESN the low 32 bits alone never prove
-//!   a replay, RFC 4303 Appendix A) with [`DropReason::ReplayLeftOfWindow`].
+//!   [`NAT_T_PORT`] are looked at further, and every drop below is only for
+//!   packets addressed to one of `LOCAL_ADDRS` (anything else is
+//!   **`XDP_PASS`**: not ours to judge). UDP whose header does not fit in
+//!   the IP payload drops with [`DropReason::UdpHeaderTruncated`]; UDP to
+//!   port 4500 whose length field is below 8 or beyond the IP payload with
+//!   [`DropReason::UdpBadLength`] (other ports, IKE's 500 included, are
+//!   passed unexamined). A UDP 4500 payload shorter than 4 bytes (the
+//!   RFC 3948 NAT-keepalive is one byte 0xFF) or starting with the zero
+//!   non-ESP marker (IKE) is **`XDP_PASS`**. ESP shorter than SPI +
+//!   sequence number drops with [`DropReason::EspHeaderTruncated`]; an
+//!   unknown SPI with [`DropReason::UnknownSpi`]; a sequence number left of
+//!   the SA's replay window (non-ESN SAs only: with ESN the low 32 bits
+//!   alone never prove a replay, RFC 4303 Appendix A) with
+//!   [`DropReason::ReplayLeftOfWindow`]. ESP of a known SPI to an address
+//!   that is not ours is **`XDP_PASS`**.
+//! * Invariant the agent keeps: a tunnel's `TunnelValue::local` is one of
+//!   `LOCAL_ADDRS`. `wan_ingress` checks the destination of an SA's packet
+//!   against it first (an array lookup) and asks `LOCAL_ADDRS` (a hash
+//!   lookup) only on a mismatch, so a missing `TUNNELS` slot only costs
+//!   speed, never correctness.
 //! * On `lan_ingress`, a TTL / hop limit ≤ 1, a route miss and a tunnel that
 //!   is down are **`XDP_PASS`** (the kernel answers with ICMP or routes
 //!   through the slow path).

@@ -18,10 +18,10 @@ use aya_ebpf::{
 };
 use gateway_common::{
     stats_index, Direction, DropReason, LocalAddrKey, LocalAddrValue, RouteValue, SaInKey,
-    SaInValue, TunnelStats, TunnelValue, XdpMeta, DROPS_MAX_ENTRIES, FAMILY_V4, IKE_PORT,
-    IPPROTO_ESP, IPPROTO_UDP, LOCAL_ADDRS_MAX_ENTRIES, MAX_IPV6_EXT_HEADERS, NAT_T_PORT,
-    ROUTES_V4_MAX_ENTRIES, ROUTES_V6_MAX_ENTRIES, SA_FLAG_ESN, SA_INDEX_NONE, SA_IN_MAX_ENTRIES,
-    STATS_MAX_ENTRIES, TUNNELS_MAX_ENTRIES, TUNNEL_UP, XDP_META_MAGIC, XSKS_MAX_ENTRIES,
+    SaInValue, TunnelStats, TunnelValue, XdpMeta, DROPS_MAX_ENTRIES, FAMILY_V4, IPPROTO_ESP,
+    IPPROTO_UDP, LOCAL_ADDRS_MAX_ENTRIES, MAX_IPV6_EXT_HEADERS, NAT_T_PORT, ROUTES_V4_MAX_ENTRIES,
+    ROUTES_V6_MAX_ENTRIES, SA_FLAG_ESN, SA_INDEX_NONE, SA_IN_MAX_ENTRIES, STATS_MAX_ENTRIES,
+    TUNNELS_MAX_ENTRIES, TUNNEL_UP, XDP_META_MAGIC, XSKS_MAX_ENTRIES,
 };
 
 #[map]
@@ -229,14 +229,55 @@ fn steer(ctx: &XdpContext, tunnel_id: u32, sa_index: u32, direction: Direction) 
     }
 }
 
-/// ESP (bare or after the UDP header) addressed to one of our addresses.
 #[inline(always)]
-fn wan_esp(ctx: &XdpContext, esp_off: usize, esp_len: usize) -> Verdict {
+fn is_local(key: &LocalAddrKey) -> bool {
+    // SAFETY: only presence is read.
+    unsafe { LOCAL_ADDRS.get(key) }.is_some()
+}
+
+/// L4 problems are only ours to judge for packets addressed to us.
+#[inline(always)]
+fn drop_if_local(dst: &LocalAddrKey, reason: DropReason) -> Verdict {
+    if is_local(dst) {
+        count_drop(reason)
+    } else {
+        XDP_PASS
+    }
+}
+
+#[inline(always)]
+fn eq16(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    // SAFETY: both are 16-byte arrays; unaligned reads of their halves.
+    unsafe {
+        let (a, b) = (a.as_ptr() as *const u64, b.as_ptr() as *const u64);
+        a.read_unaligned() == b.read_unaligned()
+            && a.add(1).read_unaligned() == b.add(1).read_unaligned()
+    }
+}
+
+/// Whether `dst` is one of our addresses, for a packet of an SA of
+/// `tunnel_id`. The tunnel's own local address (one of LOCAL_ADDRS by the
+/// agent's invariant) is an array lookup, inlined by the verifier; only a
+/// mismatch pays for the LOCAL_ADDRS hash lookup.
+#[inline(always)]
+fn is_local_for_tunnel(tunnel_id: u32, dst: &LocalAddrKey) -> bool {
+    if let Some(t) = TUNNELS.get(tunnel_id) {
+        if t.family == dst.family && eq16(&t.local, &dst.addr) {
+            return true;
+        }
+    }
+    is_local(dst)
+}
+
+/// ESP (bare or after the UDP header): steer it if it is addressed to us
+/// and its SPI is known and its sequence number is not left of the window.
+#[inline(always)]
+fn wan_esp(ctx: &XdpContext, esp_off: usize, esp_len: usize, dst: &LocalAddrKey) -> Verdict {
     if esp_len < ESP_HLEN {
-        return count_drop(DropReason::EspHeaderTruncated);
+        return drop_if_local(dst, DropReason::EspHeaderTruncated);
     }
     let Some(h) = load::<[u8; ESP_HLEN]>(ctx, esp_off) else {
-        return count_drop(DropReason::EspHeaderTruncated);
+        return drop_if_local(dst, DropReason::EspHeaderTruncated);
     };
     let spi = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
     let seq = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as u64;
@@ -244,8 +285,11 @@ fn wan_esp(ctx: &XdpContext, esp_off: usize, esp_len: usize) -> Verdict {
     // userspace can at worst give a stale window edge, which only makes the
     // early check weaker (userspace checks again after authentication).
     let Some(sa) = (unsafe { SA_IN.get(SaInKey { spi }) }).copied() else {
-        return count_drop(DropReason::UnknownSpi);
+        return drop_if_local(dst, DropReason::UnknownSpi);
     };
+    if !is_local_for_tunnel(sa.tunnel_id, dst) {
+        return XDP_PASS;
+    }
     if sa.flags & SA_FLAG_ESN == 0 && sa.replay_window != 0 {
         let w = sa.replay_window as u64;
         let t = sa.replay_right_edge;
@@ -256,40 +300,31 @@ fn wan_esp(ctx: &XdpContext, esp_off: usize, esp_len: usize) -> Verdict {
     steer(ctx, sa.tunnel_id, sa.sa_index, Direction::Inbound)
 }
 
-#[inline(always)]
-fn is_local(key: &LocalAddrKey) -> bool {
-    // SAFETY: only presence is read.
-    unsafe { LOCAL_ADDRS.get(key) }.is_some()
-}
-
-/// The transport part of `wan_ingress`, shared by IPv4 and IPv6.
+/// The transport part of `wan_ingress`, shared by IPv4 and IPv6. Whether
+/// the destination is ours is asked only when it matters (a steer or a
+/// drop): the hash lookup is the most expensive step.
 #[inline(always)]
 fn wan_l4(ctx: &XdpContext, proto: u8, l4: usize, l4_len: usize, dst: &LocalAddrKey) -> Verdict {
     if proto == IPPROTO_ESP {
-        if !is_local(dst) {
-            return XDP_PASS;
-        }
-        return wan_esp(ctx, l4, l4_len);
+        return wan_esp(ctx, l4, l4_len, dst);
     }
     if proto != IPPROTO_UDP {
         return XDP_PASS;
     }
     if l4_len < UDP_HLEN {
-        return count_drop(DropReason::UdpHeaderTruncated);
+        return drop_if_local(dst, DropReason::UdpHeaderTruncated);
     }
     let Some(udp) = load::<[u8; UDP_HLEN]>(ctx, l4) else {
-        return count_drop(DropReason::UdpHeaderTruncated);
+        return drop_if_local(dst, DropReason::UdpHeaderTruncated);
     };
     let dport = be16([udp[2], udp[3]]);
-    if dport == IKE_PORT || dport != NAT_T_PORT {
-        return XDP_PASS;
-    }
-    if !is_local(dst) {
+    if dport != NAT_T_PORT {
+        // IKE on 500 and every other port: the kernel's.
         return XDP_PASS;
     }
     let udp_len = be16([udp[4], udp[5]]) as usize;
     if udp_len < UDP_HLEN || udp_len > l4_len {
-        return count_drop(DropReason::UdpBadLength);
+        return drop_if_local(dst, DropReason::UdpBadLength);
     }
     let payload_len = udp_len - UDP_HLEN;
     // Shorter than the non-ESP marker: the 1-byte NAT-keepalive (RFC 3948
@@ -304,7 +339,7 @@ fn wan_l4(ctx: &XdpContext, proto: u8, l4: usize, l4_len: usize, dst: &LocalAddr
         // Non-ESP marker: IKE on port 4500.
         return XDP_PASS;
     }
-    wan_esp(ctx, l4 + UDP_HLEN, payload_len)
+    wan_esp(ctx, l4 + UDP_HLEN, payload_len, dst)
 }
 
 /// `LocalAddrKey::v4` without the `memset` call LLVM emits for the zero tail.

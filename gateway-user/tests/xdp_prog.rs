@@ -32,6 +32,8 @@ const SPI_V4: u32 = 0x1001;
 const SPI_V6: u32 = 0x2002;
 const SPI_ESN: u32 = 0x3003;
 const SPI_UNKNOWN: u32 = 0xdead;
+/// An SA of tunnel 6, whose TUNNELS slot is never set.
+const SPI_NO_TUNNEL: u32 = 0x4004;
 const RIGHT_EDGE: u64 = 1000;
 const WINDOW: u32 = 64;
 
@@ -123,6 +125,8 @@ fn program_maps(dp: &mut XdpDataplane) {
     };
     dp.install_sa_in(SPI_V4, sa(1, 10, 0)).expect("SA_IN");
     dp.install_sa_in(SPI_V6, sa(2, 20, 0)).expect("SA_IN");
+    dp.install_sa_in(SPI_NO_TUNNEL, sa(6, 60, 0))
+        .expect("SA_IN");
     dp.install_sa_in(SPI_ESN, sa(3, 30, SA_FLAG_ESN))
         .expect("SA_IN");
     dp.set_tunnel(1, v4_tunnel(TUNNEL_UP)).expect("TUNNELS");
@@ -408,6 +412,46 @@ fn wan_cases() -> Vec<Case> {
             WAN,
             pad_to_min(v4(PEER4, LOCAL4, IPPROTO_ESP, &[0, 0, 0x10, 0x01])),
             Expect::Drop(DropReason::EspHeaderTruncated),
+        ),
+        case(
+            "v4 ESP, SA of a tunnel without TUNNELS slot, to a local address",
+            WAN,
+            esp4(SPI_NO_TUNNEL, 1000),
+            steer_in(6, 60),
+        ),
+        case(
+            "v4 ESP, SA of a tunnel without TUNNELS slot, not to us",
+            WAN,
+            esp_v4(PEER4, OTHER4, SPI_NO_TUNNEL, 1000),
+            Expect::Pass,
+        ),
+        case(
+            "v4 ESP of the v4 tunnel's SA to our v6 address",
+            WAN,
+            esp_v6(PEER6, LOCAL6, SPI_V4, 1000),
+            steer_in(1, 10),
+        ),
+        case(
+            "v4 ESP header truncated, not to us",
+            WAN,
+            v4(PEER4, OTHER4, IPPROTO_ESP, &[0, 0, 0x10, 0x01]),
+            Expect::Pass,
+        ),
+        case(
+            "v4 UDP header truncated, not to us",
+            WAN,
+            v4(PEER4, OTHER4, IPPROTO_UDP, &[0x11, 0x94, 0x11, 0x94]),
+            Expect::Pass,
+        ),
+        case(
+            "v4 UDP 4500 bad length, not to us",
+            WAN,
+            patch(
+                v4(PEER4, OTHER4, IPPROTO_UDP, &udp_esp(SPI_V4, 1000)),
+                14 + 20 + 4,
+                &[0x04, 0x00],
+            ),
+            Expect::Pass,
         ),
         // ESP over IPv6.
         case(
