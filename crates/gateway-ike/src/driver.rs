@@ -3,6 +3,11 @@
 //! command channel from the agent. Everything that is not a datagram or a
 //! timer (CHILD SA install/remove, IKE SA up/down, logs) is forwarded to
 //! the agent on the event channel. No protocol logic lives here.
+//!
+//! UDP-encapsulated ESP (RFC 3948: a non-zero first word on the NAT-T
+//! port) that reaches these sockets — because the XDP fast path is off or
+//! has no AF_XDP socket bound — is not IKE: it goes to the optional ESP
+//! sink (the data plane's slow path) instead of the IKE core.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -34,6 +39,21 @@ struct Received {
     to: SocketAddr,
 }
 
+/// An ESP packet (from the SPI on) received on a NAT-T socket.
+#[derive(Debug)]
+pub struct EspDatagram {
+    pub esp: Vec<u8>,
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+}
+
+/// Whether a datagram on the NAT-T port is ESP (RFC 3948 §2.2): at least
+/// an SPI and a sequence number, and a non-zero first word (zero is the
+/// non-ESP marker in front of IKE; 0xff alone is a NAT keepalive).
+pub fn is_udp_esp(payload: &[u8]) -> bool {
+    payload.len() >= 8 && payload[..4] != [0, 0, 0, 0]
+}
+
 pub struct UdpDriver {
     mgr: IkeManager,
     sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
@@ -48,6 +68,17 @@ impl UdpDriver {
     /// Binds `ike_port` and `natt_port` on every address (the VPN
     /// gateway's public IPs) and starts the receive loops.
     pub async fn bind(addrs: &[IpAddr], ike_port: u16, natt_port: u16) -> std::io::Result<Self> {
+        Self::bind_with_esp_sink(addrs, ike_port, natt_port, None).await
+    }
+
+    /// As [`UdpDriver::bind`], and hands ESP received on the NAT-T sockets
+    /// to `esp` (dropped when the sink is full: ESP is lossy by nature).
+    pub async fn bind_with_esp_sink(
+        addrs: &[IpAddr],
+        ike_port: u16,
+        natt_port: u16,
+        esp: Option<mpsc::Sender<EspDatagram>>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(1024);
         let mut sockets = HashMap::new();
         for ip in addrs {
@@ -56,12 +87,23 @@ impl UdpDriver {
                 let sock = Arc::new(UdpSocket::bind(local).await?);
                 let s = sock.clone();
                 let tx = tx.clone();
+                let esp = if port == natt_port { esp.clone() } else { None };
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; MAX_DATAGRAM];
                     loop {
                         let Ok((n, from)) = s.recv_from(&mut buf).await else {
                             continue;
                         };
+                        if let Some(sink) = &esp {
+                            if is_udp_esp(&buf[..n]) {
+                                let _ = sink.try_send(EspDatagram {
+                                    esp: buf[..n].to_vec(),
+                                    from,
+                                    to: local,
+                                });
+                                continue;
+                            }
+                        }
                         let msg = Received {
                             bytes: buf[..n].to_vec(),
                             from,
@@ -150,5 +192,24 @@ impl UdpDriver {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_udp_esp;
+
+    #[test]
+    fn esp_is_told_from_ike_and_keepalives() {
+        assert!(is_udp_esp(&[0, 0, 0, 1, 0, 0, 0, 1]));
+        assert!(
+            !is_udp_esp(&[0, 0, 0, 0, 1, 2, 3, 4, 5]),
+            "non-ESP marker: IKE"
+        );
+        assert!(!is_udp_esp(&[0xff]), "NAT keepalive");
+        assert!(
+            !is_udp_esp(&[1, 2, 3]),
+            "too short for SPI + sequence number"
+        );
     }
 }
