@@ -140,20 +140,27 @@ impl Lab {
         lab
     }
 
+    /// Moves the calling thread into namespace `ns` (for good: call it on
+    /// a dedicated thread).
+    fn enter(ns: &str) {
+        let path = format!("/run/netns/{ns}");
+        let c = CString::new(path.clone()).expect("no NUL");
+        // SAFETY: plain syscalls on a path we own; the fd is closed below.
+        unsafe {
+            let fd = libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            assert!(fd >= 0, "open {path}: {}", std::io::Error::last_os_error());
+            let rc = libc::setns(fd, libc::CLONE_NEWNET);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            assert_eq!(rc, 0, "setns {path}: {err}");
+        }
+    }
+
     /// Runs `f` on a thread that has entered namespace `ns`.
     fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{ns}");
+        let ns = ns.to_owned();
         thread::spawn(move || {
-            let c = CString::new(path.clone()).expect("no NUL");
-            // SAFETY: plain syscalls on a path we own; the fd is closed below.
-            unsafe {
-                let fd = libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-                assert!(fd >= 0, "open {path}: {}", std::io::Error::last_os_error());
-                let rc = libc::setns(fd, libc::CLONE_NEWNET);
-                let err = std::io::Error::last_os_error();
-                libc::close(fd);
-                assert_eq!(rc, 0, "setns {path}: {err}");
-            }
+            Lab::enter(&ns);
             f()
         })
         .join()
@@ -173,8 +180,8 @@ impl Drop for Lab {
 struct Bpffs(PathBuf);
 
 impl Bpffs {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("s2s-xdp-{}-bpffs", std::process::id()));
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("s2s-xdp-{}-{tag}-bpffs", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir bpffs mount point");
         run(&["mount", "-t", "bpf", "bpf", dir.to_str().expect("utf-8")]);
         Bpffs(dir)
@@ -259,7 +266,7 @@ fn wait_for<T: PartialEq + Copy>(want: T, mut read: impl FnMut() -> T) -> T {
 #[ignore = "privileged: run by cargo xtask test"]
 fn both_programs_native_on_veth_count_traffic() {
     let lab = Lab::new("cnt");
-    let bpffs = Bpffs::new();
+    let bpffs = Bpffs::new("cnt");
     let pin_dir = bpffs.0.join("s2s-gateway");
     let cfg = config(&pin_dir, "native");
     let mut dp = Lab::in_ns(&lab.gw, move || XdpDataplane::load(&cfg))
@@ -447,4 +454,208 @@ fn native_unsupported_is_one_clear_error_and_fallback_warns() {
     );
     let missing = missing.expect_err("missing interface");
     assert_eq!(missing, "interface \"nope0\" does not exist");
+}
+
+/// An anonymous page-aligned mapping for a UMEM, unmapped on drop.
+struct UmemArea {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl UmemArea {
+    fn new(len: usize) -> Self {
+        // SAFETY: anonymous private mapping, checked for MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(
+            ptr,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        UmemArea {
+            ptr: ptr.cast(),
+            len,
+        }
+    }
+
+    /// Bytes `[off, off + len)` of the area, if inside it.
+    fn bytes(&self, off: u64, len: usize) -> Option<Vec<u8>> {
+        let off = usize::try_from(off).ok()?;
+        if off.checked_add(len)? > self.len {
+            return None;
+        }
+        // SAFETY: in bounds (checked); the kernel has handed this chunk to
+        // us through the RX ring, so it is not written concurrently.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr.add(off), len) }.to_vec())
+    }
+}
+
+impl Drop for UmemArea {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in new(), unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// The real fast path: an AF_XDP socket (copy mode, veth has no zero-copy)
+/// bound to wan0's only queue, registered in XSKS by this process, receives
+/// the ESP frames `wan_ingress` redirects, with our metadata in front.
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn af_xdp_socket_receives_steered_esp_with_metadata() {
+    use std::num::NonZeroU32;
+    use xdpilone::{IfInfo, Socket, SocketConfig, Umem, UmemConfig};
+
+    const FRAMES: u32 = 64;
+    const FRAME_SIZE: u32 = 4096;
+    const XDP_COPY: u16 = 1 << 1;
+
+    let lab = Lab::new("xsk");
+    let bpffs = Bpffs::new("xsk");
+    let cfg = config(&bpffs.0.join("s2s-gateway"), "native");
+    let mut dp = Lab::in_ns(&lab.gw, move || XdpDataplane::load(&cfg))
+        .unwrap_or_else(|e| panic!("load + attach: {e}"));
+    dp.set_local_addrs(&[IpAddr::V4(GW_WAN)])
+        .expect("LOCAL_ADDRS");
+    dp.install_sa_in(
+        SPI,
+        SaInValue {
+            tunnel_id: 2,
+            sa_index: 7,
+            replay_right_edge: 0,
+            replay_window: 64,
+            flags: 0,
+        },
+    )
+    .expect("SA_IN");
+    let sent: Vec<Vec<u8>> = (1..=5)
+        .map(|seq| {
+            ethernet_to(
+                WAN_MAC,
+                WANP_MAC,
+                ETH_P_IP,
+                None,
+                &Ipv4::new(PEER_WAN, GW_WAN, IPPROTO_ESP).build(&esp(SPI, seq, &esp_body(80))),
+            )
+        })
+        .collect();
+
+    let peer = lab.peer.clone();
+    let gw = lab.gw.clone();
+    let to_send = sent.clone();
+    let received: Vec<(Vec<u8>, Vec<u8>)> = thread::scope(|s| {
+        s.spawn(|| {
+            Lab::enter(&gw);
+            let area = UmemArea::new((FRAMES * FRAME_SIZE) as usize);
+            let mem = std::ptr::NonNull::slice_from_raw_parts(
+                std::ptr::NonNull::new(area.ptr).expect("mmap is non-null"),
+                area.len,
+            );
+            let umem_cfg = UmemConfig {
+                fill_size: FRAMES,
+                complete_size: FRAMES,
+                frame_size: FRAME_SIZE,
+                headroom: 0,
+                flags: 0,
+            };
+            // SAFETY: `area` is page-aligned, FRAMES * FRAME_SIZE long and
+            // outlives the UMEM (dropped after it, at the end of the scope).
+            let umem = unsafe { Umem::new(umem_cfg, mem) }.expect("UMEM");
+            let mut info = IfInfo::invalid();
+            info.from_name(c"wan0").expect("wan0");
+            info.set_queue(0);
+            let sock = Socket::with_shared(&info, &umem).expect("XDP socket");
+            let mut device = umem.fq_cq(&sock).expect("fill/completion rings");
+            let user = umem
+                .rx_tx(
+                    &sock,
+                    &SocketConfig {
+                        rx_size: NonZeroU32::new(FRAMES),
+                        tx_size: None,
+                        bind_flags: XDP_COPY,
+                    },
+                )
+                .expect("RX ring");
+            let mut rx = user.map_rx().expect("map RX ring");
+            umem.bind(&user).expect("bind wan0 queue 0 (copy mode)");
+            {
+                let mut fill = device.fill(FRAMES);
+                let n = fill.insert((0..FRAMES).map(|i| u64::from(i * FRAME_SIZE)));
+                assert_eq!(n, FRAMES, "fill ring takes every frame");
+                fill.commit();
+            }
+            dp.set_xsk(0, sock.as_raw_fd()).expect("XSKS");
+
+            let frames = to_send.clone();
+            let peer = peer.clone();
+            thread::spawn(move || send(&peer, "wanp", frames))
+                .join()
+                .expect("sender");
+
+            let mut got = Vec::new();
+            let start = Instant::now();
+            while got.len() < to_send.len() && start.elapsed() < Duration::from_secs(3) {
+                let mut batch = rx.receive(FRAMES);
+                while let Some(desc) = batch.read() {
+                    let meta_len = size_of::<gateway_common::XdpMeta>();
+                    let frame = area
+                        .bytes(desc.addr, desc.len as usize)
+                        .expect("frame in UMEM");
+                    let meta = desc
+                        .addr
+                        .checked_sub(meta_len as u64)
+                        .and_then(|a| area.bytes(a, meta_len))
+                        .expect("metadata in UMEM");
+                    got.push((meta, frame));
+                }
+                batch.release();
+                drop(batch);
+                thread::sleep(Duration::from_millis(10));
+            }
+            dp.unset_xsk(0).expect("XSKS unset");
+            drop(rx);
+            drop(user);
+            drop(device);
+            drop(sock);
+            drop(umem);
+            drop(area);
+            got
+        })
+        .join()
+        .expect("AF_XDP thread panicked")
+    });
+
+    assert_eq!(
+        received.len(),
+        sent.len(),
+        "frames delivered to the AF_XDP socket"
+    );
+    for ((meta, frame), want) in received.iter().zip(&sent) {
+        assert_eq!(frame, want, "frame bytes through AF_XDP");
+        let meta = gateway_common::XdpMeta::from_bytes(meta).expect("16 bytes");
+        assert_eq!(
+            meta,
+            gateway_common::XdpMeta {
+                magic: gateway_common::XDP_META_MAGIC,
+                tunnel_id: 2,
+                sa_index: 7,
+                direction: Direction::Inbound as u32,
+            },
+            "metadata in front of the frame"
+        );
+    }
+    let s = dp.tunnel_stats(2, Direction::Inbound).expect("STATS");
+    assert_eq!((s.packets, s.no_socket), (5, 0), "redirected, not passed");
+    drop(dp);
+    drop(bpffs);
+    drop(lab);
 }
