@@ -5,6 +5,16 @@
 //! as in RFC 6479, so sliding clears whole blocks instead of shifting bits.
 //! Storage is a fixed array sized for the largest window: no allocation.
 //! The caller checks before decrypting and marks only after the ICV verified.
+//!
+//! Workers share one window per SA. The check before decryption is
+//! lock-free (relaxed atomic loads, plain loads on x86); marking takes a
+//! short mutex and checks again, so a racing duplicate is still refused
+//! exactly once. A check that races a slide can at worst let a duplicate
+//! through to decryption (refused at the mark) or report `Replayed` for a
+//! packet that the slide just made too old: never accept twice.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 use thiserror::Error;
 
@@ -40,22 +50,23 @@ pub enum ReplayError {
 #[error("replay window size {0} is not a multiple of 64 in 64..=4096")]
 pub struct BadWindowSize(pub u32);
 
-/// Anti-replay state of one inbound SA.
-#[derive(Clone)]
+/// Anti-replay state of one inbound SA, shared by the workers.
 pub struct ReplayWindow {
     /// Highest authenticated sequence number (the right edge), 0 if none.
-    top: u64,
+    top: AtomicU64,
     /// Window size W in packets.
     size: u64,
     blocks: usize,
-    bitmap: [u64; MAX_BLOCKS],
+    bitmap: [AtomicU64; MAX_BLOCKS],
     esn: bool,
+    /// Serializes `mark`; `check` does not take it.
+    marking: Mutex<()>,
 }
 
 impl std::fmt::Debug for ReplayWindow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplayWindow")
-            .field("top", &self.top)
+            .field("top", &self.right_edge())
             .field("size", &self.size)
             .field("esn", &self.esn)
             .finish_non_exhaustive()
@@ -69,17 +80,18 @@ impl ReplayWindow {
             return Err(BadWindowSize(size));
         }
         Ok(Self {
-            top: 0,
+            top: AtomicU64::new(0),
             size: u64::from(size),
             blocks: size as usize / 64 + 1,
-            bitmap: [0; MAX_BLOCKS],
+            bitmap: [const { AtomicU64::new(0) }; MAX_BLOCKS],
             esn,
+            marking: Mutex::new(()),
         })
     }
 
     /// The right edge: highest authenticated sequence number (0 if none).
     pub fn right_edge(&self) -> u64 {
-        self.top
+        self.top.load(Relaxed)
     }
 
     /// Window size in packets.
@@ -95,8 +107,9 @@ impl ReplayWindow {
             return Some(u64::from(seq_lo));
         }
         let w = self.size;
-        let tl = self.top & 0xffff_ffff;
-        let th = self.top >> 32;
+        let top = self.top.load(Relaxed);
+        let tl = top & 0xffff_ffff;
+        let th = top >> 32;
         let s = u64::from(seq_lo);
         let seqh = if tl >= w - 1 {
             // Case A: the window lies within one 2^32 block.
@@ -131,14 +144,15 @@ impl ReplayWindow {
         if seq == 0 {
             return Err(ReplayError::Zero);
         }
-        if seq > self.top {
+        let top = self.top.load(Relaxed);
+        if seq > top {
             return Ok(());
         }
-        if self.top - seq >= self.size {
+        if top - seq >= self.size {
             return Err(ReplayError::TooOld { seq });
         }
         let (block, bit) = self.pos(seq);
-        if self.bitmap[block] & bit != 0 {
+        if self.bitmap[block].load(Relaxed) & bit != 0 {
             return Err(ReplayError::Replayed { seq });
         }
         Ok(())
@@ -154,21 +168,28 @@ impl ReplayWindow {
     /// Marks an authenticated sequence number (after the ICV verified),
     /// sliding the window right if needed. Checks again, since another
     /// worker may have marked the same number in between.
-    pub fn mark(&mut self, seq: u64) -> Result<(), ReplayError> {
+    pub fn mark(&self, seq: u64) -> Result<(), ReplayError> {
+        // Every update below is a few stores that leave the window
+        // consistent, so a poisoned lock (a panic elsewhere) is reusable.
+        let _g = self
+            .marking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.check_full(seq)?;
-        if seq > self.top {
-            let old_block = self.top >> 6;
+        let top = self.top.load(Relaxed);
+        if seq > top {
+            let old_block = top >> 6;
             let new_block = seq >> 6;
             // Clear the blocks entering the window; at most all of them.
             let n = (new_block - old_block).min(self.blocks as u64);
             for i in 1..=n {
                 let b = ((old_block + i) % self.blocks as u64) as usize;
-                self.bitmap[b] = 0;
+                self.bitmap[b].store(0, Relaxed);
             }
-            self.top = seq;
+            self.top.store(seq, Relaxed);
         }
         let (block, bit) = self.pos(seq);
-        self.bitmap[block] |= bit;
+        self.bitmap[block].fetch_or(bit, Relaxed);
         Ok(())
     }
 }
@@ -195,7 +216,7 @@ mod tests {
 
     #[test]
     fn duplicate_and_old() {
-        let mut w = ReplayWindow::new(64, false).unwrap();
+        let w = ReplayWindow::new(64, false).unwrap();
         assert_eq!(w.check(0), Err(ReplayError::Zero));
         for s in 1..=10u32 {
             let full = w.check(s).unwrap();
@@ -216,7 +237,7 @@ mod tests {
     #[test]
     fn slide_clears_stale_bits() {
         // After sliding far right, old bits must not alias into new positions.
-        let mut w = ReplayWindow::new(128, false).unwrap();
+        let w = ReplayWindow::new(128, false).unwrap();
         for s in 1..=200u64 {
             w.mark(s).unwrap();
         }
@@ -239,7 +260,7 @@ mod tests {
 
     #[test]
     fn every_position_of_a_large_window() {
-        let mut w = ReplayWindow::new(4096, false).unwrap();
+        let w = ReplayWindow::new(4096, false).unwrap();
         w.mark(10_000).unwrap();
         for s in (10_000 - 4095)..10_000u64 {
             if s % 3 == 0 {
@@ -258,7 +279,7 @@ mod tests {
 
     #[test]
     fn esn_inference_across_2_pow_32() {
-        let mut w = ReplayWindow::new(1024, true).unwrap();
+        let w = ReplayWindow::new(1024, true).unwrap();
         let base = (1u64 << 32) - 10;
         w.mark(base).unwrap();
         // Case A: right of the window in the next block.
@@ -287,12 +308,12 @@ mod tests {
     #[test]
     fn esn_inference_at_the_case_boundary() {
         // Tl == W - 1: the first right edge where case A applies.
-        let mut w = ReplayWindow::new(1024, true).unwrap();
+        let w = ReplayWindow::new(1024, true).unwrap();
         w.mark(1023).unwrap();
         assert_eq!(w.check(0), Err(ReplayError::Zero));
         assert_eq!(w.check(1), Ok(1));
         assert_eq!(w.check(1024), Ok(1024));
-        let mut w = ReplayWindow::new(1024, true).unwrap();
+        let w = ReplayWindow::new(1024, true).unwrap();
         w.mark(1022).unwrap();
         assert_eq!(w.check(1), Ok(1));
         assert_eq!(

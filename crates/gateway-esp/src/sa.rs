@@ -5,14 +5,13 @@
 //!
 //! Concurrency: an `OutboundSa` is shared by all workers; its sequence
 //! number is an `AtomicU64` taken with `fetch_add` (no lock). An
-//! `InboundSa` guards its replay window with a `Mutex` held only for the
-//! check before decryption and the mark after it (a few bit operations), never
-//! during the crypto, so workers decrypting the same SA contend only briefly.
+//! `InboundSa`'s replay window is checked lock-free before decryption and
+//! marked under a short per-SA mutex after it (a few bit operations), never
+//! held during the crypto, so workers decrypting one SA contend only briefly.
 
 use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use crate::packet::{
     self, check_inner, write_ipv4, write_ipv6, InnerFamily, UdpEncap, IPPROTO_ESP, IPPROTO_UDP,
@@ -403,10 +402,7 @@ pub struct InboundSa {
     cipher: SaCipher,
     esn: bool,
     selectors: TrafficSelectors,
-    window: Mutex<ReplayWindow>,
-    /// Mirror of the window's right edge, readable without the lock (the
-    /// data plane copies it into the XDP `SA_IN` map).
-    right_edge: AtomicU64,
+    window: ReplayWindow,
 }
 
 impl std::fmt::Debug for InboundSa {
@@ -436,8 +432,7 @@ impl InboundSa {
             cipher,
             esn,
             selectors,
-            window: Mutex::new(ReplayWindow::new(window, esn)?),
-            right_edge: AtomicU64::new(0),
+            window: ReplayWindow::new(window, esn)?,
         })
     }
 
@@ -461,17 +456,10 @@ impl InboundSa {
         &self.selectors
     }
 
-    /// Highest authenticated sequence number (replay window right edge).
+    /// Highest authenticated sequence number (replay window right edge);
+    /// the data plane copies it into the XDP `SA_IN` map.
     pub fn right_edge(&self) -> u64 {
-        self.right_edge.load(Ordering::Relaxed)
-    }
-
-    fn window(&self) -> std::sync::MutexGuard<'_, ReplayWindow> {
-        // A panic elsewhere while holding the lock leaves a consistent
-        // window (every update is a few stores), so ignore poisoning.
-        self.window
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.window.right_edge()
     }
 
     /// Decapsulates a received outer packet (from its IP header) in place
@@ -508,15 +496,11 @@ impl InboundSa {
             });
         }
         let seq_lo = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
-        let seq = self.window().check(seq_lo)?;
+        let seq = self.window.check(seq_lo)?;
         self.cipher
             .open(seq, self.esn, &mut buf[esp.clone()])
             .map_err(|_| DecapError::IcvMismatch { spi, seq })?;
-        {
-            let mut w = self.window();
-            w.mark(seq)?;
-            self.right_edge.store(w.right_edge(), Ordering::Relaxed);
-        }
+        self.window.mark(seq)?;
         let pt = esp.start + body..esp.end - icv;
         let pad_len = usize::from(buf[pt.end - 2]);
         let next_header = buf[pt.end - 1];

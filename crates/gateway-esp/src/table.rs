@@ -15,6 +15,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::cache::Cache;
 use arc_swap::ArcSwap;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -287,11 +288,15 @@ pub struct Received {
     pub decap: Decapsulated,
 }
 
-/// The SA table shared by all workers (wrap it in an `Arc`).
+type InboundMap = IdMap<Arc<InboundEntry>>;
+type OutboundMap = IdMap<Arc<OutboundEntry>>;
+
+/// The SA table shared by all workers (wrap it in an `Arc`). Workers on the
+/// hot path should each take a [`SaTableReader`].
 #[derive(Default)]
 pub struct SaTable {
-    inbound: ArcSwap<IdMap<Arc<InboundEntry>>>,
-    outbound: ArcSwap<IdMap<Arc<OutboundEntry>>>,
+    inbound: Arc<ArcSwap<InboundMap>>,
+    outbound: Arc<ArcSwap<OutboundMap>>,
     /// Control path only: counters outlive SAs so rekeys keep totals.
     counters: Mutex<IdMap<Arc<TunnelCounters>>>,
     /// Serializes writers (read-copy-update).
@@ -423,7 +428,7 @@ impl SaTable {
         buf: &mut [u8],
         inner: Range<usize>,
     ) -> Result<Encapsulated, EncapError> {
-        self.encap_with(tunnel, buf, inner, false)
+        encap_in(&self.outbound.load(), tunnel, buf, inner, false)
     }
 
     /// Like [`encap`](Self::encap) but produces only the ESP packet.
@@ -433,69 +438,138 @@ impl SaTable {
         buf: &mut [u8],
         inner: Range<usize>,
     ) -> Result<Encapsulated, EncapError> {
-        self.encap_with(tunnel, buf, inner, true)
-    }
-
-    fn encap_with(
-        &self,
-        tunnel: TunnelId,
-        buf: &mut [u8],
-        inner: Range<usize>,
-        esp_only: bool,
-    ) -> Result<Encapsulated, EncapError> {
-        let map = self.outbound.load();
-        let e = map.get(&tunnel).ok_or(EncapError::NoSa { tunnel })?;
-        let len = inner.len() as u64;
-        let r = if esp_only {
-            e.sa.encap_esp(buf, inner)
-        } else {
-            e.sa.encap(buf, inner)
-        };
-        match &r {
-            Ok(_) => {
-                e.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
-                e.counters.tx_bytes.fetch_add(len, Ordering::Relaxed);
-            }
-            Err(_) => {
-                e.counters.tx_errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        r
+        encap_in(&self.outbound.load(), tunnel, buf, inner, true)
     }
 
     /// Decapsulates a received outer packet (from its IP header): finds the
     /// inbound SA by SPI and runs [`InboundSa::decap_esp`]. Lock-free lookup.
     pub fn decap(&self, buf: &mut [u8], packet: Range<usize>) -> Result<Received, DecapError> {
         let outer = parse_outer(buf, packet)?;
-        self.decap_esp(buf, outer.esp)
+        decap_in(&self.inbound.load(), buf, outer.esp)
     }
 
     /// Decapsulates an ESP packet (SPI through ICV), e.g. read from a UDP
     /// socket on port 4500 by the slow path.
     pub fn decap_esp(&self, buf: &mut [u8], esp: Range<usize>) -> Result<Received, DecapError> {
-        let spi_bytes = buf
-            .get(esp.start..esp.start.saturating_add(4))
-            .ok_or(DecapError::RangeOutOfBounds)?;
-        let spi = u32::from_be_bytes([spi_bytes[0], spi_bytes[1], spi_bytes[2], spi_bytes[3]]);
-        let map = self.inbound.load();
-        let e = map.get(&spi).ok_or(DecapError::UnknownSpi { spi })?;
-        match e.sa.decap_esp(buf, esp) {
-            Ok(d) => {
-                e.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
-                e.counters
-                    .rx_bytes
-                    .fetch_add(d.inner.len() as u64, Ordering::Relaxed);
-                Ok(Received {
-                    tunnel: e.tunnel,
-                    spi,
-                    decap: d,
-                })
-            }
-            Err(err) => {
-                e.counters.rx_drops.fetch_add(1, Ordering::Relaxed);
-                Err(err)
-            }
+        decap_in(&self.inbound.load(), buf, esp)
+    }
+
+    /// A per-worker reader: the same operations, with the maps cached so a
+    /// lookup costs one relaxed pointer comparison instead of an `ArcSwap`
+    /// load. Changes are seen at the next call.
+    pub fn reader(&self) -> SaTableReader {
+        SaTableReader {
+            inbound: Cache::new(self.inbound.clone()),
+            outbound: Cache::new(self.outbound.clone()),
         }
+    }
+}
+
+fn encap_in(
+    map: &OutboundMap,
+    tunnel: TunnelId,
+    buf: &mut [u8],
+    inner: Range<usize>,
+    esp_only: bool,
+) -> Result<Encapsulated, EncapError> {
+    let e = map.get(&tunnel).ok_or(EncapError::NoSa { tunnel })?;
+    let len = inner.len() as u64;
+    let r = if esp_only {
+        e.sa.encap_esp(buf, inner)
+    } else {
+        e.sa.encap(buf, inner)
+    };
+    match &r {
+        Ok(_) => {
+            e.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
+            e.counters.tx_bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        Err(_) => {
+            e.counters.tx_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    r
+}
+
+fn decap_in(map: &InboundMap, buf: &mut [u8], esp: Range<usize>) -> Result<Received, DecapError> {
+    let spi_bytes = buf
+        .get(esp.start..esp.start.saturating_add(4))
+        .ok_or(DecapError::RangeOutOfBounds)?;
+    let spi = u32::from_be_bytes([spi_bytes[0], spi_bytes[1], spi_bytes[2], spi_bytes[3]]);
+    let e = map.get(&spi).ok_or(DecapError::UnknownSpi { spi })?;
+    match e.sa.decap_esp(buf, esp) {
+        Ok(d) => {
+            e.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
+            e.counters
+                .rx_bytes
+                .fetch_add(d.inner.len() as u64, Ordering::Relaxed);
+            Ok(Received {
+                tunnel: e.tunnel,
+                spi,
+                decap: d,
+            })
+        }
+        Err(err) => {
+            e.counters.rx_drops.fetch_add(1, Ordering::Relaxed);
+            Err(err)
+        }
+    }
+}
+
+/// One worker's handle on the [`SaTable`] (see [`SaTable::reader`]). It
+/// holds the maps it last saw, so a removed SA's memory is released once
+/// every reader has made another call.
+pub struct SaTableReader {
+    inbound: Cache<Arc<ArcSwap<InboundMap>>, Arc<InboundMap>>,
+    outbound: Cache<Arc<ArcSwap<OutboundMap>>, Arc<OutboundMap>>,
+}
+
+impl std::fmt::Debug for SaTableReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaTableReader").finish_non_exhaustive()
+    }
+}
+
+impl SaTableReader {
+    /// See [`SaTable::encap`].
+    pub fn encap(
+        &mut self,
+        tunnel: TunnelId,
+        buf: &mut [u8],
+        inner: Range<usize>,
+    ) -> Result<Encapsulated, EncapError> {
+        encap_in(self.outbound.load(), tunnel, buf, inner, false)
+    }
+
+    /// See [`SaTable::encap_esp`].
+    pub fn encap_esp(
+        &mut self,
+        tunnel: TunnelId,
+        buf: &mut [u8],
+        inner: Range<usize>,
+    ) -> Result<Encapsulated, EncapError> {
+        encap_in(self.outbound.load(), tunnel, buf, inner, true)
+    }
+
+    /// See [`SaTable::decap`].
+    pub fn decap(&mut self, buf: &mut [u8], packet: Range<usize>) -> Result<Received, DecapError> {
+        let outer = parse_outer(buf, packet)?;
+        decap_in(self.inbound.load(), buf, outer.esp)
+    }
+
+    /// See [`SaTable::decap_esp`].
+    pub fn decap_esp(&mut self, buf: &mut [u8], esp: Range<usize>) -> Result<Received, DecapError> {
+        decap_in(self.inbound.load(), buf, esp)
+    }
+
+    /// The inbound SA with this SPI (e.g. to read its right edge).
+    pub fn inbound(&mut self, spi: u32) -> Option<&Arc<InboundEntry>> {
+        self.inbound.load().get(&spi)
+    }
+
+    /// The outbound SA of a tunnel.
+    pub fn outbound(&mut self, tunnel: TunnelId) -> Option<&Arc<OutboundEntry>> {
+        self.outbound.load().get(&tunnel)
     }
 }
 
@@ -687,6 +761,7 @@ const _: fn() = || {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<SaTable>();
     assert_send_sync::<FakeDataPlane>();
+    assert_send_sync::<SaTableReader>();
     assert_send_sync::<std::sync::Arc<dyn DataPlane>>();
     let _ = assert_object_safe;
 };

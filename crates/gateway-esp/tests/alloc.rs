@@ -92,10 +92,15 @@ fn encap_and_decap_do_not_allocate() {
             let pkt = inner(i % 2 == 0, 1000);
             let (template, range) = framed(&pkt);
             let mut buf = template.clone();
-            let run = |buf: &mut Vec<u8>| {
+            let (mut txr, mut rxr) = (tx.reader(), rx.reader());
+            let mut run = |buf: &mut Vec<u8>| {
                 buf.copy_from_slice(&template);
                 let e = tx.encap(tunnel, buf, range.clone()).unwrap();
                 let r = rx.decap(buf, e.packet).unwrap();
+                assert_eq!(r.decap.inner.len(), pkt.len());
+                buf.copy_from_slice(&template);
+                let e = txr.encap(tunnel, buf, range.clone()).unwrap();
+                let r = rxr.decap(buf, e.packet).unwrap();
                 assert_eq!(r.decap.inner.len(), pkt.len());
                 buf.copy_from_slice(&template);
                 let e = out.encap(buf, range.clone()).unwrap();

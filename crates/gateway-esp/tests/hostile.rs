@@ -155,7 +155,7 @@ fn replay_window_random_operations() {
     let mut rng = XorShift(0x1234_5678_9abc_def1);
     for size in [64u32, 128, 1024, 4096] {
         for esn in [false, true] {
-            let mut w = ReplayWindow::new(size, esn).unwrap();
+            let w = ReplayWindow::new(size, esn).unwrap();
             let mut model = std::collections::BTreeSet::new();
             let mut top = 0u64;
             for _ in 0..5_000 {

@@ -219,6 +219,40 @@ fn concurrent_workers_share_sequence_numbers_and_window() {
 }
 
 #[test]
+fn worker_reader_follows_installs_switches_and_removals() {
+    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
+    let (a, b) = (SaTable::new(), SaTable::new());
+    let (mut ra, mut rb) = (a.reader(), b.reader());
+    let (old_in, old_out) = cfgs(suite, 0x8888, 8);
+    let (new_in, new_out) = cfgs(suite, 0x9999, 9);
+    let send_r = |ra: &mut gateway_esp::table::SaTableReader,
+                  rb: &mut gateway_esp::table::SaTableReader| {
+        let pkt = inner(false, 100);
+        let (mut buf, range) = framed(&pkt);
+        let e = ra
+            .encap(TUNNEL, &mut buf, range)
+            .map_err(|e| e.to_string())?;
+        let r = rb.decap(&mut buf, e.packet).map_err(|e| e.to_string())?;
+        assert_eq!(&buf[r.decap.inner], &pkt[..]);
+        Ok::<u32, String>(r.spi)
+    };
+    assert!(send_r(&mut ra, &mut rb).is_err());
+    a.install_outbound(&old_out).unwrap();
+    b.install_inbound(&old_in).unwrap();
+    assert_eq!(send_r(&mut ra, &mut rb), Ok(0x8888));
+    b.install_inbound(&new_in).unwrap();
+    a.install_outbound(&new_out).unwrap();
+    assert_eq!(send_r(&mut ra, &mut rb), Ok(0x9999));
+    assert_eq!(rb.inbound(0x9999).unwrap().sa.right_edge(), 1);
+    assert_eq!(ra.outbound(TUNNEL).unwrap().sa.spi(), 0x9999);
+    b.remove_inbound(0x9999).unwrap();
+    assert!(send_r(&mut ra, &mut rb)
+        .unwrap_err()
+        .contains("unknown SPI"));
+    assert!(rb.inbound(0x9999).is_none());
+}
+
+#[test]
 fn table_refuses_bad_configs() {
     let suite = Suite::from_api_names("aes256gcm", None).unwrap();
     let t = SaTable::new();
