@@ -8,13 +8,16 @@
 //!
 //! Workers share one window per SA. The check before decryption is
 //! lock-free (relaxed atomic loads, plain loads on x86); marking takes a
-//! short mutex and checks again, so a racing duplicate is still refused
+//! short spin lock (a handful of loads and stores; one locked instruction,
+//! unlock is a plain release store) and checks again, so a racing duplicate is still refused
 //! exactly once. A check that races a slide can at worst let a duplicate
 //! through to decryption (refused at the mark) or report `Replayed` for a
 //! packet that the slide just made too old: never accept twice.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 use thiserror::Error;
 
@@ -60,7 +63,7 @@ pub struct ReplayWindow {
     bitmap: [AtomicU64; MAX_BLOCKS],
     esn: bool,
     /// Serializes `mark`; `check` does not take it.
-    marking: Mutex<()>,
+    marking: AtomicBool,
 }
 
 impl std::fmt::Debug for ReplayWindow {
@@ -85,7 +88,7 @@ impl ReplayWindow {
             blocks: size as usize / 64 + 1,
             bitmap: [const { AtomicU64::new(0) }; MAX_BLOCKS],
             esn,
-            marking: Mutex::new(()),
+            marking: AtomicBool::new(false),
         })
     }
 
@@ -169,12 +172,7 @@ impl ReplayWindow {
     /// sliding the window right if needed. Checks again, since another
     /// worker may have marked the same number in between.
     pub fn mark(&self, seq: u64) -> Result<(), ReplayError> {
-        // Every update below is a few stores that leave the window
-        // consistent, so a poisoned lock (a panic elsewhere) is reusable.
-        let _g = self
-            .marking
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _g = MarkLock::acquire(&self.marking);
         self.check_full(seq)?;
         let top = self.top.load(Relaxed);
         if seq > top {
@@ -189,8 +187,40 @@ impl ReplayWindow {
             self.top.store(seq, Relaxed);
         }
         let (block, bit) = self.pos(seq);
-        self.bitmap[block].fetch_or(bit, Relaxed);
+        // Only the lock holder writes, so no read-modify-write is needed.
+        let word = &self.bitmap[block];
+        word.store(word.load(Relaxed) | bit, Relaxed);
         Ok(())
+    }
+}
+
+/// The marking spin lock. The critical section is a few loads and stores
+/// with no call that can block or panic, so spinning is cheaper than a
+/// futex mutex (whose unlock is a second locked instruction); a holder
+/// preempted by the scheduler is waited out with `yield_now`.
+struct MarkLock<'a>(&'a AtomicBool);
+
+impl<'a> MarkLock<'a> {
+    fn acquire(flag: &'a AtomicBool) -> Self {
+        let mut spins = 0u32;
+        while flag
+            .compare_exchange_weak(false, true, Acquire, Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        MarkLock(flag)
+    }
+}
+
+impl Drop for MarkLock<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Release);
     }
 }
 

@@ -153,10 +153,14 @@ pub struct TunnelCountersSnapshot {
     pub rx_drops: u64,
 }
 
-/// Live counters of a tunnel, shared by the SAs of the tunnel across rekeys.
+/// Readers (workers) that get a counter slot of their own; later readers
+/// and the table's own methods share one extra slot.
+pub const COUNTER_SLOTS: usize = 16;
+
+/// One writer's counters, on its own cache line.
 #[derive(Debug, Default)]
 #[repr(align(64))]
-pub struct TunnelCounters {
+struct CounterSlot {
     tx_packets: AtomicU64,
     tx_bytes: AtomicU64,
     tx_errors: AtomicU64,
@@ -165,17 +169,46 @@ pub struct TunnelCounters {
     rx_drops: AtomicU64,
 }
 
-impl TunnelCounters {
-    /// Copies the counters.
-    pub fn snapshot(&self) -> TunnelCountersSnapshot {
-        TunnelCountersSnapshot {
-            tx_packets: self.tx_packets.load(Ordering::Relaxed),
-            tx_bytes: self.tx_bytes.load(Ordering::Relaxed),
-            tx_errors: self.tx_errors.load(Ordering::Relaxed),
-            rx_packets: self.rx_packets.load(Ordering::Relaxed),
-            rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
-            rx_drops: self.rx_drops.load(Ordering::Relaxed),
+/// Which counter slot a writer uses: its own (single writer: a plain load
+/// and store, no locked instruction, no shared cache line) or the shared
+/// one (`fetch_add`).
+#[derive(Debug, Clone, Copy)]
+struct Slot(Option<usize>);
+
+impl Slot {
+    fn index(self) -> usize {
+        self.0.unwrap_or(COUNTER_SLOTS)
+    }
+
+    fn add(self, c: &AtomicU64, n: u64) {
+        if self.0.is_some() {
+            c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        } else {
+            c.fetch_add(n, Ordering::Relaxed);
         }
+    }
+}
+
+/// Live counters of a tunnel, shared by the SAs of the tunnel across
+/// rekeys, sharded per worker (like per-CPU counters) and summed on read.
+#[derive(Debug, Default)]
+pub struct TunnelCounters {
+    slots: [CounterSlot; COUNTER_SLOTS + 1],
+}
+
+impl TunnelCounters {
+    /// Sums the counters of every slot.
+    pub fn snapshot(&self) -> TunnelCountersSnapshot {
+        let mut t = TunnelCountersSnapshot::default();
+        for s in &self.slots {
+            t.tx_packets += s.tx_packets.load(Ordering::Relaxed);
+            t.tx_bytes += s.tx_bytes.load(Ordering::Relaxed);
+            t.tx_errors += s.tx_errors.load(Ordering::Relaxed);
+            t.rx_packets += s.rx_packets.load(Ordering::Relaxed);
+            t.rx_bytes += s.rx_bytes.load(Ordering::Relaxed);
+            t.rx_drops += s.rx_drops.load(Ordering::Relaxed);
+        }
+        t
     }
 }
 
@@ -301,6 +334,8 @@ pub struct SaTable {
     counters: Mutex<IdMap<Arc<TunnelCounters>>>,
     /// Serializes writers (read-copy-update).
     writer: Mutex<()>,
+    /// Next exclusive counter slot to hand to a reader.
+    next_slot: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for SaTable {
@@ -428,7 +463,7 @@ impl SaTable {
         buf: &mut [u8],
         inner: Range<usize>,
     ) -> Result<Encapsulated, EncapError> {
-        encap_in(&self.outbound.load(), tunnel, buf, inner, false)
+        encap_in(&self.outbound.load(), Slot(None), tunnel, buf, inner, false)
     }
 
     /// Like [`encap`](Self::encap) but produces only the ESP packet.
@@ -438,35 +473,38 @@ impl SaTable {
         buf: &mut [u8],
         inner: Range<usize>,
     ) -> Result<Encapsulated, EncapError> {
-        encap_in(&self.outbound.load(), tunnel, buf, inner, true)
+        encap_in(&self.outbound.load(), Slot(None), tunnel, buf, inner, true)
     }
 
     /// Decapsulates a received outer packet (from its IP header): finds the
     /// inbound SA by SPI and runs [`InboundSa::decap_esp`]. Lock-free lookup.
     pub fn decap(&self, buf: &mut [u8], packet: Range<usize>) -> Result<Received, DecapError> {
         let outer = parse_outer(buf, packet)?;
-        decap_in(&self.inbound.load(), buf, outer.esp)
+        decap_in(&self.inbound.load(), Slot(None), buf, outer.esp)
     }
 
     /// Decapsulates an ESP packet (SPI through ICV), e.g. read from a UDP
     /// socket on port 4500 by the slow path.
     pub fn decap_esp(&self, buf: &mut [u8], esp: Range<usize>) -> Result<Received, DecapError> {
-        decap_in(&self.inbound.load(), buf, esp)
+        decap_in(&self.inbound.load(), Slot(None), buf, esp)
     }
 
     /// A per-worker reader: the same operations, with the maps cached so a
     /// lookup costs one relaxed pointer comparison instead of an `ArcSwap`
     /// load. Changes are seen at the next call.
     pub fn reader(&self) -> SaTableReader {
+        let n = self.next_slot.fetch_add(1, Ordering::Relaxed);
         SaTableReader {
             inbound: Cache::new(self.inbound.clone()),
             outbound: Cache::new(self.outbound.clone()),
+            slot: Slot((n < COUNTER_SLOTS).then_some(n)),
         }
     }
 }
 
 fn encap_in(
     map: &OutboundMap,
+    slot: Slot,
     tunnel: TunnelId,
     buf: &mut [u8],
     inner: Range<usize>,
@@ -479,30 +517,33 @@ fn encap_in(
     } else {
         e.sa.encap(buf, inner)
     };
+    let c = &e.counters.slots[slot.index()];
     match &r {
         Ok(_) => {
-            e.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
-            e.counters.tx_bytes.fetch_add(len, Ordering::Relaxed);
+            slot.add(&c.tx_packets, 1);
+            slot.add(&c.tx_bytes, len);
         }
-        Err(_) => {
-            e.counters.tx_errors.fetch_add(1, Ordering::Relaxed);
-        }
+        Err(_) => slot.add(&c.tx_errors, 1),
     }
     r
 }
 
-fn decap_in(map: &InboundMap, buf: &mut [u8], esp: Range<usize>) -> Result<Received, DecapError> {
+fn decap_in(
+    map: &InboundMap,
+    slot: Slot,
+    buf: &mut [u8],
+    esp: Range<usize>,
+) -> Result<Received, DecapError> {
     let spi_bytes = buf
         .get(esp.start..esp.start.saturating_add(4))
         .ok_or(DecapError::RangeOutOfBounds)?;
     let spi = u32::from_be_bytes([spi_bytes[0], spi_bytes[1], spi_bytes[2], spi_bytes[3]]);
     let e = map.get(&spi).ok_or(DecapError::UnknownSpi { spi })?;
+    let c = &e.counters.slots[slot.index()];
     match e.sa.decap_esp(buf, esp) {
         Ok(d) => {
-            e.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
-            e.counters
-                .rx_bytes
-                .fetch_add(d.inner.len() as u64, Ordering::Relaxed);
+            slot.add(&c.rx_packets, 1);
+            slot.add(&c.rx_bytes, d.inner.len() as u64);
             Ok(Received {
                 tunnel: e.tunnel,
                 spi,
@@ -510,7 +551,7 @@ fn decap_in(map: &InboundMap, buf: &mut [u8], esp: Range<usize>) -> Result<Recei
             })
         }
         Err(err) => {
-            e.counters.rx_drops.fetch_add(1, Ordering::Relaxed);
+            slot.add(&c.rx_drops, 1);
             Err(err)
         }
     }
@@ -518,10 +559,13 @@ fn decap_in(map: &InboundMap, buf: &mut [u8], esp: Range<usize>) -> Result<Recei
 
 /// One worker's handle on the [`SaTable`] (see [`SaTable::reader`]). It
 /// holds the maps it last saw, so a removed SA's memory is released once
-/// every reader has made another call.
+/// every reader has made another call. The first [`COUNTER_SLOTS`] readers
+/// of a table count into a slot of their own (no locked instruction);
+/// not `Clone`, so a slot never has two writers.
 pub struct SaTableReader {
     inbound: Cache<Arc<ArcSwap<InboundMap>>, Arc<InboundMap>>,
     outbound: Cache<Arc<ArcSwap<OutboundMap>>, Arc<OutboundMap>>,
+    slot: Slot,
 }
 
 impl std::fmt::Debug for SaTableReader {
@@ -538,7 +582,7 @@ impl SaTableReader {
         buf: &mut [u8],
         inner: Range<usize>,
     ) -> Result<Encapsulated, EncapError> {
-        encap_in(self.outbound.load(), tunnel, buf, inner, false)
+        encap_in(self.outbound.load(), self.slot, tunnel, buf, inner, false)
     }
 
     /// See [`SaTable::encap_esp`].
@@ -548,18 +592,18 @@ impl SaTableReader {
         buf: &mut [u8],
         inner: Range<usize>,
     ) -> Result<Encapsulated, EncapError> {
-        encap_in(self.outbound.load(), tunnel, buf, inner, true)
+        encap_in(self.outbound.load(), self.slot, tunnel, buf, inner, true)
     }
 
     /// See [`SaTable::decap`].
     pub fn decap(&mut self, buf: &mut [u8], packet: Range<usize>) -> Result<Received, DecapError> {
         let outer = parse_outer(buf, packet)?;
-        decap_in(self.inbound.load(), buf, outer.esp)
+        decap_in(self.inbound.load(), self.slot, buf, outer.esp)
     }
 
     /// See [`SaTable::decap_esp`].
     pub fn decap_esp(&mut self, buf: &mut [u8], esp: Range<usize>) -> Result<Received, DecapError> {
-        decap_in(self.inbound.load(), buf, esp)
+        decap_in(self.inbound.load(), self.slot, buf, esp)
     }
 
     /// The inbound SA with this SPI (e.g. to read its right edge).

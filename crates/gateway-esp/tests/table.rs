@@ -190,6 +190,8 @@ fn concurrent_workers_share_sequence_numbers_and_window() {
         .map(|t| {
             let (b, packets) = (b.clone(), packets.clone());
             std::thread::spawn(move || {
+                // Each worker has its own reader (and counter slot).
+                let mut reader = b.reader();
                 let (mut ok, mut replayed) = (0u64, 0u64);
                 for (i, (_, p)) in packets.iter().enumerate() {
                     if i % 4 != t && (i + 1) % 4 != t {
@@ -197,7 +199,7 @@ fn concurrent_workers_share_sequence_numbers_and_window() {
                     }
                     let mut buf = p.clone();
                     let n = buf.len();
-                    match b.decap(&mut buf, 0..n) {
+                    match reader.decap(&mut buf, 0..n) {
                         Ok(_) => ok += 1,
                         Err(DecapError::Replay(gateway_esp::ReplayError::Replayed { .. })) => {
                             replayed += 1
