@@ -203,6 +203,8 @@ pub struct SessionPolicy {
 /// A route as the peer announced it, with what best-path selection needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Path {
+    /// The session it was learned on.
+    pub session: SessionId,
     pub next_hop: IpAddr,
     pub origin: Origin,
     pub as_path: AsPath,
@@ -875,6 +877,7 @@ impl Session {
                 Some(p) if p.next_hop == next_hop => p.clone(),
                 _ => {
                     let p = Arc::new(Path {
+                        session: self.id,
                         next_hop,
                         origin: origin.unwrap_or(Origin::Incomplete),
                         as_path: as_path.clone(),

@@ -32,75 +32,72 @@ pub enum RouteChange {
     Withdraw { prefix: IpNet },
 }
 
-#[derive(Debug, Clone)]
-struct Candidate {
-    session: SessionId,
-    path: Arc<Path>,
+/// Smaller is better: local preference (higher wins), AS path length,
+/// origin, MED (always compared, so the order is total and does not depend
+/// on arrival order), then the lowest peer address and session.
+fn rank(
+    p: &Path,
+) -> (
+    Reverse<u32>,
+    u32,
+    crate::attribute::Origin,
+    u32,
+    IpAddr,
+    SessionId,
+) {
+    (
+        Reverse(p.local_pref),
+        p.as_path.length(),
+        p.origin,
+        p.med,
+        p.peer_addr,
+        p.session,
+    )
 }
 
-impl Candidate {
-    /// Smaller is better: local preference (higher wins), AS path length,
-    /// origin, MED (always compared, so the order is total and does not
-    /// depend on arrival order), then the lowest peer address and session.
-    fn rank(
-        &self,
-    ) -> (
-        Reverse<u32>,
-        u32,
-        crate::attribute::Origin,
-        u32,
-        IpAddr,
-        SessionId,
-    ) {
-        let p = &self.path;
-        (
-            Reverse(p.local_pref),
-            p.as_path.length(),
-            p.origin,
-            p.med,
-            p.peer_addr,
-            self.session,
-        )
-    }
-    fn route(&self, prefix: IpNet) -> Route {
-        Route {
-            prefix,
-            next_hop: self.path.next_hop,
-            session: self.session,
-        }
+fn route(p: &Path, prefix: IpNet) -> Route {
+    Route {
+        prefix,
+        next_hop: p.next_hop,
+        session: p.session,
     }
 }
 
 /// The paths offered for one prefix. Nearly every prefix has a single
-/// path, so that one is stored inline: no allocation per prefix.
+/// path, so that one is stored inline (16 bytes, no allocation).
 #[derive(Debug)]
 enum Candidates {
-    One(Candidate),
-    Many(Vec<Candidate>),
+    One(Arc<Path>),
+    Many(Box<[Arc<Path>]>),
 }
 
 impl Candidates {
-    fn as_slice(&self) -> &[Candidate] {
+    fn as_slice(&self) -> &[Arc<Path>] {
         match self {
             Self::One(c) => std::slice::from_ref(c),
             Self::Many(v) => v,
         }
     }
 
-    fn best(&self) -> Option<&Candidate> {
-        self.as_slice().iter().min_by_key(|c| c.rank())
+    fn best(&self) -> Option<&Path> {
+        self.as_slice().iter().map(|p| &**p).min_by_key(|p| rank(p))
     }
 
-    fn upsert(&mut self, session: SessionId, path: Arc<Path>) {
+    fn upsert(&mut self, path: Arc<Path>) {
         match self {
-            Self::One(c) if c.session == session => c.path = path,
+            Self::One(c) if c.session == path.session => *c = path,
             Self::One(c) => {
                 let first = c.clone();
-                *self = Self::Many(vec![first, Candidate { session, path }]);
+                *self = Self::Many(vec![first, path].into_boxed_slice());
             }
-            Self::Many(v) => match v.iter_mut().find(|c| c.session == session) {
-                Some(c) => c.path = path,
-                None => v.push(Candidate { session, path }),
+            Self::Many(v) => match v.iter_mut().find(|c| c.session == path.session) {
+                Some(c) => *c = path,
+                None => {
+                    // Several sessions for one prefix is rare: re-allocating is fine.
+                    let mut all = std::mem::take(v).into_vec();
+                    all.push(path);
+                    *v = all.into_boxed_slice();
+                }
             },
         }
     }
@@ -110,15 +107,18 @@ impl Candidates {
         match self {
             Self::One(c) => c.session == session,
             Self::Many(v) => {
-                v.retain(|c| c.session != session);
-                match v.len() {
+                let mut all = std::mem::take(v).into_vec();
+                all.retain(|c| c.session != session);
+                match all.len() {
                     0 => true,
                     1 => {
-                        let last = v.remove(0);
-                        *self = Self::One(last);
+                        *self = Self::One(all.remove(0));
                         false
                     }
-                    _ => false,
+                    _ => {
+                        *v = all.into_boxed_slice();
+                        false
+                    }
                 }
             }
         }
@@ -142,7 +142,7 @@ impl LocRib {
         self.entries
             .get(prefix)
             .and_then(Candidates::best)
-            .map(|c| c.route(*prefix))
+            .map(|c| route(c, *prefix))
     }
 
     pub fn len(&self) -> usize {
@@ -157,35 +157,36 @@ impl LocRib {
     pub fn routes(&self) -> impl Iterator<Item = Route> + '_ {
         self.entries
             .iter()
-            .filter_map(|(p, c)| c.best().map(|b| b.route(*p)))
+            .filter_map(|(p, c)| c.best().map(|b| route(b, *p)))
     }
 
     /// Records what `session` offers for `prefix` (`None`: nothing) and
-    /// returns the change of the selected route, if any.
+    /// returns the change of the selected route, if any. A path's
+    /// `session` must be `session`.
     pub fn update(
         &mut self,
         session: SessionId,
         prefix: IpNet,
         path: Option<Arc<Path>>,
     ) -> Option<RouteChange> {
+        debug_assert!(path.as_ref().is_none_or(|p| p.session == session));
         let old = self.best(&prefix);
         let new = match (self.entries.get_mut(&prefix), path) {
             (Some(c), Some(path)) => {
-                c.upsert(session, path);
-                c.best().map(|b| b.route(prefix))
+                c.upsert(path);
+                c.best().map(|b| route(b, prefix))
             }
             (None, Some(path)) => {
-                let c = Candidate { session, path };
-                let route = c.route(prefix);
-                self.entries.insert(prefix, Candidates::One(c));
-                Some(route)
+                let r = route(&path, prefix);
+                self.entries.insert(prefix, Candidates::One(path));
+                Some(r)
             }
             (Some(c), None) => {
                 if c.remove(session) {
                     self.entries.remove(&prefix);
                     None
                 } else {
-                    c.best().map(|b| b.route(prefix))
+                    c.best().map(|b| route(b, prefix))
                 }
             }
             (None, None) => None,
@@ -198,13 +199,23 @@ impl LocRib {
     }
 }
 
+const _: () = assert!(std::mem::size_of::<Candidates>() == 16);
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::attribute::{AsPath, Origin};
 
-    fn path(peer: &str, local_pref: u32, as_path: Vec<u32>, origin: Origin, med: u32) -> Arc<Path> {
+    fn path(
+        session: SessionId,
+        peer: &str,
+        local_pref: u32,
+        as_path: Vec<u32>,
+        origin: Origin,
+        med: u32,
+    ) -> Arc<Path> {
         Arc::new(Path {
+            session,
             next_hop: peer.parse().unwrap(),
             origin,
             as_path: AsPath::sequence(as_path),
@@ -230,36 +241,48 @@ mod tests {
         let a = "169.254.0.2";
         let b = "169.254.0.6";
         assert_eq!(
-            rib.update(2, p, Some(path(b, 100, vec![65001, 65002], Origin::Igp, 0))),
+            rib.update(
+                2,
+                p,
+                Some(path(2, b, 100, vec![65001, 65002], Origin::Igp, 0))
+            ),
             install(p, b, 2)
         );
         // Shorter AS path wins.
         assert_eq!(
-            rib.update(1, p, Some(path(a, 100, vec![65001], Origin::Igp, 0))),
+            rib.update(1, p, Some(path(1, a, 100, vec![65001], Origin::Igp, 0))),
             install(p, a, 1)
         );
         // Higher local preference beats the shorter path.
         assert_eq!(
-            rib.update(2, p, Some(path(b, 200, vec![65001, 65002], Origin::Igp, 0))),
+            rib.update(
+                2,
+                p,
+                Some(path(2, b, 200, vec![65001, 65002], Origin::Igp, 0))
+            ),
             install(p, b, 2)
         );
         // Same local pref and length: origin decides.
         assert_eq!(
-            rib.update(2, p, Some(path(b, 100, vec![65001], Origin::Incomplete, 0))),
+            rib.update(
+                2,
+                p,
+                Some(path(2, b, 100, vec![65001], Origin::Incomplete, 0))
+            ),
             install(p, a, 1)
         );
         // Same origin: MED decides.
         assert_eq!(
-            rib.update(2, p, Some(path(b, 100, vec![65001], Origin::Igp, 5))),
+            rib.update(2, p, Some(path(2, b, 100, vec![65001], Origin::Igp, 5))),
             None
         );
         assert_eq!(
-            rib.update(1, p, Some(path(a, 100, vec![65001], Origin::Igp, 10))),
+            rib.update(1, p, Some(path(1, a, 100, vec![65001], Origin::Igp, 10))),
             install(p, b, 2)
         );
         // All equal: lowest peer address.
         assert_eq!(
-            rib.update(2, p, Some(path(b, 100, vec![65001], Origin::Igp, 10))),
+            rib.update(2, p, Some(path(2, b, 100, vec![65001], Origin::Igp, 10))),
             install(p, a, 1)
         );
         // Best withdrawn: the other one takes over; last one gone: withdraw.
@@ -267,6 +290,43 @@ mod tests {
         assert_eq!(rib.update(1, p, None), None);
         assert_eq!(
             rib.update(2, p, None),
+            Some(RouteChange::Withdraw { prefix: p })
+        );
+        assert!(rib.is_empty());
+    }
+
+    #[test]
+    fn three_sessions_one_prefix() {
+        let p: IpNet = "2001:db8:200::/48".parse().unwrap();
+        let mut rib = LocRib::new();
+        let peers = ["fd00::1", "fd00::3", "fd00::5"];
+        for (i, peer) in peers.iter().enumerate() {
+            let s = i as SessionId + 1;
+            let change = rib.update(s, p, Some(path(s, peer, 100, vec![65001], Origin::Igp, 0)));
+            // The lowest peer address keeps winning.
+            assert_eq!(
+                change,
+                if s == 1 {
+                    install(p, peers[0], 1)
+                } else {
+                    None
+                }
+            );
+        }
+        // Session 2 gets the high preference, then goes away, then session 1.
+        assert_eq!(
+            rib.update(
+                2,
+                p,
+                Some(path(2, peers[1], 200, vec![65001], Origin::Igp, 0))
+            ),
+            install(p, peers[1], 2)
+        );
+        assert_eq!(rib.update(2, p, None), install(p, peers[0], 1));
+        assert_eq!(rib.update(1, p, None), install(p, peers[2], 3));
+        assert_eq!(rib.len(), 1);
+        assert_eq!(
+            rib.update(3, p, None),
             Some(RouteChange::Withdraw { prefix: p })
         );
         assert!(rib.is_empty());
