@@ -17,7 +17,7 @@
 
 use std::fs::File;
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,6 +44,8 @@ const HOST_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const G1_WAN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const G2_WAN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const ECHO_PORT: u16 = 9000;
+const HOST_A6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
+const HOST_B6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 0x10);
 
 fn run(args: &[&str]) {
     let out = Command::new(args[0])
@@ -117,6 +119,19 @@ impl Lab {
         addr(&lab.g2, "wan2", "192.0.2.2/24");
         addr(&lab.g2, "lan2", "203.0.113.1/24");
         addr(&lab.hb, "hb0", "203.0.113.10/24");
+        for (ns, dev, a) in [
+            (&lab.ha, "ha0", "2001:db8:100::10/64"),
+            (&lab.g1, "lan1", "2001:db8:100::1/64"),
+            (&lab.g2, "lan2", "2001:db8:200::1/64"),
+            (&lab.hb, "hb0", "2001:db8:200::10/64"),
+        ] {
+            run(&["ip", "-n", ns, "addr", "add", a, "dev", dev, "nodad"]);
+        }
+        let r6 = |ns: &str, via: &str| {
+            run(&["ip", "-n", ns, "-6", "route", "add", "default", "via", via])
+        };
+        r6(&lab.ha, "2001:db8:100::1");
+        r6(&lab.hb, "2001:db8:200::1");
         run(&[
             "ip",
             "-n",
@@ -146,6 +161,15 @@ impl Lab {
                 "sysctl",
                 "-qw",
                 "net.ipv4.ip_forward=1",
+            ]);
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                g,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.forwarding=1",
             ]);
         }
         lab
@@ -194,7 +218,7 @@ fn install_sas(
     remote: Ipv4Addr,
     spi_in: u32,
     spi_out: u32,
-    far: &str,
+    far: &[&str],
 ) {
     dp.install_inbound_sa(InboundSaConfig {
         tunnel: TUNNEL,
@@ -219,8 +243,10 @@ fn install_sas(
         soft_limit: None,
     })
     .unwrap();
-    dp.install_route(far.parse::<IpPrefix>().unwrap(), TUNNEL)
-        .unwrap();
+    for f in far {
+        dp.install_route(f.parse::<IpPrefix>().unwrap(), TUNNEL)
+            .unwrap();
+    }
 }
 
 /// One gateway: backend, slow path, optionally XDP + a worker. Stops
@@ -260,7 +286,7 @@ struct GwSpec {
     tun_addr: Ipv4Addr,
     spi_in: u32,
     spi_out: u32,
-    far: &'static str,
+    far: &'static [&'static str],
 }
 
 fn start_gateway(ns: &str, spec: GwSpec, fast: bool) -> Gateway {
@@ -387,12 +413,17 @@ fn spawn_nat_t_listener(ns: &str, gw: &Gateway, local: Ipv4Addr) -> JoinHandle<(
 }
 
 /// UDP echo server on host B until `stop`; counts datagrams.
-fn spawn_echo(ns: &str, stop: Arc<AtomicBool>, count: Arc<AtomicU64>) -> JoinHandle<()> {
+fn spawn_echo(
+    ns: &str,
+    bind: SocketAddr,
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+) -> JoinHandle<()> {
     let ns = ns.to_owned();
     let (tx, rx) = std::sync::mpsc::channel();
     let h = std::thread::spawn(move || {
         enter(&ns);
-        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, ECHO_PORT)).unwrap();
+        let sock = UdpSocket::bind(bind).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         tx.send(()).unwrap();
@@ -419,16 +450,21 @@ fn spawn_echo(ns: &str, stop: Arc<AtomicBool>, count: Arc<AtomicU64>) -> JoinHan
 /// From host A: waits (bounded) for a first echo, then requires `n` echoes
 /// in a row, each within 2 s. Returns the number of warm-up attempts.
 fn ping_pong(ns: &str, n: usize) -> usize {
+    ping_pong_to(ns, HOST_A.into(), (HOST_B, ECHO_PORT).into(), n)
+}
+
+/// [`ping_pong`] between any pair of addresses.
+fn ping_pong_to(ns: &str, src: IpAddr, dst: SocketAddr, n: usize) -> usize {
     in_ns(ns, move || {
-        let sock = UdpSocket::bind((HOST_A, 0)).unwrap();
-        sock.connect((HOST_B, ECHO_PORT)).unwrap();
+        let sock = UdpSocket::bind((src, 0)).unwrap();
+        sock.connect(dst).unwrap();
         let mut buf = [0u8; 2048];
         let mut warmup = 0;
         sock.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         loop {
             warmup += 1;
-            assert!(warmup <= 50, "no echo from {HOST_B} after 50 attempts");
+            assert!(warmup <= 50, "no echo from {dst} after 50 attempts");
             sock.send(b"warm-up").unwrap();
             if sock.recv(&mut buf).is_ok() {
                 break;
@@ -491,7 +527,7 @@ fn g1_spec() -> GwSpec {
         tun_addr: Ipv4Addr::new(169, 254, 0, 0),
         spi_in: SPI_2_TO_1,
         spi_out: SPI_1_TO_2,
-        far: "203.0.113.0/24",
+        far: &["203.0.113.0/24", "2001:db8:200::/64"],
     }
 }
 
@@ -504,7 +540,7 @@ fn g2_spec() -> GwSpec {
         tun_addr: Ipv4Addr::new(169, 254, 0, 1),
         spi_in: SPI_1_TO_2,
         spi_out: SPI_2_TO_1,
-        far: "198.51.100.0/24",
+        far: &["198.51.100.0/24", "2001:db8:100::/64"],
     }
 }
 
@@ -518,9 +554,27 @@ fn fast_path_carries_udp_between_hosts_through_two_gateways() {
     let lab = Lab::new("fast");
     let g1 = start_gateway(&lab.g1, g1_spec(), true);
     let g2 = start_gateway(&lab.g2, g2_spec(), true);
+    // g1's TUN may already have tunnelled IPv6 link-local chatter (router
+    // solicitations, MLD) while g2 had no SA yet: those count as UnknownSpi
+    // at g2. Only drops after both gateways are up matter.
+    let xdp_drops = |g: &Gateway| -> Vec<(gateway_common::DropReason, u64)> {
+        lock(&g.xdp[0]).drops().unwrap()
+    };
+    let (drops1, drops2) = (xdp_drops(&g1), xdp_drops(&g2));
     let stop = Arc::new(AtomicBool::new(false));
     let echoed = Arc::new(AtomicU64::new(0));
-    let echo = spawn_echo(&lab.hb, Arc::clone(&stop), Arc::clone(&echoed));
+    let echo = spawn_echo(
+        &lab.hb,
+        (Ipv4Addr::UNSPECIFIED, ECHO_PORT).into(),
+        Arc::clone(&stop),
+        Arc::clone(&echoed),
+    );
+    let echo6 = spawn_echo(
+        &lab.hb,
+        (HOST_B6, ECHO_PORT).into(),
+        Arc::clone(&stop),
+        Arc::new(AtomicU64::new(0)),
+    );
 
     // The first datagrams may take the slow path while neighbours resolve;
     // then the fast path must carry everything both ways.
@@ -558,14 +612,20 @@ fn fast_path_carries_udp_between_hosts_through_two_gateways() {
         assert!(w.drops.iter().all(|d| *d == 0), "drops {w:?}");
     }
     // XDP steered them: STATS of the tunnel moved in both directions.
-    for g in [&g1, &g2] {
-        let wan = lock(&g.xdp[0]);
-        let lan = lock(&g.xdp[1]);
-        let inb = wan.tunnel_stats(TUNNEL, Direction::Inbound).unwrap();
-        let out = lan.tunnel_stats(TUNNEL, Direction::Outbound).unwrap();
-        assert!(inb.packets >= 20 && inb.no_socket == 0, "{inb:?}");
-        assert!(out.packets >= 20 && out.no_socket == 0, "{out:?}");
-        assert_eq!(wan.drops().unwrap().iter().map(|d| d.1).sum::<u64>(), 0);
+    for (g, before) in [(&g1, &drops1), (&g2, &drops2)] {
+        {
+            let wan = lock(&g.xdp[0]);
+            let lan = lock(&g.xdp[1]);
+            let inb = wan.tunnel_stats(TUNNEL, Direction::Inbound).unwrap();
+            let out = lan.tunnel_stats(TUNNEL, Direction::Outbound).unwrap();
+            assert!(inb.packets >= 20 && inb.no_socket == 0, "{inb:?}");
+            assert!(out.packets >= 20 && out.no_socket == 0, "{out:?}");
+        }
+        assert_eq!(
+            &xdp_drops(g),
+            before,
+            "XDP dropped packets of the exchanges"
+        );
     }
     // The tunnel counters of the shared table saw the same packets.
     let c1 = g1.dp.tunnel_counters(TUNNEL).unwrap();
@@ -607,9 +667,49 @@ fn fast_path_carries_udp_between_hosts_through_two_gateways() {
         }
     }
     assert!(ok, "local delivery through the tunnel failed");
-    assert!(worker_counters(&g1).to_tun > w1.to_tun);
+    // The worker counts after its TUN write returns, which can be after the
+    // socket above woke up: wait for it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while worker_counters(&g1).to_tun <= w1.to_tun {
+        assert!(
+            Instant::now() < deadline,
+            "local delivery not via the worker's TUN hand-off"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // And the host traffic still flows afterwards.
     ping_pong(&lab.ha, 3);
+
+    // Inner IPv6 through the same (IPv4-outer) tunnel, steered by ROUTES_V6.
+    let ping6 = |n| ping_pong_to(&lab.ha, HOST_A6.into(), (HOST_B6, ECHO_PORT).into(), n);
+    let mut established = false;
+    for _ in 0..50 {
+        let (a, b) = (worker_counters(&g1), worker_counters(&g2));
+        ping6(1);
+        let (c, d) = (worker_counters(&g1), worker_counters(&g2));
+        if c.wan_tx > a.wan_tx && c.lan_tx > a.lan_tx && d.wan_tx > b.wan_tx && d.lan_tx > b.lan_tx
+        {
+            established = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(established, "fast path never carried an IPv6 exchange");
+    let (a, b) = (worker_counters(&g1), worker_counters(&g2));
+    ping6(10);
+    let (c, d) = (worker_counters(&g1), worker_counters(&g2));
+    assert!(
+        c.wan_tx - a.wan_tx >= 10 && c.lan_tx - a.lan_tx >= 10,
+        "{c:?}"
+    );
+    assert!(
+        d.wan_tx - b.wan_tx >= 10 && d.lan_tx - b.lan_tx >= 10,
+        "{d:?}"
+    );
+    assert!(c.checksums_completed - a.checksums_completed >= 10, "{c:?}");
+    for w in [&c, &d] {
+        assert!(w.drops.iter().all(|d| *d == 0), "drops {w:?}");
+    }
 
     let (secs, rcvd) = burst(&lab.ha, 100_000, &echoed);
     eprintln!(
@@ -618,6 +718,7 @@ fn fast_path_carries_udp_between_hosts_through_two_gateways() {
     );
     stop.store(true, Ordering::Relaxed);
     echo.join().unwrap();
+    echo6.join().unwrap();
     drop(g1);
     drop(g2);
     drop(lab);
@@ -633,19 +734,31 @@ fn slow_path_carries_udp_between_hosts_without_xdp() {
     let l2 = spawn_nat_t_listener(&lab.g2, &g2, G2_WAN);
     let stop = Arc::new(AtomicBool::new(false));
     let echoed = Arc::new(AtomicU64::new(0));
-    let echo = spawn_echo(&lab.hb, Arc::clone(&stop), Arc::clone(&echoed));
+    let echo = spawn_echo(
+        &lab.hb,
+        (Ipv4Addr::UNSPECIFIED, ECHO_PORT).into(),
+        Arc::clone(&stop),
+        Arc::clone(&echoed),
+    );
+    let echo6 = spawn_echo(
+        &lab.hb,
+        (HOST_B6, ECHO_PORT).into(),
+        Arc::clone(&stop),
+        Arc::new(AtomicU64::new(0)),
+    );
 
     ping_pong(&lab.ha, 20);
+    ping_pong_to(&lab.ha, HOST_A6.into(), (HOST_B6, ECHO_PORT).into(), 10);
     for g in [&g1, &g2] {
         let s = lock(&g.slow).counters();
         eprintln!("slow path {s:?}");
-        assert!(s.tun_rx >= 20 && s.raw_tx >= 20 && s.tun_tx >= 20, "{s:?}");
+        assert!(s.tun_rx >= 30 && s.raw_tx >= 30 && s.tun_tx >= 30, "{s:?}");
         assert_eq!(
             s.raw_tx_errors + s.encap_errors + s.tun_tx_errors + s.inbound_drops,
             0
         );
         let c = g.dp.tunnel_counters(TUNNEL).unwrap();
-        assert!(c.tx_packets >= 20 && c.rx_packets >= 20, "{c:?}");
+        assert!(c.tx_packets >= 30 && c.rx_packets >= 30, "{c:?}");
     }
     // The kernel route into the TUN is the backend's (protocol 196; FRR's
     // rt_protos.d names that number "static", so filter by number).
@@ -688,6 +801,7 @@ fn slow_path_carries_udp_between_hosts_without_xdp() {
     assert_eq!(rcvd, 0);
     stop.store(true, Ordering::Relaxed);
     echo.join().unwrap();
+    echo6.join().unwrap();
     drop(g1);
     drop(g2);
     l1.join().unwrap();
