@@ -1,9 +1,10 @@
-//! The data plane seen from userspace: loading and attaching the XDP
-//! programs of `gateway-ebpf` and programming their maps ([`xdp`]), running
-//! them on synthetic frames through BPF_PROG_TEST_RUN ([`test_run`]), and the
-//! one place where test and benchmark frames are built ([`packet`]). Crypto
-//! and the AF_XDP workers live elsewhere; this module only talks to the
-//! kernel's BPF side.
+//! The data plane seen from userspace. Kernel side: loading and attaching
+//! the XDP programs of `gateway-ebpf` and programming their maps ([`xdp`]),
+//! running them on synthetic frames through BPF_PROG_TEST_RUN
+//! ([`test_run`]), and the one place where test and benchmark frames are
+//! built ([`packet`]). User side: the agent-facing backend that keeps the SA
+//! table and the maps in step ([`backend`]), the AF_XDP workers
+//! ([`worker`]) and the TUN slow path ([`slowpath`]).
 
 pub mod backend;
 pub mod packet;
