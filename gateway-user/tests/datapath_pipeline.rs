@@ -159,16 +159,24 @@ fn delta(
     )
 }
 
+/// (description, frame, metadata, forwarded?, expected drop).
+type Row = (
+    &'static str,
+    Vec<u8>,
+    Option<XdpMeta>,
+    bool,
+    Option<WorkerDrop>,
+);
+
 #[test]
 fn outbound_decisions() {
     let (p, sink) = pipeline();
-    // (description, frame, metadata, forwarded?, expected drop)
     let good = frame(Ipv4Addr::new(203, 0, 113, 10), 64);
     let mut short = good.clone();
     short.truncate(20);
     let mut arp = good.clone();
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-    let rows: Vec<(&str, Vec<u8>, Option<XdpMeta>, bool, Option<WorkerDrop>)> = vec![
+    let rows: Vec<Row> = vec![
         (
             "routed into an up tunnel",
             good.clone(),
