@@ -1074,3 +1074,36 @@ fn config_from_the_api_strings() {
     assert_eq!(c.router_id, Ipv4Addr::new(0, 0, 0, 10));
     assert!(SessionConfig::from_interconnect("nope", "fd00::b", 1, 2).is_err());
 }
+
+#[test]
+fn failed_connection_hands_over_to_the_other_one() {
+    let mut h = Harness::new();
+    h.add(
+        1,
+        config("169.254.0.1", "169.254.0.2"),
+        SessionPolicy::default(),
+    );
+    h.input(
+        1,
+        Input::TcpConnected {
+            conn: 1,
+            direction: Direction::Outgoing,
+        },
+    );
+    h.input(
+        1,
+        Input::TcpConnected {
+            conn: 2,
+            direction: Direction::Incoming,
+        },
+    );
+    // The first connection dies before any OPEN: the second carries on.
+    let a = h.input(1, Input::TcpClosed { conn: 1 });
+    assert!(!closed(&a, 2));
+    assert_eq!(h.state(1), State::OpenSent);
+    h.recv(1, 2, &peer_open(PEER_ASN, 90, AfiSafi::Ipv4Unicast));
+    let a = h.recv(1, 2, &keepalive());
+    assert!(a.contains(&Action::SessionUp { session: 1 }));
+    // Bytes on the dead connection are ignored.
+    assert!(h.recv(1, 1, &keepalive()).is_empty());
+}
