@@ -258,6 +258,19 @@ fn outbound_decisions() {
         }
     }
     assert_eq!(sink.outer.load(Ordering::Relaxed), 0);
+
+    // An outer packet larger than the WAN MTU is a typed drop.
+    let (small, _) = pipeline();
+    let small = small.with_wan_mtu(100);
+    let mut chunk = vec![0u8; 4096];
+    chunk[START..START + good.len()].copy_from_slice(&good);
+    let v = small.outbound(
+        &mut chunk,
+        START..START + good.len(),
+        meta(Direction::Outbound, TUNNEL),
+    );
+    assert_eq!(v, Verdict::Consumed);
+    assert_eq!(small.counters().snapshot().dropped(WorkerDrop::TooBig), 1);
 }
 
 #[test]

@@ -58,7 +58,7 @@ use std::time::Duration;
 use gateway_common::{Direction, XdpMeta, XDP_META_MAGIC};
 use gateway_esp::table::{SaTable, TunnelId};
 use gateway_netio::afxdp::{Batch, Umem, UmemConfig, XskConfig, XskError, XskSocket};
-use gateway_netio::netlink::{NeighbourCache, NextHop};
+use gateway_netio::netlink::{NeighbourCache, Netlink, NetlinkError, NextHop};
 
 use super::slowpath::{SlowPathError, SlowPathHandle};
 use super::xdp::{XdpDataplane, XdpError};
@@ -117,11 +117,14 @@ pub enum WorkerDrop {
     SlowPath = 5,
     /// The transmit batch was full.
     TxFull = 6,
+    /// The encapsulated frame exceeds the WAN MTU (the inner MTU toward the
+    /// tunnel must leave room for the ESP overhead; no PMTU signalling yet).
+    TooBig = 7,
 }
 
 impl WorkerDrop {
     /// Every reason, in order.
-    pub const ALL: [WorkerDrop; 7] = [
+    pub const ALL: [WorkerDrop; 8] = [
         WorkerDrop::BadMetadata,
         WorkerDrop::NotIp,
         WorkerDrop::Decap,
@@ -129,6 +132,7 @@ impl WorkerDrop {
         WorkerDrop::TtlExpired,
         WorkerDrop::SlowPath,
         WorkerDrop::TxFull,
+        WorkerDrop::TooBig,
     ];
 
     /// Metrics label.
@@ -141,6 +145,7 @@ impl WorkerDrop {
             WorkerDrop::TtlExpired => "ttl_expired",
             WorkerDrop::SlowPath => "slow_path",
             WorkerDrop::TxFull => "tx_full",
+            WorkerDrop::TooBig => "too_big",
         }
     }
 }
@@ -239,6 +244,8 @@ pub struct Pipeline<R, S> {
     slow: S,
     lan_ifindex: u32,
     wan_ifindex: u32,
+    /// Largest outer IP packet WAN carries.
+    wan_mtu: usize,
     counters: Arc<WorkerCounters>,
 }
 
@@ -258,8 +265,17 @@ impl<R: Resolver, S: SlowSink> Pipeline<R, S> {
             slow,
             lan_ifindex,
             wan_ifindex,
+            wan_mtu: usize::MAX,
             counters: Arc::new(WorkerCounters::default()),
         }
+    }
+
+    /// Drops (counted as [`WorkerDrop::TooBig`]) encapsulated packets larger
+    /// than `mtu` instead of handing them to an interface that would drop
+    /// them silently.
+    pub fn with_wan_mtu(mut self, mtu: u32) -> Self {
+        self.wan_mtu = mtu as usize;
+        self
     }
 
     /// The counters this pipeline updates.
@@ -365,6 +381,10 @@ impl<R: Resolver, S: SlowSink> Pipeline<R, S> {
             }
         };
         let outer = enc.packet;
+        if outer.len() > self.wan_mtu {
+            c.drop_frame(WorkerDrop::TooBig);
+            return Verdict::Consumed;
+        }
         let Some(dst) = ip_dst(&chunk[outer.clone()]) else {
             c.drop_frame(WorkerDrop::Encap);
             return Verdict::Consumed;
@@ -596,6 +616,9 @@ pub enum WorkerError {
     /// An interface does not exist.
     #[error("interface {0:?} not found")]
     NoInterface(String),
+    /// Reading the WAN interface's MTU.
+    #[error("reading the WAN MTU")]
+    Netlink(#[source] NetlinkError),
     /// Thread spawn or poll failure.
     #[error("{op}")]
     Io {
@@ -685,7 +708,12 @@ impl Worker {
                 socks.slots[i] = Some(s);
             }
         }
-        let pipeline = Pipeline::new(table, resolver, slow, lan_ifindex, wan_ifindex);
+        let wan_mtu = Netlink::open()
+            .and_then(|mut nl| nl.link_by_name(&cfg.wan))
+            .map_err(WorkerError::Netlink)?
+            .mtu;
+        let pipeline =
+            Pipeline::new(table, resolver, slow, lan_ifindex, wan_ifindex).with_wan_mtu(wan_mtu);
         let counters = Arc::clone(pipeline.counters());
         let (batch, idle) = (cfg.batch.max(1), cfg.idle_poll);
         let thread_stop = Arc::clone(&stop);
