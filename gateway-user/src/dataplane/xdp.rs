@@ -157,6 +157,7 @@ impl XdpDataplane {
         let mode = config.interfaces.xdp_mode;
         dp.attach(program_names::WAN_INGRESS, &config.interfaces.wan, mode)?;
         dp.attach(program_names::LAN_INGRESS, &config.interfaces.lan, mode)?;
+        mount_bpffs_if_missing(&config.gateway.bpf_pin_dir)?;
         dp.pin_maps(&config.gateway.bpf_pin_dir)?;
         Ok(dp)
     }
@@ -656,6 +657,42 @@ pub fn ifindex(name: &str) -> Option<u32> {
     // SAFETY: c is a valid NUL-terminated string.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (idx != 0).then_some(idx)
+}
+
+/// The conventional bpffs mount point.
+const BPFFS: &str = "/sys/fs/bpf";
+
+/// Mounts bpffs at `/sys/fs/bpf` when the pin directory lies below it and
+/// nothing is mounted there (hosts without systemd, fresh network
+/// namespaces entered with `ip netns exec`). Other pin directories must be
+/// on a bpffs already; `pin_maps` says so if not.
+pub fn mount_bpffs_if_missing(pin_dir: &Path) -> Result<(), XdpError> {
+    let root = Path::new(BPFFS);
+    if !pin_dir.starts_with(root) || is_bpffs(root) || !root.is_dir() {
+        return Ok(());
+    }
+    // SAFETY: constant NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            c"/sys/fs/bpf".as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+            return Err(XdpError::PermissionDenied {
+                op: "mounting bpffs",
+                source: Box::new(e),
+            });
+        }
+        return Err(XdpError::BpffsMissing(root.to_path_buf()));
+    }
+    tracing::info!("mounted bpffs at {BPFFS}");
+    Ok(())
 }
 
 fn is_bpffs(path: &Path) -> bool {
