@@ -65,6 +65,10 @@ pub struct GatewaySection {
     /// bpffs directory under which the XDP maps are pinned.
     #[serde(default = "default_pin_dir")]
     pub bpf_pin_dir: PathBuf,
+    /// Prefixes one BGP session may send before it is closed with a Cease
+    /// NOTIFICATION (RFC 4271 §6.7, maximum number of prefixes reached).
+    #[serde(default = "default_max_prefixes")]
+    pub bgp_max_prefixes: u32,
 }
 
 impl Default for GatewaySection {
@@ -74,6 +78,7 @@ impl Default for GatewaySection {
             region: default_region(),
             state_dir: default_state_dir(),
             bpf_pin_dir: default_pin_dir(),
+            bgp_max_prefixes: default_max_prefixes(),
         }
     }
 }
@@ -86,6 +91,9 @@ fn default_region() -> String {
 }
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/s2s-gateway")
+}
+fn default_max_prefixes() -> u32 {
+    10_000
 }
 fn default_pin_dir() -> PathBuf {
     PathBuf::from("/sys/fs/bpf/s2s-gateway")

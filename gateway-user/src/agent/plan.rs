@@ -73,6 +73,7 @@ pub struct SessionPlan {
     pub route_propagation: bool,
     /// The VPC prefixes to announce (before `prefix_filter_out`).
     pub exported: Vec<IpNet>,
+    pub max_prefixes: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -166,6 +167,7 @@ pub fn plan(state: &DesiredState, config: &Config) -> Plan {
                     prefix_filter_out: policy.prefix_filter_out.clone(),
                     route_propagation: conn.route_propagation_enabled,
                     exported: exported_of(family),
+                    max_prefixes: config.gateway.bgp_max_prefixes,
                 },
             );
         }

@@ -326,13 +326,14 @@ impl Runtime {
     }
 
     async fn add_session(&mut self, plan: &SessionPlan) -> Result<(), RuntimeError> {
-        let config = SessionConfig::from_interconnect(
+        let mut config = SessionConfig::from_interconnect(
             &plan.local.to_string(),
             &plan.peer.to_string(),
             plan.local_asn,
             plan.peer_asn,
         )
         .map_err(|e| tunnel_err(&plan.tunnel, "BGP session")(Box::new(e)))?;
+        config.max_prefixes = Some(plan.max_prefixes);
         let id = self.next_session;
         self.next_session += 1;
         let policy = SessionPolicy {
