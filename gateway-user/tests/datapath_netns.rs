@@ -219,6 +219,7 @@ fn install_sas(
     spi_in: u32,
     spi_out: u32,
     far: &[&str],
+    udp: bool,
 ) {
     dp.install_inbound_sa(InboundSaConfig {
         tunnel: TUNNEL,
@@ -237,7 +238,7 @@ fn install_sas(
         outer: OuterHeader {
             src: local.into(),
             dst: remote.into(),
-            udp: Some(UdpEncap::default()),
+            udp: udp.then(UdpEncap::default),
             ttl: 64,
         },
         soft_limit: None,
@@ -287,6 +288,8 @@ struct GwSpec {
     spi_in: u32,
     spi_out: u32,
     far: &'static [&'static str],
+    /// UDP encapsulation (RFC 3948) or plain ESP.
+    udp: bool,
 }
 
 fn start_gateway(ns: &str, spec: GwSpec, fast: bool) -> Gateway {
@@ -331,6 +334,7 @@ fn start_gateway(ns: &str, spec: GwSpec, fast: bool) -> Gateway {
             spec.spi_in,
             spec.spi_out,
             spec.far,
+            spec.udp,
         );
         let mut slow = SlowPath::new(Arc::clone(&table)).unwrap();
         slow.add_tunnel(TUNNEL, tun).unwrap();
@@ -528,6 +532,7 @@ fn g1_spec() -> GwSpec {
         spi_in: SPI_2_TO_1,
         spi_out: SPI_1_TO_2,
         far: &["203.0.113.0/24", "2001:db8:200::/64"],
+        udp: true,
     }
 }
 
@@ -541,6 +546,7 @@ fn g2_spec() -> GwSpec {
         spi_in: SPI_1_TO_2,
         spi_out: SPI_2_TO_1,
         far: &["198.51.100.0/24", "2001:db8:100::/64"],
+        udp: true,
     }
 }
 
@@ -551,9 +557,20 @@ fn worker_counters(g: &Gateway) -> WorkerCountersSnapshot {
 #[test]
 #[ignore = "privileged: run by cargo xtask test"]
 fn fast_path_carries_udp_between_hosts_through_two_gateways() {
-    let lab = Lab::new("fast");
-    let g1 = start_gateway(&lab.g1, g1_spec(), true);
-    let g2 = start_gateway(&lab.g2, g2_spec(), true);
+    fast_path("fast", true);
+}
+
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn fast_path_carries_plain_esp_between_two_gateways() {
+    fast_path("fastesp", false);
+}
+
+/// The fast-path scenario with UDP-encapsulated or plain ESP.
+fn fast_path(tag: &str, udp: bool) {
+    let lab = Lab::new(tag);
+    let g1 = start_gateway(&lab.g1, GwSpec { udp, ..g1_spec() }, true);
+    let g2 = start_gateway(&lab.g2, GwSpec { udp, ..g2_spec() }, true);
     // g1's TUN may already have tunnelled IPv6 link-local chatter (router
     // solicitations, MLD) while g2 had no SA yet: those count as UnknownSpi
     // at g2. Only drops after both gateways are up matter.
@@ -806,5 +823,53 @@ fn slow_path_carries_udp_between_hosts_without_xdp() {
     drop(g2);
     l1.join().unwrap();
     l2.join().unwrap();
+    drop(lab);
+}
+
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn slow_path_carries_plain_esp_without_xdp() {
+    let lab = Lab::new("esp");
+    let plain = |s: GwSpec| GwSpec { udp: false, ..s };
+    let g1 = start_gateway(&lab.g1, plain(g1_spec()), false);
+    let g2 = start_gateway(&lab.g2, plain(g2_spec()), false);
+    // The raw ESP sockets must be opened inside each gateway's namespace.
+    for (ns, g) in [(&lab.g1, &g1), (&lab.g2, &g2)] {
+        let slow = Arc::clone(&g.slow);
+        in_ns(ns, move || lock(&slow).spawn_esp_receiver().unwrap());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let echo = spawn_echo(
+        &lab.hb,
+        (Ipv4Addr::UNSPECIFIED, ECHO_PORT).into(),
+        Arc::clone(&stop),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let echo6 = spawn_echo(
+        &lab.hb,
+        (HOST_B6, ECHO_PORT).into(),
+        Arc::clone(&stop),
+        Arc::new(AtomicU64::new(0)),
+    );
+    ping_pong(&lab.ha, 10);
+    ping_pong_to(&lab.ha, HOST_A6.into(), (HOST_B6, ECHO_PORT).into(), 5);
+    for g in [&g1, &g2] {
+        let s = lock(&g.slow).counters();
+        eprintln!("slow path (plain ESP) {s:?}");
+        assert!(s.raw_tx >= 15 && s.tun_tx >= 15, "{s:?}");
+        assert_eq!(
+            s.raw_tx_errors + s.encap_errors + s.tun_tx_errors,
+            0,
+            "{s:?}"
+        );
+        let c = g.dp.tunnel_counters(TUNNEL).unwrap();
+        assert!(c.tx_packets >= 15 && c.rx_packets >= 15, "{c:?}");
+        assert_eq!(c.rx_drops, 0);
+    }
+    stop.store(true, Ordering::Relaxed);
+    echo.join().unwrap();
+    echo6.join().unwrap();
+    drop(g1);
+    drop(g2);
     drop(lab);
 }

@@ -22,8 +22,9 @@
 //!   the inner packet to the tunnel's TUN: the kernel then delivers it
 //!   locally (BGP) or forwards it. The workers do the same for decrypted
 //!   packets whose next hop they cannot serve ([`SlowPathHandle::deliver_inner`]).
-//!   Plain ESP (protocol 50) without the fast path is not received here
-//!   (the kernel has no ESP; a raw `IPPROTO_ESP` reader is future work).
+//!   Plain ESP (protocol 50, no NAT between the peers) that XDP does not
+//!   steer is read from raw `IPPROTO_ESP` sockets by
+//!   [`SlowPath::spawn_esp_receiver`] and takes the same way.
 //!
 //! Not per-packet-allocation free like the workers, but close: each reader
 //! owns one buffer; [`SlowPath::inbound_esp`] reuses one.
@@ -284,6 +285,7 @@ struct Reader {
 pub struct SlowPath {
     shared: Arc<Shared>,
     readers: HashMap<TunnelId, Reader>,
+    esp_receiver: Option<Reader>,
     buf: Vec<u8>,
 }
 
@@ -309,6 +311,7 @@ impl SlowPath {
                 counters: SlowPathCounters::default(),
             }),
             readers: HashMap::new(),
+            esp_receiver: None,
             buf: vec![0; MAX_PACKET],
         })
     }
@@ -395,8 +398,49 @@ impl SlowPath {
         self.shared.counters.snapshot()
     }
 
+    /// Starts receiving plain ESP (IP protocol 50, no UDP encapsulation)
+    /// on raw sockets of the current network namespace, for when the fast
+    /// path is off or XDP passes a packet: the kernel has no ESP of its own,
+    /// a raw socket gets a copy of every ESP packet addressed to us (and its
+    /// presence stops the kernel's protocol-unreachable reply). Decrypted
+    /// packets go to their tunnel's TUN. Idempotent.
+    pub fn spawn_esp_receiver(&mut self) -> Result<(), SlowPathError> {
+        if self.esp_receiver.is_some() {
+            return Ok(());
+        }
+        let esp = |family| {
+            // SAFETY: plain syscall; the result is checked.
+            let fd = unsafe {
+                libc::socket(
+                    family,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                    libc::IPPROTO_ESP,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: fresh descriptor we own.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        };
+        let v4 = esp(libc::AF_INET).map_err(io_err("raw ESP socket"))?;
+        let v6 = esp(libc::AF_INET6).ok();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sh, st) = (Arc::clone(&self.shared), Arc::clone(&stop));
+        let handle = std::thread::Builder::new()
+            .name("esp-rx".into())
+            .spawn(move || esp_receiver(&sh, &v4, v6.as_ref(), &st))
+            .map_err(io_err("spawning the ESP receiver"))?;
+        self.esp_receiver = Some(Reader { stop, handle });
+        Ok(())
+    }
+
     /// Stops every reader thread.
     pub fn shutdown(&mut self) {
+        if let Some(r) = self.esp_receiver.take() {
+            r.stop.store(true, Ordering::Relaxed);
+            let _ = r.handle.join();
+        }
         let ids: Vec<TunnelId> = self.readers.keys().copied().collect();
         for t in ids {
             self.remove_tunnel(t);
@@ -453,6 +497,74 @@ fn tun_reader(sh: &Shared, tunnel: TunnelId, tun: &Tun, stop: &AtomicBool) {
                 Err(err) => {
                     bump(&sh.counters.encap_errors);
                     tracing::debug!(tunnel, error = %err, "slow path encap failed");
+                }
+            }
+        }
+    }
+}
+
+/// Receives plain ESP on raw sockets until `stop` (see
+/// [`SlowPath::spawn_esp_receiver`]). IPv4 raw sockets deliver the IP
+/// header too; IPv6 ones only the payload.
+fn esp_receiver(sh: &Shared, v4: &OwnedFd, v6: Option<&OwnedFd>, stop: &AtomicBool) {
+    let mut buf = vec![0u8; MAX_PACKET];
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds = [
+            libc::pollfd {
+                fd: v4.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: v6.map_or(-1, AsRawFd::as_raw_fd),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds (a negative fd is ignored by poll).
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, 100) };
+        if rc <= 0 {
+            continue;
+        }
+        for (i, fd) in [Some(v4), v6].into_iter().enumerate() {
+            let Some(fd) = fd else { continue };
+            if fds[i].revents & libc::POLLIN == 0 {
+                continue;
+            }
+            for _ in 0..256 {
+                // SAFETY: buf is writable for its length.
+                let n =
+                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                let Ok(n) = usize::try_from(n) else { break };
+                let esp = if i == 0 {
+                    // Skip the IPv4 header; trust its lengths only as far
+                    // as the bytes received.
+                    if n < 20 {
+                        bump(&sh.counters.inbound_drops);
+                        continue;
+                    }
+                    let ihl = usize::from(buf[0] & 0x0f) * 4;
+                    let total = usize::from(u16::from_be_bytes([buf[2], buf[3]])).min(n);
+                    if ihl < 20 || ihl > total {
+                        bump(&sh.counters.inbound_drops);
+                        continue;
+                    }
+                    ihl..total
+                } else {
+                    0..n
+                };
+                match sh.table.decap_esp(&mut buf, esp) {
+                    Ok(rx) => {
+                        let tuns = sh.tuns.load();
+                        let written = tuns
+                            .get(&rx.tunnel)
+                            .map(|t| t.write(&buf[rx.decap.inner.clone()]));
+                        match written {
+                            Some(Ok(_)) => bump(&sh.counters.tun_tx),
+                            _ => bump(&sh.counters.tun_tx_errors),
+                        }
+                    }
+                    Err(_) => bump(&sh.counters.inbound_drops),
                 }
             }
         }
