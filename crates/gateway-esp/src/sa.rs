@@ -6,7 +6,7 @@
 //! Concurrency: an `OutboundSa` is shared by all workers; its sequence
 //! number is an `AtomicU64` taken with `fetch_add` (no lock). An
 //! `InboundSa`'s replay window is checked lock-free before decryption and
-//! marked under a short per-SA mutex after it (a few bit operations), never
+//! marked under a short per-SA spin lock after it (a few bit operations), never
 //! held during the crypto, so workers decrypting one SA contend only briefly.
 
 use std::net::IpAddr;

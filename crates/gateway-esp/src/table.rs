@@ -5,7 +5,8 @@
 //! Reads are lock-free: the inbound (by SPI) and outbound (by tunnel id)
 //! maps sit behind `ArcSwap` and writers publish a modified copy (writes are
 //! rare: SA install, rekey, delete). Outbound sequence numbers are atomics in
-//! the SA; the replay window is a short per-SA mutex (see [`crate::sa`]).
+//! the SA; the replay window takes a short per-SA spin lock to mark (see
+//! [`crate::replay`]).
 //! Per-tunnel counters are relaxed atomics shared by all workers of a
 //! tunnel; the table does not own routes (they live in the XDP LPM maps).
 
