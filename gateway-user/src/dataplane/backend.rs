@@ -37,7 +37,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use gateway_common::{
-    SaInValue, TunnelValue, FAMILY_V4, FAMILY_V6, SA_FLAG_ESN, TUNNEL_DOWN, TUNNEL_UP,
+    SaInValue, TunnelValue, FAMILY_V4, FAMILY_V6, SA_FLAG_ESN, TUNNELS_MAX_ENTRIES, TUNNEL_DOWN,
+    TUNNEL_UP,
 };
 use gateway_esp::table::{
     DataPlane, DataPlaneError, InboundSaConfig, OutboundSaConfig, SaTable, TunnelCountersSnapshot,
@@ -236,6 +237,15 @@ impl GatewayDataPlane {
         Ok(())
     }
 
+    /// Tunnel ids index the `TUNNELS` array: refuse ids it cannot hold
+    /// (only when XDP maps are programmed).
+    fn check_tunnel_id(&self, tunnel: TunnelId) -> Result<(), DataPlaneError> {
+        if !self.maps.is_empty() && tunnel >= TUNNELS_MAX_ENTRIES {
+            return Err(BackendError::Xdp(XdpError::TunnelIdOutOfRange(tunnel)).into());
+        }
+        Ok(())
+    }
+
     /// The `SA_IN` value the backend last wrote for `spi`.
     pub fn sa_in_value(&self, spi: u32) -> Option<SaInValue> {
         lock(&self.state).inbound.get(&spi).map(|i| i.value)
@@ -331,6 +341,7 @@ impl GatewayDataPlane {
 
 impl DataPlane for GatewayDataPlane {
     fn install_inbound_sa(&self, sa: InboundSaConfig) -> Result<(), DataPlaneError> {
+        self.check_tunnel_id(sa.tunnel)?;
         let mut st = lock(&self.state);
         self.table.install_inbound(&sa)?;
         let slot = st.alloc_slot();
@@ -353,6 +364,9 @@ impl DataPlane for GatewayDataPlane {
     }
 
     fn install_outbound_sa(&self, sa: OutboundSaConfig) -> Result<Option<u32>, DataPlaneError> {
+        // Refused before the table switches: a half-done switch (table yes,
+        // TUNNELS no) cannot be rolled back.
+        self.check_tunnel_id(sa.tunnel)?;
         let mut st = lock(&self.state);
         let prev = self.table.install_outbound(&sa)?;
         let value = TunnelValue {
@@ -405,6 +419,7 @@ impl DataPlane for GatewayDataPlane {
     }
 
     fn install_route(&self, prefix: IpPrefix, tunnel: TunnelId) -> Result<(), DataPlaneError> {
+        self.check_tunnel_id(tunnel)?;
         let mut st = lock(&self.state);
         let list = st.routes.entry(prefix).or_default();
         list.retain(|t| *t != tunnel);
@@ -613,6 +628,16 @@ mod tests {
         ));
         assert_eq!(take(&rec), vec![]);
         assert!(dp.remove_inbound_sa(0x9999).is_err());
+        // A tunnel id TUNNELS cannot index is refused before the table moves.
+        let big = gateway_common::TUNNELS_MAX_ENTRIES;
+        assert!(dp.install_outbound_sa(outbound(big, 0x77)).is_err());
+        assert!(dp.table().outbound(big).is_none());
+        assert!(dp.install_inbound_sa(inbound(big, 0x78)).is_err());
+        assert!(dp.table().inbound(0x78).is_none());
+        assert!(dp
+            .install_route("203.0.113.0/24".parse().unwrap(), big)
+            .is_err());
+        assert_eq!(take(&rec), vec![]);
     }
 
     #[test]
