@@ -33,7 +33,9 @@ use gateway_netio::netlink::{Address, NeighbourCache, Netlink};
 use gateway_netio::tun::Tun;
 use gateway_user::dataplane::backend::GatewayDataPlane;
 use gateway_user::dataplane::slowpath::SlowPath;
-use gateway_user::dataplane::worker::{Worker, WorkerConfig, WorkerCountersSnapshot, XskSlot};
+use gateway_user::dataplane::worker::{
+    Worker, WorkerConfig, WorkerCountersSnapshot, WorkerDrop, XskSlot,
+};
 use gateway_user::dataplane::xdp::XdpDataplane;
 
 const TUNNEL: TunnelId = 7;
@@ -733,6 +735,74 @@ fn fast_path(tag: &str, udp: bool) {
         "fast path burst: 100000 x 64 B sent in {secs:.3} s ({:.0} pps offered), {rcvd} received at hB",
         100_000.0 / secs
     );
+
+    // The replay window's right edge reached g2's SA_IN, so XDP itself now
+    // drops a packet far left of the window: forge one with sequence
+    // number 1 from the known keys and send it from g1's namespace.
+    let edge_deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let v = lock(&g2.xdp[0]).sa_in(SPI_1_TO_2).unwrap().unwrap();
+        if v.replay_right_edge > 2048 {
+            break;
+        }
+        assert!(
+            Instant::now() < edge_deadline,
+            "right edge {v:?} after the burst"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let replayed_before = lock(&g2.xdp[0])
+        .drop_count(gateway_common::DropReason::ReplayLeftOfWindow)
+        .unwrap();
+    let decap_before = worker_counters(&g2).dropped(WorkerDrop::Decap);
+    in_ns(&lab.g1, move || {
+        let forge = Arc::new(SaTable::new());
+        forge
+            .install_outbound(&OutboundSaConfig {
+                tunnel: TUNNEL,
+                spi: SPI_1_TO_2,
+                keys: keys(SPI_1_TO_2 as u8),
+                esn: false,
+                outer: OuterHeader {
+                    src: G1_WAN.into(),
+                    dst: G2_WAN.into(),
+                    udp: udp.then(UdpEncap::default),
+                    ttl: 64,
+                },
+                soft_limit: None,
+            })
+            .unwrap();
+        let mut buf = vec![0u8; 512];
+        let inner = 128..128 + 28;
+        buf[128] = 0x45;
+        buf[130..132].copy_from_slice(&28u16.to_be_bytes());
+        buf[136] = 64;
+        buf[137] = 17;
+        buf[140..144].copy_from_slice(&HOST_A.octets());
+        buf[144..148].copy_from_slice(&HOST_B.octets());
+        let e = forge.encap(TUNNEL, &mut buf, inner).unwrap();
+        assert_eq!(e.seq, 1);
+        let sender = SlowPath::new(forge).unwrap();
+        sender.handle().send_outer(&buf[e.packet]).unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while lock(&g2.xdp[0])
+        .drop_count(gateway_common::DropReason::ReplayLeftOfWindow)
+        .unwrap()
+        == replayed_before
+    {
+        assert!(
+            Instant::now() < deadline,
+            "XDP did not drop the replayed packet"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Dropped in XDP: the worker never saw it.
+    assert_eq!(
+        worker_counters(&g2).dropped(WorkerDrop::Decap),
+        decap_before
+    );
+
     stop.store(true, Ordering::Relaxed);
     echo.join().unwrap();
     echo6.join().unwrap();
