@@ -34,7 +34,7 @@ use gateway_netio::tun::Tun;
 use gateway_user::dataplane::backend::GatewayDataPlane;
 use gateway_user::dataplane::slowpath::SlowPath;
 use gateway_user::dataplane::worker::{
-    Worker, WorkerConfig, WorkerCountersSnapshot, WorkerDrop, XskSlot,
+    SkipLocal, Worker, WorkerConfig, WorkerCountersSnapshot, WorkerDrop, XskSlot,
 };
 use gateway_user::dataplane::xdp::XdpDataplane;
 
@@ -353,12 +353,15 @@ fn start_gateway(ns: &str, spec: GwSpec, fast: bool) -> Gateway {
                     .run(&mut nl, Duration::from_millis(200), &s)
                     .expect("neighbour refresher");
             }));
+            // Our own TUN address never goes to the neighbour cache.
+            let (resolver, local) = SkipLocal::new(cache);
+            local.set(vec![spec.tun_addr.into()]);
             let cfg = WorkerConfig::new(spec.wan, spec.lan, 0);
             worker = Some(
                 Worker::spawn(
                     &cfg,
                     Arc::clone(&table),
-                    cache,
+                    resolver,
                     slow.handle(),
                     Some(XskSlot {
                         maps: xdp[0].clone(),

@@ -82,6 +82,53 @@ impl Resolver for NeighbourCache {
     }
 }
 
+/// A [`Resolver`] that answers `None` for the gateway's own addresses
+/// (e.g. the BGP interconnection addresses on the TUNs) without asking the
+/// inner resolver. Why: the kernel routes a local address through `lo`,
+/// whose neighbour never resolves, and a [`NeighbourCache`] would keep such
+/// a destination pending and re-resolve every wanted destination every
+/// 50 ms forever. The set is replaced wholesale by the agent (rare);
+/// lookups are lock-free and allocation-free.
+pub struct SkipLocal<R> {
+    inner: R,
+    local: Arc<arc_swap::ArcSwap<Vec<IpAddr>>>,
+}
+
+impl<R> SkipLocal<R> {
+    /// Wraps `inner`; the returned handle replaces the local set.
+    pub fn new(inner: R) -> (Self, LocalAddrs) {
+        let local = Arc::new(arc_swap::ArcSwap::from_pointee(Vec::new()));
+        (
+            Self {
+                inner,
+                local: Arc::clone(&local),
+            },
+            LocalAddrs(local),
+        )
+    }
+}
+
+/// The writer side of [`SkipLocal`].
+#[derive(Clone)]
+pub struct LocalAddrs(Arc<arc_swap::ArcSwap<Vec<IpAddr>>>);
+
+impl LocalAddrs {
+    /// Replaces the set of local addresses.
+    pub fn set(&self, addrs: Vec<IpAddr>) {
+        self.0.store(Arc::new(addrs));
+    }
+}
+
+impl<R: Resolver> Resolver for SkipLocal<R> {
+    fn next_hop(&self, dst: IpAddr) -> Option<NextHop> {
+        // A handful of addresses: a linear scan beats hashing.
+        if self.local.load().contains(&dst) {
+            return None;
+        }
+        self.inner.next_hop(dst)
+    }
+}
+
 /// Where the workers hand packets they do not send themselves.
 pub trait SlowSink {
     /// An inner packet for the tunnel's TUN.
@@ -906,6 +953,28 @@ mod tests {
             assert_eq!(p[8], ttl - 1);
             assert_eq!(fold(sum16(&p[..20], 0)), 0xffff, "ttl {ttl}");
         }
+    }
+
+    #[test]
+    fn skip_local_hides_local_addresses_from_the_inner_resolver() {
+        struct Count(std::sync::atomic::AtomicU32);
+        impl Resolver for Count {
+            fn next_hop(&self, _dst: IpAddr) -> Option<NextHop> {
+                self.0.fetch_add(1, Ordering::Relaxed);
+                Some(NextHop {
+                    ifindex: 1,
+                    src_mac: [0; 6],
+                    dst_mac: [0; 6],
+                })
+            }
+        }
+        let (r, local) = SkipLocal::new(Count(Default::default()));
+        let bgp: IpAddr = Ipv4Addr::new(169, 254, 0, 0).into();
+        assert!(r.next_hop(bgp).is_some());
+        local.set(vec![bgp]);
+        assert!(r.next_hop(bgp).is_none());
+        assert!(r.next_hop(Ipv4Addr::new(198, 51, 100, 10).into()).is_some());
+        assert_eq!(r.inner.0.load(Ordering::Relaxed), 2);
     }
 
     #[test]
