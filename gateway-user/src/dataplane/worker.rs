@@ -861,7 +861,8 @@ fn run<R: Resolver, S: SlowSink>(
             p.outbound(c, r, m)
         });
         s.wan.send(&mut s.umem, &mut wan_tx);
-        if n_wan + n_lan == 0 {
+        // Sleep only when idle with nothing left to transmit.
+        if n_wan + n_lan == 0 && lan_tx.is_empty() && wan_tx.is_empty() {
             s.wan.flush(&mut s.umem);
             s.lan.flush(&mut s.umem);
             wait_either(&s.wan, &s.lan, idle)
