@@ -866,6 +866,8 @@ fn slow_path_carries_udp_between_hosts_without_xdp() {
         .unwrap();
     let routes = String::from_utf8_lossy(&routes.stdout);
     assert!(routes.contains("s2stun0"), "{routes}");
+    let (secs, rcvd) = burst(&lab.ha, 20_000, &echoed);
+    eprintln!("slow path burst: 20000 x 64 B sent in {secs:.3} s, {rcvd} received at hB");
     // Withdrawing the route removes it (and traffic stops being tunnelled).
     g1.dp
         .withdraw_route("203.0.113.0/24".parse().unwrap(), TUNNEL)
