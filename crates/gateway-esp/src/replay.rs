@@ -1,8 +1,10 @@
 //! The anti-replay window of an inbound SA (RFC 4303 §3.4.3) and the
 //! inference of the ESN high-order bits (RFC 4303 Appendix A2).
 //!
-//! The bitmap is a ring of 64-bit blocks one block larger than the window,
-//! as in RFC 6479, so sliding clears whole blocks instead of shifting bits.
+//! The bitmap is a ring of 64-bit blocks at least one block larger than the
+//! window, as in RFC 6479, so sliding clears whole blocks instead of
+//! shifting bits; its block count is a power of two so that indexing is a
+//! mask (a 64-bit division per lookup cost more than the rest of the check).
 //! Storage is a fixed array sized for the largest window: no allocation.
 //! The caller checks before decrypting and marks only after the ICV verified.
 //!
@@ -26,7 +28,7 @@ pub const DEFAULT_WINDOW: u32 = 1024;
 /// Largest window size in packets.
 pub const MAX_WINDOW: u32 = 4096;
 
-const MAX_BLOCKS: usize = (MAX_WINDOW as usize) / 64 + 1;
+const MAX_BLOCKS: usize = ((MAX_WINDOW as usize) / 64 + 1).next_power_of_two();
 
 /// Why a sequence number was refused by the window.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +87,7 @@ impl ReplayWindow {
         Ok(Self {
             top: AtomicU64::new(0),
             size: u64::from(size),
-            blocks: size as usize / 64 + 1,
+            blocks: (size as usize / 64 + 1).next_power_of_two(),
             bitmap: [const { AtomicU64::new(0) }; MAX_BLOCKS],
             esn,
             marking: AtomicBool::new(false),
@@ -163,7 +165,7 @@ impl ReplayWindow {
 
     fn pos(&self, seq: u64) -> (usize, u64) {
         (
-            ((seq >> 6) % self.blocks as u64) as usize,
+            ((seq >> 6) & (self.blocks as u64 - 1)) as usize,
             1u64 << (seq & 63),
         )
     }
@@ -181,7 +183,7 @@ impl ReplayWindow {
             // Clear the blocks entering the window; at most all of them.
             let n = (new_block - old_block).min(self.blocks as u64);
             for i in 1..=n {
-                let b = ((old_block + i) % self.blocks as u64) as usize;
+                let b = ((old_block + i) & (self.blocks as u64 - 1)) as usize;
                 self.bitmap[b].store(0, Relaxed);
             }
             self.top.store(seq, Relaxed);

@@ -357,7 +357,8 @@ impl OutboundSa {
         }
         let align = suite.pad_align();
         let unpadded = inner.len() + 2;
-        let pad_len = (align - unpadded % align) % align;
+        // `align` is a power of two (4 or 16): mask, not divide.
+        let pad_len = unpadded.wrapping_neg() & (align - 1);
         let tail = pad_len + 2 + suite.icv_len();
         if buf.len() - inner.end < tail {
             return Err(EncapError::NoTailroom {
@@ -484,7 +485,7 @@ impl InboundSa {
             return Err(DecapError::EspTruncated { len });
         }
         let ct_len = len - body - icv;
-        if ct_len % align != 0 {
+        if ct_len & (align - 1) != 0 {
             return Err(DecapError::BadCiphertextLength { len: ct_len });
         }
         let p = &buf[esp.clone()];
