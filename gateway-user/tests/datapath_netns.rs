@@ -738,6 +738,11 @@ fn fast_path(tag: &str, udp: bool) {
         "fast path burst: 100000 x 64 B sent in {secs:.3} s ({:.0} pps offered), {rcvd} received at hB",
         100_000.0 / secs
     );
+    eprintln!(
+        "after the burst: g1 {:?}\n                 g2 {:?}",
+        worker_counters(&g1),
+        worker_counters(&g2)
+    );
 
     // The replay window's right edge reached g2's SA_IN, so XDP itself now
     // drops a packet far left of the window: forge one with sequence

@@ -214,6 +214,14 @@ pub struct WorkerCounters {
     pub to_raw: AtomicU64,
     /// Inner packets whose partial checksum was completed.
     pub checksums_completed: AtomicU64,
+    /// Kernel counters of the sockets (`XDP_STATISTICS`, WAN + LAN),
+    /// copied by the worker when idle and every 1024 rounds: frames the
+    /// kernel dropped because the RX ring was full or the fill ring empty.
+    pub xsk_rx_dropped: AtomicU64,
+    /// See [`Self::xsk_rx_dropped`]: RX ring full events.
+    pub xsk_rx_ring_full: AtomicU64,
+    /// See [`Self::xsk_rx_dropped`]: fill ring empty events.
+    pub xsk_fill_ring_empty: AtomicU64,
     drops: [AtomicU64; WorkerDrop::ALL.len()],
 }
 
@@ -234,6 +242,12 @@ pub struct WorkerCountersSnapshot {
     pub to_raw: u64,
     /// See [`WorkerCounters::checksums_completed`].
     pub checksums_completed: u64,
+    /// See [`WorkerCounters::xsk_rx_dropped`].
+    pub xsk_rx_dropped: u64,
+    /// See [`WorkerCounters::xsk_rx_ring_full`].
+    pub xsk_rx_ring_full: u64,
+    /// See [`WorkerCounters::xsk_fill_ring_empty`].
+    pub xsk_fill_ring_empty: u64,
     /// Drops, indexed by [`WorkerDrop`].
     pub drops: [u64; WorkerDrop::ALL.len()],
 }
@@ -269,6 +283,9 @@ impl WorkerCounters {
             to_tun: l(&self.to_tun),
             to_raw: l(&self.to_raw),
             checksums_completed: l(&self.checksums_completed),
+            xsk_rx_dropped: l(&self.xsk_rx_dropped),
+            xsk_rx_ring_full: l(&self.xsk_rx_ring_full),
+            xsk_fill_ring_empty: l(&self.xsk_fill_ring_empty),
             drops,
         }
     }
@@ -846,7 +863,12 @@ fn run<R: Resolver, S: SlowSink>(
     let mut lan_tx = Batch::with_capacity(batch * 2);
     let mut wan_tx = Batch::with_capacity(batch * 2);
     let counters = Arc::clone(p.counters());
+    let mut rounds: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
+        rounds = rounds.wrapping_add(1);
+        if rounds.is_multiple_of(1024) {
+            publish_xsk_stats(&s, &counters);
+        }
         // `process` pops from the end: reverse first so flows keep their
         // order (the replay window would tolerate it; receivers may not).
         let n_wan = s.wan.recv(&mut s.umem, &mut rx);
@@ -863,6 +885,7 @@ fn run<R: Resolver, S: SlowSink>(
         s.wan.send(&mut s.umem, &mut wan_tx);
         // Sleep only when idle with nothing left to transmit.
         if n_wan + n_lan == 0 && lan_tx.is_empty() && wan_tx.is_empty() {
+            publish_xsk_stats(&s, &counters);
             s.wan.flush(&mut s.umem);
             s.lan.flush(&mut s.umem);
             wait_either(&s.wan, &s.lan, idle)
@@ -870,6 +893,21 @@ fn run<R: Resolver, S: SlowSink>(
         }
     }
     Ok(())
+}
+
+/// Copies the sockets' kernel counters (sums of WAN and LAN) into ours.
+fn publish_xsk_stats(s: &Sockets, c: &WorkerCounters) {
+    let (Ok(w), Ok(l)) = (s.wan.stats(), s.lan.stats()) else {
+        return;
+    };
+    c.xsk_rx_dropped
+        .store(w.rx_dropped + l.rx_dropped, Ordering::Relaxed);
+    c.xsk_rx_ring_full
+        .store(w.rx_ring_full + l.rx_ring_full, Ordering::Relaxed);
+    c.xsk_fill_ring_empty.store(
+        w.rx_fill_ring_empty_descs + l.rx_fill_ring_empty_descs,
+        Ordering::Relaxed,
+    );
 }
 
 fn wait_either(a: &XskSocket, b: &XskSocket, timeout: Duration) -> io::Result<()> {
