@@ -116,8 +116,20 @@ pub const TUNNELS_MAX_ENTRIES: u32 = 1024;
 pub const ROUTES_V4_MAX_ENTRIES: u32 = 1 << 20;
 pub const ROUTES_V6_MAX_ENTRIES: u32 = 1 << 20;
 pub const LOCAL_ADDRS_MAX_ENTRIES: u32 = 64;
+/// Largest inner IP packet the LAN fast path encrypts: 1500 minus the
+/// largest outer overhead (IPv6 40 + UDP 8 + ESP 8 + IV 16 + trailer 17 +
+/// ICV 32 = 121), rounded down. `lan_ingress` passes bigger packets to the
+/// kernel, which routes them into the tunnel's TUN (same MTU) and so
+/// answers with ICMP fragmentation needed / packet too big: path MTU
+/// discovery works through the fast path.
+pub const TUNNEL_INNER_MTU: usize = 1360;
 /// Receive queues that can carry an AF_XDP socket.
 pub const XSKS_MAX_ENTRIES: u32 = 64;
+/// `XSKS` key of the LAN side's socket for receive queue 0: `wan_ingress`
+/// redirects to `XSKS[queue]`, `lan_ingress` to `XSKS[XSKS_LAN_BASE +
+/// queue]`, so one map serves queue N of both interfaces (a socket only
+/// accepts frames of the device and queue it is bound to).
+pub const XSKS_LAN_BASE: u32 = XSKS_MAX_ENTRIES / 2;
 /// One `TunnelStats` slot per tunnel and direction, see [`stats_index`].
 pub const STATS_MAX_ENTRIES: u32 = TUNNELS_MAX_ENTRIES * 2;
 /// Room for the drop reasons to grow without resizing the map.

@@ -21,7 +21,8 @@ use gateway_common::{
     SaInValue, TunnelStats, TunnelValue, XdpMeta, DROPS_MAX_ENTRIES, FAMILY_V4, IPPROTO_ESP,
     IPPROTO_UDP, LOCAL_ADDRS_MAX_ENTRIES, MAX_IPV6_EXT_HEADERS, NAT_T_PORT, ROUTES_V4_MAX_ENTRIES,
     ROUTES_V6_MAX_ENTRIES, SA_FLAG_ESN, SA_INDEX_NONE, SA_IN_MAX_ENTRIES, STATS_MAX_ENTRIES,
-    TUNNELS_MAX_ENTRIES, TUNNEL_UP, XDP_META_MAGIC, XSKS_MAX_ENTRIES,
+    TUNNELS_MAX_ENTRIES, TUNNEL_INNER_MTU, TUNNEL_UP, XDP_META_MAGIC, XSKS_LAN_BASE,
+    XSKS_MAX_ENTRIES,
 };
 
 #[map]
@@ -217,7 +218,11 @@ fn steer(ctx: &XdpContext, tunnel_id: u32, sa_index: u32, direction: Direction) 
             direction: direction as u32,
         });
     }
-    match XSKS.redirect(ctx.rx_queue_index(), XDP_PASS as u64) {
+    let key = match direction {
+        Direction::Inbound => ctx.rx_queue_index(),
+        Direction::Outbound => XSKS_LAN_BASE + ctx.rx_queue_index(),
+    };
+    match XSKS.redirect(key, XDP_PASS as u64) {
         Ok(action) => action,
         Err(_) => {
             if let Some(s) = stats {
@@ -445,7 +450,10 @@ pub fn lan_ingress(ctx: XdpContext) -> u32 {
                 Ok(ip) => ip,
                 Err(v) => return v,
             };
-            if ip.ttl <= 1 {
+            // Expiring TTL: the kernel answers with ICMP. Too big for the
+            // tunnel: the kernel answers with fragmentation needed (or
+            // fragments), via the TUN whose MTU is the same.
+            if ip.ttl <= 1 || ip.l4_off - l3 + ip.l4_len > TUNNEL_INNER_MTU {
                 return XDP_PASS;
             }
             lan_tunnel(&ctx, ROUTES_V4.get(Key::new(32, ip.dst)))
@@ -455,7 +463,7 @@ pub fn lan_ingress(ctx: XdpContext) -> u32 {
                 Ok(ip) => ip,
                 Err(v) => return v,
             };
-            if ip.hop_limit <= 1 {
+            if ip.hop_limit <= 1 || IPV6_HLEN + ip.payload_len > TUNNEL_INNER_MTU {
                 return XDP_PASS;
             }
             lan_tunnel(&ctx, ROUTES_V6.get(Key::new(128, ip.dst)))

@@ -2,5 +2,6 @@
 //! `s2sctl` CLI in `src/bin` are thin shells around it.
 
 pub mod agent;
+pub mod daemon;
 pub mod dataplane;
 pub mod metrics;

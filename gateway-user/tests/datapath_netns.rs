@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use gateway_common::Direction;
+use gateway_common::{Direction, XSKS_LAN_BASE};
 use gateway_config::XdpMode;
 use gateway_esp::table::{DataPlane, InboundSaConfig, OutboundSaConfig, SaKeys, SaTable, TunnelId};
 use gateway_esp::{Encryption, IpPrefix, OuterHeader, Suite, TrafficSelectors, UdpEncap};
@@ -369,7 +369,7 @@ fn start_gateway(ns: &str, spec: GwSpec, fast: bool) -> Gateway {
                     }),
                     Some(XskSlot {
                         maps: xdp[1].clone(),
-                        key: 0,
+                        key: XSKS_LAN_BASE,
                     }),
                     Arc::clone(&stop),
                 )

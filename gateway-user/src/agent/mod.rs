@@ -22,11 +22,11 @@ use gateway_api::model::VpnGatewayStatus;
 use gateway_api::{Store, StoreError};
 use gateway_common::{IKE_PORT, NAT_T_PORT};
 use gateway_config::Config;
-use gateway_ike::driver::UdpDriver;
+use gateway_ike::driver::{EspDatagram, UdpDriver};
 use gateway_netio::netlink::{Netlink, NetlinkError};
 use tokio::sync::{mpsc, watch};
 
-use crate::dataplane::backend::GatewayDataPlane;
+use crate::daemon::DataPathHandle;
 use crate::dataplane::xdp::{XdpDataplane, XdpError};
 use crate::metrics::SharedSnapshot;
 use runtime::Runtime;
@@ -62,7 +62,7 @@ impl Agent {
     /// drivers and programming `dataplane`; tears the tunnels down on exit.
     pub async fn run(
         self,
-        dataplane: Arc<GatewayDataPlane>,
+        datapath: DataPathHandle,
         snapshot: SharedSnapshot,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -72,7 +72,19 @@ impl Agent {
         let mut ike_rx = Some(ike_rx);
         let (ike_events_tx, mut ike_events) = mpsc::unbounded_channel();
         let (bgp, mut bgp_events) = gateway_bgp::driver::spawn();
-        let mut rt = Runtime::new(self.store.clone(), dataplane, ike_tx, bgp, snapshot);
+        let mut rt = Runtime::new(self.store.clone(), datapath.clone(), ike_tx, bgp, snapshot);
+        // ESP that reaches the IKE sockets (fast path off, or no AF_XDP
+        // socket on the queue) goes to the slow path.
+        let (esp_tx, mut esp_rx) = mpsc::channel::<EspDatagram>(1024);
+        let slow = datapath.slow.clone();
+        tokio::spawn(async move {
+            while let Some(d) = esp_rx.recv().await {
+                let mut slow = slow.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(e) = slow.inbound_esp(&d.esp, d.from, d.to) {
+                    tracing::debug!(from = %d.from, error = %e, "slow-path ESP dropped");
+                }
+            }
+        });
         let mut bound: Vec<IpAddr> = Vec::new();
         loop {
             let me = self.clone();
@@ -86,7 +98,14 @@ impl Agent {
                     let plan = plan::plan(&state, &self.config);
                     let addrs = Runtime::local_addresses(&plan);
                     if let (Some(_), false) = (&ike_rx, addrs.is_empty()) {
-                        match UdpDriver::bind(&addrs, IKE_PORT, NAT_T_PORT).await {
+                        match UdpDriver::bind_with_esp_sink(
+                            &addrs,
+                            IKE_PORT,
+                            NAT_T_PORT,
+                            Some(esp_tx.clone()),
+                        )
+                        .await
+                        {
                             Ok(driver) => {
                                 tracing::info!(addresses = ?addrs, "IKE listening on UDP 500 and 4500");
                                 if let Some(rx) = ike_rx.take() {

@@ -26,12 +26,13 @@ use ipnet::IpNet;
 use tokio::sync::mpsc;
 
 use super::plan::{Plan, SessionPlan, TunnelName, TunnelPlan};
+use crate::daemon::DataPathHandle;
 use crate::dataplane::backend::GatewayDataPlane;
 use crate::metrics::{ConnectionInfo, SessionInfo, SharedSnapshot, Snapshot, TunnelInfo};
 
-/// MTU of the tunnel interfaces: 1500 minus the largest outer overhead
-/// (IPv6 40 + UDP 8 + ESP 8 + IV 16 + pad/trailer 17 + ICV 32), rounded down.
-const TUN_MTU: u32 = 1360;
+/// MTU of the tunnel interfaces: the fast path's limit too, so that path
+/// MTU discovery gives the same answer on both paths.
+const TUN_MTU: u32 = gateway_common::TUNNEL_INNER_MTU as u32;
 /// How long the old inbound SA of a rekey keeps decrypting in-flight packets.
 const REKEY_GRACE: Duration = Duration::from_secs(5);
 const DPD_INTERVAL: Duration = Duration::from_secs(10);
@@ -64,8 +65,6 @@ fn tunnel_err(
 struct RunningTunnel {
     plan: TunnelPlan,
     id: TunnelId,
-    /// Keeps the TUN interface alive; the slow path reads and writes it.
-    tun: Tun,
     ike_up: bool,
     /// Installed CHILD SA (inbound SPI, outbound SPI).
     child: Option<(u32, u32)>,
@@ -83,6 +82,7 @@ struct RunningSession {
 pub struct Runtime {
     store: Store,
     dataplane: Arc<GatewayDataPlane>,
+    datapath: DataPathHandle,
     ike: mpsc::Sender<IkeCommand>,
     bgp: BgpHandle,
     tunnels: BTreeMap<TunnelName, RunningTunnel>,
@@ -100,7 +100,7 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(
         store: Store,
-        dataplane: Arc<GatewayDataPlane>,
+        datapath: DataPathHandle,
         ike: mpsc::Sender<IkeCommand>,
         bgp: BgpHandle,
         snapshot: SharedSnapshot,
@@ -108,7 +108,8 @@ impl Runtime {
         Self {
             snapshot,
             store,
-            dataplane,
+            dataplane: Arc::clone(&datapath.dataplane),
+            datapath,
             ike,
             bgp,
             tunnels: BTreeMap::new(),
@@ -162,7 +163,7 @@ impl Runtime {
                     // A session attached or detached: change the TUN's
                     // addresses in place, the tunnel itself stays up.
                     if let Err(e) =
-                        update_addresses(&running.tun, &running.plan.interco, &t.interco)
+                        update_addresses(&running.plan.tun, &running.plan.interco, &t.interco)
                     {
                         tracing::warn!(tunnel = %name, error = %e, "cannot update interconnection addresses");
                     } else {
@@ -202,6 +203,21 @@ impl Runtime {
                 Some(_) => {}
             }
         }
+        // Our own addresses never go to the workers' neighbour cache.
+        let mut local: Vec<IpAddr> = self
+            .tunnels
+            .values()
+            .flat_map(|t| {
+                t.plan
+                    .interco
+                    .iter()
+                    .map(|n| n.addr())
+                    .chain([t.plan.local])
+            })
+            .collect();
+        local.sort();
+        local.dedup();
+        self.datapath.set_local_addresses(local);
         self.report_statuses();
         Ok(())
     }
@@ -217,6 +233,12 @@ impl Runtime {
         };
         let tun = Tun::create(&plan.tun, false)
             .map_err(|e| tunnel_err(&plan.name, "creating the TUN interface")(Box::new(e)))?;
+        // No IPv6 link-local address: router solicitations and MLD reports
+        // would otherwise be encrypted and sent to the peer.
+        let _ = std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{}/addr_gen_mode", plan.tun),
+            "1",
+        );
         let addrs: Vec<Address> = plan.interco.iter().map(|n| to_address(n, 0)).collect();
         let mut nl = Netlink::open()
             .map_err(|e| tunnel_err(&plan.name, "opening rtnetlink")(Box::new(e)))?;
@@ -226,6 +248,14 @@ impl Runtime {
         let id = self.next_tunnel;
         self.next_tunnel += 1;
         self.dataplane.set_tunnel_interface(id, ifindex);
+        // The slow path owns the TUN from now on: it reads what the kernel
+        // routes into it, and dropping it (remove_tunnel) deletes it.
+        self.datapath
+            .slow
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add_tunnel(id, tun)
+            .map_err(|e| tunnel_err(&plan.name, "starting the slow path")(Box::new(e)))?;
         let ike = Self::ike_config(plan, gateway_ike::Psk::new(psk.expose().to_vec()))
             .map_err(|e| tunnel_err(&plan.name, "IKE configuration")(Box::new(e)))?;
         self.ike
@@ -246,7 +276,6 @@ impl Runtime {
             RunningTunnel {
                 plan: plan.clone(),
                 id,
-                tun,
                 ike_up: false,
                 child: None,
                 child_installs: 0,
@@ -319,9 +348,14 @@ impl Runtime {
         for prefix in withdrawn {
             self.withdraw_route(prefix);
         }
+        // Stopping its reader drops the TUN: the interface, its addresses
+        // and routes go with it.
+        self.datapath
+            .slow
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove_tunnel(t.id);
         tracing::info!(tunnel = %name, tun = %t.plan.tun, "tunnel removed");
-        // Dropping the TUN removes the interface, its addresses and routes.
-        drop(t.tun);
         Ok(())
     }
 
@@ -710,12 +744,12 @@ fn to_address(n: &IpNet, ifindex: u32) -> Address {
 }
 
 fn update_addresses(
-    tun: &Tun,
+    tun: &str,
     old: &[IpNet],
     new: &[IpNet],
 ) -> Result<(), gateway_netio::netlink::NetlinkError> {
     let mut nl = Netlink::open()?;
-    let ifindex = nl.link_by_name(tun.name())?.index;
+    let ifindex = nl.link_by_name(tun)?.index;
     for n in old.iter().filter(|n| !new.contains(n)) {
         nl.del_address(&to_address(n, ifindex))?;
     }

@@ -10,9 +10,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gateway_config::Config;
-use gateway_esp::table::SaTable;
 use gateway_user::agent::Agent;
-use gateway_user::dataplane::backend::GatewayDataPlane;
+use gateway_user::daemon::DataPath;
 use gateway_user::dataplane::xdp::XdpDataplane;
 use gateway_user::metrics::{self, SharedSnapshot};
 use tokio::signal::unix::{signal, SignalKind};
@@ -134,10 +133,8 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
         .with_context(|| format!("binding the API to {}", config.api.listen))?;
     tracing::info!(listen = %config.api.listen, "serving the s2s-vpn API");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let dataplane = Arc::new(GatewayDataPlane::with_xdp(
-        Arc::new(SaTable::new()),
-        xdp.clone(),
-    ));
+    let datapath = DataPath::start(&config, xdp.clone())?;
+    let dataplane = datapath.dataplane.clone();
     let snapshot = SharedSnapshot::default();
     if let Some(addr) = config.api.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -173,7 +170,7 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
         });
     }
     let agent = tokio::spawn(Agent::new(config.clone(), store.clone(), xdp.clone()).run(
-        dataplane,
+        datapath.handle(),
         snapshot,
         stop_rx.clone(),
     ));
@@ -196,6 +193,7 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
     tracing::info!(signal = sig, "shutting down");
     let _ = stop_tx.send(true);
     let _ = agent.await;
+    datapath.shutdown();
     drop(xdp);
     Ok(())
 }

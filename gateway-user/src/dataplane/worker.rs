@@ -88,7 +88,9 @@ impl Resolver for NeighbourCache {
 /// whose neighbour never resolves, and a [`NeighbourCache`] would keep such
 /// a destination pending and re-resolve every wanted destination every
 /// 50 ms forever. The set is replaced wholesale by the agent (rare);
-/// lookups are lock-free and allocation-free.
+/// lookups are lock-free and allocation-free. Clones share the set (one per
+/// worker).
+#[derive(Clone)]
 pub struct SkipLocal<R> {
     inner: R,
     local: Arc<arc_swap::ArcSwap<Vec<IpAddr>>>,

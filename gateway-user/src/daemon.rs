@@ -1,0 +1,222 @@
+//! Assembles the running data path of one host: the shared SA table, the
+//! data-plane backend (table + XDP maps + kernel routes), the TUN slow path
+//! with its raw-ESP receiver, and, with the fast path on, one AF_XDP worker
+//! per receive queue, the neighbour cache that feeds them and the thread
+//! that copies replay-window edges back to `SA_IN`. The agent drives it;
+//! this module owns only construction and orderly shutdown.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use gateway_common::XSKS_LAN_BASE;
+use gateway_config::Config;
+use gateway_esp::table::SaTable;
+use gateway_netio::netlink::{NeighbourCache, Netlink, NetlinkError};
+
+use crate::dataplane::backend::GatewayDataPlane;
+use crate::dataplane::slowpath::{SlowPath, SlowPathError};
+use crate::dataplane::worker::{LocalAddrs, SkipLocal, Worker, WorkerConfig, WorkerError, XskSlot};
+use crate::dataplane::xdp::XdpDataplane;
+
+/// How often replay-window right edges are copied to `SA_IN`: XDP's early
+/// drop only needs them approximately.
+const REPLAY_SYNC: Duration = Duration::from_millis(200);
+/// How often the neighbour cache re-resolves what the workers asked for.
+const NEIGHBOUR_REFRESH: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataPathError {
+    #[error("slow path")]
+    SlowPath(#[from] SlowPathError),
+    #[error("AF_XDP worker for queue {queue}")]
+    Worker {
+        queue: u32,
+        #[source]
+        source: WorkerError,
+    },
+    #[error("rtnetlink")]
+    Netlink(#[from] NetlinkError),
+    #[error("{what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the agent needs of the data path: SAs and routes, TUNs, and the
+/// set of our own addresses.
+#[derive(Clone)]
+pub struct DataPathHandle {
+    pub dataplane: Arc<GatewayDataPlane>,
+    pub slow: Arc<Mutex<SlowPath>>,
+    pub local: Option<LocalAddrs>,
+}
+
+impl DataPathHandle {
+    /// Tells the workers which addresses are ours (never resolved).
+    pub fn set_local_addresses(&self, addrs: Vec<IpAddr>) {
+        if let Some(l) = &self.local {
+            l.set(addrs);
+        }
+    }
+}
+
+/// The data path of the host, shared by the agent (SAs, routes, TUNs) and
+/// the metrics endpoint (counters).
+pub struct DataPath {
+    pub table: Arc<SaTable>,
+    pub dataplane: Arc<GatewayDataPlane>,
+    pub slow: Arc<Mutex<SlowPath>>,
+    pub xdp: Option<Arc<Mutex<XdpDataplane>>>,
+    /// Addresses the workers must never try to resolve (ours): the agent
+    /// keeps it up to date; `None` without the fast path.
+    pub local: Option<LocalAddrs>,
+    workers: Vec<Worker>,
+    threads: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Receive queues of an interface, from sysfs (1 when unknown).
+fn rx_queues(iface: &str) -> u32 {
+    std::fs::read_dir(Path::new("/sys/class/net").join(iface).join("queues"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count()
+        })
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1)
+}
+
+impl DataPath {
+    /// Builds the data path. With `xdp`, starts the AF_XDP workers (one per
+    /// receive queue both interfaces have) and binds their sockets into
+    /// `XSKS`; without, everything goes through the TUN slow path.
+    pub fn start(
+        config: &Config,
+        xdp: Option<Arc<Mutex<XdpDataplane>>>,
+    ) -> Result<Self, DataPathError> {
+        let table = Arc::new(SaTable::new());
+        let dp = GatewayDataPlane::with_xdp(Arc::clone(&table), xdp.clone());
+        dp.set_netlink(Netlink::open()?);
+        let dataplane = Arc::new(dp);
+        let mut slow = SlowPath::new(Arc::clone(&table))?;
+        // Plain ESP (protocol 50) reaches us only through raw sockets: the
+        // kernel has no ESP of its own.
+        slow.spawn_esp_receiver()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut me = Self {
+            table,
+            dataplane,
+            slow: Arc::new(Mutex::new(slow)),
+            xdp: xdp.clone(),
+            local: None,
+            workers: Vec::new(),
+            threads: Vec::new(),
+            stop,
+        };
+        let Some(xdp) = xdp else {
+            return Ok(me);
+        };
+        let (cache, refresher) = NeighbourCache::new(4096);
+        let stop = Arc::clone(&me.stop);
+        me.threads.push(
+            std::thread::Builder::new()
+                .name("neighbours".into())
+                .spawn(move || {
+                    let mut nl = match Netlink::open() {
+                        Ok(nl) => nl,
+                        Err(e) => {
+                            tracing::error!(error = %e, "neighbour refresher cannot open rtnetlink");
+                            return;
+                        }
+                    };
+                    if let Err(e) = refresher.run(&mut nl, NEIGHBOUR_REFRESH, &stop) {
+                        tracing::error!(error = %e, "neighbour refresher stopped");
+                    }
+                })
+                .map_err(|source| DataPathError::Io {
+                    what: "spawning the neighbour refresher",
+                    source,
+                })?,
+        );
+        let (resolver, local) = SkipLocal::new(cache);
+        me.local = Some(local);
+        let (wan, lan) = (&config.interfaces.wan, &config.interfaces.lan);
+        let (wq, lq) = (rx_queues(wan), rx_queues(lan));
+        if wq != lq {
+            tracing::warn!(
+                wan_queues = wq,
+                lan_queues = lq,
+                "WAN and LAN have different queue counts; workers serve the common ones"
+            );
+        }
+        let queues = wq.min(lq).min(XSKS_LAN_BASE);
+        let slow_handle = me
+            .slow
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .handle();
+        for queue in 0..queues {
+            let worker = Worker::spawn(
+                &WorkerConfig::new(wan, lan, queue),
+                Arc::clone(&me.table),
+                resolver.clone(),
+                slow_handle.clone(),
+                Some(XskSlot {
+                    maps: Arc::clone(&xdp),
+                    key: queue,
+                }),
+                Some(XskSlot {
+                    maps: Arc::clone(&xdp),
+                    key: XSKS_LAN_BASE + queue,
+                }),
+                Arc::clone(&me.stop),
+            )
+            .map_err(|source| DataPathError::Worker { queue, source })?;
+            me.workers.push(worker);
+        }
+        tracing::info!(queues, wan = %wan, lan = %lan, "AF_XDP workers started");
+        me.threads.push(
+            me.dataplane
+                .spawn_replay_sync(REPLAY_SYNC, Arc::clone(&me.stop))
+                .map_err(|source| DataPathError::Io {
+                    what: "spawning the replay-edge sync",
+                    source,
+                })?,
+        );
+        Ok(me)
+    }
+
+    pub fn handle(&self) -> DataPathHandle {
+        DataPathHandle {
+            dataplane: Arc::clone(&self.dataplane),
+            slow: Arc::clone(&self.slow),
+            local: self.local.clone(),
+        }
+    }
+
+    /// Stops the workers and threads; the slow path stops when dropped.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers.drain(..) {
+            if let Err(e) = w.stop() {
+                tracing::warn!(error = %e, "worker stopped with an error");
+            }
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.slow
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .shutdown();
+    }
+}
