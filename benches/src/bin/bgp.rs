@@ -2,7 +2,10 @@
 //! (private 10.0.0.0/8 space, /24 to /28; NLRI only, no packet is ever sent
 //! to them) over one session; we measure the time until the receiver's
 //! Loc-RIB holds them all and the receiver's peak memory, for our speaker
-//! and for BIRD 2 receiving the same byte stream in the same run.
+//! and for BIRD 2 receiving the same byte stream in the same run; for our
+//! speaker also the time until the XDP `ROUTES_V4` LPM map holds them all
+//! (each Loc-RIB install goes to a map-writer thread, as the agent's data
+//! plane would; kernel routes are not part of it).
 //!
 //! Needs root (network namespaces). The orchestrator re-executes this binary
 //! inside the namespaces (`receive` and `send` roles) so each side is its own
@@ -36,6 +39,8 @@ struct Row {
     receiver: String,
     prefixes: usize,
     time_to_loc_rib_s: f64,
+    /// Until the XDP LPM map holds every prefix (ours only).
+    time_to_lpm_map_s: Option<f64>,
     prefixes_per_s: f64,
     peak_rss_mib: f64,
     /// Peak RSS growth over the idle, established receiver, per prefix.
@@ -200,6 +205,23 @@ fn receive() {
             .add_session(1, config, policy)
             .await
             .expect("add session");
+        // The map writer: a thread owning an unattached copy of the XDP
+        // object, fed by the Loc-RIB changes.
+        let (map_tx, map_rx) = std::sync::mpsc::channel::<(Ipv4Addr, u8)>();
+        let writer = std::thread::spawn(move || {
+            let mut xdp = gateway_user::dataplane::xdp::XdpDataplane::load_unattached()
+                .expect("load the XDP object (root, BPF)");
+            let mut n = 0usize;
+            while n < PREFIXES {
+                let Ok((addr, len)) = map_rx.recv() else {
+                    panic!("map writer stopped after {n} routes");
+                };
+                xdp.add_route_v4(addr, len, 1).expect("LPM insert");
+                n += 1;
+            }
+            println!("LPM");
+            std::io::stdout().flush().expect("flush");
+        });
         let mut installed = 0usize;
         let mut up = false;
         while installed < PREFIXES {
@@ -209,7 +231,14 @@ fn receive() {
                     let (_, rss) = mem_kib("self");
                     println!("READY {rss}");
                 }
-                Ok(Some(BgpEvent::Route(RouteChange::Install(_)))) => installed += 1,
+                Ok(Some(BgpEvent::Route(RouteChange::Install(r)))) => {
+                    installed += 1;
+                    if let ipnet::IpNet::V4(n) = r.prefix {
+                        map_tx
+                            .send((n.network(), n.prefix_len()))
+                            .expect("map writer");
+                    }
+                }
                 Ok(Some(BgpEvent::Route(RouteChange::Withdraw { .. }))) => installed -= 1,
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => panic!("receiver stopped after {installed} routes"),
@@ -219,6 +248,8 @@ fn receive() {
         assert_eq!(rib, PREFIXES);
         let (hwm, _) = mem_kib("self");
         println!("DONE {hwm}");
+        std::io::stdout().flush().expect("flush");
+        writer.join().expect("map writer");
     });
 }
 
@@ -305,9 +336,24 @@ fn orchestrate() {
         let idle_kib: u64 = expect_line(&mut recv, "READY").parse().expect("rss");
         expect_line(&mut sender, "START");
         let t0 = Instant::now();
-        let peak_kib: u64 = expect_line(&mut recv, "DONE").parse().expect("hwm");
-        let secs = t0.elapsed().as_secs_f64();
-        rows.push(row("gateway-bgp", secs, idle_kib, peak_kib));
+        // DONE (Loc-RIB complete) and LPM (map complete) in either order.
+        let (mut peak_kib, mut secs, mut lpm_secs) = (None, 0.0, None);
+        while peak_kib.is_none() || lpm_secs.is_none() {
+            let mut line = String::new();
+            let n = recv.read_line(&mut line).expect("read receiver output");
+            assert!(n > 0, "receiver exited before DONE and LPM");
+            if let Some(rest) = line.trim().strip_prefix("DONE") {
+                secs = t0.elapsed().as_secs_f64();
+                peak_kib = Some(rest.trim().parse::<u64>().expect("hwm"));
+            } else if line.trim() == "LPM" {
+                lpm_secs = Some(t0.elapsed().as_secs_f64());
+            }
+        }
+        let peak_kib = peak_kib.unwrap_or_default();
+        let lpm_secs = lpm_secs.unwrap_or_default();
+        let mut r = row("gateway-bgp", secs, idle_kib, peak_kib);
+        r.time_to_lpm_map_s = Some(lpm_secs);
+        rows.push(r);
         for mut c in guard.children.drain(..) {
             let _ = c.kill();
             let _ = c.wait();
@@ -379,8 +425,14 @@ fn orchestrate() {
 
     for r in &rows {
         println!(
-            "{:<12} {:>9} prefixes  {:>7.2} s  {:>10.0} prefixes/s  peak {:>7.1} MiB  {:>6.1} B/prefix",
-            r.receiver, r.prefixes, r.time_to_loc_rib_s, r.prefixes_per_s, r.peak_rss_mib, r.bytes_per_prefix
+            "{:<12} {:>9} prefixes  Loc-RIB {:>7.2} s  LPM map {:>9}  {:>10.0} prefixes/s  peak {:>7.1} MiB  {:>6.1} B/prefix",
+            r.receiver,
+            r.prefixes,
+            r.time_to_loc_rib_s,
+            r.time_to_lpm_map_s.map_or("-".to_owned(), |t| format!("{t:.2} s")),
+            r.prefixes_per_s,
+            r.peak_rss_mib,
+            r.bytes_per_prefix
         );
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
@@ -395,6 +447,7 @@ fn row(receiver: &str, secs: f64, idle_kib: u64, peak_kib: u64) -> Row {
         receiver: receiver.to_owned(),
         prefixes: PREFIXES,
         time_to_loc_rib_s: secs,
+        time_to_lpm_map_s: None,
         prefixes_per_s: PREFIXES as f64 / secs,
         peak_rss_mib: peak_kib as f64 / 1024.0,
         bytes_per_prefix: (peak_kib.saturating_sub(idle_kib) * 1024) as f64 / PREFIXES as f64,
