@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gateway_api::model::{BgpSessionStatus, ConnectionStatus, Family, TunnelStatus};
 use gateway_api::{ConnectionStatusUpdate, Store};
@@ -18,7 +18,8 @@ use gateway_esp::table::{DataPlane, InboundSaConfig, OutboundSaConfig, SaKeys, T
 use gateway_esp::{IpPrefix, OuterHeader, Suite, TrafficSelectors, UdpEncap, DEFAULT_WINDOW};
 use gateway_ike::driver::Command as IkeCommand;
 use gateway_ike::{
-    Action as IkeAction, ChildSaInstall, ConnectionConfig, DpdAction, EspCipher, IkeCipher,
+    Action as IkeAction, ChildSaInstall, ConnectionConfig, DownReason, DpdAction, EspCipher,
+    IkeCipher,
 };
 use gateway_netio::netlink::{Address, Netlink};
 use gateway_netio::tun::Tun;
@@ -36,6 +37,14 @@ const TUN_MTU: u32 = gateway_common::TUNNEL_INNER_MTU as u32;
 /// How long the old inbound SA of a rekey keeps decrypting in-flight packets.
 const REKEY_GRACE: Duration = Duration::from_secs(5);
 const DPD_INTERVAL: Duration = Duration::from_secs(10);
+/// How long an initiating tunnel whose IKE SA the peer deleted waits
+/// before initiating again (a restarting peer deletes its SAs on the way
+/// down and needs a moment to come back); the next reconcile after it
+/// sends the initiation, so the wait is up to `RESYNC` longer.
+const REINITIATE_AFTER_DELETE: Duration = Duration::from_secs(2);
+/// The same after a failed negotiation (authentication, proposals,
+/// half-open timeout): slower, not to hammer a misconfigured peer.
+const REINITIATE_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -70,6 +79,9 @@ struct RunningTunnel {
     child: Option<(u32, u32)>,
     /// CHILD SAs installed so far (the first and every rekey).
     child_installs: u64,
+    /// When an initiating tunnel whose IKE SA went down initiates again
+    /// (the IKE manager itself only restarts after DPD).
+    reinitiate_at: Option<Instant>,
 }
 
 struct RunningSession {
@@ -203,6 +215,24 @@ impl Runtime {
                 Some(_) => {}
             }
         }
+        // Initiators re-establish tunnels the peer deleted or refused.
+        let now = Instant::now();
+        let due: Vec<TunnelName> = self
+            .tunnels
+            .iter_mut()
+            .filter(|(_, t)| !t.ike_up && t.reinitiate_at.is_some_and(|at| at <= now))
+            .map(|(name, t)| {
+                t.reinitiate_at = None;
+                name.clone()
+            })
+            .collect();
+        for name in due {
+            tracing::info!(tunnel = %name, "initiating the IKE SA again");
+            self.ike
+                .send(IkeCommand::Initiate(name))
+                .await
+                .map_err(|_| RuntimeError::DriverStopped("IKE"))?;
+        }
         // Our own addresses never go to the workers' neighbour cache.
         let mut local: Vec<IpAddr> = self
             .tunnels
@@ -279,6 +309,7 @@ impl Runtime {
                 ike_up: false,
                 child: None,
                 child_installs: 0,
+                reinitiate_at: None,
             },
         );
         Ok(())
@@ -410,6 +441,7 @@ impl Runtime {
             IkeAction::IkeSaUp { conn, .. } => {
                 if let Some(t) = self.tunnels.get_mut(&conn) {
                     t.ike_up = true;
+                    t.reinitiate_at = None;
                     tracing::info!(tunnel = %conn, "IKE SA established");
                 }
             }
@@ -419,6 +451,18 @@ impl Runtime {
                     let child = t.child.take();
                     let id = t.id;
                     tracing::warn!(tunnel = %conn, reason = ?reason, "IKE SA down");
+                    // The IKE manager restarts on DPD failure itself; a
+                    // removed or replaced SA needs nothing.
+                    let wait = match reason {
+                        DownReason::PeerUnreachable
+                        | DownReason::Removed
+                        | DownReason::Replaced => None,
+                        DownReason::Deleted => Some(REINITIATE_AFTER_DELETE),
+                        _ => Some(REINITIATE_AFTER_FAILURE),
+                    };
+                    if t.plan.initiate {
+                        t.reinitiate_at = wait.map(|w| Instant::now() + w);
+                    }
                     if let Some((i, o)) = child {
                         self.remove_child(id, i, o);
                     }
