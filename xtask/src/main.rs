@@ -54,6 +54,11 @@ enum Command {
         /// The customer-side BGP daemon.
         #[arg(long, default_value = "bird")]
         peer: String,
+        /// After the main steps, run issue 7's scenarios (fast-path
+        /// counters, route propagation, policy detach, PSK renewal, customer
+        /// gateway restart, tunnel failover, daemon restart); BIRD peer only.
+        #[arg(long)]
+        scenarios: bool,
     },
 }
 
@@ -65,7 +70,11 @@ fn main() -> ExitCode {
         Command::BuildAndLoad { config } => build_and_load(&config),
         Command::Test { unprivileged } => test(unprivileged),
         Command::Bench { names } => bench::run(&names),
-        Command::Lab { once, peer } => lab::run(once, &peer),
+        Command::Lab {
+            once,
+            peer,
+            scenarios,
+        } => lab::run(once, &peer, scenarios),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
