@@ -445,6 +445,15 @@ impl Runtime {
                     tracing::info!(tunnel = %conn, "IKE SA established");
                 }
             }
+            IkeAction::IkeSaDown {
+                conn,
+                reason: DownReason::Replaced,
+            } => {
+                // INITIAL_CONTACT: the peer restarted and its new IKE SA is
+                // already up with its CHILD SA installed (the manager reports
+                // the new SA first); the tunnel's state is the new SA's.
+                tracing::info!(tunnel = %conn, "stale IKE SA replaced by the peer's new one");
+            }
             IkeAction::IkeSaDown { conn, reason } => {
                 if let Some(t) = self.tunnels.get_mut(&conn) {
                     t.ike_up = false;
