@@ -217,9 +217,9 @@ impl Lab {
         Ok(())
     }
 
-    /// Stops one daemon the lab started (SIGTERM, SIGKILL after 10 s) and
-    /// forgets it, so that it can be started again.
-    fn stop_daemon(&mut self, name: &str) -> anyhow::Result<()> {
+    /// Stops one daemon the lab started (`signal`, then SIGKILL after 10 s)
+    /// and forgets it, so that it can be started again.
+    fn stop_daemon(&mut self, name: &str, signal: &str) -> anyhow::Result<()> {
         let i = self
             .daemons
             .iter()
@@ -228,7 +228,7 @@ impl Lab {
         let (_, mut child) = self.daemons.remove(i);
         // `ip netns exec sh -c 'exec daemon'`: the pid is the daemon's.
         let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([signal, &child.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -237,7 +237,7 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        eprintln!("lab: {name} did not stop on SIGTERM; killing it");
+        eprintln!("lab: {name} did not stop on {signal}; killing it");
         let _ = child.kill();
         let _ = child.wait();
         Ok(())
@@ -1089,9 +1089,9 @@ fn run_scenarios(
 
     *current = "scenario 5: customer gateway restarted";
     step("scenario 5: customer gateway restarted (charon and BIRD stopped and started again) → recovered");
-    lab.stop_daemon("bird")?;
-    lab.stop_daemon("charon")?;
-    println!("  cgw: charon and BIRD stopped");
+    lab.stop_daemon("bird", "-TERM")?;
+    lab.stop_daemon("charon", "-TERM")?;
+    println!("  cgw: charon and BIRD stopped (SIGTERM: charon deletes its SAs)");
     start_charon(lab, stop)?;
     interco_on_ipsec0(lab, stop, conn_id)?;
     start_bird(lab)?;
@@ -1102,6 +1102,40 @@ fn run_scenarios(
         conn_id,
         "the connection to recover",
         Duration::from_secs(150),
+        all_up,
+    )?;
+    wait_gw_routes(lab, stop, Duration::from_secs(20))?;
+    wait_pings(lab, stop, Duration::from_secs(15))?;
+
+    *current = "scenario 5b: customer gateway crashed";
+    step("scenario 5b: customer gateway crashed (SIGKILL) and restarted; it initiates (INITIAL_CONTACT replaces our stale SAs) → recovered");
+    lab.stop_daemon("bird", "-KILL")?;
+    lab.stop_daemon("charon", "-KILL")?;
+    println!("  cgw: charon and BIRD killed (no DELETE sent: our IKE SAs stay)");
+    start_charon(lab, stop)?;
+    interco_on_ipsec0(lab, stop, conn_id)?;
+    start_bird(lab)?;
+    let uri = format!("unix://{}/charon.vici", dir.display());
+    for child in ["s2s-v4-net", "s2s-v6-net"] {
+        CGW.out(&[
+            "swanctl",
+            "--initiate",
+            "--child",
+            child,
+            "--timeout",
+            "15",
+            "--uri",
+            &uri,
+        ])
+        .with_context(|| format!("cgw: swanctl --initiate --child {child}"))?;
+        println!("  cgw: {child} initiated by the customer gateway");
+    }
+    wait_connection(
+        lab,
+        stop,
+        conn_id,
+        "the connection to recover",
+        Duration::from_secs(60),
         all_up,
     )?;
     wait_gw_routes(lab, stop, Duration::from_secs(20))?;
@@ -1184,7 +1218,7 @@ fn run_scenarios(
 
     *current = "scenario 7: daemon restarted";
     step("scenario 7: s2s-gateway restarted (SIGTERM, same state dir) → everything back from the store, no API write");
-    lab.stop_daemon("s2s-gateway")?;
+    lab.stop_daemon("s2s-gateway", "-TERM")?;
     let links = GW.out(&["ip", "-o", "link", "show"])?;
     if links.contains(": s2s") {
         bail!("the stopped daemon left its TUN interfaces behind:\n{links}");
@@ -1222,7 +1256,7 @@ fn run_scenarios(
     }
     println!(
         "lab: scenarios: {} passed, {} skipped",
-        7 - skipped.len(),
+        8 - skipped.len(),
         skipped.len()
     );
     Ok(())
