@@ -7,6 +7,13 @@
 //! status table, pings and runs iperf3 between `vpc` and `remote` in both
 //! families, and stays up until Ctrl-C (or exits with `--once`). Everything
 //! is removed on exit, also on failure.
+//!
+//! `--scenarios` (BIRD peer) then runs issue 7's end-to-end scenarios, each
+//! bounded in time: fast-path counters in `/metrics`, route propagation
+//! off/on, IPv6 routing policy detached/re-attached, PSK renewal, customer
+//! gateway restarted (clean, then crashed), one tunnel's peer address cut
+//! (reported SKIPPED: no failover between tunnels yet) and our daemon
+//! restarted from its store.
 
 use std::fs;
 use std::io::Write as _;
