@@ -146,6 +146,12 @@ fn test(unprivileged: bool) -> anyhow::Result<()> {
     }
     util::step("privileged tests: cargo test --workspace -- --ignored");
     util::sh(util::cargo().args(["test", "--workspace", "--", "--ignored", "--test-threads=1"]))?;
+    // End to end, as the README's main command runs it: the lab against
+    // strongSwan + BIRD with every issue-7 scenario, then against FRR.
+    util::step("end to end: cargo xtask lab --once --scenarios");
+    util::sh(util::cargo().args(["xtask", "lab", "--once", "--scenarios"]))?;
+    util::step("end to end: cargo xtask lab --once --peer frr");
+    util::sh(util::cargo().args(["xtask", "lab", "--once", "--peer", "frr"]))?;
     println!("xtask: all tests passed");
     Ok(())
 }

@@ -370,6 +370,9 @@ fn frr(p: &DeviceParams<'_>) -> String {
     let _ = writeln!(s, "router bgp {asn}");
     let _ = writeln!(s, " bgp router-id {}", router_id(p));
     let _ = writeln!(s, " no bgp ebgp-requires-policy");
+    // Announce the policy's prefixes even when the device's table only has
+    // more specific routes for them (as BIRD's config does with blackholes).
+    let _ = writeln!(s, " no bgp network import-check");
     let _ = writeln!(s, " no bgp default ipv4-unicast");
     for sess in &p.sessions {
         let _ = writeln!(s, " neighbor {} remote-as {}", sess.peer.addr(), p.our_asn);

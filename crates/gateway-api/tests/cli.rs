@@ -304,6 +304,7 @@ fn every_subcommand() {
     let frr = dc("frr").unwrap();
     for want in [
         "router bgp 65001",
+        "no bgp network import-check",
         "neighbor 169.254.7.1 remote-as 12876",
         "network 10.1.0.0/16",
         "ip prefix-list s2s-in-v4 seq 5 permit 198.51.100.0/24 le 32",
