@@ -802,6 +802,36 @@ fn wait_connection(
     })
 }
 
+/// Waits until the connection is fully up again, our routes are back in
+/// gw's kernel table and vpc reaches remote in both families.
+fn recovered(
+    lab: &mut Lab,
+    stop: &AtomicBool,
+    conn_id: &str,
+    what: &str,
+    limit: Duration,
+    ping_limit: Duration,
+) -> anyhow::Result<()> {
+    wait_connection(lab, stop, conn_id, what, limit, all_up)?;
+    wait_gw_routes(lab, stop, Duration::from_secs(20))?;
+    wait_pings(lab, stop, ping_limit)
+}
+
+/// Waits until the gateway's log shows two IKE SAs (both tunnels)
+/// established after `before` of them.
+fn wait_new_ike_sas(
+    lab: &mut Lab,
+    stop: &AtomicBool,
+    gw_log: &Path,
+    before: usize,
+    what: &str,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    wait_for(lab, stop, what, limit, || {
+        Ok((count_in_log(gw_log, "IKE SA established") >= before + 2).then_some(()))
+    })
+}
+
 fn all_up(c: &Value) -> bool {
     c["status"] == "active"
         && c["tunnel_status_ipv4"] == "up"
@@ -1053,16 +1083,14 @@ fn run_scenarios(
     )?;
     println!("  gw: 2001:db8:200::/48 withdrawn");
     s2sctl(&["connection", "set-routing-policy", conn_id, "--v6", rp6_id])?;
-    wait_connection(
+    recovered(
         lab,
         stop,
         conn_id,
         "bgp_status_ipv6 up again",
         Duration::from_secs(120),
-        all_up,
+        Duration::from_secs(15),
     )?;
-    wait_gw_routes(lab, stop, Duration::from_secs(20))?;
-    wait_pings(lab, stop, Duration::from_secs(15))?;
 
     *current = "scenario 4: PSK renewed";
     step("scenario 4: PSK renewed → customer side reloads its new device config → tunnels back with the new key");
@@ -1076,23 +1104,22 @@ fn run_scenarios(
     }
     load_swanctl(&dir)?;
     println!("  cgw: new swanctl.conf loaded (swanctl --load-all)");
-    wait_for(
+    wait_new_ike_sas(
         lab,
         stop,
+        &gw_log,
+        established,
         "both tunnels to re-establish their IKE SAs",
         Duration::from_secs(90),
-        || Ok((count_in_log(&gw_log, "IKE SA established") >= established + 2).then_some(())),
     )?;
-    wait_connection(
+    recovered(
         lab,
         stop,
         conn_id,
         "the connection to be active with the new PSK",
         Duration::from_secs(120),
-        all_up,
+        Duration::from_secs(15),
     )?;
-    wait_gw_routes(lab, stop, Duration::from_secs(20))?;
-    wait_pings(lab, stop, Duration::from_secs(15))?;
 
     *current = "scenario 5: customer gateway restarted";
     step("scenario 5: customer gateway restarted (charon and BIRD stopped and started again) → recovered");
@@ -1103,16 +1130,14 @@ fn run_scenarios(
     interco_on_ipsec0(lab, stop, conn_id)?;
     start_bird(lab)?;
     println!("  cgw: charon and BIRD started again with the same configs");
-    wait_connection(
+    recovered(
         lab,
         stop,
         conn_id,
         "the connection to recover",
         Duration::from_secs(150),
-        all_up,
+        Duration::from_secs(15),
     )?;
-    wait_gw_routes(lab, stop, Duration::from_secs(20))?;
-    wait_pings(lab, stop, Duration::from_secs(15))?;
 
     *current = "scenario 5b: customer gateway crashed";
     step("scenario 5b: customer gateway crashed (SIGKILL) and restarted; it initiates (INITIAL_CONTACT replaces our stale SAs) → recovered");
@@ -1137,16 +1162,14 @@ fn run_scenarios(
         .with_context(|| format!("cgw: swanctl --initiate --child {child}"))?;
         println!("  cgw: {child} initiated by the customer gateway");
     }
-    wait_connection(
+    recovered(
         lab,
         stop,
         conn_id,
         "the connection to recover",
         Duration::from_secs(60),
-        all_up,
+        Duration::from_secs(15),
     )?;
-    wait_gw_routes(lab, stop, Duration::from_secs(20))?;
-    wait_pings(lab, stop, Duration::from_secs(15))?;
 
     *current = "scenario 6: tunnel failover";
     step("scenario 6: IPv4 peer address cut (192.0.2.2 removed in cgw) → traffic continues over the other tunnel?");
@@ -1212,16 +1235,14 @@ fn run_scenarios(
         println!("  SKIPPED: {why}");
         skipped.push(("scenario 6: tunnel failover", why));
     }
-    wait_connection(
+    recovered(
         lab,
         stop,
         conn_id,
         "the connection to be active again after the address came back",
         Duration::from_secs(150),
-        all_up,
+        Duration::from_secs(30),
     )?;
-    wait_gw_routes(lab, stop, Duration::from_secs(20))?;
-    wait_pings(lab, stop, Duration::from_secs(30))?;
 
     *current = "scenario 7: daemon restarted";
     step("scenario 7: s2s-gateway restarted (SIGTERM, same state dir) → everything back from the store, no API write");
@@ -1239,23 +1260,22 @@ fn run_scenarios(
     let established = count_in_log(&gw_log, "IKE SA established");
     start_gateway(lab, stop)?;
     println!("  gw: daemon started again");
-    wait_for(
+    wait_new_ike_sas(
         lab,
         stop,
+        &gw_log,
+        established,
         "the restarted daemon to establish both IKE SAs",
         Duration::from_secs(60),
-        || Ok((count_in_log(&gw_log, "IKE SA established") >= established + 2).then_some(())),
     )?;
-    wait_connection(
+    recovered(
         lab,
         stop,
         conn_id,
         "the connection to be active again from the store",
         Duration::from_secs(150),
-        all_up,
+        Duration::from_secs(15),
     )?;
-    wait_gw_routes(lab, stop, Duration::from_secs(20))?;
-    wait_pings(lab, stop, Duration::from_secs(15))?;
 
     *current = "scenario 8: every proposal";
     step("scenario 8: each IKE/ESP proposal of issue 4 → tunnels re-established with it, traffic through our ESP");
@@ -1267,12 +1287,13 @@ fn run_scenarios(
             bail!("the device config does not propose {strongswan}:\n{conf}");
         }
         load_swanctl(&dir)?;
-        wait_for(
+        wait_new_ike_sas(
             lab,
             stop,
+            &gw_log,
+            established,
             &format!("both tunnels re-established with {strongswan}"),
             Duration::from_secs(90),
-            || Ok((count_in_log(&gw_log, "IKE SA established") >= established + 2).then_some(())),
         )?;
         wait_connection(
             lab,
