@@ -38,15 +38,21 @@ fn main() {
     let Some(linker_dir) = find_bpf_linker() else {
         fail("bpf-linker not found in PATH or ~/.cargo/bin");
     };
-    // The Debian toolchain named by gateway-ebpf/rust-toolchain.toml, with
+    // rustup's nightly when it has rust-src (the usual aya setup); otherwise
+    // the Debian toolchain named by gateway-ebpf/rust-toolchain.toml, with
     // the std sources that -Z build-std=core compiles.
-    for needed in [
-        "/usr/bin/cargo",
-        "/usr/bin/rustc",
-        "/usr/lib/rustlib/src/rust/library/core",
-    ] {
-        if !Path::new(needed).exists() {
-            fail(&format!("{needed} not found"));
+    let nightly = nightly_with_rust_src();
+    if !nightly {
+        for needed in [
+            "/usr/bin/cargo",
+            "/usr/bin/rustc",
+            "/usr/lib/rustlib/src/rust/library/core",
+        ] {
+            if !Path::new(needed).exists() {
+                fail(&format!(
+                    "{needed} not found (and no rustup nightly with rust-src)"
+                ));
+            }
         }
     }
 
@@ -65,6 +71,10 @@ fn main() {
         if let Some(v) = env::var_os(keep) {
             cmd.env(keep, v);
         }
+    }
+    if nightly {
+        // Overrides gateway-ebpf/rust-toolchain.toml.
+        cmd.env("RUSTUP_TOOLCHAIN", "nightly");
     }
     let status = match cmd.status() {
         Ok(s) => s,
@@ -86,6 +96,26 @@ fn main() {
         );
         exit(1);
     }
+}
+
+/// Whether rustup has a nightly toolchain with the `rust-src` component.
+fn nightly_with_rust_src() -> bool {
+    let mut cmd = Command::new("rustup");
+    cmd.env_clear()
+        .args(["component", "list", "--toolchain", "nightly", "--installed"]);
+    for keep in ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME"] {
+        if let Some(v) = env::var_os(keep) {
+            cmd.env(keep, v);
+        }
+    }
+    cmd.output()
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.starts_with("rust-src"))
+        })
+        .unwrap_or(false)
 }
 
 fn find_bpf_linker() -> Option<PathBuf> {
