@@ -21,7 +21,7 @@
 //! trafficgen send --iface IF --dst-mac MAC [--src-mac MAC] --src IP --dst IP
 //!                 [--dport 9000] [--sport 10000] [--size 64] [--rate PPS|0]
 //!                 [--duration S] [--count N] [--flows K] [--queue 0]
-//! trafficgen sink --addr IP:PORT [--duration S] [--idle S]
+//! trafficgen sink --addr IP:PORT [--duration S] [--idle S] [--rcvbuf BYTES]
 //! ```
 //! `--size` is the Ethernet frame length without FCS (at least the headers
 //! plus 16 bytes of payload: 58 for IPv4, 78 for IPv6; default 64 / 78);
@@ -480,7 +480,8 @@ fn sink(a: &Args) -> Result<serde_json::Value, String> {
     }
     let sock = UdpSocket::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
     let fd = sock.as_raw_fd();
-    let rcvbuf: libc::c_int = 32 << 20;
+    // Large by default so the sink's socket is not where packets get lost.
+    let rcvbuf: libc::c_int = a.parse("--rcvbuf", Some(32 << 20))?;
     // SAFETY: setsockopt with a valid fd and a pointer to a live c_int.
     unsafe {
         // RCVBUFFORCE (root) ignores rmem_max; fall back to RCVBUF silently.
@@ -590,7 +591,7 @@ fn main() -> ExitCode {
         _ => Err(
             "usage: trafficgen send --iface IF --dst-mac MAC --src IP --dst IP \
                   [--size N] [--rate PPS] [--duration S] [--count N] [--flows K] \
-                  | trafficgen sink --addr IP:PORT [--duration S] [--idle S]"
+                  | trafficgen sink --addr IP:PORT [--duration S] [--idle S] [--rcvbuf BYTES]"
                 .into(),
         ),
     };
