@@ -736,6 +736,21 @@ fn interco_on_ipsec0(lab: &mut Lab, stop: &AtomicBool, conn_id: &str) -> anyhow:
     CGW.exec(&["ip", "link", "set", "ipsec0", "up"])
 }
 
+/// Stops charon and BIRD in cgw with `signal`, then starts them again with
+/// the same configs and the interconnection addresses back on ipsec0.
+fn restart_customer(
+    lab: &mut Lab,
+    stop: &AtomicBool,
+    conn_id: &str,
+    signal: &str,
+) -> anyhow::Result<()> {
+    lab.stop_daemon("bird", signal)?;
+    lab.stop_daemon("charon", signal)?;
+    start_charon(lab, stop)?;
+    interco_on_ipsec0(lab, stop, conn_id)?;
+    start_bird(lab)
+}
+
 fn start_bird(lab: &mut Lab) -> anyhow::Result<()> {
     let d = lab.dir.display().to_string();
     let _ = fs::remove_file(lab.dir.join("bird.ctl"));
@@ -1123,13 +1138,8 @@ fn run_scenarios(
 
     *current = "scenario 5: customer gateway restarted";
     step("scenario 5: customer gateway restarted (charon and BIRD stopped and started again) → recovered");
-    lab.stop_daemon("bird", "-TERM")?;
-    lab.stop_daemon("charon", "-TERM")?;
-    println!("  cgw: charon and BIRD stopped (SIGTERM: charon deletes its SAs)");
-    start_charon(lab, stop)?;
-    interco_on_ipsec0(lab, stop, conn_id)?;
-    start_bird(lab)?;
-    println!("  cgw: charon and BIRD started again with the same configs");
+    restart_customer(lab, stop, conn_id, "-TERM")?;
+    println!("  cgw: charon and BIRD stopped (SIGTERM: charon deletes its SAs) and started again with the same configs");
     recovered(
         lab,
         stop,
@@ -1141,12 +1151,8 @@ fn run_scenarios(
 
     *current = "scenario 5b: customer gateway crashed";
     step("scenario 5b: customer gateway crashed (SIGKILL) and restarted; it initiates (INITIAL_CONTACT replaces our stale SAs) → recovered");
-    lab.stop_daemon("bird", "-KILL")?;
-    lab.stop_daemon("charon", "-KILL")?;
-    println!("  cgw: charon and BIRD killed (no DELETE sent: our IKE SAs stay)");
-    start_charon(lab, stop)?;
-    interco_on_ipsec0(lab, stop, conn_id)?;
-    start_bird(lab)?;
+    restart_customer(lab, stop, conn_id, "-KILL")?;
+    println!("  cgw: charon and BIRD killed (no DELETE sent: our IKE SAs stay) and started again");
     let uri = format!("unix://{}/charon.vici", dir.display());
     for child in ["s2s-v4-net", "s2s-v6-net"] {
         CGW.out(&[
