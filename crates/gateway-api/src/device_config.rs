@@ -213,6 +213,27 @@ fn swanctl(p: &DeviceParams<'_>) -> String {
         );
     }
     let _ = writeln!(s, "# and let BGP (see the bird/frr configs) route into it.");
+    let _ = writeln!(s, "#");
+    let _ = writeln!(
+        s,
+        "# Both tunnels' children carry the same selectors: when one tunnel's"
+    );
+    let _ = writeln!(
+        s,
+        "# path dies, DPD removes it and traffic and BGP continue through the"
+    );
+    let _ = writeln!(
+        s,
+        "# other. For that to happen inside the BGP hold time (30 s), make"
+    );
+    let _ = writeln!(
+        s,
+        "# charon give up on an unanswered DPD within ~8 s, in strongswan.conf:"
+    );
+    let _ = writeln!(
+        s,
+        "#   charon {{ retransmit_timeout = 1  retransmit_base = 1.5  retransmit_tries = 3 }}"
+    );
     let _ = writeln!(s, "connections {{");
     for t in &p.tunnels {
         let name = format!("s2s-{}", family_tag(t.family));
@@ -222,7 +243,7 @@ fn swanctl(p: &DeviceParams<'_>) -> String {
         let _ = writeln!(s, "    remote_addrs = {}", t.vpn_gateway);
         let _ = writeln!(s, "    proposals = {}", ike.join(","));
         let _ = writeln!(s, "    encap = yes");
-        let _ = writeln!(s, "    dpd_delay = 10s");
+        let _ = writeln!(s, "    dpd_delay = 3s");
         let _ = writeln!(s, "    rekey_time = 4h");
         let _ = writeln!(s, "    local {{");
         let _ = writeln!(s, "      auth = psk");

@@ -4,6 +4,13 @@
 //! the data plane; per BGP session a speaker session whose Loc-RIB changes
 //! become routes (XDP maps and kernel, through the data plane); per
 //! connection the API's statuses written back to the store when they change.
+//!
+//! Failover: a session's routes, and the route to its BGP peer, go through
+//! the session's own tunnel while that tunnel has a CHILD SA, else through
+//! another tunnel of the same connection that has one (the customer's
+//! children carry the same selectors, so either SA is valid for every
+//! family). When the tunnel comes back they return. DPD is tuned so that a
+//! dead tunnel is noticed well inside the BGP hold time (30 s).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -36,7 +43,14 @@ use crate::metrics::{ConnectionInfo, SessionInfo, SharedSnapshot, Snapshot, Tunn
 const TUN_MTU: u32 = gateway_common::TUNNEL_INNER_MTU as u32;
 /// How long the old inbound SA of a rekey keeps decrypting in-flight packets.
 const REKEY_GRACE: Duration = Duration::from_secs(5);
-const DPD_INTERVAL: Duration = Duration::from_secs(10);
+/// DPD every 3 s of IKE silence; a request unanswered after 3
+/// retransmissions (1 s, x1.5 each: 8.1 s in all) declares the peer dead.
+/// A cut path is thus noticed within about 11 s, and its routes have moved
+/// to the other tunnel before a 30 s BGP hold time runs out.
+const DPD_INTERVAL: Duration = Duration::from_secs(3);
+const RETRANSMIT_TIMEOUT: Duration = Duration::from_secs(1);
+const RETRANSMIT_BASE: f64 = 1.5;
+const RETRANSMIT_TRIES: u32 = 3;
 /// How long an initiating tunnel whose IKE SA the peer deleted waits
 /// before initiating again (a restarting peer deletes its SAs on the way
 /// down and needs a moment to come back); the next reconcile after it
@@ -84,10 +98,20 @@ struct RunningTunnel {
     reinitiate_at: Option<Instant>,
 }
 
+impl RunningTunnel {
+    /// Can carry traffic: an IKE SA with an installed CHILD SA.
+    fn usable(&self) -> bool {
+        self.ike_up && self.child.is_some()
+    }
+}
+
 struct RunningSession {
     plan: SessionPlan,
     id: SessionId,
     up: bool,
+    /// While the session's own tunnel is down: the tunnel the host route to
+    /// the BGP peer's interconnection address goes through instead.
+    detour: Option<TunnelId>,
 }
 
 /// The running state of every connection of this host.
@@ -100,8 +124,11 @@ pub struct Runtime {
     tunnels: BTreeMap<TunnelName, RunningTunnel>,
     sessions: BTreeMap<String, RunningSession>,
     session_names: HashMap<SessionId, String>,
-    /// Installed routes: prefix → (tunnel, session it was learned on).
+    /// Installed routes: prefix → (tunnel it goes through, session it was
+    /// learned on).
     routes: HashMap<IpNet, (TunnelId, SessionId)>,
+    /// The usable tunnels when routes were last placed (see `rebalance`).
+    placed_on: Vec<TunnelId>,
     snapshot: SharedSnapshot,
     next_tunnel: TunnelId,
     next_session: SessionId,
@@ -128,6 +155,7 @@ impl Runtime {
             sessions: BTreeMap::new(),
             session_names: HashMap::new(),
             routes: HashMap::new(),
+            placed_on: Vec::new(),
             next_tunnel: 1,
             next_session: 1,
             reported: HashMap::new(),
@@ -248,6 +276,7 @@ impl Runtime {
         local.sort();
         local.dedup();
         self.datapath.set_local_addresses(local);
+        self.rebalance(true);
         self.report_statuses();
         Ok(())
     }
@@ -351,6 +380,9 @@ impl Runtime {
         // UDP-encapsulated ESP; our data path handles both, so always ask.
         c.force_encap = true;
         c.dpd_interval = Some(DPD_INTERVAL);
+        c.retransmit_timeout = RETRANSMIT_TIMEOUT;
+        c.retransmit_base = RETRANSMIT_BASE;
+        c.retransmit_tries = RETRANSMIT_TRIES;
         c.dpd_action = if plan.initiate {
             DpdAction::Restart
         } else {
@@ -370,15 +402,20 @@ impl Runtime {
         if let Some((spi_in, spi_out)) = t.child {
             self.remove_child(t.id, spi_in, spi_out);
         }
-        let withdrawn: Vec<IpNet> = self
+        // What went through it moves to its session's carrier, or goes.
+        let through: Vec<(IpNet, SessionId)> = self
             .routes
             .iter()
             .filter(|(_, (id, _))| *id == t.id)
-            .map(|(p, _)| *p)
+            .map(|(p, (_, s))| (*p, *s))
             .collect();
-        for prefix in withdrawn {
-            self.withdraw_route(prefix);
+        for (prefix, session) in through {
+            match self.session_carrier(session) {
+                Some(carrier) if carrier != t.id => self.install_route(prefix, carrier, session),
+                _ => self.withdraw_route(prefix),
+            }
         }
+        self.rebalance(true);
         // Stopping its reader drops the TUN: the interface, its addresses
         // and routes go with it.
         self.datapath
@@ -418,8 +455,10 @@ impl Runtime {
                 plan: plan.clone(),
                 id,
                 up: false,
+                detour: None,
             },
         );
+        self.rebalance(true);
         Ok(())
     }
 
@@ -428,6 +467,9 @@ impl Runtime {
             return Ok(());
         };
         self.session_names.remove(&s.id);
+        if let Some(via) = s.detour {
+            self.withdraw_peer_route(&s.plan, via);
+        }
         self.bgp
             .remove_session(s.id)
             .await
@@ -500,8 +542,9 @@ impl Runtime {
                 gateway_ike::LogLevel::Info => tracing::info!(tunnel = %conn, "{message}"),
                 gateway_ike::LogLevel::Warn => tracing::warn!(tunnel = %conn, "{message}"),
             },
-            IkeAction::Send { .. } | IkeAction::ArmTimer { .. } => {}
+            IkeAction::Send { .. } | IkeAction::ArmTimer { .. } => return,
         }
+        self.rebalance(false);
         self.report_statuses();
     }
 
@@ -594,13 +637,7 @@ impl Runtime {
                 }
             }
             BgpEvent::Route(RouteChange::Install(route)) => {
-                let tunnel = self
-                    .session_names
-                    .get(&route.session)
-                    .and_then(|n| self.sessions.get(n))
-                    .and_then(|s| self.tunnels.get(&s.plan.tunnel))
-                    .map(|t| t.id);
-                match tunnel {
+                match self.session_carrier(route.session) {
                     Some(tunnel) => self.install_route(route.prefix, tunnel, route.session),
                     None => {
                         tracing::warn!(prefix = %route.prefix, "route from an unknown session ignored")
@@ -610,6 +647,111 @@ impl Runtime {
             BgpEvent::Route(RouteChange::Withdraw { prefix }) => self.withdraw_route(prefix),
         }
         self.report_statuses();
+    }
+
+    /// The tunnel that carries what is planned through `planned`: itself
+    /// while it is usable, else another usable tunnel of the same connection
+    /// (failover), else itself (nothing better to do).
+    fn carrier(&self, planned: &str) -> Option<TunnelId> {
+        let t = self.tunnels.get(planned)?;
+        if t.usable() {
+            return Some(t.id);
+        }
+        Some(
+            self.tunnels
+                .values()
+                .find(|o| o.plan.connection == t.plan.connection && o.usable())
+                .map_or(t.id, |o| o.id),
+        )
+    }
+
+    /// The carrier of a BGP session's planned tunnel.
+    fn session_carrier(&self, session: SessionId) -> Option<TunnelId> {
+        let name = self.session_names.get(&session)?;
+        self.carrier(&self.sessions.get(name)?.plan.tunnel)
+    }
+
+    /// Puts every route, and every session's route to its BGP peer, on its
+    /// carrier. Runs after each IKE report (`force` false: only when the set
+    /// of usable tunnels changed) and after plan changes (`force` true).
+    fn rebalance(&mut self, force: bool) {
+        let usable: Vec<TunnelId> = self
+            .tunnels
+            .values()
+            .filter(|t| t.usable())
+            .map(|t| t.id)
+            .collect();
+        if !force && usable == self.placed_on {
+            return;
+        }
+        self.placed_on = usable;
+        let moves: Vec<(IpNet, TunnelId, TunnelId, SessionId)> = self
+            .routes
+            .iter()
+            .filter_map(|(prefix, &(via, session))| {
+                let want = self.session_carrier(session)?;
+                (want != via).then_some((*prefix, via, want, session))
+            })
+            .collect();
+        if !moves.is_empty() {
+            tracing::warn!(
+                routes = moves.len(),
+                "moving routes to the tunnels that carry them now"
+            );
+        }
+        for (prefix, from, to, session) in moves {
+            tracing::debug!(%prefix, from, to, "route moved");
+            self.install_route(prefix, to, session);
+        }
+        // The BGP peer's interconnection address is on the session's own
+        // TUN (a connected route); while that tunnel is down a host route
+        // through the carrier's TUN keeps the session's TCP flowing.
+        let detours: Vec<(String, Option<TunnelId>)> = self
+            .sessions
+            .iter()
+            .filter_map(|(name, s)| {
+                let own = self.tunnels.get(&s.plan.tunnel).map(|t| t.id);
+                let want = self.carrier(&s.plan.tunnel).filter(|c| Some(*c) != own);
+                (want != s.detour).then(|| (name.clone(), want))
+            })
+            .collect();
+        for (name, want) in detours {
+            let Some(s) = self.sessions.get(&name) else {
+                continue;
+            };
+            let (plan, old) = (s.plan.clone(), s.detour);
+            if let Some(via) = want {
+                let Some(p) = ip_prefix(IpNet::from(plan.peer.addr())) else {
+                    continue;
+                };
+                match self.dataplane.install_route(p, via) {
+                    Ok(()) => {
+                        tracing::warn!(session = %name, peer = %plan.peer.addr(), via, "BGP session rerouted through the connection's other tunnel")
+                    }
+                    Err(e) => {
+                        tracing::error!(session = %name, error = %e, "cannot reroute the BGP session")
+                    }
+                }
+            }
+            if let Some(old) = old {
+                self.withdraw_peer_route(&plan, old);
+                if want.is_none() {
+                    tracing::info!(session = %name, "BGP session back on its own tunnel");
+                }
+            }
+            if let Some(s) = self.sessions.get_mut(&name) {
+                s.detour = want;
+            }
+        }
+    }
+
+    fn withdraw_peer_route(&self, plan: &SessionPlan, via: TunnelId) {
+        let Some(p) = ip_prefix(IpNet::from(plan.peer.addr())) else {
+            return;
+        };
+        if let Err(e) = self.dataplane.withdraw_route(p, via) {
+            tracing::warn!(session = %plan.name, error = %e, "cannot remove the BGP peer's detour route");
+        }
     }
 
     fn install_route(&mut self, prefix: IpNet, tunnel: TunnelId, session: SessionId) {
@@ -643,7 +785,7 @@ impl Runtime {
             let e = per_conn
                 .entry(t.plan.connection.clone())
                 .or_insert_with(down_update);
-            let st = if t.ike_up && t.child.is_some() {
+            let st = if t.usable() {
                 TunnelStatus::Up
             } else {
                 TunnelStatus::Down
