@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use crate::setup;
-use crate::util::{cargo, sh, step, workspace_root};
+use crate::util::{build, cargo, sh, step, workspace_root};
 
 /// Benchmarks in the order the report shows them.
 const ALL: &[&str] = &["xdp", "esp", "ike", "bgp", "tunnel"];
@@ -32,6 +32,18 @@ pub fn run(names: &[String]) -> anyhow::Result<()> {
         }
         names.to_vec()
     };
+    if selected.iter().any(|n| n == "tunnel") {
+        // The tunnel benchmark drives our daemon, s2sctl, trafficgen and
+        // xdpfwd as separate processes in namespaces: build them all (release)
+        // next to it, and boringtun-cli into target/tools.
+        build(true)?;
+        sh(cargo().args(["build", "--release", "--package", "benches", "--bins"]))?;
+        if let Err(e) = setup::boringtun() {
+            eprintln!(
+                "bench: boringtun-cli unavailable, its case will be recorded as missing: {e}"
+            );
+        }
+    }
     for name in &selected {
         step(&format!("bench {name}"));
         sh(cargo().args([
@@ -98,7 +110,12 @@ fn report(ran: &[String], missing: &[&str]) -> anyhow::Result<()> {
         "- every ratio compares against a baseline measured in the same run\n"
     )?;
     for name in ran {
-        table(&mut md, name, &dir.join(format!("{name}.json")))?;
+        let path = dir.join(format!("{name}.json"));
+        if name == "tunnel" {
+            tunnel_section(&mut md, &path)?;
+        } else {
+            table(&mut md, name, &path)?;
+        }
     }
     if !missing.is_empty() {
         writeln!(md, "\nNot yet implemented: {}", missing.join(", "))?;
@@ -148,5 +165,90 @@ fn table(md: &mut String, name: &str, path: &Path) -> anyhow::Result<()> {
         writeln!(md, "| {} |", cells.join(" | "))?;
     }
     writeln!(md)?;
+    Ok(())
+}
+
+/// The tunnel benchmark: one row per (case, frame size), then the goal
+/// ratios, the NAPI settings and links to the plot and the profile.
+fn tunnel_section(md: &mut String, path: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let s = |x: &serde_json::Value| match x {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    writeln!(md, "## tunnel\n")?;
+    writeln!(md, "Topology: {}.", s(&v["topology"]))?;
+    writeln!(
+        md,
+        "Offered load: {}; {} s per point, {} flows. Gbit/s = {}.\n",
+        s(&v["offered_load"]),
+        s(&v["duration_s_per_point"]),
+        s(&v["flows"]),
+        s(&v["gbit_s"])
+    )?;
+    writeln!(
+        md,
+        "| case | frame B | offered pps | sent | received | loss % | received pps | Gbit/s | tunnel check | notes |"
+    )?;
+    writeln!(md, "|{}", " --- |".repeat(10))?;
+    for r in v["results"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            s(&r["case"]),
+            s(&r["frame_bytes"]),
+            s(&r["offered_pps"]),
+            s(&r["sent"]),
+            s(&r["received"]),
+            s(&r["loss_pct"]),
+            s(&r["rx_pps"]),
+            s(&r["gbit_s"]),
+            s(&r["tunnel_check"]),
+            s(&r["notes"]).replace('|', "/").replace('\n', " "),
+        )?;
+    }
+    writeln!(md, "\n| goal ratio | value | goal | met |")?;
+    writeln!(md, "| --- | --- | --- | --- |")?;
+    for r in v["ratios"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        writeln!(
+            md,
+            "| {} | {} | ≥ {} | {} |",
+            s(&r["ratio"]),
+            s(&r["value"]),
+            s(&r["goal"]),
+            s(&r["met"])
+        )?;
+    }
+    writeln!(md, "\nCases:\n")?;
+    for c in v["cases"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        writeln!(md, "- `{}`: {}", s(&c["case"]), s(&c["what"]))?;
+    }
+    let napi: Vec<String> = v["napi"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(s)
+        .collect();
+    writeln!(md, "\nNAPI settings (every case): {}", napi.join(", "))?;
+    if let Some(p) = v["pinning"].as_str() {
+        writeln!(md, "\nCPU pinning (every case): {p}")?;
+    }
+    writeln!(
+        md,
+        "\nPlot: `target/bench/tunnel.svg`; worker profile: `target/bench/tunnel-profile.txt`.\n"
+    )?;
     Ok(())
 }

@@ -38,9 +38,16 @@ const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "tshark",
     "python3-venv",
+    // tunnel benchmark: NAPI/GRO settings, WireGuard keys and UAPI
+    // configuration of boringtun, the worker profile
+    "ethtool",
+    "wireguard-tools",
+    "linux-perf",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Userspace WireGuard the tunnel benchmark compares with (crates.io).
+const BORINGTUN_VERSION: &str = "0.7.1";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
 pub fn run() -> anyhow::Result<()> {
@@ -105,6 +112,53 @@ fn bpf_linker() -> anyhow::Result<()> {
     ]))
     .context("cargo install bpf-linker")?;
     Ok(())
+}
+
+/// `boringtun-cli` into `target/tools/bin` (the tunnel benchmark's
+/// WireGuard pair). A failed build is reported, not fatal: the benchmark
+/// records the case as missing with the reason.
+pub fn boringtun() -> Result<std::path::PathBuf, String> {
+    let root = crate::util::workspace_root().join("target/tools");
+    let bin = root.join("bin/boringtun-cli");
+    let have = output(Command::new(&bin).arg("--version")).unwrap_or_default();
+    if have.contains(BORINGTUN_VERSION) {
+        println!("setup: {}", have.trim());
+        return Ok(bin);
+    }
+    step(&format!(
+        "setup: cargo install boringtun-cli@{BORINGTUN_VERSION} into target/tools"
+    ));
+    let log = root.join("boringtun-install.log");
+    let _ = std::fs::create_dir_all(&root);
+    let status = std::fs::File::create(&log)
+        .map_err(|e| e.to_string())
+        .and_then(|f| {
+            let f2 = f.try_clone().map_err(|e| e.to_string())?;
+            Command::new("cargo")
+                .args([
+                    "install",
+                    &format!("boringtun-cli@{BORINGTUN_VERSION}"),
+                    "--locked",
+                    "--root",
+                ])
+                .arg(&root)
+                .env("CARGO_TARGET_DIR", root.join("build"))
+                .stdout(f)
+                .stderr(f2)
+                .status()
+                .map_err(|e| e.to_string())
+        })?;
+    if !status.success() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        let reason = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+        let _ = std::fs::write(root.join("boringtun-failed.txt"), &reason);
+        return Err(format!(
+            "cargo install boringtun-cli failed ({status}):\n{reason}"
+        ));
+    }
+    let _ = std::fs::remove_file(root.join("boringtun-failed.txt"));
+    Ok(bin)
 }
 
 /// Which toolchain builds the eBPF crate; the choice itself is made by
