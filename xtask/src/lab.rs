@@ -769,9 +769,19 @@ fn start_bird(lab: &mut Lab) -> anyhow::Result<()> {
 /// The hosts of the remote site, one per family.
 const REMOTE_HOSTS: [&str; 2] = ["203.0.113.10", "2001:db8:200::10"];
 
-/// The TUN interface our kernel route to `prefix` (IPv4) goes through in gw.
+/// The remote prefix the BGP session of a family (`v4`, `v6`) learns.
+fn route_of(family: &str) -> &'static str {
+    if family == "v6" {
+        "2001:db8:200::/48"
+    } else {
+        "203.0.113.0/24"
+    }
+}
+
+/// The TUN interface our kernel route to `prefix` goes through in gw.
 fn route_dev(prefix: &str) -> anyhow::Result<String> {
-    let r = GW.out(&["ip", "-4", "route", "show", prefix, "proto", "196"])?;
+    let fam = if prefix.contains(':') { "-6" } else { "-4" };
+    let r = GW.out(&["ip", fam, "route", "show", prefix, "proto", "196"])?;
     Ok(r.split_whitespace()
         .skip_while(|w| *w != "dev")
         .nth(1)
@@ -779,29 +789,36 @@ fn route_dev(prefix: &str) -> anyhow::Result<String> {
         .to_owned())
 }
 
-/// Scenario 6 while 192.0.2.2 is gone: our IPv4 tunnel goes down (DPD), the
-/// IPv4 routes and the IPv4 BGP peer's route move to the IPv6 tunnel, and
-/// vpc reaches remote in both families again, steadily.
+/// Scenario 6 while the `cut` family's peer address is gone: that tunnel
+/// goes down (DPD), its family's routes and BGP peer route move to the
+/// `other` tunnel, and vpc reaches remote in both families again, steadily.
 fn failover_while_cut(
     lab: &mut Lab,
     stop: &AtomicBool,
     conn_id: &str,
     cut: Instant,
+    cut_family: &str,
+    other: &str,
 ) -> anyhow::Result<()> {
+    let (down_key, up_key) = (
+        format!("tunnel_status_ip{cut_family}"),
+        format!("tunnel_status_ip{other}"),
+    );
     wait_connection(
         lab,
         stop,
         conn_id,
-        "our side to notice the IPv4 tunnel is gone (DPD)",
+        &format!("our side to notice the {cut_family} tunnel is gone (DPD)"),
         Duration::from_secs(40),
-        |c| c["tunnel_status_ipv4"] == "down" && c["tunnel_status_ipv6"] == "up",
+        |c| c[&down_key] == "down" && c[&up_key] == "up",
     )?;
-    println!("  IPv4 tunnel down after {:.1?}", cut.elapsed());
-    let dev = route_dev("203.0.113.0/24")?;
-    if !dev.ends_with("v6") {
-        bail!("203.0.113.0/24 still goes through {dev:?}, not the IPv6 tunnel's TUN");
+    println!("  {cut_family} tunnel down after {:.1?}", cut.elapsed());
+    let prefix = route_of(cut_family);
+    let dev = route_dev(prefix)?;
+    if !dev.ends_with(other) {
+        bail!("{prefix} still goes through {dev:?}, not the {other} tunnel's TUN");
     }
-    println!("  203.0.113.0/24 now goes through {dev} (the IPv6 tunnel)");
+    println!("  {prefix} now goes through {dev} (the {other} tunnel)");
     // Traffic in both families: 5 consecutive rounds of pings answered.
     let mut streak = 0;
     wait_for(
@@ -1241,9 +1258,11 @@ fn run_scenarios(
     )?;
 
     *current = "scenario 6: tunnel failover";
-    step("scenario 6: IPv4 peer address cut (192.0.2.2 removed in cgw) → routes and the IPv4 BGP session move to the IPv6 tunnel, traffic continues in both families");
+    step("scenario 6: the peer address of the tunnel cgw sends through is cut → routes and that family's BGP session move to the other tunnel on both sides, traffic continues in both families; the address back → back");
     // Which of the customer's CHILD SAs carries the replies of each family:
     // both children of our device config have the same traffic selectors.
+    // The cut hits the one it uses, so that both sides must switch.
+    let mut customer_uses = Vec::new();
     for target in REMOTE_HOSTS {
         let before = cgw_child_out_packets(&dir)?;
         let mut c = VPC.cmd("ping");
@@ -1263,21 +1282,33 @@ fn run_scenarios(
             .map(|(name, _)| name.clone())
             .collect();
         println!("  before the cut, cgw sends the replies to vpc → {target} through {used:?}");
+        customer_uses.extend(used);
     }
+    let cut_v6 = customer_uses.iter().any(|u| u == "s2s-v6-net");
+    let (address, cut_family, other) = if cut_v6 {
+        ("2001:db8::2/64", "v6", "v4")
+    } else {
+        ("192.0.2.2/24", "v4", "v6")
+    };
+    println!("  cutting {address} in cgw (the {cut_family} tunnel's peer address)");
     let bgp_downs_before = count_in_log(&gw_log, "up=false");
-    CGW.exec(&["ip", "addr", "del", "192.0.2.2/24", "dev", "wan0"])?;
+    CGW.exec(&["ip", "addr", "del", address, "dev", "wan0"])?;
     let cut = Instant::now();
-    let result = failover_while_cut(lab, stop, conn_id, cut);
+    let result = failover_while_cut(lab, stop, conn_id, cut, cut_family, other);
     // The address comes back whatever happened, so that the next scenarios
     // (and a failure's diagnosis) see a whole lab.
-    CGW.exec(&["ip", "addr", "add", "192.0.2.2/24", "dev", "wan0"])?;
+    let mut restore = vec!["ip", "addr", "add", address, "dev", "wan0"];
+    if cut_v6 {
+        restore.push("nodad");
+    }
+    CGW.exec(&restore)?;
     result?;
     let bgp_downs = count_in_log(&gw_log, "up=false") - bgp_downs_before;
     if bgp_downs > 0 {
         bail!("{bgp_downs} BGP session(s) went down during the failover (see gw.log)");
     }
     println!("  no BGP session went down during the cut");
-    println!("  cgw: 192.0.2.2 restored after {:.0?}", cut.elapsed());
+    println!("  cgw: {address} restored after {:.0?}", cut.elapsed());
     recovered(
         lab,
         stop,
@@ -1286,17 +1317,15 @@ fn run_scenarios(
         Duration::from_secs(90),
         Duration::from_secs(15),
     )?;
+    let prefix = route_of(cut_family);
     wait_for(
         lab,
         stop,
-        "203.0.113.0/24 back on the IPv4 tunnel's TUN",
+        &format!("{prefix} back on the {cut_family} tunnel's TUN"),
         Duration::from_secs(20),
-        || Ok(route_dev("203.0.113.0/24")?.ends_with("v4").then_some(())),
+        || Ok(route_dev(prefix)?.ends_with(cut_family).then_some(())),
     )?;
-    println!(
-        "  203.0.113.0/24 is back on {}",
-        route_dev("203.0.113.0/24")?
-    );
+    println!("  {prefix} is back on {}", route_dev(prefix)?);
 
     *current = "scenario 7: daemon restarted";
     step("scenario 7: s2s-gateway restarted (SIGTERM, same state dir) → everything back from the store, no API write");

@@ -654,15 +654,10 @@ impl Runtime {
     /// (failover), else itself (nothing better to do).
     fn carrier(&self, planned: &str) -> Option<TunnelId> {
         let t = self.tunnels.get(planned)?;
-        if t.usable() {
-            return Some(t.id);
-        }
-        Some(
-            self.tunnels
-                .values()
-                .find(|o| o.plan.connection == t.plan.connection && o.usable())
-                .map_or(t.id, |o| o.id),
-        )
+        Some(pick_carrier(
+            TunnelState::of(t),
+            self.tunnels.values().map(TunnelState::of),
+        ))
     }
 
     /// The carrier of a BGP session's planned tunnel.
@@ -889,6 +884,38 @@ impl Runtime {
     }
 }
 
+/// What the carrier choice looks at in a tunnel.
+#[derive(Debug, Clone, Copy)]
+struct TunnelState<'a> {
+    connection: &'a str,
+    id: TunnelId,
+    usable: bool,
+}
+
+impl<'a> TunnelState<'a> {
+    fn of(t: &'a RunningTunnel) -> Self {
+        Self {
+            connection: &t.plan.connection,
+            id: t.id,
+            usable: t.usable(),
+        }
+    }
+}
+
+/// The failover rule: the planned tunnel while usable, else the first
+/// usable tunnel of the same connection, else the planned one.
+fn pick_carrier<'a>(
+    planned: TunnelState<'a>,
+    all: impl IntoIterator<Item = TunnelState<'a>>,
+) -> TunnelId {
+    if planned.usable {
+        return planned.id;
+    }
+    all.into_iter()
+        .find(|o| o.connection == planned.connection && o.usable)
+        .map_or(planned.id, |o| o.id)
+}
+
 fn down_update() -> ConnectionStatusUpdate {
     ConnectionStatusUpdate {
         status: ConnectionStatus::Down,
@@ -990,6 +1017,30 @@ mod tests {
             bgp_status_ipv6: v6,
             ..down_update()
         }
+    }
+
+    #[test]
+    fn failover_picks_a_usable_tunnel_of_the_same_connection() {
+        let t = |connection, id, usable| TunnelState {
+            connection,
+            id,
+            usable,
+        };
+        let all = [
+            t("a", 1, false),
+            t("b", 2, true),
+            t("a", 3, true),
+            t("a", 4, false),
+        ];
+        // Its own tunnel while usable.
+        assert_eq!(pick_carrier(all[2], all), 3);
+        // Down: the connection's usable tunnel, never another connection's.
+        assert_eq!(pick_carrier(all[0], all), 3);
+        assert_eq!(pick_carrier(all[3], all), 3);
+        // Nothing usable in the connection: stays where it was planned.
+        let none = [t("a", 1, false), t("b", 2, true), t("a", 4, false)];
+        assert_eq!(pick_carrier(none[0], none), 1);
+        assert_eq!(pick_carrier(none[2], none), 4);
     }
 
     #[test]
