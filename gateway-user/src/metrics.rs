@@ -33,6 +33,9 @@ pub struct SessionInfo {
     pub up: bool,
     /// Routes of this session installed in the data plane.
     pub routes: u64,
+    /// While the session's own tunnel is down: the tunnel its routes and
+    /// its BGP traffic fail over to.
+    pub failover_via: Option<String>,
 }
 
 /// One connection's reported status.
@@ -231,6 +234,21 @@ pub fn render(
     }
     header(
         &mut out,
+        "s2s_bgp_session_failover",
+        "gauge",
+        "1 while the session's own tunnel is down and its routes and BGP traffic go through the tunnel `via`.",
+    );
+    for s in &snapshot.sessions {
+        let _ = writeln!(
+            out,
+            "s2s_bgp_session_failover{{session=\"{}\",via=\"{}\"}} {}",
+            esc(&s.name),
+            esc(s.failover_via.as_deref().unwrap_or("")),
+            u8::from(s.failover_via.is_some())
+        );
+    }
+    header(
+        &mut out,
         "s2s_connection_status",
         "gauge",
         "1 for the connection's current status (active, limited_connectivity, down).",
@@ -280,6 +298,7 @@ mod tests {
                 family: "v4",
                 up: false,
                 routes: 0,
+                failover_via: Some("c1/v6".into()),
             }],
             connections: vec![ConnectionInfo {
                 id: "c1".into(),
@@ -295,6 +314,7 @@ mod tests {
         assert!(text.contains(
             "s2s_connection_status{connection=\"c1\",status=\"limited_connectivity\"} 1"
         ));
+        assert!(text.contains("s2s_bgp_session_failover{session=\"c1/v4\",via=\"c1/v6\"} 1"));
         assert!(text.contains("s2s_connection_status{connection=\"c1\",status=\"active\"} 0"));
         // Every sample line has a HELP'd metric name.
         for line in text.lines().filter(|l| !l.starts_with('#')) {

@@ -819,6 +819,14 @@ fn failover_while_cut(
         bail!("{prefix} still goes through {dev:?}, not the {other} tunnel's TUN");
     }
     println!("  {prefix} now goes through {dev} (the {other} tunnel)");
+    let m = metrics()?;
+    let failover = format!(
+        "s2s_bgp_session_failover{{session=\"{conn_id}/{cut_family}\",via=\"{conn_id}/{other}\"}} 1"
+    );
+    if !m.contains(&failover) {
+        bail!("/metrics does not show the failover ({failover})");
+    }
+    println!("  /metrics: {failover}");
     // Traffic in both families: 5 consecutive rounds of pings answered.
     let mut streak = 0;
     wait_for(

@@ -856,6 +856,12 @@ impl Runtime {
                     family: family(s.plan.family),
                     up: s.up,
                     routes: self.routes.values().filter(|(_, id)| *id == s.id).count() as u64,
+                    failover_via: s.detour.and_then(|via| {
+                        self.tunnels
+                            .values()
+                            .find(|t| t.id == via)
+                            .map(|t| t.plan.name.clone())
+                    }),
                 })
                 .collect(),
             connections,
