@@ -192,9 +192,9 @@ fn tunnel_section(md: &mut String, path: &Path) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "| case | frame B | offered pps | sent | received | loss % | received pps | Gbit/s | tunnel check | notes |"
+        "| case | frame B | offered pps | sent | received | loss % | received pps | Gbit/s | pps, ≤ 1 % loss | Gbit/s, ≤ 1 % loss | tunnel check | notes |"
     )?;
-    writeln!(md, "|{}", " --- |".repeat(10))?;
+    writeln!(md, "|{}", " --- |".repeat(12))?;
     for r in v["results"]
         .as_array()
         .map(Vec::as_slice)
@@ -202,7 +202,7 @@ fn tunnel_section(md: &mut String, path: &Path) -> anyhow::Result<()> {
     {
         writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s(&r["case"]),
             s(&r["frame_bytes"]),
             s(&r["offered_pps"]),
@@ -211,6 +211,8 @@ fn tunnel_section(md: &mut String, path: &Path) -> anyhow::Result<()> {
             s(&r["loss_pct"]),
             s(&r["rx_pps"]),
             s(&r["gbit_s"]),
+            s(&r["pps_at_le_1pct_loss"]),
+            s(&r["gbit_s_at_le_1pct_loss"]),
             s(&r["tunnel_check"]),
             s(&r["notes"]).replace('|', "/").replace('\n', " "),
         )?;
