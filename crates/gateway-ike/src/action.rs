@@ -123,6 +123,19 @@ pub enum Action {
         conn: String,
         reason: DownReason,
     },
+    /// The peer is behind a NAT whose mapping changed (RFC 7296 §2.23,
+    /// RFC 3948): its authenticated IKE traffic now comes from `new`
+    /// (same IP, another port). The IKE SA already sends there; the
+    /// outbound ESP of the CHILD SAs listed in `spis_out` (all installed
+    /// under this IKE SA) must now be UDP-encapsulated to `new.port()`,
+    /// keeping their keys and sequence numbers. CHILD SAs installed after
+    /// this carry the new port in `udp_encap.remote_port` already.
+    PeerEndpointChanged {
+        conn: String,
+        old: SocketAddr,
+        new: SocketAddr,
+        spis_out: Vec<u32>,
+    },
     Log {
         conn: String,
         level: LogLevel,

@@ -1,8 +1,9 @@
 //! The thin tokio driver around `IkeManager`: UDP sockets on the IKE port
 //! (500) and the NAT-T port (4500) of each public address, timers, and a
 //! command channel from the agent. Everything that is not a datagram or a
-//! timer (CHILD SA install/remove, IKE SA up/down, logs) is forwarded to
-//! the agent on the event channel. No protocol logic lives here.
+//! timer (CHILD SA install/remove, IKE SA up/down, a NAT'd peer's new
+//! port, logs) is forwarded to the agent on the event channel. No protocol
+//! logic lives here.
 //!
 //! UDP-encapsulated ESP (RFC 3948: a non-zero first word on the NAT-T
 //! port) that reaches these sockets — because the XDP fast path is off or
@@ -137,6 +138,9 @@ impl UdpDriver {
                 Action::ArmTimer { id, at } => {
                     self.timers.insert(id, at);
                 }
+                // InstallChildSa, RemoveChildSa, IkeSaUp/Down,
+                // PeerEndpointChanged (the data plane must move the ESP of
+                // those CHILD SAs), Log: the agent's business.
                 other => {
                     let _ = events.send(other);
                 }

@@ -80,6 +80,10 @@ pub struct IkeSa {
     pub(crate) peer_frag: bool,
     /// NAT detection says we are behind a NAT (or we pretend, `force_encap`).
     pub(crate) nat_local: bool,
+    /// NAT detection says the peer is behind a NAT (its NAT_DETECTION_
+    /// SOURCE_IP did not match the address we see; a peer with `encap =
+    /// yes` looks the same). Only then do we follow its port (§2.23).
+    pub(crate) nat_remote: bool,
     /// Next NAT keepalive (RFC 3948 §2.3), when we are behind a NAT.
     pub(crate) keepalive_at: Option<Instant>,
     pub(crate) frag: Option<crate::task_manager::FragBuf>,
@@ -127,6 +131,7 @@ impl IkeSa {
             child_collisions: std::collections::HashMap::new(),
             peer_frag: false,
             nat_local: false,
+            nat_remote: false,
             keepalive_at: None,
             frag: None,
         }
@@ -159,6 +164,85 @@ impl IkeSa {
 
     pub fn uses_encap(&self) -> bool {
         self.encap
+    }
+
+    /// Whether NAT detection found the peer behind a NAT.
+    pub fn peer_behind_nat(&self) -> bool {
+        self.nat_remote
+    }
+
+    /// Our address and port of this IKE SA.
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Where this IKE SA sends to: the peer's address and port, which
+    /// follows a NAT'd peer's mapping changes (see [`IkeSa::follow_peer`]).
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// RFC 7296 §2.23: when the peer is behind a NAT, the endpoint of the
+    /// IKE SA follows the source of the latest *authenticated* message
+    /// that advanced a message-ID window (a new request, or the response
+    /// to our outstanding request): callers invoke this only after the
+    /// message was integrity-checked, never for a retransmission, a
+    /// replayed old message ID or an unauthenticated datagram, so a
+    /// forged or replayed packet cannot move the SA.
+    ///
+    /// Only a change of PORT is followed: the customer gateway's IP is
+    /// fixed by the API (the connection's `remote_addr`), so a message
+    /// from another IP (which can only reach this SA with its SPIs and
+    /// keys) is processed but does not move the SA; it is logged. A peer
+    /// that is not behind a NAT (or only we are behind one, where §2.23
+    /// says not to update, for DoS reasons) keeps its endpoint too.
+    ///
+    /// On a change, everything later (responses, requests, DPD, rekeys,
+    /// retransmissions, keepalives, CHILD SAs installed later) uses the
+    /// new port, and `Action::PeerEndpointChanged` tells the agent to move
+    /// the UDP-encapsulated ESP of the installed CHILD SAs.
+    pub(crate) fn follow_peer(&mut self, from: SocketAddr) {
+        if from == self.remote {
+            return;
+        }
+        if !self.nat_remote {
+            self.log(
+                LogLevel::Debug,
+                format!(
+                    "authenticated message from {from}, peer not behind a NAT: staying with {}",
+                    self.remote
+                ),
+            );
+            return;
+        }
+        if from.ip() != self.remote.ip() {
+            self.log(
+                LogLevel::Warn,
+                format!(
+                    "authenticated message from {from}: address changes are not followed, staying with {}",
+                    self.remote
+                ),
+            );
+            return;
+        }
+        let old = self.remote;
+        self.remote = from;
+        let spis_out: Vec<u32> = self.children.iter().map(|c| c.spi_out).collect();
+        self.log(
+            LogLevel::Info,
+            format!(
+                "peer's NAT mapping changed: IKE SA {:016x}_i {:016x}_r now sends to {from} (was {old}), {} CHILD SA(s) follow",
+                self.spi_i,
+                self.spi_r,
+                spis_out.len()
+            ),
+        );
+        self.out.push(Action::PeerEndpointChanged {
+            conn: self.conn.name.clone(),
+            old,
+            new: from,
+            spis_out,
+        });
     }
 
     pub(crate) fn sk(&self) -> Option<SkCrypto> {

@@ -32,6 +32,9 @@
 //!         Action::InstallChildSa(sa) => { /* program the ESP data plane */ }
 //!         Action::RemoveChildSa { .. } => { /* remove both SPIs */ }
 //!         Action::IkeSaUp { .. } | Action::IkeSaDown { .. } => { /* tunnel status */ }
+//!         Action::PeerEndpointChanged { new, spis_out, .. } => {
+//!             /* the NAT'd peer's port changed: UDP-encap ESP of spis_out to new.port() */
+//!         }
 //!         Action::Log { .. } => {}
 //!     }
 //! }

@@ -64,6 +64,10 @@ impl IkeSa {
     }
 
     fn send(&mut self, packets: &[Vec<u8>]) {
+        self.send_to(packets, self.remote);
+    }
+
+    fn send_to(&mut self, packets: &[Vec<u8>], to: SocketAddr) {
         for p in packets {
             let mut bytes = Vec::with_capacity(p.len() + 4);
             if self.local.port() == self.conn.natt_port {
@@ -73,7 +77,7 @@ impl IkeSa {
             self.out.push(Action::Send {
                 bytes,
                 from: self.local,
-                to: self.remote,
+                to,
             });
         }
     }
@@ -173,7 +177,7 @@ impl IkeSa {
             return;
         }
         if msg.is_response() {
-            self.process_response(raw, msg, now);
+            self.process_response(raw, msg, from, now);
         } else {
             self.process_request(raw, msg, from, to, now);
         }
@@ -234,7 +238,7 @@ impl IkeSa {
         Ok(true)
     }
 
-    fn process_response(&mut self, raw: &[u8], mut msg: Message, now: Instant) {
+    fn process_response(&mut self, raw: &[u8], mut msg: Message, from: SocketAddr, now: Instant) {
         let Some(o) = &self.outstanding else { return };
         if msg.message_id != o.message_id || msg.exchange != o.exchange {
             return;
@@ -251,6 +255,10 @@ impl IkeSa {
                     return;
                 }
             }
+            // Authentic, and the response to our outstanding request: a
+            // NAT'd peer's new port counts from here (§2.23), before the
+            // tasks run, so a CHILD SA this exchange installs uses it.
+            self.follow_peer(from);
         }
         let Some(mut o) = self.outstanding.take() else {
             return;
@@ -276,14 +284,27 @@ impl IkeSa {
         }
     }
 
-    fn resend_cached(&mut self, id: u32) -> bool {
+    /// Replays the cached response to a retransmitted request. A
+    /// retransmission is not authenticated (we do not decrypt it again),
+    /// so it never moves the IKE SA (§2.23); but when a NAT'd peer's
+    /// mapping changed between its request and the retransmission, our
+    /// first response went to the dead mapping: the replay goes to where
+    /// the retransmission came from if that is the peer's IP (like
+    /// strongSwan; same size as the request, so no amplification, and
+    /// only ever to the configured peer's IP).
+    fn resend_cached(&mut self, id: u32, from: SocketAddr) -> bool {
         let Some((cid, packets)) = self.cached_response.clone() else {
             return false;
         };
         if cid != id {
             return false;
         }
-        self.send(&packets);
+        let to = if self.nat_remote && from.ip() == self.remote.ip() {
+            from
+        } else {
+            self.remote
+        };
+        self.send_to(&packets, to);
         true
     }
 
@@ -302,7 +323,7 @@ impl IkeSa {
                 return;
             }
             // A retransmission: replay our response without reprocessing.
-            self.resend_cached(msg.message_id);
+            self.resend_cached(msg.message_id, from);
             return;
         }
         if msg.message_id != self.peer_msg_id {
@@ -326,9 +347,17 @@ impl IkeSa {
         } else {
             self.init_req = raw.to_vec();
         }
-        // The responder follows the initiator (e.g. its float to port 4500).
-        self.local = to;
-        self.remote = from;
+        if self.state == IkeSaState::Connecting {
+            // The responder follows the initiator while the SA is set up
+            // (its float to port 4500, §2.23).
+            self.local = to;
+            self.remote = from;
+        } else {
+            // Authenticated and the next message ID: a NAT'd peer's new
+            // port counts from here (§2.23), before the tasks run, so a
+            // CHILD SA this exchange installs uses it.
+            self.follow_peer(from);
+        }
         self.last_rx = now;
         let spi_r = if msg.exchange == exchange::IKE_SA_INIT && self.keys.is_none() {
             0

@@ -28,6 +28,8 @@ struct Peer {
     ups: usize,
     downs: Vec<DownReason>,
     logs: Vec<String>,
+    /// `PeerEndpointChanged` reports: (old, new, spis_out).
+    moves: Vec<(SocketAddr, SocketAddr, Vec<u32>)>,
 }
 
 impl Peer {
@@ -41,6 +43,7 @@ impl Peer {
             ups: 0,
             downs: Vec::new(),
             logs: Vec::new(),
+            moves: Vec::new(),
         }
     }
 }
@@ -54,8 +57,37 @@ struct Datagram {
 /// Decides the fate of the n-th datagram sent: deliver (true) or drop.
 type Filter = Box<dyn FnMut(usize, &Datagram) -> bool>;
 
+/// A NAT in front of peer 0 (A) that keeps A's IP and translates its
+/// ports (inside → outside). Applied on delivery; a datagram to an outside
+/// port without a mapping is dropped, as a real NAT does once it lost the
+/// mapping (reboot, timeout).
+struct Nat {
+    map: Vec<(u16, u16)>,
+}
+
+impl Nat {
+    fn new(map: &[(u16, u16)]) -> Self {
+        Self { map: map.to_vec() }
+    }
+
+    /// The datagram as it leaves the NAT, or `None` if dropped.
+    fn translate(&self, mut d: Datagram) -> Option<Datagram> {
+        if d.from.ip() == ip(A) {
+            let (_, out) = self.map.iter().find(|(i, _)| *i == d.from.port())?;
+            d.from.set_port(*out);
+        }
+        if d.to.ip() == ip(A) {
+            let (inside, _) = self.map.iter().find(|(_, o)| *o == d.to.port())?;
+            d.to.set_port(*inside);
+        }
+        Some(d)
+    }
+}
+
 struct Net {
     peers: [Peer; 2],
+    /// NAT in front of A, if any.
+    nat: Option<Nat>,
     now: Instant,
     wire: VecDeque<Datagram>,
     sent: Vec<Datagram>,
@@ -67,6 +99,7 @@ impl Net {
     fn new() -> Self {
         Self {
             peers: [Peer::new(A), Peer::new(B)],
+            nat: None,
             now: Instant::now(),
             wire: VecDeque::new(),
             sent: Vec::new(),
@@ -108,6 +141,9 @@ impl Net {
                 Action::IkeSaUp { .. } => self.peers[who].ups += 1,
                 Action::IkeSaDown { reason, .. } => self.peers[who].downs.push(reason),
                 Action::Log { message, .. } => self.peers[who].logs.push(message),
+                Action::PeerEndpointChanged {
+                    old, new, spis_out, ..
+                } => self.peers[who].moves.push((old, new, spis_out)),
             }
         }
     }
@@ -115,9 +151,24 @@ impl Net {
     /// Delivers datagrams until the wire is empty (bounded).
     fn run(&mut self) {
         for _ in 0..1000 {
-            let Some(d) = self.wire.pop_front() else {
+            if !self.step() {
                 return;
-            };
+            }
+        }
+        panic!("message storm");
+    }
+
+    /// Delivers one datagram (through the NAT, if any); false if the wire
+    /// was empty.
+    fn step(&mut self) -> bool {
+        let Some(d) = self.wire.pop_front() else {
+            return false;
+        };
+        let d = match &self.nat {
+            Some(nat) => nat.translate(d),
+            None => Some(d),
+        };
+        if let Some(d) = d {
             let who = if d.to.ip() == self.peers[0].addr {
                 0
             } else {
@@ -128,7 +179,7 @@ impl Net {
                 .handle_datagram(&d.bytes, d.from, d.to, self.now);
             self.absorb(who, acts);
         }
-        panic!("message storm");
+        true
     }
 
     /// Advances the clock step by step, firing due timers.
@@ -799,4 +850,290 @@ fn hard_lifetime_deletes_unrekeyed_child() {
     );
     assert!(children(&net.peers[0]).is_empty() && children(&net.peers[1]).is_empty());
     assert!(net.peers[0].downs.is_empty());
+}
+
+fn sock(addr: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip(addr), port)
+}
+
+/// A behind a NAT (500 → 40500, 4500 → 44500) with DPD, established.
+fn natted() -> Net {
+    let mut net = Net::new();
+    net.nat = Some(Nat::new(&[(500, 40500), (4500, 44500)]));
+    let (mut a, b) = cfgs(b"k", b"k");
+    a.dpd_interval = Some(Duration::from_secs(30));
+    net.start(a, b);
+    let [pa, pb] = &net.peers;
+    assert_eq!((pa.ups, pb.ups), (1, 1), "{:?} {:?}", pa.logs, pb.logs);
+    // NAT detection: B sees A behind a NAT, A does not see B behind one;
+    // B encapsulates ESP to A's mapped NAT-T port.
+    let sa_b = pb.mgr.ike_sas().next().expect("B's IKE SA");
+    assert!(sa_b.peer_behind_nat());
+    assert_eq!(sa_b.remote(), sock(A, 44500));
+    let encap = pb.installs[0].udp_encap.expect("UDP encapsulation");
+    assert_eq!((encap.local_port, encap.remote_port), (4500, 44500));
+    let sa_a = pa.mgr.ike_sas().next().expect("A's IKE SA");
+    assert!(!sa_a.peer_behind_nat());
+    assert!(pa.moves.is_empty() && pb.moves.is_empty());
+    net
+}
+
+fn b_remote(net: &Net) -> SocketAddr {
+    net.peers[1]
+        .mgr
+        .ike_sas()
+        .next()
+        .expect("B's IKE SA")
+        .remote()
+}
+
+/// Lets A's DPD request (t = 30 s) leave A but not reach B; returns it as
+/// A sent it (from A:4500, with the non-ESP marker).
+fn capture_a_dpd(net: &mut Net) -> (Vec<u8>, SocketAddr) {
+    net.filter = Box::new(|_, d| !(d.from.ip() == ip(A) && d.bytes != [0xff]));
+    let before = net.sent.len();
+    net.advance(Duration::from_secs(31));
+    net.filter = Box::new(|_, _| true);
+    let reqs: Vec<&Datagram> = net.sent[before..]
+        .iter()
+        .filter(|d| d.from.ip() == ip(A) && d.bytes != [0xff])
+        .collect();
+    assert_eq!(reqs.len(), 1, "one DPD request, no retransmission yet");
+    (reqs[0].bytes.clone(), reqs[0].to)
+}
+
+/// Destinations of the datagrams in `acts`.
+fn sends(acts: &[Action]) -> Vec<SocketAddr> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Send { to, .. } => Some(*to),
+            _ => None,
+        })
+        .collect()
+}
+
+fn has_move(acts: &[Action]) -> bool {
+    acts.iter()
+        .any(|a| matches!(a, Action::PeerEndpointChanged { .. }))
+}
+
+#[test]
+fn nat_mapping_change_moves_ike_and_esp_to_the_new_port() {
+    let mut net = natted();
+    let b_out = net.peers[1].installs[0].spi_out;
+    // The NAT reboots: A's traffic now leaves from other ports and the old
+    // mapping is gone (datagrams to 44500 are dropped).
+    net.nat = Some(Nat::new(&[(500, 40501), (4500, 44501)]));
+    let before = net.sent.len();
+    net.advance(Duration::from_secs(31));
+    // A's DPD request (authenticated, next message ID) came from 44501.
+    let pb = &net.peers[1];
+    assert_eq!(
+        pb.moves,
+        vec![(sock(A, 44500), sock(A, 44501), vec![b_out])],
+        "{:?}",
+        pb.logs
+    );
+    assert!(pb.logs.iter().any(|l| l.contains("NAT mapping changed")));
+    assert_eq!(b_remote(&net), sock(A, 44501));
+    // B's response went to the new port and reached A: A sent exactly one
+    // request (no retransmission) and nothing of B's went to the old port.
+    let after = &net.sent[before..];
+    let from_b: Vec<&Datagram> = after.iter().filter(|d| d.from.ip() == ip(B)).collect();
+    assert_eq!(from_b.len(), 1);
+    assert_eq!(from_b[0].to, sock(A, 44501));
+    let a_reqs = after
+        .iter()
+        .filter(|d| d.from.ip() == ip(A) && d.bytes != [0xff])
+        .count();
+    assert_eq!(a_reqs, 1);
+    assert!(net.peers[0].downs.is_empty() && net.peers[1].downs.is_empty());
+    // A later request of B (a CHILD rekey) goes to the new port, and the
+    // new CHILD SA is encapsulated to it.
+    let before = net.sent.len();
+    let bi = net.peers[1].installs[0].spi_in;
+    let now = net.now;
+    let acts = net.peers[1].mgr.rekey_child_sa("tun-b", bi, now);
+    net.absorb(1, acts);
+    net.run();
+    assert!(net.sent[before..]
+        .iter()
+        .filter(|d| d.from.ip() == ip(B))
+        .all(|d| d.to == sock(A, 44501)));
+    let pb = &net.peers[1];
+    assert_eq!(pb.installs.len(), 2, "{:?}", pb.logs);
+    let e = pb.installs[1].udp_encap.expect("UDP encapsulation");
+    assert_eq!(e.remote_port, 44501);
+    assert_pair(&net.peers[0].installs[1], &pb.installs[1]);
+    assert_consistent(&net);
+    assert_eq!(pb.moves.len(), 1, "no further change");
+}
+
+#[test]
+fn nat_mapping_change_seen_in_a_response_and_retransmissions_follow() {
+    let mut net = natted();
+    let b_out = net.peers[1].installs[0].spi_out;
+    let bi = net.peers[1].installs[0].spi_in;
+    // B starts a CHILD rekey; A gets the request through the old mapping,
+    // then the NAT remaps before A's response leaves.
+    let now = net.now;
+    let acts = net.peers[1].mgr.rekey_child_sa("tun-b", bi, now);
+    net.absorb(1, acts);
+    assert!(net.step(), "B's request delivered to A");
+    net.nat = Some(Nat::new(&[(500, 40501), (4500, 44501)]));
+    net.run();
+    let pb = &net.peers[1];
+    assert_eq!(
+        pb.moves,
+        vec![(sock(A, 44500), sock(A, 44501), vec![b_out])],
+        "{:?}",
+        pb.logs
+    );
+    // The CHILD SA this very response created already uses the new port.
+    assert_eq!(pb.installs.len(), 2);
+    assert_eq!(pb.installs[1].udp_encap.map(|e| e.remote_port), Some(44501));
+    assert_pair(&net.peers[0].installs[1], &pb.installs[1]);
+    // Retransmissions follow too: B's next request is lost once, its
+    // retransmission goes to the new port.
+    let mut dropped = false;
+    net.filter = Box::new(move |_, d| {
+        let drop = !dropped && d.from.ip() == ip(B);
+        dropped |= drop;
+        !drop
+    });
+    let before = net.sent.len();
+    let spi = net.peers[1].installs[1].spi_in;
+    let now = net.now;
+    let acts = net.peers[1].mgr.delete_child_sa("tun-b", spi, now);
+    net.absorb(1, acts);
+    net.run();
+    net.advance(Duration::from_secs(3));
+    let from_b: Vec<&Datagram> = net.sent[before..]
+        .iter()
+        .filter(|d| d.from.ip() == ip(B))
+        .collect();
+    assert_eq!(from_b.len(), 2, "request and its retransmission");
+    assert!(from_b.iter().all(|d| d.to == sock(A, 44501)));
+    assert!(children(&net.peers[1]).is_empty());
+    assert!(children(&net.peers[0]).is_empty());
+}
+
+#[test]
+fn peer_not_behind_nat_keeps_its_endpoint() {
+    let mut net = Net::new();
+    let (mut a, b) = cfgs(b"k", b"k");
+    a.dpd_interval = Some(Duration::from_secs(30));
+    net.start(a, b);
+    assert!(!net.peers[1]
+        .mgr
+        .ike_sas()
+        .next()
+        .expect("B's IKE SA")
+        .peer_behind_nat());
+    let (req, to) = capture_a_dpd(&mut net);
+    // The (authentic, new) request arrives from another port of A's IP.
+    let now = net.now;
+    let acts = net.peers[1]
+        .mgr
+        .handle_datagram(&req, sock(A, 40000), to, now);
+    assert!(!has_move(&acts));
+    assert_eq!(sends(&acts), vec![sock(A, 500)], "answered where the SA is");
+    net.absorb(1, acts);
+    net.run();
+    assert_eq!(b_remote(&net), sock(A, 500));
+    assert!(net.peers[1].moves.is_empty());
+    assert!(net.peers[1]
+        .logs
+        .iter()
+        .any(|l| l.contains("not behind a NAT")));
+    assert!(net.peers[0].downs.is_empty(), "A got its DPD response");
+}
+
+#[test]
+fn unauthenticated_datagrams_from_a_new_port_change_nothing() {
+    let mut net = natted();
+    let (req, to) = capture_a_dpd(&mut net);
+    let new = sock(A, 44999);
+    let now = net.now;
+    // The real request with one bit flipped (in the ciphertext, and in the
+    // ICV): the next message ID, but it does not verify.
+    for at in [req.len() / 2, req.len() - 1] {
+        let mut forged = req.clone();
+        forged[at] ^= 0x01;
+        let acts = net.peers[1].mgr.handle_datagram(&forged, new, to, now);
+        assert!(!has_move(&acts) && sends(&acts).is_empty(), "{acts:?}");
+    }
+    // Garbage behind the non-ESP marker, and a NAT keepalive.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for len in [0usize, 10, 28, 29, 100, 400] {
+        let mut junk = vec![0u8; 4];
+        junk.extend((0..len).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        }));
+        let acts = net.peers[1].mgr.handle_datagram(&junk, new, to, now);
+        assert!(!has_move(&acts) && sends(&acts).is_empty());
+    }
+    assert!(net.peers[1]
+        .mgr
+        .handle_datagram(&[0xff], new, to, now)
+        .is_empty());
+    assert_eq!(b_remote(&net), sock(A, 44500));
+    // The authentic request from another IP is answered, but does not
+    // move the SA: only port changes of the configured peer are followed.
+    let acts = net.peers[1]
+        .mgr
+        .handle_datagram(&req, sock("192.0.2.99", 44501), to, now);
+    assert!(!has_move(&acts));
+    assert_eq!(sends(&acts), vec![sock(A, 44500)]);
+    assert_eq!(b_remote(&net), sock(A, 44500));
+    assert!(net.peers[1]
+        .logs
+        .iter()
+        .all(|l| !l.contains("NAT mapping changed")));
+    net.absorb(1, acts);
+    net.run();
+    assert!(net.peers[1].moves.is_empty());
+}
+
+#[test]
+fn retransmitted_request_from_a_new_port_does_not_move_the_sa() {
+    let mut net = natted();
+    let (req, to) = capture_a_dpd(&mut net);
+    let now = net.now;
+    // First copy through the (unchanged) mapping: processed and answered.
+    let acts = net.peers[1]
+        .mgr
+        .handle_datagram(&req, sock(A, 44500), to, now);
+    assert_eq!(sends(&acts), vec![sock(A, 44500)]);
+    let response = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::Send { bytes, .. } => Some(bytes.clone()),
+            _ => None,
+        })
+        .expect("response");
+    // The same request again (a retransmission: old message ID, not
+    // re-authenticated) from a new port: the SA stays, the cached response
+    // is replayed to where the retransmission came from (the peer's IP).
+    let new = sock(A, 44501);
+    let acts = net.peers[1].mgr.handle_datagram(&req, new, to, now);
+    assert!(!has_move(&acts));
+    let replay: Vec<(SocketAddr, &Vec<u8>)> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { bytes, to, .. } => Some((*to, bytes)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replay, vec![(new, &response)]);
+    assert_eq!(b_remote(&net), sock(A, 44500));
+    // From another IP, the replay goes to the SA's endpoint.
+    let acts = net.peers[1]
+        .mgr
+        .handle_datagram(&req, sock("192.0.2.99", 44501), to, now);
+    assert_eq!(sends(&acts), vec![sock(A, 44500)]);
+    assert!(net.peers[1].moves.is_empty());
 }

@@ -46,6 +46,7 @@ pub(crate) fn process(sa: &mut IkeSa, msg: &Message) {
     let Some(dst) = dst else {
         // The peer does not support NAT-T: plain ESP only.
         sa.encap = false;
+        sa.nat_remote = false;
         return;
     };
     let remote_hash = natd_hash(msg.spi_i, msg.spi_r, sa.remote.ip(), sa.remote.port());
@@ -54,6 +55,7 @@ pub(crate) fn process(sa: &mut IkeSa, msg: &Message) {
     let we_behind_nat = dst.data != local_hash;
     sa.encap = sa.conn.force_encap || peer_behind_nat || we_behind_nat;
     sa.nat_local = sa.encap && (we_behind_nat || sa.conn.force_encap);
+    sa.nat_remote = sa.encap && peer_behind_nat;
     sa.log(
         crate::action::LogLevel::Debug,
         format!("NAT detection: peer behind NAT {peer_behind_nat}, we behind NAT {we_behind_nat}, UDP encapsulation {}", sa.encap),

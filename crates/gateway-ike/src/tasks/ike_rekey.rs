@@ -80,6 +80,7 @@ fn spawn(
     new.keys = Some(keys);
     new.encap = sa.encap;
     new.nat_local = sa.nat_local;
+    new.nat_remote = sa.nat_remote;
     new.peer_frag = sa.peer_frag;
     new.ni = ni.to_vec();
     new.nr = nr.to_vec();
