@@ -9,11 +9,14 @@
 //! [`crate::replay`]).
 //! Per-tunnel counters are relaxed atomics shared by all workers of a
 //! tunnel; the table does not own routes (they live in the XDP LPM maps).
+//! When a NAT'd peer's mapping changes (RFC 3948, RFC 7296 §2.23), the
+//! UDP destination port of an installed outbound SA moves in place (an
+//! atomic in its entry), so its keys and sequence numbers carry on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::cache::Cache;
@@ -21,7 +24,7 @@ use arc_swap::ArcSwap;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::packet::parse_outer;
+use crate::packet::{parse_outer, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
 use crate::sa::{Decapsulated, Encapsulated, InboundSa, OutboundSa, OuterHeader, SaError};
 use crate::selector::{IpPrefix, TrafficSelectors};
 use crate::suite::{SaCipher, Suite, SuiteError};
@@ -242,6 +245,20 @@ pub enum DataPlaneError {
         /// SPI.
         spi: u32,
     },
+    /// The outbound SA sends plain ESP: it has no UDP port to change.
+    #[error("outbound SA {spi:#010x} of tunnel {tunnel} is not UDP-encapsulated")]
+    NotUdpEncapsulated {
+        /// Tunnel.
+        tunnel: TunnelId,
+        /// SPI.
+        spi: u32,
+    },
+    /// UDP port 0 cannot be a destination.
+    #[error("invalid UDP destination port {port}")]
+    InvalidUdpPort {
+        /// Port.
+        port: u16,
+    },
     /// The implementation behind the trait failed (map update, netlink...).
     #[error("data plane backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -262,6 +279,16 @@ pub trait DataPlane: Send + Sync {
     fn remove_inbound_sa(&self, spi: u32) -> Result<(), DataPlaneError>;
     /// Removes a tunnel's outbound SA if it is still the one with `spi`.
     fn remove_outbound_sa(&self, tunnel: TunnelId, spi: u32) -> Result<(), DataPlaneError>;
+    /// The peer's NAT mapping changed (IKE's `PeerEndpointChanged`): the
+    /// tunnel's outbound SA `spi`, if it is still the installed one, now
+    /// UDP-encapsulates to destination port `port`, keeping its keys and
+    /// sequence numbers.
+    fn set_outbound_udp_dst_port(
+        &self,
+        tunnel: TunnelId,
+        spi: u32,
+        port: u16,
+    ) -> Result<(), DataPlaneError>;
     /// Routes a prefix into a tunnel.
     fn install_route(&self, prefix: IpPrefix, tunnel: TunnelId) -> Result<(), DataPlaneError>;
     /// Withdraws a prefix from a tunnel.
@@ -306,9 +333,84 @@ pub struct InboundEntry {
 pub struct OutboundEntry {
     /// Tunnel the SA belongs to.
     pub tunnel: TunnelId,
-    /// The SA.
+    /// The SA. Its outer header template is the one installed; the UDP
+    /// destination port in use is [`OutboundEntry::outer`]'s.
     pub sa: OutboundSa,
     counters: Arc<TunnelCounters>,
+    /// UDP destination port in use (0: plain ESP). Starts as the template's
+    /// and moves when a NAT'd peer's mapping changes; an atomic rather than
+    /// a new entry because a new `OutboundSa` would need the old one's
+    /// sequence counter handed over, which cannot be done without a race
+    /// against workers still holding the old map (a reused sequence number
+    /// is a reused AEAD nonce).
+    udp_dst_port: AtomicU32,
+}
+
+impl OutboundEntry {
+    /// The UDP destination port packets are encapsulated to now, `None`
+    /// for plain ESP (for senders that add the outer headers themselves,
+    /// e.g. the slow path's UDP socket after `encap_esp`).
+    pub fn udp_dst_port(&self) -> Option<u16> {
+        self.sa.outer().udp?;
+        u16::try_from(self.udp_dst_port.load(Ordering::Relaxed)).ok()
+    }
+
+    /// The outer header template with the UDP destination port in use.
+    pub fn outer(&self) -> OuterHeader {
+        let mut o = *self.sa.outer();
+        if let (Some(u), Some(port)) = (o.udp.as_mut(), self.udp_dst_port()) {
+            u.dst_port = port;
+        }
+        o
+    }
+
+    /// Encapsulates with the SA, then points the UDP header at the port in
+    /// use if it moved since install (one relaxed load otherwise).
+    fn encap(&self, buf: &mut [u8], inner: Range<usize>) -> Result<Encapsulated, EncapError> {
+        let e = self.sa.encap(buf, inner)?;
+        let Some(udp) = self.sa.outer().udp else {
+            return Ok(e);
+        };
+        let Some(port) = self.udp_dst_port() else {
+            return Ok(e);
+        };
+        if port != udp.dst_port {
+            let ip_len = if self.sa.outer().dst.is_ipv4() {
+                IPV4_HEADER_LEN
+            } else {
+                IPV6_HEADER_LEN
+            };
+            // `encap` wrote the UDP header there; checked anyway.
+            let at = e.packet.start + ip_len;
+            if let Some(h) = buf.get_mut(at..at + 8) {
+                rewrite_udp_dst_port(h, udp.dst_port, port);
+            }
+        }
+        Ok(e)
+    }
+}
+
+/// Replaces the destination port of a UDP header and updates its checksum
+/// incrementally (RFC 1624 eqn. 3). A zero checksum (UDP over IPv4, RFC
+/// 3948 §2.1) stays zero: it means "none".
+fn rewrite_udp_dst_port(h: &mut [u8], old: u16, new: u16) {
+    let Some(port) = h.get_mut(2..4) else { return };
+    port.copy_from_slice(&new.to_be_bytes());
+    let Some(ck) = h.get_mut(6..8) else { return };
+    let check = u16::from_be_bytes([ck[0], ck[1]]);
+    if check == 0 {
+        return;
+    }
+    let mut sum = u32::from(!check) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    // `sum` fits in 16 bits after two folds.
+    let mut c = !(sum as u16);
+    if c == 0 {
+        // RFC 768: a computed zero is sent as all ones.
+        c = 0xffff;
+    }
+    ck.copy_from_slice(&c.to_be_bytes());
 }
 
 /// A decapsulated packet and where it came from.
@@ -399,6 +501,7 @@ impl SaTable {
             tunnel: cfg.tunnel,
             sa,
             counters: self.counters_for(cfg.tunnel),
+            udp_dst_port: AtomicU32::new(cfg.outer.udp.map_or(0, |u| u32::from(u.dst_port))),
         });
         let _w = lock(&self.writer);
         let mut next = IdMap::clone(&self.outbound.load());
@@ -430,6 +533,37 @@ impl SaTable {
         let mut next = IdMap::clone(&cur);
         next.remove(&tunnel);
         self.outbound.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Moves a tunnel's outbound SA `spi` to UDP destination port `port`
+    /// (see [`DataPlane::set_outbound_udp_dst_port`]). The SA itself stays
+    /// (same keys, same sequence counter, same entry): packets encapsulated
+    /// after this returns carry the new port and the next sequence numbers;
+    /// a worker in the middle of a packet sends that one with either port.
+    /// Setting the port it has already is a no-op.
+    pub fn set_outbound_udp_dst_port(
+        &self,
+        tunnel: TunnelId,
+        spi: u32,
+        port: u16,
+    ) -> Result<(), DataPlaneError> {
+        if port == 0 {
+            return Err(DataPlaneError::InvalidUdpPort { port });
+        }
+        // Under the writer lock so a concurrent rekey cannot slip in
+        // between the check and the store (it would then keep its own port,
+        // from IKE, which is the new one anyway).
+        let _w = lock(&self.writer);
+        let cur = self.outbound.load();
+        let e = match cur.get(&tunnel) {
+            Some(e) if e.sa.spi() == spi => e,
+            _ => return Err(DataPlaneError::NoOutboundSa { tunnel, spi }),
+        };
+        if e.sa.outer().udp.is_none() {
+            return Err(DataPlaneError::NotUdpEncapsulated { tunnel, spi });
+        }
+        e.udp_dst_port.store(u32::from(port), Ordering::Relaxed);
         Ok(())
     }
 
@@ -516,7 +650,7 @@ fn encap_in(
     let r = if esp_only {
         e.sa.encap_esp(buf, inner)
     } else {
-        e.sa.encap(buf, inner)
+        e.encap(buf, inner)
     };
     let c = &e.counters.slots[slot.index()];
     match &r {
@@ -631,6 +765,14 @@ impl DataPlane for SaTable {
     fn remove_outbound_sa(&self, tunnel: TunnelId, spi: u32) -> Result<(), DataPlaneError> {
         self.remove_outbound(tunnel, spi)
     }
+    fn set_outbound_udp_dst_port(
+        &self,
+        tunnel: TunnelId,
+        spi: u32,
+        port: u16,
+    ) -> Result<(), DataPlaneError> {
+        SaTable::set_outbound_udp_dst_port(self, tunnel, spi, port)
+    }
     /// Routes live in the XDP LPM maps and the kernel table, not here: the
     /// real data plane composes an `SaTable` with those. Standalone, the
     /// table accepts and ignores route calls.
@@ -663,6 +805,15 @@ pub enum DataPlaneCall {
         tunnel: TunnelId,
         /// SPI.
         spi: u32,
+    },
+    /// `set_outbound_udp_dst_port`.
+    SetOutboundUdpDstPort {
+        /// Tunnel.
+        tunnel: TunnelId,
+        /// SPI.
+        spi: u32,
+        /// New UDP destination port.
+        port: u16,
     },
     /// `install_route`.
     InstallRoute {
@@ -779,6 +930,29 @@ impl DataPlane for FakeDataPlane {
                 s.outbound.remove(&tunnel);
                 Ok(())
             }
+            _ => Err(DataPlaneError::NoOutboundSa { tunnel, spi }),
+        }
+    }
+    fn set_outbound_udp_dst_port(
+        &self,
+        tunnel: TunnelId,
+        spi: u32,
+        port: u16,
+    ) -> Result<(), DataPlaneError> {
+        let mut s = lock(&self.state);
+        s.calls
+            .push(DataPlaneCall::SetOutboundUdpDstPort { tunnel, spi, port });
+        if port == 0 {
+            return Err(DataPlaneError::InvalidUdpPort { port });
+        }
+        match s.outbound.get_mut(&tunnel) {
+            Some(o) if o.spi == spi => match o.outer.udp.as_mut() {
+                Some(u) => {
+                    u.dst_port = port;
+                    Ok(())
+                }
+                None => Err(DataPlaneError::NotUdpEncapsulated { tunnel, spi }),
+            },
             _ => Err(DataPlaneError::NoOutboundSa { tunnel, spi }),
         }
     }

@@ -338,3 +338,218 @@ fn sa_table_is_a_data_plane() {
     t.remove_outbound_sa(TUNNEL, 0x7777).unwrap();
     t.remove_inbound_sa(0x7777).unwrap();
 }
+
+/// Checks an outer packet produced with UDP encapsulation and returns
+/// (UDP source port, UDP destination port, ESP sequence number): IP and
+/// UDP lengths, IPv4 header checksum, UDP checksum (zero over IPv4,
+/// RFC 3948 §2.1; valid over IPv6).
+fn check_udp_packet(p: &[u8], v6: bool) -> (u16, u16, u32) {
+    let l4 = if v6 { 40 } else { 20 };
+    if v6 {
+        assert_eq!(usize::from(u16::from_be_bytes([p[4], p[5]])), p.len() - 40);
+        assert_eq!(p[6], 17);
+    } else {
+        assert_eq!(usize::from(u16::from_be_bytes([p[2], p[3]])), p.len());
+        assert_eq!(p[9], 17);
+        assert!(csum_ok(&p[..20], &[]), "IPv4 header checksum");
+    }
+    let u = &p[l4..];
+    assert_eq!(usize::from(u16::from_be_bytes([u[4], u[5]])), u.len());
+    let ck = u16::from_be_bytes([u[6], u[7]]);
+    if v6 {
+        let mut pseudo = p[8..40].to_vec();
+        pseudo.extend_from_slice(&(u.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 17]);
+        assert_ne!(ck, 0, "IPv6 UDP checksum is mandatory");
+        assert!(csum_ok(u, &pseudo), "UDP/IPv6 checksum");
+    } else {
+        assert_eq!(ck, 0, "zero UDP checksum over IPv4");
+    }
+    (
+        u16::from_be_bytes([u[0], u[1]]),
+        u16::from_be_bytes([u[2], u[3]]),
+        u32::from_be_bytes([u[12], u[13], u[14], u[15]]),
+    )
+}
+
+#[test]
+fn udp_dst_port_moves_in_place_and_sequence_numbers_continue() {
+    const NEW: u16 = 45123;
+    for suite in [
+        Suite::from_api_names("aes256gcm", None).unwrap(),
+        Suite::from_api_names("aes128", Some("sha256")).unwrap(),
+    ] {
+        for v6 in [false, true] {
+            let (a, b) = (SaTable::new(), SaTable::new());
+            let mut ra = a.reader();
+            let (mut inb, mut out) = cfgs(suite, 0x4444, 4);
+            // 32-bit sequence numbers: the header carries all of it.
+            out.esn = false;
+            inb.esn = false;
+            out.outer = outer(v6, true);
+            a.install_outbound(&out).unwrap();
+            b.install_inbound(&inb).unwrap();
+            // Exercises both the table's and a worker reader's encap, and
+            // lengths that give many different checksums.
+            let mut send = |n: usize| {
+                let pkt = inner(n % 2 == 0, 60 + n * 7);
+                let (mut buf, range) = framed(&pkt);
+                let e = if n % 3 == 0 {
+                    ra.encap(TUNNEL, &mut buf, range).unwrap()
+                } else {
+                    a.encap(TUNNEL, &mut buf, range).unwrap()
+                };
+                let (sport, dport, seq) = check_udp_packet(&buf[e.packet.clone()], v6);
+                assert_eq!(u64::from(seq), e.seq);
+                // The peer's NAT maps the new port back to its 4500:
+                // decapsulate from the ESP header on.
+                let esp = e.packet.start + if v6 { 48 } else { 28 }..e.packet.end;
+                let r = b.decap_esp(&mut buf, esp).unwrap();
+                assert_eq!(&buf[r.decap.inner], &pkt[..]);
+                (sport, dport, seq)
+            };
+            for n in 1..=3 {
+                assert_eq!(send(n), (4500, 4500, n as u32));
+            }
+            let entry = a.outbound(TUNNEL).unwrap();
+            assert_eq!(entry.udp_dst_port(), Some(4500));
+            a.set_outbound_udp_dst_port(TUNNEL, 0x4444, NEW).unwrap();
+            // Same entry (same SA object), new port visible to readers.
+            assert!(Arc::ptr_eq(&entry, &a.outbound(TUNNEL).unwrap()));
+            assert_eq!(entry.udp_dst_port(), Some(NEW));
+            assert_eq!(entry.outer().udp.map(|u| u.dst_port), Some(NEW));
+            assert_eq!(entry.sa.outer().udp.map(|u| u.dst_port), Some(4500));
+            for n in 4..=60 {
+                assert_eq!(send(n), (4500, NEW, n as u32), "{suite:?} v6 {v6}");
+            }
+            // Idempotent; the ESP-only path is untouched (its socket asks
+            // `udp_dst_port`), and keeps the sequence.
+            a.set_outbound_udp_dst_port(TUNNEL, 0x4444, NEW).unwrap();
+            let (mut buf, range) = framed(&inner(false, 80));
+            assert_eq!(a.encap_esp(TUNNEL, &mut buf, range).unwrap().seq, 61);
+            assert_eq!(send(62), (4500, NEW, 62));
+            // And back (a second remap), still the same sequence.
+            a.set_outbound_udp_dst_port(TUNNEL, 0x4444, 4500).unwrap();
+            assert_eq!(send(63), (4500, 4500, 63));
+            let c = a.counters(TUNNEL).unwrap();
+            assert_eq!((c.tx_packets, c.tx_errors), (63, 0));
+        }
+    }
+}
+
+#[test]
+fn udp_dst_port_change_is_refused_for_the_wrong_sa() {
+    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
+    let t = SaTable::new();
+    assert!(matches!(
+        t.set_outbound_udp_dst_port(TUNNEL, 0x5555, 4501),
+        Err(DataPlaneError::NoOutboundSa { .. })
+    ));
+    let (_, mut out) = cfgs(suite, 0x5555, 5);
+    out.outer = outer(false, false);
+    t.install_outbound(&out).unwrap();
+    // Plain ESP: no port to move.
+    assert!(matches!(
+        t.set_outbound_udp_dst_port(TUNNEL, 0x5555, 4501),
+        Err(DataPlaneError::NotUdpEncapsulated { spi: 0x5555, .. })
+    ));
+    let (_, mut udp) = cfgs(suite, 0x6666, 6);
+    udp.outer = outer(false, true);
+    t.install_outbound(&udp).unwrap();
+    // A late change for the rekeyed-away SA does not touch its successor.
+    assert!(matches!(
+        t.set_outbound_udp_dst_port(TUNNEL, 0x5555, 4501),
+        Err(DataPlaneError::NoOutboundSa { spi: 0x5555, .. })
+    ));
+    assert!(matches!(
+        t.set_outbound_udp_dst_port(TUNNEL, 0x6666, 0),
+        Err(DataPlaneError::InvalidUdpPort { port: 0 })
+    ));
+    assert_eq!(t.outbound(TUNNEL).unwrap().udp_dst_port(), Some(4500));
+    // Through the trait, as the agent calls it.
+    let dp: &dyn DataPlane = &t;
+    dp.set_outbound_udp_dst_port(TUNNEL, 0x6666, 4501).unwrap();
+    assert_eq!(t.outbound(TUNNEL).unwrap().udp_dst_port(), Some(4501));
+    // A rekey installs the next SA with the port IKE gives it.
+    let (_, mut next) = cfgs(suite, 0x7777, 7);
+    next.outer = outer(false, true);
+    next.outer.udp.as_mut().unwrap().dst_port = 4501;
+    assert_eq!(t.install_outbound(&next).unwrap(), Some(0x6666));
+    assert_eq!(t.outbound(TUNNEL).unwrap().udp_dst_port(), Some(4501));
+}
+
+#[test]
+fn udp_dst_port_change_under_concurrent_workers() {
+    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
+    let a = Arc::new(SaTable::new());
+    let (_, mut out) = cfgs(suite, 0x7171, 7);
+    out.outer = outer(true, true);
+    a.install_outbound(&out).unwrap();
+    let per = 300;
+    let barrier = Arc::new(std::sync::Barrier::new(3));
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let (a, barrier) = (a.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut r = a.reader();
+                barrier.wait();
+                (0..per)
+                    .map(|i| {
+                        let (mut buf, range) = framed(&inner(false, 40 + i % 50));
+                        let e = r.encap(TUNNEL, &mut buf, range).unwrap();
+                        check_udp_packet(&buf[e.packet], true)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    barrier.wait();
+    a.set_outbound_udp_dst_port(TUNNEL, 0x7171, 45000).unwrap();
+    let mut all: Vec<(u16, u16, u32)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    // After the workers finished, the port is the new one for everybody.
+    let (mut buf, range) = framed(&inner(false, 40));
+    let e = a.encap(TUNNEL, &mut buf, range).unwrap();
+    all.push(check_udp_packet(&buf[e.packet], true));
+    assert_eq!(all.last().map(|p| p.1), Some(45000));
+    // Every packet has a valid header with one of the two ports, and the
+    // sequence numbers are each used once, without a gap.
+    assert!(all
+        .iter()
+        .all(|p| p.0 == 4500 && (p.1 == 4500 || p.1 == 45000)));
+    let mut seqs: Vec<u32> = all.iter().map(|p| p.2).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=2 * per as u32 + 1).collect::<Vec<_>>());
+}
+
+#[test]
+fn fake_data_plane_moves_the_udp_port() {
+    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
+    let dp = FakeDataPlane::new();
+    let (_, mut out) = cfgs(suite, 0x8181, 8);
+    out.outer = outer(false, true);
+    assert!(matches!(
+        dp.set_outbound_udp_dst_port(TUNNEL, 0x8181, 4501),
+        Err(DataPlaneError::NoOutboundSa { .. })
+    ));
+    dp.install_outbound_sa(out.clone()).unwrap();
+    dp.set_outbound_udp_dst_port(TUNNEL, 0x8181, 4501).unwrap();
+    assert_eq!(
+        dp.outbound(TUNNEL).unwrap().outer.udp.map(|u| u.dst_port),
+        Some(4501)
+    );
+    assert!(dp.calls().contains(&DataPlaneCall::SetOutboundUdpDstPort {
+        tunnel: TUNNEL,
+        spi: 0x8181,
+        port: 4501
+    }));
+    let (_, mut plain) = cfgs(suite, 0x8282, 8);
+    plain.outer = outer(false, false);
+    dp.install_outbound_sa(plain).unwrap();
+    assert!(matches!(
+        dp.set_outbound_udp_dst_port(TUNNEL, 0x8282, 4501),
+        Err(DataPlaneError::NotUdpEncapsulated { .. })
+    ));
+}
