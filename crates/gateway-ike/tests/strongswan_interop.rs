@@ -4,6 +4,8 @@
 //! the IKE SA and CHILD SA up and that the CHILD SA keys we derived equal
 //! the ones charon logs at level 4. Needs root; run by `cargo xtask test`.
 //! ESP traffic is not exercised here (the ESP engine is another crate).
+//! One lab puts charon behind an nftables masquerade router whose mapping
+//! changes mid-way (RFC 7296 §2.23: we must follow the NAT'd peer).
 
 use std::fs;
 use std::net::IpAddr;
@@ -37,6 +39,8 @@ struct Lab {
     dir: tempfile::TempDir,
     gw: String,
     cgw: String,
+    /// The NAT router between the two, in `new_behind_nat` labs.
+    router: Option<String>,
     charon: Option<Child>,
 }
 
@@ -46,7 +50,10 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for ns in [&self.gw, &self.cgw] {
+        for ns in [Some(&self.gw), Some(&self.cgw), self.router.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
@@ -59,6 +66,7 @@ impl Lab {
             dir: tempfile::tempdir().unwrap(),
             gw: format!("s2s-ike-{pid}-{tag}g"),
             cgw: format!("s2s-ike-{pid}-{tag}c"),
+            router: None,
             charon: None,
         };
         run(&["ip", "netns", "add", &lab.gw]);
@@ -77,6 +85,175 @@ impl Lab {
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
         lab
+    }
+
+    /// gw (192.0.2.1) — router (192.0.2.254 | 198.51.100.254) — cgw
+    /// (198.51.100.2): charon sits behind an nftables masquerade, so we
+    /// see it as 192.0.2.254 with a source port from the NAT's range.
+    fn new_behind_nat(tag: &str) -> Self {
+        let pid = std::process::id();
+        let router = format!("s2s-ike-{pid}-{tag}r");
+        let lab = Self {
+            dir: tempfile::tempdir().unwrap(),
+            gw: format!("s2s-ike-{pid}-{tag}g"),
+            cgw: format!("s2s-ike-{pid}-{tag}c"),
+            router: Some(router.clone()),
+            charon: None,
+        };
+        for ns in [&lab.gw, &lab.cgw, &router] {
+            run(&["ip", "netns", "add", ns]);
+        }
+        for (ns, dev, peer) in [
+            (&lab.gw, "veth-g", "veth-rg"),
+            (&lab.cgw, "veth-c", "veth-rc"),
+        ] {
+            run(&[
+                "ip", "link", "add", dev, "netns", ns, "type", "veth", "peer", "name", peer,
+                "netns", &router,
+            ]);
+        }
+        for (ns, dev, v4) in [
+            (&lab.gw, "veth-g", "192.0.2.1/24"),
+            (&router, "veth-rg", "192.0.2.254/24"),
+            (&router, "veth-rc", "198.51.100.254/24"),
+            (&lab.cgw, "veth-c", "198.51.100.2/24"),
+        ] {
+            run(&["ip", "-n", ns, "addr", "add", v4, "dev", dev]);
+            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        // `Ours` binds both families.
+        run(&[
+            "ip",
+            "-n",
+            &lab.gw,
+            "addr",
+            "add",
+            "2001:db8::1/64",
+            "dev",
+            "veth-g",
+            "nodad",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &lab.cgw,
+            "route",
+            "add",
+            "default",
+            "via",
+            "198.51.100.254",
+        ]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &router,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        lab.set_nat_ports("40000-40099");
+        lab
+    }
+
+    /// (Re)places the router's masquerade rule, with source ports from
+    /// `ports` ("lo-hi"); existing mappings live on in conntrack.
+    fn set_nat_ports(&self, ports: &str) {
+        let router = self.router.as_ref().expect("a NAT lab");
+        let f = self.path("nat.nft");
+        fs::write(
+            &f,
+            format!(
+                "table ip s2snat {{}}\ndelete table ip s2snat\ntable ip s2snat {{\n  chain post {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"veth-rg\" meta l4proto udp masquerade to :{ports}\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            router,
+            "nft",
+            "-f",
+            &f.display().to_string(),
+        ]);
+    }
+
+    /// The NAT forgets its mappings, as after a reboot: flushes the
+    /// router's conntrack table over ctnetlink (what `conntrack -F` does;
+    /// the tool is not installed).
+    fn flush_conntrack(&self) {
+        let router = self.router.as_ref().expect("a NAT lab");
+        let nsfile = fs::File::open(format!("/var/run/netns/{router}")).unwrap();
+        let r = std::thread::spawn(move || -> Result<(), String> {
+            // SAFETY: setns on this thread only, with a valid namespace fd.
+            if unsafe { libc::setns(nsfile.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err("setns".into());
+            }
+            // SAFETY: plain socket call; the fd is closed below.
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::NETLINK_NETFILTER,
+                )
+            };
+            if fd < 0 {
+                return Err("netlink socket".into());
+            }
+            let tv = libc::timeval {
+                tv_sec: 2,
+                tv_usec: 0,
+            };
+            // nlmsghdr + nfgenmsg: IPCTNL_MSG_CT_DELETE (2) of
+            // NFNL_SUBSYS_CTNETLINK (1) without attributes flushes.
+            let mut msg = [0u8; 20];
+            msg[0..4].copy_from_slice(&20u32.to_ne_bytes());
+            msg[4..6].copy_from_slice(&((1u16 << 8) | 2).to_ne_bytes());
+            let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+            msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+            msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+            msg[16] = libc::AF_INET as u8;
+            let mut ack = [0u8; 256];
+            // SAFETY: valid fd, buffers and lengths; sockaddr_nl zeroed
+            // then filled (pid 0: the kernel).
+            let (sent, got) = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    std::ptr::from_ref(&tv).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                );
+                let mut sa: libc::sockaddr_nl = std::mem::zeroed();
+                sa.nl_family = libc::AF_NETLINK as u16;
+                let sent = libc::sendto(
+                    fd,
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    0,
+                    std::ptr::from_ref(&sa).cast(),
+                    std::mem::size_of::<libc::sockaddr_nl>() as u32,
+                );
+                let got = libc::recv(fd, ack.as_mut_ptr().cast(), ack.len(), 0);
+                libc::close(fd);
+                (sent, got)
+            };
+            if sent != 20 || got < 20 {
+                return Err(format!("ctnetlink: sent {sent}, ack {got}"));
+            }
+            // NLMSG_ERROR (2) with error 0 is the ACK.
+            let ty = u16::from_ne_bytes([ack[4], ack[5]]);
+            let err = i32::from_ne_bytes([ack[16], ack[17], ack[18], ack[19]]);
+            if ty != 2 || err != 0 {
+                return Err(format!("ctnetlink: type {ty}, error {err}"));
+            }
+            Ok(())
+        })
+        .join()
+        .expect("flush thread");
+        r.expect("conntrack flush");
     }
 
     fn path(&self, f: &str) -> PathBuf {
@@ -932,6 +1109,122 @@ fn strongswan_invalid_ke_and_no_proposal_chosen_both_ways() {
         ours.send(DriverCommand::RemoveConnection(name));
         wait_listed(&lab, |l| !l.contains("ESTABLISHED"));
     }
+    drop(ours);
+    drop(lab);
+}
+
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn strongswan_behind_a_nat_whose_mapping_changes() {
+    let mut lab = Lab::new_behind_nat("n");
+    lab.start_charon();
+    let ours = Ours::start(&lab.gw);
+    let psk = "nat-mapping-test-psk-0123";
+    let s = &SUITES[0];
+    let name = "nat";
+    let nat_ip = "192.0.2.254";
+    // charon is at 198.51.100.2; we know (and identify) it by the NAT's
+    // address, as the API's customer gateway IP. Real NAT detection: no
+    // forced encapsulation on either side.
+    let conf = swanctl_conf(name, s, "192.0.2.1", nat_ip, psk)
+        .replace(
+            &format!("local_addrs = {nat_ip}"),
+            "local_addrs = 198.51.100.2",
+        )
+        .replace("encap = yes", "encap = no");
+    fs::write(lab.path("swanctl.conf"), conf).unwrap();
+    let conf = lab.path("swanctl.conf").display().to_string();
+    lab.swanctl(&["--load-all", "--file", &conf]);
+    let mut cfg = our_conf(name, s, "192.0.2.1", nat_ip, psk, false);
+    cfg.force_encap = false;
+    cfg.dpd_interval = Some(Duration::from_secs(2));
+    ours.send(DriverCommand::AddConnection(Box::new(cfg)));
+    lab.swanctl(&[
+        "--initiate",
+        "--child",
+        "net",
+        "--ike",
+        name,
+        "--timeout",
+        "10",
+    ]);
+    let evs = ours.wait_for(10, |e| e.iter().any(is_install));
+    let first = installs(&evs)
+        .first()
+        .map(|i| (i.spi_in, i.spi_out, i.udp_encap))
+        .unwrap_or_else(|| panic!("no CHILD SA: {evs:?}\n{}", lab.log()));
+    let remote = evs
+        .iter()
+        .find_map(|a| match a {
+            Action::IkeSaUp { remote, .. } => Some(*remote),
+            _ => None,
+        })
+        .expect("IKE SA up");
+    let in_range = |p: u16, lo: u16| (lo..lo + 100).contains(&p);
+    assert_eq!(remote.ip().to_string(), nat_ip);
+    assert!(in_range(remote.port(), 40000), "{remote}");
+    let enc = first.2.expect("UDP encapsulation through the NAT");
+    assert_eq!((enc.local_port, enc.remote_port), (4500, remote.port()));
+    let listed = wait_listed(&lab, |l| l.contains("INSTALLED"));
+    let ike_line = listed
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}: #")))
+        .unwrap_or_else(|| panic!("{listed}"))
+        .to_string();
+
+    // The NAT reboots: another port range, and its mappings are gone.
+    lab.set_nat_ports("41000-41099");
+    lab.flush_conntrack();
+    // charon's next DPD (every second) arrives from the new port.
+    let evs = ours.wait_for(15, |e| {
+        e.iter()
+            .any(|a| matches!(a, Action::PeerEndpointChanged { .. }))
+    });
+    let (old, new, spis) = evs
+        .iter()
+        .find_map(|a| match a {
+            Action::PeerEndpointChanged {
+                old, new, spis_out, ..
+            } => Some((*old, *new, spis_out.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no endpoint change: {evs:?}\n{}", lab.log()));
+    assert_eq!(old, remote);
+    assert_eq!(new.ip(), remote.ip());
+    assert!(in_range(new.port(), 41000), "{new}");
+    assert_eq!(spis, vec![first.1]);
+    assert!(!evs.iter().any(|a| matches!(a, Action::IkeSaDown { .. })));
+
+    // Our own request goes to the new port and is answered: a CHILD
+    // rekey, whose new SA is encapsulated to the new port.
+    ours.send(DriverCommand::RekeyChildSa {
+        conn: name.into(),
+        spi_in: first.0,
+    });
+    let evs = ours.wait_for(10, |e| {
+        e.iter().any(|a| matches!(a, Action::RemoveChildSa { .. }))
+    });
+    let new_child = installs(&evs);
+    assert_eq!(new_child.len(), 1, "{evs:?}\n{}", lab.log());
+    assert_eq!(new_child[0].replaces_spi_in, Some(first.0));
+    assert_eq!(
+        new_child[0].udp_encap.map(|e| e.remote_port),
+        Some(new.port())
+    );
+
+    // DPD both ways for a few seconds more: the same IKE SA stays up on
+    // both sides, nothing moves again.
+    let evs = ours.wait_for(5, |_| false);
+    assert!(
+        !evs.iter().any(|a| matches!(
+            a,
+            Action::IkeSaDown { .. } | Action::PeerEndpointChanged { .. }
+        )),
+        "{evs:?}"
+    );
+    let listed = wait_listed(&lab, |l| l.contains("INSTALLED"));
+    assert!(listed.contains(&ike_line), "{ike_line}\n{listed}");
+    assert!(listed.contains("ESTABLISHED"), "{listed}");
     drop(ours);
     drop(lab);
 }
