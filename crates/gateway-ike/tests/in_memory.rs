@@ -1137,3 +1137,59 @@ fn retransmitted_request_from_a_new_port_does_not_move_the_sa() {
     assert_eq!(sends(&acts), vec![sock(A, 44500)]);
     assert!(net.peers[1].moves.is_empty());
 }
+
+#[test]
+fn ike_rekeys_carry_the_new_port() {
+    let mut net = natted();
+    let b_out = net.peers[1].installs[0].spi_out;
+    // The NAT remaps, then A (behind it) rekeys the IKE SA: B follows on
+    // the rekey request itself and the new IKE SA starts at the new port.
+    net.nat = Some(Nat::new(&[(500, 40501), (4500, 44501)]));
+    let now = net.now;
+    let acts = net.peers[0].mgr.rekey_ike_sa("tun-a", now);
+    net.absorb(0, acts);
+    net.run();
+    let pb = &net.peers[1];
+    assert_eq!(
+        pb.moves,
+        vec![(sock(A, 44500), sock(A, 44501), vec![b_out])],
+        "{:?}",
+        pb.logs
+    );
+    assert_eq!(pb.mgr.ike_sas().count(), 1, "old IKE SA deleted");
+    assert_eq!(b_remote(&net), sock(A, 44501));
+    assert!(pb.mgr.ike_sas().all(|sa| sa.peer_behind_nat()));
+    // B rekeys the IKE SA; its request reaches A, then the NAT remaps
+    // before A's response leaves: the response moves the SA again.
+    let now = net.now;
+    let acts = net.peers[1].mgr.rekey_ike_sa("tun-b", now);
+    net.absorb(1, acts);
+    assert!(net.step(), "B's request delivered to A");
+    net.nat = Some(Nat::new(&[(500, 40502), (4500, 44502)]));
+    net.run();
+    assert!(net.peers[0].downs.is_empty() && net.peers[1].downs.is_empty());
+    assert_eq!(net.peers[1].mgr.ike_sas().count(), 1);
+    assert_eq!(b_remote(&net), sock(A, 44502));
+    let moves = &net.peers[1].moves;
+    assert_eq!(moves.len(), 2, "{moves:?}");
+    assert_eq!(
+        moves[1],
+        (sock(A, 44501), sock(A, 44502), vec![b_out]),
+        "the CHILD SA moved into the new IKE SA follows"
+    );
+    // The rekeyed SAs still work: a CHILD rekey on the new IKE SA.
+    let spi = net.peers[0].installs[0].spi_in;
+    let now = net.now;
+    let acts = net.peers[0].mgr.rekey_child_sa("tun-a", spi, now);
+    net.absorb(0, acts);
+    net.run();
+    assert_eq!(
+        net.peers[1]
+            .installs
+            .last()
+            .and_then(|i| i.udp_encap)
+            .map(|e| e.remote_port),
+        Some(44502)
+    );
+    assert_consistent(&net);
+}
