@@ -542,6 +542,29 @@ impl Runtime {
                 gateway_ike::LogLevel::Info => tracing::info!(tunnel = %conn, "{message}"),
                 gateway_ike::LogLevel::Warn => tracing::warn!(tunnel = %conn, "{message}"),
             },
+            IkeAction::PeerEndpointChanged {
+                conn,
+                old,
+                new,
+                spis_out,
+            } => {
+                if let Some(t) = self.tunnels.get(&conn) {
+                    let id = t.id;
+                    tracing::info!(tunnel = %conn, %old, %new, "peer's NAT mapping changed: its ESP follows");
+                    for spi in spis_out {
+                        // Only the tunnel's current outbound SA is in the
+                        // table; one being rekeyed away is refused
+                        // (NoOutboundSa), which is harmless.
+                        if let Err(e) =
+                            self.dataplane
+                                .set_outbound_udp_dst_port(id, spi, new.port())
+                        {
+                            tracing::debug!(tunnel = %conn, spi = format_args!("{spi:08x}"), error = %e, "moving outbound SA");
+                        }
+                    }
+                }
+                return;
+            }
             IkeAction::Send { .. } | IkeAction::ArmTimer { .. } => return,
         }
         self.rebalance(false);

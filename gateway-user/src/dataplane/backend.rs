@@ -418,6 +418,18 @@ impl DataPlane for GatewayDataPlane {
         self.table.remove_outbound(tunnel, spi)
     }
 
+    fn set_outbound_udp_dst_port(
+        &self,
+        tunnel: TunnelId,
+        spi: u32,
+        port: u16,
+    ) -> Result<(), DataPlaneError> {
+        // The XDP maps hold no ports (inbound ESP is matched by SPI):
+        // only the SA table's outer header moves.
+        let _st = lock(&self.state);
+        self.table.set_outbound_udp_dst_port(tunnel, spi, port)
+    }
+
     fn install_route(&self, prefix: IpPrefix, tunnel: TunnelId) -> Result<(), DataPlaneError> {
         self.check_tunnel_id(tunnel)?;
         let mut st = lock(&self.state);
