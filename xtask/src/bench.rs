@@ -254,3 +254,42 @@ fn tunnel_section(md: &mut String, path: &Path) -> anyhow::Result<()> {
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_section_renders_rows_ratios_and_settings() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tunnel.json");
+        let doc = serde_json::json!({
+            "topology": "src — A — B — dst",
+            "offered_load": "max",
+            "duration_s_per_point": 5.0,
+            "flows": 4,
+            "gbit_s": "frames × 8",
+            "napi": ["a:alan0 gro=on threaded=1"],
+            "pinning": "sender=0",
+            "cases": [{"case": "ours-fastpath", "what": "ours on both sides"}],
+            "results": [{"case": "ours-fastpath", "frame_bytes": 64, "offered_pps": 1000.0,
+                         "sent": 5000, "received": 4000, "loss_pct": 20.0, "rx_pps": 800.0,
+                         "gbit_s": 0.0, "pps_at_le_1pct_loss": 700.0,
+                         "gbit_s_at_le_1pct_loss": 0.0, "tunnel_check": "ok",
+                         "notes": "a|b"}],
+            "ratios": [{"ratio": "ours / xdpfwd", "value": 0.8, "goal": 0.7, "met": true}],
+        });
+        std::fs::write(&path, doc.to_string()).unwrap();
+        let mut md = String::new();
+        tunnel_section(&mut md, &path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(md.contains("| ours-fastpath | 64 | 1000.0 | 5000 | 4000 | 20.0 | 800.0 | 0.0 | 700.0 | 0.0 | ok | a/b |"), "{md}");
+        assert!(
+            md.contains("| ours / xdpfwd | 0.8 | ≥ 0.7 | true |"),
+            "{md}"
+        );
+        assert!(md.contains("a:alan0 gro=on threaded=1"));
+        assert!(md.contains("CPU pinning (every case): sender=0"));
+    }
+}
