@@ -1474,7 +1474,7 @@ fn svg(rows: &[(String, [f64; 2], [f64; 2])]) -> String {
     );
     let _ = writeln!(
         s,
-        r##"<rect x="10" y="32" width="12" height="10" fill="#24527a"/><text x="26" y="41">received at saturation (offered: generator maximum)</text><rect x="330" y="32" width="12" height="10" fill="#8fb3d9"/><text x="346" y="41">highest paced rate with ≤ 1 % loss</text>"##
+        r##"<rect x="10" y="32" width="12" height="10" fill="#24527a"/><text x="26" y="41">received at saturation (offered: generator maximum)</text><rect x="420" y="32" width="12" height="10" fill="#8fb3d9"/><text x="436" y="41">highest paced rate with ≤ 1 % loss</text>"##
     );
     let xs = [label_w, label_w + panel_w + 30.0];
     let _ = writeln!(
