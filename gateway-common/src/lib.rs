@@ -116,13 +116,16 @@ pub const TUNNELS_MAX_ENTRIES: u32 = 1024;
 pub const ROUTES_V4_MAX_ENTRIES: u32 = 1 << 20;
 pub const ROUTES_V6_MAX_ENTRIES: u32 = 1 << 20;
 pub const LOCAL_ADDRS_MAX_ENTRIES: u32 = 64;
-/// Largest inner IP packet the LAN fast path encrypts: 1500 minus the
-/// largest outer overhead (IPv6 40 + UDP 8 + ESP 8 + IV 16 + trailer 17 +
-/// ICV 32 = 121), rounded down. `lan_ingress` passes bigger packets to the
-/// kernel, which routes them into the tunnel's TUN (same MTU) and so
-/// answers with ICMP fragmentation needed / packet too big: path MTU
-/// discovery works through the fast path.
-pub const TUNNEL_INNER_MTU: usize = 1360;
+/// Largest inner IP packet the LAN fast path encrypts: the largest that
+/// fits a 1500-byte outer packet with the largest overhead of any suite,
+/// IPv6 40 + UDP 8 + ESP 8 + IV 16 + ICV 32 (AES-CBC with
+/// HMAC-SHA-512-256) = 104 plus the ciphertext, which is the inner packet
+/// and its 2-byte trailer padded to 16 bytes: 104 + roundup(1390 + 2, 16)
+/// = 1496, while 1391..=1394 would need 1512. `lan_ingress` passes bigger
+/// packets to the kernel, which routes them into the tunnel's TUN (same
+/// MTU) and so answers with ICMP fragmentation needed / packet too big:
+/// path MTU discovery works through the fast path.
+pub const TUNNEL_INNER_MTU: usize = 1390;
 /// Receive queues that can carry an AF_XDP socket.
 pub const XSKS_MAX_ENTRIES: u32 = 64;
 /// `XSKS` key of the LAN side's socket for receive queue 0: `wan_ingress`

@@ -48,13 +48,11 @@ const SEARCH_STEPS: usize = 5;
 const SEARCH_DURATION: f64 = 3.0;
 /// Loss (%) a paced trial may have and still pass.
 const LOSS_TARGET: f64 = 1.0;
-/// Frame sizes: 64 bytes, and the largest frame every tunnel here carries
-/// unfragmented: our tunnel's inner MTU is 1360 (gateway_common::
-/// TUNNEL_INNER_MTU), so 1374-byte Ethernet frames stand for the issue's
-/// "1400 bytes" (a 1400-byte frame is answered with ICMP
-/// fragmentation-needed and dropped by our gateway).
+/// Frame sizes: 64 bytes and the issue's 1400 bytes (a 1386-byte inner IP
+/// packet, within our tunnel's inner MTU, gateway_common::TUNNEL_INNER_MTU).
 const SIZES: [usize; 2] = [64, LARGE];
-const LARGE: usize = 14 + gateway_common::TUNNEL_INNER_MTU;
+const LARGE: usize = 1400;
+const _: () = assert!(LARGE - 14 <= gateway_common::TUNNEL_INNER_MTU);
 const FLOWS: u32 = 4;
 /// Default CPU pinning (see [`pin_cpu`]).
 const DEFAULT_PIN: &str = "sender=0,sink=1,a=1,b=1,dst=1";
@@ -929,25 +927,33 @@ fn measure(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    let fwd = if matches!(check, Check::XdpFwd) {
-        let c = pinned(A, "a", &bin("xdpfwd")?)
-            .args([
-                "--in",
-                "alan0",
-                "--out",
-                "awan0",
-                "--dst-mac",
-                &fwd_mac,
-                "--duration",
-                &format!("{}", duration + 4.0),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        Some(c)
-    } else {
-        None
-    };
+    // The no-crypto baseline runs where our gateways run: an AF_XDP
+    // forwarder on A (LAN → WAN) and one on B (WAN → LAN), so that the
+    // path is the same as the tunnel's, minus the crypto.
+    let mut fwds = Vec::new();
+    if matches!(check, Check::XdpFwd) {
+        let dst_mac_b = mac(DST, "dst0")?;
+        for (ns, role, input, output, next_mac) in [
+            (A, "a", "alan0", "awan0", &fwd_mac),
+            (B, "b", "bwan0", "blan0", &dst_mac_b),
+        ] {
+            let c = pinned(ns, role, &bin("xdpfwd")?)
+                .args([
+                    "--in",
+                    input,
+                    "--out",
+                    output,
+                    "--dst-mac",
+                    next_mac,
+                    "--duration",
+                    &format!("{}", duration + 4.0),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            fwds.push(c);
+        }
+    }
     std::thread::sleep(Duration::from_millis(800));
     env.check_daemons()?;
     let before = check.read()?;
@@ -1016,8 +1022,13 @@ fn measure(
     for mut p in perf {
         let _ = p.wait();
     }
-    let (after, fwd_json) = match fwd {
-        Some(c) => {
+    let (after, fwd_json) = if fwds.is_empty() {
+        (check.read()?, Value::Null)
+    } else {
+        // Both forwarders must have carried every received frame.
+        let mut least = u64::MAX;
+        let mut reports = Vec::new();
+        for c in fwds {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .status();
@@ -1029,9 +1040,10 @@ fn measure(
                 .find(|l| l.starts_with('{'))
                 .and_then(|l| serde_json::from_str(l).ok())
                 .unwrap_or(Value::Null);
-            (v["forwarded"].as_u64().unwrap_or(0), v)
+            least = least.min(v["forwarded"].as_u64().unwrap_or(0));
+            reports.push(v);
         }
-        None => (check.read()?, Value::Null),
+        (least, Value::Array(reports))
     };
     if let Check::Metric(_, _) = check {
         // Kept for diagnosis: every counter of both gateways after the point.
@@ -1434,8 +1446,7 @@ fn case_boringtun(stop: &AtomicBool, case: &str) -> anyhow::Result<CaseOut> {
 
 fn case_xdpfwd(stop: &AtomicBool, case: &str) -> anyhow::Result<CaseOut> {
     let mut env = Env::new(case)?;
-    // B forwards in its kernel; the destination's neighbour must be known
-    // before the first frame.
+    // The forwarders rewrite MACs themselves; this only proves the chain.
     B.exec(&["ping", "-c", "1", "-W", "2", "203.0.113.10"])?;
     env.check_daemons()?;
     let _ = stop;
@@ -1710,7 +1721,7 @@ const CASES: [CaseDef; 6] = [
     },
     CaseDef {
         name: "xdpfwd-nocrypto",
-        what: "xdpfwd on A: XDP redirect to AF_XDP on alan0, MAC rewrite, AF_XDP TX on awan0, no crypto; B forwards in its kernel",
+        what: "xdpfwd on A (alan0 → awan0) and on B (bwan0 → blan0): XDP redirect to AF_XDP, MAC rewrite, AF_XDP TX, no crypto",
     },
 ];
 
@@ -1846,14 +1857,14 @@ fn run() -> anyhow::Result<bool> {
                 "strongswan-pair",
                 1,
                 5.0,
-                "Gbit/s at 1374 B (issue: 1400)",
+                "Gbit/s at 1400 B",
             ),
             (
                 "ours-fastpath",
                 "boringtun-pair",
                 1,
                 1.5,
-                "Gbit/s at 1374 B",
+                "Gbit/s at 1400 B",
             ),
             ("ours-fastpath", "boringtun-pair", 0, 1.5, "pps at 64 B"),
             ("ours-fastpath", "xdpfwd-nocrypto", 0, 0.7, "pps at 64 B"),
