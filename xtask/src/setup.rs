@@ -38,6 +38,8 @@ const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "tshark",
     "python3-venv",
+    // the IKE test with strongSwan behind a NAT router (masquerade)
+    "nftables",
     // tunnel benchmark: NAPI/GRO settings, WireGuard keys and UAPI
     // configuration of boringtun, the worker profile
     "ethtool",
