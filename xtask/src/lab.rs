@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 
+use labkit::{veth, Ns};
+
 use crate::util::{output, sh, step, workspace_root};
 
 /// Namespace names are prefixed so the lab never touches anything else.
@@ -36,32 +38,10 @@ const IPAM_V4: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 const IPAM_V6: &str = "aaaaaaaa-0000-4000-8000-000000000002";
 const CUSTOMER_ASN: &str = "65010";
 
-#[derive(Clone, Copy)]
-struct Ns(&'static str);
-
-impl Ns {
-    fn name(self) -> String {
-        format!("{PREFIX}{}", self.0)
-    }
-    fn cmd(self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name(), program]);
-        c
-    }
-    fn exec(self, args: &[&str]) -> anyhow::Result<()> {
-        let (program, rest) = args.split_first().context("empty command")?;
-        sh(self.cmd(program).args(rest))
-    }
-    fn out(self, args: &[&str]) -> anyhow::Result<String> {
-        let (program, rest) = args.split_first().context("empty command")?;
-        output(self.cmd(program).args(rest))
-    }
-}
-
-const VPC: Ns = Ns("vpc");
-const GW: Ns = Ns("gw");
-const CGW: Ns = Ns("cgw");
-const REMOTE: Ns = Ns("remote");
+const VPC: Ns = Ns::new(PREFIX, "vpc");
+const GW: Ns = Ns::new(PREFIX, "gw");
+const CGW: Ns = Ns::new(PREFIX, "cgw");
+const REMOTE: Ns = Ns::new(PREFIX, "remote");
 
 /// Everything the lab started; dropping it stops the daemons and removes
 /// the namespaces, also on error or panic.
@@ -75,76 +55,23 @@ impl Drop for Lab {
     fn drop(&mut self) {
         for (name, child) in self.daemons.iter_mut().rev() {
             // SIGTERM first so the gateway detaches XDP and removes its TUNs.
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if !matches!(child.try_wait(), Ok(Some(_))) {
-                eprintln!("lab: {name} did not stop on SIGTERM; killing it");
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            labkit::terminate(child, &format!("lab: {name}"), Duration::from_secs(5));
         }
         teardown();
     }
 }
 
 fn teardown() {
-    let list = output(Command::new("ip").args(["netns", "list"])).unwrap_or_default();
-    for line in list.lines() {
-        if let Some(name) = line.split_whitespace().next() {
-            if name.starts_with(PREFIX) {
-                // Processes left in the namespace would keep it alive.
-                if let Ok(pids) = output(Command::new("ip").args(["netns", "pids", name])) {
-                    for pid in pids.split_whitespace() {
-                        let _ = Command::new("kill").args(["-KILL", pid]).status();
-                    }
-                }
-                let _ = Command::new("ip").args(["netns", "del", name]).status();
-            }
-        }
-    }
-}
-
-fn link(a: Ns, a_if: &str, b: Ns, b_if: &str) -> anyhow::Result<()> {
-    sh(Command::new("ip").args([
-        "link",
-        "add",
-        a_if,
-        "netns",
-        &a.name(),
-        "numtxqueues",
-        "1",
-        "numrxqueues",
-        "1",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        b_if,
-        "netns",
-        &b.name(),
-        "numtxqueues",
-        "1",
-        "numrxqueues",
-        "1",
-    ]))
+    labkit::teardown(PREFIX);
 }
 
 fn build_topology() -> anyhow::Result<()> {
     for ns in [VPC, GW, CGW, REMOTE] {
-        sh(Command::new("ip").args(["netns", "add", &ns.name()]))?;
-        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        ns.create()?;
     }
-    link(VPC, "eth0", GW, "lan0")?;
-    link(GW, "wan0", CGW, "wan0")?;
-    link(CGW, "lan0", REMOTE, "eth0")?;
+    veth(VPC, "eth0", GW, "lan0")?;
+    veth(GW, "wan0", CGW, "wan0")?;
+    veth(CGW, "lan0", REMOTE, "eth0")?;
     let addrs: &[(Ns, &str, &str)] = &[
         (VPC, "eth0", "198.51.100.10/24"),
         (VPC, "eth0", "2001:db8:100::10/64"),

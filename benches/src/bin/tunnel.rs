@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use labkit::{output, veth, Ns};
 use serde_json::{json, Value};
 
 const PREFIX: &str = "s2sbench-";
@@ -58,72 +59,10 @@ const FLOWS: u32 = 4;
 const DEFAULT_PIN: &str = "sender=0,sink=1,a=1,b=1,dst=1";
 const SINK: &str = "203.0.113.10:9000";
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Ns(&'static str);
-
-const SRC: Ns = Ns("src");
-const A: Ns = Ns("a");
-const B: Ns = Ns("b");
-const DST: Ns = Ns("dst");
-
-impl Ns {
-    fn name(self) -> String {
-        format!("{PREFIX}{}", self.0)
-    }
-    fn cmd(self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name(), program]);
-        c
-    }
-    fn exec(self, args: &[&str]) -> anyhow::Result<()> {
-        let (p, rest) = args.split_first().context("empty command")?;
-        sh(self.cmd(p).args(rest))
-    }
-    fn out(self, args: &[&str]) -> anyhow::Result<String> {
-        let (p, rest) = args.split_first().context("empty command")?;
-        output(self.cmd(p).args(rest))
-    }
-}
-
-fn describe(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
-}
-
-fn sh(cmd: &mut Command) -> anyhow::Result<()> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start {}", describe(cmd)))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            describe(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn output(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot start {}", describe(cmd)))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            describe(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+const SRC: Ns = Ns::new(PREFIX, "src");
+const A: Ns = Ns::new(PREFIX, "a");
+const B: Ns = Ns::new(PREFIX, "b");
+const DST: Ns = Ns::new(PREFIX, "dst");
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -148,19 +87,7 @@ fn bin(name: &str) -> anyhow::Result<String> {
 /// Removes every `s2sbench-` namespace (killing what runs in it), our
 /// boringtun sockets and pinned maps.
 fn teardown() {
-    let list = output(Command::new("ip").args(["netns", "list"])).unwrap_or_default();
-    for line in list.lines() {
-        if let Some(name) = line.split_whitespace().next() {
-            if name.starts_with(PREFIX) {
-                if let Ok(pids) = output(Command::new("ip").args(["netns", "pids", name])) {
-                    for pid in pids.split_whitespace() {
-                        let _ = Command::new("kill").args(["-KILL", pid]).status();
-                    }
-                }
-                let _ = Command::new("ip").args(["netns", "del", name]).status();
-            }
-        }
-    }
+    labkit::teardown(PREFIX);
     for s in ["wga", "wgb"] {
         let _ = fs::remove_file(format!("/run/wireguard/s2sb{s}.sock"));
     }
@@ -186,46 +113,10 @@ struct Env {
 impl Drop for Env {
     fn drop(&mut self) {
         for (name, child) in self.daemons.iter_mut().rev() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if !matches!(child.try_wait(), Ok(Some(_))) {
-                eprintln!("tunnel: {name} did not stop on SIGTERM; killing it");
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            labkit::terminate(child, &format!("tunnel: {name}"), Duration::from_secs(5));
         }
         teardown();
     }
-}
-
-fn veth(a: Ns, a_if: &str, b: Ns, b_if: &str) -> anyhow::Result<()> {
-    sh(Command::new("ip").args([
-        "link",
-        "add",
-        a_if,
-        "netns",
-        &a.name(),
-        "numtxqueues",
-        "1",
-        "numrxqueues",
-        "1",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        b_if,
-        "netns",
-        &b.name(),
-        "numtxqueues",
-        "1",
-        "numrxqueues",
-        "1",
-    ]))
 }
 
 /// Every veth end, and the NAPI settings applied to each, in every case.
@@ -251,8 +142,7 @@ impl Env {
             napi: Vec::new(),
         };
         for ns in [SRC, A, B, DST] {
-            sh(Command::new("ip").args(["netns", "add", &ns.name()]))?;
-            ns.exec(&["ip", "link", "set", "lo", "up"])?;
+            ns.create()?;
         }
         veth(SRC, "src0", A, "alan0")?;
         veth(A, "awan0", B, "bwan0")?;
@@ -283,7 +173,7 @@ impl Env {
                 .is_ok();
             env.napi.push(format!(
                 "{}:{dev} gro={} threaded={}",
-                ns.0,
+                ns.short(),
                 if gro { "on" } else { "FAILED" },
                 if threaded { "1" } else { "FAILED" }
             ));
@@ -323,7 +213,7 @@ impl Env {
     /// point so threads started late are covered.
     fn pin_all(&self) {
         for ((_, child), ns) in self.daemons.iter().zip(&self.daemon_ns) {
-            if let Some(cpu) = pin_cpu(ns.0) {
+            if let Some(cpu) = pin_cpu(ns.short()) {
                 // `ip netns exec` and `sh -c 'exec ...'` both exec: the pid
                 // is the daemon's; -a covers all its threads.
                 let _ = Command::new("taskset")
@@ -348,7 +238,7 @@ impl Env {
                 continue;
             };
             // src's device carries nothing back: its NAPI goes with the sender.
-            let role = if *ns == SRC { "sender" } else { ns.0 };
+            let role = if *ns == SRC { "sender" } else { ns.short() };
             if let Some(cpu) = pin_cpu(role) {
                 let _ = Command::new("taskset")
                     .args(["-p", "-c", &cpu.to_string()])
@@ -490,7 +380,7 @@ id = "{IPAM_V4}"
 address = "{wan_ip}"
 "#,
         state = state.display(),
-        name = ns.0,
+        name = ns.short(),
     )
 }
 
@@ -525,8 +415,8 @@ fn start_gateway(
     lan_subnet: &str,
     no_xdp: bool,
 ) -> anyhow::Result<u32> {
-    let state = env.dir.join(format!("{}-state", ns.0));
-    let cfg = env.dir.join(format!("{}.toml", ns.0));
+    let state = env.dir.join(format!("{}-state", ns.short()));
+    let cfg = env.dir.join(format!("{}.toml", ns.short()));
     fs::write(&cfg, gateway_config(ns, asn, wan_ip, lan_subnet, &state))?;
     let script = format!(
         "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; \
@@ -535,7 +425,7 @@ fn start_gateway(
         cfg.display(),
         if no_xdp { " --no-xdp" } else { "" }
     );
-    let pid = env.spawn(&format!("gateway-{}", ns.0), ns, &script)?;
+    let pid = env.spawn(&format!("gateway-{}", ns.short()), ns, &script)?;
     env.wait_for(stop, "the API", Duration::from_secs(30), || {
         Ok(s2sctl(ns, &["gateway-type", "list"]).ok().map(|_| ()))
     })?;
@@ -667,7 +557,7 @@ fn wait_active(env: &mut Env, stop: &AtomicBool, ns: Ns, conn: &str) -> anyhow::
                 println!(
                     "  [{:>5.1}s] {}: {line}",
                     started.elapsed().as_secs_f64(),
-                    ns.0
+                    ns.short()
                 );
                 last = line;
             }
@@ -739,7 +629,7 @@ fn start_charon(
     ns: Ns,
     swanctl: &str,
 ) -> anyhow::Result<PathBuf> {
-    let dir = env.dir.join(format!("charon-{}", ns.0));
+    let dir = env.dir.join(format!("charon-{}", ns.short()));
     fs::create_dir_all(dir.join("run"))?;
     let d = dir.display().to_string();
     fs::write(
@@ -748,7 +638,7 @@ fn start_charon(
     )?;
     fs::write(dir.join("swanctl.conf"), swanctl)?;
     env.spawn(
-        &format!("charon-{}", ns.0),
+        &format!("charon-{}", ns.short()),
         ns,
         &format!("mount --bind {d}/run /run && exec env STRONGSWAN_CONF={d}/strongswan.conf /usr/lib/ipsec/charon"),
     )?;
@@ -869,9 +759,9 @@ impl Check<'_> {
     }
     fn describe(&self) -> String {
         match self {
-            Check::Metric(ns, name) => format!("{name} on {}", ns.0),
-            Check::Charon(ns, _) => format!("CHILD SA packets (in+out) on {}", ns.0),
-            Check::WireGuard(ns, dev) => format!("wg {dev} transfer bytes on {}", ns.0),
+            Check::Metric(ns, name) => format!("{name} on {}", ns.short()),
+            Check::Charon(ns, _) => format!("CHILD SA packets (in+out) on {}", ns.short()),
+            Check::WireGuard(ns, dev) => format!("wg {dev} transfer bytes on {}", ns.short()),
             Check::XdpFwd => "frames forwarded by xdpfwd".into(),
         }
     }
@@ -1049,7 +939,10 @@ fn measure(
         // Kept for diagnosis: every counter of both gateways after the point.
         for ns in [A, B] {
             if let Ok(t) = metrics_text(ns) {
-                let _ = fs::write(env.dir.join(format!("metrics-{size}-{}.txt", ns.0)), t);
+                let _ = fs::write(
+                    env.dir.join(format!("metrics-{size}-{}.txt", ns.short())),
+                    t,
+                );
             }
         }
     }
@@ -1406,7 +1299,7 @@ fn case_boringtun(stop: &AtomicBool, case: &str) -> anyhow::Result<CaseOut> {
     for (ns, dev, addr, peer, remote_net, key, peer_pub) in sides {
         let _ = fs::remove_file(format!("/run/wireguard/{dev}.sock"));
         env.spawn(
-            &format!("boringtun-{}", ns.0),
+            &format!("boringtun-{}", ns.short()),
             ns,
             &format!(
                 "exec {} --foreground --disable-drop-privileges --log {}/{dev}.out {dev}",

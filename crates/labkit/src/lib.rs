@@ -1,0 +1,184 @@
+//! Running commands in the project's network namespaces, for the tools that
+//! build whole topologies out of them: the lab (`cargo xtask lab`) and the
+//! tunnel benchmark (`cargo xtask bench tunnel`). It owns the namespace
+//! handle (a prefix that keeps each tool's namespaces apart, plus a short
+//! name), single-queue veth pairs between two namespaces, the removal of
+//! every namespace with a prefix (processes inside killed first, since they
+//! would keep it alive), and command helpers whose errors name the command
+//! and carry its stderr.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// `program arg arg ...`, for error messages.
+pub fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs `cmd` with inherited stdout/stderr (progress stays visible); an
+/// error if it cannot start or exits non-zero.
+pub fn sh(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", describe(cmd));
+    }
+    Ok(())
+}
+
+/// Runs `cmd` and returns its stdout; on a non-zero exit the error carries
+/// its stderr.
+pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {}", describe(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A network namespace named `<prefix><short>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ns {
+    prefix: &'static str,
+    short: &'static str,
+}
+
+impl Ns {
+    pub const fn new(prefix: &'static str, short: &'static str) -> Self {
+        Self { prefix, short }
+    }
+
+    /// The name without the prefix (`gw`, `a`, ...).
+    pub fn short(self) -> &'static str {
+        self.short
+    }
+
+    /// The namespace's name as `ip netns` knows it.
+    pub fn name(self) -> String {
+        format!("{}{}", self.prefix, self.short)
+    }
+
+    /// Creates the namespace and brings its loopback up.
+    pub fn create(self) -> anyhow::Result<()> {
+        sh(Command::new("ip").args(["netns", "add", &self.name()]))?;
+        self.exec(&["ip", "link", "set", "lo", "up"])
+    }
+
+    /// `program` run inside the namespace (`ip netns exec`).
+    pub fn cmd(self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name(), program]);
+        c
+    }
+
+    /// Runs `args` (program first) inside the namespace, see [`sh`].
+    pub fn exec(self, args: &[&str]) -> anyhow::Result<()> {
+        let (program, rest) = args.split_first().context("empty command")?;
+        sh(self.cmd(program).args(rest))
+    }
+
+    /// Runs `args` inside the namespace and returns stdout, see [`output`].
+    pub fn out(self, args: &[&str]) -> anyhow::Result<String> {
+        let (program, rest) = args.split_first().context("empty command")?;
+        output(self.cmd(program).args(rest))
+    }
+}
+
+/// A veth pair `a_if` (in `a`) — `b_if` (in `b`), one queue each way, so
+/// that every AF_XDP socket and XDP program sees all of the traffic.
+pub fn veth(a: Ns, a_if: &str, b: Ns, b_if: &str) -> anyhow::Result<()> {
+    let (a, b) = (a.name(), b.name());
+    let one = ["numtxqueues", "1", "numrxqueues", "1"];
+    let mut c = Command::new("ip");
+    c.args(["link", "add", a_if, "netns", &a])
+        .args(one)
+        .args(["type", "veth", "peer", "name", b_if, "netns", &b])
+        .args(one);
+    sh(&mut c)
+}
+
+/// Stops a daemon we started: SIGTERM (so it can clean up: our gateway
+/// detaches XDP and removes its TUNs), then SIGKILL if it is still there
+/// after `grace`. Says so on stderr when it had to kill.
+pub fn terminate(child: &mut Child, what: &str, grace: Duration) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !matches!(child.try_wait(), Ok(Some(_))) {
+        eprintln!("{what} did not stop on SIGTERM; killing it");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Removes every namespace whose name starts with `prefix`, killing what
+/// still runs inside first. Best effort: never fails.
+pub fn teardown(prefix: &str) {
+    let list = output(Command::new("ip").args(["netns", "list"])).unwrap_or_default();
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        if let Ok(pids) = output(Command::new("ip").args(["netns", "pids", name])) {
+            for pid in pids.split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_commands() {
+        let ns = Ns::new("s2stest-", "gw");
+        assert_eq!(ns.name(), "s2stest-gw");
+        assert_eq!(ns.short(), "gw");
+        let mut c = ns.cmd("ping");
+        c.args(["-c", "1"]);
+        assert_eq!(describe(&c), "ip netns exec s2stest-gw ping -c 1");
+    }
+
+    #[test]
+    fn errors_name_the_command_and_carry_stderr() {
+        let e = output(Command::new("sh").args(["-c", "echo oops >&2; exit 3"])).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("sh -c"), "{msg}");
+        assert!(msg.contains("oops"), "{msg}");
+        assert!(sh(&mut Command::new("false")).is_err());
+        assert_eq!(output(Command::new("echo").arg("hi")).unwrap(), "hi\n");
+        assert!(Ns::new("p-", "x").exec(&[]).is_err());
+    }
+
+    #[test]
+    fn terminate_stops_a_process_that_honours_sigterm() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let started = Instant::now();
+        terminate(&mut child, "sleep", Duration::from_secs(5));
+        assert!(matches!(child.try_wait(), Ok(Some(_))));
+        // Stopped by SIGTERM, not by waiting out the 30 s.
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+}
