@@ -234,26 +234,10 @@ fn wait_for<T>(
     stop: &AtomicBool,
     what: &str,
     limit: Duration,
-    mut f: impl FnMut() -> anyhow::Result<Option<T>>,
+    f: impl FnMut() -> anyhow::Result<Option<T>>,
 ) -> anyhow::Result<T> {
-    let deadline = Instant::now() + limit;
-    let mut last_err = None;
-    while Instant::now() < deadline {
-        if stop.load(Ordering::Relaxed) {
-            bail!("interrupted");
-        }
-        lab.check_daemons()?;
-        match f() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last_err = Some(e),
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    match last_err {
-        Some(e) => Err(e.context(format!("timed out waiting for {what}"))),
-        None => bail!("timed out after {limit:?} waiting for {what}"),
-    }
+    let interval = Duration::from_millis(500);
+    labkit::wait_for(stop, what, limit, interval, || lab.check_daemons(), f)
 }
 
 const STRONGSWAN_CONF: &str = r#"charon {

@@ -267,26 +267,10 @@ impl Env {
         stop: &AtomicBool,
         what: &str,
         limit: Duration,
-        mut f: impl FnMut() -> anyhow::Result<Option<T>>,
+        f: impl FnMut() -> anyhow::Result<Option<T>>,
     ) -> anyhow::Result<T> {
-        let deadline = Instant::now() + limit;
-        let mut last_err = None;
-        while Instant::now() < deadline {
-            if stop.load(Ordering::Relaxed) {
-                bail!("interrupted");
-            }
-            self.check_daemons()?;
-            match f() {
-                Ok(Some(v)) => return Ok(v),
-                Ok(None) => {}
-                Err(e) => last_err = Some(e),
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        match last_err {
-            Some(e) => Err(e.context(format!("timed out waiting for {what}"))),
-            None => bail!("timed out after {limit:?} waiting for {what}"),
-        }
+        let interval = Duration::from_millis(300);
+        labkit::wait_for(stop, what, limit, interval, || self.check_daemons(), f)
     }
 
     fn ping_through(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {

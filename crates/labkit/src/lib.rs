@@ -8,6 +8,7 @@
 //! and carry its stderr.
 
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -112,6 +113,37 @@ pub fn veth(a: Ns, a_if: &str, b: Ns, b_if: &str) -> anyhow::Result<()> {
     sh(&mut c)
 }
 
+/// Polls `f` every `interval` until it returns `Some`, for up to `limit`.
+/// Stops early on `stop` (Ctrl-C) or when `alive` fails (a daemon died).
+/// On timeout the error names `what` and carries `f`'s last error.
+pub fn wait_for<T>(
+    stop: &AtomicBool,
+    what: &str,
+    limit: Duration,
+    interval: Duration,
+    mut alive: impl FnMut() -> anyhow::Result<()>,
+    mut f: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + limit;
+    let mut last_err = None;
+    while Instant::now() < deadline {
+        if stop.load(Ordering::Relaxed) {
+            bail!("interrupted");
+        }
+        alive()?;
+        match f() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        std::thread::sleep(interval);
+    }
+    match last_err {
+        Some(e) => Err(e.context(format!("timed out waiting for {what}"))),
+        None => bail!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
 /// Stops a daemon we started: SIGTERM (so it can clean up: our gateway
 /// detaches XDP and removes its TUNs), then SIGKILL if it is still there
 /// after `grace`. Says so on stderr when it had to kill.
@@ -170,6 +202,47 @@ mod tests {
         assert!(sh(&mut Command::new("false")).is_err());
         assert_eq!(output(Command::new("echo").arg("hi")).unwrap(), "hi\n");
         assert!(Ns::new("p-", "x").exec(&[]).is_err());
+    }
+
+    #[test]
+    fn wait_for_returns_times_out_and_stops() {
+        let stop = AtomicBool::new(false);
+        let ms = Duration::from_millis;
+        let mut n = 0;
+        let got = wait_for(
+            &stop,
+            "three calls",
+            ms(2000),
+            ms(1),
+            || Ok(()),
+            || {
+                n += 1;
+                Ok((n == 3).then_some(n))
+            },
+        );
+        assert_eq!(got.unwrap(), 3);
+        let e = wait_for(
+            &stop,
+            "never",
+            ms(20),
+            ms(5),
+            || Ok(()),
+            || anyhow::Result::<Option<()>>::Err(anyhow::anyhow!("last failure")),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("never") && format!("{e:#}").contains("last failure"));
+        let dead = wait_for(
+            &stop,
+            "x",
+            ms(2000),
+            ms(1),
+            || bail!("daemon died"),
+            || Ok(Some(())),
+        );
+        assert!(dead.unwrap_err().to_string().contains("daemon died"));
+        stop.store(true, Ordering::Relaxed);
+        let e = wait_for(&stop, "x", ms(2000), ms(1), || Ok(()), || Ok(Some(()))).unwrap_err();
+        assert!(e.to_string().contains("interrupted"));
     }
 
     #[test]
