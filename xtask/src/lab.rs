@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 
-use labkit::{veth, Ns};
+use labkit::{charon, veth, Ns};
 
 use crate::util::{output, sh, step, workspace_root};
 
@@ -240,30 +240,13 @@ fn wait_for<T>(
     labkit::wait_for(stop, what, limit, interval, || lab.check_daemons(), f)
 }
 
-const STRONGSWAN_CONF: &str = r#"charon {
-  # As our device config advises: a dead tunnel is given up within ~8 s of
-  # DPD, so that the other tunnel takes over inside the BGP hold time.
-  retransmit_timeout = 1
+/// Extra charon settings: as our device config advises, a dead tunnel is
+/// given up within ~8 s of DPD, so that the other tunnel takes over inside
+/// the BGP hold time.
+const CHARON_SETTINGS: &str = "  retransmit_timeout = 1
   retransmit_base = 1.5
   retransmit_tries = 3
-  load_modular = no
-  load = random nonce openssl pem pkcs1 x509 revocation constraints pubkey curve25519 aes sha1 sha2 hmac gcm chapoly ccm kdf kernel-libipsec kernel-netlink socket-default vici updown
-  plugins {
-    vici {
-      socket = unix://DIR/charon.vici
-    }
-  }
-  filelog {
-    charon {
-      path = DIR/charon-detail.log
-      default = 1
-      ike = 2
-      append = no
-      flush_line = yes
-    }
-  }
-}
-"#;
+";
 
 pub fn run(once: bool, peer: &str, scenarios: bool) -> anyhow::Result<()> {
     if peer != "bird" && peer != "frr" {
@@ -416,7 +399,7 @@ fn steps(
     let d = dir.display().to_string();
     fs::write(
         dir.join("strongswan.conf"),
-        STRONGSWAN_CONF.replace("DIR", &d),
+        charon::strongswan_conf(&dir, CHARON_SETTINGS),
     )?;
     write_swanctl(&dir, &conn_id)?;
     start_charon(lab, stop)?;
@@ -597,17 +580,9 @@ fn write_swanctl(dir: &Path, conn_id: &str) -> anyhow::Result<String> {
 }
 
 fn load_swanctl(dir: &Path) -> anyhow::Result<()> {
-    let d = dir.display();
-    // swanctl wants its command first, then the options. Its output lists
-    // every credential directory it did not find: keep the summary only.
-    let out = CGW.out(&[
-        "swanctl",
-        "--load-all",
-        "--file",
-        &format!("{d}/swanctl.conf"),
-        "--uri",
-        &format!("unix://{d}/charon.vici"),
-    ])?;
+    // swanctl's output lists every credential directory it did not find:
+    // keep the summary only.
+    let out = charon::load(CGW, dir)?;
     for l in out.lines().filter(|l| l.contains("loaded")) {
         println!("  swanctl: {l}");
     }
@@ -617,16 +592,11 @@ fn load_swanctl(dir: &Path) -> anyhow::Result<()> {
 /// Starts charon (kernel-libipsec) in cgw and loads swanctl.conf.
 fn start_charon(lab: &mut Lab, stop: &AtomicBool) -> anyhow::Result<()> {
     let dir = lab.dir.clone();
-    let d = dir.display().to_string();
     fs::create_dir_all(dir.join("run"))?;
     // A restarted charon must not find its predecessor's socket or pid.
     let _ = fs::remove_file(dir.join("charon.vici"));
     let _ = fs::remove_file(dir.join("run/charon.pid"));
-    lab.spawn(
-        "charon",
-        CGW,
-        &format!("mount --bind {d}/run /run && exec env STRONGSWAN_CONF={d}/strongswan.conf /usr/lib/ipsec/charon"),
-    )?;
+    lab.spawn("charon", CGW, &charon::command(&dir))?;
     wait_for(
         lab,
         stop,
@@ -959,7 +929,7 @@ fn tunnel_counters(conn_id: &str) -> anyhow::Result<Vec<(String, u64, u64)>> {
 
 /// The customer's CHILD SAs and the packets each has sent.
 fn cgw_child_out_packets(dir: &Path) -> anyhow::Result<Vec<(String, u64)>> {
-    let uri = format!("unix://{}/charon.vici", dir.display());
+    let uri = charon::vici_uri(dir);
     let out = CGW.out(&["swanctl", "--list-sas", "--uri", &uri])?;
     let mut v = Vec::new();
     let mut child = None;
@@ -1152,7 +1122,7 @@ fn run_scenarios(
     step("scenario 5b: customer gateway crashed (SIGKILL) and restarted; it initiates (INITIAL_CONTACT replaces our stale SAs) → recovered");
     restart_customer(lab, stop, conn_id, "-KILL")?;
     println!("  cgw: charon and BIRD killed (no DELETE sent: our IKE SAs stay) and started again");
-    let uri = format!("unix://{}/charon.vici", dir.display());
+    let uri = charon::vici_uri(&dir);
     for child in ["s2s-v4-net", "s2s-v6-net"] {
         CGW.out(&[
             "swanctl",
@@ -1332,7 +1302,7 @@ fn run_scenarios(
         })
         .collect::<Result<_, _>>()?;
     std::thread::sleep(Duration::from_secs(2));
-    let uri = format!("unix://{}/charon.vici", dir.display());
+    let uri = charon::vici_uri(&dir);
     for (what, name) in [
         ("--child", "s2s-v4-net"),
         ("--child", "s2s-v6-net"),

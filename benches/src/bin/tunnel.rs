@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use labkit::{output, veth, Ns};
+use labkit::{charon, output, veth, Ns};
 use serde_json::{json, Value};
 
 const PREFIX: &str = "s2sbench-";
@@ -587,24 +587,6 @@ fn metric_total(ns: Ns, name: &str) -> anyhow::Result<u64> {
 // ---------------------------------------------------------------------------
 // strongSwan
 
-const STRONGSWAN_CONF: &str = r#"charon {
-  load_modular = no
-  load = random nonce openssl pem pkcs1 x509 revocation constraints pubkey curve25519 aes sha1 sha2 hmac gcm chapoly ccm kdf kernel-libipsec kernel-netlink socket-default vici updown
-  plugins {
-    vici {
-      socket = unix://DIR/charon.vici
-    }
-  }
-  filelog {
-    charon {
-      path = DIR/charon-detail.log
-      default = 1
-      append = no
-    }
-  }
-}
-"#;
-
 /// Starts charon (kernel-libipsec) in `ns` with `swanctl` as its config,
 /// in `dir` (its own /run), and loads it.
 fn start_charon(
@@ -615,16 +597,15 @@ fn start_charon(
 ) -> anyhow::Result<PathBuf> {
     let dir = env.dir.join(format!("charon-{}", ns.short()));
     fs::create_dir_all(dir.join("run"))?;
-    let d = dir.display().to_string();
     fs::write(
         dir.join("strongswan.conf"),
-        STRONGSWAN_CONF.replace("DIR", &d),
+        charon::strongswan_conf(&dir, ""),
     )?;
     fs::write(dir.join("swanctl.conf"), swanctl)?;
     env.spawn(
         &format!("charon-{}", ns.short()),
         ns,
-        &format!("mount --bind {d}/run /run && exec env STRONGSWAN_CONF={d}/strongswan.conf /usr/lib/ipsec/charon"),
+        &charon::command(&dir),
     )?;
     let vici = dir.join("charon.vici");
     env.wait_for(
@@ -633,25 +614,13 @@ fn start_charon(
         Duration::from_secs(15),
         || Ok(vici.exists().then_some(())),
     )?;
-    ns.out(&[
-        "swanctl",
-        "--load-all",
-        "--file",
-        &format!("{d}/swanctl.conf"),
-        "--uri",
-        &format!("unix://{d}/charon.vici"),
-    ])?;
+    charon::load(ns, &dir)?;
     Ok(dir)
 }
 
 /// Packets of the CHILD SAs of charon in `dir` (in + out).
 fn charon_packets(ns: Ns, dir: &Path) -> anyhow::Result<u64> {
-    let out = ns.out(&[
-        "swanctl",
-        "--list-sas",
-        "--uri",
-        &format!("unix://{}/charon.vici", dir.display()),
-    ])?;
+    let out = ns.out(&["swanctl", "--list-sas", "--uri", &charon::vici_uri(dir)])?;
     let mut total = 0;
     for l in out.lines() {
         let t = l.trim_start();
@@ -1220,12 +1189,7 @@ fn case_strongswan_pair(stop: &AtomicBool, case: &str) -> anyhow::Result<CaseOut
         ns.exec(&["ip", "link", "set", "ipsec0", "up"])?;
     }
     env.wait_for(stop, "the CHILD SA", Duration::from_secs(30), || {
-        let out = A.out(&[
-            "swanctl",
-            "--list-sas",
-            "--uri",
-            &format!("unix://{}/charon.vici", dir_a.display()),
-        ])?;
+        let out = A.out(&["swanctl", "--list-sas", "--uri", &charon::vici_uri(&dir_a)])?;
         Ok(out.contains("INSTALLED").then_some(()))
     })?;
     env.ping_through(stop)?;

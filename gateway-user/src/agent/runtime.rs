@@ -415,7 +415,7 @@ impl Runtime {
                 _ => self.withdraw_route(prefix),
             }
         }
-        self.rebalance(true);
+        // Detours through it are moved by the rebalance that ends `apply`.
         // Stopping its reader drops the TUN: the interface, its addresses
         // and routes go with it.
         self.datapath
@@ -458,7 +458,6 @@ impl Runtime {
                 detour: None,
             },
         );
-        self.rebalance(true);
         Ok(())
     }
 
