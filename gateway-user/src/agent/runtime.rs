@@ -604,7 +604,7 @@ impl Runtime {
                     udp,
                     ttl: 64,
                 },
-                soft_limit: None,
+                lifetime: gateway_esp::Lifetime::NONE,
             })?;
             Ok(())
         })();

@@ -550,7 +550,7 @@ mod tests {
                 udp: Some(UdpEncap::default()),
                 ttl: 64,
             },
-            soft_limit: None,
+            lifetime: gateway_esp::Lifetime::NONE,
         }
     }
 
