@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use gateway_esp::table::TunnelId;
 
-/// How long a freed id stays out of use: longer than a rekey's grace for
-/// the old inbound SA and than any frame can sit in a ring.
-pub const QUARANTINE: Duration = Duration::from_secs(30);
+/// How long a freed id stays out of use: far longer than any frame can sit
+/// in an AF_XDP ring or a TUN queue (the runtime removes every SA of a
+/// tunnel, including rekeyed ones in their grace period, before it frees
+/// the id).
+pub const QUARANTINE: Duration = Duration::from_secs(5);
 
 /// Every id of `1..limit` is in use or in quarantine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -98,6 +98,9 @@ struct RunningTunnel {
     child: Option<(u32, u32)>,
     /// CHILD SAs installed so far (the first and every rekey).
     child_installs: u64,
+    /// Inbound SPIs of rekeyed CHILD SAs still decrypting what was in
+    /// flight, and when they go.
+    retiring: Vec<(u32, Instant)>,
     /// When an initiating tunnel whose IKE SA went down initiates again
     /// (the IKE manager itself only restarts after DPD).
     reinitiate_at: Option<Instant>,
@@ -259,8 +262,9 @@ impl Runtime {
                 Some(_) => {}
             }
         }
-        // Initiators re-establish tunnels the peer deleted or refused.
         let now = Instant::now();
+        self.retire_due(now);
+        // Initiators re-establish tunnels the peer deleted or refused.
         let due: Vec<TunnelName> = self
             .tunnels
             .iter_mut()
@@ -357,6 +361,7 @@ impl Runtime {
                 ike_up: false,
                 child: None,
                 child_installs: 0,
+                retiring: Vec::new(),
                 reinitiate_at: None,
             },
         );
@@ -410,10 +415,32 @@ impl Runtime {
         Ok(c)
     }
 
+    /// Removes the inbound SAs of past rekeys whose grace has ended.
+    fn retire_due(&mut self, now: Instant) {
+        for t in self.tunnels.values_mut() {
+            t.retiring.retain(|&(spi, at)| {
+                if at > now {
+                    return true;
+                }
+                if let Err(e) = self.dataplane.remove_inbound_sa(spi) {
+                    tracing::debug!(spi = format_args!("{spi:08x}"), error = %e, "removing the rekeyed inbound SA");
+                }
+                false
+            });
+        }
+    }
+
     async fn remove_tunnel(&mut self, name: &str) -> Result<(), RuntimeError> {
         let Some(t) = self.tunnels.remove(name) else {
             return Ok(());
         };
+        // Nothing of the tunnel may outlive it: its id goes to another
+        // tunnel soon.
+        for (spi, _) in &t.retiring {
+            if let Err(e) = self.dataplane.remove_inbound_sa(*spi) {
+                tracing::debug!(spi = format_args!("{spi:08x}"), error = %e, "removing a rekeyed inbound SA");
+            }
+        }
         self.ike
             .send(IkeCommand::RemoveConnection(name.to_owned()))
             .await
@@ -647,14 +674,8 @@ impl Runtime {
                 let replaced = c.replaces_spi_in.or(old.map(|(i, _)| i));
                 if let Some(old_in) = replaced.filter(|s| *s != c.spi_in) {
                     // Make-before-break: the old inbound SA keeps decrypting
-                    // what is in flight, then goes.
-                    let dp = self.dataplane.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(REKEY_GRACE).await;
-                        if let Err(e) = dp.remove_inbound_sa(old_in) {
-                            tracing::warn!(spi = format_args!("{old_in:08x}"), error = %e, "removing the rekeyed inbound SA");
-                        }
-                    });
+                    // what is in flight, then goes (`retire_due`).
+                    t.retiring.push((old_in, Instant::now() + REKEY_GRACE));
                 }
             }
             Err(e) => tracing::error!(tunnel = %c.conn, error = %e, "cannot install CHILD SA"),
