@@ -139,6 +139,7 @@ pub struct Runtime {
     placed_on: Vec<TunnelId>,
     snapshot: SharedSnapshot,
     ids: IdPool,
+    tunnels_created: u64,
     next_session: SessionId,
     /// Volume lifetimes of every outbound SA (from `[child_sa]`).
     lifetime: Lifetime,
@@ -168,6 +169,7 @@ impl Runtime {
             routes: HashMap::new(),
             placed_on: Vec::new(),
             ids: IdPool::new(gateway_common::TUNNELS_MAX_ENTRIES),
+            tunnels_created: 0,
             next_session: 1,
             lifetime,
             reported: HashMap::new(),
@@ -324,26 +326,36 @@ impl Runtime {
         let ifindex = tun
             .configure(&mut nl, TUN_MTU, &addrs)
             .map_err(|e| tunnel_err(&plan.name, "configuring the TUN interface")(Box::new(e)))?;
+        let ike = Self::ike_config(plan, gateway_ike::Psk::new(psk.expose().to_vec()))
+            .map_err(|e| tunnel_err(&plan.name, "IKE configuration")(Box::new(e)))?;
         let id = self
             .ids
             .allocate(Instant::now())
             .map_err(|e| tunnel_err(&plan.name, "allocating a tunnel id")(Box::new(e)))?;
-        self.dataplane.set_tunnel_interface(id, ifindex);
-        set_source_filter(&self.dataplane, id, &plan.allowed_sources);
         // The slow path owns the TUN from now on: it reads what the kernel
         // routes into it, and dropping it (remove_tunnel) deletes it.
-        self.datapath
+        if let Err(e) = self
+            .datapath
             .slow
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .add_tunnel(id, tun)
-            .map_err(|e| tunnel_err(&plan.name, "starting the slow path")(Box::new(e)))?;
-        let ike = Self::ike_config(plan, gateway_ike::Psk::new(psk.expose().to_vec()))
-            .map_err(|e| tunnel_err(&plan.name, "IKE configuration")(Box::new(e)))?;
-        self.ike
+        {
+            self.ids.release(id, Instant::now());
+            return Err(tunnel_err(&plan.name, "starting the slow path")(Box::new(e)));
+        }
+        self.tunnels_created += 1;
+        self.dataplane.set_tunnel_interface(id, ifindex);
+        set_source_filter(&self.dataplane, id, &plan.allowed_sources);
+        if self
+            .ike
             .send(IkeCommand::AddConnection(Box::new(ike)))
             .await
-            .map_err(|_| RuntimeError::DriverStopped("IKE"))?;
+            .is_err()
+        {
+            // Nothing can run without IKE: the daemon is going down.
+            return Err(RuntimeError::DriverStopped("IKE"));
+        }
         tracing::info!(
             tunnel = %plan.name,
             tunnel_id = id,
@@ -960,6 +972,7 @@ impl Runtime {
                 })
                 .collect(),
             connections,
+            tunnels_created: self.tunnels_created,
         };
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snap;
     }
