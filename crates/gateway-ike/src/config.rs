@@ -223,6 +223,9 @@ pub struct ConnectionConfig {
     pub initiate: bool,
     pub ike_ciphers: Vec<IkeCipher>,
     pub esp_ciphers: Vec<EspCipher>,
+    /// Prefer extended sequence numbers (RFC 4303 §2.2.1): our proposals
+    /// carry both ESN transforms, the preferred one first, and as
+    /// responder we pick the preferred one when the peer offers it.
     pub esn: bool,
     /// Use UDP-encapsulated ESP even without NAT (pretends to be behind a
     /// NAT, like strongSwan's `encap = yes`).
@@ -256,6 +259,10 @@ pub struct ConnectionConfig {
     /// Hard lifetime of CHILD SAs: one that was not rekeyed by then is
     /// deleted (strongSwan's default is 110% of the rekey time).
     pub child_lifetime: Option<Duration>,
+    /// Packet and byte lifetimes of CHILD SAs, handed to the data plane
+    /// with every install (it counts; at the soft limit the agent asks
+    /// for a rekey). None by default.
+    pub child_volume: crate::action::VolumeLifetimes,
 }
 
 impl ConnectionConfig {
@@ -291,7 +298,7 @@ impl ConnectionConfig {
                 integ: None,
                 dh: None,
             }],
-            esn: false,
+            esn: true,
             force_encap: false,
             local_ts: all.clone(),
             remote_ts: all,
@@ -310,6 +317,7 @@ impl ConnectionConfig {
             child_rekey_time: Some(Duration::from_secs(3600)),
             ike_rekey_time: Some(Duration::from_secs(4 * 3600)),
             child_lifetime: Some(Duration::from_secs(3960)),
+            child_volume: crate::action::VolumeLifetimes::default(),
         }
     }
 }

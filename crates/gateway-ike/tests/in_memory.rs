@@ -1,6 +1,8 @@
 //! Two in-memory peers (our initiator and our responder) exchanging
 //! datagrams through a simulated network with a simulated clock, asserting
-//! on the actions (strongSwan's tests/suites style).
+//! on the actions (strongSwan's tests/suites style). Diffie-Hellman work is
+//! offloaded as in the driver: the jobs run as they come (or later, when a
+//! test holds them back), through `handle_dh_result`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -26,7 +28,10 @@ struct Peer {
     installs: Vec<ChildSaInstall>,
     removes: Vec<(u32, u32)>,
     ups: usize,
+    /// Established IKE SAs that went down.
     downs: Vec<DownReason>,
+    /// IKE SAs that never got established: (we initiated, reason).
+    failed: Vec<(bool, DownReason)>,
     logs: Vec<String>,
     /// `PeerEndpointChanged` reports: (old, new, spis_out).
     moves: Vec<(SocketAddr, SocketAddr, Vec<u32>)>,
@@ -34,14 +39,17 @@ struct Peer {
 
 impl Peer {
     fn new(addr: &str) -> Self {
+        let mut mgr = IkeManager::new();
+        mgr.set_dh_offload(true);
         Self {
-            mgr: IkeManager::new(),
+            mgr,
             addr: ip(addr),
             timers: BTreeMap::new(),
             installs: Vec::new(),
             removes: Vec::new(),
             ups: 0,
             downs: Vec::new(),
+            failed: Vec::new(),
             logs: Vec::new(),
             moves: Vec::new(),
         }
@@ -93,6 +101,10 @@ struct Net {
     sent: Vec<Datagram>,
     filter: Filter,
     duplicate: bool,
+    /// Diffie-Hellman jobs held back (run by `run_jobs`) instead of run
+    /// at once.
+    hold_jobs: bool,
+    jobs: Vec<(usize, gateway_ike::DhJob)>,
 }
 
 impl Net {
@@ -105,10 +117,28 @@ impl Net {
             sent: Vec::new(),
             filter: Box::new(|_, _| true),
             duplicate: false,
+            hold_jobs: false,
+            jobs: Vec::new(),
+        }
+    }
+
+    /// Runs the held Diffie-Hellman jobs and feeds their results back.
+    fn run_jobs(&mut self) {
+        for (who, job) in std::mem::take(&mut self.jobs) {
+            let r = job.run();
+            let acts = self.peers[who].mgr.handle_dh_result(r, self.now);
+            self.absorb(who, acts);
         }
     }
 
     fn absorb(&mut self, who: usize, actions: Vec<Action>) {
+        self.absorb_batch(who, actions);
+        if !self.hold_jobs {
+            self.run_jobs();
+        }
+    }
+
+    fn absorb_batch(&mut self, who: usize, actions: Vec<Action>) {
         for a in actions {
             match a {
                 Action::Send { bytes, from, to } => {
@@ -140,6 +170,12 @@ impl Net {
                 } => self.peers[who].removes.push((spi_in, spi_out)),
                 Action::IkeSaUp { .. } => self.peers[who].ups += 1,
                 Action::IkeSaDown { reason, .. } => self.peers[who].downs.push(reason),
+                Action::IkeSaFailed {
+                    initiator, reason, ..
+                } => self.peers[who].failed.push((initiator, reason)),
+                // Run after this batch, as a driver would: its timers
+                // come first, the job's own actions later.
+                Action::ComputeDh(job) => self.jobs.push((who, job)),
                 Action::Log { message, .. } => self.peers[who].logs.push(message),
                 Action::PeerEndpointChanged {
                     old, new, spis_out, ..
@@ -333,8 +369,13 @@ fn wrong_psk_fails_cleanly_on_both_sides() {
     let [pa, pb] = &net.peers;
     assert_eq!((pa.ups, pb.ups), (0, 0));
     assert!(pa.installs.is_empty() && pb.installs.is_empty());
-    assert_eq!(pa.downs, vec![DownReason::PeerAuthenticationFailed]);
-    assert_eq!(pb.downs, vec![DownReason::AuthenticationFailed]);
+    // Never established: failures, not outages.
+    assert!(pa.downs.is_empty() && pb.downs.is_empty());
+    assert_eq!(
+        pa.failed,
+        vec![(true, DownReason::PeerAuthenticationFailed)]
+    );
+    assert_eq!(pb.failed, vec![(false, DownReason::AuthenticationFailed)]);
     assert!(pb
         .logs
         .iter()
@@ -356,8 +397,14 @@ fn no_proposal_chosen_both_ways() {
     a.ike_ciphers = suite("aes256", "sha256", "ecp256").0;
     b.ike_ciphers = suite("aes256gcm", "sha384", "ecp384").0;
     net.start(a, b);
-    assert_eq!(net.peers[0].downs, vec![DownReason::NoProposalChosen]);
-    assert_eq!(net.peers[1].downs, vec![DownReason::NoProposalChosen]);
+    assert_eq!(
+        net.peers[0].failed,
+        vec![(true, DownReason::NoProposalChosen)]
+    );
+    assert_eq!(
+        net.peers[1].failed,
+        vec![(false, DownReason::NoProposalChosen)]
+    );
 
     // ESP proposals disjoint: the IKE SA comes up, no CHILD SA.
     let mut net = Net::new();
@@ -393,10 +440,12 @@ fn invalid_ke_payload_retries_with_requested_group() {
         .any(|l| l.contains("peer wants DH group ecp384")));
     // Asking for another group is negotiation, not an outage.
     assert!(
-        pa.downs.is_empty() && pb.downs.is_empty(),
-        "{:?} {:?}",
+        pa.downs.is_empty() && pb.downs.is_empty() && pa.failed.is_empty() && pb.failed.is_empty(),
+        "{:?} {:?} {:?} {:?}",
         pa.downs,
-        pb.downs
+        pb.downs,
+        pa.failed,
+        pb.failed
     );
     // Two IKE_SA_INIT requests from A (the first refused with INVALID_KE_PAYLOAD).
     let inits = net
@@ -752,7 +801,13 @@ fn fragmented_ike_auth_and_rekeys() {
     net.absorb(0, acts);
     net.run();
     net.advance(Duration::from_secs(3));
-    assert_eq!(net.peers[0].installs.len(), 2, "{:?}", net.peers[0].logs);
+    assert_eq!(
+        net.peers[0].installs.len(),
+        2,
+        "{:?} {:?}",
+        net.peers[0].logs,
+        net.peers[1].logs
+    );
     assert_pair(&net.peers[0].installs[1], &net.peers[1].installs[1]);
     assert_consistent(&net);
 }

@@ -364,7 +364,7 @@ struct Ours {
 impl Ours {
     fn start(ns: &str) -> Self {
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
-        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let (ev_tx, mut ev_rx) = mpsc::channel(1024);
         let (sync_tx, sync_rx) = std::sync::mpsc::channel();
         let nsfile = fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
         let thread = std::thread::spawn(move || {
@@ -738,11 +738,15 @@ fn strongswan_wrong_psk_fails_cleanly_both_roles() {
             ]);
             assert!(!ok, "charon must fail to initiate with a wrong PSK");
         }
+        // Never established: a failure, not an IKE SA going down.
         let evs = ours.wait_for(10, |e| {
-            e.iter().any(|a| matches!(a, Action::IkeSaDown { .. }))
+            e.iter().any(|a| matches!(a, Action::IkeSaFailed { .. }))
         });
+        assert!(!evs.iter().any(|a| matches!(a, Action::IkeSaDown { .. })));
         let down = evs.iter().find_map(|a| match a {
-            Action::IkeSaDown { reason, .. } => Some(reason.clone()),
+            Action::IkeSaFailed {
+                reason, initiator, ..
+            } if *initiator == we_initiate => Some(reason.clone()),
             _ => None,
         });
         let expect = if we_initiate {
@@ -1074,13 +1078,13 @@ fn strongswan_invalid_ke_and_no_proposal_chosen_both_ways() {
         }
         let mine = |a: &Action| match a {
             Action::InstallChildSa(c) => c.conn == name,
-            Action::IkeSaDown { conn, .. } => *conn == name,
+            Action::IkeSaFailed { conn, .. } => *conn == name,
             _ => false,
         };
         let evs = ours.wait_for(10, |e| e.iter().any(mine));
         let evs: Vec<Action> = evs
             .into_iter()
-            .filter(|a| !matches!(a, Action::IkeSaDown { conn, .. } if *conn != name))
+            .filter(|a| !matches!(a, Action::IkeSaFailed { conn, .. } if *conn != name))
             .collect();
         let log = lab.log();
         if up {
@@ -1093,7 +1097,7 @@ fn strongswan_invalid_ke_and_no_proposal_chosen_both_ways() {
             assert!(listed.contains("ECP_384"), "case {i}: {listed}");
         } else {
             let down = evs.iter().find_map(|a| match a {
-                Action::IkeSaDown { reason, .. } => Some(reason.clone()),
+                Action::IkeSaFailed { reason, .. } => Some(reason.clone()),
                 _ => None,
             });
             assert_eq!(

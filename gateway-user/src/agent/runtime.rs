@@ -26,7 +26,7 @@ use gateway_esp::{IpPrefix, OuterHeader, Suite, TrafficSelectors, UdpEncap, DEFA
 use gateway_ike::driver::Command as IkeCommand;
 use gateway_ike::{
     Action as IkeAction, ChildSaInstall, ConnectionConfig, DownReason, DpdAction, EspCipher,
-    IkeCipher,
+    IkeCipher, IkeSaId,
 };
 use gateway_netio::netlink::{Address, Netlink};
 use gateway_netio::tun::Tun;
@@ -89,6 +89,9 @@ struct RunningTunnel {
     plan: TunnelPlan,
     id: TunnelId,
     ike_up: bool,
+    /// Which of the connection's IKE SAs are established, and which one
+    /// carries the tunnel (`ike_up` is "one is established").
+    ike: IkeTrack,
     /// Installed CHILD SA (inbound SPI, outbound SPI).
     child: Option<(u32, u32)>,
     /// CHILD SAs installed so far (the first and every rekey).
@@ -102,6 +105,73 @@ impl RunningTunnel {
     /// Can carry traffic: an IKE SA with an installed CHILD SA.
     fn usable(&self) -> bool {
         self.ike_up && self.child.is_some()
+    }
+}
+
+/// A tunnel's IKE SAs as the IKE driver reported them. A connection can
+/// have several at once: half-open ones anyone can start from the peer's
+/// address (never recorded here), the established one, a second one while
+/// it takes over (INITIAL_CONTACT, reauthentication) and the two sides of
+/// a rekey. Only the loss of the one whose CHILD SA is installed (the
+/// carrier) or of the last established one concerns the tunnel.
+#[derive(Debug, Default)]
+struct IkeTrack {
+    /// Established (reported up, not yet down), oldest first.
+    up: Vec<IkeSaId>,
+    /// The IKE SA of the installed CHILD SA.
+    carrier: Option<IkeSaId>,
+}
+
+/// What an IKE SA going down means for its tunnel.
+#[derive(Debug, PartialEq, Eq)]
+enum IkeLoss {
+    /// Not one of its established IKE SAs: nothing.
+    NotEstablished,
+    /// Another established IKE SA carries the tunnel: nothing.
+    Other,
+    /// The carrier (its CHILD SA is gone) or the last established one.
+    /// `still_up`: another established IKE SA remains.
+    Carrier { still_up: bool },
+}
+
+impl IkeTrack {
+    /// An IKE SA is established; after a rekey (`rekey_of`) it takes over
+    /// the old one's CHILD SAs, and with them the tunnel.
+    fn up(&mut self, ike: IkeSaId, rekey_of: Option<IkeSaId>) {
+        if let Some(old) = rekey_of {
+            self.up.retain(|s| *s != old);
+            if self.carrier == Some(old) {
+                self.carrier = Some(ike);
+            }
+        }
+        if !self.up.contains(&ike) {
+            self.up.push(ike);
+        }
+    }
+
+    fn is_up(&self, ike: IkeSaId) -> bool {
+        self.up.contains(&ike)
+    }
+
+    /// A CHILD SA of `ike` was installed: `ike` carries the tunnel now.
+    fn installed(&mut self, ike: IkeSaId) {
+        self.carrier = Some(ike);
+    }
+
+    fn down(&mut self, ike: IkeSaId) -> IkeLoss {
+        if !self.is_up(ike) {
+            return IkeLoss::NotEstablished;
+        }
+        self.up.retain(|s| *s != ike);
+        let still_up = !self.up.is_empty();
+        if self.carrier == Some(ike) || !still_up {
+            if self.carrier == Some(ike) {
+                self.carrier = None;
+            }
+            IkeLoss::Carrier { still_up }
+        } else {
+            IkeLoss::Other
+        }
     }
 }
 
@@ -336,6 +406,7 @@ impl Runtime {
                 plan: plan.clone(),
                 id,
                 ike_up: false,
+                ike: IkeTrack::default(),
                 child: None,
                 child_installs: 0,
                 reinitiate_at: None,
@@ -479,43 +550,92 @@ impl Runtime {
     /// Handles one report of the IKE driver.
     pub fn on_ike(&mut self, action: IkeAction) {
         match action {
-            IkeAction::IkeSaUp { conn, .. } => {
+            IkeAction::IkeSaUp {
+                conn,
+                ike,
+                rekey_of,
+                ..
+            } => {
                 if let Some(t) = self.tunnels.get_mut(&conn) {
+                    t.ike.up(ike, rekey_of);
                     t.ike_up = true;
                     t.reinitiate_at = None;
-                    tracing::info!(tunnel = %conn, "IKE SA established");
+                    match rekey_of {
+                        Some(old) => {
+                            tracing::info!(tunnel = %conn, %ike, %old, "IKE SA rekeyed")
+                        }
+                        None => tracing::info!(tunnel = %conn, %ike, "IKE SA established"),
+                    }
                 }
             }
-            IkeAction::IkeSaDown {
-                conn,
-                reason: DownReason::Replaced,
-            } => {
-                // INITIAL_CONTACT: the peer restarted and its new IKE SA is
-                // already up with its CHILD SA installed (the manager reports
-                // the new SA first); the tunnel's state is the new SA's.
-                tracing::info!(tunnel = %conn, "stale IKE SA replaced by the peer's new one");
-            }
-            IkeAction::IkeSaDown { conn, reason } => {
+            IkeAction::IkeSaDown { conn, ike, reason } => {
                 if let Some(t) = self.tunnels.get_mut(&conn) {
-                    t.ike_up = false;
-                    let child = t.child.take();
-                    let id = t.id;
-                    tracing::warn!(tunnel = %conn, reason = ?reason, "IKE SA down");
-                    // The IKE manager restarts on DPD failure itself; a
-                    // removed or replaced SA needs nothing.
-                    let wait = match reason {
-                        DownReason::PeerUnreachable
-                        | DownReason::Removed
-                        | DownReason::Replaced => None,
-                        DownReason::Deleted => Some(REINITIATE_AFTER_DELETE),
-                        _ => Some(REINITIATE_AFTER_FAILURE),
-                    };
-                    if t.plan.initiate {
-                        t.reinitiate_at = wait.map(|w| Instant::now() + w);
+                    match t.ike.down(ike) {
+                        IkeLoss::NotEstablished => {
+                            tracing::debug!(tunnel = %conn, %ike, reason = ?reason, "IKE SA down that was not the tunnel's: ignored");
+                            return;
+                        }
+                        IkeLoss::Other => {
+                            // INITIAL_CONTACT or a second IKE SA of the
+                            // peer: the tunnel's own SA is another one.
+                            tracing::info!(tunnel = %conn, %ike, reason = ?reason, "an older IKE SA of the tunnel went");
+                        }
+                        IkeLoss::Carrier { still_up } => {
+                            // Its CHILD SAs were removed just before; the
+                            // tunnel has none until a new one is installed.
+                            let child = t.child.take();
+                            let id = t.id;
+                            t.ike_up = still_up;
+                            if !still_up {
+                                tracing::warn!(tunnel = %conn, %ike, reason = ?reason, "IKE SA down");
+                                // The IKE manager restarts on DPD failure
+                                // itself; a removed or replaced SA needs
+                                // nothing.
+                                let wait = match reason {
+                                    DownReason::PeerUnreachable
+                                    | DownReason::Removed
+                                    | DownReason::Replaced => None,
+                                    DownReason::Deleted => Some(REINITIATE_AFTER_DELETE),
+                                    _ => Some(REINITIATE_AFTER_FAILURE),
+                                };
+                                if t.plan.initiate {
+                                    t.reinitiate_at = wait.map(|w| Instant::now() + w);
+                                }
+                            } else {
+                                tracing::warn!(tunnel = %conn, %ike, reason = ?reason, "the IKE SA carrying the tunnel went down; another IKE SA is up");
+                            }
+                            if let Some((i, o)) = child {
+                                self.remove_child(id, i, o);
+                            }
+                        }
                     }
-                    if let Some((i, o)) = child {
-                        self.remove_child(id, i, o);
-                    }
+                }
+            }
+            IkeAction::IkeSaFailed {
+                conn,
+                ike,
+                initiator,
+                reason,
+            } => {
+                let Some(t) = self.tunnels.get_mut(&conn) else {
+                    return;
+                };
+                if !initiator {
+                    // A half-open IKE SA the peer (or anyone sending from
+                    // its address) started: says nothing about the tunnel.
+                    tracing::debug!(tunnel = %conn, %ike, reason = ?reason, "half-open IKE SA failed");
+                    return;
+                }
+                tracing::warn!(tunnel = %conn, %ike, reason = ?reason, "IKE SA not established");
+                // Our own attempt: try again later, unless an established
+                // IKE SA carries the tunnel meanwhile. The IKE manager
+                // restarts itself when the peer did not answer.
+                let wait = match reason {
+                    DownReason::PeerUnreachable | DownReason::Removed => None,
+                    _ => Some(REINITIATE_AFTER_FAILURE),
+                };
+                if t.plan.initiate && !t.ike_up {
+                    t.reinitiate_at = wait.map(|w| Instant::now() + w);
                 }
             }
             IkeAction::InstallChildSa(c) => self.install_child(c),
@@ -523,6 +643,7 @@ impl Runtime {
                 conn,
                 spi_in,
                 spi_out,
+                ..
             } => {
                 if let Some(t) = self.tunnels.get_mut(&conn) {
                     if t.child.map(|(i, _)| i) == Some(spi_in) {
@@ -546,6 +667,7 @@ impl Runtime {
                 old,
                 new,
                 spis_out,
+                ..
             } => {
                 if let Some(t) = self.tunnels.get(&conn) {
                     let id = t.id;
@@ -564,7 +686,7 @@ impl Runtime {
                 }
                 return;
             }
-            IkeAction::Send { .. } | IkeAction::ArmTimer { .. } => return,
+            IkeAction::Send { .. } | IkeAction::ArmTimer { .. } | IkeAction::ComputeDh(_) => return,
         }
         self.rebalance(false);
         self.report_statuses();
@@ -575,6 +697,17 @@ impl Runtime {
             tracing::warn!(tunnel = %c.conn, "CHILD SA for an unknown tunnel ignored");
             return;
         };
+        if !t.ike.is_up(c.ike) {
+            // Keys from an IKE SA that is not (or no longer) established
+            // for this tunnel never reach the data plane.
+            tracing::error!(
+                tunnel = %c.conn,
+                ike = %c.ike,
+                spi_in = format_args!("{:08x}", c.spi_in),
+                "CHILD SA of an IKE SA that is not up refused"
+            );
+            return;
+        }
         let tunnel = t.id;
         let result = (|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let suite = Suite::from_api_names(c.encryption, c.integrity)?;
@@ -619,6 +752,7 @@ impl Runtime {
                     "CHILD SA installed"
                 );
                 t.child_installs += 1;
+                t.ike.installed(c.ike);
                 let old = t.child.replace((c.spi_in, c.spi_out));
                 let replaced = c.replaces_spi_in.or(old.map(|(i, _)| i));
                 if let Some(old_in) = replaced.filter(|s| *s != c.spi_in) {

@@ -1,0 +1,345 @@
+//! A scripted IKE peer for tests and fuzzing (feature `testing`): it runs
+//! IKE_SA_INIT against an [`crate::IkeManager`] in either role with the
+//! crate's own crypto, so it knows the IKE SA's SK keys, and then seals
+//! whatever it is told to (payloads, or raw hostile payload chains) as
+//! protected messages of that IKE SA. It knows the PSK only when a test
+//! gives it one. Nothing here is used by the gateway itself.
+
+use std::net::SocketAddr;
+
+use thiserror::Error;
+
+use crate::config::{esp_proposals, ike_chosen, ike_proposals, select_ike, EspCipher, IkeCipher};
+use crate::crypto::{
+    derive_ike_keys, psk_auth, random_bytes, skeyseed, DhPrivate, IkeKeys, SkCrypto, SkDirKeys,
+};
+use crate::message::{exchange, Message, MessageError, FLAG_INITIATOR, FLAG_RESPONSE};
+use crate::payload::{
+    notify, AuthPayload, IdPayload, KePayload, NotifyPayload, Payload, TrafficSelector,
+    AUTH_SHARED_KEY_MIC,
+};
+
+#[derive(Debug, Error)]
+pub enum ScriptError {
+    #[error("message: {0}")]
+    Message(#[from] MessageError),
+    #[error("unexpected message: {0}")]
+    Unexpected(&'static str),
+}
+
+/// One side of an IKE SA played by a test.
+pub struct ScriptedPeer {
+    pub spi_i: u64,
+    pub spi_r: u64,
+    /// This script is the original initiator.
+    pub initiator: bool,
+    pub cipher: IkeCipher,
+    pub ni: Vec<u8>,
+    pub nr: Vec<u8>,
+    /// The IKE_SA_INIT request and response octets (for AUTH).
+    pub init_req: Vec<u8>,
+    pub init_resp: Vec<u8>,
+    dh: Option<DhPrivate>,
+    keys: Option<IkeKeys>,
+}
+
+fn find<'a, T>(msg: &'a Message, f: impl Fn(&'a Payload) -> Option<T>) -> Option<T> {
+    msg.payloads.iter().find_map(f)
+}
+
+impl ScriptedPeer {
+    /// Initiator: an IKE_SA_INIT request offering `cipher` (no NAT
+    /// detection: plain IKE on port 500).
+    pub fn initiate(cipher: IkeCipher, spi_i: u64) -> (Self, Vec<u8>) {
+        let dh = DhPrivate::generate(cipher.dh);
+        let ni = random_bytes(32);
+        let mut m = Message::new(spi_i, 0, exchange::IKE_SA_INIT, FLAG_INITIATOR, 0);
+        m.payloads.push(Payload::Sa(ike_proposals(&[cipher], &[])));
+        m.payloads.push(Payload::Ke(KePayload {
+            group: cipher.dh.id(),
+            data: dh.public_value(),
+        }));
+        m.payloads.push(Payload::Nonce(ni.clone()));
+        let bytes = m.encode_plain();
+        let peer = Self {
+            spi_i,
+            spi_r: 0,
+            initiator: true,
+            cipher,
+            ni,
+            nr: Vec::new(),
+            init_req: bytes.clone(),
+            init_resp: Vec::new(),
+            dh: Some(dh),
+            keys: None,
+        };
+        (peer, bytes)
+    }
+
+    /// Initiator: takes the responder's IKE_SA_INIT response and derives
+    /// the IKE SA keys.
+    pub fn complete_init(&mut self, resp: &[u8]) -> Result<(), ScriptError> {
+        let m = Message::decode(resp)?;
+        if m.exchange != exchange::IKE_SA_INIT || !m.is_response() {
+            return Err(ScriptError::Unexpected("not an IKE_SA_INIT response"));
+        }
+        let props = find(&m, |p| match p {
+            Payload::Sa(s) => Some(s),
+            _ => None,
+        })
+        .ok_or(ScriptError::Unexpected("no SA payload"))?;
+        ike_chosen(&[self.cipher], props).ok_or(ScriptError::Unexpected("proposal"))?;
+        let ke = find(&m, |p| match p {
+            Payload::Ke(k) => Some(k),
+            _ => None,
+        })
+        .ok_or(ScriptError::Unexpected("no KE"))?;
+        let nr = find(&m, |p| match p {
+            Payload::Nonce(n) => Some(n.clone()),
+            _ => None,
+        })
+        .ok_or(ScriptError::Unexpected("no nonce"))?;
+        let dh = self.dh.take().ok_or(ScriptError::Unexpected("no DH"))?;
+        let gir = dh
+            .shared_secret(&ke.data)
+            .map_err(|_| ScriptError::Unexpected("KE"))?;
+        self.nr = nr;
+        self.spi_r = m.spi_r;
+        self.init_resp = resp.to_vec();
+        self.derive(&gir);
+        Ok(())
+    }
+
+    /// Responder: answers an IKE_SA_INIT request with `cipher` (which the
+    /// request must offer, with a KE of its group) and SPI `spi_r`.
+    pub fn respond(
+        cipher: IkeCipher,
+        req: &[u8],
+        spi_r: u64,
+    ) -> Result<(Self, Vec<u8>), ScriptError> {
+        let m = Message::decode(req)?;
+        if m.exchange != exchange::IKE_SA_INIT || m.is_response() {
+            return Err(ScriptError::Unexpected("not an IKE_SA_INIT request"));
+        }
+        let props = find(&m, |p| match p {
+            Payload::Sa(s) => Some(s),
+            _ => None,
+        })
+        .ok_or(ScriptError::Unexpected("no SA payload"))?;
+        let (number, _) =
+            select_ike(&[cipher], props).ok_or(ScriptError::Unexpected("proposal"))?;
+        let ke = find(&m, |p| match p {
+            Payload::Ke(k) => Some(k),
+            _ => None,
+        })
+        .ok_or(ScriptError::Unexpected("no KE"))?;
+        let ni = find(&m, |p| match p {
+            Payload::Nonce(n) => Some(n.clone()),
+            _ => None,
+        })
+        .ok_or(ScriptError::Unexpected("no nonce"))?;
+        let dh = DhPrivate::generate(cipher.dh);
+        let gir = dh
+            .shared_secret(&ke.data)
+            .map_err(|_| ScriptError::Unexpected("KE"))?;
+        let nr = random_bytes(32);
+        let mut r = Message::new(m.spi_i, spi_r, exchange::IKE_SA_INIT, FLAG_RESPONSE, 0);
+        r.payloads.push(Payload::Sa(crate::config::chosen_proposal(
+            number,
+            crate::payload::proto::IKE,
+            Vec::new(),
+            crate::config::ike_cipher_transforms(&cipher),
+        )));
+        r.payloads.push(Payload::Ke(KePayload {
+            group: cipher.dh.id(),
+            data: dh.public_value(),
+        }));
+        r.payloads.push(Payload::Nonce(nr.clone()));
+        let bytes = r.encode_plain();
+        let mut peer = Self {
+            spi_i: m.spi_i,
+            spi_r,
+            initiator: false,
+            cipher,
+            ni,
+            nr,
+            init_req: req.to_vec(),
+            init_resp: bytes.clone(),
+            dh: None,
+            keys: None,
+        };
+        peer.derive(&gir);
+        Ok((peer, bytes))
+    }
+
+    fn derive(&mut self, gir: &[u8]) {
+        let c = self.cipher;
+        let seed = skeyseed(c.prf, &self.ni, &self.nr, gir);
+        self.keys = Some(derive_ike_keys(
+            c.prf,
+            self.sk(),
+            &seed,
+            &self.ni,
+            &self.nr,
+            self.spi_i,
+            self.spi_r,
+        ));
+    }
+
+    fn sk(&self) -> SkCrypto {
+        SkCrypto {
+            encr: self.cipher.encr,
+            integ: self.cipher.integ,
+        }
+    }
+
+    fn dir_keys(&self, outbound: bool) -> Option<SkDirKeys> {
+        let k = self.keys.as_ref()?;
+        let (e, a) = if outbound == self.initiator {
+            (&k.sk_ei, &k.sk_ai)
+        } else {
+            (&k.sk_er, &k.sk_ar)
+        };
+        Some(SkDirKeys {
+            encr_key: zeroize::Zeroizing::new(e.to_vec()),
+            integ_key: zeroize::Zeroizing::new(a.to_vec()),
+        })
+    }
+
+    /// SK_d, from which every CHILD SA's keys derive.
+    pub fn sk_d(&self) -> Option<&[u8]> {
+        self.keys.as_ref().map(|k| k.sk_d.as_slice())
+    }
+
+    /// The AUTH payload this side would send for `id`, with `psk`.
+    pub fn auth(&self, psk: &[u8], id: &IdPayload) -> AuthPayload {
+        let (msg, nonce) = if self.initiator {
+            (&self.init_req, &self.nr)
+        } else {
+            (&self.init_resp, &self.ni)
+        };
+        let sk_p = self.keys.as_ref().map_or(&[][..], |k| {
+            if self.initiator {
+                k.sk_pi.as_slice()
+            } else {
+                k.sk_pr.as_slice()
+            }
+        });
+        AuthPayload {
+            method: AUTH_SHARED_KEY_MIC,
+            data: psk_auth(self.cipher.prf, psk, msg, nonce, sk_p, &id.body()).to_vec(),
+        }
+    }
+
+    fn header(&self, exch: u8, response: bool, message_id: u32) -> Message {
+        let mut flags = if self.initiator { FLAG_INITIATOR } else { 0 };
+        if response {
+            flags |= FLAG_RESPONSE;
+        }
+        Message::new(self.spi_i, self.spi_r, exch, flags, message_id)
+    }
+
+    /// `payloads` sealed in an SK payload of this IKE SA.
+    pub fn seal(
+        &self,
+        exch: u8,
+        response: bool,
+        message_id: u32,
+        payloads: Vec<Payload>,
+    ) -> Vec<u8> {
+        let mut m = self.header(exch, response, message_id);
+        m.payloads = payloads;
+        let keys = self.dir_keys(true).expect("IKE_SA_INIT completed");
+        m.encode_protected(&self.sk(), &keys)
+            .expect("sealing with derived keys")
+    }
+
+    /// A raw payload chain (`first` names its first payload), whatever it
+    /// holds, sealed in an SK payload of this IKE SA.
+    pub fn seal_raw(
+        &self,
+        exch: u8,
+        response: bool,
+        message_id: u32,
+        first: u8,
+        inner: &[u8],
+    ) -> Vec<u8> {
+        let m = self.header(exch, response, message_id);
+        let keys = self.dir_keys(true).expect("IKE_SA_INIT completed");
+        m.seal_chain(first, inner, &self.sk(), &keys)
+            .expect("sealing with derived keys")
+    }
+
+    /// Opens a protected message of this IKE SA sent by the other side.
+    pub fn open(&self, bytes: &[u8]) -> Option<Message> {
+        let mut m = Message::decode(bytes).ok()?;
+        let keys = self.dir_keys(false)?;
+        m.decrypt(bytes, &self.sk(), &keys).ok()?;
+        Some(m)
+    }
+}
+
+/// The payloads of a request for a new CHILD SA (IKE_AUTH's second half,
+/// or CREATE_CHILD_SA without REKEY_SA): SA, TSi, TSr, and a nonce if
+/// `nonce` is given (CREATE_CHILD_SA carries one, IKE_AUTH does not).
+pub fn child_sa_payloads(
+    esp: &[EspCipher],
+    spi: u32,
+    nonce: Option<Vec<u8>>,
+    tsi: Vec<TrafficSelector>,
+    tsr: Vec<TrafficSelector>,
+) -> Vec<Payload> {
+    let mut v = vec![Payload::Sa(esp_proposals(esp, spi, false, nonce.is_some()))];
+    if let Some(n) = nonce {
+        v.push(Payload::Nonce(n));
+    }
+    v.push(Payload::TsI(tsi));
+    v.push(Payload::TsR(tsr));
+    v
+}
+
+/// The payloads of an IKE_AUTH request with a CHILD SA: IDi,
+/// INITIAL_CONTACT, AUTH (computed with `psk`), SA, TSi, TSr.
+pub fn ike_auth_payloads(
+    peer: &ScriptedPeer,
+    psk: &[u8],
+    id: IdPayload,
+    esp: &[EspCipher],
+    spi: u32,
+) -> Vec<Payload> {
+    let auth = peer.auth(psk, &id);
+    let all = vec![TrafficSelector::any_v4(), TrafficSelector::any_v6()];
+    let mut v = vec![
+        Payload::IdI(id),
+        Payload::Notify(NotifyPayload::new(notify::INITIAL_CONTACT, Vec::new())),
+        Payload::Auth(auth),
+    ];
+    v.extend(child_sa_payloads(esp, spi, None, all.clone(), all));
+    v
+}
+
+/// The payloads of a CREATE_CHILD_SA request that rekeys the IKE SA
+/// (§1.3.2): SA (protocol IKE, our new SPI), Ni, KE of `cipher`'s group.
+pub fn ike_rekey_payloads(cipher: IkeCipher, new_spi: u64, nonce: Vec<u8>) -> Vec<Payload> {
+    let dh = DhPrivate::generate(cipher.dh);
+    vec![
+        Payload::Sa(ike_proposals(&[cipher], &new_spi.to_be_bytes())),
+        Payload::Nonce(nonce),
+        Payload::Ke(KePayload {
+            group: cipher.dh.id(),
+            data: dh.public_value(),
+        }),
+    ]
+}
+
+/// Where the scripted peer's datagrams go: the manager's [`crate::Action::Send`]s
+/// addressed to `to`, in order.
+pub fn sent_to(actions: &[crate::Action], to: SocketAddr) -> Vec<Vec<u8>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            crate::Action::Send { bytes, to: t, .. } if *t == to => Some(bytes.clone()),
+            _ => None,
+        })
+        .collect()
+}
