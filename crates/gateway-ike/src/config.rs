@@ -438,26 +438,37 @@ impl EspChosen {
 }
 
 /// Our ESP proposals; `pfs` includes the DH transforms (CREATE_CHILD_SA).
+/// Each offers both ESN transforms (RFC 7296 §3.3.2: alternatives of one
+/// type, in our order of preference), so a peer without ESN support can
+/// still pick 32-bit sequence numbers.
 pub(crate) fn esp_proposals(
     ciphers: &[EspCipher],
     spi: u32,
-    esn: bool,
+    esn_pref: bool,
     pfs: bool,
 ) -> Vec<Proposal> {
     ciphers
         .iter()
         .enumerate()
-        .map(|(i, c)| Proposal {
-            number: u8::try_from(i + 1).unwrap_or(u8::MAX),
-            protocol: proto::ESP,
-            spi: spi.to_be_bytes().to_vec(),
-            transforms: EspChosen {
+        .map(|(i, c)| {
+            let mut transforms = EspChosen {
                 encr: c.encr,
                 integ: c.integ,
                 dh: if pfs { c.dh } else { None },
-                esn,
+                esn: esn_pref,
             }
-            .transforms(),
+            .transforms();
+            transforms.push(Transform {
+                ttype: TransformType::Esn,
+                id: u16::from(!esn_pref),
+                key_length: None,
+            });
+            Proposal {
+                number: u8::try_from(i + 1).unwrap_or(u8::MAX),
+                protocol: proto::ESP,
+                spi: spi.to_be_bytes().to_vec(),
+                transforms,
+            }
         })
         .collect()
 }
@@ -565,7 +576,46 @@ mod tests {
         let e = EspCipher::from_api("aes256gcm", None, None).unwrap();
         let props = esp_proposals(&[e], 0x1234_5678, false, false);
         let (n, spi, ch) = select_esp(&[e], &props, false, true).unwrap();
-        assert_eq!((n, spi, ch.esn), (1, 0x1234_5678, false));
+        assert_eq!((n, spi, ch.esn), (1, 0x1234_5678, true));
+    }
+
+    #[test]
+    fn esn_is_offered_both_ways_and_preferred() {
+        let e = EspCipher::from_api("aes256gcm", None, None).unwrap();
+        let esn = |p: &Proposal| -> Vec<u16> {
+            p.transforms
+                .iter()
+                .filter(|t| t.ttype == TransformType::Esn)
+                .map(|t| t.id)
+                .collect()
+        };
+        // Our proposals: ESN first, then without.
+        let ours = esp_proposals(&[e], 0x1234_5678, true, false);
+        assert_eq!(esn(&ours[0]), vec![1, 0]);
+        // A responder preferring ESN picks it; one preferring 32-bit
+        // sequence numbers picks those from the same offer.
+        assert!(select_esp(&[e], &ours, false, true).unwrap().2.esn);
+        assert!(!select_esp(&[e], &ours, false, false).unwrap().2.esn);
+        // A peer that offers no ESN: accepted, without ESN.
+        let mut theirs = ours.clone();
+        theirs[0]
+            .transforms
+            .retain(|t| !(t.ttype == TransformType::Esn && t.id == 1));
+        let (_, _, ch) = select_esp(&[e], &theirs, false, true).unwrap();
+        assert!(!ch.esn);
+        // As initiator we accept either single choice, never both at once.
+        for esn_chosen in [true, false] {
+            let chosen = EspChosen {
+                encr: e.encr,
+                integ: None,
+                dh: None,
+                esn: esn_chosen,
+            };
+            let reply = chosen_proposal(1, proto::ESP, vec![0, 0, 1, 0], chosen.transforms());
+            let (_, got) = esp_chosen(&[e], &reply, false, true).unwrap();
+            assert_eq!(got.esn, esn_chosen);
+        }
+        assert!(esp_chosen(&[e], &ours, false, true).is_none());
     }
 
     #[test]

@@ -87,8 +87,8 @@ pub struct Counters {
     pub ike_sa_limit_dropped: u64,
     /// COOKIE challenges sent (no state kept for them).
     pub cookies_sent: u64,
-    /// Half-open IKE SAs dropped because the driver refused their
-    /// Diffie-Hellman work (overload).
+    /// Diffie-Hellman jobs the driver refused (overload): a half-open SA
+    /// the peer started is dropped for it, other work is asked again.
     pub dh_refused: u64,
     /// Established IKE SAs deleted for `max_established_per_connection`.
     pub replaced_over_limit: u64,

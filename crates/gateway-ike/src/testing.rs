@@ -289,7 +289,7 @@ pub fn child_sa_payloads(
     tsi: Vec<TrafficSelector>,
     tsr: Vec<TrafficSelector>,
 ) -> Vec<Payload> {
-    let mut v = vec![Payload::Sa(esp_proposals(esp, spi, false, nonce.is_some()))];
+    let mut v = vec![Payload::Sa(esp_proposals(esp, spi, true, nonce.is_some()))];
     if let Some(n) = nonce {
         v.push(Payload::Nonce(n));
     }
@@ -299,21 +299,26 @@ pub fn child_sa_payloads(
 }
 
 /// The payloads of an IKE_AUTH request with a CHILD SA: IDi,
-/// INITIAL_CONTACT, AUTH (computed with `psk`), SA, TSi, TSr.
+/// INITIAL_CONTACT (unless `initial_contact` is false), AUTH (computed
+/// with `psk`), SA, TSi, TSr.
 pub fn ike_auth_payloads(
     peer: &ScriptedPeer,
     psk: &[u8],
     id: IdPayload,
     esp: &[EspCipher],
     spi: u32,
+    initial_contact: bool,
 ) -> Vec<Payload> {
     let auth = peer.auth(psk, &id);
     let all = vec![TrafficSelector::any_v4(), TrafficSelector::any_v6()];
-    let mut v = vec![
-        Payload::IdI(id),
-        Payload::Notify(NotifyPayload::new(notify::INITIAL_CONTACT, Vec::new())),
-        Payload::Auth(auth),
-    ];
+    let mut v = vec![Payload::IdI(id)];
+    if initial_contact {
+        v.push(Payload::Notify(NotifyPayload::new(
+            notify::INITIAL_CONTACT,
+            Vec::new(),
+        )));
+    }
+    v.push(Payload::Auth(auth));
     v.extend(child_sa_payloads(esp, spi, None, all.clone(), all));
     v
 }
@@ -330,6 +335,34 @@ pub fn ike_rekey_payloads(cipher: IkeCipher, new_spi: u64, nonce: Vec<u8>) -> Ve
             data: dh.public_value(),
         }),
     ]
+}
+
+/// `p` (an SA payload) without the ESN transform 1: what a peer that does
+/// not support extended sequence numbers offers.
+pub fn without_esn(p: Payload) -> Payload {
+    match p {
+        Payload::Sa(mut props) => {
+            for pr in &mut props {
+                pr.transforms
+                    .retain(|t| !(t.ttype == crate::payload::TransformType::Esn && t.id == 1));
+            }
+            Payload::Sa(props)
+        }
+        other => other,
+    }
+}
+
+/// An IKE_SA_INIT request offering `cipher` with `ke` as it is (which
+/// need not be a real public value: a flood does not compute one).
+pub fn ike_sa_init_request(cipher: IkeCipher, spi_i: u64, ke: Vec<u8>, nonce: Vec<u8>) -> Vec<u8> {
+    let mut m = Message::new(spi_i, 0, exchange::IKE_SA_INIT, FLAG_INITIATOR, 0);
+    m.payloads.push(Payload::Sa(ike_proposals(&[cipher], &[])));
+    m.payloads.push(Payload::Ke(KePayload {
+        group: cipher.dh.id(),
+        data: ke,
+    }));
+    m.payloads.push(Payload::Nonce(nonce));
+    m.encode_plain()
 }
 
 /// Where the scripted peer's datagrams go: the manager's [`crate::Action::Send`]s

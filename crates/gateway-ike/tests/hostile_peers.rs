@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use gateway_ike::message::{exchange, Message};
 use gateway_ike::payload::{notify, proto, DeletePayload, IdPayload, Payload, TrafficSelector};
 use gateway_ike::testing::{
-    child_sa_payloads, ike_auth_payloads, ike_rekey_payloads, sent_to, ScriptedPeer,
+    child_sa_payloads, ike_auth_payloads, ike_rekey_payloads, ike_sa_init_request, sent_to,
+    without_esn, ScriptedPeer,
 };
 use gateway_ike::{
     Action, ConnectionConfig, DownReason, EspCipher, Identity, IkeCipher, IkeManager, IkeSaId, Psk,
@@ -108,20 +109,32 @@ impl Responder {
 
     /// A scripted initiator that knows the PSK and is established.
     fn established(&mut self, spi_i: u64) -> ScriptedPeer {
+        self.established_with(spi_i, true, |p| p)
+    }
+
+    /// The same, with or without INITIAL_CONTACT, and `edit` applied to
+    /// the IKE_AUTH payloads.
+    fn established_with(
+        &mut self,
+        spi_i: u64,
+        initial_contact: bool,
+        edit: impl Fn(Payload) -> Payload,
+    ) -> ScriptedPeer {
+        let installs_before = installs(&self.log);
         let peer = self.half_open(spi_i);
-        let auth = peer.seal(
-            exchange::IKE_AUTH,
-            false,
-            1,
-            ike_auth_payloads(&peer, PSK, their_id(), &esp(), 0x1111_1111),
-        );
+        let payloads =
+            ike_auth_payloads(&peer, PSK, their_id(), &esp(), 0x1111_1111, initial_contact)
+                .into_iter()
+                .map(edit)
+                .collect();
+        let auth = peer.seal(exchange::IKE_AUTH, false, 1, payloads);
         let resp = self.feed(&auth);
         let m = peer.open(&resp[0]).expect("IKE_AUTH response");
         assert!(
             m.payloads.iter().any(|p| matches!(p, Payload::Auth(_))),
             "{m:?}"
         );
-        assert_eq!(installs(&self.log), 1);
+        assert_eq!(installs(&self.log), installs_before + 1);
         peer
     }
 }
@@ -181,7 +194,7 @@ fn initiator_without_the_psk_gets_no_child_sa_from_our_responder() {
         exchange::IKE_AUTH,
         false,
         1,
-        ike_auth_payloads(&peer, PSK, their_id(), &esp(), 0x1111_1111),
+        ike_auth_payloads(&peer, PSK, their_id(), &esp(), 0x1111_1111, true),
     );
     let mut tampered = auth.clone();
     let n = tampered.len();
@@ -193,7 +206,7 @@ fn initiator_without_the_psk_gets_no_child_sa_from_our_responder() {
         exchange::IKE_AUTH,
         false,
         1,
-        ike_auth_payloads(&peer, b"a guess", their_id(), &esp(), 0x1111_1111),
+        ike_auth_payloads(&peer, b"a guess", their_id(), &esp(), 0x1111_1111, true),
     );
     let resp = r.feed(&guess);
     let m = peer.open(&resp[0]).expect("IKE_AUTH response");
@@ -219,7 +232,7 @@ fn a_second_ike_auth_after_establishment_is_refused() {
         exchange::IKE_AUTH,
         false,
         2,
-        ike_auth_payloads(&peer, PSK, their_id(), &esp(), 0x3333_3333),
+        ike_auth_payloads(&peer, PSK, their_id(), &esp(), 0x3333_3333, true),
     );
     let resp = r.feed(&again);
     assert_eq!(
@@ -246,7 +259,7 @@ fn tampered_and_replayed_messages_create_nothing() {
         exchange::IKE_AUTH,
         false,
         1,
-        ike_auth_payloads(&peer, PSK, their_id(), &esp(), 0x1111_1111),
+        ike_auth_payloads(&peer, PSK, their_id(), &esp(), 0x1111_1111, true),
     );
     // A replayed IKE_AUTH (message ID 1, already answered): the cached
     // response at most, nothing processed again.
@@ -471,4 +484,195 @@ fn refused_or_expired_half_open_sas_leave_the_tunnel_alone() {
     assert_eq!(failed.len(), 2, "{after:?}");
     assert!(!failed.contains(&tunnel));
     assert_eq!(r.mgr.ike_sas().next().unwrap().id(), tunnel);
+}
+
+fn last_install(log: &[Action]) -> &gateway_ike::ChildSaInstall {
+    log.iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::InstallChildSa(c) => Some(c),
+            _ => None,
+        })
+        .expect("an install")
+}
+
+#[test]
+fn a_peer_without_esn_is_accepted_without_it() {
+    let mut r = Responder::new();
+    r.established_with(0x0e5e_0001, true, without_esn);
+    assert!(!last_install(&r.log).esn);
+    // The same peer offering both (what we propose ourselves): ESN.
+    r.established_with(0x0e5e_0002, true, |p| p);
+    assert!(last_install(&r.log).esn);
+}
+
+#[test]
+fn half_open_sas_per_address_need_a_cookie_then_stop() {
+    let mut r = Responder::new();
+    let mut other = ConnectionConfig::new(
+        "other",
+        US.parse().unwrap(),
+        "192.0.2.3".parse().unwrap(),
+        Psk::new(PSK.to_vec()),
+    );
+    other.initiate = false;
+    other.ike_ciphers = vec![ike()];
+    let acts = r.mgr.add_connection(other, r.now);
+    r.log.extend(acts);
+    let limits = r.mgr.limits().clone();
+    assert_eq!(
+        (
+            limits.cookie_threshold_per_addr,
+            limits.max_half_open_per_addr
+        ),
+        (2, 4)
+    );
+    let req = |spi: u64| ike_sa_init_request(ike(), spi, vec![9; 32], vec![spi as u8; 32]);
+    let with_cookie = |spi: u64, cookie: &[u8]| {
+        let mut m = Message::decode(&req(spi)).unwrap();
+        m.payloads.insert(
+            0,
+            Payload::Notify(gateway_ike::payload::NotifyPayload::new(
+                notify::COOKIE,
+                cookie.to_vec(),
+            )),
+        );
+        m.encode_plain()
+    };
+    let cookie_of = |resp: &[u8]| {
+        let m = Message::decode(resp).unwrap();
+        m.notify(notify::COOKIE).map(|n| n.data.clone())
+    };
+    // Two from the customer gateway's address: plain half-open SAs.
+    for spi in [1u64, 2] {
+        let resp = r.feed(&req(spi));
+        assert!(cookie_of(&resp[0]).is_none());
+    }
+    assert_eq!(r.mgr.ike_sas().count(), 2);
+    // The third must return a COOKIE: no state until it does.
+    let resp = r.feed(&req(3));
+    let cookie = cookie_of(&resp[0]).expect("a COOKIE challenge");
+    assert_eq!(r.mgr.ike_sas().count(), 2);
+    let resp = r.feed(&with_cookie(3, &cookie));
+    assert!(cookie_of(&resp[0]).is_none(), "the COOKIE was accepted");
+    assert_eq!(r.mgr.ike_sas().count(), 3);
+    // A wrong COOKIE is challenged again.
+    let resp = r.feed(&with_cookie(4, &cookie));
+    let c4 = cookie_of(&resp[0]).expect("challenged again");
+    r.feed(&with_cookie(4, &c4));
+    assert_eq!(r.mgr.ike_sas().count(), 4);
+    // At the cap, even a valid COOKIE gets nothing, and it is counted.
+    let resp = r.feed(&req(5));
+    assert!(resp.is_empty());
+    assert_eq!(r.mgr.ike_sas().count(), 4);
+    assert_eq!(r.mgr.counters().half_open_per_addr_dropped, 1);
+    // Another address is not affected.
+    let acts = r
+        .mgr
+        .handle_datagram(&req(6), sock("192.0.2.3", 500), sock(US, 500), r.now);
+    let resp = sent_to(&acts, sock("192.0.2.3", 500));
+    assert!(cookie_of(&resp[0]).is_none());
+    assert_eq!(r.mgr.ike_sas().count(), 5);
+    assert!(r.mgr.counters().cookies_sent >= 2);
+    // The half-open SAs expire and the address is free again.
+    r.now += Duration::from_secs(31);
+    for sa in r.mgr.ike_sas().map(|s| s.my_spi()).collect::<Vec<_>>() {
+        let acts = r.mgr.handle_timer(gateway_ike::TimerId(sa), r.now);
+        r.log.extend(acts);
+    }
+    assert_eq!(r.mgr.ike_sas().count(), 0);
+    assert!(cookie_of(&r.feed(&req(7))[0]).is_none());
+}
+
+#[test]
+fn the_cookie_secret_rotates_and_the_previous_one_stays_valid() {
+    let mut r = Responder::new();
+    let mut limits = r.mgr.limits().clone();
+    limits.cookie_threshold = 0;
+    limits.cookie_rotation = Duration::from_secs(60);
+    r.mgr.set_limits(limits);
+    let req = |spi: u64| ike_sa_init_request(ike(), spi, vec![9; 32], vec![spi as u8; 32]);
+    let with_cookie = |spi: u64, cookie: &[u8]| {
+        let mut m = Message::decode(&req(spi)).unwrap();
+        m.payloads.insert(
+            0,
+            Payload::Notify(gateway_ike::payload::NotifyPayload::new(
+                notify::COOKIE,
+                cookie.to_vec(),
+            )),
+        );
+        m.encode_plain()
+    };
+    let cookie_of = |resp: &[u8]| {
+        Message::decode(resp)
+            .unwrap()
+            .notify(notify::COOKIE)
+            .map(|n| n.data.clone())
+    };
+    let c1 = cookie_of(&r.feed(&req(1))[0]).expect("challenge");
+    let c2 = cookie_of(&r.feed(&req(2))[0]).expect("challenge");
+    // One rotation later, a COOKIE of the previous secret still works...
+    r.now += Duration::from_secs(61);
+    let c3 = cookie_of(&r.feed(&req(3))[0]).expect("challenge");
+    assert_ne!(c3[0], c1[0], "a new secret, with a new version");
+    assert!(cookie_of(&r.feed(&with_cookie(1, &c1))[0]).is_none());
+    assert_eq!(r.mgr.ike_sas().count(), 1);
+    // ...two rotations later it does not: challenged anew.
+    r.now += Duration::from_secs(61);
+    assert!(cookie_of(&r.feed(&with_cookie(2, &c2))[0]).is_some());
+    assert_eq!(r.mgr.ike_sas().count(), 1);
+    // The one handed out after the first rotation is still good.
+    assert!(cookie_of(&r.feed(&with_cookie(3, &c3))[0]).is_none());
+    assert_eq!(r.mgr.ike_sas().count(), 2);
+}
+
+#[test]
+fn established_sas_per_connection_are_capped() {
+    let mut r = Responder::new();
+    let mut first = None;
+    for spi in [0x0c0c_0001u64, 0x0c0c_0002, 0x0c0c_0003] {
+        // Without INITIAL_CONTACT: a peer that keeps adding IKE SAs.
+        r.established_with(spi, false, |p| p);
+        first = first.or_else(|| r.mgr.ike_sas().next().map(|s| s.id()));
+        r.now += Duration::from_secs(1);
+    }
+    assert_eq!(r.mgr.ike_sas().count(), 2, "two at most per connection");
+    assert_eq!(r.mgr.counters().replaced_over_limit, 1);
+    // The oldest went, its CHILD SA with it, as an IKE SA down (it was
+    // established) replaced by a newer one.
+    assert!(r.mgr.ike_sas().all(|s| s.children().len() == 1));
+    assert!(r.mgr.ike_sas().all(|s| Some(s.id()) != first));
+    let down: Vec<&Action> = r
+        .log
+        .iter()
+        .filter(|a| matches!(a, Action::IkeSaDown { .. }))
+        .collect();
+    assert_eq!(down.len(), 1, "{down:?}");
+    assert!(matches!(
+        down[0],
+        Action::IkeSaDown {
+            ike,
+            reason: DownReason::Replaced,
+            ..
+        } if Some(*ike) == first
+    ));
+    assert_eq!(
+        r.log
+            .iter()
+            .filter(|a| matches!(a, Action::RemoveChildSa { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn the_ike_sa_cap_drops_new_initiations() {
+    let mut r = Responder::new();
+    let mut limits = r.mgr.limits().clone();
+    limits.max_ike_sas = 1;
+    r.mgr.set_limits(limits);
+    r.half_open(0x0d0d_0001);
+    let (_, init) = ScriptedPeer::initiate(ike(), 0x0d0d_0002);
+    assert!(r.feed(&init).is_empty());
+    assert_eq!(r.mgr.counters().ike_sa_limit_dropped, 1);
 }

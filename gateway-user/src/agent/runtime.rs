@@ -1226,4 +1226,183 @@ mod tests {
             ConnectionStatus::Down
         );
     }
+
+    #[test]
+    fn only_the_carrier_or_the_last_established_ike_sa_concerns_the_tunnel() {
+        let (a, b, c, half_open) = (IkeSaId(1), IkeSaId(2), IkeSaId(3), IkeSaId(9));
+        let mut t = IkeTrack::default();
+        // A half-open SA that never came up: nothing to do with the tunnel.
+        assert_eq!(t.down(half_open), IkeLoss::NotEstablished);
+        t.up(a, None);
+        t.installed(a);
+        assert_eq!(t.down(half_open), IkeLoss::NotEstablished);
+        // A rekey: the new IKE SA carries the CHILD SA it adopted.
+        t.up(b, Some(a));
+        assert!(!t.is_up(a) && t.is_up(b));
+        assert_eq!(t.carrier, Some(b));
+        assert_eq!(t.down(a), IkeLoss::NotEstablished);
+        // INITIAL_CONTACT: the new SA is up and installed first, then the
+        // old one goes without touching the tunnel.
+        t.up(c, None);
+        t.installed(c);
+        assert_eq!(t.down(b), IkeLoss::Other);
+        // The carrier goes: the tunnel loses its CHILD SA and its IKE SA.
+        assert_eq!(t.down(c), IkeLoss::Carrier { still_up: false });
+        assert!(t.up.is_empty() && t.carrier.is_none());
+        // The carrier goes while another SA is up: the CHILD SA is lost,
+        // the IKE SA is not.
+        t.up(a, None);
+        t.up(b, None);
+        t.installed(b);
+        assert_eq!(t.down(b), IkeLoss::Carrier { still_up: true });
+        // The last one without a CHILD SA: still the end of the tunnel's IKE.
+        assert_eq!(t.down(a), IkeLoss::Carrier { still_up: false });
+    }
+
+    /// The runtime itself, fed IKE events as the driver reports them, with
+    /// the real SA table behind it.
+    #[tokio::test]
+    #[ignore = "needs root: the slow path opens raw sockets"]
+    async fn a_half_open_failure_never_removes_the_tunnels_child_sa() {
+        use crate::dataplane::slowpath::SlowPath;
+        use gateway_esp::table::SaTable;
+        use gateway_ike::crypto::Secret;
+        use gateway_ike::EspKeys;
+
+        let dir = std::env::temp_dir().join(format!("s2s-agent-ike-{}", std::process::id()));
+        struct Rm(std::path::PathBuf);
+        impl Drop for Rm {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let _rm = Rm(dir.clone());
+        let store = Store::open(&dir).unwrap();
+        let table = Arc::new(SaTable::new());
+        let datapath = DataPathHandle {
+            dataplane: Arc::new(GatewayDataPlane::new(Arc::clone(&table))),
+            slow: Arc::new(std::sync::Mutex::new(
+                SlowPath::new(Arc::clone(&table)).unwrap(),
+            )),
+            local: None,
+        };
+        let (ike_tx, _ike_rx) = mpsc::channel(16);
+        let (bgp, _bgp_events) = gateway_bgp::driver::spawn();
+        let mut rt = Runtime::new(store, datapath, ike_tx, bgp, SharedSnapshot::default());
+        let name = "conn/v4".to_string();
+        let (local, remote): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        rt.tunnels.insert(
+            name.clone(),
+            RunningTunnel {
+                plan: TunnelPlan {
+                    name: name.clone(),
+                    connection: "conn".into(),
+                    family: Family::V4,
+                    local,
+                    remote,
+                    tun: "s2stest0".into(),
+                    interco: Vec::new(),
+                    initiate: true,
+                    ikev2_ciphers: Vec::new(),
+                    esp_ciphers: Vec::new(),
+                    ike_fingerprint: String::new(),
+                },
+                id: 1,
+                ike_up: false,
+                ike: IkeTrack::default(),
+                child: None,
+                child_installs: 0,
+                reinitiate_at: None,
+            },
+        );
+        let key = |b: u8| EspKeys {
+            encryption_key: Secret::new(vec![b; 36]),
+            integrity_key: Secret::new(Vec::new()),
+        };
+        let install = |ike: u64, spi_in: u32| {
+            IkeAction::InstallChildSa(ChildSaInstall {
+                conn: "conn/v4".into(),
+                ike: IkeSaId(ike),
+                spi_in,
+                spi_out: spi_in + 0x1000,
+                encryption: "aes256gcm",
+                integrity: None,
+                keys_in: key(1),
+                keys_out: key(2),
+                esn: true,
+                udp_encap: None,
+                local_addr: local,
+                remote_addr: remote,
+                local_ts: Vec::new(),
+                remote_ts: Vec::new(),
+                replaces_spi_in: None,
+                volume: gateway_ike::VolumeLifetimes::default(),
+            })
+        };
+        let up = |ike: u64, rekey_of: Option<u64>| IkeAction::IkeSaUp {
+            conn: "conn/v4".into(),
+            ike: IkeSaId(ike),
+            spi_i: ike,
+            spi_r: ike + 1,
+            local: std::net::SocketAddr::new(local, 500),
+            remote: std::net::SocketAddr::new(remote, 500),
+            rekey_of: rekey_of.map(IkeSaId),
+        };
+        let down = |ike: u64, reason: DownReason| IkeAction::IkeSaDown {
+            conn: "conn/v4".into(),
+            ike: IkeSaId(ike),
+            reason,
+        };
+        let failed = |ike: u64, initiator: bool, reason: DownReason| IkeAction::IkeSaFailed {
+            conn: "conn/v4".into(),
+            ike: IkeSaId(ike),
+            initiator,
+            reason,
+        };
+        let remove = |ike: u64, spi_in: u32| IkeAction::RemoveChildSa {
+            conn: "conn/v4".into(),
+            ike: IkeSaId(ike),
+            spi_in,
+            spi_out: spi_in + 0x1000,
+        };
+        let usable = |rt: &Runtime| rt.tunnels["conn/v4"].usable();
+
+        // Keys from an IKE SA that is not up never reach the data plane.
+        rt.on_ike(install(7, 0x700));
+        assert!(table.inbound(0x700).is_none());
+        // The tunnel's IKE SA and its CHILD SA.
+        rt.on_ike(up(1, None));
+        rt.on_ike(install(1, 0x100));
+        assert!(table.inbound(0x100).is_some() && usable(&rt));
+        // Half-open SAs refused or expired (the peer's, and ours): the
+        // tunnel and its SAs stay, and nothing is re-initiated.
+        rt.on_ike(failed(9, false, DownReason::NoProposalChosen));
+        rt.on_ike(failed(10, false, DownReason::HalfOpenTimeout));
+        rt.on_ike(failed(11, true, DownReason::AuthenticationFailed));
+        rt.on_ike(down(9, DownReason::HalfOpenTimeout));
+        assert!(table.inbound(0x100).is_some() && usable(&rt));
+        assert_eq!(table.outbound(1).map(|o| o.sa.spi()), Some(0x1100));
+        assert!(rt.tunnels["conn/v4"].reinitiate_at.is_none());
+        // An IKE rekey: the new SA carries the tunnel; the old one's end
+        // (never reported, but if it were) changes nothing.
+        rt.on_ike(up(2, Some(1)));
+        rt.on_ike(down(1, DownReason::Deleted));
+        assert!(usable(&rt));
+        // INITIAL_CONTACT: the new SA and its CHILD SA first, then the old.
+        rt.on_ike(up(3, None));
+        rt.on_ike(install(3, 0x300));
+        rt.on_ike(remove(2, 0x100));
+        rt.on_ike(down(2, DownReason::Replaced));
+        assert!(usable(&rt) && table.inbound(0x300).is_some());
+        assert_eq!(table.outbound(1).map(|o| o.sa.spi()), Some(0x1300));
+        // The carrier goes: the tunnel is down and its CHILD SA removed.
+        rt.on_ike(remove(3, 0x300));
+        rt.on_ike(down(3, DownReason::PeerUnreachable));
+        assert!(!usable(&rt) && !rt.tunnels["conn/v4"].ike_up);
+        assert!(table.inbound(0x300).is_none());
+        // Our own next attempt fails: try again later.
+        rt.on_ike(failed(12, true, DownReason::AuthenticationFailed));
+        assert!(rt.tunnels["conn/v4"].reinitiate_at.is_some());
+    }
 }
