@@ -376,3 +376,186 @@ pub fn sent_to(actions: &[crate::Action], to: SocketAddr) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// Drives an [`crate::IkeManager`] responder past IKE_SA_INIT and IKE_AUTH
+/// (it knows the keys and the PSK), then turns a byte script into
+/// protected requests (or responses) of that IKE SA: the fuzz target
+/// `responder` and the seed-corpus test share it. Per message, the script
+/// holds:
+///
+/// * a control byte: bits 0-1 the exchange (IKE_AUTH, CREATE_CHILD_SA,
+///   INFORMATIONAL, CREATE_CHILD_SA), bit 2 the response flag, bits 3-4
+///   the message ID (0: the next one, 1: the previous one, 2: one ahead,
+///   3: the four bytes that follow the length), bit 5 "advance the clock
+///   by 10 s and fire the timers afterwards", bit 6 "flip a bit of the
+///   sealed datagram";
+/// * the type of the first inner payload;
+/// * the inner payload chain's length (big-endian u16), then the chain.
+///
+/// It checks what must hold whatever the input: CHILD SAs come only from
+/// IKE SAs reported up, and no two live CHILD SAs share an inbound SPI.
+pub struct ResponderHarness {
+    pub mgr: crate::IkeManager,
+    pub peer: ScriptedPeer,
+    pub now: std::time::Instant,
+    pub actions: Vec<crate::Action>,
+    next_id: u32,
+    up: Vec<crate::IkeSaId>,
+}
+
+/// The PSK, addresses and SPIs the harness uses (seed files depend on
+/// the CHILD SA SPI of its IKE_AUTH).
+pub const HARNESS_PSK: &[u8] = b"fuzz harness pre-shared key";
+pub const HARNESS_CHILD_SPI: u32 = 0x1111_1111;
+
+impl ResponderHarness {
+    fn us() -> SocketAddr {
+        SocketAddr::new([192, 0, 2, 2].into(), 500)
+    }
+    fn them() -> SocketAddr {
+        SocketAddr::new([192, 0, 2, 1].into(), 500)
+    }
+
+    /// The cipher suites: curve25519 for IKE, and PFS with it for ESP, so
+    /// that CREATE_CHILD_SA with KE is reachable cheaply.
+    pub fn ike_cipher() -> IkeCipher {
+        IkeCipher::from_api("aes256gcm", Some("sha256"), Some("curve25519")).expect("a valid suite")
+    }
+    pub fn esp_ciphers() -> Vec<EspCipher> {
+        vec![EspCipher::from_api("aes256gcm", None, Some("curve25519")).expect("a valid suite")]
+    }
+
+    /// A responder with one established IKE SA and CHILD SA.
+    pub fn new() -> Self {
+        let now = std::time::Instant::now();
+        let mut mgr = crate::IkeManager::new();
+        let mut c = crate::ConnectionConfig::new(
+            "fuzz",
+            Self::us().ip(),
+            Self::them().ip(),
+            crate::Psk::new(HARNESS_PSK.to_vec()),
+        );
+        c.initiate = false;
+        c.ike_ciphers = vec![Self::ike_cipher()];
+        c.esp_ciphers = Self::esp_ciphers();
+        let mut actions = mgr.add_connection(c, now);
+        let (mut peer, init) = ScriptedPeer::initiate(Self::ike_cipher(), 0x0f0f_0f0f_0f0f_0f0f);
+        let acts = mgr.handle_datagram(&init, Self::them(), Self::us(), now);
+        let resp = sent_to(&acts, Self::them());
+        actions.extend(acts);
+        peer.complete_init(resp.first().expect("IKE_SA_INIT answered"))
+            .expect("a usable IKE_SA_INIT response");
+        let id = crate::Identity::Addr(Self::them().ip()).to_payload();
+        let auth = peer.seal(
+            exchange::IKE_AUTH,
+            false,
+            1,
+            ike_auth_payloads(
+                &peer,
+                HARNESS_PSK,
+                id,
+                &Self::esp_ciphers(),
+                HARNESS_CHILD_SPI,
+                true,
+            ),
+        );
+        let acts = mgr.handle_datagram(&auth, Self::them(), Self::us(), now);
+        let mut h = Self {
+            mgr,
+            peer,
+            now,
+            actions: Vec::new(),
+            next_id: 2,
+            up: Vec::new(),
+        };
+        h.check(&actions);
+        h.check(&acts);
+        h.actions.extend(actions);
+        h.actions.extend(acts);
+        assert!(
+            h.actions
+                .iter()
+                .any(|a| matches!(a, crate::Action::InstallChildSa(_))),
+            "the harness's IKE_AUTH installs a CHILD SA"
+        );
+        h
+    }
+
+    fn check(&mut self, acts: &[crate::Action]) {
+        for a in acts {
+            match a {
+                crate::Action::IkeSaUp { ike, .. } => self.up.push(*ike),
+                crate::Action::InstallChildSa(c) => {
+                    assert!(self.up.contains(&c.ike), "CHILD SA from an IKE SA never up");
+                }
+                _ => {}
+            }
+        }
+        let mut spis: Vec<u32> = self
+            .mgr
+            .ike_sas()
+            .flat_map(|s| s.children().iter().map(|c| c.spi_in))
+            .collect();
+        let n = spis.len();
+        spis.sort_unstable();
+        spis.dedup();
+        assert_eq!(n, spis.len(), "two CHILD SAs with one inbound SPI");
+    }
+
+    /// Runs a script (see the type's documentation).
+    pub fn run(&mut self, mut script: &[u8]) {
+        while let [ctl, first, l0, l1, rest @ ..] = script {
+            let exch = [
+                exchange::IKE_AUTH,
+                exchange::CREATE_CHILD_SA,
+                exchange::INFORMATIONAL,
+                exchange::CREATE_CHILD_SA,
+            ][usize::from(ctl & 3)];
+            let response = ctl & 4 != 0;
+            let mut rest = rest;
+            let id = match (ctl >> 3) & 3 {
+                0 => self.next_id,
+                1 => self.next_id.wrapping_sub(1),
+                2 => self.next_id.wrapping_add(1),
+                _ => match rest {
+                    [a, b, c, d, tail @ ..] => {
+                        rest = tail;
+                        u32::from_be_bytes([*a, *b, *c, *d])
+                    }
+                    _ => return,
+                },
+            };
+            let len = usize::from(u16::from_be_bytes([*l0, *l1])).min(rest.len());
+            let (inner, tail) = rest.split_at(len);
+            script = tail;
+            let mut bytes = self.peer.seal_raw(exch, response, id, *first, inner);
+            if ctl & 0x40 != 0 {
+                let pos = usize::from(*first) % bytes.len();
+                bytes[pos] ^= 0x10;
+            }
+            let acts = self
+                .mgr
+                .handle_datagram(&bytes, Self::them(), Self::us(), self.now);
+            if !response && id == self.next_id && !sent_to(&acts, Self::them()).is_empty() {
+                self.next_id = self.next_id.wrapping_add(1);
+            }
+            self.check(&acts);
+            self.actions.extend(acts);
+            if ctl & 0x20 != 0 {
+                self.now += std::time::Duration::from_secs(10);
+                let spis: Vec<u64> = self.mgr.ike_sas().map(|s| s.my_spi()).collect();
+                for spi in spis {
+                    let acts = self.mgr.handle_timer(crate::TimerId(spi), self.now);
+                    self.check(&acts);
+                    self.actions.extend(acts);
+                }
+            }
+        }
+    }
+}
+
+impl Default for ResponderHarness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
