@@ -1386,7 +1386,14 @@ mod tests {
         };
         let (ike_tx, _ike_rx) = mpsc::channel(16);
         let (bgp, _bgp_events) = gateway_bgp::driver::spawn();
-        let mut rt = Runtime::new(store, datapath, ike_tx, bgp, SharedSnapshot::default());
+        let mut rt = Runtime::new(
+            store,
+            datapath,
+            ike_tx,
+            bgp,
+            SharedSnapshot::default(),
+            Lifetime::NONE,
+        );
         let name = "conn/v4".to_string();
         let (local, remote): (IpAddr, IpAddr) =
             ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
@@ -1405,6 +1412,7 @@ mod tests {
                     ikev2_ciphers: Vec::new(),
                     esp_ciphers: Vec::new(),
                     ike_fingerprint: String::new(),
+                    allowed_sources: Vec::new(),
                 },
                 id: 1,
                 ike_up: false,
@@ -1412,6 +1420,7 @@ mod tests {
                 child: None,
                 child_installs: 0,
                 reinitiate_at: None,
+                retiring: Vec::new(),
             },
         );
         let key = |b: u8| EspKeys {
