@@ -296,7 +296,7 @@ async fn run(
         }
     };
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-    let (ev_tx, mut events) = mpsc::unbounded_channel();
+    let (ev_tx, mut events) = mpsc::channel(1024);
     tokio::spawn(driver.run(cmd_rx, ev_tx));
     let mut tunnels = Tunnels {
         table: SaTable::new(),

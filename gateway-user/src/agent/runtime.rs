@@ -396,7 +396,7 @@ impl Runtime {
         let ifindex = tun
             .configure(&mut nl, TUN_MTU, &addrs)
             .map_err(|e| tunnel_err(&plan.name, "configuring the TUN interface")(Box::new(e)))?;
-        let ike = Self::ike_config(plan, gateway_ike::Psk::new(psk.expose().to_vec()))
+        let ike = Self::ike_config(plan, gateway_ike::Psk::new(psk.expose().to_vec()), self.lifetime)
             .map_err(|e| tunnel_err(&plan.name, "IKE configuration")(Box::new(e)))?;
         let id = self
             .ids
@@ -454,9 +454,18 @@ impl Runtime {
     fn ike_config(
         plan: &TunnelPlan,
         psk: gateway_ike::Psk,
+        lifetime: Lifetime,
     ) -> Result<ConnectionConfig, gateway_ike::config::ConfigError> {
         let mut c = ConnectionConfig::new(plan.name.clone(), plan.local, plan.remote, psk);
         c.initiate = plan.initiate;
+        // The IKE layer hands these back in every install, so the
+        // outbound SA gets exactly what the CHILD SA was negotiated with.
+        c.child_volume = gateway_ike::VolumeLifetimes {
+            soft_packets: lifetime.soft_packets,
+            hard_packets: lifetime.hard_packets,
+            soft_bytes: lifetime.soft_bytes,
+            hard_bytes: lifetime.hard_bytes,
+        };
         if !plan.ikev2_ciphers.is_empty() {
             c.ike_ciphers = plan
                 .ikev2_ciphers
@@ -800,7 +809,12 @@ impl Runtime {
                     udp,
                     ttl: 64,
                 },
-                lifetime: self.lifetime,
+                lifetime: Lifetime {
+                    soft_packets: c.volume.soft_packets,
+                    hard_packets: c.volume.hard_packets,
+                    soft_bytes: c.volume.soft_bytes,
+                    hard_bytes: c.volume.hard_bytes,
+                },
             })?;
             Ok(())
         })();
