@@ -325,10 +325,8 @@ async fn serve_router(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(app.clone()),
-        );
+        let conn =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let mut stop = stop_rx.clone();
         conns.spawn(async move {
             let _permit = permit;

@@ -299,9 +299,8 @@ fn swanctl(p: &DeviceParams<'_>) -> String {
 /// starts like an encoding; anything else is written in hex.
 pub fn swanctl_secret(psk: &[u8]) -> String {
     let printable = psk.iter().all(|c| (0x20..0x7f).contains(c));
-    let encoded_prefix = psk.len() >= 2
-        && psk[0] == b'0'
-        && matches!(psk[1].to_ascii_lowercase(), b'x' | b's');
+    let encoded_prefix =
+        psk.len() >= 2 && psk[0] == b'0' && matches!(psk[1].to_ascii_lowercase(), b'x' | b's');
     if printable && !encoded_prefix {
         let mut s = String::with_capacity(psk.len() + 2);
         s.push('"');

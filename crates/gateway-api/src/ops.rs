@@ -1786,12 +1786,24 @@ pub fn get_secret(tx: &mut Tx<'_>, config: &Config, id: &str) -> Result<Value, A
     Ok(meta)
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 pub struct CreateSecretVersionRequest {
+    /// The PSK, base64: never printed.
     pub data: Option<String>,
     pub description: Option<String>,
     pub disable_previous: Option<bool>,
     pub data_crc32: Option<u32>,
+}
+
+impl std::fmt::Debug for CreateSecretVersionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateSecretVersionRequest")
+            .field("data", &self.data.as_ref().map(|_| "<redacted>"))
+            .field("description", &self.description)
+            .field("disable_previous", &self.disable_previous)
+            .field("data_crc32", &self.data_crc32)
+            .finish()
+    }
 }
 
 pub fn create_secret_version(
@@ -2076,6 +2088,16 @@ address = "192.0.2.2"
                "ikev2_ciphers": ike, "esp_ciphers": esp, "enable_route_propagation": false,
                "vpn_gateway_id": vgw, "customer_gateway_id": cgw,
                "bgp_config_ipv4": {"routing_policy_id": w.rp4}})
+    }
+
+    #[test]
+    fn secret_version_request_debug_hides_the_psk() {
+        let r: CreateSecretVersionRequest =
+            parse_body(json!({"data": "c2VjcmV0LXNlY3JldC1zZWNyZXQ=", "description": "d"}))
+                .unwrap();
+        let d = format!("{r:?}");
+        assert!(!d.contains("c2VjcmV0"), "{d}");
+        assert!(d.contains("<redacted>") && d.contains("\"d\""), "{d}");
     }
 
     #[test]

@@ -278,7 +278,11 @@ fn read_response(s: &mut TcpStream) -> u16 {
             }
         }
         let n = s.read(&mut b).expect("no response within 30 s");
-        assert!(n > 0, "closed before a whole response: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "closed before a whole response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&b[..n]);
     }
 }
@@ -316,7 +320,10 @@ fn slow_headers_and_idle_connections_are_closed() {
     // The silent one was closed by then too (it started first).
     let mut idle = idle;
     let mut b = [0u8; 1];
-    assert!(matches!(idle.read(&mut b), Ok(0) | Err(_)), "idle connection left open");
+    assert!(
+        matches!(idle.read(&mut b), Ok(0) | Err(_)),
+        "idle connection left open"
+    );
     // The server still serves.
     let mut ok = connect(&url);
     ok.write_all(get("/s2s-vpn/v1alpha1/regions/fr-par/vpn-gateways").as_bytes())

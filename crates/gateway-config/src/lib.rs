@@ -132,7 +132,7 @@ pub struct Interfaces {
     pub xdp_mode: XdpMode,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
     #[serde(default = "default_listen")]
@@ -171,6 +171,22 @@ impl Default for ApiSection {
             body_timeout_secs: default_body_timeout(),
             max_connections: default_max_connections(),
         }
+    }
+}
+
+/// Tokens are secrets: the `Debug` output (and so any log of the config)
+/// only says how many there are.
+impl std::fmt::Debug for ApiSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSection")
+            .field("listen", &self.listen)
+            .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
+            .field("tokens_file", &self.tokens_file)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("header_timeout_secs", &self.header_timeout_secs)
+            .field("body_timeout_secs", &self.body_timeout_secs)
+            .field("max_connections", &self.max_connections)
+            .finish()
     }
 }
 
@@ -427,6 +443,17 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn debug_output_hides_tokens() {
+        let c = Config::parse(&format!(
+            "{BASE}[api]\ntokens = [\"0123456789abcdef-secret\"]\n"
+        ))
+        .unwrap();
+        let d = format!("{c:?}");
+        assert!(!d.contains("0123456789abcdef-secret"), "{d}");
+        assert!(d.contains("<1 redacted>"), "{d}");
     }
 
     #[test]
