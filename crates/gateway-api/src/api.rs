@@ -14,7 +14,9 @@
 //! ones wait in the listen backlog), a client has `api.header_timeout_secs`
 //! to send a request's headers, counted from the connection or from the
 //! previous response (so idle keep-alive connections are closed as well),
-//! and `api.body_timeout_secs` to send its body.
+//! and `api.body_timeout_secs` to send its body; a connection whose
+//! response makes no progress for `api.body_timeout_secs` (a client that
+//! does not read) is closed too.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -153,6 +155,87 @@ async fn json_errors(resp: Response) -> Response {
     };
     let body = serde_json::json!({"type": "invalid_request_error", "message": message});
     (status, Json(body)).into_response()
+}
+
+/// A stream whose writes fail once they have made no progress for
+/// `limit`: hyper has no write timeout, and a client that sends requests
+/// but never reads the answers would otherwise keep its connection slot.
+struct WriteStallTimeout<S> {
+    inner: S,
+    limit: Duration,
+    /// Running while a write (or flush) is blocked.
+    stall: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteStallTimeout<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stall: None,
+        }
+    }
+
+    fn blocked<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        r: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::task::Poll;
+        match r {
+            Poll::Ready(r) => {
+                self.stall = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let limit = self.limit;
+                let stall = self
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if stall.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteStallTimeout<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteStallTimeout<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.blocked(cx, r)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.blocked(cx, r)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Reads the whole body (at most [`MAX_BODY`]) within the body timeout,
@@ -325,8 +408,10 @@ async fn serve_router(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let conn = builder.serve_connection(
+            TokioIo::new(WriteStallTimeout::new(stream, limits.body_timeout())),
+            TowerToHyperService::new(app.clone()),
+        );
         let mut stop = stop_rx.clone();
         conns.spawn(async move {
             let _permit = permit;

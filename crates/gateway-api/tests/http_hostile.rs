@@ -388,3 +388,62 @@ fn connections_beyond_the_limit_wait_for_a_free_slot() {
     );
     held.clear();
 }
+
+#[test]
+fn clients_that_do_not_read_their_answers_lose_their_slot() {
+    let (url, _dir, _stop) = server_with(TIGHT);
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    // A big answer: 100 routing policies with the longest tags (~900 KB
+    // for one list page); asked for ten times in a row (pipelined), far
+    // more than the kernel buffers on both sides (the sender's grows to
+    // 4 MiB) for a client with a 4 KiB receive buffer.
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .max_idle_connections(0)
+        .build();
+    let tags: Vec<String> = (0..64)
+        .map(|i| format!("{i:02}{}", "t".repeat(126)))
+        .collect();
+    for i in 0..100 {
+        let body = serde_json::json!({
+            "name": format!("{i:03}{}", "n".repeat(250)),
+            "is_ipv6": false,
+            "tags": tags,
+            "prefix_filter_in": ["203.0.113.0/24"],
+            "prefix_filter_out": ["198.51.100.0/24"],
+        });
+        let r = agent
+            .post(&format!(
+                "{url}/s2s-vpn/v1alpha1/regions/fr-par/routing-policies"
+            ))
+            .set("X-Auth-Token", TOKEN)
+            .send_json(body)
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Three clients ask for the big page and never read: every slot taken.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stalled: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let s = rt.block_on(async {
+                let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                sock.set_recv_buffer_size(4096).unwrap();
+                sock.connect(addr).await.unwrap().into_std().unwrap()
+            });
+            s.set_nonblocking(false).unwrap();
+            let req = get("/s2s-vpn/v1alpha1/regions/fr-par/routing-policies?page_size=100");
+            (&s).write_all(req.repeat(10).as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    // A fourth client is served once the server gave up on one of them.
+    let mut extra = connect(&url);
+    extra
+        .write_all(get("/s2s-vpn/v1alpha1/regions/fr-par/vpn-gateways").as_bytes())
+        .unwrap();
+    assert_eq!(read_response(&mut extra), 200);
+    drop(stalled);
+}

@@ -166,7 +166,9 @@ pub struct ApiSection {
     /// closed.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_secs: u64,
-    /// Seconds a client has to send a request's body once its headers are in.
+    /// Seconds a client has to send a request's body once its headers are
+    /// in; also how long a response may make no progress (a client that
+    /// does not read) before the connection is closed.
     #[serde(default = "default_body_timeout")]
     pub body_timeout_secs: u64,
     /// HTTP connections served at once; further ones wait in the listen
