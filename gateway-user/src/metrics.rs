@@ -153,7 +153,11 @@ pub fn render(
         "counter",
         "Tunnels configured since the daemon started (tunnel ids are reused).",
     );
-    let _ = writeln!(out, "s2s_tunnels_created_total {}", snapshot.tunnels_created);
+    let _ = writeln!(
+        out,
+        "s2s_tunnels_created_total {}",
+        snapshot.tunnels_created
+    );
     header(
         &mut out,
         "s2s_tunnel_drops_total",

@@ -53,7 +53,10 @@ impl NsThread {
     }
 
     /// Runs `f` in the namespace and returns its result.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
         let (tx, rx) = mpsc::channel();
         self.jobs
             .as_ref()
@@ -185,15 +188,18 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `bin run --config config` in `netns`, output to `log`.
     pub fn start(bin: &Path, netns: &str, config: &Path, log: &Path) -> anyhow::Result<Self> {
-        let file = std::fs::File::create(log)
-            .with_context(|| format!("creating {}", log.display()))?;
+        let file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new("ip")
             .args(["netns", "exec", netns])
             .arg(bin)
             .arg("run")
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)

@@ -212,12 +212,10 @@ fn ike_config(p: &PeerSpec) -> anyhow::Result<ConnectionConfig> {
     let mut c = ConnectionConfig::new(p.name.clone(), p.local, p.remote, Psk::new(p.psk.clone()));
     c.initiate = p.initiate;
     c.force_encap = true;
-    c.ike_ciphers = vec![IkeCipher::from_api(
-        &p.ike.0,
-        p.ike.1.as_deref(),
-        Some(p.ike.2.as_str()),
-    )
-    .map_err(|e| anyhow!("IKE proposal of {}: {e}", p.name))?];
+    c.ike_ciphers = vec![
+        IkeCipher::from_api(&p.ike.0, p.ike.1.as_deref(), Some(p.ike.2.as_str()))
+            .map_err(|e| anyhow!("IKE proposal of {}: {e}", p.name))?,
+    ];
     c.esp_ciphers = vec![EspCipher::from_api(&p.esp.0, p.esp.1.as_deref(), None)
         .map_err(|e| anyhow!("ESP proposal of {}: {e}", p.name))?];
     c.dpd_interval = Some(Duration::from_secs(10));
@@ -339,11 +337,10 @@ async fn run(
                         }
                     }
                     Action::InstallChildSa(c) => {
-                        if tunnels.install(&c).is_ok() {
-                            if let Some(p) = st.get_mut(&c.conn) {
-                                p.child = Some((c.spi_in, c.spi_out));
-                                p.child_installs += 1;
-                            }
+                        let installed = tunnels.install(&c).is_ok();
+                        if let (true, Some(p)) = (installed, st.get_mut(&c.conn)) {
+                            p.child = Some((c.spi_in, c.spi_out));
+                            p.child_installs += 1;
                         }
                     }
                     Action::RemoveChildSa { conn, spi_in, spi_out, .. } => {

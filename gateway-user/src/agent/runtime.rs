@@ -396,8 +396,12 @@ impl Runtime {
         let ifindex = tun
             .configure(&mut nl, TUN_MTU, &addrs)
             .map_err(|e| tunnel_err(&plan.name, "configuring the TUN interface")(Box::new(e)))?;
-        let ike = Self::ike_config(plan, gateway_ike::Psk::new(psk.expose().to_vec()), self.lifetime)
-            .map_err(|e| tunnel_err(&plan.name, "IKE configuration")(Box::new(e)))?;
+        let ike = Self::ike_config(
+            plan,
+            gateway_ike::Psk::new(psk.expose().to_vec()),
+            self.lifetime,
+        )
+        .map_err(|e| tunnel_err(&plan.name, "IKE configuration")(Box::new(e)))?;
         let id = self
             .ids
             .allocate(Instant::now())
@@ -412,7 +416,9 @@ impl Runtime {
             .add_tunnel(id, tun)
         {
             self.ids.release(id, Instant::now());
-            return Err(tunnel_err(&plan.name, "starting the slow path")(Box::new(e)));
+            return Err(tunnel_err(&plan.name, "starting the slow path")(Box::new(
+                e,
+            )));
         }
         self.tunnels_created += 1;
         self.dataplane.set_tunnel_interface(id, ifindex);

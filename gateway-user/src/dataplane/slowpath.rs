@@ -6,8 +6,10 @@
 //!
 //! # Design
 //!
-//! * **Out (TUN → peer)**: one reader thread per tunnel polls its TUN,
-//!   encapsulates each packet with [`SaTable::encap`] (outer IP + UDP +
+//! * **Out (TUN → peer)**: one reader thread waits on every tunnel's TUN
+//!   at once (epoll, level-triggered: a busy TUN is drained in bounded
+//!   batches so it cannot starve the others; thousands of idle tunnels
+//!   cost no wake-ups), encapsulates each packet with [`SaTable::encap`] (outer IP + UDP +
 //!   ESP, built by the engine) and sends the complete outer packet through
 //!   a raw socket (`AF_INET`/`AF_INET6`, `IPPROTO_RAW`, header included).
 //!   A raw socket rather than a UDP socket because the IKE driver owns the
@@ -26,7 +28,7 @@
 //!   steer is read from raw `IPPROTO_ESP` sockets by
 //!   [`SlowPath::spawn_esp_receiver`] and takes the same way.
 //!
-//! Not per-packet-allocation free like the workers, but close: each reader
+//! Not per-packet-allocation free like the workers, but close: the reader
 //! owns one buffer; [`SlowPath::inbound_esp`] reuses one.
 
 use std::collections::HashMap;
@@ -280,11 +282,27 @@ struct Reader {
     handle: JoinHandle<()>,
 }
 
+/// The epoll reader of every TUN. `wake` (an eventfd, registered with
+/// [`WAKE`]) makes it look at `stop` at once.
+struct TunReader {
+    epoll: Arc<OwnedFd>,
+    wake: Arc<OwnedFd>,
+    reader: Reader,
+}
+
+/// epoll token of the wake-up eventfd (tunnel ids are below 2^32).
+const WAKE: u64 = u64::MAX;
+
+/// How long [`SlowPath::remove_tunnel`] waits for the last users of a TUN
+/// (the reader in a batch, a worker delivering) before it lets the
+/// descriptor close behind them.
+const TUN_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The slow path of the gateway: every tunnel's TUN, the raw sockets and
 /// the inbound entry point for ESP from the IKE socket.
 pub struct SlowPath {
     shared: Arc<Shared>,
-    readers: HashMap<TunnelId, Reader>,
+    reader: Option<TunReader>,
     esp_receiver: Option<Reader>,
     buf: Vec<u8>,
 }
@@ -292,7 +310,10 @@ pub struct SlowPath {
 impl std::fmt::Debug for SlowPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SlowPath")
-            .field("tunnels", &self.readers.keys().collect::<Vec<_>>())
+            .field(
+                "tunnels",
+                &self.shared.tuns.load().keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -310,7 +331,7 @@ impl SlowPath {
                 raw6,
                 counters: SlowPathCounters::default(),
             }),
-            readers: HashMap::new(),
+            reader: None,
             esp_receiver: None,
             buf: vec![0; MAX_PACKET],
         })
@@ -323,41 +344,81 @@ impl SlowPath {
         }
     }
 
-    /// Serves `tun` as the TUN of `tunnel` from now on: starts its reader
-    /// thread (replacing a previous TUN of the tunnel).
-    pub fn add_tunnel(&mut self, tunnel: TunnelId, tun: Tun) -> Result<(), SlowPathError> {
-        self.remove_tunnel(tunnel);
-        let tun = Arc::new(tun);
-        let stop = Arc::new(AtomicBool::new(false));
-        let handle = {
-            let (sh, tun, stop) = (
+    /// The TUN reader thread, started on first use.
+    fn reader(&mut self) -> Result<&TunReader, SlowPathError> {
+        if self.reader.is_none() {
+            // SAFETY: plain syscalls; the results are checked and owned.
+            let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+            if epoll < 0 {
+                return Err(io_err("epoll_create1")(io::Error::last_os_error()));
+            }
+            // SAFETY: as above.
+            let epoll = Arc::new(unsafe { OwnedFd::from_raw_fd(epoll) });
+            // SAFETY: as above.
+            let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+            if wake < 0 {
+                return Err(io_err("eventfd")(io::Error::last_os_error()));
+            }
+            // SAFETY: as above.
+            let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(wake) });
+            epoll_ctl(&epoll, libc::EPOLL_CTL_ADD, wake.as_raw_fd(), WAKE)
+                .map_err(io_err("registering the wake-up eventfd"))?;
+            let stop = Arc::new(AtomicBool::new(false));
+            let (sh, ep, wk, st) = (
                 Arc::clone(&self.shared),
-                Arc::clone(&tun),
+                Arc::clone(&epoll),
+                Arc::clone(&wake),
                 Arc::clone(&stop),
             );
-            std::thread::Builder::new()
-                .name(format!("tun-{tunnel}"))
-                .spawn(move || tun_reader(&sh, tunnel, &tun, &stop))
-                .map_err(io_err("spawning the TUN reader"))?
-        };
+            let handle = std::thread::Builder::new()
+                .name("tun-rx".into())
+                .spawn(move || tun_reader(&sh, &ep, &wk, &st))
+                .map_err(io_err("spawning the TUN reader"))?;
+            self.reader = Some(TunReader {
+                epoll,
+                wake,
+                reader: Reader { stop, handle },
+            });
+        }
+        Ok(self.reader.as_ref().expect("just set"))
+    }
+
+    /// Serves `tun` as the TUN of `tunnel` from now on (replacing a
+    /// previous TUN of the tunnel).
+    pub fn add_tunnel(&mut self, tunnel: TunnelId, tun: Tun) -> Result<(), SlowPathError> {
+        self.remove_tunnel(tunnel);
+        let fd = tun.as_raw_fd();
+        let epoll = Arc::clone(&self.reader()?.epoll);
         let mut next = HashMap::clone(&self.shared.tuns.load());
-        next.insert(tunnel, tun);
+        next.insert(tunnel, Arc::new(tun));
         self.shared.tuns.store(Arc::new(next));
-        self.readers.insert(tunnel, Reader { stop, handle });
+        if let Err(e) = epoll_ctl(&epoll, libc::EPOLL_CTL_ADD, fd, u64::from(tunnel)) {
+            self.remove_tunnel(tunnel);
+            return Err(io_err("registering the TUN with epoll")(e));
+        }
         Ok(())
     }
 
-    /// Stops serving the tunnel's TUN (its reader thread ends within 100 ms).
+    /// Stops serving the tunnel's TUN. The descriptor (and so the
+    /// interface) is closed here once the reader and the workers let go of
+    /// it, which they do within one batch, so that a tunnel re-created
+    /// under the same interface name finds the name free.
     pub fn remove_tunnel(&mut self, tunnel: TunnelId) {
-        if let Some(r) = self.readers.remove(&tunnel) {
-            r.stop.store(true, Ordering::Relaxed);
-            let _ = r.handle.join();
+        let cur = self.shared.tuns.load_full();
+        let Some(tun) = cur.get(&tunnel).cloned() else {
+            return;
+        };
+        if let Some(r) = &self.reader {
+            // Deregistered first: the reader gets no new event for it.
+            let _ = epoll_ctl(&r.epoll, libc::EPOLL_CTL_DEL, tun.as_raw_fd(), 0);
         }
-        let cur = self.shared.tuns.load();
-        if cur.contains_key(&tunnel) {
-            let mut next = HashMap::clone(&cur);
-            next.remove(&tunnel);
-            self.shared.tuns.store(Arc::new(next));
+        let mut next = HashMap::clone(&cur);
+        next.remove(&tunnel);
+        self.shared.tuns.store(Arc::new(next));
+        drop(cur);
+        let deadline = std::time::Instant::now() + TUN_RELEASE_WAIT;
+        while Arc::strong_count(&tun) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_micros(200));
         }
     }
 
@@ -441,7 +502,14 @@ impl SlowPath {
             r.stop.store(true, Ordering::Relaxed);
             let _ = r.handle.join();
         }
-        let ids: Vec<TunnelId> = self.readers.keys().copied().collect();
+        if let Some(r) = self.reader.take() {
+            r.reader.stop.store(true, Ordering::Relaxed);
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: an 8-byte write to our eventfd.
+            unsafe { libc::write(r.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+            let _ = r.reader.handle.join();
+        }
+        let ids: Vec<TunnelId> = self.shared.tuns.load().keys().copied().collect();
         for t in ids {
             self.remove_tunnel(t);
         }
@@ -454,50 +522,88 @@ impl Drop for SlowPath {
     }
 }
 
-/// One tunnel's TUN → ESP → raw socket loop.
-fn tun_reader(sh: &Shared, tunnel: TunnelId, tun: &Tun, stop: &AtomicBool) {
+fn epoll_ctl(epoll: &OwnedFd, op: libc::c_int, fd: libc::c_int, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: token,
+    };
+    // SAFETY: valid descriptors and a live event struct.
+    if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), op, fd, &raw mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Every TUN's TUN → ESP → raw socket loop.
+fn tun_reader(sh: &Shared, epoll: &OwnedFd, wake: &OwnedFd, stop: &AtomicBool) {
     let mut buf = vec![0u8; MAX_HEADROOM + MAX_PACKET + MAX_TAILROOM];
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
     while !stop.load(Ordering::Relaxed) {
-        match tun.wait_readable(100) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                tracing::warn!(tunnel, error = %e, "polling the TUN failed");
+        // SAFETY: `events` is a live buffer of the length given.
+        let n = unsafe {
+            libc::epoll_wait(
+                epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as libc::c_int,
+                1000,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::warn!(error = %e, "waiting on the TUNs failed");
                 std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            continue;
+        }
+        for ev in &events[..n as usize] {
+            let token = ev.u64;
+            if token == WAKE {
+                let mut b = [0u8; 8];
+                // SAFETY: an 8-byte read from our eventfd.
+                unsafe { libc::read(wake.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
                 continue;
             }
-        }
-        // Drain what is queued, bounded so `stop` stays responsive.
-        for _ in 0..256 {
-            let n = match tun.read(&mut buf[MAX_HEADROOM..MAX_HEADROOM + MAX_PACKET]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::warn!(tunnel, error = %e, "reading the TUN failed");
-                    break;
-                }
+            let Ok(tunnel) = TunnelId::try_from(token) else {
+                continue;
             };
-            bump(&sh.counters.tun_rx);
-            match sh
-                .table
-                .encap(tunnel, &mut buf, MAX_HEADROOM..MAX_HEADROOM + n)
-            {
-                Ok(e) => {
-                    if e.soft_limit_reached {
-                        tracing::debug!(tunnel, "outbound SA past its soft limit");
-                    }
-                    match send_raw(sh, &buf[e.packet]) {
-                        Ok(()) => bump(&sh.counters.raw_tx),
-                        Err(err) => {
-                            bump(&sh.counters.raw_tx_errors);
-                            tracing::debug!(tunnel, error = %err, "slow path send failed");
-                        }
+            let Some(tun) = sh.tuns.load().get(&tunnel).cloned() else {
+                continue;
+            };
+            drain_tun(sh, tunnel, &tun, &mut buf);
+        }
+    }
+}
+
+/// Encapsulates and sends what is queued on one TUN, at most one batch
+/// (level-triggered epoll brings the rest back on the next round).
+fn drain_tun(sh: &Shared, tunnel: TunnelId, tun: &Tun, buf: &mut [u8]) {
+    for _ in 0..256 {
+        let n = match tun.read(&mut buf[MAX_HEADROOM..MAX_HEADROOM + MAX_PACKET]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                tracing::warn!(tunnel, error = %e, "reading the TUN failed");
+                break;
+            }
+        };
+        bump(&sh.counters.tun_rx);
+        match sh.table.encap(tunnel, buf, MAX_HEADROOM..MAX_HEADROOM + n) {
+            Ok(e) => {
+                if e.soft_limit_reached {
+                    tracing::debug!(tunnel, "outbound SA past its soft limit");
+                }
+                match send_raw(sh, &buf[e.packet]) {
+                    Ok(()) => bump(&sh.counters.raw_tx),
+                    Err(err) => {
+                        bump(&sh.counters.raw_tx_errors);
+                        tracing::debug!(tunnel, error = %err, "slow path send failed");
                     }
                 }
-                Err(err) => {
-                    bump(&sh.counters.encap_errors);
-                    tracing::debug!(tunnel, error = %err, "slow path encap failed");
-                }
+            }
+            Err(err) => {
+                bump(&sh.counters.encap_errors);
+                tracing::debug!(tunnel, error = %err, "slow path encap failed");
             }
         }
     }

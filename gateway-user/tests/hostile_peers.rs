@@ -1,0 +1,586 @@
+//! Red-team tests against the running daemon: `s2s-gateway run` in a
+//! namespace, driven through its HTTP API, with a customer gateway that is
+//! our own IKE and ESP engines (`s2s-loadgen`) and so can send whatever a
+//! hostile customer would: spoofed inner sources, traffic across volume
+//! rekeys, thousands of connections created and deleted.
+//!
+//! Topology (namespaces `s2shp<pid><tag>-*`, removed even on panic):
+//! `vpc` (198.51.100.10) — lan0 `gw` wan0 (192.0.2.1) — `cgw` (192.0.2.2).
+
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use gateway_user::dataplane::packet::{udp, Ipv4, IPPROTO_UDP};
+use labkit::gateway::{metric, Api, Daemon, NsThread};
+use labkit::Ns;
+use s2s_loadgen::{Customer, PeerSpec};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "hostile-peers-test-token";
+const PRIVATE_NETWORK: &str = "11111111-2222-4333-8444-555555555555";
+const IPAM_V4: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+const GW_WAN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const CGW_WAN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const VPC_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+/// The customer's network, the only `prefix_filter_in` of the policy.
+const REMOTE_HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const PROBE_PORT: u16 = 9000;
+const METRICS: &str = "http://127.0.0.1:9108/metrics";
+
+/// Removes the namespaces, the pinned maps and the state of one test.
+struct Cleanup {
+    prefix: &'static str,
+    pin_dir: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        labkit::teardown(self.prefix);
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The three namespaces with the daemon running in `gw`. Field order is
+/// drop order: the daemon stops before its namespaces go.
+struct Site {
+    api: Api,
+    daemon: Daemon,
+    vpc: Ns,
+    cgw: Ns,
+    _cleanup: Cleanup,
+}
+
+impl Site {
+    /// `extra` is appended to the daemon's config (e.g. a `[child_sa]`).
+    fn start(tag: &str, extra: &str) -> anyhow::Result<Self> {
+        let prefix: &'static str =
+            Box::leak(format!("s2shp{}{tag}-", std::process::id()).into_boxed_str());
+        let dir = std::env::temp_dir().join(prefix.trim_end_matches('-'));
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}", prefix.trim_end_matches('-')));
+        labkit::teardown(prefix);
+        let cleanup = Cleanup {
+            prefix,
+            pin_dir: pin_dir.clone(),
+            dir: dir.clone(),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let (vpc, gw, cgw) = (
+            Ns::new(prefix, "vpc"),
+            Ns::new(prefix, "gw"),
+            Ns::new(prefix, "cgw"),
+        );
+        for ns in [vpc, gw, cgw] {
+            ns.create()?;
+        }
+        labkit::veth(vpc, "eth0", gw, "lan0")?;
+        labkit::veth(gw, "wan0", cgw, "wan0")?;
+        for (ns, dev, addr) in [
+            (vpc, "eth0", "198.51.100.10/24"),
+            (gw, "lan0", "198.51.100.1/24"),
+            (gw, "wan0", "192.0.2.1/24"),
+            (cgw, "wan0", "192.0.2.2/24"),
+        ] {
+            ns.exec(&["ip", "addr", "add", addr, "dev", dev])?;
+            ns.exec(&["ip", "link", "set", dev, "up"])?;
+        }
+        vpc.exec(&["ip", "route", "add", "default", "via", "198.51.100.1"])?;
+        let config = dir.join("gateway.toml");
+        std::fs::write(&config, config_text(&dir, &pin_dir, extra))?;
+        let mut daemon = Daemon::start(
+            Path::new(env!("CARGO_BIN_EXE_s2s-gateway")),
+            &gw.name(),
+            &config,
+            &dir.join("gateway.log"),
+        )?;
+        let api = Api::new(&gw.name(), "http://127.0.0.1:8080", TOKEN)?;
+        daemon.wait_ready(&api, Duration::from_secs(30))?;
+        // The decrypted packets leave on the LAN with the kernel's
+        // neighbour entry of their destination: have it resolved.
+        gw.out(&["ping", "-q", "-c", "1", "-W", "2", "198.51.100.10"])?;
+        Ok(Self {
+            api,
+            daemon,
+            vpc,
+            cgw,
+            _cleanup: cleanup,
+        })
+    }
+
+    fn metrics(&self) -> anyhow::Result<String> {
+        self.api.get_text(METRICS)
+    }
+
+    fn tunnels_created(&self) -> anyhow::Result<f64> {
+        metric(&self.metrics()?, "s2s_tunnels_created_total")
+            .ok_or_else(|| anyhow!("no s2s_tunnels_created_total in /metrics"))
+    }
+
+    /// A VPN gateway (waited for until active), a customer gateway at
+    /// 192.0.2.2 and an IPv4 routing policy accepting 203.0.113.0/24.
+    /// Returns their ids.
+    fn resources(&mut self) -> anyhow::Result<(String, String, String)> {
+        let vgw = self.api.ok(
+            "POST",
+            "vpn-gateways",
+            Some(json!({
+                "name": "vgw",
+                "gateway_type": "VGW-S",
+                "private_network_id": PRIVATE_NETWORK,
+                "public_config": {"ipam_ipv4_id": IPAM_V4},
+            })),
+        )?;
+        let vgw_id = id(&vgw)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.daemon.check()?;
+            let g = self
+                .api
+                .ok("GET", &format!("vpn-gateways/{vgw_id}"), None)?;
+            if g["status"] == "running" || g["status"] == "active" {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the VPN gateway did not become active: {g}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let cgw = self.api.ok(
+            "POST",
+            "customer-gateways",
+            Some(json!({"name": "cgw", "asn": 65010, "ipv4_public": CGW_WAN.to_string()})),
+        )?;
+        let rp = self.api.ok(
+            "POST",
+            "routing-policies",
+            Some(json!({
+                "name": "rp",
+                "is_ipv6": false,
+                "prefix_filter_in": ["203.0.113.0/24"],
+                "prefix_filter_out": ["198.51.100.0/24"],
+            })),
+        )?;
+        Ok((vgw_id, id(&cgw)?, id(&rp)?))
+    }
+
+    /// A connection the customer initiates; returns the connection object.
+    fn connection(&self, name: &str, ids: &(String, String, String)) -> anyhow::Result<Value> {
+        let created = self.api.ok(
+            "POST",
+            "connections",
+            Some(json!({
+                "name": name,
+                "vpn_gateway_id": ids.0,
+                "customer_gateway_id": ids.1,
+                "initiation_policy": "customer_gateway",
+                "ikev2_ciphers": [{"encryption": "aes256gcm", "integrity": "sha256", "dh_group": "curve25519"}],
+                "esp_ciphers": [{"encryption": "aes256gcm"}],
+                "bgp_config_ipv4": {"routing_policy_id": ids.2},
+            })),
+        )?;
+        Ok(created["connection"].clone())
+    }
+
+    /// Our customer for `conn`, started and waited for until its CHILD SA
+    /// is up.
+    fn customer(&self, conn: &Value) -> anyhow::Result<Customer> {
+        let psk = self.api.psk(conn)?;
+        let c = Customer::start(
+            Some(&self.cgw.name()),
+            vec![PeerSpec {
+                name: "c".into(),
+                local: IpAddr::V4(CGW_WAN),
+                remote: IpAddr::V4(GW_WAN),
+                psk,
+                ike: (
+                    "aes256gcm".into(),
+                    Some("sha256".into()),
+                    "curve25519".into(),
+                ),
+                esp: ("aes256gcm".into(), None),
+                initiate: true,
+            }],
+        )?;
+        c.wait_established("c", Duration::from_secs(30))
+            .with_context(|| self.daemon.log_tail(30))?;
+        Ok(c)
+    }
+
+    /// A UDP socket bound in the VPC host, once a packet from the
+    /// customer's network has reached it through the tunnel (the gateway
+    /// answers IKE_AUTH before its data path has the SA: a customer's
+    /// very first packets can race it).
+    fn vpc_socket(&self, customer: &Customer) -> anyhow::Result<UdpSocket> {
+        let ns = NsThread::new(&self.vpc.name())?;
+        let s = ns.run(|| UdpSocket::bind((VPC_HOST, PROBE_PORT)))??;
+        s.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let mut buf = [0u8; 64];
+        for _ in 0..50 {
+            customer.send_inner("c", &probe(REMOTE_HOST, b"warm-up"))?;
+            if s.recv(&mut buf).is_ok() {
+                // Any other warm-up probe still in flight.
+                while s.recv(&mut buf).is_ok() {}
+                return Ok(s);
+            }
+        }
+        bail!("nothing from the customer's network reached the VPC host")
+    }
+}
+
+fn config_text(dir: &Path, pin_dir: &Path, extra: &str) -> String {
+    format!(
+        r#"[gateway]
+asn = 12876
+region = "fr-par"
+state_dir = {state:?}
+bpf_pin_dir = {pin:?}
+
+[interfaces]
+wan = "wan0"
+lan = "lan0"
+xdp_mode = "native"
+
+[api]
+listen = "127.0.0.1:8080"
+tokens = ["{TOKEN}"]
+metrics_listen = "127.0.0.1:9108"
+
+[[gateway_types]]
+name = "VGW-S"
+bandwidth = 100000000
+allowed_connections = 100
+
+[[private_networks]]
+id = "{PRIVATE_NETWORK}"
+interface = "lan0"
+ipv4_subnet = "198.51.100.0/24"
+
+[[public_ips]]
+id = "{IPAM_V4}"
+address = "192.0.2.1"
+
+{extra}
+"#,
+        state = dir.join("state"),
+        pin = pin_dir,
+    )
+}
+
+fn id(v: &Value) -> anyhow::Result<String> {
+    v["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("response without id: {v}"))
+}
+
+/// The customer's interconnection address (`peer_private_ip` without its
+/// prefix length).
+fn peer_interco(conn: &Value) -> anyhow::Result<Ipv4Addr> {
+    let s = conn["bgp_session_ipv4"]["peer_private_ip"]
+        .as_str()
+        .ok_or_else(|| anyhow!("connection without bgp_session_ipv4: {conn}"))?;
+    Ok(s.split('/').next().unwrap_or(s).parse()?)
+}
+
+fn our_interco(conn: &Value) -> anyhow::Result<Ipv4Addr> {
+    let s = conn["bgp_session_ipv4"]["private_ip"]
+        .as_str()
+        .ok_or_else(|| anyhow!("connection without bgp_session_ipv4: {conn}"))?;
+    Ok(s.split('/').next().unwrap_or(s).parse()?)
+}
+
+fn probe(src: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    Ipv4::new(src, VPC_HOST, IPPROTO_UDP).build(&udp(40000, PROBE_PORT, payload))
+}
+
+/// Sum of a counter over every line whose series contains all of `parts`.
+fn sum_series(text: &str, name: &str, parts: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A customer that sends ESP whose inner sources it may not use (a VPC
+/// address, another network, a link-local address outside its
+/// interconnection subnet) next to legitimate traffic: the VPC host gets
+/// the legitimate packets only, and the drop counter shows every spoofed
+/// one.
+#[test]
+#[ignore = "needs root: network namespaces, XDP, the daemon"]
+fn spoofed_inner_sources_never_reach_the_vpc() -> anyhow::Result<()> {
+    let mut site = Site::start("s", "")?;
+    let ids = site.resources()?;
+    let conn = site.connection("spoof", &ids)?;
+    let customer = site.customer(&conn)?;
+    let sock = site.vpc_socket(&customer)?;
+    let allowed = [REMOTE_HOST, peer_interco(&conn)?];
+    let spoofed = [
+        Ipv4Addr::new(198, 51, 100, 77),
+        Ipv4Addr::new(192, 0, 2, 200),
+        Ipv4Addr::new(169, 254, 255, 254),
+    ];
+    const EACH: usize = 20;
+    for i in 0..EACH {
+        for src in allowed {
+            customer.send_inner("c", &probe(src, format!("ok {i}").as_bytes()))?;
+        }
+        for src in spoofed {
+            customer.send_inner("c", &probe(src, format!("spoof {i}").as_bytes()))?;
+        }
+    }
+    let mut ok = 0;
+    let mut got_spoofed = Vec::new();
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Collect until every legitimate packet arrived, then a little more
+    // so that a spoofed straggler would be seen.
+    let mut quiet_until: Option<Instant> = None;
+    while Instant::now() < deadline && quiet_until.is_none_or(|q| Instant::now() < q) {
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                if buf[..n].starts_with(b"ok ") {
+                    ok += 1;
+                } else {
+                    got_spoofed.push(from);
+                }
+                if ok == allowed.len() * EACH && quiet_until.is_none() {
+                    quiet_until = Some(Instant::now() + Duration::from_secs(1));
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    assert!(
+        got_spoofed.is_empty(),
+        "spoofed inner sources reached the VPC: {got_spoofed:?}"
+    );
+    assert_eq!(
+        ok,
+        allowed.len() * EACH,
+        "legitimate packets lost; gateway log:\n{}",
+        site.daemon.log_tail(30)
+    );
+    let dropped = sum_series(
+        &site.metrics()?,
+        "s2s_tunnel_drops_total{",
+        &["reason=\"inner_source\""],
+    );
+    assert_eq!(dropped, (spoofed.len() * EACH) as f64);
+    customer.stop()?;
+    Ok(())
+}
+
+/// An ICMP echo request from the customer's interconnection address to
+/// ours: the gateway's kernel answers through the tunnel, so each reply
+/// is one packet on the gateway's outbound SA.
+fn echo(src: Ipv4Addr, dst: Ipv4Addr, seq: u16) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0, 0x53, 0x32];
+    icmp.extend_from_slice(&seq.to_be_bytes());
+    icmp.extend_from_slice(b"volume-rekey-probe");
+    let sum = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    Ipv4::new(src, dst, 1).build(&icmp)
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Sequence numbers of the echo replies among `packets`.
+fn echo_replies(packets: &[Vec<u8>]) -> Vec<u16> {
+    packets
+        .iter()
+        .filter_map(|p| {
+            let ihl = usize::from(*p.first()? & 0x0f) * 4;
+            let icmp = p.get(ihl..)?;
+            (p.get(9) == Some(&1)
+                && icmp.first() == Some(&0)
+                && icmp.get(4..6) == Some(&[0x53, 0x32]))
+            .then(|| u16::from_be_bytes([icmp[6], icmp[7]]))
+        })
+        .collect()
+}
+
+/// Sends `count` echo requests in bursts of `burst`, waiting for each
+/// burst's replies (up to `limit` per burst); returns the replies seen.
+fn ping_through(
+    customer: &Customer,
+    conn: &Value,
+    count: u16,
+    burst: u16,
+    limit: Duration,
+) -> anyhow::Result<Vec<u16>> {
+    let (src, dst) = (peer_interco(conn)?, our_interco(conn)?);
+    let mut replies = Vec::new();
+    let mut seq = 0u16;
+    while seq < count {
+        let end = (seq + burst).min(count);
+        for s in seq..end {
+            customer.send_inner("c", &echo(src, dst, s))?;
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            replies.extend(echo_replies(&customer.take_received("c")));
+            if replies.iter().filter(|&&r| r >= seq && r < end).count() >= usize::from(end - seq)
+                || Instant::now() > deadline
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        seq = end;
+    }
+    Ok(replies)
+}
+
+/// With a packet soft limit of 400 on every outbound SA, 3000 packets
+/// through the gateway's outbound SA make it rekey the CHILD SA several
+/// times (make-before-break, from the agent): every reply arrives, none
+/// twice, and the customer's replay check never refuses one (a sequence
+/// restart on a live key would be refused as a replay).
+#[test]
+#[ignore = "needs root: network namespaces, XDP, the daemon"]
+fn packet_soft_limit_rekeys_without_loss() -> anyhow::Result<()> {
+    let site = Site::start("r", "[child_sa]\nsoft_packets = 400\n")?;
+    let mut site = site;
+    let ids = site.resources()?;
+    let conn = site.connection("rekey", &ids)?;
+    let customer = site.customer(&conn)?;
+    const COUNT: u16 = 3000;
+    let mut replies = ping_through(&customer, &conn, COUNT, 25, Duration::from_secs(5))?;
+    let state = customer.state("c").context("peer state")?;
+    replies.sort_unstable();
+    let n = replies.len();
+    replies.dedup();
+    assert_eq!(n, replies.len(), "duplicate replies");
+    let missing: Vec<u16> = (0..COUNT)
+        .filter(|s| replies.binary_search(s).is_err())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} echo replies lost across rekeys (first {:?}); CHILD SAs installed: {}; gateway log:\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        state.child_installs,
+        site.daemon.log_tail(30)
+    );
+    assert_eq!(state.decap_errors, 0, "ESP the customer could not decrypt");
+    eprintln!(
+        "{COUNT} echo replies through {} CHILD SAs",
+        state.child_installs
+    );
+    // 3000 outbound packets with a soft limit of 400: at least 3000/400 - 1
+    // rekeys beyond the first CHILD SA, with slack for the BGP packets the
+    // gateway also sends.
+    assert!(
+        state.child_installs > 6, // the first SA plus at least six rekeys
+        "only {} CHILD SAs installed: the soft limit did not rekey",
+        state.child_installs
+    );
+    customer.stop()?;
+    Ok(())
+}
+
+/// 3000 connections created and deleted through the API, in batches the
+/// agent configures (each takes a tunnel id, three times the id space),
+/// then a new connection whose tunnel carries traffic.
+#[test]
+#[ignore = "needs root: network namespaces, XDP, the daemon"]
+fn tunnel_ids_are_recycled_after_thousands_of_connections() -> anyhow::Result<()> {
+    let mut site = Site::start("c", "")?;
+    let ids = site.resources()?;
+    const CYCLES: usize = 3000;
+    const BATCH: usize = 100;
+    let before = site.tunnels_created()?;
+    let started = Instant::now();
+    for b in 0..CYCLES / BATCH {
+        let mut conns = Vec::with_capacity(BATCH);
+        for i in 0..BATCH {
+            conns.push(id(&site.connection(&format!("cycle-{b}-{i}"), &ids)?)?);
+        }
+        // The agent must have configured the whole batch (else a create and
+        // a delete could cancel out before it looked).
+        let want = before + ((b + 1) * BATCH) as f64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while site.tunnels_created()? < want {
+            site.daemon.check()?;
+            if Instant::now() > deadline {
+                bail!(
+                    "batch {b}: the agent configured {} of {want} tunnels; log:\n{}",
+                    site.tunnels_created()?,
+                    site.daemon.log_tail(30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for c in conns {
+            site.api.ok("DELETE", &format!("connections/{c}"), None)?;
+        }
+        eprintln!(
+            "{} connections created and deleted ({:.0?})",
+            (b + 1) * BATCH,
+            started.elapsed()
+        );
+    }
+    let created = site.tunnels_created()? - before;
+    assert!(
+        created >= CYCLES as f64,
+        "only {created} tunnels configured for {CYCLES} connections"
+    );
+    // Every deleted tunnel gone before the last connection comes (the
+    // customer gateway's address is the same for all of them).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = site
+            .metrics()?
+            .lines()
+            .filter(|l| l.starts_with("s2s_tunnel_up{"))
+            .count();
+        if left == 0 {
+            break;
+        }
+        site.daemon.check()?;
+        if Instant::now() > deadline {
+            bail!("{left} deleted tunnels still configured");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let conn = site.connection("after-cycles", &ids)?;
+    let customer = site.customer(&conn)?;
+    let replies = ping_through(&customer, &conn, 50, 10, Duration::from_secs(5))?;
+    assert_eq!(
+        replies.len(),
+        50,
+        "the new tunnel did not carry traffic; log:\n{}",
+        site.daemon.log_tail(30)
+    );
+    let sock = site.vpc_socket(&customer)?;
+    customer.send_inner("c", &probe(REMOTE_HOST, b"ok after cycles"))?;
+    let mut buf = [0u8; 256];
+    let (n, _) = sock.recv_from(&mut buf).or_else(|_| {
+        std::thread::sleep(Duration::from_secs(1));
+        sock.recv_from(&mut buf)
+    })?;
+    assert_eq!(&buf[..n], b"ok after cycles");
+    customer.stop()?;
+    Ok(())
+}
