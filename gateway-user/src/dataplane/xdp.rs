@@ -23,8 +23,8 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use gateway_common::{
-    map_names, program_names, stats_index, Direction, DropReason, LocalAddrKey, LocalAddrValue,
-    RouteValue, SaInKey, SaInValue, TunnelStats, TunnelValue, TUNNELS_MAX_ENTRIES,
+    map_names, program_names, stats_index, Direction, DropReason, LanConfig, LocalAddrKey,
+    LocalAddrValue, RouteValue, SaInKey, SaInValue, TunnelStats, TunnelValue, TUNNELS_MAX_ENTRIES,
 };
 use gateway_config::{Config, XdpMode};
 use thiserror::Error;
@@ -501,6 +501,15 @@ impl XdpDataplane {
                 .map_err(map_err(name))?;
         }
         Ok(())
+    }
+
+    /// Sets what `lan_ingress` answers too-big packets with: the LAN
+    /// addresses and the ICMP rate limit.
+    pub fn set_lan_config(&mut self, value: LanConfig) -> Result<(), XdpError> {
+        let name = map_names::LAN_CONFIG;
+        let mut m: Array<_, LanConfig> =
+            Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        m.set(0, value, 0).map_err(map_err(name))
     }
 
     /// Writes the AF_XDP socket `fd` for receive queue `queue`. Must be
