@@ -566,7 +566,9 @@ fn too_big_v4(ctx: &XdpContext, l3: usize, ip: &Ipv4, mtu: usize) -> Verdict {
     }
     // Nor about an ICMP error (only queries and echoes get one).
     if ip.proto == IPPROTO_ICMP && !ip.is_fragment {
-        let Some(t) = load::<u8>(ctx, ip.l4_off) else {
+        // Type and code: a 1-byte load's bounds check is folded by LLVM
+        // into a form the verifier does not learn the range from.
+        let Some([t, _]) = load::<[u8; 2]>(ctx, ip.l4_off) else {
             return count_drop(DropReason::PacketTooBigNoReply);
         };
         if t == 3 || t == 4 || t == 5 || t == 11 || t == 12 {
@@ -578,7 +580,7 @@ fn too_big_v4(ctx: &XdpContext, l3: usize, ip: &Ipv4, mtu: usize) -> Verdict {
     }
     let src = cfg.addr_v4;
     let Some(macs) = make_room(ctx, ICMP4_QUOTE_LEN, IPV4_HLEN + ICMP_HLEN) else {
-        return XDP_DROP;
+        return count_drop(DropReason::PacketTooBigNoReply);
     };
     let Some(p) = ptr_at::<[u8; ETH_HLEN + IPV4_HLEN + ICMP_HLEN]>(ctx, 0) else {
         return XDP_DROP;
@@ -655,7 +657,7 @@ fn too_big_v6(ctx: &XdpContext, l3: usize, ip: &Ipv6, mtu: usize) -> Verdict {
     }
     // Not about an ICMPv6 error (types below 128).
     if ip.next_header == IPPROTO_ICMPV6 {
-        let Some(t) = load::<u8>(ctx, ip.payload_off) else {
+        let Some([t, _]) = load::<[u8; 2]>(ctx, ip.payload_off) else {
             return count_drop(DropReason::PacketTooBigNoReply);
         };
         if t < 128 {
@@ -667,7 +669,7 @@ fn too_big_v6(ctx: &XdpContext, l3: usize, ip: &Ipv6, mtu: usize) -> Verdict {
     }
     let src = cfg.addr_v6;
     let Some(macs) = make_room(ctx, ICMP6_QUOTE_LEN, IPV6_HLEN + ICMP_HLEN) else {
-        return XDP_DROP;
+        return count_drop(DropReason::PacketTooBigNoReply);
     };
     let Some(p) = ptr_at::<[u8; ETH_HLEN + IPV6_HLEN + ICMP_HLEN]>(ctx, 0) else {
         return XDP_DROP;

@@ -320,6 +320,7 @@ fn both_programs_native_on_veth_count_traffic() {
             family: FAMILY_V4,
             local,
             remote,
+            ..TunnelValue::default()
         },
     )
     .expect("TUNNELS");
