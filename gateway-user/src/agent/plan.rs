@@ -54,6 +54,8 @@ pub struct TunnelPlan {
     /// What the IKE SA depends on: a change re-creates the IKE connection
     /// (new PSK revision, other proposals, other initiation policy).
     pub ike_fingerprint: String,
+    /// Clamp the TCP MSS through this tunnel (config, per gateway type).
+    pub mss_clamp: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +117,7 @@ pub fn plan(state: &DesiredState, config: &Config) -> Plan {
                     ikev2_ciphers: conn.ikev2_ciphers.clone(),
                     esp_ciphers: conn.esp_ciphers.clone(),
                     ike_fingerprint: ike_fingerprint.clone(),
+                    mss_clamp: config.mss_clamp(&vgw.gateway_type),
                 },
             );
         }

@@ -38,8 +38,9 @@ use crate::daemon::DataPathHandle;
 use crate::dataplane::backend::GatewayDataPlane;
 use crate::metrics::{ConnectionInfo, SessionInfo, SharedSnapshot, Snapshot, TunnelInfo};
 
-/// MTU of the tunnel interfaces: the fast path's limit too, so that path
-/// MTU discovery gives the same answer on both paths.
+/// MTU of a tunnel interface until its first CHILD SA fixes the tunnel's
+/// inner MTU (the backend then sets the TUN to it, so that path MTU
+/// discovery gives the same answer on both paths).
 const TUN_MTU: u32 = gateway_common::TUNNEL_INNER_MTU as u32;
 /// How long the old inbound SA of a rekey keeps decrypting in-flight packets.
 const REKEY_GRACE: Duration = Duration::from_secs(5);
@@ -292,12 +293,9 @@ impl Runtime {
         };
         let tun = Tun::create(&plan.tun, false)
             .map_err(|e| tunnel_err(&plan.name, "creating the TUN interface")(Box::new(e)))?;
-        // No IPv6 link-local address: router solicitations and MLD reports
-        // would otherwise be encrypted and sent to the peer.
-        let _ = std::fs::write(
-            format!("/proc/sys/net/ipv6/conf/{}/addr_gen_mode", plan.tun),
-            "1",
-        );
+        // Forwarding, reverse-path filter, no IPv6 link-local address.
+        crate::sysctl::prepare_tunnel(&plan.tun)
+            .map_err(|e| tunnel_err(&plan.name, "kernel settings of the TUN")(Box::new(e)))?;
         let addrs: Vec<Address> = plan.interco.iter().map(|n| to_address(n, 0)).collect();
         let mut nl = Netlink::open()
             .map_err(|e| tunnel_err(&plan.name, "opening rtnetlink")(Box::new(e)))?;
@@ -307,6 +305,7 @@ impl Runtime {
         let id = self.next_tunnel;
         self.next_tunnel += 1;
         self.dataplane.set_tunnel_interface(id, ifindex);
+        self.dataplane.set_mss_clamp(id, plan.mss_clamp);
         // The slow path owns the TUN from now on: it reads what the kernel
         // routes into it, and dropping it (remove_tunnel) deletes it.
         self.datapath

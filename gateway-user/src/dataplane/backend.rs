@@ -630,6 +630,28 @@ mod tests {
     }
 
     #[test]
+    fn outbound_sa_sets_the_tunnel_inner_mtu_everywhere() {
+        let (dp, rec) = setup();
+        assert_eq!(dp.tunnel_inner_mtu(4), None);
+        dp.set_wan_mtu(1492);
+        dp.install_outbound_sa(outbound(4, 0x40)).unwrap();
+        // AES-GCM over IPv4 with NAT-T: 60 bytes of overhead, PPPoE WAN.
+        assert_eq!(dp.tunnel_inner_mtu(4), Some(1430));
+        assert_eq!(dp.tunnel_params().inner_mtu(4), 1430);
+        let calls = take(&rec);
+        assert!(
+            calls
+                .iter()
+                .any(|c| matches!(c, Call::Tunnel(4, v) if v.inner_mtu == 1430 && v.state == TUNNEL_UP)),
+            "{calls:?}"
+        );
+        // MSS clamping is on unless turned off per tunnel.
+        assert!(dp.tunnel_params().mss_clamp(4));
+        dp.set_mss_clamp(4, false);
+        assert!(!dp.tunnel_params().mss_clamp(4));
+    }
+
+    #[test]
     fn make_before_break_rekey_keeps_table_and_maps_in_step() {
         let (dp, rec) = setup();
         dp.install_inbound_sa(inbound(3, 0x100)).unwrap();

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use gateway_common::{
-    icmp_allow, ICMP4_QUOTE_LEN, ICMP6_QUOTE_LEN, MIN_INNER_MTU, TUNNELS_MAX_ENTRIES,
+    icmp_allow, LanConfig, LAN_HAS_V4, LAN_HAS_V6, ICMP4_QUOTE_LEN, ICMP6_QUOTE_LEN, MIN_INNER_MTU, TUNNELS_MAX_ENTRIES,
     TUNNEL_INNER_MTU,
 };
 use gateway_esp::suite::ESP_HEADER_LEN;
@@ -346,6 +346,25 @@ pub fn build_too_big(
             Some(IPV6_HLEN + plen)
         }
         _ => None,
+    }
+}
+
+/// The `LAN_CONFIG` value for `lan_ingress`: our LAN addresses (the
+/// sources of its ICMP errors) and the rate limit, `per_second` errors per
+/// source with bursts of `burst`.
+pub fn lan_config(
+    v4: Option<Ipv4Addr>,
+    v6: Option<Ipv6Addr>,
+    per_second: u32,
+    burst: u32,
+) -> LanConfig {
+    let interval = 1_000_000_000 / u64::from(per_second.max(1));
+    LanConfig {
+        flags: if v4.is_some() { LAN_HAS_V4 } else { 0 } | if v6.is_some() { LAN_HAS_V6 } else { 0 },
+        addr_v4: v4.map_or([0; 4], |a| a.octets()),
+        addr_v6: v6.map_or([0; 16], |a| a.octets()),
+        icmp_interval_ns: interval,
+        icmp_burst_ns: interval * u64::from(burst.max(1)),
     }
 }
 
