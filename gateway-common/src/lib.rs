@@ -277,11 +277,7 @@ const _: () = assert!(size_of::<IcmpBucket>() == 8);
 #[inline(always)]
 pub const fn icmp_allow(tat_ns: u64, now_ns: u64, interval_ns: u64, burst_ns: u64) -> Option<u64> {
     let tat = if tat_ns > now_ns { tat_ns } else { now_ns };
-    let limit = if burst_ns > interval_ns {
-        burst_ns - interval_ns
-    } else {
-        0
-    };
+    let limit = burst_ns.saturating_sub(interval_ns);
     if tat - now_ns > limit {
         None
     } else {

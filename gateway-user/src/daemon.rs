@@ -137,8 +137,10 @@ impl DataPath {
         tracing::info!(wan_mtu, lan_v4 = ?lan_v4, lan_v6 = ?lan_v6, "sources of ICMP too-big errors");
         dp.set_netlink(nl);
         let dataplane = Arc::new(dp);
-        let mut slow =
-            SlowPath::with_tunnel_params(Arc::clone(&table), Arc::clone(dataplane.tunnel_params()))?;
+        let mut slow = SlowPath::with_tunnel_params(
+            Arc::clone(&table),
+            Arc::clone(dataplane.tunnel_params()),
+        )?;
         // Plain ESP (protocol 50) reaches us only through raw sockets: the
         // kernel has no ESP of its own.
         slow.spawn_esp_receiver()?;

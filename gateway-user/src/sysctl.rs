@@ -99,9 +99,7 @@ pub fn ensure(setting: &str, want: &str) -> Result<Option<Change>, SysctlError> 
     std::fs::write(path_of(setting), want).map_err(err)?;
     let now = read(setting).map_err(err)?;
     if now != want {
-        return Err(err(io::Error::other(format!(
-            "still {now} after writing"
-        ))));
+        return Err(err(io::Error::other(format!("still {now} after writing"))));
     }
     let c = Change {
         setting: setting.to_owned(),
@@ -182,6 +180,10 @@ mod tests {
     #[test]
     fn a_missing_setting_is_an_error_naming_it() {
         let e = ensure("net.ipv4.conf.no-such-if0.forwarding", "1").unwrap_err();
-        assert!(e.to_string().contains("net.ipv4.conf.no-such-if0.forwarding"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("net.ipv4.conf.no-such-if0.forwarding"),
+            "{e}"
+        );
     }
 }

@@ -32,7 +32,11 @@ struct Fixed;
 impl Resolver for Fixed {
     fn next_hop(&self, dst: IpAddr) -> Option<NextHop> {
         Some(NextHop {
-            ifindex: if dst == IpAddr::V4(PEER) { WAN_IF } else { LAN_IF },
+            ifindex: if dst == IpAddr::V4(PEER) {
+                WAN_IF
+            } else {
+                LAN_IF
+            },
             src_mac: [2, 0, 0, 0, 0, 1],
             dst_mac: [2, 0, 0, 0, 0, 2],
         })
@@ -179,11 +183,8 @@ fn as_peer_sends(s: &Setup, frame: &[u8], chunk: &mut [u8]) -> std::ops::Range<u
     let clamp = s.params.mss_clamp(TUNNEL);
     s.params.set_mss_clamp(TUNNEL, false);
     chunk[START..START + frame.len()].copy_from_slice(frame);
-    let v = s.p.outbound(
-        chunk,
-        START..START + frame.len(),
-        meta(Direction::Outbound),
-    );
+    let v =
+        s.p.outbound(chunk, START..START + frame.len(), meta(Direction::Outbound));
     s.params.set_mss_clamp(TUNNEL, clamp);
     match v {
         Verdict::Forward(r) => r,
@@ -300,7 +301,11 @@ fn decrypted_packet_too_big_for_the_lan_gets_icmp_through_the_tunnel() {
     let c0 = s.p.counters().snapshot();
     // At the LAN MTU: forwarded.
     let mut chunk = vec![0u8; 4096];
-    let r = as_peer_sends(&s, &big_v4(LAN_MTU as usize, true, Ipv4Addr::new(203, 0, 113, 10)), &mut chunk);
+    let r = as_peer_sends(
+        &s,
+        &big_v4(LAN_MTU as usize, true, Ipv4Addr::new(203, 0, 113, 10)),
+        &mut chunk,
+    );
     assert!(matches!(
         s.p.inbound(&mut chunk, r, meta(Direction::Inbound)),
         Verdict::Forward(_)
@@ -342,7 +347,11 @@ fn decrypted_packet_too_big_for_the_lan_gets_icmp_through_the_tunnel() {
     assert_eq!(fold(sum16(&e[40..], pseudo)), 0xffff);
     assert_eq!(u32::from_be_bytes([e[44], e[45], e[46], e[47]]), LAN_MTU);
     // Without DF: to the TUN, for the kernel to fragment.
-    let r = as_peer_sends(&s, &big_v4(1500, false, Ipv4Addr::new(203, 0, 113, 10)), &mut chunk);
+    let r = as_peer_sends(
+        &s,
+        &big_v4(1500, false, Ipv4Addr::new(203, 0, 113, 10)),
+        &mut chunk,
+    );
     assert_eq!(
         s.p.inbound(&mut chunk, r, meta(Direction::Inbound)),
         Verdict::Consumed
@@ -370,5 +379,8 @@ fn icmp_errors_into_the_tunnel_are_rate_limited_per_source() {
     let back = sent_back(&s);
     let to = |x: Ipv4Addr| back.iter().filter(|e| e[16..20] == x.octets()).count();
     assert_eq!((to(a), to(b)), (2, 1));
-    assert_eq!(s.p.counters().snapshot().dropped(WorkerDrop::TooBigNoReply), 2);
+    assert_eq!(
+        s.p.counters().snapshot().dropped(WorkerDrop::TooBigNoReply),
+        2
+    );
 }

@@ -36,8 +36,8 @@ use gateway_esp::{Encryption, IpPrefix, OuterHeader, Suite, TrafficSelectors, Ud
 use gateway_netio::netlink::{Address, NeighbourCache, Netlink};
 use gateway_netio::tun::Tun;
 use gateway_user::dataplane::backend::GatewayDataPlane;
-use gateway_user::dataplane::slowpath::SlowPath;
 use gateway_user::dataplane::mtu::lan_config;
+use gateway_user::dataplane::slowpath::SlowPath;
 use gateway_user::dataplane::worker::{
     lan_addresses, SkipLocal, Worker, WorkerConfig, WorkerCountersSnapshot, WorkerDrop, XskSlot,
 };
@@ -1037,6 +1037,7 @@ fn tcp_20_mb_each_way_with_forwarding_off() {
     ping_pong(&lab.ha, 1);
     stop.store(true, Ordering::Relaxed);
     echo.join().unwrap();
+
     let chunk_sum: u64 = (0..65536u32).map(|i| u64::from((i * 31 % 251) as u8)).sum();
     let want_sum = chunk_sum * (LEN / 65536) as u64;
     let mut port = 5201;

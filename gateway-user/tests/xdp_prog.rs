@@ -1006,7 +1006,11 @@ fn big4(src: Ipv4Addr, len: usize, df: bool, vlan: Option<u16>) -> Vec<u8> {
 
 /// An IPv6 UDP packet of `len` bytes from `src` to the far site.
 fn big6(src: Ipv6Addr, len: usize) -> Vec<u8> {
-    let ip = Ipv6::new(src, Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 0x10), IPPROTO_UDP);
+    let ip = Ipv6::new(
+        src,
+        Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 0x10),
+        IPPROTO_UDP,
+    );
     let body: Vec<u8> = (0..len - 48).map(|i| (i * 7) as u8).collect();
     ethernet(ETH_P_IPV6, None, &ip.build(&udp(40000, 5201, &body)))
 }
@@ -1033,7 +1037,7 @@ fn check_icmp_reply(orig: &[u8], out: &[u8], mtu: usize) -> Result<(), String> {
     let o = &orig[14..];
     match o[0] >> 4 {
         4 => {
-            if out.len() != 14 + 576 || &out[12..14] != &[0x08, 0x00] {
+            if out.len() != 14 + 576 || out[12..14] != [0x08, 0x00] {
                 return Err(format!("v4 error of {} bytes", out.len()));
             }
             if !sums_to_ffff(&ip[..20], 0) {
@@ -1049,7 +1053,8 @@ fn check_icmp_reply(orig: &[u8], out: &[u8], mtu: usize) -> Result<(), String> {
             if !sums_to_ffff(icmp, 0) {
                 return Err("ICMP checksum".into());
             }
-            if (icmp[0], icmp[1]) != (3, 4) || u16::from_be_bytes([icmp[6], icmp[7]]) as usize != mtu
+            if (icmp[0], icmp[1]) != (3, 4)
+                || u16::from_be_bytes([icmp[6], icmp[7]]) as usize != mtu
             {
                 return Err(format!("ICMP header {:?}", &icmp[..8]));
             }
@@ -1058,7 +1063,7 @@ fn check_icmp_reply(orig: &[u8], out: &[u8], mtu: usize) -> Result<(), String> {
             }
         }
         6 => {
-            if out.len() != 14 + 1280 || &out[12..14] != &[0x86, 0xdd] {
+            if out.len() != 14 + 1280 || out[12..14] != [0x86, 0xdd] {
                 return Err(format!("v6 error of {} bytes", out.len()));
             }
             let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
@@ -1102,11 +1107,23 @@ fn too_big_replies() {
     let mut answered = 0u64;
     let rows: Vec<(String, Vec<u8>, usize)> = [TUNNEL_INNER_MTU + 1, 1400, 1499, 1500, 3000]
         .iter()
-        .map(|&n| (format!("v4 {n} bytes, DF"), big4(VPC4, n, true, None), TUNNEL_INNER_MTU))
+        .map(|&n| {
+            (
+                format!("v4 {n} bytes, DF"),
+                big4(VPC4, n, true, None),
+                TUNNEL_INNER_MTU,
+            )
+        })
         .chain(
             [V6_TUNNEL_MTU as usize + 1, 1500, 1501, 3000]
                 .iter()
-                .map(|&n| (format!("v6 {n} bytes"), big6(VPC6, n), V6_TUNNEL_MTU as usize)),
+                .map(|&n| {
+                    (
+                        format!("v6 {n} bytes"),
+                        big6(VPC6, n),
+                        V6_TUNNEL_MTU as usize,
+                    )
+                }),
         )
         .collect();
     for (desc, frame, mtu) in &rows {
@@ -1146,11 +1163,7 @@ fn too_big_rate_limit() {
     let fd = dp.program_fd(LAN).unwrap();
     let a = big4(VPC4, 1500, true, None);
     let b = big4(Ipv4Addr::new(198, 51, 100, 11), 1500, true, None);
-    let run = |f: &[u8]| {
-        run_xdp(fd, &TestRun::new(f))
-            .map(|o| o.action)
-            .unwrap()
-    };
+    let run = |f: &[u8]| run_xdp(fd, &TestRun::new(f)).map(|o| o.action).unwrap();
     let limited = |dp: &XdpDataplane| dp.drop_count(DropReason::PacketTooBigRateLimited).unwrap();
     // A single CPU runs them all (BPF_PROG_TEST_RUN runs on the caller's
     // CPU, and the bucket is per CPU): pin this thread.
@@ -1158,7 +1171,10 @@ fn too_big_rate_limit() {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(0, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
     }
     let l0 = limited(&dp);
     for i in 0..3 {

@@ -73,6 +73,10 @@ fn build_topology() -> anyhow::Result<()> {
         ns.create()?;
     }
     veth(VPC, "eth0", GW, "lan0")?;
+    // What lan_ingress sends back with XDP_TX (ICMP too-big) reaches a veth
+    // peer only when that end runs NAPI (GRO on, or an XDP program): a
+    // veth artefact, a real NIC transmits it like any frame.
+    VPC.exec(&["ethtool", "-K", "eth0", "gro", "on"])?;
     veth(GW, "wan0", CGW, "wan0")?;
     veth(CGW, "lan0", REMOTE, "eth0")?;
     let addrs: &[(Ns, &str, &str)] = &[
@@ -525,7 +529,16 @@ fn steps(
 /// ends with the timeout, not a hang.
 fn iperf3(target: &str, reverse: bool) -> anyhow::Result<(f64, u64)> {
     let mut args = vec![
-        "timeout", "30", "iperf3", "-c", target, "-t", "3", "-J", "--connect-timeout", "3000",
+        "timeout",
+        "30",
+        "iperf3",
+        "-c",
+        target,
+        "-t",
+        "3",
+        "-J",
+        "--connect-timeout",
+        "3000",
     ];
     if reverse {
         args.push("-R");
@@ -537,7 +550,9 @@ fn iperf3(target: &str, reverse: bool) -> anyhow::Result<(f64, u64)> {
         bail!("iperf3 to {target}: {e}");
     }
     let end = &v["end"];
-    let bps = end["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+    let bps = end["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
     let retr = end["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
     Ok((bps / 1e6, retr))
 }
@@ -554,14 +569,36 @@ enum Probe {
     Lost,
 }
 
+/// A DF ping of `size` bytes; a probe without an answer is repeated up to
+/// twice: the reply may itself have met a smaller MTU on the way back (the
+/// customer side's, strongSwan's TUN is 1400) and the remote host learns it
+/// from that router's ICMP error, as path MTU discovery does.
 fn probe(target: &str, v6: bool, size: usize) -> anyhow::Result<Probe> {
     // Forget what earlier probes taught the host: each size on its own.
-    VPC.exec(&["ip", if v6 { "-6" } else { "-4" }, "route", "flush", "cache"])?;
+    VPC.exec(&[
+        "ip",
+        if v6 { "-6" } else { "-4" },
+        "route",
+        "flush",
+        "cache",
+    ])?;
+    for _ in 0..3 {
+        let p = probe_once(target, v6, size)?;
+        if p != Probe::Lost {
+            return Ok(p);
+        }
+    }
+    Ok(Probe::Lost)
+}
+
+fn probe_once(target: &str, v6: bool, size: usize) -> anyhow::Result<Probe> {
     let payload = (size - if v6 { 48 } else { 28 }).to_string();
     let fam = if v6 { "-6" } else { "-4" };
     let out = VPC
         .cmd("ping")
-        .args([fam, "-M", "do", "-c", "1", "-W", "2", "-s", &payload, target])
+        .args([
+            fam, "-M", "do", "-c", "1", "-W", "2", "-s", &payload, target,
+        ])
         .output()?;
     if out.status.success() {
         return Ok(Probe::Answered);

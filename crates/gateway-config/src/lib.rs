@@ -256,8 +256,7 @@ impl Config {
         }
         if self.datapath.icmp_too_big_per_second == 0 || self.datapath.icmp_too_big_burst == 0 {
             return Err(ConfigError::Invalid(
-                "datapath.icmp_too_big_per_second and icmp_too_big_burst must be at least 1"
-                    .into(),
+                "datapath.icmp_too_big_per_second and icmp_too_big_burst must be at least 1".into(),
             ));
         }
         let mut seen = std::collections::HashSet::new();
@@ -362,7 +361,8 @@ mod tests {
         assert!(!c.mss_clamp("VGW-S"));
         assert!(c.mss_clamp("VGW-M"));
         assert!(!c.mss_clamp("unknown"));
-        let err = Config::parse(&format!("{base}[datapath]\nicmp_too_big_burst = 0\n")).unwrap_err();
+        let err =
+            Config::parse(&format!("{base}[datapath]\nicmp_too_big_burst = 0\n")).unwrap_err();
         assert!(err.to_string().contains("icmp_too_big"), "{err}");
     }
 

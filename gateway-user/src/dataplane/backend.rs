@@ -225,10 +225,7 @@ impl GatewayDataPlane {
 
     /// The inner MTU of a tunnel with an outbound SA.
     pub fn tunnel_inner_mtu(&self, tunnel: TunnelId) -> Option<u32> {
-        lock(&self.state)
-            .tunnels
-            .get(&tunnel)
-            .map(|t| t.inner_mtu)
+        lock(&self.state).tunnels.get(&tunnel).map(|t| t.inner_mtu)
     }
 
     /// A backend that also programs the maps of `xdp` (fast path on).
@@ -640,9 +637,9 @@ mod tests {
         assert_eq!(dp.tunnel_params().inner_mtu(4), 1430);
         let calls = take(&rec);
         assert!(
-            calls
-                .iter()
-                .any(|c| matches!(c, Call::Tunnel(4, v) if v.inner_mtu == 1430 && v.state == TUNNEL_UP)),
+            calls.iter().any(
+                |c| matches!(c, Call::Tunnel(4, v) if v.inner_mtu == 1430 && v.state == TUNNEL_UP)
+            ),
             "{calls:?}"
         );
         // MSS clamping is on unless turned off per tunnel.

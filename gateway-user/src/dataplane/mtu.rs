@@ -11,8 +11,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use gateway_common::{
-    icmp_allow, LanConfig, LAN_HAS_V4, LAN_HAS_V6, ICMP4_QUOTE_LEN, ICMP6_QUOTE_LEN, MIN_INNER_MTU, TUNNELS_MAX_ENTRIES,
-    TUNNEL_INNER_MTU,
+    icmp_allow, LanConfig, ICMP4_QUOTE_LEN, ICMP6_QUOTE_LEN, LAN_HAS_V4, LAN_HAS_V6, MIN_INNER_MTU,
+    TUNNELS_MAX_ENTRIES, TUNNEL_INNER_MTU,
 };
 use gateway_esp::suite::ESP_HEADER_LEN;
 use gateway_esp::Suite;
@@ -42,7 +42,9 @@ pub fn inner_mtu(suite: Suite, outer_v6: bool, udp_encap: bool, wan_mtu: u32) ->
         + suite.icv_len();
     let align = suite.pad_align();
     let room = (wan_mtu as usize).saturating_sub(fixed) / align * align;
-    let mtu = room.saturating_sub(2).clamp(MIN_INNER_MTU, usize::from(u16::MAX));
+    let mtu = room
+        .saturating_sub(2)
+        .clamp(MIN_INNER_MTU, usize::from(u16::MAX));
     mtu as u32
 }
 
@@ -69,7 +71,9 @@ pub struct TunnelParams {
 impl Default for TunnelParams {
     fn default() -> Self {
         Self {
-            slots: (0..TUNNELS_MAX_ENTRIES).map(|_| AtomicU32::new(0)).collect(),
+            slots: (0..TUNNELS_MAX_ENTRIES)
+                .map(|_| AtomicU32::new(0))
+                .collect(),
             clamped: AtomicU64::new(0),
         }
     }
@@ -110,7 +114,10 @@ impl TunnelParams {
 
     /// The tunnel's inner MTU.
     pub fn inner_mtu(&self, tunnel: u32) -> usize {
-        match self.slot(tunnel).map(|s| s.load(Ordering::Relaxed) & 0xffff) {
+        match self
+            .slot(tunnel)
+            .map(|s| s.load(Ordering::Relaxed) & 0xffff)
+        {
             Some(m) if m != 0 => m as usize,
             _ => TUNNEL_INNER_MTU,
         }
@@ -208,7 +215,7 @@ pub fn clamp_mss(p: &mut [u8], mtu: usize) -> bool {
                     // At an odd offset the value straddles two checksum
                     // words: it counts byte-swapped (a swap is a multiply
                     // by 256 modulo 0xffff, so the update stays linear).
-                    let c = if (i + 2) % 2 == 0 {
+                    let c = if (i + 2).is_multiple_of(2) {
                         csum_replace(hc, old, max)
                     } else {
                         csum_replace(hc, old.swap_bytes(), max.swap_bytes())
@@ -335,8 +342,7 @@ pub fn build_too_big(
             out[7] = 64;
             out[8..24].copy_from_slice(&src.octets());
             out[24..40].copy_from_slice(&dst);
-            let pseudo =
-                sum16(&out[8..40], 0) + plen as u64 + u64::from(IPPROTO_ICMPV6);
+            let pseudo = sum16(&out[8..40], 0) + plen as u64 + u64::from(IPPROTO_ICMPV6);
             let icmp = &mut out[IPV6_HLEN..];
             icmp[0] = 2;
             icmp[4..8].copy_from_slice(&(mtu as u32).to_be_bytes());
@@ -360,7 +366,8 @@ pub fn lan_config(
 ) -> LanConfig {
     let interval = 1_000_000_000 / u64::from(per_second.max(1));
     LanConfig {
-        flags: if v4.is_some() { LAN_HAS_V4 } else { 0 } | if v6.is_some() { LAN_HAS_V6 } else { 0 },
+        flags: if v4.is_some() { LAN_HAS_V4 } else { 0 }
+            | if v6.is_some() { LAN_HAS_V6 } else { 0 },
         addr_v4: v4.map_or([0; 4], |a| a.octets()),
         addr_v6: v6.map_or([0; 16], |a| a.octets()),
         icmp_interval_ns: interval,
@@ -496,7 +503,10 @@ mod tests {
         let gcm = Suite::new(Encryption::Aes256Gcm, None).unwrap();
         // The worst case the old constant was sized for.
         assert_eq!(inner_mtu(cbc512, true, true, 1500), 1390);
-        assert_eq!(inner_mtu(cbc512, true, true, 1500) as usize, TUNNEL_INNER_MTU);
+        assert_eq!(
+            inner_mtu(cbc512, true, true, 1500) as usize,
+            TUNNEL_INNER_MTU
+        );
         // GCM over IPv4 with NAT-T: 20 + 8 + 8 + 8 + 16 = 60 bytes, 4-byte
         // alignment: 1440 - 2.
         assert_eq!(inner_mtu(gcm, false, true, 1500), 1438);
@@ -515,7 +525,11 @@ mod tests {
         ] {
             let m = inner_mtu(s, v6, udp, wan) as usize;
             let outer = |n: usize| {
-                let fixed = if v6 { 40 } else { 20 } + if udp { 8 } else { 0 } + 8 + s.iv_len() + s.icv_len();
+                let fixed = if v6 { 40 } else { 20 }
+                    + if udp { 8 } else { 0 }
+                    + 8
+                    + s.iv_len()
+                    + s.icv_len();
                 fixed + (n + 2).div_ceil(s.pad_align()) * s.pad_align()
             };
             assert!(outer(m) <= wan as usize);
@@ -649,8 +663,14 @@ mod tests {
         assert_eq!(too_big(&orig, 1400), Some(true));
         assert_eq!(too_big(&big_v4(false, 1500), 1400), Some(false));
         let mut out = [0u8; 2048];
-        let n = build_too_big(&orig, 1400, Some(Ipv4Addr::new(198, 51, 100, 1)), None, &mut out)
-            .unwrap();
+        let n = build_too_big(
+            &orig,
+            1400,
+            Some(Ipv4Addr::new(198, 51, 100, 1)),
+            None,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(n, 576);
         let e = &out[..n];
         assert_eq!(fold(sum16(&e[..20], 0)), 0xffff, "IP header checksum");
