@@ -146,6 +146,20 @@ pub fn render(
             );
         }
     }
+    header(
+        &mut out,
+        "s2s_tunnel_drops_total",
+        "counter",
+        "Decrypted packets dropped per tunnel and reason (inner_source: an inner source the connection may not send from).",
+    );
+    for (t, c) in &counters {
+        let _ = writeln!(
+            out,
+            "s2s_tunnel_drops_total{{tunnel=\"{}\",reason=\"inner_source\"}} {}",
+            esc(&t.name),
+            c.rx_source_refused
+        );
+    }
     if let Some(xdp) = xdp {
         let xdp = xdp.lock().unwrap_or_else(|p| p.into_inner());
         header(

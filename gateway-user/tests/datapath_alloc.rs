@@ -178,7 +178,7 @@ fn worker_pipeline_allocates_nothing_per_packet() {
                 udp: Some(UdpEncap::default()),
                 ttl: 64,
             },
-            soft_limit: None,
+            lifetime: gateway_esp::Lifetime::NONE,
         })
         .unwrap();
     let resolver = Fixed {

@@ -95,7 +95,7 @@ fn setup(rate: (u32, u32)) -> Setup {
                 udp: Some(UdpEncap::default()),
                 ttl: 64,
             },
-            soft_limit: None,
+            lifetime: gateway_esp::Lifetime::NONE,
         })
         .unwrap();
     let params = Arc::new(TunnelParams::default());

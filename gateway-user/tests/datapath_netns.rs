@@ -230,7 +230,7 @@ fn install_sas(
             udp: udp.then(UdpEncap::default),
             ttl: 64,
         },
-        soft_limit: None,
+        lifetime: gateway_esp::Lifetime::NONE,
     })
     .unwrap();
     for f in far {
@@ -776,7 +776,7 @@ fn fast_path(tag: &str, udp: bool) {
                     udp: udp.then(UdpEncap::default),
                     ttl: 64,
                 },
-                soft_limit: None,
+                lifetime: gateway_esp::Lifetime::NONE,
             })
             .unwrap();
         let mut buf = vec![0u8; 512];

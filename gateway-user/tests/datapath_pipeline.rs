@@ -113,7 +113,7 @@ fn pipeline() -> (Pipeline<Fixed, SinkRef>, Arc<Sink>) {
                 udp: Some(UdpEncap::default()),
                 ttl: 64,
             },
-            soft_limit: None,
+            lifetime: gateway_esp::Lifetime::NONE,
         })
         .unwrap();
     let sink = Arc::new(Sink::default());

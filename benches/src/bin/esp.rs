@@ -323,7 +323,7 @@ fn main() {
                     udp: Some(UdpEncap::default()),
                     ttl: 64,
                 },
-                soft_limit: None,
+                lifetime: gateway_esp::Lifetime::NONE,
             })
             .unwrap();
             rx.install_inbound(&InboundSaConfig {

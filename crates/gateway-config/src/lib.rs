@@ -49,6 +49,21 @@ pub struct Config {
     pub private_networks: Vec<PrivateNetwork>,
     #[serde(default)]
     pub public_ips: Vec<PublicIp>,
+    #[serde(default)]
+    pub child_sa: ChildSaSection,
+}
+
+/// Volume lifetimes of every CHILD SA (`[child_sa]`, RFC 4301 §4.4.2.1).
+/// Past a soft limit the gateway rekeys the CHILD SA (make-before-break);
+/// past a hard limit the SA stops sending. Unset limits leave it to the
+/// sequence space: a rekey at 7/8 of 2^32 packets without ESN.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildSaSection {
+    pub soft_packets: Option<u64>,
+    pub hard_packets: Option<u64>,
+    pub soft_bytes: Option<u64>,
+    pub hard_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -259,6 +274,24 @@ impl Config {
                 "datapath.icmp_too_big_per_second and icmp_too_big_burst must be at least 1".into(),
             ));
         }
+        let l = &self.child_sa;
+        for (what, soft, hard) in [
+            ("packets", l.soft_packets, l.hard_packets),
+            ("bytes", l.soft_bytes, l.hard_bytes),
+        ] {
+            if soft == Some(0) || hard == Some(0) {
+                return Err(ConfigError::Invalid(format!(
+                    "child_sa: soft_{what} and hard_{what} must be positive"
+                )));
+            }
+            if let (Some(s), Some(h)) = (soft, hard) {
+                if s >= h {
+                    return Err(ConfigError::Invalid(format!(
+                        "child_sa.soft_{what} ({s}) must be below child_sa.hard_{what} ({h}): the rekey must start before the SA stops"
+                    )));
+                }
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for t in &self.gateway_types {
             if !seen.insert(t.name.as_str()) {
@@ -370,6 +403,18 @@ mod tests {
     fn same_wan_and_lan_refused() {
         let err = Config::parse("[interfaces]\nwan = \"a\"\nlan = \"a\"\n").unwrap_err();
         assert!(err.to_string().contains("must differ"), "{err}");
+    }
+
+    #[test]
+    fn child_sa_lifetimes_must_leave_room_to_rekey() {
+        let base = "[interfaces]\nwan = \"a\"\nlan = \"b\"\n[child_sa]\n";
+        let c =
+            Config::parse(&format!("{base}soft_packets = 1000\nhard_packets = 2000\n")).unwrap();
+        assert_eq!(c.child_sa.soft_packets, Some(1000));
+        let err = Config::parse(&format!("{base}soft_bytes = 5\nhard_bytes = 5\n")).unwrap_err();
+        assert!(err.to_string().contains("child_sa.soft_bytes"), "{err}");
+        let err = Config::parse(&format!("{base}hard_packets = 0\n")).unwrap_err();
+        assert!(err.to_string().contains("positive"), "{err}");
     }
 
     #[test]

@@ -19,10 +19,10 @@ use std::net::IpAddr;
 pub use packet::{parse_outer, InnerFamily, OuterEsp, UdpEncap, NAT_T_PORT};
 pub use replay::{ReplayError, ReplayWindow, DEFAULT_WINDOW, MAX_WINDOW};
 pub use sa::{
-    Decapsulated, Encapsulated, InboundSa, OutboundSa, OuterHeader, SaError, MAX_HEADROOM,
-    MAX_TAILROOM,
+    Decapsulated, Encapsulated, InboundSa, Lifetime, OutboundSa, OuterHeader, SaError,
+    MAX_HEADROOM, MAX_TAILROOM,
 };
-pub use selector::{IpPrefix, TrafficSelectors};
+pub use selector::{IpPrefix, SourceFilter, TrafficSelectors};
 pub use suite::{Encryption, Integrity, SaCipher, Suite, SuiteError};
 
 /// Why a packet could not be encapsulated.
@@ -68,6 +68,12 @@ pub enum EncapError {
     #[error("sequence numbers of SA {spi:#010x} exhausted; rekey required")]
     SequenceExhausted {
         /// SPI of the exhausted SA.
+        spi: u32,
+    },
+    /// The SA's hard byte lifetime is used up: the SA must be rekeyed.
+    #[error("byte lifetime of SA {spi:#010x} expired; rekey required")]
+    LifetimeExpired {
+        /// SPI of the expired SA.
         spi: u32,
     },
     /// No outbound SA is installed for the tunnel.
@@ -194,6 +200,13 @@ pub enum DecapError {
         /// Bytes available.
         available: usize,
     },
+    /// Inner source outside what the tunnel's connection may send (its
+    /// routing policy's `prefix_filter_in` and interconnection subnets).
+    #[error("inner source {src} not allowed for this connection")]
+    SourceRefused {
+        /// Inner source.
+        src: IpAddr,
+    },
     /// Inner source/destination not allowed by the SA's traffic selectors.
     #[error("inner {src} -> {dst} not allowed by the SA's traffic selectors")]
     SelectorRefused {
@@ -232,6 +245,7 @@ impl DecapError {
             DecapError::InnerVersionMismatch { .. } => "inner_version_mismatch",
             DecapError::InnerLengthMismatch { .. } => "inner_length_mismatch",
             DecapError::SelectorRefused { .. } => "selector_refused",
+            DecapError::SourceRefused { .. } => "source_refused",
         }
     }
 

@@ -37,6 +37,40 @@ pub const SEQ_MAX_32: u64 = u32::MAX as u64;
 /// clamped back (each failed attempt adds one).
 pub const SEQ_MAX_ESN: u64 = u64::MAX - (1 << 32);
 
+/// Volume lifetimes of an outbound SA (RFC 4301 §4.4.2.1): past a soft
+/// limit the SA asks to be rekeyed (once, through the table's listener),
+/// past a hard limit it refuses to encapsulate. `None` leaves a limit to
+/// the sequence space (7/8 of it for the soft packet limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Lifetime {
+    /// Packets after which a rekey is requested.
+    pub soft_packets: Option<u64>,
+    /// Packets after which the SA stops sending.
+    pub hard_packets: Option<u64>,
+    /// Inner bytes after which a rekey is requested.
+    pub soft_bytes: Option<u64>,
+    /// Inner bytes after which the SA stops sending.
+    pub hard_bytes: Option<u64>,
+}
+
+impl Lifetime {
+    /// No volume limit beyond the sequence space.
+    pub const NONE: Lifetime = Lifetime {
+        soft_packets: None,
+        hard_packets: None,
+        soft_bytes: None,
+        hard_bytes: None,
+    };
+
+    /// Only a soft packet limit.
+    pub fn soft_packets(n: u64) -> Self {
+        Self {
+            soft_packets: Some(n),
+            ..Self::NONE
+        }
+    }
+}
+
 /// Outer header template of an outbound SA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OuterHeader {
@@ -111,6 +145,8 @@ pub struct Decapsulated {
     pub family: InnerFamily,
     /// Full (64-bit) sequence number of the packet.
     pub seq: u64,
+    /// Inner source address (already checked against the SA's selectors).
+    pub src: IpAddr,
 }
 
 /// The sending half of a CHILD SA.
@@ -123,6 +159,12 @@ pub struct OutboundSa {
     seq: AtomicU64,
     soft_limit: u64,
     hard_limit: u64,
+    /// Inner bytes sent, counted only when a byte limit is set (one more
+    /// atomic per packet is not paid otherwise).
+    bytes: AtomicU64,
+    count_bytes: bool,
+    soft_bytes: u64,
+    hard_bytes: u64,
 }
 
 impl std::fmt::Debug for OutboundSa {
@@ -156,6 +198,10 @@ impl OutboundSa {
             seq: AtomicU64::new(0),
             soft_limit: hard_limit - hard_limit / 8,
             hard_limit,
+            bytes: AtomicU64::new(0),
+            count_bytes: false,
+            soft_bytes: u64::MAX,
+            hard_bytes: u64::MAX,
         })
     }
 
@@ -163,6 +209,30 @@ impl OutboundSa {
     pub fn with_soft_limit(mut self, soft_limit: u64) -> Self {
         self.soft_limit = soft_limit.min(self.hard_limit);
         self
+    }
+
+    /// Applies volume lifetimes: packet limits lower the sequence limits
+    /// (never above what the sequence space allows), byte limits turn on
+    /// byte counting.
+    pub fn with_lifetime(mut self, l: Lifetime) -> Self {
+        if let Some(h) = l.hard_packets {
+            self.hard_limit = h.clamp(1, self.hard_limit);
+            self.soft_limit = self.soft_limit.min(self.hard_limit);
+        }
+        if let Some(s) = l.soft_packets {
+            self.soft_limit = s.min(self.hard_limit);
+        }
+        if l.soft_bytes.is_some() || l.hard_bytes.is_some() {
+            self.count_bytes = true;
+            self.hard_bytes = l.hard_bytes.unwrap_or(u64::MAX);
+            self.soft_bytes = l.soft_bytes.unwrap_or(u64::MAX).min(self.hard_bytes);
+        }
+        self
+    }
+
+    /// Inner bytes sent so far (0 unless a byte limit is set).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// SPI (chosen by the peer).
@@ -211,14 +281,14 @@ impl OutboundSa {
         self.hard_limit
     }
 
-    /// True once the soft limit is passed.
+    /// True once a soft limit (packets or bytes) is passed.
     pub fn soft_limit_reached(&self) -> bool {
-        self.seq.load(Ordering::Relaxed) >= self.soft_limit
+        self.seq.load(Ordering::Relaxed) >= self.soft_limit || self.bytes() >= self.soft_bytes
     }
 
-    /// True once every sequence number is used: rekey now.
+    /// True once every sequence number (or the byte budget) is used: rekey now.
     pub fn exhausted(&self) -> bool {
-        self.seq.load(Ordering::Relaxed) >= self.hard_limit
+        self.seq.load(Ordering::Relaxed) >= self.hard_limit || self.bytes() >= self.hard_bytes
     }
 
     /// Sets the last used sequence number. For tests and benchmarks that
@@ -244,7 +314,7 @@ impl OutboundSa {
     /// in the tailroom after it. Returns the outer packet's range.
     pub fn encap(&self, buf: &mut [u8], inner: Range<usize>) -> Result<Encapsulated, EncapError> {
         let outer_len = self.outer.len();
-        let (esp, seq, tos, df) = self.seal(buf, inner, outer_len)?;
+        let (esp, seq, tos, df, soft) = self.seal(buf, inner, outer_len)?;
         let start = esp.start - outer_len;
         let total = esp.end - start;
         let ip_len = if self.outer.dst.is_ipv4() {
@@ -304,7 +374,7 @@ impl OutboundSa {
         Ok(Encapsulated {
             packet: start..esp.end,
             seq,
-            soft_limit_reached: seq >= self.soft_limit,
+            soft_limit_reached: soft,
         })
     }
 
@@ -316,22 +386,40 @@ impl OutboundSa {
         buf: &mut [u8],
         inner: Range<usize>,
     ) -> Result<Encapsulated, EncapError> {
-        let (esp, seq, _, _) = self.seal(buf, inner, 0)?;
+        let (esp, seq, _, _, soft) = self.seal(buf, inner, 0)?;
         Ok(Encapsulated {
             packet: esp,
             seq,
-            soft_limit_reached: seq >= self.soft_limit,
+            soft_limit_reached: soft,
         })
     }
 
+    /// Counts `len` inner bytes when byte limits are set; returns whether
+    /// the soft byte limit is passed, or the hard limit's error.
+    fn take_bytes(&self, len: usize) -> Result<bool, EncapError> {
+        if !self.count_bytes {
+            return Ok(false);
+        }
+        let len = len as u64;
+        let total = self
+            .bytes
+            .fetch_add(len, Ordering::Relaxed)
+            .saturating_add(len);
+        if total > self.hard_bytes {
+            return Err(EncapError::LifetimeExpired { spi: self.spi });
+        }
+        Ok(total >= self.soft_bytes)
+    }
+
     /// Lays out and seals the ESP packet; returns its range, the sequence
-    /// number, and the inner TOS/traffic class and DF to copy outward.
+    /// number, the inner TOS/traffic class and DF to copy outward, and
+    /// whether a soft limit is passed.
     fn seal(
         &self,
         buf: &mut [u8],
         inner: Range<usize>,
         outer_len: usize,
-    ) -> Result<(Range<usize>, u64, u8, bool), EncapError> {
+    ) -> Result<(Range<usize>, u64, u8, bool, bool), EncapError> {
         let suite = self.cipher.suite();
         if inner.start > inner.end || inner.end > buf.len() {
             return Err(EncapError::RangeOutOfBounds {
@@ -378,6 +466,7 @@ impl OutboundSa {
             return Err(EncapError::TooLong { len: total });
         }
         let seq = self.next_seq()?;
+        let soft = self.take_bytes(inner.len())? || seq >= self.soft_limit;
         let esp_start = inner.start - ESP_HEADER_LEN - suite.iv_len();
         let esp_end = inner.end + tail;
         // Padding bytes 1, 2, 3, ... (RFC 4303 §2.4), then pad length and
@@ -393,7 +482,7 @@ impl OutboundSa {
         self.cipher
             .seal(seq, self.esn, esp)
             .map_err(|_| EncapError::Crypto)?;
-        Ok((esp_start..esp_end, seq, tos, df))
+        Ok((esp_start..esp_end, seq, tos, df, soft))
     }
 }
 
@@ -532,6 +621,7 @@ impl InboundSa {
             inner: pt.start..pt.start + inner_len,
             family,
             seq,
+            src,
         })
     }
 }

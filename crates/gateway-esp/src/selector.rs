@@ -1,7 +1,9 @@
 //! Traffic selectors of an SA as lists of IP prefixes: the inner source
-//! and destination a decapsulated packet may carry. Route-based tunnels use
-//! `0.0.0.0/0` and `::/0`; the routing policy itself is enforced by the
-//! route maps, not here.
+//! and destination a decapsulated packet may carry (what IKE negotiated),
+//! and the [`SourceFilter`] of a tunnel: the inner sources the connection
+//! may send at all (its routing policy's `prefix_filter_in` and its
+//! interconnection subnets), which the agent keeps up to date as policies
+//! change. Outbound, the route maps decide what enters a tunnel.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -136,6 +138,115 @@ impl TrafficSelectors {
     }
 }
 
+impl IpPrefix {
+    /// The smallest list of prefixes that covers exactly the addresses
+    /// `start..=end` (an IKE traffic selector's range). Empty when `start >
+    /// end` or the families differ.
+    pub fn cover_range(start: IpAddr, end: IpAddr) -> Vec<IpPrefix> {
+        match (start, end) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                cover(u128::from(u32::from(a)), u128::from(u32::from(b)), 32)
+                    .into_iter()
+                    .map(|(n, l)| IpPrefix::V4(Ipv4Addr::from(n as u32), l))
+                    .collect()
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => cover(u128::from(a), u128::from(b), 128)
+                .into_iter()
+                .map(|(n, l)| IpPrefix::V6(Ipv6Addr::from(n), l))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Splits `lo..=hi` (addresses of `bits` bits) into aligned blocks: at most
+/// 2 × `bits` of them.
+fn cover(mut lo: u128, hi: u128, bits: u32) -> Vec<(u128, u8)> {
+    let mut out = Vec::new();
+    if lo > hi {
+        return out;
+    }
+    loop {
+        // The largest block starting at `lo` that is aligned and ends at or
+        // before `hi`.
+        let align = if lo == 0 {
+            bits
+        } else {
+            lo.trailing_zeros().min(bits)
+        };
+        let mut size = align;
+        while size > 0 && (size >= 128 || lo + ((1u128 << size) - 1) > hi) {
+            if size >= 128 && lo == 0 && hi == u128::MAX {
+                break;
+            }
+            size -= 1;
+        }
+        out.push((lo, (bits - size) as u8));
+        let last = if size >= 128 {
+            u128::MAX
+        } else {
+            lo + ((1u128 << size) - 1)
+        };
+        if last >= hi {
+            return out;
+        }
+        lo = last + 1;
+    }
+}
+
+/// The inner sources a tunnel accepts, whatever SA carried them: checked
+/// on every decapsulated packet after the SA's own selectors. Prefixes are
+/// kept per family as (network, mask) words so a check is a few integer
+/// operations per prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SourceFilter {
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
+}
+
+impl SourceFilter {
+    /// Accepts sources inside any of `prefixes` (nothing when empty).
+    pub fn new<'a>(prefixes: impl IntoIterator<Item = &'a IpPrefix>) -> Self {
+        let mut f = Self::default();
+        for p in prefixes {
+            match *p {
+                IpPrefix::V4(a, l) => f.v4.push((u32::from(a), mask4(l))),
+                IpPrefix::V6(a, l) => f.v6.push((u128::from(a), mask6(l))),
+            }
+        }
+        // Shortest prefixes first: they match most traffic.
+        f.v4.sort_by_key(|(_, m)| m.count_ones());
+        f.v6.sort_by_key(|(_, m)| m.count_ones());
+        f.v4.dedup();
+        f.v6.dedup();
+        f
+    }
+
+    /// True if `src` is inside one of the prefixes.
+    pub fn allows(&self, src: IpAddr) -> bool {
+        match src {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                self.v4.iter().any(|&(n, m)| a & m == n)
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                self.v6.iter().any(|&(n, m)| a & m == n)
+            }
+        }
+    }
+
+    /// Number of prefixes.
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    /// True when nothing is accepted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +291,84 @@ mod tests {
             .allows_inbound("fd00::1".parse().unwrap(), "2001:db8::1".parse().unwrap()));
         assert!(!TrafficSelectors::default()
             .allows_inbound("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap()));
+    }
+
+    #[test]
+    fn ranges_become_exact_prefix_covers() {
+        let v4 = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let show = |v: Vec<IpPrefix>| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            show(IpPrefix::cover_range(v4("0.0.0.0"), v4("255.255.255.255"))),
+            ["0.0.0.0/0"]
+        );
+        assert_eq!(
+            show(IpPrefix::cover_range(
+                v4("203.0.113.0"),
+                v4("203.0.113.255")
+            )),
+            ["203.0.113.0/24"]
+        );
+        assert_eq!(
+            show(IpPrefix::cover_range(v4("169.254.0.1"), v4("169.254.0.1"))),
+            ["169.254.0.1/32"]
+        );
+        assert_eq!(
+            show(IpPrefix::cover_range(v4("192.0.2.1"), v4("192.0.2.6"))),
+            [
+                "192.0.2.1/32",
+                "192.0.2.2/31",
+                "192.0.2.4/31",
+                "192.0.2.6/32"
+            ]
+        );
+        assert!(IpPrefix::cover_range(v4("192.0.2.9"), v4("192.0.2.1")).is_empty());
+        assert!(IpPrefix::cover_range(v4("192.0.2.1"), "::1".parse().unwrap()).is_empty());
+        assert_eq!(
+            show(IpPrefix::cover_range(
+                "::".parse().unwrap(),
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap()
+            )),
+            ["::/0"]
+        );
+        assert_eq!(
+            show(IpPrefix::cover_range(
+                "2001:db8::".parse().unwrap(),
+                "2001:db8::ffff:ffff:ffff:ffff".parse().unwrap()
+            )),
+            ["2001:db8::/64"]
+        );
+        // Every address of a pseudo-random range is covered, nothing outside.
+        let mut x = 0x9e37_79b9u32;
+        for _ in 0..200 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let lo = x & 0xffff_f000;
+            let hi = lo + (x & 0x3ff);
+            let cov = IpPrefix::cover_range(Ipv4Addr::from(lo).into(), Ipv4Addr::from(hi).into());
+            assert!(cov.len() <= 64);
+            for a in lo.saturating_sub(3)..=hi + 3 {
+                let inside = (lo..=hi).contains(&a);
+                let covered = cov.iter().any(|p| p.contains(Ipv4Addr::from(a).into()));
+                assert_eq!(inside, covered, "{a:#x} in {lo:#x}..={hi:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn source_filter_accepts_only_its_prefixes() {
+        let f = SourceFilter::new(&[
+            "203.0.113.0/24".parse().unwrap(),
+            "169.254.0.1/32".parse().unwrap(),
+            "2001:db8:200::/48".parse().unwrap(),
+        ]);
+        assert_eq!(f.len(), 3);
+        assert!(f.allows("203.0.113.77".parse().unwrap()));
+        assert!(f.allows("169.254.0.1".parse().unwrap()));
+        assert!(!f.allows("169.254.0.0".parse().unwrap()));
+        assert!(!f.allows("198.51.100.10".parse().unwrap()));
+        assert!(f.allows("2001:db8:200:1::5".parse().unwrap()));
+        assert!(!f.allows("2001:db8:100::10".parse().unwrap()));
+        assert!(!SourceFilter::default().allows("203.0.113.1".parse().unwrap()));
     }
 }

@@ -12,6 +12,11 @@
 //! When a NAT'd peer's mapping changes (RFC 3948, RFC 7296 §2.23), the
 //! UDP destination port of an installed outbound SA moves in place (an
 //! atomic in its entry), so its keys and sequence numbers carry on.
+//!
+//! Per tunnel the table also keeps the [`SourceFilter`] (the inner sources
+//! its connection may send; checked after every decapsulation) and tells a
+//! [`LimitListener`] once per outbound SA when a volume lifetime's soft or
+//! hard limit is passed, so the control plane can rekey in time.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -20,13 +25,15 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::cache::Cache;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::packet::{parse_outer, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
-use crate::sa::{Decapsulated, Encapsulated, InboundSa, OutboundSa, OuterHeader, SaError};
-use crate::selector::{IpPrefix, TrafficSelectors};
+use crate::sa::{
+    Decapsulated, Encapsulated, InboundSa, Lifetime, OutboundSa, OuterHeader, SaError,
+};
+use crate::selector::{IpPrefix, SourceFilter, TrafficSelectors};
 use crate::suite::{SaCipher, Suite, SuiteError};
 use crate::{DecapError, EncapError};
 
@@ -136,8 +143,8 @@ pub struct OutboundSaConfig {
     pub esn: bool,
     /// Outer header template (addresses, UDP encapsulation, TTL).
     pub outer: OuterHeader,
-    /// Sequence number from which a rekey is requested (`None`: 7/8 of the space).
-    pub soft_limit: Option<u64>,
+    /// Volume lifetimes (soft: a rekey is requested; hard: the SA stops).
+    pub lifetime: Lifetime,
 }
 
 /// A point-in-time copy of a tunnel's counters.
@@ -155,6 +162,9 @@ pub struct TunnelCountersSnapshot {
     pub rx_bytes: u64,
     /// Packets with a known SPI dropped on decapsulation.
     pub rx_drops: u64,
+    /// Of `rx_drops`: authentic packets whose inner source the connection
+    /// may not send (the SA's selectors or the tunnel's source filter).
+    pub rx_source_refused: u64,
 }
 
 /// Readers (workers) that get a counter slot of their own; later readers
@@ -171,6 +181,7 @@ struct CounterSlot {
     rx_packets: AtomicU64,
     rx_bytes: AtomicU64,
     rx_drops: AtomicU64,
+    rx_source_refused: AtomicU64,
 }
 
 /// Which counter slot a writer uses: its own (single writer: a plain load
@@ -211,10 +222,36 @@ impl TunnelCounters {
             t.rx_packets += s.rx_packets.load(Ordering::Relaxed);
             t.rx_bytes += s.rx_bytes.load(Ordering::Relaxed);
             t.rx_drops += s.rx_drops.load(Ordering::Relaxed);
+            t.rx_source_refused += s.rx_source_refused.load(Ordering::Relaxed);
         }
         t
     }
 }
+
+/// What the table keeps per tunnel across its SAs: counters (rekeys keep
+/// totals) and the source filter (`None`: every source the SA's selectors
+/// allow).
+#[derive(Debug, Default)]
+struct TunnelShared {
+    counters: TunnelCounters,
+    sources: ArcSwapOption<SourceFilter>,
+}
+
+/// A volume lifetime limit passed by an outbound SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitEvent {
+    /// Tunnel of the SA.
+    pub tunnel: TunnelId,
+    /// SPI of the outbound SA.
+    pub spi: u32,
+    /// `false`: the soft limit (rekey now); `true`: the hard limit (the SA
+    /// no longer sends).
+    pub hard: bool,
+}
+
+/// Called (from a worker, on the packet path) the first time an outbound SA
+/// passes its soft and its hard limit: it must not block.
+pub type LimitListener = dyn Fn(LimitEvent) + Send + Sync;
 
 /// Why the data plane refused a change.
 #[derive(Debug, thiserror::Error)]
@@ -325,7 +362,7 @@ pub struct InboundEntry {
     pub tunnel: TunnelId,
     /// The SA.
     pub sa: InboundSa,
-    counters: Arc<TunnelCounters>,
+    shared: Arc<TunnelShared>,
 }
 
 /// An installed outbound SA with its tunnel.
@@ -336,7 +373,11 @@ pub struct OutboundEntry {
     /// The SA. Its outer header template is the one installed; the UDP
     /// destination port in use is [`OutboundEntry::outer`]'s.
     pub sa: OutboundSa,
-    counters: Arc<TunnelCounters>,
+    shared: Arc<TunnelShared>,
+    /// Where soft/hard limit events go, and whether each was reported.
+    listener: Arc<ListenerSlot>,
+    soft_reported: std::sync::atomic::AtomicBool,
+    hard_reported: std::sync::atomic::AtomicBool,
     /// UDP destination port in use (0: plain ESP). Starts as the template's
     /// and moves when a NAT'd peer's mapping changes; an atomic rather than
     /// a new entry because a new `OutboundSa` would need the old one's
@@ -346,7 +387,37 @@ pub struct OutboundEntry {
     udp_dst_port: AtomicU32,
 }
 
+/// The table's current [`LimitListener`], shared with its outbound entries.
+#[derive(Default)]
+struct ListenerSlot(ArcSwapOption<Box<LimitListener>>);
+
+impl std::fmt::Debug for ListenerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ListenerSlot")
+    }
+}
+
 impl OutboundEntry {
+    /// Reports a passed limit once (a relaxed load on later packets).
+    #[cold]
+    fn report_limit(&self, hard: bool) {
+        let flag = if hard {
+            &self.hard_reported
+        } else {
+            &self.soft_reported
+        };
+        if flag.load(Ordering::Relaxed) || flag.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Some(l) = self.listener.0.load().as_ref() {
+            l(LimitEvent {
+                tunnel: self.tunnel,
+                spi: self.sa.spi(),
+                hard,
+            });
+        }
+    }
+
     /// The UDP destination port packets are encapsulated to now, `None`
     /// for plain ESP (for senders that add the outer headers themselves,
     /// e.g. the slow path's UDP socket after `encap_esp`).
@@ -433,8 +504,10 @@ type OutboundMap = IdMap<Arc<OutboundEntry>>;
 pub struct SaTable {
     inbound: Arc<ArcSwap<InboundMap>>,
     outbound: Arc<ArcSwap<OutboundMap>>,
-    /// Control path only: counters outlive SAs so rekeys keep totals.
-    counters: Mutex<IdMap<Arc<TunnelCounters>>>,
+    /// Control path only: per-tunnel state outlives SAs so rekeys keep
+    /// totals and filters.
+    tunnels: Mutex<IdMap<Arc<TunnelShared>>>,
+    listener: Arc<ListenerSlot>,
     /// Serializes writers (read-copy-update).
     writer: Mutex<()>,
     /// Next exclusive counter slot to hand to a reader.
@@ -462,8 +535,28 @@ impl SaTable {
         Self::default()
     }
 
-    fn counters_for(&self, tunnel: TunnelId) -> Arc<TunnelCounters> {
-        lock(&self.counters).entry(tunnel).or_default().clone()
+    fn shared_for(&self, tunnel: TunnelId) -> Arc<TunnelShared> {
+        lock(&self.tunnels).entry(tunnel).or_default().clone()
+    }
+
+    /// Sets what is told when an outbound SA passes a volume limit
+    /// (replaces the previous listener).
+    pub fn set_limit_listener(&self, listener: Box<LimitListener>) {
+        self.listener.0.store(Some(Arc::new(listener)));
+    }
+
+    /// Sets the inner sources a tunnel accepts from now on, for every SA of
+    /// the tunnel, installed or to come (`None`: whatever the SAs'
+    /// selectors allow).
+    pub fn set_source_filter(&self, tunnel: TunnelId, filter: Option<SourceFilter>) {
+        self.shared_for(tunnel).sources.store(filter.map(Arc::new));
+    }
+
+    /// Forgets a tunnel's counters and source filter, so that its id can be
+    /// reused by another tunnel from zero. Its SAs must be gone: entries
+    /// still installed keep the old state until they are removed.
+    pub fn forget_tunnel(&self, tunnel: TunnelId) {
+        lock(&self.tunnels).remove(&tunnel);
     }
 
     /// Installs an inbound SA (see [`DataPlane::install_inbound_sa`]).
@@ -478,7 +571,7 @@ impl SaTable {
         let entry = Arc::new(InboundEntry {
             tunnel: cfg.tunnel,
             sa,
-            counters: self.counters_for(cfg.tunnel),
+            shared: self.shared_for(cfg.tunnel),
         });
         let _w = lock(&self.writer);
         let cur = self.inbound.load();
@@ -493,14 +586,15 @@ impl SaTable {
 
     /// Installs or switches a tunnel's outbound SA; returns the previous SPI.
     pub fn install_outbound(&self, cfg: &OutboundSaConfig) -> Result<Option<u32>, DataPlaneError> {
-        let mut sa = OutboundSa::new(cfg.spi, cfg.keys.cipher()?, cfg.esn, cfg.outer)?;
-        if let Some(soft) = cfg.soft_limit {
-            sa = sa.with_soft_limit(soft);
-        }
+        let sa = OutboundSa::new(cfg.spi, cfg.keys.cipher()?, cfg.esn, cfg.outer)?
+            .with_lifetime(cfg.lifetime);
         let entry = Arc::new(OutboundEntry {
             tunnel: cfg.tunnel,
             sa,
-            counters: self.counters_for(cfg.tunnel),
+            shared: self.shared_for(cfg.tunnel),
+            listener: Arc::clone(&self.listener),
+            soft_reported: std::sync::atomic::AtomicBool::new(false),
+            hard_reported: std::sync::atomic::AtomicBool::new(false),
             udp_dst_port: AtomicU32::new(cfg.outer.udp.map_or(0, |u| u32::from(u.dst_port))),
         });
         let _w = lock(&self.writer);
@@ -587,7 +681,9 @@ impl SaTable {
 
     /// Counters of a tunnel.
     pub fn counters(&self, tunnel: TunnelId) -> Option<TunnelCountersSnapshot> {
-        lock(&self.counters).get(&tunnel).map(|c| c.snapshot())
+        lock(&self.tunnels)
+            .get(&tunnel)
+            .map(|t| t.counters.snapshot())
     }
 
     /// Encapsulates `buf[inner]` with the tunnel's outbound SA (see
@@ -652,13 +748,24 @@ fn encap_in(
     } else {
         e.encap(buf, inner)
     };
-    let c = &e.counters.slots[slot.index()];
+    let c = &e.shared.counters.slots[slot.index()];
     match &r {
-        Ok(_) => {
+        Ok(enc) => {
             slot.add(&c.tx_packets, 1);
             slot.add(&c.tx_bytes, len);
+            if enc.soft_limit_reached {
+                e.report_limit(false);
+            }
         }
-        Err(_) => slot.add(&c.tx_errors, 1),
+        Err(err) => {
+            slot.add(&c.tx_errors, 1);
+            if matches!(
+                err,
+                EncapError::SequenceExhausted { .. } | EncapError::LifetimeExpired { .. }
+            ) {
+                e.report_limit(true);
+            }
+        }
     }
     r
 }
@@ -674,8 +781,16 @@ fn decap_in(
         .ok_or(DecapError::RangeOutOfBounds)?;
     let spi = u32::from_be_bytes([spi_bytes[0], spi_bytes[1], spi_bytes[2], spi_bytes[3]]);
     let e = map.get(&spi).ok_or(DecapError::UnknownSpi { spi })?;
-    let c = &e.counters.slots[slot.index()];
-    match e.sa.decap_esp(buf, esp) {
+    let c = &e.shared.counters.slots[slot.index()];
+    let r = e.sa.decap_esp(buf, esp).and_then(|d| {
+        // The packet is authentic; whether its connection may send from
+        // this source is the tunnel's filter's call.
+        match e.shared.sources.load().as_deref() {
+            Some(f) if !f.allows(d.src) => Err(DecapError::SourceRefused { src: d.src }),
+            _ => Ok(d),
+        }
+    });
+    match r {
         Ok(d) => {
             slot.add(&c.rx_packets, 1);
             slot.add(&c.rx_bytes, d.inner.len() as u64);
@@ -687,6 +802,12 @@ fn decap_in(
         }
         Err(err) => {
             slot.add(&c.rx_drops, 1);
+            if matches!(
+                err,
+                DecapError::SourceRefused { .. } | DecapError::SelectorRefused { .. }
+            ) {
+                slot.add(&c.rx_source_refused, 1);
+            }
             Err(err)
         }
     }

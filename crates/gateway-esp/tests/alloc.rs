@@ -74,7 +74,7 @@ fn encap_and_decap_do_not_allocate() {
                 keys: sa_keys.clone(),
                 esn: true,
                 outer: outer(outer_v6, udp),
-                soft_limit: None,
+                lifetime: gateway_esp::Lifetime::NONE,
             })
             .unwrap();
             rx.install_inbound(&InboundSaConfig {

@@ -33,7 +33,7 @@ fn cfgs(suite: Suite, spi: u32, seed: u8) -> (InboundSaConfig, OutboundSaConfig)
             keys,
             esn: true,
             outer: outer(false, true),
-            soft_limit: None,
+            lifetime: gateway_esp::Lifetime::NONE,
         },
     )
 }
@@ -552,4 +552,184 @@ fn fake_data_plane_moves_the_udp_port() {
         dp.set_outbound_udp_dst_port(TUNNEL, 0x8282, 4501),
         Err(DataPlaneError::NotUdpEncapsulated { .. })
     ));
+}
+
+/// Seals `pkt` with `a`'s outbound SA and opens it with `b`.
+fn send_packet(a: &SaTable, b: &SaTable, pkt: &[u8]) -> Result<u32, DecapError> {
+    let (mut buf, range) = framed(pkt);
+    let e = a.encap(TUNNEL, &mut buf, range).unwrap();
+    b.decap(&mut buf, e.packet).map(|r| r.spi)
+}
+
+#[test]
+fn source_filter_refuses_spoofed_inner_sources_and_counts_them() {
+    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
+    let (a, b) = (SaTable::new(), SaTable::new());
+    let (inb, out) = cfgs(suite, 0x3000, 3);
+    a.install_outbound(&out).unwrap();
+    b.install_inbound(&inb).unwrap();
+    let allowed = inner_v4(100, "198.51.100.10", "192.0.2.20");
+    let spoofed = inner_v4(100, "10.1.2.3", "192.0.2.20");
+    let spoofed6 = inner_v6(100, "2001:db8:100::99", "2001:db8:1::10");
+    // No filter: the SA's selectors (any) decide.
+    assert_eq!(send_packet(&a, &b, &spoofed), Ok(0x3000));
+    b.set_source_filter(
+        TUNNEL,
+        Some(gateway_esp::SourceFilter::new(&["198.51.100.0/24"
+            .parse()
+            .unwrap()])),
+    );
+    assert_eq!(send_packet(&a, &b, &allowed), Ok(0x3000));
+    assert!(matches!(
+        send_packet(&a, &b, &spoofed),
+        Err(DecapError::SourceRefused { .. })
+    ));
+    assert!(matches!(
+        send_packet(&a, &b, &spoofed6),
+        Err(DecapError::SourceRefused { .. })
+    ));
+    // The filter is the tunnel's: an SA installed later (a rekey) has it too.
+    let (inb2, out2) = cfgs(suite, 0x3001, 4);
+    b.install_inbound(&inb2).unwrap();
+    a.install_outbound(&out2).unwrap();
+    assert!(matches!(
+        send_packet(&a, &b, &spoofed),
+        Err(DecapError::SourceRefused { .. })
+    ));
+    assert_eq!(send_packet(&a, &b, &allowed), Ok(0x3001));
+    let c = b.counters(TUNNEL).unwrap();
+    assert_eq!((c.rx_packets, c.rx_drops, c.rx_source_refused), (3, 3, 3));
+    // Negotiated selectors refusing count as the same reason.
+    let (mut inb3, out3) = cfgs(suite, 0x3002, 5);
+    inb3.selectors = TrafficSelectors {
+        local: vec![IpPrefix::ANY_V4],
+        remote: vec!["203.0.113.0/24".parse().unwrap()],
+    };
+    b.set_source_filter(TUNNEL, None);
+    b.install_inbound(&inb3).unwrap();
+    a.install_outbound(&out3).unwrap();
+    assert!(matches!(
+        send_packet(&a, &b, &allowed),
+        Err(DecapError::SelectorRefused { .. })
+    ));
+    assert_eq!(b.counters(TUNNEL).unwrap().rx_source_refused, 4);
+}
+
+#[test]
+fn limit_listener_hears_soft_then_hard_once_per_sa() {
+    use gateway_esp::table::LimitEvent;
+    use gateway_esp::Lifetime;
+    let suite = Suite::from_api_names("aes128gcm", None).unwrap();
+    let (a, b) = (SaTable::new(), SaTable::new());
+    let events = Arc::new(std::sync::Mutex::new(Vec::<LimitEvent>::new()));
+    let sink = Arc::clone(&events);
+    a.set_limit_listener(Box::new(move |e| sink.lock().unwrap().push(e)));
+    let (inb, mut out) = cfgs(suite, 0x4000, 6);
+    out.lifetime = Lifetime {
+        soft_packets: Some(5),
+        hard_packets: Some(8),
+        ..Lifetime::NONE
+    };
+    a.install_outbound(&out).unwrap();
+    b.install_inbound(&inb).unwrap();
+    let pkt = inner(false, 100);
+    let mut sent = 0;
+    for _ in 0..12 {
+        let (mut buf, range) = framed(&pkt);
+        match a.encap(TUNNEL, &mut buf, range) {
+            Ok(e) => {
+                sent += 1;
+                assert_eq!(e.soft_limit_reached, e.seq >= 5);
+                b.decap(&mut buf, e.packet).unwrap();
+            }
+            Err(e) => assert_eq!(e, EncapError::SequenceExhausted { spi: 0x4000 }),
+        }
+    }
+    assert_eq!(sent, 8, "the hard packet limit stops the SA");
+    let ev = events.lock().unwrap().clone();
+    assert_eq!(
+        ev,
+        vec![
+            LimitEvent {
+                tunnel: TUNNEL,
+                spi: 0x4000,
+                hard: false
+            },
+            LimitEvent {
+                tunnel: TUNNEL,
+                spi: 0x4000,
+                hard: true
+            }
+        ]
+    );
+    // The next SA of the tunnel (the rekey) starts afresh and reports again.
+    let (_, mut out2) = cfgs(suite, 0x4001, 7);
+    out2.lifetime = Lifetime {
+        soft_bytes: Some(250),
+        hard_bytes: Some(400),
+        ..Lifetime::NONE
+    };
+    a.install_outbound(&out2).unwrap();
+    let mut ok = 0;
+    for _ in 0..6 {
+        let (mut buf, range) = framed(&pkt);
+        match a.encap(TUNNEL, &mut buf, range) {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e, EncapError::LifetimeExpired { spi: 0x4001 }),
+        }
+    }
+    // 100-byte packets: the fourth would pass 400 bytes.
+    assert_eq!(ok, 4);
+    let ev = events.lock().unwrap().clone();
+    assert_eq!(ev.len(), 4);
+    assert_eq!(
+        ev[2..],
+        [
+            LimitEvent {
+                tunnel: TUNNEL,
+                spi: 0x4001,
+                hard: false
+            },
+            LimitEvent {
+                tunnel: TUNNEL,
+                spi: 0x4001,
+                hard: true
+            }
+        ]
+    );
+}
+
+#[test]
+fn forgotten_tunnel_ids_start_from_zero() {
+    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
+    let (a, b) = (SaTable::new(), SaTable::new());
+    let (inb, out) = cfgs(suite, 0x5000, 8);
+    a.install_outbound(&out).unwrap();
+    b.install_inbound(&inb).unwrap();
+    b.set_source_filter(
+        TUNNEL,
+        Some(gateway_esp::SourceFilter::new(&["203.0.113.0/24"
+            .parse()
+            .unwrap()])),
+    );
+    assert!(send(&a, &b, false).is_err());
+    a.remove_outbound(TUNNEL, 0x5000).unwrap();
+    b.remove_inbound(0x5000).unwrap();
+    a.forget_tunnel(TUNNEL);
+    b.forget_tunnel(TUNNEL);
+    assert_eq!(a.counters(TUNNEL), None);
+    assert_eq!(b.counters(TUNNEL), None);
+    // A new tunnel on the same id: fresh counters, no inherited filter.
+    let (inb, out) = cfgs(suite, 0x5001, 9);
+    a.install_outbound(&out).unwrap();
+    b.install_inbound(&inb).unwrap();
+    assert_eq!(send(&a, &b, false), Ok(0x5001));
+    assert_eq!(
+        b.counters(TUNNEL).unwrap(),
+        TunnelCountersSnapshot {
+            rx_packets: 1,
+            rx_bytes: 120,
+            ..Default::default()
+        }
+    );
 }

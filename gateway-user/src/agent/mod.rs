@@ -10,6 +10,7 @@
 //! sessions) applied by the [`runtime`] (IKE and BGP drivers, data plane,
 //! statuses).
 
+pub mod ids;
 pub mod plan;
 pub mod runtime;
 
@@ -72,7 +73,30 @@ impl Agent {
         let mut ike_rx = Some(ike_rx);
         let (ike_events_tx, mut ike_events) = mpsc::unbounded_channel();
         let (bgp, mut bgp_events) = gateway_bgp::driver::spawn();
-        let mut rt = Runtime::new(self.store.clone(), datapath.clone(), ike_tx, bgp, snapshot);
+        let l = self.config.child_sa;
+        let lifetime = gateway_esp::Lifetime {
+            soft_packets: l.soft_packets,
+            hard_packets: l.hard_packets,
+            soft_bytes: l.soft_bytes,
+            hard_bytes: l.hard_bytes,
+        };
+        let mut rt = Runtime::new(
+            self.store.clone(),
+            datapath.clone(),
+            ike_tx,
+            bgp,
+            snapshot,
+            lifetime,
+        );
+        // Volume limits are reported by the workers once per outbound SA
+        // (so this channel holds at most two events per SA).
+        let (limit_tx, mut limits) = mpsc::unbounded_channel();
+        datapath
+            .dataplane
+            .table()
+            .set_limit_listener(Box::new(move |e| {
+                let _ = limit_tx.send(e);
+            }));
         // ESP that reaches the IKE sockets (fast path off, or no AF_XDP
         // socket on the queue) goes to the slow path.
         let (esp_tx, mut esp_rx) = mpsc::channel::<EspDatagram>(1024);
@@ -143,6 +167,7 @@ impl Agent {
                     _ = shutdown.changed() => break true,
                     Some(a) = ike_events.recv() => rt.on_ike(a),
                     Some(e) = bgp_events.recv() => rt.on_bgp(e),
+                    Some(e) = limits.recv() => rt.on_limit(e).await,
                 }
             };
             if stop || *shutdown.borrow() {

@@ -56,6 +56,11 @@ pub struct TunnelPlan {
     pub ike_fingerprint: String,
     /// Clamp the TCP MSS through this tunnel (config, per gateway type).
     pub mss_clamp: bool,
+    /// Inner sources the customer may send through this tunnel: its
+    /// routing policies' `prefix_filter_in` and the BGP peers'
+    /// interconnection subnets (both families: after a failover either
+    /// tunnel carries both). Changes apply in place.
+    pub allowed_sources: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +106,7 @@ pub fn plan(state: &DesiredState, config: &Config) -> Plan {
             conn.ikev2_ciphers,
             conn.esp_ciphers
         );
+        let allowed_sources = allowed_sources(spec);
         for t in &spec.tunnels {
             let name = tunnel_name(&conn.id, t.family);
             out.tunnels.insert(
@@ -118,6 +124,7 @@ pub fn plan(state: &DesiredState, config: &Config) -> Plan {
                     esp_ciphers: conn.esp_ciphers.clone(),
                     ike_fingerprint: ike_fingerprint.clone(),
                     mss_clamp: config.mss_clamp(&vgw.gateway_type),
+                    allowed_sources: allowed_sources.clone(),
                 },
             );
         }
@@ -175,6 +182,28 @@ pub fn plan(state: &DesiredState, config: &Config) -> Plan {
             );
         }
     }
+    out
+}
+
+/// What a connection's customer may send from: the prefixes its routing
+/// policies accept (`prefix_filter_in`) and its interconnection subnets
+/// (where its BGP speaker sits). Sorted, without duplicates.
+fn allowed_sources(spec: &gateway_api::ConnectionSpec) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = [&spec.routing_policy_ipv4, &spec.routing_policy_ipv6]
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p.prefix_filter_in.iter())
+        .filter_map(|s| s.parse::<IpNet>().ok())
+        .map(|n| n.trunc())
+        .chain(
+            [spec.interco_ipv4, spec.interco_ipv6]
+                .into_iter()
+                .flatten()
+                .map(|i| i.peer.trunc()),
+        )
+        .collect();
+    out.sort();
+    out.dedup();
     out
 }
 

@@ -21,8 +21,12 @@ use gateway_api::model::{BgpSessionStatus, ConnectionStatus, Family, TunnelStatu
 use gateway_api::{ConnectionStatusUpdate, Store};
 use gateway_bgp::driver::{BgpEvent, BgpHandle};
 use gateway_bgp::{RouteChange, RoutingPolicy, SessionConfig, SessionId, SessionPolicy};
+use gateway_esp::table::LimitEvent;
 use gateway_esp::table::{DataPlane, InboundSaConfig, OutboundSaConfig, SaKeys, TunnelId};
-use gateway_esp::{IpPrefix, OuterHeader, Suite, TrafficSelectors, UdpEncap, DEFAULT_WINDOW};
+use gateway_esp::{
+    IpPrefix, Lifetime, OuterHeader, SourceFilter, Suite, TrafficSelectors, UdpEncap,
+    DEFAULT_WINDOW,
+};
 use gateway_ike::driver::Command as IkeCommand;
 use gateway_ike::{
     Action as IkeAction, ChildSaInstall, ConnectionConfig, DownReason, DpdAction, EspCipher,
@@ -33,6 +37,7 @@ use gateway_netio::tun::Tun;
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
+use super::ids::IdPool;
 use super::plan::{Plan, SessionPlan, TunnelName, TunnelPlan};
 use crate::daemon::DataPathHandle;
 use crate::dataplane::backend::GatewayDataPlane;
@@ -94,6 +99,9 @@ struct RunningTunnel {
     child: Option<(u32, u32)>,
     /// CHILD SAs installed so far (the first and every rekey).
     child_installs: u64,
+    /// Inbound SPIs of rekeyed CHILD SAs still decrypting what was in
+    /// flight, and when they go.
+    retiring: Vec<(u32, Instant)>,
     /// When an initiating tunnel whose IKE SA went down initiates again
     /// (the IKE manager itself only restarts after DPD).
     reinitiate_at: Option<Instant>,
@@ -131,8 +139,10 @@ pub struct Runtime {
     /// The usable tunnels when routes were last placed (see `rebalance`).
     placed_on: Vec<TunnelId>,
     snapshot: SharedSnapshot,
-    next_tunnel: TunnelId,
+    ids: IdPool,
     next_session: SessionId,
+    /// Volume lifetimes of every outbound SA (from `[child_sa]`).
+    lifetime: Lifetime,
     /// Last statuses written, per connection.
     reported: HashMap<String, ConnectionStatusUpdate>,
 }
@@ -144,6 +154,7 @@ impl Runtime {
         ike: mpsc::Sender<IkeCommand>,
         bgp: BgpHandle,
         snapshot: SharedSnapshot,
+        lifetime: Lifetime,
     ) -> Self {
         Self {
             snapshot,
@@ -157,8 +168,9 @@ impl Runtime {
             session_names: HashMap::new(),
             routes: HashMap::new(),
             placed_on: Vec::new(),
-            next_tunnel: 1,
+            ids: IdPool::new(gateway_common::TUNNELS_MAX_ENTRIES),
             next_session: 1,
+            lifetime,
             reported: HashMap::new(),
         }
     }
@@ -194,6 +206,13 @@ impl Runtime {
             self.remove_tunnel(&name).await?;
         }
         for (name, t) in &plan.tunnels {
+            if let Some(running) = self.tunnels.get_mut(name) {
+                if running.plan.allowed_sources != t.allowed_sources {
+                    set_source_filter(&self.dataplane, running.id, &t.allowed_sources);
+                    running.plan.allowed_sources = t.allowed_sources.clone();
+                    tracing::info!(tunnel = %name, prefixes = t.allowed_sources.len(), "inner sources allowed from the customer updated");
+                }
+            }
             match self.tunnels.get_mut(name) {
                 None => {
                     if let Err(e) = self.add_tunnel(t).await {
@@ -244,8 +263,9 @@ impl Runtime {
                 Some(_) => {}
             }
         }
-        // Initiators re-establish tunnels the peer deleted or refused.
         let now = Instant::now();
+        self.retire_due(now);
+        // Initiators re-establish tunnels the peer deleted or refused.
         let due: Vec<TunnelName> = self
             .tunnels
             .iter_mut()
@@ -302,10 +322,13 @@ impl Runtime {
         let ifindex = tun
             .configure(&mut nl, TUN_MTU, &addrs)
             .map_err(|e| tunnel_err(&plan.name, "configuring the TUN interface")(Box::new(e)))?;
-        let id = self.next_tunnel;
-        self.next_tunnel += 1;
+        let id = self
+            .ids
+            .allocate(Instant::now())
+            .map_err(|e| tunnel_err(&plan.name, "allocating a tunnel id")(Box::new(e)))?;
         self.dataplane.set_tunnel_interface(id, ifindex);
         self.dataplane.set_mss_clamp(id, plan.mss_clamp);
+        set_source_filter(&self.dataplane, id, &plan.allowed_sources);
         // The slow path owns the TUN from now on: it reads what the kernel
         // routes into it, and dropping it (remove_tunnel) deletes it.
         self.datapath
@@ -337,6 +360,7 @@ impl Runtime {
                 ike_up: false,
                 child: None,
                 child_installs: 0,
+                retiring: Vec::new(),
                 reinitiate_at: None,
             },
         );
@@ -390,10 +414,32 @@ impl Runtime {
         Ok(c)
     }
 
+    /// Removes the inbound SAs of past rekeys whose grace has ended.
+    fn retire_due(&mut self, now: Instant) {
+        for t in self.tunnels.values_mut() {
+            t.retiring.retain(|&(spi, at)| {
+                if at > now {
+                    return true;
+                }
+                if let Err(e) = self.dataplane.remove_inbound_sa(spi) {
+                    tracing::debug!(spi = format_args!("{spi:08x}"), error = %e, "removing the rekeyed inbound SA");
+                }
+                false
+            });
+        }
+    }
+
     async fn remove_tunnel(&mut self, name: &str) -> Result<(), RuntimeError> {
         let Some(t) = self.tunnels.remove(name) else {
             return Ok(());
         };
+        // Nothing of the tunnel may outlive it: its id goes to another
+        // tunnel soon.
+        for (spi, _) in &t.retiring {
+            if let Err(e) = self.dataplane.remove_inbound_sa(*spi) {
+                tracing::debug!(spi = format_args!("{spi:08x}"), error = %e, "removing a rekeyed inbound SA");
+            }
+        }
         self.ike
             .send(IkeCommand::RemoveConnection(name.to_owned()))
             .await
@@ -422,6 +468,11 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove_tunnel(t.id);
+        // Its id goes back to the pool, zeroed, for a later tunnel.
+        if let Err(e) = self.dataplane.forget_tunnel(t.id) {
+            tracing::warn!(tunnel = %name, tunnel_id = t.id, error = %e, "cannot reset the tunnel's data-plane state");
+        }
+        self.ids.release(t.id, Instant::now());
         tracing::info!(tunnel = %name, tun = %t.plan.tun, "tunnel removed");
         Ok(())
     }
@@ -590,7 +641,7 @@ impl Runtime {
                 keys: keys_in,
                 esn: c.esn,
                 replay_window: DEFAULT_WINDOW,
-                selectors: TrafficSelectors::any(),
+                selectors: negotiated_selectors(&c.local_ts, &c.remote_ts),
             })?;
             self.dataplane.install_outbound_sa(OutboundSaConfig {
                 tunnel,
@@ -603,7 +654,7 @@ impl Runtime {
                     udp,
                     ttl: 64,
                 },
-                soft_limit: None,
+                lifetime: self.lifetime,
             })?;
             Ok(())
         })();
@@ -622,17 +673,39 @@ impl Runtime {
                 let replaced = c.replaces_spi_in.or(old.map(|(i, _)| i));
                 if let Some(old_in) = replaced.filter(|s| *s != c.spi_in) {
                     // Make-before-break: the old inbound SA keeps decrypting
-                    // what is in flight, then goes.
-                    let dp = self.dataplane.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(REKEY_GRACE).await;
-                        if let Err(e) = dp.remove_inbound_sa(old_in) {
-                            tracing::warn!(spi = format_args!("{old_in:08x}"), error = %e, "removing the rekeyed inbound SA");
-                        }
-                    });
+                    // what is in flight, then goes (`retire_due`).
+                    t.retiring.push((old_in, Instant::now() + REKEY_GRACE));
                 }
             }
             Err(e) => tracing::error!(tunnel = %c.conn, error = %e, "cannot install CHILD SA"),
+        }
+    }
+
+    /// An outbound SA passed a volume lifetime limit (reported by the data
+    /// plane once per SA): the soft limit rekeys the tunnel's CHILD SA now
+    /// (make-before-break, like a time-based rekey); the hard limit means
+    /// the rekey came too late and the SA no longer sends.
+    pub async fn on_limit(&mut self, e: LimitEvent) {
+        let Some((name, spi_in)) = self.tunnels.iter().find_map(|(name, t)| {
+            t.child
+                .filter(|&(_, out)| t.id == e.tunnel && out == e.spi)
+                .map(|(spi_in, _)| (name.clone(), spi_in))
+        }) else {
+            // A rekeyed-away SA: its successor is in place already.
+            return;
+        };
+        if e.hard {
+            tracing::error!(tunnel = %name, spi_out = format_args!("{:08x}", e.spi), "outbound SA reached its hard lifetime before its rekey completed: traffic stops until it does");
+            return;
+        }
+        tracing::info!(tunnel = %name, spi_out = format_args!("{:08x}", e.spi), "outbound SA passed its soft lifetime: rekeying the CHILD SA");
+        if self
+            .ike
+            .send(IkeCommand::RekeyChildSa { conn: name, spi_in })
+            .await
+            .is_err()
+        {
+            tracing::error!("the IKE driver has stopped");
         }
     }
 
@@ -1032,6 +1105,31 @@ fn routing_policy(s: &SessionPlan) -> Option<RoutingPolicy> {
 
 fn ip_prefix(n: IpNet) -> Option<IpPrefix> {
     IpPrefix::new(n.network(), n.prefix_len()).ok()
+}
+
+/// The tunnel's source filter from its planned allowed sources.
+fn set_source_filter(dp: &GatewayDataPlane, tunnel: TunnelId, allowed: &[IpNet]) {
+    let prefixes: Vec<IpPrefix> = allowed.iter().copied().filter_map(ip_prefix).collect();
+    dp.table()
+        .set_source_filter(tunnel, Some(SourceFilter::new(&prefixes)));
+}
+
+/// An inbound SA's selectors from what IKE negotiated: inner sources in
+/// the peer's traffic selectors (`remote_ts`), destinations in ours. IKE
+/// ranges become the prefixes that cover them exactly.
+fn negotiated_selectors(
+    local: &[gateway_ike::payload::TrafficSelector],
+    remote: &[gateway_ike::payload::TrafficSelector],
+) -> TrafficSelectors {
+    let cover = |ts: &[gateway_ike::payload::TrafficSelector]| -> Vec<IpPrefix> {
+        ts.iter()
+            .flat_map(|t| IpPrefix::cover_range(t.start_addr, t.end_addr))
+            .collect()
+    };
+    TrafficSelectors {
+        local: cover(local),
+        remote: cover(remote),
+    }
 }
 
 #[cfg(test)]

@@ -72,6 +72,11 @@ pub trait FastPathMaps: Send {
     fn add_route(&mut self, prefix: IpPrefix, tunnel: TunnelId) -> Result<(), XdpError>;
     /// Removes `ROUTES_V*[prefix]` (absent is fine).
     fn remove_route(&mut self, prefix: IpPrefix) -> Result<(), XdpError>;
+    /// Returns a tunnel id's entries (`TUNNELS`, `STATS`) to zero before
+    /// the id is reused.
+    fn forget_tunnel(&mut self, tunnel: TunnelId) -> Result<(), XdpError> {
+        self.set_tunnel(tunnel, TunnelValue::default())
+    }
 }
 
 impl FastPathMaps for XdpDataplane {
@@ -95,6 +100,9 @@ impl FastPathMaps for XdpDataplane {
             IpPrefix::V4(a, l) => self.remove_route_v4(a, l),
             IpPrefix::V6(a, l) => self.remove_route_v6(a, l),
         }
+    }
+    fn forget_tunnel(&mut self, tunnel: TunnelId) -> Result<(), XdpError> {
+        XdpDataplane::forget_tunnel(self, tunnel)
     }
 }
 
@@ -251,6 +259,24 @@ impl GatewayDataPlane {
     /// Declares the TUN interface of a tunnel (for kernel routes).
     pub fn set_tunnel_interface(&self, tunnel: TunnelId, ifindex: u32) {
         lock(&self.state).tun_ifindex.insert(tunnel, ifindex);
+    }
+
+    /// Returns a removed tunnel's id to zero everywhere (table counters and
+    /// source filter, `TUNNELS`, `STATS`, its TUN's ifindex) so that the id
+    /// can be given to another tunnel. The tunnel's SAs and routes must be
+    /// gone already.
+    pub fn forget_tunnel(&self, tunnel: TunnelId) -> Result<(), DataPlaneError> {
+        self.table.forget_tunnel(tunnel);
+        {
+            let mut st = lock(&self.state);
+            st.tun_ifindex.remove(&tunnel);
+            st.tunnels.remove(&tunnel);
+        }
+        if self.check_tunnel_id(tunnel).is_ok() {
+            self.each_map(|m| m.forget_tunnel(tunnel))
+                .map_err(BackendError::Xdp)?;
+        }
+        Ok(())
     }
 
     /// The SA table the workers and the slow path share.
@@ -611,7 +637,7 @@ mod tests {
                 udp: Some(UdpEncap::default()),
                 ttl: 64,
             },
-            soft_limit: None,
+            lifetime: gateway_esp::Lifetime::NONE,
         }
     }
 

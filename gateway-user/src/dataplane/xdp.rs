@@ -17,7 +17,7 @@ use std::{
 use aya::{
     maps::{
         lpm_trie::{Key, LpmTrie},
-        Array, HashMap, Map, MapData, MapError, PerCpuArray, XskMap,
+        Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, XskMap,
     },
     programs::{ProgramError, Xdp, XdpMode as AyaXdpMode},
     Ebpf, EbpfError, EbpfLoader,
@@ -34,6 +34,8 @@ use super::EBPF_OBJECT;
 /// Errors of the XDP loader. Each Display is one line meant for an operator.
 #[derive(Debug, Error)]
 pub enum XdpError {
+    #[error("cannot count the possible CPUs for a per-CPU map")]
+    Cpus(#[source] std::io::Error),
     #[error("interface {name:?} does not exist")]
     InterfaceNotFound { name: String },
     #[error(
@@ -419,6 +421,24 @@ impl XdpDataplane {
         let mut m: Array<_, TunnelValue> =
             Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
         m.set(tunnel_id, value, 0).map_err(map_err(name))
+    }
+
+    /// Returns a tunnel id to its initial state before it is given to
+    /// another tunnel: `TUNNELS` down and empty, its `STATS` zero on every
+    /// CPU (both directions).
+    pub fn forget_tunnel(&mut self, tunnel_id: u32) -> Result<(), XdpError> {
+        self.set_tunnel(tunnel_id, TunnelValue::default())?;
+        let name = map_names::STATS;
+        let mut m: PerCpuArray<_, TunnelStats> =
+            PerCpuArray::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::Cpus(e))?;
+        for d in [Direction::Inbound, Direction::Outbound] {
+            let zero = PerCpuValues::try_from(vec![TunnelStats::default(); cpus])
+                .map_err(|e| XdpError::Cpus(std::io::Error::other(e)))?;
+            m.set(stats_index(tunnel_id, d), zero, 0)
+                .map_err(map_err(name))?;
+        }
+        Ok(())
     }
 
     /// Routes `prefix/len` into `tunnel_id` (replacing any previous route of
