@@ -60,7 +60,8 @@
 //!   through the slow path).
 //! * On `lan_ingress`, a packet routed into a tunnel that is up and larger
 //!   than the tunnel's inner MTU ([`TunnelValue::inner_mtu`]) is answered
-//!   by the program itself (**`XDP_TX`**) with ICMP "fragmentation needed"
+//!   by the program itself (**`XDP_TX`**, or **`XDP_REDIRECT`** to the
+//!   same interface with [`LAN_REPLY_REDIRECT`]) with ICMP "fragmentation needed"
 //!   (IPv4 with DF) or ICMPv6 "packet too big" (any IPv6) carrying that MTU,
 //!   from the gateway's LAN address ([`LanConfig`]), counted as
 //!   [`DropReason::PacketTooBig`]; past the per-source rate limit it drops
@@ -237,6 +238,15 @@ impl TunnelValue {
 pub const LAN_HAS_V4: u32 = 1;
 /// [`LanConfig::flags`]: `addr_v6` is set.
 pub const LAN_HAS_V6: u32 = 2;
+/// [`LanConfig::flags`]: send the ICMP errors back out of the LAN with
+/// `bpf_redirect` to the interface they came in on instead of `XDP_TX`.
+/// For a veth LAN: veth queues an `XDP_TX` frame in its peer's ring but
+/// wakes the peer's NAPI only if the peer runs an XDP program of its own
+/// (`veth_xdp_flush`), so with the usual plain peer the error is never
+/// delivered; a redirect is transmitted with a flush that always wakes it
+/// (the peer needs NAPI: GRO on or an XDP program). A NIC takes `XDP_TX`,
+/// which every XDP driver implements (redirect needs `ndo_xdp_xmit`).
+pub const LAN_REPLY_REDIRECT: u32 = 4;
 
 /// Value of `LAN_CONFIG` (an array of one): what `lan_ingress` needs to
 /// answer a packet itself. The ICMP rate limit is a token bucket per source

@@ -13,7 +13,10 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
-    helpers::{bpf_csum_diff, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail},
+    helpers::{
+        bpf_csum_diff, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta,
+        bpf_xdp_adjust_tail,
+    },
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
@@ -22,7 +25,7 @@ use gateway_common::{
     icmp_allow, stats_index, Direction, DropReason, IcmpBucket, IcmpBucketKey, LanConfig,
     LocalAddrKey, LocalAddrValue, RouteValue, SaInKey, SaInValue, TunnelStats, TunnelValue,
     XdpMeta, DROPS_MAX_ENTRIES, FAMILY_V4, ICMP4_QUOTE_LEN, ICMP6_QUOTE_LEN,
-    ICMP_BUCKETS_MAX_ENTRIES, IPPROTO_ESP, IPPROTO_UDP, LAN_HAS_V4, LAN_HAS_V6,
+    ICMP_BUCKETS_MAX_ENTRIES, IPPROTO_ESP, IPPROTO_UDP, LAN_HAS_V4, LAN_HAS_V6, LAN_REPLY_REDIRECT,
     LOCAL_ADDRS_MAX_ENTRIES, MAX_IPV6_EXT_HEADERS, NAT_T_PORT, ROUTES_V4_MAX_ENTRIES,
     ROUTES_V6_MAX_ENTRIES, SA_FLAG_ESN, SA_INDEX_NONE, SA_IN_MAX_ENTRIES, STATS_MAX_ENTRIES,
     TUNNELS_MAX_ENTRIES, TUNNEL_UP, XDP_META_MAGIC, XSKS_LAN_BASE, XSKS_MAX_ENTRIES,
@@ -540,6 +543,22 @@ fn write_eth(p: *mut u8, macs: &[u8; 12], ethertype: u16) {
     store(p, 12, ethertype.to_be_bytes());
 }
 
+/// Sends the error built in place back out of the interface it came in
+/// on: `XDP_TX`, or a redirect to that interface for a veth LAN (see
+/// `LAN_REPLY_REDIRECT` for why).
+#[inline(always)]
+fn lan_reply(ctx: &XdpContext, flags: u32) -> Verdict {
+    count_drop(DropReason::PacketTooBig);
+    if flags & LAN_REPLY_REDIRECT == 0 {
+        return XDP_TX;
+    }
+    // SAFETY: reads a field of the context the kernel passed us.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    // SAFETY: helper with plain arguments; it returns XDP_REDIRECT, or
+    // XDP_ABORTED for flags it does not know (none here).
+    unsafe { bpf_redirect(ifindex, 0) as Verdict }
+}
+
 const ICMP_HLEN: usize = 8;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_ICMPV6: u8 = 58;
@@ -578,7 +597,7 @@ fn too_big_v4(ctx: &XdpContext, l3: usize, ip: &Ipv4, mtu: usize) -> Verdict {
     if !icmp_rate_ok(cfg, &local_key_v4(s)) {
         return count_drop(DropReason::PacketTooBigRateLimited);
     }
-    let src = cfg.addr_v4;
+    let (src, flags) = (cfg.addr_v4, cfg.flags);
     let Some(macs) = make_room(ctx, ICMP4_QUOTE_LEN, IPV4_HLEN + ICMP_HLEN) else {
         return count_drop(DropReason::PacketTooBigNoReply);
     };
@@ -632,8 +651,7 @@ fn too_big_v4(ctx: &XdpContext, l3: usize, ip: &Ipv4, mtu: usize) -> Verdict {
         return XDP_DROP;
     };
     store(p as *mut u8, c + 2, (!fold(a + b)).to_ne_bytes());
-    count_drop(DropReason::PacketTooBig);
-    XDP_TX
+    lan_reply(ctx, flags)
 }
 
 /// An IPv6 packet too big for its tunnel: answered with ICMPv6 packet too
@@ -667,7 +685,7 @@ fn too_big_v6(ctx: &XdpContext, l3: usize, ip: &Ipv6, mtu: usize) -> Verdict {
     if !icmp_rate_ok(cfg, &LocalAddrKey::v6(s)) {
         return count_drop(DropReason::PacketTooBigRateLimited);
     }
-    let src = cfg.addr_v6;
+    let (src, flags) = (cfg.addr_v6, cfg.flags);
     let Some(macs) = make_room(ctx, ICMP6_QUOTE_LEN, IPV6_HLEN + ICMP_HLEN) else {
         return count_drop(DropReason::PacketTooBigNoReply);
     };
@@ -704,8 +722,7 @@ fn too_big_v6(ctx: &XdpContext, l3: usize, ip: &Ipv6, mtu: usize) -> Verdict {
         return XDP_DROP;
     };
     store(p as *mut u8, c + 2, (!fold(a + b + d + pseudo)).to_ne_bytes());
-    count_drop(DropReason::PacketTooBig);
-    XDP_TX
+    lan_reply(ctx, flags)
 }
 
 /// LAN ingress: steer cleartext whose destination is routed into a tunnel

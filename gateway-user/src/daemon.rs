@@ -21,12 +21,12 @@ use gateway_esp::table::SaTable;
 use gateway_netio::netlink::{NeighbourCache, Netlink, NetlinkError};
 
 use crate::dataplane::backend::GatewayDataPlane;
-use crate::dataplane::mtu::lan_config;
+use crate::dataplane::mtu::{lan_config, LanReply};
 use crate::dataplane::slowpath::{SlowPath, SlowPathError};
 use crate::dataplane::worker::{
     lan_addresses, LocalAddrs, SkipLocal, Worker, WorkerConfig, WorkerError, XskSlot,
 };
-use crate::dataplane::xdp::{XdpDataplane, XdpError};
+use crate::dataplane::xdp::{self, XdpDataplane, XdpError};
 use crate::sysctl::{self, SysctlError};
 
 /// How often replay-window right edges are copied to `SA_IN`: XDP's early
@@ -130,9 +130,23 @@ impl DataPath {
             config.datapath.icmp_too_big_burst,
         );
         if let Some(x) = &xdp {
+            // veth needs its own way out for lan_ingress's ICMP errors (see
+            // LanReply); an interface ethtool cannot name is taken for a NIC.
+            let driver = xdp::driver_name(lan).unwrap_or_else(|e| {
+                tracing::warn!(lan = %lan, error = %e, "driver of the LAN interface unknown: answering with XDP_TX");
+                String::new()
+            });
+            let reply = LanReply::for_driver(&driver);
+            tracing::info!(lan = %lan, driver = %driver, ?reply, "how lan_ingress sends its ICMP errors");
+            if reply == LanReply::Redirect {
+                tracing::info!(
+                    lan = %lan,
+                    "veth LAN: the ICMP errors of the fast path reach the other end only if it runs NAPI (ethtool -K <peer> gro on, or an XDP program on it)"
+                );
+            }
             x.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .set_lan_config(lan_config(lan_v4, lan_v6, rate.0, rate.1))?;
+                .set_lan_config(lan_config(lan_v4, lan_v6, rate.0, rate.1, reply))?;
         }
         tracing::info!(wan_mtu, lan_v4 = ?lan_v4, lan_v6 = ?lan_v6, "sources of ICMP too-big errors");
         dp.set_netlink(nl);

@@ -36,12 +36,12 @@ use gateway_esp::{Encryption, IpPrefix, OuterHeader, Suite, TrafficSelectors, Ud
 use gateway_netio::netlink::{Address, NeighbourCache, Netlink};
 use gateway_netio::tun::Tun;
 use gateway_user::dataplane::backend::GatewayDataPlane;
-use gateway_user::dataplane::mtu::lan_config;
+use gateway_user::dataplane::mtu::{lan_config, LanReply};
 use gateway_user::dataplane::slowpath::SlowPath;
 use gateway_user::dataplane::worker::{
     lan_addresses, SkipLocal, Worker, WorkerConfig, WorkerCountersSnapshot, WorkerDrop, XskSlot,
 };
-use gateway_user::dataplane::xdp::XdpDataplane;
+use gateway_user::dataplane::xdp::{self, XdpDataplane};
 
 const TUNNEL: TunnelId = 7;
 const SPI_1_TO_2: u32 = 0x0000_1001;
@@ -306,7 +306,13 @@ fn start_gateway(ns: &str, spec: GwSpec, fast: bool) -> Gateway {
         let (lan_v4, lan_v6) = lan_addresses(&mut nl, lan_index).unwrap();
         if fast {
             lock(&xdp[1])
-                .set_lan_config(lan_config(lan_v4, lan_v6, 100, 20))
+                .set_lan_config(lan_config(
+                    lan_v4,
+                    lan_v6,
+                    100,
+                    20,
+                    LanReply::for_driver(&xdp::driver_name(spec.lan).unwrap()),
+                ))
                 .unwrap();
         }
         let tun = Tun::create("s2stun0", false).unwrap();

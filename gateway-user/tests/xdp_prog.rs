@@ -13,8 +13,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use gateway_common::{
     Direction, DropReason, LanConfig, SaInValue, TunnelValue, XdpMeta, FAMILY_V4, FAMILY_V6,
-    ICMP4_QUOTE_LEN, ICMP6_QUOTE_LEN, LAN_HAS_V4, LAN_HAS_V6, SA_FLAG_ESN, SA_INDEX_NONE,
-    TUNNEL_DOWN, TUNNEL_INNER_MTU, TUNNEL_UP, XDP_META_MAGIC,
+    ICMP4_QUOTE_LEN, ICMP6_QUOTE_LEN, LAN_HAS_V4, LAN_HAS_V6, LAN_REPLY_REDIRECT, SA_FLAG_ESN,
+    SA_INDEX_NONE, TUNNEL_DOWN, TUNNEL_INNER_MTU, TUNNEL_UP, XDP_META_MAGIC,
 };
 use gateway_user::dataplane::{
     packet::*,
@@ -1100,8 +1100,23 @@ fn check_icmp_reply(orig: &[u8], out: &[u8], mtu: usize) -> Result<(), String> {
 #[test]
 #[ignore = "privileged: run by cargo xtask test"]
 fn too_big_replies() {
+    too_big_replies_leave_with(0, action::XDP_TX);
+}
+
+/// With LAN_REPLY_REDIRECT (a veth LAN) the same replies leave by a
+/// redirect to the interface they came in on.
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn too_big_replies_redirected() {
+    too_big_replies_leave_with(LAN_REPLY_REDIRECT, action::XDP_REDIRECT);
+}
+
+fn too_big_replies_leave_with(extra_flags: u32, want: u32) {
     let mut dp = load();
     program_maps(&mut dp);
+    let mut cfg = lan_config(1_000_000, 1_000_000);
+    cfg.flags |= extra_flags;
+    dp.set_lan_config(cfg).unwrap();
     let fd = dp.program_fd(LAN).unwrap();
     let mut failures = Vec::new();
     let mut answered = 0u64;
@@ -1129,7 +1144,7 @@ fn too_big_replies() {
     for (desc, frame, mtu) in &rows {
         let before = dp.drop_count(DropReason::PacketTooBig).unwrap();
         let out = run_xdp(fd, &TestRun::new(frame)).unwrap();
-        if out.action != action::XDP_TX {
+        if out.action != want {
             failures.push(format!("{desc}: {}", action::name(out.action)));
             continue;
         }

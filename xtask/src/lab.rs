@@ -73,9 +73,11 @@ fn build_topology() -> anyhow::Result<()> {
         ns.create()?;
     }
     veth(VPC, "eth0", GW, "lan0")?;
-    // What lan_ingress sends back with XDP_TX (ICMP too-big) reaches a veth
-    // peer only when that end runs NAPI (GRO on, or an XDP program): a
-    // veth artefact, a real NIC transmits it like any frame.
+    // What lan_ingress sends back (ICMP too-big; a redirect to lan0, the
+    // daemon's choice on veth) reaches a veth peer only when that end runs
+    // NAPI (GRO on, or an XDP program): without it veth drops XDP frames
+    // for its peer. A veth artefact: a real NIC transmits them like any
+    // frame. The gateway's own namespace is left as it is.
     VPC.exec(&["ethtool", "-K", "eth0", "gro", "on"])?;
     veth(GW, "wan0", CGW, "wan0")?;
     veth(CGW, "lan0", REMOTE, "eth0")?;

@@ -11,8 +11,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use gateway_common::{
-    icmp_allow, LanConfig, ICMP4_QUOTE_LEN, ICMP6_QUOTE_LEN, LAN_HAS_V4, LAN_HAS_V6, MIN_INNER_MTU,
-    TUNNELS_MAX_ENTRIES, TUNNEL_INNER_MTU,
+    icmp_allow, LanConfig, ICMP4_QUOTE_LEN, ICMP6_QUOTE_LEN, LAN_HAS_V4, LAN_HAS_V6,
+    LAN_REPLY_REDIRECT, MIN_INNER_MTU, TUNNELS_MAX_ENTRIES, TUNNEL_INNER_MTU,
 };
 use gateway_esp::suite::ESP_HEADER_LEN;
 use gateway_esp::Suite;
@@ -355,19 +355,47 @@ pub fn build_too_big(
     }
 }
 
+/// How `lan_ingress` sends its ICMP errors back out of the LAN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LanReply {
+    /// `XDP_TX`: what every XDP driver of a NIC implements.
+    Tx,
+    /// A redirect to the LAN interface itself: for a veth LAN, where
+    /// `XDP_TX` frames wait in the peer's ring unless the peer runs an XDP
+    /// program (see `LAN_REPLY_REDIRECT` in `gateway-common`).
+    Redirect,
+}
+
+impl LanReply {
+    /// The way that works on a LAN interface whose driver is `driver`
+    /// (`ethtool -i`).
+    pub fn for_driver(driver: &str) -> Self {
+        if driver == "veth" {
+            Self::Redirect
+        } else {
+            Self::Tx
+        }
+    }
+}
+
 /// The `LAN_CONFIG` value for `lan_ingress`: our LAN addresses (the
-/// sources of its ICMP errors) and the rate limit, `per_second` errors per
-/// source with bursts of `burst`.
+/// sources of its ICMP errors), the rate limit, `per_second` errors per
+/// source with bursts of `burst`, and how the errors leave.
 pub fn lan_config(
     v4: Option<Ipv4Addr>,
     v6: Option<Ipv6Addr>,
     per_second: u32,
     burst: u32,
+    reply: LanReply,
 ) -> LanConfig {
     let interval = 1_000_000_000 / u64::from(per_second.max(1));
     LanConfig {
         flags: if v4.is_some() { LAN_HAS_V4 } else { 0 }
-            | if v6.is_some() { LAN_HAS_V6 } else { 0 },
+            | if v6.is_some() { LAN_HAS_V6 } else { 0 }
+            | match reply {
+                LanReply::Tx => 0,
+                LanReply::Redirect => LAN_REPLY_REDIRECT,
+            },
         addr_v4: v4.map_or([0; 4], |a| a.octets()),
         addr_v6: v6.map_or([0; 16], |a| a.octets()),
         icmp_interval_ns: interval,
@@ -434,6 +462,20 @@ pub fn source_key(p: &[u8]) -> Option<u128> {
 mod tests {
     use super::*;
     use gateway_esp::{Encryption, Integrity};
+
+    #[test]
+    fn veth_lan_replies_by_redirect_nics_by_xdp_tx() {
+        assert_eq!(LanReply::for_driver("veth"), LanReply::Redirect);
+        for nic in ["mlx5_core", "ixgbe", "virtio_net", ""] {
+            assert_eq!(LanReply::for_driver(nic), LanReply::Tx, "{nic}");
+        }
+        let v4 = Some(Ipv4Addr::new(198, 51, 100, 1));
+        let c = lan_config(v4, None, 10, 5, LanReply::Redirect);
+        assert_eq!(c.flags, LAN_HAS_V4 | LAN_REPLY_REDIRECT);
+        assert_eq!(c.icmp_burst_ns, 5 * c.icmp_interval_ns);
+        let c = lan_config(v4, None, 10, 5, LanReply::Tx);
+        assert_eq!(c.flags, LAN_HAS_V4);
+    }
 
     fn tcp_ok(p: &[u8], l4: usize, v6: bool) -> bool {
         let len = (p.len() - l4) as u64;
