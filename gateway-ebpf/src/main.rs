@@ -567,7 +567,7 @@ const IPPROTO_ICMPV6: u8 = 58;
 /// destination unreachable / fragmentation needed (RFC 792, RFC 1191)
 /// quoting the first `ICMP4_QUOTE_LEN` bytes of the packet (the error is
 /// 576 bytes, RFC 1812 §4.3.2.3), from our LAN address, back out of the
-/// LAN with XDP_TX.
+/// LAN (`lan_reply`).
 #[inline(always)]
 fn too_big_v4(ctx: &XdpContext, l3: usize, ip: &Ipv4, mtu: usize) -> Verdict {
     let Some(cfg) = LAN_CONFIG.get(0) else {
@@ -656,7 +656,7 @@ fn too_big_v4(ctx: &XdpContext, l3: usize, ip: &Ipv4, mtu: usize) -> Verdict {
 
 /// An IPv6 packet too big for its tunnel: answered with ICMPv6 packet too
 /// big (RFC 4443 §3.2) quoting as much of it as keeps the error within
-/// 1280 bytes, from our LAN address, back out of the LAN with XDP_TX.
+/// 1280 bytes, from our LAN address, back out of the LAN (`lan_reply`).
 #[inline(always)]
 fn too_big_v6(ctx: &XdpContext, l3: usize, ip: &Ipv6, mtu: usize) -> Verdict {
     let Some(cfg) = LAN_CONFIG.get(0) else {
