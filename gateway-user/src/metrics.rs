@@ -52,6 +52,8 @@ pub struct Snapshot {
     pub tunnels: Vec<TunnelInfo>,
     pub sessions: Vec<SessionInfo>,
     pub connections: Vec<ConnectionInfo>,
+    /// Tunnels configured since the daemon started (each takes a tunnel id).
+    pub tunnels_created: u64,
 }
 
 pub type SharedSnapshot = Arc<RwLock<Snapshot>>;
@@ -146,6 +148,17 @@ pub fn render(
             );
         }
     }
+    header(
+        &mut out,
+        "s2s_tunnels_created_total",
+        "counter",
+        "Tunnels configured since the daemon started (tunnel ids are reused).",
+    );
+    let _ = writeln!(
+        out,
+        "s2s_tunnels_created_total {}",
+        snapshot.tunnels_created
+    );
     header(
         &mut out,
         "s2s_tunnel_drops_total",
@@ -354,6 +367,7 @@ mod tests {
                 id: "c1".into(),
                 status: "limited_connectivity",
             }],
+            tunnels_created: 3,
         };
         let table = crate::dataplane::backend::GatewayDataPlane::new(Arc::new(SaTable::new()));
         let text = render(&snap, &table, None);

@@ -35,7 +35,7 @@ use crate::util::{output, sh, step, workspace_root};
 
 /// Namespace names are prefixed so the lab never touches anything else.
 const PREFIX: &str = "s2slab-";
-const TOKEN: &str = "lab-0000-token";
+const TOKEN: &str = "lab-0000-0000-token";
 const PRIVATE_NETWORK: &str = "11111111-2222-4333-8444-555555555555";
 const IPAM_V4: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 const IPAM_V6: &str = "aaaaaaaa-0000-4000-8000-000000000002";

@@ -5,6 +5,7 @@
 //! no product logic: it drives cargo, apt, the binaries and the benchmarks.
 
 mod bench;
+mod fuzz;
 mod lab;
 mod setup;
 mod util;
@@ -37,8 +38,9 @@ enum Command {
         #[arg(long, default_value = "config/gateway.toml")]
         config: PathBuf,
     },
-    /// The whole test suite: fmt, clippy, unit tests, then the privileged
-    /// tests (BPF_PROG_TEST_RUN, namespaces, interop with real peers).
+    /// The whole test suite: fmt, clippy, unit tests, a short pass of every
+    /// fuzz target, then the privileged tests (BPF_PROG_TEST_RUN,
+    /// namespaces, interop with real peers).
     Test {
         /// Skip the privileged phase (it also skips itself when not root).
         #[arg(long)]
@@ -46,6 +48,19 @@ enum Command {
     },
     /// Run benchmarks (all when no name is given): xdp, esp, bgp, ...
     Bench { names: Vec<String> },
+    /// Run every fuzz target of every fuzz crate (libFuzzer via cargo-fuzz)
+    /// for a bounded time each, from the corpus kept in the repository.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Merge the new inputs that add coverage into the repository's
+        /// corpus (otherwise they stay under target/fuzz/corpus).
+        #[arg(long)]
+        update_corpus: bool,
+        /// Only these targets (`target` or `crate/target`); all by default.
+        only: Vec<String>,
+    },
     /// The two-site lab in network namespaces.
     Lab {
         /// Run every step non-interactively and exit (0 only if all passed).
@@ -70,6 +85,11 @@ fn main() -> ExitCode {
         Command::BuildAndLoad { config } => build_and_load(&config),
         Command::Test { unprivileged } => test(unprivileged),
         Command::Bench { names } => bench::run(&names),
+        Command::Fuzz {
+            seconds,
+            update_corpus,
+            only,
+        } => fuzz::run(seconds, update_corpus, &only),
         Command::Lab {
             once,
             peer,
@@ -103,6 +123,9 @@ fn build_and_load(config: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Seconds per fuzz target in `cargo xtask test`.
+const FUZZ_SECONDS_IN_TEST: u64 = 10;
+
 fn test(unprivileged: bool) -> anyhow::Result<()> {
     setup::run()?;
     let root = util::workspace_root();
@@ -124,7 +147,7 @@ fn test(unprivileged: bool) -> anyhow::Result<()> {
         "warnings",
     ]))?;
     util::step("fuzz targets compile");
-    for manifest in util::fuzz_manifests()? {
+    for manifest in fuzz::manifests()? {
         util::sh(
             util::cargo()
                 .env("CARGO_TARGET_DIR", root.join("target/fuzz"))
@@ -134,6 +157,9 @@ fn test(unprivileged: bool) -> anyhow::Result<()> {
     }
     util::step("unit tests: cargo test --workspace");
     util::sh(util::cargo().args(["test", "--workspace"]))?;
+    // A short pass of every fuzz target: 10 s each from the repository's
+    // corpus (about a minute and a half of fuzzing plus the builds).
+    fuzz::run(FUZZ_SECONDS_IN_TEST, false, &[])?;
     if unprivileged {
         println!("xtask: privileged tests skipped (--unprivileged)");
         return Ok(());

@@ -38,6 +38,8 @@ const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "tshark",
     "python3-venv",
+    // libfuzzer-sys builds libFuzzer (C++) for `cargo xtask fuzz`
+    "g++",
     // the IKE test with strongSwan behind a NAT router (masquerade)
     "nftables",
     // tunnel benchmark: NAPI/GRO settings, WireGuard keys and UAPI
@@ -55,6 +57,7 @@ const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 pub fn run() -> anyhow::Result<()> {
     apt_packages()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     ebpf_toolchain_report();
     Ok(())
 }
@@ -184,4 +187,20 @@ fn ebpf_toolchain_report() {
             v.trim()
         );
     }
+}
+
+/// cargo-fuzz, for `cargo xtask fuzz`: from crates.io into the user's cargo
+/// bin directory when `cargo fuzz` is missing.
+pub fn cargo_fuzz() -> anyhow::Result<()> {
+    let present = crate::util::cargo()
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        println!("setup: cargo-fuzz present");
+        return Ok(());
+    }
+    step("cargo install cargo-fuzz --locked");
+    sh(crate::util::cargo().args(["install", "cargo-fuzz", "--locked"]))
+        .context("installing cargo-fuzz")
 }

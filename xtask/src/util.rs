@@ -48,19 +48,6 @@ pub fn build(release: bool) -> anyhow::Result<()> {
     sh(&mut cmd)
 }
 
-/// Manifests of the cargo-fuzz crates (`crates/*/fuzz/Cargo.toml`).
-pub fn fuzz_manifests() -> anyhow::Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(workspace_root().join("crates"))? {
-        let manifest = entry?.path().join("fuzz/Cargo.toml");
-        if manifest.is_file() {
-            found.push(manifest);
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
 /// Every `.rs` file below `dir`, sorted.
 pub fn rust_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();

@@ -142,7 +142,7 @@ fn respond() {
         // Capacity 1: once the last send returns, the driver has taken all
         // but at most one command.
         let (cmd_tx, cmd_rx) = mpsc::channel(1);
-        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let (ev_tx, mut ev_rx) = mpsc::channel(1024);
         let (eof_tx, mut eof_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
             let _ = std::io::stdin().read_to_end(&mut Vec::new());
@@ -183,7 +183,7 @@ fn initiate(target: &str) {
             .await
             .expect("bind 500/4500 on the initiator addresses");
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::channel(1024);
         let control = async move {
             load(&cmd_tx, ev_rx, target).await;
             drop(cmd_tx);
@@ -209,7 +209,7 @@ fn conn_index(name: &str) -> Option<usize> {
 
 async fn load(
     cmd: &mpsc::Sender<DriverCommand>,
-    mut events: mpsc::UnboundedReceiver<Action>,
+    mut events: mpsc::Receiver<Action>,
     target: IpAddr,
 ) {
     let launch = |i: usize| {
@@ -239,7 +239,13 @@ async fn load(
         let (i, down) = match &ev {
             Action::IkeSaUp { conn, .. } => (conn_index(conn), false),
             Action::InstallChildSa(c) => (conn_index(&c.conn), false),
-            Action::IkeSaDown { conn, reason } => {
+            Action::IkeSaDown { conn, reason, .. }
+            | Action::IkeSaFailed {
+                conn,
+                reason,
+                initiator: true,
+                ..
+            } => {
                 eprintln!("ike bench: {conn} down before established: {reason:?}");
                 (conn_index(conn), true)
             }

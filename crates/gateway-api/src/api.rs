@@ -8,9 +8,19 @@
 //! blocking pool; errors leave as Scaleway's error bodies. Request bodies
 //! are bounded (64 KiB). Nothing here logs a request body or a response,
 //! which may carry a PSK.
+//!
+//! Slow and greedy clients are bounded too ([`serve_with_shutdown`]): at
+//! most `api.max_connections` connections are served at once (the next
+//! ones wait in the listen backlog), a client has `api.header_timeout_secs`
+//! to send a request's headers, counted from the connection or from the
+//! previous response (so idle keep-alive connections are closed as well),
+//! and `api.body_timeout_secs` to send its body; a connection whose
+//! response makes no progress for `api.body_timeout_secs` (a client that
+//! does not read) is closed too.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
@@ -19,7 +29,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use gateway_config::Config;
+use gateway_config::{ApiSection, Config};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
@@ -145,6 +157,119 @@ async fn json_errors(resp: Response) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// A stream whose writes fail once they have made no progress for
+/// `limit`: hyper has no write timeout, and a client that sends requests
+/// but never reads the answers would otherwise keep its connection slot.
+struct WriteStallTimeout<S> {
+    inner: S,
+    limit: Duration,
+    /// Running while a write (or flush) is blocked.
+    stall: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteStallTimeout<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stall: None,
+        }
+    }
+
+    fn blocked<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        r: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::task::Poll;
+        match r {
+            Poll::Ready(r) => {
+                self.stall = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let limit = self.limit;
+                let stall = self
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if stall.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteStallTimeout<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteStallTimeout<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.blocked(cx, r)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.blocked(cx, r)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Reads the whole body (at most [`MAX_BODY`]) within the body timeout,
+/// so a client trickling its body cannot hold a connection and a handler.
+async fn read_body_in_time(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(b)) => b,
+        // Over the size limit (or the client went away mid-body).
+        Ok(Err(_)) => {
+            let body = serde_json::json!({
+                "type": "invalid_request_error",
+                "message": format!("request body larger than {MAX_BODY} bytes"),
+            });
+            return (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response();
+        }
+        Err(_) => {
+            let body = serde_json::json!({
+                "type": "invalid_request_error",
+                "message": format!("request body not received within {} s", limit.as_secs()),
+            });
+            let mut r = (StatusCode::REQUEST_TIMEOUT, Json(body)).into_response();
+            // The rest of the body may still be on its way: do not read it.
+            r.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            return r;
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
 async fn fallback() -> Response {
     ApiError::InvalidRequest("no such API path or method".into()).into_response()
 }
@@ -217,6 +342,10 @@ pub fn router(config: Config, store: Store) -> Result<Router, ServeError> {
             post(create_secret_version),
         )
         .fallback(fallback)
+        .layer(middleware::from_fn_with_state(
+            st.config.api.body_timeout(),
+            read_body_in_time,
+        ))
         .layer(middleware::from_fn_with_state(st.clone(), auth))
         .layer(middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -224,18 +353,87 @@ pub fn router(config: Config, store: Store) -> Result<Router, ServeError> {
     Ok(r)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves, then lets the
+/// requests under way finish.
 pub async fn serve_with_shutdown(
     config: Config,
     listener: tokio::net::TcpListener,
     store: Store,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let limits = config.api.clone();
     let app = router(config, store)?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    serve_router(listener, app, &limits, shutdown).await;
     Ok(())
+}
+
+/// The accept loop: one permit of `max_connections` per connection, taken
+/// before `accept` so the extra connections wait in the kernel's backlog
+/// instead of costing us a task each; hyper's HTTP/1 connection with a
+/// header read timeout.
+async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: &ApiSection,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout())
+        .keep_alive(true);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off
+                    // rather than spin.
+                    tracing::warn!(error = %e, "accepting an API connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder.serve_connection(
+            TokioIo::new(WriteStallTimeout::new(stream, limits.body_timeout())),
+            TowerToHyperService::new(app.clone()),
+        );
+        let mut stop = stop_rx.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "API connection ended");
+                    }
+                }
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+        // Reap finished connections so the set does not grow.
+        while conns.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    while conns.join_next().await.is_some() {}
 }
 
 /// Serves the API on `listener` (bound by the caller to `config.api.listen`)

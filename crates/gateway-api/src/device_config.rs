@@ -12,6 +12,14 @@
 //! route into its tunnel that swallows IKE to the gateway. The
 //! interconnection address sits on the tunnel interface and BGP runs over
 //! it. Pure functions: no I/O.
+//!
+//! Nothing a caller chose can break out of its place in a generated file:
+//! the PSK follows the API's rule (no quote, backslash or space), and is
+//! still written defensively ([`swanctl_secret`]: a quoted string with
+//! strongSwan's escapes, or hex when it has bytes a quoted string cannot
+//! carry or starts like strongSwan's `0x`/`0s` encodings); names only
+//! appear in comments, with anything that could end the comment line
+//! replaced ([`comment_text`]); addresses, prefixes and ASNs are typed.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -193,7 +201,8 @@ fn swanctl(p: &DeviceParams<'_>) -> String {
     let _ = writeln!(
         s,
         "# swanctl.conf for the customer gateway of connection {} ({})",
-        c.id, c.name
+        c.id,
+        comment_text(&c.name)
     );
     let _ = writeln!(
         s,
@@ -272,15 +281,60 @@ fn swanctl(p: &DeviceParams<'_>) -> String {
         let _ = writeln!(s, "    id-vpn-gateway = {}", t.vpn_gateway);
         let _ = writeln!(s, "    id-customer-gateway = {}", t.customer_gateway);
         // The PSK alphabet is base64-like: no quote or backslash to escape.
-        let _ = writeln!(
-            s,
-            "    secret = \"{}\"",
-            String::from_utf8_lossy(p.psk.expose())
-        );
+        let _ = writeln!(s, "    secret = {}", swanctl_secret(p.psk.expose()));
         let _ = writeln!(s, "  }}");
     }
     let _ = writeln!(s, "}}");
     s
+}
+
+/// The value of a swanctl.conf `secret`, decoding to exactly `psk`.
+///
+/// strongSwan's settings lexer (libstrongswan `settings_lexer.l`): inside
+/// double quotes `\"` and `\\` stand for themselves, `\n`, `\r`, `\t` for
+/// control characters, a raw `\r` is dropped and a backslash-newline joins
+/// lines; `#`, `{`, `}` and `=` are plain characters there. swanctl then
+/// reads a value starting with `0x` as hex and `0s` as base64 (either
+/// case). So printable ASCII is quoted with `"` and `\` escaped, unless it
+/// starts like an encoding; anything else is written in hex.
+pub fn swanctl_secret(psk: &[u8]) -> String {
+    let printable = psk.iter().all(|c| (0x20..0x7f).contains(c));
+    let encoded_prefix =
+        psk.len() >= 2 && psk[0] == b'0' && matches!(psk[1].to_ascii_lowercase(), b'x' | b's');
+    if printable && !encoded_prefix {
+        let mut s = String::with_capacity(psk.len() + 2);
+        s.push('"');
+        for &c in psk {
+            if c == b'"' || c == b'\\' {
+                s.push('\\');
+            }
+            s.push(char::from(c));
+        }
+        s.push('"');
+        s
+    } else {
+        let mut s = String::with_capacity(2 + 2 * psk.len());
+        s.push_str("0x");
+        for c in psk {
+            let _ = write!(s, "{c:02x}");
+        }
+        s
+    }
+}
+
+/// A caller's text (a connection name) made safe for a one-line comment in
+/// any of the generated files: nothing that a config parser could take as
+/// the end of the line.
+fn comment_text(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{85}') {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 fn router_id(p: &DeviceParams<'_>) -> String {
@@ -306,7 +360,8 @@ fn bird(p: &DeviceParams<'_>) -> String {
     let _ = writeln!(
         s,
         "# BIRD 2 config for the customer gateway of connection {} ({})",
-        p.connection.id, p.connection.name
+        p.connection.id,
+        comment_text(&p.connection.name)
     );
     let _ = writeln!(
         s,
@@ -386,7 +441,8 @@ fn frr(p: &DeviceParams<'_>) -> String {
     let _ = writeln!(
         s,
         "! FRR config for the customer gateway of connection {} ({})",
-        p.connection.id, p.connection.name
+        p.connection.id,
+        comment_text(&p.connection.name)
     );
     let _ = writeln!(s, "router bgp {asn}");
     let _ = writeln!(s, " bgp router-id {}", router_id(p));
@@ -590,5 +646,84 @@ mod tests {
             bird_set(&["198.51.100.0/24".into(), "10.0.0.0/8".into()]),
             "198.51.100.0/24+, 10.0.0.0/8+"
         );
+    }
+
+    /// strongSwan's reading of a `secret` value, as its lexer and swanctl
+    /// do it (see [`swanctl_secret`]): only what the generator emits
+    /// (a quoted string or `0x` hex) is modelled.
+    fn strongswan_reads(value: &str) -> Vec<u8> {
+        if let Some(hex) = value.strip_prefix("0x") {
+            return (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+        }
+        let inner = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .expect("quoted");
+        let b = inner.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'\\' => {
+                    let next = b[i + 1];
+                    out.push(match next {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        other => other,
+                    });
+                    i += 2;
+                }
+                b'"' => panic!("unescaped quote ends the string early: {value}"),
+                b'\r' => i += 1,
+                c => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        assert!(
+            !out.starts_with(b"0x") && !out.starts_with(b"0s") && !out.starts_with(b"0X"),
+            "swanctl would decode {value} again"
+        );
+        out
+    }
+
+    #[test]
+    fn swanctl_secret_round_trips_hostile_psks() {
+        let hostile: [&[u8]; 10] = [
+            b"plain-alnum-psk-0123456789",
+            b"with \"quotes\" and \\backslashes\\",
+            b"ends with a backslash\\",
+            b"x\"\n}\nsecrets {\n  ike-evil {\n    secret = \"owned",
+            b"# not a comment } { = ",
+            b"0x00112233445566778899",
+            b"0sAAAAAAAAAAAAAAAAAAAA",
+            b"0Xdeadbeefdeadbeef",
+            b"tab\tcr\rnul\0",
+            b"\xff\xfe non-UTF-8 \xc3",
+        ];
+        for psk in hostile {
+            let v = swanctl_secret(psk);
+            assert!(!v.contains('\n') && !v.contains('\r'), "{v}");
+            assert_eq!(strongswan_reads(&v), psk, "{v}");
+        }
+        // What the API's rule lets through stays readable.
+        assert_eq!(
+            swanctl_secret(b"operator-chosen-psk-0123456789"),
+            "\"operator-chosen-psk-0123456789\""
+        );
+    }
+
+    #[test]
+    fn comments_cannot_be_ended_by_a_name() {
+        assert_eq!(
+            comment_text("a\nsecrets {\u{2028}b\u{85}c\r"),
+            "a?secrets {?b?c?"
+        );
+        assert_eq!(comment_text("Paris DC #2 (prod)"), "Paris DC #2 (prod)");
     }
 }

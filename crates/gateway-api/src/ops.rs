@@ -1320,14 +1320,23 @@ fn resolve_secret_ref(tx: &Tx<'_>, field: &str, s: &SecretRef) -> Result<(String
             ))
         }
     };
-    let long_enough = tx.secret(&id, rev)?.is_some_and(|p| p.len() >= MIN_PSK_LEN);
-    if !long_enough {
-        return Err(ApiError::constraint(
-            format!("{field}.id"),
-            format!("secret {id} revision {rev} is not usable as a PSK: at least {MIN_PSK_LEN} bytes are required"),
-        ));
-    }
+    usable_psk(tx, &id, rev, &format!("{field}.id"))?;
     Ok((id, rev))
+}
+
+/// A connection may only be pointed at a revision that follows the PSK
+/// rules, whatever path put it in the store (a database from before the
+/// rules, or a revision written by another tool).
+fn usable_psk(tx: &Tx<'_>, id: &str, rev: u32, field: &str) -> Result<(), ApiError> {
+    let psk = tx
+        .secret(id, rev)?
+        .ok_or_else(|| ApiError::not_found("secret_version", format!("{id}/{rev}")))?;
+    crate::secrets::check_psk(psk.expose()).map_err(|e| {
+        ApiError::constraint(
+            field,
+            format!("secret {id} revision {rev} is not usable as a PSK: {e}"),
+        )
+    })
 }
 
 fn load_connection(tx: &Tx<'_>, id: &str) -> Result<ConnectionRow, ApiError> {
@@ -1468,6 +1477,7 @@ pub fn renew_psk(tx: &mut Tx<'_>, id: &str, req: RenewPskRequest) -> Result<Valu
         let psk = Psk::generate().map_err(ApiError::internal)?;
         tx.add_secret_revision(&sid, &psk)?
     } else {
+        usable_psk(tx, &sid, latest, "generate_revision")?;
         latest
     };
     row.conn.secret_revision = rev;
@@ -1640,9 +1650,9 @@ pub fn parse_body<T: serde::de::DeserializeOwned + Default>(body: Value) -> Resu
 // Secret Manager: create a secret, add a version, get a secret
 // ---------------------------------------------------------------------------
 
-/// PSKs given through Secret Manager must be at least this long when a
-/// connection is pointed at them (`change-psk`, `secret` at creation).
-pub const MIN_PSK_LEN: usize = 16;
+/// PSKs given through Secret Manager must be at least this long (the whole
+/// rule is [`crate::secrets::check_psk`]).
+pub const MIN_PSK_LEN: usize = crate::secrets::MIN_PSK_LEN;
 
 #[derive(Debug, Deserialize, Default)]
 pub struct CreateSecretRequest {
@@ -1776,12 +1786,24 @@ pub fn get_secret(tx: &mut Tx<'_>, config: &Config, id: &str) -> Result<Value, A
     Ok(meta)
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 pub struct CreateSecretVersionRequest {
+    /// The PSK, base64: never printed.
     pub data: Option<String>,
     pub description: Option<String>,
     pub disable_previous: Option<bool>,
     pub data_crc32: Option<u32>,
+}
+
+impl std::fmt::Debug for CreateSecretVersionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateSecretVersionRequest")
+            .field("data", &self.data.as_ref().map(|_| "<redacted>"))
+            .field("description", &self.description)
+            .field("disable_previous", &self.disable_previous)
+            .field("data_crc32", &self.data_crc32)
+            .finish()
+    }
 }
 
 pub fn create_secret_version(
@@ -1805,12 +1827,10 @@ pub fn create_secret_version(
         .decode(data.as_bytes())
         .map_err(|_| ApiError::constraint("data", "must be base64"))?;
     let psk = Psk::from_bytes(bytes);
-    if psk.is_empty() || psk.len() > crate::secrets::MAX_PSK_LEN {
-        return Err(ApiError::constraint(
-            "data",
-            format!("must decode to 1 to {} bytes", crate::secrets::MAX_PSK_LEN),
-        ));
-    }
+    // Every version is a PSK some connection may adopt (`renew-psk` moves
+    // to the latest one): the same rule as for the PSK of a connection.
+    crate::secrets::check_psk(psk.expose())
+        .map_err(|e| ApiError::constraint("data", e.to_string()))?;
     if req.data_crc32.is_some() {
         return Err(ApiError::constraint(
             "data_crc32",
@@ -1924,7 +1944,7 @@ asn = 12876
 wan = "wan0"
 lan = "lan0"
 [api]
-tokens = ["t"]
+tokens = ["0123456789abcdef"]
 [[gateway_types]]
 name = "VGW-S"
 bandwidth = 100000000
@@ -2068,6 +2088,102 @@ address = "192.0.2.2"
                "ikev2_ciphers": ike, "esp_ciphers": esp, "enable_route_propagation": false,
                "vpn_gateway_id": vgw, "customer_gateway_id": cgw,
                "bgp_config_ipv4": {"routing_policy_id": w.rp4}})
+    }
+
+    #[test]
+    fn secret_version_request_debug_hides_the_psk() {
+        let r: CreateSecretVersionRequest =
+            parse_body(json!({"data": "c2VjcmV0LXNlY3JldC1zZWNyZXQ=", "description": "d"}))
+                .unwrap();
+        let d = format!("{r:?}");
+        assert!(!d.contains("c2VjcmV0"), "{d}");
+        assert!(d.contains("<redacted>") && d.contains("\"d\""), "{d}");
+    }
+
+    #[test]
+    fn psk_rules_hold_on_every_path() {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let w = world();
+        let f = &w.f;
+        let c = f
+            .conn(conn_body(&w, &w.gw_dual, &w.cg_dual, false))
+            .unwrap()["connection"]
+            .clone();
+        let cid = id(&c);
+        let sid = c["secret_id"].as_str().unwrap().to_owned();
+        let own = id(&f
+            .w(|tx, c| create_secret(tx, c, parse_body(json!({"name": "mine"}))?))
+            .unwrap());
+        let version = |secret: &str, data: &[u8]| {
+            let data = b64(data);
+            f.w(|tx, c| create_secret_version(tx, c, secret, parse_body(json!({ "data": data }))?))
+        };
+        // Secret Manager versions follow the PSK rule: length and charset,
+        // on the caller's secrets and on a connection's own.
+        for bad in [
+            &b"short"[..],
+            &[b'a'; 129][..],
+            b"0123456789abcdef\"\n}\nsecrets {",
+            b"0123456789abcdef #comment",
+            b"0123456789abcdef\\",
+            b"0123456789abcdef\xc3\xa9",
+        ] {
+            refused(version(&own, bad), "data");
+            refused(version(&sid, bad), "data");
+        }
+        assert_eq!(
+            version(&own, b"operator-chosen-psk-0123456789").unwrap()["revision"],
+            1
+        );
+
+        // Revisions that broke the rule before it existed (an older
+        // database): change-psk and renew-psk refuse to adopt them.
+        let bad = Psk::from_bytes(b"0123456789abcdef\"\nsecrets {".to_vec());
+        let bad_rev = f
+            .store
+            .write(|tx| Ok::<_, ApiError>(tx.add_secret_revision(&sid, &bad)?))
+            .unwrap();
+        let renew = |generate: Option<bool>| {
+            f.w(|tx, _| {
+                renew_psk(
+                    tx,
+                    &cid,
+                    RenewPskRequest {
+                        generate_revision: generate,
+                    },
+                )
+            })
+        };
+        refused(renew(None), "generate_revision");
+        let change = |secret: &str, revision: u32| {
+            f.w(|tx, _| {
+                change_psk(
+                    tx,
+                    &cid,
+                    ChangePskRequest {
+                        secret: Some(SecretRef {
+                            id: Some(secret.to_owned()),
+                            revision: Some(revision),
+                        }),
+                    },
+                )
+            })
+        };
+        refused(change(&sid, bad_rev), "secret.id");
+        let row = f
+            .store
+            .read(|tx| Ok::<_, ApiError>(tx.connection(&cid)?))
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.conn.secret_revision, 1, "the connection kept its PSK");
+        // A good revision is still adopted, and generating one always works.
+        assert_eq!(
+            change(&own, 1).unwrap()["connection"]["secret_id"],
+            own.as_str()
+        );
+        let r = renew(Some(true)).unwrap();
+        assert_eq!(r["connection"]["secret_revision"], 1 + 1);
     }
 
     #[test]
@@ -2671,7 +2787,17 @@ address = "192.0.2.2"
         refused(ver(json!("not base64!")), "data");
         refused(ver(json!("")), "data");
         refused(ver(json!(b64(&[7u8; 5000]))), "data");
-        assert_eq!(ver(json!(b64(b"short"))).unwrap()["revision"], 1);
+        refused(ver(json!(b64(b"short"))), "data");
+        // A revision from before the PSK rule (older database) is too short.
+        let old = f
+            .store
+            .write(|tx| {
+                Ok::<_, ApiError>(
+                    tx.add_secret_revision(&sid, &Psk::from_bytes(b"short".to_vec()))?,
+                )
+            })
+            .unwrap();
+        assert_eq!(old, 1);
         assert_eq!(
             ver(json!(b64(b"a-long-enough-pre-shared-key"))).unwrap()["revision"],
             2

@@ -4,11 +4,19 @@
 //! created: 48 characters of `[A-Za-z0-9]` (about 285 bits), printable so an
 //! operator can paste it into any customer gateway device. It is stored as
 //! revision N of a secret, sealed with AES-256-GCM under a 32-byte master
-//! key kept in `<state_dir>/master.key` (created 0600 on first start; a key
-//! file readable by group or others refuses the start). The associated data
+//! key kept in `<state_dir>/master.key`. The key file appears whole or not
+//! at all: it is written to a temporary file (0600 from creation) in the
+//! same directory, fsynced, then linked into place (a link, unlike a rename,
+//! never replaces a key another process published first) and the directory
+//! fsynced; a key file readable by group or others refuses the start. The
+//! associated data
 //! binds each ciphertext to its secret id and revision, so rows cannot be
 //! swapped in the database. [`Psk`] zeroizes on drop, redacts its `Debug`,
 //! and compares in constant time; nothing here logs a secret.
+//!
+//! [`check_psk`] is the one rule for a PSK any connection may use, however
+//! it got there (generated, Secret Manager version, `change-psk`,
+//! `renew-psk`): 16 to 128 characters of `[A-Za-z0-9]` and `-_.+/=`.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -21,10 +29,42 @@ use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
 pub const MASTER_KEY_FILE: &str = "master.key";
+/// Temporary files of a master key being created start with this.
+const MASTER_KEY_TMP_PREFIX: &str = ".master.key.tmp-";
 pub const PSK_LEN: usize = 48;
 const PSK_CHARSET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-/// PSKs given by callers (change-psk to an imported secret) are bounded.
-pub const MAX_PSK_LEN: usize = 4096;
+/// Shortest PSK a connection may use.
+pub const MIN_PSK_LEN: usize = 16;
+/// Longest PSK a connection may use (the longest most devices accept).
+pub const MAX_PSK_LEN: usize = 128;
+/// Characters a PSK may hold besides ASCII letters and digits: enough for
+/// base64, base64url, hex and UUIDs; none is special in swanctl.conf, in a
+/// shell or in the usual device CLIs (no quote, backslash, `#`, `$`,
+/// space, `?`).
+pub const PSK_EXTRA_CHARS: &[u8] = b"-_.+/=";
+
+/// Why a PSK is refused. Never carries the PSK or a character of it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PskRuleError {
+    #[error("a PSK must be {MIN_PSK_LEN} to {MAX_PSK_LEN} characters long, this one has {len}")]
+    Length { len: usize },
+    #[error("character {position} of the PSK is not allowed: only A-Z, a-z, 0-9 and - _ . + / =")]
+    Character { position: usize },
+}
+
+/// The rule every PSK a connection uses must follow.
+pub fn check_psk(psk: &[u8]) -> Result<(), PskRuleError> {
+    if !(MIN_PSK_LEN..=MAX_PSK_LEN).contains(&psk.len()) {
+        return Err(PskRuleError::Length { len: psk.len() });
+    }
+    match psk
+        .iter()
+        .position(|c| !c.is_ascii_alphanumeric() && !PSK_EXTRA_CHARS.contains(c))
+    {
+        Some(i) => Err(PskRuleError::Character { position: i + 1 }),
+        None => Ok(()),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -107,6 +147,21 @@ pub struct MasterKey {
     cipher: Aes256Gcm,
 }
 
+/// Temporary files of a start that crashed before publishing hold a key
+/// nobody used; once a key is published they can go.
+fn remove_stale_temporaries(state_dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(state_dir) {
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(MASTER_KEY_TMP_PREFIX)
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("MasterKey(<redacted>)")
@@ -135,27 +190,66 @@ impl MasterKey {
             path: path.clone(),
             source,
         };
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                let mut key = Zeroizing::new([0u8; 32]);
-                getrandom::getrandom(&mut key[..]).map_err(|_| SecretError::Random)?;
-                f.write_all(&key[..]).map_err(io)?;
-                // The key must be on disk before any secret sealed with it.
-                f.sync_all().map_err(io)?;
-                if let Ok(dir) = std::fs::File::open(state_dir) {
-                    let _ = dir.sync_all();
-                }
-                return Ok(MasterKey::from_bytes(&key));
+        match std::fs::File::open(&path) {
+            Ok(f) => {
+                remove_stale_temporaries(state_dir);
+                return Self::read_key(&path, f);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(e)),
         }
-        let mut f = std::fs::File::open(&path).map_err(io)?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        getrandom::getrandom(&mut key[..]).map_err(|_| SecretError::Random)?;
+        if Self::publish(state_dir, &path, &key).map_err(io)? {
+            return Ok(MasterKey::from_bytes(&key));
+        }
+        // Another process published its key first: use that one.
+        let f = std::fs::File::open(&path).map_err(io)?;
+        Self::read_key(&path, f)
+    }
+
+    /// Writes `key` to a temporary file, makes it durable, and links it to
+    /// `path` unless that exists. `Ok(false)`: `path` already existed.
+    fn publish(state_dir: &Path, path: &Path, key: &[u8; 32]) -> std::io::Result<bool> {
+        let mut suffix = [0u8; 8];
+        getrandom::getrandom(&mut suffix).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let tmp = state_dir.join(format!(
+            "{MASTER_KEY_TMP_PREFIX}{}",
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ));
+        let written = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(key)?;
+            // The key must be on disk before it is published, and before
+            // any secret is sealed with it.
+            f.sync_all()
+        })();
+        let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+        let _ = std::fs::remove_file(&tmp);
+        let published = match linked {
+            Ok(()) => true,
+            // Published by another start meanwhile (which may also have
+            // removed our temporary file as stale).
+            Err(_) if path.exists() => false,
+            Err(e) => return Err(e),
+        };
+        std::fs::File::open(state_dir)?.sync_all()?;
+        Ok(published)
+    }
+
+    fn read_key(path: &Path, mut f: std::fs::File) -> Result<MasterKey, SecretError> {
+        let io = |source| SecretError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let path = path.to_owned();
         let mode = f.metadata().map_err(io)?.permissions().mode();
         if mode & 0o077 != 0 {
             return Err(SecretError::LoosePermissions {
@@ -172,7 +266,7 @@ impl MasterKey {
             .as_slice()
             .try_into()
             .map_err(|_| SecretError::BadLength {
-                path: path.clone(),
+                path,
                 len: buf.len(),
             })?;
         let mk = MasterKey::from_bytes(&key);
@@ -291,6 +385,88 @@ mod tests {
         // The same key is reloaded from the file.
         let mk2 = MasterKey::load_or_create(dir.path()).unwrap();
         assert_eq!(mk2.open("s1", 1, &sealed).unwrap(), psk);
+    }
+
+    #[test]
+    fn psk_rules() {
+        assert_eq!(check_psk(b"operator-chosen-psk-0123456789"), Ok(()));
+        assert_eq!(check_psk(b"A+/=_-.9A+/=_-.9"), Ok(()));
+        assert_eq!(check_psk(Psk::generate().unwrap().expose()), Ok(()));
+        assert_eq!(check_psk(b"short"), Err(PskRuleError::Length { len: 5 }));
+        assert_eq!(
+            check_psk(&[b'a'; MAX_PSK_LEN + 1]),
+            Err(PskRuleError::Length {
+                len: MAX_PSK_LEN + 1
+            })
+        );
+        for bad in [
+            &b"0123456789abcdef\""[..],
+            b"0123456789abcdef\\",
+            b"0123456789abcdef\n",
+            b"0123456789abcdef#",
+            b"0123456789abcdef ",
+            b"0123456789abcdef$",
+            b"0123456789abcdef}",
+            b"0123456789abcdef\xff",
+            b"0123456789abcdef\0",
+        ] {
+            assert_eq!(
+                check_psk(bad),
+                Err(PskRuleError::Character { position: 17 }),
+                "{bad:?}"
+            );
+        }
+        // The error never carries the PSK.
+        let e = check_psk(b"secret-secret-secret\"").unwrap_err();
+        assert!(!e.to_string().contains("secret-secret"), "{e}");
+    }
+
+    #[test]
+    fn master_key_appears_whole_to_concurrent_starts() {
+        // Several starts racing on a fresh directory all get the same,
+        // complete key: none sees a file still being written.
+        for _ in 0..50 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().to_owned();
+            let keys: Vec<Result<MasterKey, SecretError>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| MasterKey::load_or_create(&path)))
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let keys: Vec<MasterKey> = keys
+                .into_iter()
+                .map(|k| k.unwrap_or_else(|e| panic!("a concurrent start failed: {e}")))
+                .collect();
+            let psk = Psk::generate().unwrap();
+            let sealed = keys[0].seal("s", 1, &psk).unwrap();
+            for k in &keys {
+                assert_eq!(k.open("s", 1, &sealed).unwrap(), psk);
+            }
+            // No temporary file is left behind, and the key is 0600.
+            let names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(names, vec![MASTER_KEY_FILE.to_owned()]);
+            let mode = std::fs::metadata(dir.path().join(MASTER_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn stale_temporary_key_files_are_removed() {
+        // Left by a start that crashed before publishing; removed by the
+        // next start that finds the key published.
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(format!("{MASTER_KEY_TMP_PREFIX}deadbeef"));
+        std::fs::write(&stale, [1u8; 5]).unwrap();
+        MasterKey::load_or_create(dir.path()).unwrap();
+        MasterKey::load_or_create(dir.path()).unwrap();
+        assert!(!stale.exists());
     }
 
     #[test]

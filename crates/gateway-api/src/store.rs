@@ -4,7 +4,11 @@
 //!
 //! Durability: WAL journal with `synchronous=FULL`, so the WAL is fsynced at
 //! every commit and a write the API acknowledged survives `kill -9` and a
-//! power cut (NORMAL would only survive the former). Schema: versioned
+//! power cut (NORMAL would only survive the former); a database that cannot
+//! be put in WAL mode refuses the start. Permissions are enforced at every
+//! start, not only at creation: the state directory 0700, the database and
+//! its `-wal`/`-shm` files 0600 (created so, before SQLite opens them;
+//! repaired with a warning when found looser). Schema: versioned
 //! migrations recorded in `schema_migrations`, applied in one transaction at
 //! open. Rows hold the SDK's JSON of each resource (the wire type is the
 //! model), with the columns the relations need; lists are filtered in Rust
@@ -17,7 +21,7 @@
 //! helpers, which run the closure on tokio's blocking pool.
 
 use std::net::IpAddr;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -55,6 +59,8 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("database journal mode is {found}, not wal: refusing to run without its durability")]
+    JournalMode { found: String },
     #[error("database schema version {found} is newer than this binary knows ({known})")]
     SchemaTooNew { found: i64, known: i64 },
     #[error("the store's lock was poisoned by a panic")]
@@ -106,6 +112,43 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
      );",
 ];
+
+/// Puts `path` (if it exists) to exactly `mode`, logging when it had to.
+fn enforce_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(std::io::Error::other(format!(
+            "{} is a symbolic link: refusing to follow it",
+            path.display()
+        )));
+    }
+    let found = meta.permissions().mode() & 0o7777;
+    if found != mode {
+        tracing::warn!(
+            path = %path.display(),
+            found = format_args!("{found:o}"),
+            wanted = format_args!("{mode:o}"),
+            "state file permissions were wrong: fixed"
+        );
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// WAL is what makes `synchronous=FULL` both durable and concurrent with
+/// readers; SQLite silently keeps another journal mode when it cannot
+/// switch (e.g. a filesystem without shared memory), so the answer is checked.
+fn enable_wal(db: &rusqlite::Connection) -> Result<(), StoreError> {
+    let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::JournalMode { found: mode });
+    }
+    Ok(())
+}
 
 /// A connection row: the wire resource plus its interconnection subnets,
 /// kept even while no routing policy of that family is attached so
@@ -168,11 +211,28 @@ impl Store {
                 path: state_dir.to_owned(),
                 source,
             })?;
+        let dir_err = |source| StoreError::StateDir {
+            path: state_dir.to_owned(),
+            source,
+        };
+        enforce_mode(state_dir, 0o700).map_err(dir_err)?;
+        let db_path = state_dir.join(DB_FILE);
+        // Created 0600 before SQLite opens it: SQLite gives the -wal and
+        // -shm files the database's own mode.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&db_path)
+            .map_err(dir_err)?;
+        for name in [DB_FILE, "gateway.db-wal", "gateway.db-shm"] {
+            enforce_mode(&state_dir.join(name), 0o600).map_err(dir_err)?;
+        }
         let key = MasterKey::load_or_create(state_dir)?;
-        let mut db = rusqlite::Connection::open(state_dir.join(DB_FILE))?;
+        let mut db = rusqlite::Connection::open(&db_path)?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        debug_assert_eq!(mode.to_ascii_lowercase(), "wal");
+        enable_wal(&db)?;
         db.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         migrate(&mut db)?;
         let (changes, _) = watch::channel(0);
@@ -994,5 +1054,55 @@ mod tests {
         );
         let v = s.blocking(|s| s.schema_version()).await.unwrap().unwrap();
         assert_eq!(v, 2);
+    }
+
+    #[test]
+    fn permissions_enforced_at_every_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mode = |name: &str| {
+            std::fs::metadata(state.join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        let s = Store::open(&state).unwrap();
+        s.write(|tx| {
+            tx.put_routing_policy(&policy("a"))?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+        // From creation on: the database and its WAL are 0600.
+        assert_eq!(mode(DB_FILE), 0o600);
+        assert_eq!(mode("gateway.db-wal"), 0o600);
+        // Loosened by hand (or by a backup restore): fixed at the next start
+        // (the first store stays open, so the WAL file is still there).
+        let set = |name: &str, m: u32| {
+            std::fs::set_permissions(state.join(name), std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        set("", 0o755);
+        set(DB_FILE, 0o644);
+        set("gateway.db-wal", 0o666);
+        let s2 = Store::open(&state).unwrap();
+        assert_eq!(mode(""), 0o700);
+        assert_eq!(mode(DB_FILE), 0o600);
+        assert_eq!(mode("gateway.db-wal"), 0o600);
+        assert_eq!(s2.schema_version().unwrap(), 2);
+        drop(s);
+    }
+
+    #[test]
+    fn journal_mode_other_than_wal_is_an_error() {
+        // An in-memory database cannot be put in WAL mode: SQLite answers
+        // "memory", which must be refused in release builds too.
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        assert!(matches!(
+            enable_wal(&db),
+            Err(StoreError::JournalMode { found }) if found == "memory"
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let db = rusqlite::Connection::open(dir.path().join("x.db")).unwrap();
+        enable_wal(&db).unwrap();
     }
 }

@@ -401,17 +401,18 @@ def phase1(api, secrets, bad_api, state):
     check(own.version_count == 0 and own.name == "my-psk", "create secret")
     expect_error("version not base64", lambda: secrets.create_secret_version(secret_id=own.id, data="%%%"),
                  400, "invalid_arguments", "data")
-    v = secrets.create_secret_version(secret_id=own.id,
-                                      data=base64.b64encode(b"short").decode())
-    check(v.revision == 1 and v.secret_id == own.id, "create secret version")
-    expect_error("change-psk to a too short PSK", lambda: api.change_connection_psk(
-        connection_id=c1.id, secret=ChangeConnectionPskRequestSecret(id=own.id)), 400, "invalid_arguments",
-        "secret.id")
+    expect_error("version too short for a PSK", lambda: secrets.create_secret_version(
+        secret_id=own.id, data=base64.b64encode(b"short").decode()), 400, "invalid_arguments", "data")
+    expect_error("version that would break a device config", lambda: secrets.create_secret_version(
+        secret_id=own.id, data=base64.b64encode(b'0123456789abcdef"\n}').decode()), 400,
+        "invalid_arguments", "data")
+    expect_error("change-psk to a secret without versions", lambda: api.change_connection_psk(
+        connection_id=c1.id, secret=ChangeConnectionPskRequestSecret(id=own.id)), 404, "not_found")
     v = secrets.create_secret_version(secret_id=own.id,
                                       data=base64.b64encode(b"operator-chosen-psk-0123456789").decode())
-    check(v.revision == 2, "second secret version")
+    check(v.revision == 1 and v.secret_id == own.id, "create secret version")
     r = api.change_connection_psk(connection_id=c1.id, secret=ChangeConnectionPskRequestSecret(id=own.id))
-    check(r.connection.secret_id == own.id and r.connection.secret_revision == 2
+    check(r.connection.secret_id == own.id and r.connection.secret_revision == 1
           and psk_of(secrets, r.connection) == "operator-chosen-psk-0123456789", "change-psk to own secret")
     r = api.change_connection_psk(connection_id=c1.id,
                                   secret=ChangeConnectionPskRequestSecret(id=c1.secret_id, revision=3))

@@ -6,6 +6,16 @@
 //!
 //! It holds no protocol logic: every decision is the `Speaker`'s.
 //!
+//! Memory a peer can make us hold is bounded: what we read is bounded by
+//! the message size and a short channel (TCP pushes back), and what we send
+//! waits in a per-connection output queue bounded in bytes
+//! ([`DriverLimits::out_queue_bytes`]). A peer that stops reading fills it;
+//! the session then ends with a Cease NOTIFICATION (RFC 4486 subcode 8, Out
+//! of Resources), the queue is dropped at once, and the connection gets a
+//! last [`FLUSH_TIMEOUT`] to take the end of the message under way and the
+//! NOTIFICATION before it is closed. ROUTE-REFRESH answers are rate-limited
+//! by the session itself ([`SessionConfig::route_refresh_interval`]).
+//!
 //! How the agent uses it, per connection and IP family:
 //!
 //! ```no_run
@@ -36,14 +46,17 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::message::Notification;
@@ -62,6 +75,48 @@ const EVENT_QUEUE: usize = 4096;
 /// Socket events (chunks of at most READ_CHUNK) waiting for the driver;
 /// bounded so that a busy driver makes the readers, hence TCP, wait.
 const NET_QUEUE: usize = 16;
+/// Once a connection is closed, the time it gets to take what is still
+/// queued for it (a NOTIFICATION last); a peer that does not read by then
+/// is cut off, so a closed connection holds no memory for long.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Resource bounds of a driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriverLimits {
+    /// Bytes that may wait to be written on one connection. Must hold one
+    /// full Adj-RIB-Out (the answer to a ROUTE-REFRESH is queued at once):
+    /// 16 MiB is about 3 million IPv4 prefixes.
+    pub out_queue_bytes: usize,
+    /// Agent commands waiting for the driver; callers wait beyond it.
+    pub command_queue: usize,
+}
+
+impl Default for DriverLimits {
+    fn default() -> Self {
+        Self {
+            out_queue_bytes: 16 * 1024 * 1024,
+            command_queue: 64,
+        }
+    }
+}
+
+/// Output queue figures over all connections of a driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Bytes waiting in output queues now.
+    pub queued_bytes: usize,
+    /// The most one connection's queue ever held.
+    pub peak_bytes: usize,
+    /// Connections closed because their queue was full.
+    pub overflows: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    queued_bytes: AtomicUsize,
+    peak_bytes: AtomicUsize,
+    overflows: AtomicU64,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BgpEvent {
@@ -117,6 +172,8 @@ pub struct SessionStatus {
     pub adj_rib_in: usize,
     /// Prefixes announced.
     pub adj_rib_out: usize,
+    /// Bytes waiting to be written to the peer.
+    pub out_queue_bytes: usize,
 }
 
 enum NetEvent {
@@ -144,17 +201,25 @@ enum NetEvent {
 /// The agent's side of a running speaker. Cheap to clone.
 #[derive(Clone)]
 pub struct BgpHandle {
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::Sender<Command>,
+    stats: Arc<Stats>,
 }
 
-/// Starts the driver task on the current tokio runtime.
+/// Starts the driver task on the current tokio runtime, with the default
+/// [`DriverLimits`].
 ///
 /// The agent must keep draining the returned receiver (from its own task):
 /// while the queue is full the driver waits, and so do [`BgpHandle`] calls.
 pub fn spawn() -> (BgpHandle, mpsc::Receiver<BgpEvent>) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    spawn_with(DriverLimits::default())
+}
+
+/// [`spawn`] with explicit limits.
+pub fn spawn_with(limits: DriverLimits) -> (BgpHandle, mpsc::Receiver<BgpEvent>) {
+    let (tx, rx) = mpsc::channel(limits.command_queue.max(1));
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (net_tx, net_rx) = mpsc::channel(NET_QUEUE);
+    let stats = Arc::new(Stats::default());
     let main = Main {
         speaker: Speaker::new(),
         conns: HashMap::new(),
@@ -163,9 +228,11 @@ pub fn spawn() -> (BgpHandle, mpsc::Receiver<BgpEvent>) {
         net_tx,
         next_conn: 1,
         events: events_tx,
+        limits,
+        stats: stats.clone(),
     };
     tokio::spawn(main.run(rx, net_rx));
-    (BgpHandle { tx }, events_rx)
+    (BgpHandle { tx, stats }, events_rx)
 }
 
 impl BgpHandle {
@@ -176,6 +243,7 @@ impl BgpHandle {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(make(reply))
+            .await
             .map_err(|_| DriverError::Stopped)?;
         rx.await.map_err(|_| DriverError::Stopped)
     }
@@ -230,6 +298,15 @@ impl BgpHandle {
         self.call(Command::LocRib).await
     }
 
+    /// Output queue figures (no round trip to the driver task).
+    pub fn queue_stats(&self) -> QueueStats {
+        QueueStats {
+            queued_bytes: self.stats.queued_bytes.load(Ordering::Relaxed),
+            peak_bytes: self.stats.peak_bytes.load(Ordering::Relaxed),
+            overflows: self.stats.overflows.load(Ordering::Relaxed),
+        }
+    }
+
     /// `None` when there is no such session.
     pub async fn session_status(
         &self,
@@ -241,8 +318,218 @@ impl BgpHandle {
 
 struct ConnHandle {
     session: SessionId,
-    writer: mpsc::UnboundedSender<Vec<u8>>,
+    out: Arc<OutQueue>,
     reader: JoinHandle<()>,
+}
+
+/// What is waiting to be written on one connection, shared by the driver
+/// (which pushes) and the connection's writer task (which pops).
+struct OutQueue {
+    state: Mutex<OutState>,
+    /// Wakes the writer: something pushed, closed or aborted.
+    wake: Notify,
+    limit: usize,
+    stats: Arc<Stats>,
+}
+
+#[derive(Default)]
+struct OutState {
+    messages: VecDeque<Vec<u8>>,
+    /// Bytes in `messages` plus the message being written.
+    bytes: usize,
+    /// Write what is queued, then shut the connection down.
+    closing: bool,
+    /// Drop what is queued: finish the message under way, write this
+    /// NOTIFICATION (if any), and shut down.
+    abort: Option<Option<Vec<u8>>>,
+}
+
+/// What the writer does next.
+enum Next {
+    Write(Vec<u8>),
+    Wait,
+    Finish,
+    Abort(Option<Vec<u8>>),
+}
+
+#[derive(Debug)]
+struct QueueFull;
+
+impl OutQueue {
+    fn new(limit: usize, stats: Arc<Stats>) -> Self {
+        Self {
+            state: Mutex::new(OutState::default()),
+            wake: Notify::new(),
+            limit,
+            stats,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutState> {
+        // The critical sections cannot panic; a poisoned lock still holds
+        // consistent counters.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn push(&self, bytes: Vec<u8>) -> Result<(), QueueFull> {
+        let mut st = self.lock();
+        if st.closing || st.abort.is_some() {
+            return Ok(());
+        }
+        if st.bytes + bytes.len() > self.limit {
+            return Err(QueueFull);
+        }
+        st.bytes += bytes.len();
+        self.stats
+            .queued_bytes
+            .fetch_add(bytes.len(), Ordering::Relaxed);
+        self.stats.peak_bytes.fetch_max(st.bytes, Ordering::Relaxed);
+        st.messages.push_back(bytes);
+        drop(st);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.lock().closing = true;
+        self.wake.notify_one();
+    }
+
+    /// Drops everything queued now (the memory is released here, not when
+    /// the writer gets to it); `notification` goes out after the message
+    /// being written, if the peer takes it within [`FLUSH_TIMEOUT`].
+    fn abort(&self, notification: Option<Vec<u8>>) {
+        let mut st = self.lock();
+        let dropped: usize = st.messages.drain(..).map(|m| m.len()).sum();
+        st.bytes -= dropped;
+        self.stats
+            .queued_bytes
+            .fetch_sub(dropped, Ordering::Relaxed);
+        if st.abort.is_none() {
+            st.abort = Some(notification);
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    fn next(&self) -> Next {
+        let mut st = self.lock();
+        if let Some(n) = st.abort.as_mut() {
+            return Next::Abort(n.take());
+        }
+        match st.messages.pop_front() {
+            Some(m) => Next::Write(m),
+            None if st.closing => Next::Finish,
+            None => Next::Wait,
+        }
+    }
+
+    /// `len` bytes popped earlier are written (or given up).
+    fn done(&self, len: usize) {
+        let mut st = self.lock();
+        st.bytes -= len;
+        self.stats.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    fn aborted(&self) -> bool {
+        self.lock().abort.is_some()
+    }
+
+    fn is_closing(&self) -> bool {
+        let st = self.lock();
+        st.closing || st.abort.is_some()
+    }
+}
+
+impl Drop for OutQueue {
+    fn drop(&mut self) {
+        let st = self
+            .state
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.stats
+            .queued_bytes
+            .fetch_sub(st.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Writes `bytes[*pos..]`, returning early (with `*pos` where it got to)
+/// when the queue is aborted.
+async fn write_watching(
+    wr: &mut OwnedWriteHalf,
+    q: &OutQueue,
+    bytes: &[u8],
+    pos: &mut usize,
+) -> std::io::Result<()> {
+    while *pos < bytes.len() {
+        if q.aborted() {
+            return Ok(());
+        }
+        tokio::select! {
+            r = wr.write(&bytes[*pos..]) => match r? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                n => *pos += n,
+            },
+            // Woken by a push (harmless) or an abort (seen at the loop top).
+            () = q.wake.notified() => {}
+        }
+    }
+    Ok(())
+}
+
+/// The writer task of one connection.
+async fn write_loop(q: Arc<OutQueue>, mut wr: OwnedWriteHalf) {
+    // Once closing, everything left must be out by this deadline.
+    let mut deadline: Option<tokio::time::Instant> = None;
+    // A message partly written when an abort came: its end goes out
+    // before the NOTIFICATION, or the peer would misparse the stream.
+    let mut partial: Vec<u8> = Vec::new();
+    let result: std::io::Result<()> = async {
+        loop {
+            if deadline.is_none() && q.is_closing() {
+                deadline = Some(tokio::time::Instant::now() + FLUSH_TIMEOUT);
+            }
+            match q.next() {
+                Next::Write(m) => {
+                    let mut pos = 0;
+                    let r = match deadline {
+                        Some(d) => {
+                            tokio::time::timeout_at(d, write_watching(&mut wr, &q, &m, &mut pos))
+                                .await
+                                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+                        }
+                        None => write_watching(&mut wr, &q, &m, &mut pos).await,
+                    };
+                    q.done(m.len());
+                    r?;
+                    if pos < m.len() {
+                        partial = m[pos..].to_vec();
+                    }
+                }
+                Next::Wait => q.wake.notified().await,
+                Next::Finish => return Ok(()),
+                Next::Abort(notification) => {
+                    let d = tokio::time::Instant::now() + FLUSH_TIMEOUT;
+                    let mut tail = std::mem::take(&mut partial);
+                    tail.extend(notification.unwrap_or_default());
+                    return tokio::time::timeout_at(d, wr.write_all(&tail))
+                        .await
+                        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+                }
+            }
+        }
+    }
+    .await;
+    if result.is_ok() {
+        // Every queued message (a NOTIFICATION last) is out: now FIN.
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.shutdown()).await;
+    }
 }
 
 struct Main {
@@ -253,12 +540,14 @@ struct Main {
     net_tx: mpsc::Sender<NetEvent>,
     next_conn: ConnId,
     events: mpsc::Sender<BgpEvent>,
+    limits: DriverLimits,
+    stats: Arc<Stats>,
 }
 
 impl Main {
     async fn run(
         mut self,
-        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut commands: mpsc::Receiver<Command>,
         mut net: mpsc::Receiver<NetEvent>,
     ) {
         let mut actions = Vec::new();
@@ -297,6 +586,7 @@ impl Main {
         }
         for (_, c) in self.conns.drain() {
             c.reader.abort();
+            c.out.close();
         }
     }
 
@@ -340,11 +630,18 @@ impl Main {
                 let _ = reply.send(self.speaker.loc_rib().routes().collect());
             }
             Command::SessionStatus(id, reply) => {
+                let out_queue_bytes = self
+                    .conns
+                    .values()
+                    .filter(|c| c.session == id)
+                    .map(|c| c.out.bytes())
+                    .sum();
                 let _ = reply.send(self.speaker.session(id).map(|s| SessionStatus {
                     state: s.state(),
                     last_error: s.last_error().cloned(),
                     adj_rib_in: s.adj_rib_in_len(),
                     adj_rib_out: s.adj_rib_out().count(),
+                    out_queue_bytes,
                 }));
             }
         }
@@ -477,17 +774,12 @@ impl Main {
         let conn = self.next_conn;
         self.next_conn += 1;
         let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
-        let (writer, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
-        tokio::spawn(async move {
-            while let Some(b) = wrx.recv().await {
-                if wr.write_all(&b).await.is_err() {
-                    return;
-                }
-            }
-            // Every queued message (a NOTIFICATION last) is out: now FIN.
-            let _ = wr.shutdown().await;
-        });
+        let (mut rd, wr) = stream.into_split();
+        let out = Arc::new(OutQueue::new(
+            self.limits.out_queue_bytes,
+            self.stats.clone(),
+        ));
+        tokio::spawn(write_loop(out.clone(), wr));
         let net = self.net_tx.clone();
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; READ_CHUNK];
@@ -516,7 +808,7 @@ impl Main {
             conn,
             ConnHandle {
                 session,
-                writer,
+                out,
                 reader,
             },
         );
@@ -524,7 +816,17 @@ impl Main {
     }
 
     async fn apply(&mut self, actions: &mut Vec<Action>) {
-        for action in actions.drain(..) {
+        // Actions may cause more (a full queue closes the session).
+        while !actions.is_empty() {
+            let batch = std::mem::take(actions);
+            for action in batch {
+                self.apply_one(action, actions).await;
+            }
+        }
+    }
+
+    async fn apply_one(&mut self, action: Action, more: &mut Vec<Action>) {
+        {
             match action {
                 Action::Connect {
                     session,
@@ -544,15 +846,51 @@ impl Main {
                         let _ = net.send(ev).await;
                     });
                 }
-                Action::Send { conn, bytes, .. } => {
-                    if let Some(c) = self.conns.get(&conn) {
-                        let _ = c.writer.send(bytes);
+                Action::Send {
+                    session,
+                    conn,
+                    bytes,
+                } => {
+                    let Some(c) = self.conns.get(&conn) else {
+                        return;
+                    };
+                    if c.out.push(bytes).is_ok() {
+                        return;
                     }
+                    let out = c.out.clone();
+                    self.stats.overflows.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        session,
+                        conn,
+                        limit = self.limits.out_queue_bytes,
+                        "output queue full: the peer does not read"
+                    );
+                    let mut closing = Vec::new();
+                    let _ = self.speaker.handle(
+                        session,
+                        Input::SendQueueFull { conn },
+                        Instant::now(),
+                        &mut closing,
+                    );
+                    // The session's NOTIFICATION on this connection skips
+                    // the full queue, which is dropped in the same step.
+                    let mut notification = None;
+                    closing.retain_mut(|a| match a {
+                        Action::Send { conn: c, bytes, .. } if *c == conn => {
+                            notification = Some(std::mem::take(bytes));
+                            false
+                        }
+                        _ => true,
+                    });
+                    out.abort(notification);
+                    more.extend(closing);
                 }
                 Action::Close { conn, .. } => {
                     if let Some(c) = self.conns.remove(&conn) {
-                        // Dropping the writer flushes then shuts the socket down.
+                        // The writer flushes (within FLUSH_TIMEOUT), then
+                        // shuts the socket down.
                         c.reader.abort();
+                        c.out.close();
                     }
                 }
                 Action::ArmTimer {

@@ -48,6 +48,7 @@ pub mod cease {
     pub const CONNECTION_REJECTED: u8 = 5;
     pub const OTHER_CONFIG_CHANGE: u8 = 6;
     pub const CONNECTION_COLLISION: u8 = 7;
+    pub const OUT_OF_RESOURCES: u8 = 8;
 }
 
 /// OPEN Message Error subcodes (RFC 4271 §6.2).

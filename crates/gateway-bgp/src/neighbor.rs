@@ -31,6 +31,11 @@ pub type ConnId = u64;
 
 /// Hold time while waiting for the peer's OPEN (RFC 4271 §8.2.2: "large value", 4 minutes).
 const OPEN_SENT_HOLD: Duration = Duration::from_secs(240);
+/// Default [`SessionConfig::route_refresh_interval`]: an operator's
+/// `clear bgp soft in` is answered at once, a second one within 5 s a
+/// little later, and a peer that streams refreshes gets at most one full
+/// Adj-RIB-Out every 5 s.
+pub const ROUTE_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
@@ -47,14 +52,24 @@ pub enum Timer {
     ConnectRetry,
     Hold,
     Keepalive,
+    /// A coalesced ROUTE-REFRESH is due (see [`SessionConfig::route_refresh_interval`]).
+    RouteRefresh,
 }
 
 impl Timer {
+    const ALL: [Timer; 4] = [
+        Timer::ConnectRetry,
+        Timer::Hold,
+        Timer::Keepalive,
+        Timer::RouteRefresh,
+    ];
+
     fn index(self) -> usize {
         match self {
             Timer::ConnectRetry => 0,
             Timer::Hold => 1,
             Timer::Keepalive => 2,
+            Timer::RouteRefresh => 3,
         }
     }
 }
@@ -90,6 +105,11 @@ pub enum Input<'a> {
         bytes: &'a [u8],
     },
     TimerExpired(Timer),
+    /// The driver cannot queue more output for `conn` (the peer does not
+    /// read what we send): the session ends with Cease/Out of Resources.
+    SendQueueFull {
+        conn: ConnId,
+    },
 }
 
 /// RFC 4271 §8.1 events, as far as this implementation distinguishes them.
@@ -109,6 +129,11 @@ enum Event {
     KeepAliveMsg(ConnId),
     UpdateMsg(ConnId, Update),
     RouteRefreshMsg(ConnId, RouteRefresh),
+    /// A coalesced ROUTE-REFRESH may be answered now.
+    RouteRefreshTimerExpires,
+    /// Not an RFC 4271 event: the driver's output queue for the connection
+    /// is full (RFC 4486 §4, Cease subcode 8).
+    OutOfResources(ConnId),
 }
 
 /// Static configuration of a session (from a connection's `bgp_session_ipv4/6`).
@@ -131,6 +156,12 @@ pub struct SessionConfig {
     pub passive: bool,
     /// Received prefixes beyond which the session ends with Cease/1.
     pub max_prefixes: Option<u32>,
+    /// Least time between two answers to ROUTE-REFRESH. Each answer is the
+    /// whole Adj-RIB-Out, so a peer streaming refreshes could otherwise make
+    /// us encode and queue it again and again. A refresh inside the
+    /// interval is not lost: one (and only one) is remembered and answered
+    /// when the interval has passed; further ones are folded into it.
+    pub route_refresh_interval: Duration,
 }
 
 impl SessionConfig {
@@ -158,6 +189,7 @@ impl SessionConfig {
             connect_retry: Duration::from_secs(5),
             passive: false,
             max_prefixes: None,
+            route_refresh_interval: ROUTE_REFRESH_INTERVAL,
         }
     }
 
@@ -274,7 +306,7 @@ pub struct Session {
     primary: Option<Conn>,
     /// A second connection during OpenSent/OpenConfirm (RFC 4271 §6.8).
     candidate: Option<Conn>,
-    timers: [Option<Instant>; 3],
+    timers: [Option<Instant>; 4],
     negotiated: Option<Negotiated>,
     /// Every route the peer announced, before import policy, so a policy or
     /// propagation change is re-evaluated without a ROUTE-REFRESH.
@@ -282,6 +314,11 @@ pub struct Session {
     adj_rib_out: BTreeSet<IpNet>,
     connect_retry_counter: u32,
     last_error: Option<Notification>,
+    /// When we last answered a ROUTE-REFRESH on this connection.
+    last_refresh_answer: Option<Instant>,
+    /// A ROUTE-REFRESH arrived inside the interval and waits for
+    /// [`Timer::RouteRefresh`].
+    refresh_pending: bool,
 }
 
 impl Session {
@@ -296,12 +333,14 @@ impl Session {
             admin_up: false,
             primary: None,
             candidate: None,
-            timers: [None; 3],
+            timers: [None; 4],
             negotiated: None,
             adj_rib_in: BTreeMap::new(),
             adj_rib_out: BTreeSet::new(),
             connect_retry_counter: 0,
             last_error: None,
+            last_refresh_answer: None,
+            refresh_pending: false,
         }
     }
 
@@ -356,10 +395,12 @@ impl Session {
                     Timer::ConnectRetry => Event::ConnectRetryTimerExpires,
                     Timer::Hold => Event::HoldTimerExpires,
                     Timer::Keepalive => Event::KeepaliveTimerExpires,
+                    Timer::RouteRefresh => Event::RouteRefreshTimerExpires,
                 };
                 self.fsm_event(event, now, out);
             }
             Input::Received { conn, bytes } => self.received(conn, bytes, now, out),
+            Input::SendQueueFull { conn } => self.fsm_event(Event::OutOfResources(conn), now, out),
         }
     }
 
@@ -538,11 +579,39 @@ impl Session {
                 self.process_update(update, now, out);
             }
             (Established, Event::RouteRefreshMsg(_, rr)) => {
-                // RFC 2918: re-advertise the Adj-RIB-Out of the family asked for.
+                // RFC 2918: re-advertise the Adj-RIB-Out of the family asked
+                // for; at most once per interval, the rest coalesced.
                 if AfiSafi::from_codes(rr.afi, rr.safi) == Some(self.config.family()) {
-                    self.adj_rib_out.clear();
-                    self.sync_adj_rib_out(out);
+                    let due = self
+                        .last_refresh_answer
+                        .map(|t| t + self.config.route_refresh_interval);
+                    match due {
+                        Some(due) if due > now => {
+                            if !self.refresh_pending {
+                                self.refresh_pending = true;
+                                self.arm(Timer::RouteRefresh, due, out);
+                            }
+                        }
+                        _ => self.answer_route_refresh(now, out),
+                    }
                 }
+            }
+            (Established, Event::RouteRefreshTimerExpires) => {
+                if std::mem::take(&mut self.refresh_pending) {
+                    self.answer_route_refresh(now, out);
+                }
+            }
+            (_, Event::RouteRefreshTimerExpires) => self.refresh_pending = false,
+            (OpenSent | OpenConfirm | Established, Event::OutOfResources(_)) => {
+                tracing::warn!(
+                    session = self.id,
+                    "peer does not read what we send: output queue full"
+                );
+                self.enter_idle(
+                    Some(Notification::new(code::CEASE, cease::OUT_OF_RESOURCES)),
+                    now,
+                    out,
+                );
             }
             (OpenSent | OpenConfirm | Established, Event::NotifMsg(_, n)) => {
                 tracing::info!(session = self.id, %n, "peer sent NOTIFICATION");
@@ -564,6 +633,12 @@ impl Session {
             }
             (Idle | Connect | Active, _) => {}
         }
+    }
+
+    fn answer_route_refresh(&mut self, now: Instant, out: &mut Out) {
+        self.last_refresh_answer = Some(now);
+        self.adj_rib_out.clear();
+        self.sync_adj_rib_out(out);
     }
 
     /// Leaves Idle: active open unless passive.
@@ -650,6 +725,14 @@ impl Session {
                 }
             }
             Event::TcpConnectionFails(_) | Event::NotifMsg(..) => self.candidate = None,
+            Event::OutOfResources(_) => {
+                self.candidate = None;
+                self.close_with(
+                    cand_id,
+                    Some(Notification::new(code::CEASE, cease::OUT_OF_RESOURCES)),
+                    out,
+                );
+            }
             _ => {
                 self.candidate = None;
                 self.close_with(cand_id, Some(Notification::new(code::FSM, 1)), out);
@@ -788,9 +871,11 @@ impl Session {
         if let Some(c) = self.candidate.take() {
             self.close_with(c.id, notification, out);
         }
-        for t in [Timer::ConnectRetry, Timer::Hold, Timer::Keepalive] {
+        for t in Timer::ALL {
             self.stop(t, out);
         }
+        self.refresh_pending = false;
+        self.last_refresh_answer = None;
         let was_established = self.state == State::Established;
         self.state = State::Idle;
         self.negotiated = None;
@@ -1083,7 +1168,8 @@ fn event_conn(e: &Event) -> Option<ConnId> {
         | Event::NotifMsg(c, _)
         | Event::KeepAliveMsg(c)
         | Event::UpdateMsg(c, _)
-        | Event::RouteRefreshMsg(c, _) => Some(*c),
+        | Event::RouteRefreshMsg(c, _)
+        | Event::OutOfResources(c) => Some(*c),
         Event::TcpConnectionFails(c) => *c,
         _ => None,
     }

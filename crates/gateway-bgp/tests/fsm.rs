@@ -1107,3 +1107,97 @@ fn failed_connection_hands_over_to_the_other_one() {
     // Bytes on the dead connection are ignored.
     assert!(h.recv(1, 1, &keepalive()).is_empty());
 }
+
+/// UPDATE messages sent on `conn`.
+fn updates(actions: &[Action], conn: u64) -> usize {
+    sent(actions, conn)
+        .iter()
+        .filter(|m| matches!(m, Message::Update(_)))
+        .count()
+}
+
+#[test]
+fn route_refresh_stream_is_coalesced() {
+    let mut h = Harness::new();
+    let mut c = config("169.254.0.1", "169.254.0.2");
+    c.route_refresh_interval = Duration::from_secs(5);
+    h.add(
+        1,
+        c,
+        policy(
+            &["203.0.113.0/24"],
+            &["198.51.100.0/24"],
+            &["198.51.100.0/24"],
+        ),
+    );
+    h.establish(1, 1, &peer_open(PEER_ASN, 90, AfiSafi::Ipv4Unicast));
+    let rr = Message::RouteRefresh(RouteRefresh { afi: 1, safi: 1 }).encode(Codec::default());
+    // The first refresh is answered at once.
+    assert_eq!(updates(&h.recv(1, 1, &rr), 1), 1);
+    // A stream of refreshes inside the interval: nothing sent, one answer
+    // remembered for when the interval ends.
+    let mut stream = Vec::new();
+    for _ in 0..1000 {
+        stream.extend_from_slice(&rr);
+    }
+    let a = h.recv(1, 1, &stream);
+    assert_eq!(updates(&a, 1), 0);
+    let due = deadline(&a, Timer::RouteRefresh).expect("refresh deferred to a timer");
+    assert_eq!(due, h.now + Duration::from_secs(5));
+    assert_eq!(
+        a.iter()
+            .filter(|x| matches!(
+                x,
+                Action::ArmTimer {
+                    timer: Timer::RouteRefresh,
+                    ..
+                }
+            ))
+            .count(),
+        1
+    );
+    // An early (stale) timer event does nothing.
+    assert_eq!(
+        updates(&h.input(1, Input::TimerExpired(Timer::RouteRefresh)), 1),
+        0
+    );
+    // When it fires: one full answer, and nothing pending after it.
+    h.now = due;
+    let a = h.input(1, Input::TimerExpired(Timer::RouteRefresh));
+    assert_eq!(updates(&a, 1), 1);
+    h.now += Duration::from_secs(60);
+    assert!(h
+        .input(1, Input::TimerExpired(Timer::RouteRefresh))
+        .is_empty());
+    // After the interval a refresh is answered at once again.
+    assert_eq!(updates(&h.recv(1, 1, &rr), 1), 1);
+    assert_eq!(h.state(1), State::Established);
+}
+
+#[test]
+fn full_send_queue_closes_with_cease_out_of_resources() {
+    let mut h = Harness::new();
+    h.add(
+        1,
+        config("169.254.0.1", "169.254.0.2"),
+        policy(
+            &["203.0.113.0/24"],
+            &["198.51.100.0/24"],
+            &["198.51.100.0/24"],
+        ),
+    );
+    h.establish(1, 1, &peer_open(PEER_ASN, 90, AfiSafi::Ipv4Unicast));
+    h.recv(1, 1, &announce(&["203.0.113.0/24"], vec![PEER_ASN], vec![]));
+    let a = h.input(1, Input::SendQueueFull { conn: 1 });
+    assert_eq!(
+        notification(&a, 1),
+        Some(Notification::new(6, 8)),
+        "Cease / Out of Resources (RFC 4486)"
+    );
+    assert!(closed(&a, 1));
+    assert_eq!(routes(&a), vec![withdraw("203.0.113.0/24")]);
+    assert!(a.contains(&Action::SessionDown { session: 1 }));
+    assert_ne!(h.state(1), State::Established);
+    // A stale report for a connection already let go of changes nothing.
+    assert!(h.input(1, Input::SendQueueFull { conn: 1 }).is_empty());
+}

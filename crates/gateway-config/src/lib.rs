@@ -7,13 +7,18 @@
 //! own resources created through the API: those live in the store.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 
 /// Scaleway's ASN, our side of every BGP session unless configured otherwise.
 pub const DEFAULT_ASN: u32 = 12876;
+/// API tokens shorter than this are refused: a token is the only thing
+/// between the network and every PSK.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -31,6 +36,10 @@ pub enum ConfigError {
     },
     #[error("invalid config: {0}")]
     Invalid(String),
+    #[error("{key}: a token is {len} characters long; at least {MIN_TOKEN_LEN} are required")]
+    ShortToken { key: String, len: usize },
+    #[error("api.tokens_file {path} has mode {mode:o}: it must not be readable or writable by group or others (chmod 600)")]
+    LooseTokensFile { path: PathBuf, mode: u32 },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,7 +149,7 @@ pub struct Interfaces {
     pub xdp_mode: XdpMode,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
     #[serde(default = "default_listen")]
@@ -154,6 +163,20 @@ pub struct ApiSection {
     /// Prometheus exposition address.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Seconds a client has to send a request's headers, counted from the
+    /// connection (or the previous response): slow or idle clients are
+    /// closed.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body once its headers are
+    /// in; also how long a response may make no progress (a client that
+    /// does not read) before the connection is closed.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_secs: u64,
+    /// HTTP connections served at once; further ones wait in the listen
+    /// backlog until one ends.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for ApiSection {
@@ -163,12 +186,49 @@ impl Default for ApiSection {
             tokens: Vec::new(),
             tokens_file: None,
             metrics_listen: None,
+            header_timeout_secs: default_header_timeout(),
+            body_timeout_secs: default_body_timeout(),
+            max_connections: default_max_connections(),
         }
+    }
+}
+
+/// Tokens are secrets: the `Debug` output (and so any log of the config)
+/// only says how many there are.
+impl std::fmt::Debug for ApiSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSection")
+            .field("listen", &self.listen)
+            .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
+            .field("tokens_file", &self.tokens_file)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("header_timeout_secs", &self.header_timeout_secs)
+            .field("body_timeout_secs", &self.body_timeout_secs)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl ApiSection {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
     }
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_body_timeout() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    256
 }
 
 /// Packet sizes through the tunnels: TCP MSS clamping and the ICMP errors
@@ -325,23 +385,55 @@ impl Config {
                 )));
             }
         }
+        for (i, t) in self.api.tokens.iter().enumerate() {
+            check_token(t, || format!("api.tokens[{i}]"))?;
+        }
+        if self.api.header_timeout_secs == 0 || self.api.body_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "api.header_timeout_secs and api.body_timeout_secs must be at least 1".into(),
+            ));
+        }
+        if self.api.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "api.max_connections must be at least 1".into(),
+            ));
+        }
+        // A loose or malformed tokens file fails the load, not the first request.
+        self.api_tokens()?;
         Ok(())
     }
 
-    /// The token list with `tokens_file` merged in.
+    /// The token list with `tokens_file` merged in. The file must not be
+    /// readable or writable by group or others, and every token in it
+    /// follows the same rules as `api.tokens`.
     pub fn api_tokens(&self) -> Result<Vec<String>, ConfigError> {
         let mut tokens = self.api.tokens.clone();
         if let Some(path) = &self.api.tokens_file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            let read = |source| ConfigError::Read {
                 path: path.clone(),
                 source,
-            })?;
-            tokens.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_owned),
-            );
+            };
+            let file = std::fs::File::open(path).map_err(read)?;
+            // Checked on the open file, so a swap between check and read
+            // cannot slip a loose one in.
+            let mode = file.metadata().map_err(read)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(ConfigError::LooseTokensFile {
+                    path: path.clone(),
+                    mode: mode & 0o7777,
+                });
+            }
+            let text = std::io::read_to_string(file).map_err(read)?;
+            for (n, line) in text.lines().enumerate() {
+                let t = line.trim();
+                if t.is_empty() || t.starts_with('#') {
+                    continue;
+                }
+                check_token(t, || {
+                    format!("api.tokens_file {} line {}", path.display(), n + 1)
+                })?;
+                tokens.push(t.to_owned());
+            }
         }
         Ok(tokens)
     }
@@ -364,6 +456,14 @@ impl Config {
             .and_then(|t| t.mss_clamp)
             .unwrap_or(self.datapath.mss_clamp)
     }
+}
+
+fn check_token(token: &str, key: impl FnOnce() -> String) -> Result<(), ConfigError> {
+    let len = token.chars().count();
+    if len < MIN_TOKEN_LEN {
+        return Err(ConfigError::ShortToken { key: key(), len });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -421,5 +521,69 @@ mod tests {
     fn unknown_field_refused() {
         let err = Config::parse("[interfaces]\nwan = \"a\"\nlan = \"b\"\nbogus = 1\n").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    const BASE: &str = "[interfaces]\nwan = \"a\"\nlan = \"b\"\n";
+
+    #[test]
+    fn short_token_refused_naming_the_key() {
+        let ok = format!("{BASE}[api]\ntokens = [\"0123456789abcdef\"]\n");
+        Config::parse(&ok).unwrap();
+        let short = format!("{BASE}[api]\ntokens = [\"0123456789abcdef\", \"lab-0000-token\"]\n");
+        let err = Config::parse(&short).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::ShortToken { key, len: 14 } if key == "api.tokens[1]"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("api.tokens[1]"), "{err}");
+    }
+
+    #[test]
+    fn tokens_file_mode_and_length_checked() {
+        let dir = std::env::temp_dir().join(format!("gwcfg-tokens-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens");
+        std::fs::write(&path, "# ops\n\n0123456789abcdef0123\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!("{BASE}[api]\ntokens_file = \"{}\"\n", path.display());
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.api_tokens().unwrap(), vec!["0123456789abcdef0123"]);
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = c.api_tokens().unwrap_err();
+        assert!(
+            matches!(err, ConfigError::LooseTokensFile { mode: 0o640, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&path, "0123456789abcdef0123\nshort\n").unwrap();
+        let err = c.api_tokens().unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::ShortToken { key, len: 5 } if key.ends_with("line 2")),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn debug_output_hides_tokens() {
+        let c = Config::parse(&format!(
+            "{BASE}[api]\ntokens = [\"0123456789abcdef-secret\"]\n"
+        ))
+        .unwrap();
+        let d = format!("{c:?}");
+        assert!(!d.contains("0123456789abcdef-secret"), "{d}");
+        assert!(d.contains("<1 redacted>"), "{d}");
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_refuse_zero() {
+        let c = Config::parse(BASE).unwrap();
+        assert_eq!(c.api.header_timeout(), Duration::from_secs(10));
+        assert_eq!(c.api.max_connections, 256);
+        let err = Config::parse(&format!("{BASE}[api]\nmax_connections = 0\n")).unwrap_err();
+        assert!(err.to_string().contains("max_connections"), "{err}");
     }
 }

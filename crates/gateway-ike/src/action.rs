@@ -1,17 +1,46 @@
 //! What the IKE core asks of its driver and of the agent: datagrams to
-//! send, timers to arm, CHILD SAs to install or remove in the ESP data
-//! plane, IKE SA up/down events and log lines. Key material travels only
-//! inside `ChildSaInstall`, in zeroizing buffers, and is never logged.
+//! send, timers to arm, Diffie-Hellman work to run off the event loop,
+//! CHILD SAs to install or remove in the ESP data plane, IKE SA
+//! up/down/failed events and log lines. Every event about an IKE SA names
+//! it ([`IkeSaId`]): a connection can have several at once (a half-open
+//! one next to the established one, the two sides of a rekey), and only
+//! the loss of the one that carries a tunnel may take the tunnel down. Key
+//! material travels only inside `ChildSaInstall`, in zeroizing buffers,
+//! and is never logged.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::crypto::Secret;
+pub use crate::dh::{DhJob, DhJobId, DhResult};
 use crate::payload::TrafficSelector;
 
 /// Identifies one IKE SA's timer: our IKE SPI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TimerId(pub u64);
+
+/// Identifies one IKE SA in the events: our IKE SPI of it, unique among
+/// the manager's IKE SAs while it lives (a rekey makes a new one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IkeSaId(pub u64);
+
+impl std::fmt::Display for IkeSaId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Volume lifetimes of a CHILD SA (RFC 4301 §4.4.2.1): after the soft
+/// limit of packets or bytes (either direction) the SA is rekeyed, at the
+/// hard limit it must no longer be used. The data plane counts; `None`
+/// means no limit of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VolumeLifetimes {
+    pub soft_packets: Option<u64>,
+    pub hard_packets: Option<u64>,
+    pub soft_bytes: Option<u64>,
+    pub hard_bytes: Option<u64>,
+}
 
 /// Keys for one direction of an ESP SA. For AEAD the salt is appended to
 /// the encryption key (GCM/ChaCha20-Poly1305: 4 bytes, CCM: 3 bytes) and
@@ -43,6 +72,8 @@ pub struct UdpEncap {
 #[derive(Debug)]
 pub struct ChildSaInstall {
     pub conn: String,
+    /// The (established) IKE SA the CHILD SA belongs to.
+    pub ike: IkeSaId,
     /// SPI of the inbound SA (we chose it; the peer sends with it).
     pub spi_in: u32,
     /// SPI of the outbound SA (the peer chose it).
@@ -62,8 +93,14 @@ pub struct ChildSaInstall {
     /// Set on a rekey: the inbound SPI of the CHILD SA this one replaces
     /// (install the new one, switch outbound, then remove the old).
     pub replaces_spi_in: Option<u32>,
+    /// The connection's volume lifetimes, for the data plane to count
+    /// against (at the soft limit, ask the driver to rekey this CHILD SA:
+    /// `driver::Command::RekeyChildSa` with `spi_in`).
+    pub volume: VolumeLifetimes,
 }
 
+/// Why an IKE SA ended ([`Action::IkeSaDown`]) or never got established
+/// ([`Action::IkeSaFailed`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DownReason {
     /// The peer (or we) deleted the IKE SA with a DELETE.
@@ -83,6 +120,9 @@ pub enum DownReason {
     Replaced,
     /// Any other error notify or protocol failure, with its notify type.
     Protocol(u16),
+    /// Resource limits: the Diffie-Hellman work of a half-open IKE SA was
+    /// refused by the driver (too much in flight from that address).
+    Overload,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,25 +142,44 @@ pub enum Action {
         to: SocketAddr,
     },
     /// Call `handle_timer(id, ..)` at `at` (replaces an earlier arming of `id`).
-    ArmTimer {
-        id: TimerId,
-        at: Instant,
-    },
+    ArmTimer { id: TimerId, at: Instant },
+    /// Run this Diffie-Hellman work (off the event loop) and hand the
+    /// result to `IkeManager::handle_dh_result`.
+    ComputeDh(DhJob),
+    /// Only ever for an established (authenticated) IKE SA.
     InstallChildSa(ChildSaInstall),
     RemoveChildSa {
         conn: String,
+        ike: IkeSaId,
         spi_in: u32,
         spi_out: u32,
     },
+    /// An IKE SA was authenticated (IKE_AUTH), or a rekey made it
+    /// (`rekey_of` names the IKE SA it replaces: its CHILD SAs now belong
+    /// to this one, and the old one goes without an `IkeSaDown`).
     IkeSaUp {
         conn: String,
+        ike: IkeSaId,
         spi_i: u64,
         spi_r: u64,
         local: SocketAddr,
         remote: SocketAddr,
+        rekey_of: Option<IkeSaId>,
     },
+    /// An established IKE SA is gone (its CHILD SAs were removed first).
     IkeSaDown {
         conn: String,
+        ike: IkeSaId,
+        reason: DownReason,
+    },
+    /// An IKE SA that never got established is gone: a refused or
+    /// expired half-open SA (`initiator` false: anyone can cause that,
+    /// it says nothing about the tunnel), or our own attempt that failed
+    /// (`initiator` true: try again later).
+    IkeSaFailed {
+        conn: String,
+        ike: IkeSaId,
+        initiator: bool,
         reason: DownReason,
     },
     /// The peer is behind a NAT whose mapping changed (RFC 7296 §2.23,
@@ -132,6 +191,7 @@ pub enum Action {
     /// this carry the new port in `udp_encap.remote_port` already.
     PeerEndpointChanged {
         conn: String,
+        ike: IkeSaId,
         old: SocketAddr,
         new: SocketAddr,
         spis_out: Vec<u32>,

@@ -19,6 +19,8 @@ pub enum ChildSaState {
 
 #[derive(Debug)]
 pub struct ChildSa {
+    /// Holds `spi_in` against reuse while this CHILD SA exists.
+    pub(crate) _lease: crate::spi::SpiLease,
     pub spi_in: u32,
     pub spi_out: u32,
     pub chosen: EspChosen,

@@ -223,6 +223,9 @@ pub struct ConnectionConfig {
     pub initiate: bool,
     pub ike_ciphers: Vec<IkeCipher>,
     pub esp_ciphers: Vec<EspCipher>,
+    /// Prefer extended sequence numbers (RFC 4303 §2.2.1): our proposals
+    /// carry both ESN transforms, the preferred one first, and as
+    /// responder we pick the preferred one when the peer offers it.
     pub esn: bool,
     /// Use UDP-encapsulated ESP even without NAT (pretends to be behind a
     /// NAT, like strongSwan's `encap = yes`).
@@ -256,6 +259,10 @@ pub struct ConnectionConfig {
     /// Hard lifetime of CHILD SAs: one that was not rekeyed by then is
     /// deleted (strongSwan's default is 110% of the rekey time).
     pub child_lifetime: Option<Duration>,
+    /// Packet and byte lifetimes of CHILD SAs, handed to the data plane
+    /// with every install (it counts; at the soft limit the agent asks
+    /// for a rekey). None by default.
+    pub child_volume: crate::action::VolumeLifetimes,
 }
 
 impl ConnectionConfig {
@@ -291,7 +298,7 @@ impl ConnectionConfig {
                 integ: None,
                 dh: None,
             }],
-            esn: false,
+            esn: true,
             force_encap: false,
             local_ts: all.clone(),
             remote_ts: all,
@@ -310,6 +317,7 @@ impl ConnectionConfig {
             child_rekey_time: Some(Duration::from_secs(3600)),
             ike_rekey_time: Some(Duration::from_secs(4 * 3600)),
             child_lifetime: Some(Duration::from_secs(3960)),
+            child_volume: crate::action::VolumeLifetimes::default(),
         }
     }
 }
@@ -430,26 +438,37 @@ impl EspChosen {
 }
 
 /// Our ESP proposals; `pfs` includes the DH transforms (CREATE_CHILD_SA).
+/// Each offers both ESN transforms (RFC 7296 §3.3.2: alternatives of one
+/// type, in our order of preference), so a peer without ESN support can
+/// still pick 32-bit sequence numbers.
 pub(crate) fn esp_proposals(
     ciphers: &[EspCipher],
     spi: u32,
-    esn: bool,
+    esn_pref: bool,
     pfs: bool,
 ) -> Vec<Proposal> {
     ciphers
         .iter()
         .enumerate()
-        .map(|(i, c)| Proposal {
-            number: u8::try_from(i + 1).unwrap_or(u8::MAX),
-            protocol: proto::ESP,
-            spi: spi.to_be_bytes().to_vec(),
-            transforms: EspChosen {
+        .map(|(i, c)| {
+            let mut transforms = EspChosen {
                 encr: c.encr,
                 integ: c.integ,
                 dh: if pfs { c.dh } else { None },
-                esn,
+                esn: esn_pref,
             }
-            .transforms(),
+            .transforms();
+            transforms.push(Transform {
+                ttype: TransformType::Esn,
+                id: u16::from(!esn_pref),
+                key_length: None,
+            });
+            Proposal {
+                number: u8::try_from(i + 1).unwrap_or(u8::MAX),
+                protocol: proto::ESP,
+                spi: spi.to_be_bytes().to_vec(),
+                transforms,
+            }
         })
         .collect()
 }
@@ -557,7 +576,46 @@ mod tests {
         let e = EspCipher::from_api("aes256gcm", None, None).unwrap();
         let props = esp_proposals(&[e], 0x1234_5678, false, false);
         let (n, spi, ch) = select_esp(&[e], &props, false, true).unwrap();
-        assert_eq!((n, spi, ch.esn), (1, 0x1234_5678, false));
+        assert_eq!((n, spi, ch.esn), (1, 0x1234_5678, true));
+    }
+
+    #[test]
+    fn esn_is_offered_both_ways_and_preferred() {
+        let e = EspCipher::from_api("aes256gcm", None, None).unwrap();
+        let esn = |p: &Proposal| -> Vec<u16> {
+            p.transforms
+                .iter()
+                .filter(|t| t.ttype == TransformType::Esn)
+                .map(|t| t.id)
+                .collect()
+        };
+        // Our proposals: ESN first, then without.
+        let ours = esp_proposals(&[e], 0x1234_5678, true, false);
+        assert_eq!(esn(&ours[0]), vec![1, 0]);
+        // A responder preferring ESN picks it; one preferring 32-bit
+        // sequence numbers picks those from the same offer.
+        assert!(select_esp(&[e], &ours, false, true).unwrap().2.esn);
+        assert!(!select_esp(&[e], &ours, false, false).unwrap().2.esn);
+        // A peer that offers no ESN: accepted, without ESN.
+        let mut theirs = ours.clone();
+        theirs[0]
+            .transforms
+            .retain(|t| !(t.ttype == TransformType::Esn && t.id == 1));
+        let (_, _, ch) = select_esp(&[e], &theirs, false, true).unwrap();
+        assert!(!ch.esn);
+        // As initiator we accept either single choice, never both at once.
+        for esn_chosen in [true, false] {
+            let chosen = EspChosen {
+                encr: e.encr,
+                integ: None,
+                dh: None,
+                esn: esn_chosen,
+            };
+            let reply = chosen_proposal(1, proto::ESP, vec![0, 0, 1, 0], chosen.transforms());
+            let (_, got) = esp_chosen(&[e], &reply, false, true).unwrap();
+            assert_eq!(got.esn, esn_chosen);
+        }
+        assert!(esp_chosen(&[e], &ours, false, true).is_none());
     }
 
     #[test]

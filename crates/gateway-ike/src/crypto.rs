@@ -658,10 +658,12 @@ enum DhInner {
     X25519(x25519_dalek::StaticSecret),
 }
 
-/// Our ephemeral Diffie-Hellman private value for one exchange.
+/// Our ephemeral Diffie-Hellman private value for one exchange, with its
+/// public value (computed once: for the MODP groups it is a modpow).
 pub struct DhPrivate {
     pub group: DhGroup,
     inner: DhInner,
+    public: Vec<u8>,
 }
 
 impl std::fmt::Debug for DhPrivate {
@@ -701,7 +703,16 @@ impl DhPrivate {
                 DhInner::X25519(x25519_dalek::StaticSecret::random_from_rng(OsRng))
             }
         };
-        Self { group, inner }
+        Self::with_public(group, inner)
+    }
+
+    fn with_public(group: DhGroup, inner: DhInner) -> Self {
+        let public = Self::compute_public(group, &inner);
+        Self {
+            group,
+            inner,
+            public,
+        }
     }
 
     /// Builds a private value from fixed bytes, for known-answer tests.
@@ -720,16 +731,40 @@ impl DhPrivate {
                 DhInner::X25519(x25519_dalek::StaticSecret::from(arr))
             }
         };
-        Ok(Self { group, inner })
+        Ok(Self::with_public(group, inner))
+    }
+
+    /// A copy of the key pair, for a computation that runs elsewhere
+    /// (`dh`) while the exchange keeps its own.
+    pub(crate) fn duplicate(&self) -> Self {
+        let inner = match &self.inner {
+            DhInner::Modp { x, p } => DhInner::Modp {
+                x: x.clone(),
+                p: p.clone(),
+            },
+            DhInner::P256(k) => DhInner::P256(k.clone()),
+            DhInner::P384(k) => DhInner::P384(k.clone()),
+            DhInner::P521(k) => DhInner::P521(k.clone()),
+            DhInner::X25519(k) => DhInner::X25519(k.clone()),
+        };
+        Self {
+            group: self.group,
+            inner,
+            public: self.public.clone(),
+        }
     }
 
     /// The key exchange data for our KE payload.
     pub fn public_value(&self) -> Vec<u8> {
+        self.public.clone()
+    }
+
+    fn compute_public(group: DhGroup, inner: &DhInner) -> Vec<u8> {
         use p256::elliptic_curve::sec1::ToEncodedPoint;
-        match &self.inner {
+        match inner {
             DhInner::Modp { x, p } => {
                 let y = BigUint::from(2u32).modpow(&BigUint::from_bytes_be(x), p);
-                pad_be(&y.to_bytes_be(), self.group.public_len())
+                pad_be(&y.to_bytes_be(), group.public_len())
             }
             DhInner::P256(k) => k.public_key().to_encoded_point(false).as_bytes()[1..].to_vec(),
             DhInner::P384(k) => k.public_key().to_encoded_point(false).as_bytes()[1..].to_vec(),

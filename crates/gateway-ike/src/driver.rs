@@ -1,25 +1,46 @@
 //! The thin tokio driver around `IkeManager`: UDP sockets on the IKE port
-//! (500) and the NAT-T port (4500) of each public address, timers, and a
-//! command channel from the agent. Everything that is not a datagram or a
-//! timer (CHILD SA install/remove, IKE SA up/down, a NAT'd peer's new
-//! port, logs) is forwarded to the agent on the event channel. No protocol
-//! logic lives here.
+//! (500) and the NAT-T port (4500) of each public address, timers, a
+//! command channel from the agent, and a bounded pool of blocking workers
+//! for the manager's Diffie-Hellman jobs. Everything that is not a
+//! datagram, a timer or a job (CHILD SA install/remove, IKE SA
+//! up/down/failed, a NAT'd peer's new port, logs) is forwarded to the
+//! agent on the event channel. No protocol logic lives here.
+//!
+//! Diffie-Hellman work runs off the event loop (`spawn_blocking`, at most
+//! [`DhPool::workers`] at once), so a flood of modp4096 IKE_SA_INIT cannot
+//! delay DPD and rekeys of established IKE SAs. Jobs of half-open IKE SAs
+//! that peers started are capped per peer address and in all; the excess
+//! is refused (the half-open SA is dropped, and counted in [`Stats`]).
+//! Our own jobs and those of authenticated IKE SAs are never refused.
+//!
+//! The event channel is bounded, and the driver never waits for the agent:
+//! when the channel is full, events stay in order in the driver's outbox.
+//! What changes state (CHILD SA installs and removals, IKE SA up, down, our
+//! own failed attempts, endpoint changes) is never dropped; log lines and
+//! failures of half-open IKE SAs the peer started (which say nothing about
+//! a tunnel) are dropped, and counted, once [`LOSSY_BACKLOG`] events wait.
+//! With [`PAUSE_BACKLOG`] events waiting, the driver stops reading
+//! datagrams (the kernel's socket buffer, then the peers' retransmissions,
+//! absorb the pause) until the agent has caught up; timers and commands
+//! keep running.
 //!
 //! UDP-encapsulated ESP (RFC 3948: a non-zero first word on the NAT-T
 //! port) that reaches these sockets — because the XDP fast path is off or
 //! has no AF_XDP socket bound — is not IKE: it goes to the optional ESP
 //! sink (the data plane's slow path) instead of the IKE core.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::action::{Action, TimerId};
 use crate::config::ConnectionConfig;
+use crate::dh::{DhJob, DhResult};
 use crate::manager::IkeManager;
 
 /// Requests from the agent.
@@ -29,8 +50,17 @@ pub enum Command {
     RemoveConnection(String),
     Initiate(String),
     DeleteIkeSa(String),
-    DeleteChildSa { conn: String, spi_in: u32 },
-    RekeyChildSa { conn: String, spi_in: u32 },
+    DeleteChildSa {
+        conn: String,
+        spi_in: u32,
+    },
+    /// Rekeys a CHILD SA now, make-before-break (e.g. its volume soft
+    /// limit was reached in the data plane). Harmless when that CHILD SA
+    /// is being rekeyed already or is gone.
+    RekeyChildSa {
+        conn: String,
+        spi_in: u32,
+    },
     RekeyIkeSa(String),
 }
 
@@ -55,15 +85,95 @@ pub fn is_udp_esp(payload: &[u8]) -> bool {
     payload.len() >= 8 && payload[..4] != [0, 0, 0, 0]
 }
 
+/// With this many events waiting for the agent, droppable ones (logs,
+/// half-open failures) are dropped.
+pub const LOSSY_BACKLOG: usize = 256;
+/// With this many events waiting for the agent, datagrams are not read.
+pub const PAUSE_BACKLOG: usize = 2048;
+
+/// How Diffie-Hellman jobs run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhPool {
+    /// Jobs computing at once, each on a blocking thread.
+    pub workers: usize,
+    /// Jobs of half-open IKE SAs that peers started (unauthenticated),
+    /// queued or running, per peer address; beyond, refused.
+    pub max_unauthenticated_per_addr: usize,
+    /// The same in all addresses.
+    pub max_unauthenticated: usize,
+}
+
+impl Default for DhPool {
+    fn default() -> Self {
+        // One core stays for the event loop and the data path.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            workers: cores.saturating_sub(1).clamp(1, 8),
+            max_unauthenticated_per_addr: 2,
+            max_unauthenticated: 64,
+        }
+    }
+}
+
+/// What the driver counted; shared, readable while it runs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    dh_jobs_run: AtomicU64,
+    dh_jobs_refused: AtomicU64,
+    events_dropped: AtomicU64,
+}
+
+impl Stats {
+    /// Diffie-Hellman jobs computed.
+    pub fn dh_jobs_run(&self) -> u64 {
+        self.dh_jobs_run.load(Ordering::Relaxed)
+    }
+    /// Jobs of half-open IKE SAs refused (per-address or total cap).
+    pub fn dh_jobs_refused(&self) -> u64 {
+        self.dh_jobs_refused.load(Ordering::Relaxed)
+    }
+    /// Droppable events (logs, half-open failures) dropped while the
+    /// agent was behind.
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// A finished job, and the address whose unauthenticated count it held.
+struct JobDone {
+    result: Option<DhResult>,
+    unauthenticated: Option<IpAddr>,
+}
+
 pub struct UdpDriver {
     mgr: IkeManager,
     sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
     timers: BTreeMap<TimerId, Instant>,
     rx: mpsc::Receiver<Received>,
+    pool: DhPool,
+    workers: Arc<Semaphore>,
+    unauthenticated: HashMap<IpAddr, usize>,
+    jobs_tx: mpsc::Sender<JobDone>,
+    jobs_rx: mpsc::Receiver<JobDone>,
+    /// Events for the agent that did not fit the channel yet, in order.
+    outbox: VecDeque<Action>,
+    stats: Arc<Stats>,
 }
 
 /// Largest datagram read; IKE messages above this are fragmented (RFC 7383).
 const MAX_DATAGRAM: usize = 65_535;
+
+/// Whether the agent can do without an event when it is behind.
+fn droppable(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::Log { .. }
+            | Action::IkeSaFailed {
+                initiator: false,
+                ..
+            }
+    )
+}
 
 impl UdpDriver {
     /// Binds `ike_port` and `natt_port` on every address (the VPN
@@ -118,16 +228,96 @@ impl UdpDriver {
                 sockets.insert(local, sock);
             }
         }
+        let mut mgr = IkeManager::new();
+        mgr.set_dh_offload(true);
+        let pool = DhPool::default();
+        let (jobs_tx, jobs_rx) = mpsc::channel(64);
         Ok(Self {
-            mgr: IkeManager::new(),
+            mgr,
             sockets,
             timers: BTreeMap::new(),
             rx,
+            workers: Arc::new(Semaphore::new(pool.workers)),
+            pool,
+            unauthenticated: HashMap::new(),
+            jobs_tx,
+            jobs_rx,
+            outbox: VecDeque::new(),
+            stats: Arc::new(Stats::default()),
         })
     }
 
-    async fn apply(&mut self, actions: Vec<Action>, events: &mpsc::UnboundedSender<Action>) {
-        for a in actions {
+    /// The IKE manager, to configure before `run` (limits, the data
+    /// plane's SPI predicate).
+    pub fn manager_mut(&mut self) -> &mut IkeManager {
+        &mut self.mgr
+    }
+
+    /// Replaces the Diffie-Hellman pool's settings (before `run`).
+    pub fn set_dh_pool(&mut self, pool: DhPool) {
+        self.workers = Arc::new(Semaphore::new(pool.workers.max(1)));
+        self.pool = pool;
+    }
+
+    /// The driver's counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Starts a job, or refuses it (returns the refusal to feed back).
+    fn start_job(&mut self, job: DhJob) -> Option<DhResult> {
+        let unauthenticated = job.unauthenticated.then_some(job.peer);
+        if let Some(peer) = unauthenticated {
+            let here = self.unauthenticated.get(&peer).copied().unwrap_or(0);
+            let all: usize = self.unauthenticated.values().sum();
+            if here >= self.pool.max_unauthenticated_per_addr
+                || all >= self.pool.max_unauthenticated
+            {
+                self.stats.dh_jobs_refused.fetch_add(1, Ordering::Relaxed);
+                return Some(job.refuse());
+            }
+            *self.unauthenticated.entry(peer).or_insert(0) += 1;
+        }
+        let workers = Arc::clone(&self.workers);
+        let done = self.jobs_tx.clone();
+        let stats = Arc::clone(&self.stats);
+        tokio::spawn(async move {
+            let result = match workers.acquire_owned().await {
+                Ok(_permit) => tokio::task::spawn_blocking(move || job.run()).await.ok(),
+                Err(_) => None,
+            };
+            if result.is_some() {
+                stats.dh_jobs_run.fetch_add(1, Ordering::Relaxed);
+            }
+            // A lost result (a panicked worker) still gives back its count.
+            let _ = done
+                .send(JobDone {
+                    result,
+                    unauthenticated,
+                })
+                .await;
+        });
+        None
+    }
+
+    fn job_done(&mut self, done: JobDone) -> Vec<Action> {
+        if let Some(peer) = done.unauthenticated {
+            if let Some(n) = self.unauthenticated.get_mut(&peer) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.unauthenticated.remove(&peer);
+                }
+            }
+        }
+        match done.result {
+            Some(r) => self.mgr.handle_dh_result(r, Instant::now()),
+            None => Vec::new(),
+        }
+    }
+
+    async fn apply(&mut self, actions: Vec<Action>, events: &mpsc::Sender<Action>) {
+        let mut work: VecDeque<Action> = actions.into();
+        while let Some(a) = work.pop_front() {
             match a {
                 Action::Send { bytes, from, to } => {
                     if let Some(s) = self.sockets.get(&from) {
@@ -138,21 +328,47 @@ impl UdpDriver {
                 Action::ArmTimer { id, at } => {
                     self.timers.insert(id, at);
                 }
-                // InstallChildSa, RemoveChildSa, IkeSaUp/Down,
+                Action::ComputeDh(job) => {
+                    if let Some(refused) = self.start_job(job) {
+                        work.extend(self.mgr.handle_dh_result(refused, Instant::now()));
+                    }
+                }
+                // InstallChildSa, RemoveChildSa, IkeSaUp/Down/Failed,
                 // PeerEndpointChanged (the data plane must move the ESP of
                 // those CHILD SAs), Log: the agent's business.
-                other => {
-                    let _ = events.send(other);
+                other if droppable(&other) && self.outbox.len() >= LOSSY_BACKLOG => {
+                    self.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                other => self.outbox.push_back(other),
+            }
+        }
+        self.flush(events);
+    }
+
+    /// Moves waiting events into the channel as far as it has room.
+    fn flush(&mut self, events: &mpsc::Sender<Action>) {
+        while let Some(a) = self.outbox.pop_front() {
+            match events.try_send(a) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(a)) => {
+                    self.outbox.push_front(a);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    // Nobody listens any more.
+                    self.outbox.clear();
+                    return;
                 }
             }
         }
     }
 
-    /// Runs until the command channel closes.
+    /// Runs until the command channel closes. `events` is bounded; see
+    /// the module documentation for what happens when it is full.
     pub async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        events: mpsc::UnboundedSender<Action>,
+        events: mpsc::Sender<Action>,
     ) {
         loop {
             let next = self
@@ -168,9 +384,26 @@ impl UdpDriver {
                     None => std::future::pending::<()>().await,
                 }
             };
+            let backlog = self.outbox.len();
             tokio::select! {
-                Some(r) = self.rx.recv() => {
+                permit = events.reserve(), if backlog > 0 => {
+                    match permit {
+                        Ok(permit) => {
+                            if let Some(a) = self.outbox.pop_front() {
+                                permit.send(a);
+                            }
+                            self.flush(&events);
+                        }
+                        // Nobody listens any more.
+                        Err(_) => self.outbox.clear(),
+                    }
+                }
+                Some(r) = self.rx.recv(), if backlog < PAUSE_BACKLOG => {
                     let acts = self.mgr.handle_datagram(&r.bytes, r.from, r.to, Instant::now());
+                    self.apply(acts, &events).await;
+                }
+                Some(done) = self.jobs_rx.recv() => {
+                    let acts = self.job_done(done);
                     self.apply(acts, &events).await;
                 }
                 cmd = commands.recv() => {

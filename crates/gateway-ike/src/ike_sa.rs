@@ -1,8 +1,9 @@
 //! One IKE SA (RFC 7296 §1): its SPIs, endpoints, negotiated algorithms
-//! and keys, nonces, the IKE_SA_INIT octets kept for AUTH, its CHILD SAs,
-//! and the bookkeeping the task manager (`task_manager`) needs: message
-//! IDs, the outstanding request, the cached last response. Actions the SA
-//! produces accumulate in `out` and are drained by the `IkeManager`.
+//! and keys, nonces, the IKE_SA_INIT octets kept for AUTH, whether the
+//! peer is authenticated yet, its CHILD SAs, and the bookkeeping the task
+//! manager (`task_manager`) needs: message IDs, the outstanding request,
+//! the cached last response, Diffie-Hellman work in flight (`dh`). Actions
+//! the SA produces accumulate in `out` and are drained by the `IkeManager`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -11,11 +12,14 @@ use std::time::Instant;
 
 use zeroize::Zeroizing;
 
-use crate::action::{Action, DownReason, LogLevel};
+use crate::action::{Action, DownReason, IkeSaId, LogLevel};
 use crate::child_sa::ChildSa;
 use crate::config::{ConnectionConfig, IkeCipher};
-use crate::crypto::{IkeKeys, SkCrypto, SkDirKeys};
-use crate::tasks::Task;
+use crate::crypto::{CryptoError, DhGroup, DhPrivate, IkeKeys, Secret, SkCrypto, SkDirKeys};
+use crate::dh::{DhJob, DhJobId, DhKey, DhOutcome, DhReady, DhResult};
+use crate::message::Message;
+use crate::spi::{SpiLease, SpiPool};
+use crate::tasks::{Task, TaskError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IkeSaState {
@@ -36,6 +40,26 @@ pub(crate) struct Outstanding {
     pub tries: u32,
     pub next: Instant,
     pub tasks: Vec<Task>,
+    /// The (authentic, decrypted) response, kept while its tasks wait for
+    /// Diffie-Hellman work; no retransmission meanwhile.
+    pub awaiting_dh: Option<Message>,
+}
+
+/// A request whose tasks wait for Diffie-Hellman work (decrypted and
+/// checked already; not answered yet, so a retransmission is dropped).
+pub(crate) struct PendingRequest {
+    pub msg: Message,
+    pub critical: Option<u8>,
+}
+
+/// Diffie-Hellman work of this SA: asked, and answered but not used yet.
+#[derive(Default)]
+pub(crate) struct DhState {
+    /// Emit jobs instead of computing inline.
+    pub offload: bool,
+    next_seq: u64,
+    pending: Vec<(u64, DhKey)>,
+    ready: Vec<(DhKey, DhReady)>,
 }
 
 pub struct IkeSa {
@@ -45,6 +69,10 @@ pub struct IkeSa {
     pub(crate) spi_i: u64,
     pub(crate) spi_r: u64,
     pub(crate) state: IkeSaState,
+    /// The peer proved knowledge of the PSK (IKE_AUTH), or the SA came
+    /// from rekeying one where it did. Until then only IKE_SA_INIT and
+    /// IKE_AUTH are processed, and no CHILD SA is ever created.
+    pub(crate) authenticated: bool,
     pub(crate) local: SocketAddr,
     pub(crate) remote: SocketAddr,
     /// UDP-encapsulated ESP and IKE on the NAT-T port.
@@ -60,7 +88,12 @@ pub struct IkeSa {
     pub(crate) peer_msg_id: u32,
     pub(crate) outstanding: Option<Outstanding>,
     pub(crate) queue: VecDeque<Vec<Task>>,
-    pub(crate) cached_response: Option<(u32, Vec<Vec<u8>>)>,
+    /// Message ID, exchange type and datagrams of our last response.
+    pub(crate) cached_response: Option<(u32, u8, Vec<Vec<u8>>)>,
+    pub(crate) pending_request: Option<PendingRequest>,
+    pub(crate) dh: DhState,
+    /// Where inbound SPIs of new CHILD SAs come from (shared by the manager).
+    pub(crate) spis: Arc<SpiPool>,
     pub(crate) last_rx: Instant,
     pub(crate) created: Instant,
     pub(crate) peer_initial_contact: bool,
@@ -90,6 +123,10 @@ pub struct IkeSa {
 }
 
 impl IkeSa {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "what every IKE SA starts from, named"
+    )]
     pub(crate) fn new(
         conn: Arc<ConnectionConfig>,
         initiator: bool,
@@ -98,6 +135,8 @@ impl IkeSa {
         local: SocketAddr,
         remote: SocketAddr,
         now: Instant,
+        spis: Arc<SpiPool>,
+        dh_offload: bool,
     ) -> Self {
         Self {
             conn,
@@ -105,6 +144,7 @@ impl IkeSa {
             spi_i,
             spi_r,
             state: IkeSaState::Connecting,
+            authenticated: false,
             local,
             remote,
             encap: false,
@@ -120,6 +160,12 @@ impl IkeSa {
             outstanding: None,
             queue: VecDeque::new(),
             cached_response: None,
+            pending_request: None,
+            dh: DhState {
+                offload: dh_offload,
+                ..DhState::default()
+            },
+            spis,
             last_rx: now,
             created: now,
             peer_initial_contact: false,
@@ -146,8 +192,18 @@ impl IkeSa {
         }
     }
 
+    /// How events name this IKE SA.
+    pub fn id(&self) -> IkeSaId {
+        IkeSaId(self.my_spi())
+    }
+
     pub fn state(&self) -> IkeSaState {
         self.state
+    }
+
+    /// Whether the peer has authenticated (IKE_AUTH completed).
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
     }
 
     pub fn conn_name(&self) -> &str {
@@ -239,6 +295,7 @@ impl IkeSa {
         );
         self.out.push(Action::PeerEndpointChanged {
             conn: self.conn.name.clone(),
+            ike: self.id(),
             old,
             new: from,
             spis_out,
@@ -275,7 +332,8 @@ impl IkeSa {
         });
     }
 
-    /// Removes all CHILD SAs from the data plane and reports the IKE SA down.
+    /// Removes all CHILD SAs from the data plane and reports the IKE SA
+    /// down (established) or failed (never established).
     pub(crate) fn destroy(&mut self, reason: DownReason) {
         if self.state == IkeSaState::Dead {
             return;
@@ -283,11 +341,30 @@ impl IkeSa {
         for c in std::mem::take(&mut self.children) {
             self.out.push(Action::RemoveChildSa {
                 conn: self.conn.name.clone(),
+                ike: self.id(),
                 spi_in: c.spi_in,
                 spi_out: c.spi_out,
             });
         }
-        if self.rekeyed {
+        if !self.authenticated {
+            // Anyone who can send from the peer's address makes half-open
+            // SAs fail: that must never read as the tunnel going down.
+            if reason != DownReason::Overload {
+                self.log(
+                    LogLevel::Info,
+                    format!(
+                        "IKE SA {:016x}_i {:016x}_r not established: {reason:?}",
+                        self.spi_i, self.spi_r
+                    ),
+                );
+            }
+            self.out.push(Action::IkeSaFailed {
+                conn: self.conn.name.clone(),
+                ike: self.id(),
+                initiator: self.initiator,
+                reason: reason.clone(),
+            });
+        } else if self.rekeyed {
             self.log(
                 LogLevel::Info,
                 format!(
@@ -305,12 +382,131 @@ impl IkeSa {
             );
             self.out.push(Action::IkeSaDown {
                 conn: self.conn.name.clone(),
+                ike: self.id(),
                 reason: reason.clone(),
             });
         }
         self.down_reason = Some(reason);
         self.state = IkeSaState::Dead;
         self.outstanding = None;
+        self.pending_request = None;
         self.queue.clear();
+    }
+
+    /// A new inbound SPI for a CHILD SA of this IKE SA.
+    pub(crate) fn new_spi_in(&self) -> Option<SpiLease> {
+        self.spis.allocate()
+    }
+
+    fn dh_job_id(&mut self) -> DhJobId {
+        self.dh.next_seq += 1;
+        DhJobId {
+            ike: self.my_spi(),
+            seq: self.dh.next_seq,
+        }
+    }
+
+    /// Jobs of a half-open SA the peer started may be refused under load.
+    fn dh_unauthenticated(&self) -> bool {
+        !self.authenticated && !self.initiator
+    }
+
+    /// Looks up (and takes) the answer to `key`; else asks for it, once.
+    fn dh_ask(
+        &mut self,
+        key: DhKey,
+        make: impl FnOnce(&mut Self, DhJobId) -> DhJob,
+    ) -> Result<DhReady, TaskError> {
+        if let Some(pos) = self.dh.ready.iter().position(|(k, _)| *k == key) {
+            return Ok(self.dh.ready.swap_remove(pos).1);
+        }
+        if !self.dh.pending.iter().any(|(_, k)| *k == key) {
+            let id = self.dh_job_id();
+            let job = make(self, id);
+            self.dh.pending.push((id.seq, key));
+            self.out.push(Action::ComputeDh(job));
+        }
+        Err(TaskError::NeedDh)
+    }
+
+    /// A new key pair for a request we build. `Err(NeedDh)`: asked for.
+    pub(crate) fn dh_generate(&mut self, group: DhGroup) -> Result<DhPrivate, TaskError> {
+        if !self.dh.offload {
+            return Ok(DhPrivate::generate(group));
+        }
+        match self.dh_ask(DhKey::Generate(group), |sa, id| {
+            DhJob::generate(id, sa.remote.ip(), sa.dh_unauthenticated(), group)
+        })? {
+            DhReady::Generated(d) => Ok(d),
+            _ => Err(TaskError::NeedDh),
+        }
+    }
+
+    /// A new key pair and its secret with the peer's KE (as responder).
+    pub(crate) fn dh_respond(
+        &mut self,
+        group: DhGroup,
+        ke: &[u8],
+    ) -> Result<(DhPrivate, Result<Secret, CryptoError>), TaskError> {
+        if !self.dh.offload {
+            let dh = DhPrivate::generate(group);
+            let s = dh.shared_secret(ke);
+            return Ok((dh, s));
+        }
+        match self.dh_ask(DhKey::Respond(group, ke.to_vec()), |sa, id| {
+            DhJob::respond(id, sa.remote.ip(), sa.dh_unauthenticated(), group, ke)
+        })? {
+            DhReady::Responded(d, s) => Ok((d, s)),
+            _ => Err(TaskError::NeedDh),
+        }
+    }
+
+    /// The secret of our key pair with the peer's KE (as initiator).
+    pub(crate) fn dh_shared(
+        &mut self,
+        dh: &DhPrivate,
+        ke: &[u8],
+    ) -> Result<Result<Secret, CryptoError>, TaskError> {
+        if !self.dh.offload {
+            return Ok(dh.shared_secret(ke));
+        }
+        match self.dh_ask(DhKey::Shared(dh.public_value(), ke.to_vec()), |sa, id| {
+            DhJob::shared(
+                id,
+                sa.remote.ip(),
+                sa.dh_unauthenticated(),
+                dh.duplicate(),
+                ke,
+            )
+        })? {
+            DhReady::Shared(s) => Ok(s),
+            _ => Err(TaskError::NeedDh),
+        }
+    }
+
+    /// The driver's answer to one of our jobs: kept for the exchange that
+    /// asked, which runs again. A refused job ends a half-open SA.
+    pub(crate) fn dh_done(&mut self, result: DhResult, now: Instant) {
+        let Some(pos) = self
+            .dh
+            .pending
+            .iter()
+            .position(|(seq, _)| *seq == result.id.seq)
+        else {
+            return;
+        };
+        self.dh.pending.swap_remove(pos);
+        match result.outcome {
+            DhOutcome::Done(key, ready) => {
+                self.dh.ready.push((key, ready));
+                self.resume(now);
+            }
+            DhOutcome::Refused if self.dh_unauthenticated() => {
+                self.destroy(DownReason::Overload);
+            }
+            // Only a half-open SA's work may be refused; anything else is
+            // asked for again.
+            DhOutcome::Refused => self.resume(now),
+        }
     }
 }

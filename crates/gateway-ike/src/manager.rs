@@ -1,21 +1,31 @@
 //! The IKE SA manager (libcharon's ike_sa_manager): the connections the
 //! agent configured, the IKE SAs keyed by our SPI, dispatch of received
 //! datagrams (stripping the non-ESP marker on the NAT-T port, matching a
-//! new IKE_SA_INIT to a connection by addresses) and of timers, and the
-//! public, sans-I/O API: inputs are bytes, addresses and `now`; outputs
-//! are `Action`s.
+//! new IKE_SA_INIT to a connection by addresses), of timers and of
+//! Diffie-Hellman results, and the public, sans-I/O API: inputs are bytes,
+//! addresses, results and `now`; outputs are `Action`s.
+//!
+//! It also bounds what unauthenticated peers cost ([`Limits`]): IKE SAs
+//! in all, half-open IKE SAs per remote address (COOKIE challenges from a
+//! low count on, RFC 7296 §2.6, with a secret that rotates and stays
+//! valid for one more period; then a hard cap), and established IKE SAs
+//! per connection (the oldest beyond the cap is deleted, as a new SA of
+//! the same peer replaces it). Inbound SPIs come from one pool (`spi`)
+//! that also asks the data plane through an injectable predicate.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::action::{Action, DownReason, LogLevel, TimerId};
 use crate::config::ConnectionConfig;
-use crate::crypto::random_u64;
+use crate::crypto::{random_u64, Secret};
+use crate::dh::{DhOutcome, DhResult};
 use crate::ike_sa::{IkeSa, IkeSaState};
 use crate::message::{exchange, Header, Message, MessageError, FLAG_RESPONSE, HEADER_LEN};
 use crate::payload::{notify, DecodeError, NotifyPayload, Payload};
+use crate::spi::{SpiInUse, SpiPool};
 use crate::task_manager::NON_ESP_MARKER;
 use crate::tasks::child_rekey::ChildRekey;
 use crate::tasks::ike_rekey::IkeRekey;
@@ -24,74 +34,235 @@ use crate::tasks::{
     Task,
 };
 
-/// Cap on IKE SAs (half-open included) so a flood of IKE_SA_INIT cannot
-/// grow memory without bound.
+/// Default cap on IKE SAs (half-open included) so a flood of IKE_SA_INIT
+/// cannot grow memory without bound.
 pub const MAX_IKE_SAS: usize = 4096;
 
-#[derive(Default)]
+/// What peers can make the manager keep. The defaults suit a gateway with
+/// a few thousand tunnels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// IKE SAs in all, half-open included: beyond, IKE_SA_INIT is dropped.
+    pub max_ike_sas: usize,
+    /// With this many half-open IKE SAs in all, every new IKE_SA_INIT must
+    /// return a COOKIE first (§2.6; 0: always).
+    pub cookie_threshold: usize,
+    /// The same, counting the half-open IKE SAs of the sender's address
+    /// only: a spoofer who cannot receive there stays below it, the real
+    /// peer returns the COOKIE and gets through.
+    pub cookie_threshold_per_addr: usize,
+    /// Half-open IKE SAs a remote address may have: beyond, its
+    /// IKE_SA_INIT is dropped (and counted), COOKIE or not.
+    pub max_half_open_per_addr: usize,
+    /// Established IKE SAs per connection: the one that carries it, plus
+    /// one taking over (a peer's reauthentication, both sides initiating
+    /// at once; a rekey's old SA is not counted). When one more is
+    /// authenticated, the oldest is deleted.
+    pub max_established_per_connection: usize,
+    /// How long a COOKIE secret is used; the previous one stays valid for
+    /// one more period, so a COOKIE handed out just before a rotation
+    /// still works.
+    pub cookie_rotation: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_ike_sas: MAX_IKE_SAS,
+            cookie_threshold: 64,
+            cookie_threshold_per_addr: 2,
+            max_half_open_per_addr: 4,
+            max_established_per_connection: 2,
+            cookie_rotation: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What the limits refused, since the manager was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// IKE_SA_INIT dropped: its address had `max_half_open_per_addr`.
+    pub half_open_per_addr_dropped: u64,
+    /// IKE_SA_INIT dropped: the manager held `max_ike_sas`.
+    pub ike_sa_limit_dropped: u64,
+    /// COOKIE challenges sent (no state kept for them).
+    pub cookies_sent: u64,
+    /// Diffie-Hellman jobs the driver refused (overload): a half-open SA
+    /// the peer started is dropped for it, other work is asked again.
+    pub dh_refused: u64,
+    /// Established IKE SAs deleted for `max_established_per_connection`.
+    pub replaced_over_limit: u64,
+}
+
+/// Stateless COOKIE secrets (§2.6): the current one and the previous one,
+/// each named by a version byte that leads the COOKIE.
+struct CookieSecrets {
+    current: Secret,
+    previous: Option<Secret>,
+    version: u8,
+    rotate_at: Option<Instant>,
+}
+
+impl CookieSecrets {
+    fn new() -> Self {
+        Self {
+            current: zeroize::Zeroizing::new(crate::crypto::random_bytes(32)),
+            previous: None,
+            version: 0,
+            rotate_at: None,
+        }
+    }
+
+    fn rotate(&mut self, now: Instant, period: Duration) {
+        match self.rotate_at {
+            None => self.rotate_at = Some(now + period),
+            Some(at) if now >= at => {
+                let fresh = zeroize::Zeroizing::new(crate::crypto::random_bytes(32));
+                let old = std::mem::replace(&mut self.current, fresh);
+                // After a long quiet spell the old one is stale too.
+                self.previous = (now < at + period).then_some(old);
+                self.version = self.version.wrapping_add(1);
+                self.rotate_at = Some(now + period);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// COOKIE = version | HMAC-SHA256(secret, Ni | IPi | SPIi)[..16].
+    fn make(&self, version: u8, ni: &[u8], from: IpAddr, spi_i: u64) -> Option<Vec<u8>> {
+        let secret = if version == self.version {
+            &self.current
+        } else if version == self.version.wrapping_sub(1) {
+            self.previous.as_ref()?
+        } else {
+            return None;
+        };
+        let ip = match from {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        let data = [ni, &ip, &spi_i.to_be_bytes()].concat();
+        let mac = crate::crypto::Prf::HmacSha256.prf(secret, &data);
+        let mut c = vec![version];
+        c.extend_from_slice(&mac[..16]);
+        Some(c)
+    }
+
+    fn valid(&self, cookie: &[u8], ni: &[u8], from: IpAddr, spi_i: u64) -> bool {
+        let Some(&version) = cookie.first() else {
+            return false;
+        };
+        self.make(version, ni, from, spi_i).is_some_and(|expect| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(cookie, expect.as_slice()))
+        })
+    }
+}
+
 pub struct IkeManager {
     conns: HashMap<String, Arc<ConnectionConfig>>,
     sas: HashMap<u64, IkeSa>,
     /// (initiator SPI, peer address) → our SPI, to recognise retransmitted
-    /// IKE_SA_INIT requests.
+    /// IKE_SA_INIT requests; also what counts as half-open per address.
     half_open: HashMap<(u64, SocketAddr), u64>,
     /// The NAT-T port datagrams arrive on with the non-ESP marker.
     natt_port: u16,
-    /// With this many half-open IKE SAs or more, new IKE_SA_INIT requests
-    /// must return a COOKIE first (§2.6).
-    cookie_threshold: usize,
-    /// Secret for stateless cookies; never leaves this process.
-    cookie_secret: crate::crypto::Secret,
+    limits: Limits,
+    counters: Counters,
+    /// Secrets for stateless cookies; never leave this process.
+    cookies: CookieSecrets,
+    spis: Arc<SpiPool>,
+    /// New IKE SAs hand their Diffie-Hellman work to the driver.
+    dh_offload: bool,
+}
+
+impl Default for IkeManager {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl IkeManager {
     pub fn new() -> Self {
         Self {
+            conns: HashMap::new(),
+            sas: HashMap::new(),
+            half_open: HashMap::new(),
             natt_port: 4500,
-            cookie_threshold: 64,
-            cookie_secret: zeroize::Zeroizing::new(crate::crypto::random_bytes(32)),
-            ..Self::default()
+            limits: Limits::default(),
+            counters: Counters::default(),
+            cookies: CookieSecrets::new(),
+            spis: Arc::new(SpiPool::default()),
+            dh_offload: false,
         }
     }
 
     /// Sets how many half-open IKE SAs trigger COOKIE challenges (0: always).
     pub fn set_cookie_threshold(&mut self, n: usize) {
-        self.cookie_threshold = n;
+        self.limits.cookie_threshold = n;
     }
 
-    /// COOKIE = version 0 | HMAC-SHA256(secret, Ni | IPi | SPIi)[..16] (§2.6).
-    fn cookie(&self, ni: &[u8], from: SocketAddr, spi_i: u64) -> Vec<u8> {
-        let ip = match from.ip() {
-            std::net::IpAddr::V4(a) => a.octets().to_vec(),
-            std::net::IpAddr::V6(a) => a.octets().to_vec(),
-        };
-        let data = [ni, &ip, &spi_i.to_be_bytes()].concat();
-        let mac = crate::crypto::Prf::HmacSha256.prf(&self.cookie_secret, &data);
-        let mut c = vec![0u8];
-        c.extend_from_slice(&mac[..16]);
-        c
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
-    /// Under half-open load, a new IKE_SA_INIT without a valid COOKIE gets
-    /// one back and creates no state. Returns the challenge to send.
-    fn cookie_challenge(&self, msg: &Message, from: SocketAddr, to: SocketAddr) -> Option<Action> {
-        if self.half_open.len() < self.cookie_threshold {
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Tells the manager which inbound SPIs are in use outside it (the
+    /// data plane's SA table); new CHILD SAs never get one of them.
+    pub fn set_spi_in_use(&mut self, in_use: SpiInUse) {
+        self.spis.set_external(Some(in_use));
+    }
+
+    /// With `true`, IKE SAs created from now on emit their Diffie-Hellman
+    /// work as [`Action::ComputeDh`] and wait for
+    /// [`IkeManager::handle_dh_result`] instead of computing inline.
+    pub fn set_dh_offload(&mut self, on: bool) {
+        self.dh_offload = on;
+    }
+
+    fn half_open_from(&self, ip: IpAddr) -> usize {
+        self.half_open.keys().filter(|(_, a)| a.ip() == ip).count()
+    }
+
+    /// Under half-open load (in all, or from this address), a new
+    /// IKE_SA_INIT without a valid COOKIE gets one back and creates no
+    /// state. Returns the challenge to send.
+    fn cookie_challenge(
+        &mut self,
+        msg: &Message,
+        from: SocketAddr,
+        to: SocketAddr,
+        now: Instant,
+    ) -> Option<Action> {
+        if self.half_open.len() < self.limits.cookie_threshold
+            && self.half_open_from(from.ip()) < self.limits.cookie_threshold_per_addr
+        {
             return None;
         }
+        self.cookies.rotate(now, self.limits.cookie_rotation);
         let ni = msg.payloads.iter().find_map(|p| match p {
             Payload::Nonce(n) => Some(n.as_slice()),
             _ => None,
         })?;
-        let expect = self.cookie(ni, from, msg.spi_i);
         let valid = match msg.payloads.first() {
-            Some(Payload::Notify(n)) if n.ntype == notify::COOKIE => bool::from(
-                subtle::ConstantTimeEq::ct_eq(n.data.as_slice(), expect.as_slice()),
-            ),
+            Some(Payload::Notify(n)) if n.ntype == notify::COOKIE => {
+                self.cookies.valid(&n.data, ni, from.ip(), msg.spi_i)
+            }
             _ => false,
         };
         if valid {
             return None;
         }
+        let expect = self
+            .cookies
+            .make(self.cookies.version, ni, from.ip(), msg.spi_i)?;
+        self.counters.cookies_sent += 1;
         let mut r = Message::new(msg.spi_i, 0, exchange::IKE_SA_INIT, FLAG_RESPONSE, 0);
         r.payloads
             .push(Payload::Notify(NotifyPayload::new(notify::COOKIE, expect)));
@@ -122,7 +293,17 @@ impl IkeManager {
         let spi_i = self.new_spi();
         let local = SocketAddr::new(conn.local_addr, conn.ike_port);
         let remote = SocketAddr::new(conn.remote_addr, conn.remote_port);
-        let mut sa = IkeSa::new(conn, true, spi_i, 0, local, remote, now);
+        let mut sa = IkeSa::new(
+            conn,
+            true,
+            spi_i,
+            0,
+            local,
+            remote,
+            now,
+            Arc::clone(&self.spis),
+            self.dh_offload,
+        );
         sa.log(
             LogLevel::Info,
             format!("initiating IKE SA {spi_i:016x}_i to {remote}"),
@@ -284,7 +465,12 @@ impl IkeManager {
             match self.half_open.get(&(h.spi_i, from)) {
                 Some(s) => *s,
                 None if !self.knows_peer(from, to) => return Vec::new(),
-                None => match self.cookie_challenge(&msg, from, to) {
+                None if self.half_open_from(from.ip()) >= self.limits.max_half_open_per_addr => {
+                    // No log line: one per datagram of a flood.
+                    self.counters.half_open_per_addr_dropped += 1;
+                    return Vec::new();
+                }
+                None => match self.cookie_challenge(&msg, from, to, now) {
                     Some(challenge) => return vec![challenge],
                     None => match self.new_responder(&h, from, to, now) {
                         Some(s) => s,
@@ -300,14 +486,39 @@ impl IkeManager {
         let Some(sa) = self.sas.get_mut(&spi) else {
             return Vec::new();
         };
-        let was_established = sa.state == IkeSaState::Established;
+        let was_authenticated = sa.authenticated;
         sa.process_message(data, msg, from, to, now);
-        let now_established = sa.state == IkeSaState::Established;
-        let replace = (!was_established && now_established && sa.peer_initial_contact)
-            .then(|| sa.conn.name.clone());
+        self.after(spi, was_authenticated, now)
+    }
+
+    /// The result of an [`Action::ComputeDh`] job (a stale one is ignored).
+    pub fn handle_dh_result(&mut self, result: DhResult, now: Instant) -> Vec<Action> {
+        let spi = result.id.ike;
+        let Some(sa) = self.sas.get_mut(&spi) else {
+            return Vec::new();
+        };
+        if matches!(result.outcome, DhOutcome::Refused) {
+            self.counters.dh_refused += 1;
+        }
+        let was_authenticated = sa.authenticated;
+        sa.dh_done(result, now);
+        self.after(spi, was_authenticated, now)
+    }
+
+    /// After an SA processed something: when it just got authenticated,
+    /// older SAs of its connection give way (INITIAL_CONTACT, or the
+    /// per-connection cap); then its actions are collected.
+    fn after(&mut self, spi: u64, was_authenticated: bool, now: Instant) -> Vec<Action> {
+        let replace = self
+            .sas
+            .get(&spi)
+            .filter(|sa| !was_authenticated && sa.authenticated && sa.state != IkeSaState::Dead)
+            .map(|sa| (sa.conn.name.clone(), sa.peer_initial_contact));
         let mut out = self.collect(spi, now);
-        if let Some(name) = replace {
-            out.extend(self.replace_older(&name, spi, now));
+        match replace {
+            Some((name, true)) => out.extend(self.replace_older(&name, spi, now)),
+            Some((name, false)) => out.extend(self.enforce_connection_cap(&name, spi, now)),
+            None => {}
         }
         out
     }
@@ -343,7 +554,8 @@ impl IkeManager {
         to: SocketAddr,
         now: Instant,
     ) -> Option<u64> {
-        if self.sas.len() >= MAX_IKE_SAS {
+        if self.sas.len() >= self.limits.max_ike_sas {
+            self.counters.ike_sa_limit_dropped += 1;
             return None;
         }
         let conn = self
@@ -352,7 +564,17 @@ impl IkeManager {
             .find(|c| c.remote_addr == from.ip() && c.local_addr == to.ip())?
             .clone();
         let spi_r = self.new_spi();
-        let sa = IkeSa::new(conn, false, h.spi_i, spi_r, to, from, now);
+        let sa = IkeSa::new(
+            conn,
+            false,
+            h.spi_i,
+            spi_r,
+            to,
+            from,
+            now,
+            Arc::clone(&self.spis),
+            self.dh_offload,
+        );
         self.sas.insert(spi_r, sa);
         self.half_open.insert((h.spi_i, from), spi_r);
         Some(spi_r)
@@ -372,6 +594,50 @@ impl IkeManager {
         let mut out = Vec::new();
         for s in old {
             if let Some(sa) = self.sas.get_mut(&s) {
+                sa.destroy(DownReason::Replaced);
+            }
+            out.extend(self.collect(s, now));
+        }
+        out
+    }
+
+    /// Keeps at most `max_established_per_connection` established IKE SAs
+    /// for a connection (`keep` just got authenticated): the oldest others
+    /// are deleted, as strongSwan's unique IDs replace an old IKE SA of the
+    /// same peer. Only an authenticated peer gets here.
+    fn enforce_connection_cap(&mut self, name: &str, keep: u64, now: Instant) -> Vec<Action> {
+        let mut others: Vec<(Instant, u64)> = self
+            .sas
+            .iter()
+            .filter(|(s, sa)| {
+                **s != keep
+                    && sa.conn.name == name
+                    && sa.authenticated
+                    && !sa.rekeyed
+                    && sa.state != IkeSaState::Dead
+            })
+            .map(|(s, sa)| (sa.created, *s))
+            .collect();
+        let allowed = self.limits.max_established_per_connection.saturating_sub(1);
+        if others.len() <= allowed {
+            return Vec::new();
+        }
+        others.sort_unstable();
+        let excess = others.len() - allowed;
+        let mut out = Vec::new();
+        for (_, s) in others.into_iter().take(excess) {
+            self.counters.replaced_over_limit += 1;
+            if let Some(sa) = self.sas.get_mut(&s) {
+                sa.log(
+                    LogLevel::Info,
+                    format!(
+                        "IKE SA {:016x}_i {:016x}_r replaced: more than {} for the connection",
+                        sa.spi_i, sa.spi_r, self.limits.max_established_per_connection
+                    ),
+                );
+                if sa.state == IkeSaState::Established && sa.outstanding.is_none() {
+                    sa.queue_exchange(vec![Task::IkeDelete], now);
+                }
                 sa.destroy(DownReason::Replaced);
             }
             out.extend(self.collect(s, now));

@@ -154,6 +154,20 @@ impl Message {
     ) -> Result<Vec<u8>, MessageError> {
         let mut inner = Vec::new();
         let first = encode_chain(&self.payloads, &mut inner);
+        self.seal_chain(first, &inner, sk, keys)
+    }
+
+    /// Encodes with `inner` (an encoded payload chain whose first payload
+    /// is of type `first`, as it is, whatever it holds) inside one SK
+    /// payload. The scripted peers of tests and fuzzing send hostile
+    /// chains this way.
+    pub fn seal_chain(
+        &self,
+        first: u8,
+        inner: &[u8],
+        sk: &SkCrypto,
+        keys: &SkDirKeys,
+    ) -> Result<Vec<u8>, MessageError> {
         let body_len = sk.sk_body_len(inner.len());
         let total = HEADER_LEN + 4 + body_len;
         let mut out = Vec::with_capacity(total);
@@ -165,7 +179,7 @@ impl Message {
                 .unwrap_or(u16::MAX)
                 .to_be_bytes(),
         );
-        let sealed = sk.seal(keys, &out, &inner)?;
+        let sealed = sk.seal(keys, &out, inner)?;
         out.extend_from_slice(&sealed);
         Ok(out)
     }

@@ -3,13 +3,21 @@
 //! retransmits with exponential backoff (§2.1), answers peer requests in
 //! message-ID order and replays the cached response to a retransmitted
 //! request, and schedules DPD and the half-open timeout.
+//!
+//! It also gates exchanges by state (RFC 7296 §1.2, §2.2): until the peer
+//! has authenticated, a responder processes only IKE_SA_INIT (message ID
+//! 0) and IKE_AUTH (message ID 1), an initiator no request at all, and a
+//! response only if it answers the exchange we sent; once authenticated,
+//! IKE_AUTH is refused. An exchange whose tasks wait for Diffie-Hellman
+//! work (`dh`) is parked with its decrypted message and run again when the
+//! result arrives (`resume`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::action::{Action, DownReason, LogLevel};
 use crate::child_sa::ChildSaState;
-use crate::ike_sa::{IkeSa, IkeSaState, Outstanding};
+use crate::ike_sa::{IkeSa, IkeSaState, Outstanding, PendingRequest};
 use crate::message::{exchange, Message, MessageError, FLAG_INITIATOR, FLAG_RESPONSE};
 use crate::payload::{notify, DecodeError, NotifyPayload, Payload};
 use crate::tasks::child_delete::ChildDelete;
@@ -133,6 +141,11 @@ impl IkeSa {
                     break;
                 }
                 Err(TaskError::Abort) => continue,
+                Err(TaskError::NeedDh) => {
+                    // Built again, from scratch, once the key pair is here.
+                    self.queue.push_front(tasks);
+                    return;
+                }
                 Err(e) => {
                     self.fatal(e);
                     return;
@@ -161,6 +174,7 @@ impl IkeSa {
             tries: 0,
             next: now + self.retransmit_delay(0),
             tasks,
+            awaiting_dh: None,
         });
     }
 
@@ -240,7 +254,19 @@ impl IkeSa {
 
     fn process_response(&mut self, raw: &[u8], mut msg: Message, from: SocketAddr, now: Instant) {
         let Some(o) = &self.outstanding else { return };
+        // Only the answer to the exchange we sent: same message ID and
+        // exchange type (before authentication the queue holds nothing
+        // but IKE_SA_INIT and IKE_AUTH, so the state is checked too).
         if msg.message_id != o.message_id || msg.exchange != o.exchange {
+            return;
+        }
+        if o.awaiting_dh.is_some() {
+            // Its answer is being worked on already.
+            return;
+        }
+        if !self.authenticated
+            && !matches!(msg.exchange, exchange::IKE_SA_INIT | exchange::IKE_AUTH)
+        {
             return;
         }
         if msg.exchange == exchange::IKE_SA_INIT {
@@ -260,10 +286,15 @@ impl IkeSa {
             // tasks run, so a CHILD SA this exchange installs uses it.
             self.follow_peer(from);
         }
+        self.last_rx = now;
+        self.run_response(msg, now);
+    }
+
+    /// Runs our outstanding exchange's tasks on its (authentic) response.
+    fn run_response(&mut self, msg: Message, now: Instant) {
         let Some(mut o) = self.outstanding.take() else {
             return;
         };
-        self.last_rx = now;
         let mut result = Ok(());
         for t in &mut o.tasks {
             if let Err(e) = t.process_i(self, &msg) {
@@ -280,8 +311,48 @@ impl IkeSa {
                 self.queue.push_front(o.tasks);
                 self.initiate_next(now);
             }
+            Err(TaskError::NeedDh) => {
+                o.awaiting_dh = Some(msg);
+                self.outstanding = Some(o);
+            }
             Err(e) => self.fatal(e),
         }
+    }
+
+    /// Diffie-Hellman work arrived: whatever waited for it runs again
+    /// (what still waits for other work asks no twice).
+    pub(crate) fn resume(&mut self, now: Instant) {
+        if self.state == IkeSaState::Dead {
+            return;
+        }
+        if let Some(p) = self.pending_request.take() {
+            self.run_request(p.msg, p.critical);
+        }
+        let awaiting = self.outstanding.as_mut().and_then(|o| o.awaiting_dh.take());
+        if let Some(msg) = awaiting {
+            self.run_response(msg, now);
+        }
+        self.initiate_next(now);
+    }
+
+    /// Whether a request of this exchange and message ID may be processed
+    /// in our state (RFC 7296 §1.2, §2.2).
+    fn request_allowed(&self, msg: &Message) -> bool {
+        if self.authenticated {
+            // IKE_SA_INIT is never valid again; IKE_AUTH is answered with
+            // an error (see `run_request`) so the window stays in step.
+            return msg.exchange != exchange::IKE_SA_INIT;
+        }
+        // Before IKE_AUTH completed, the initiator gets no requests at all
+        // (the responder may only answer), and the responder nothing but
+        // IKE_SA_INIT and then IKE_AUTH. Anything else, even sealed with
+        // the SK keys, comes from someone who has not shown the PSK.
+        !self.initiator
+            && self.state == IkeSaState::Connecting
+            && matches!(
+                (msg.exchange, msg.message_id),
+                (exchange::IKE_SA_INIT, 0) | (exchange::IKE_AUTH, 1)
+            )
     }
 
     /// Replays the cached response to a retransmitted request. A
@@ -292,11 +363,11 @@ impl IkeSa {
     /// the retransmission came from if that is the peer's IP (like
     /// strongSwan; same size as the request, so no amplification, and
     /// only ever to the configured peer's IP).
-    fn resend_cached(&mut self, id: u32, from: SocketAddr) -> bool {
-        let Some((cid, packets)) = self.cached_response.clone() else {
+    fn resend_cached(&mut self, id: u32, exch: u8, from: SocketAddr) -> bool {
+        let Some((cid, cexch, packets)) = self.cached_response.clone() else {
             return false;
         };
-        if cid != id {
+        if cid != id || cexch != exch {
             return false;
         }
         let to = if self.nat_remote && from.ip() == self.remote.ip() {
@@ -323,10 +394,27 @@ impl IkeSa {
                 return;
             }
             // A retransmission: replay our response without reprocessing.
-            self.resend_cached(msg.message_id, from);
+            self.resend_cached(msg.message_id, msg.exchange, from);
             return;
         }
-        if msg.message_id != self.peer_msg_id {
+        if msg.message_id != self.peer_msg_id || self.pending_request.is_some() {
+            // Out of the window, or the request is being worked on.
+            return;
+        }
+        if !self.request_allowed(&msg) {
+            self.log(
+                LogLevel::Debug,
+                format!(
+                    "dropping exchange {} message ID {}: not allowed {} authentication",
+                    msg.exchange,
+                    msg.message_id,
+                    if self.authenticated {
+                        "after"
+                    } else {
+                        "before"
+                    }
+                ),
+            );
             return;
         }
         let mut critical = None;
@@ -359,6 +447,11 @@ impl IkeSa {
             self.follow_peer(from);
         }
         self.last_rx = now;
+        self.run_request(msg, critical);
+    }
+
+    /// Runs the tasks of a (checked, decrypted) request and answers it.
+    fn run_request(&mut self, msg: Message, critical: Option<u8>) {
         let spi_r = if msg.exchange == exchange::IKE_SA_INIT && self.keys.is_none() {
             0
         } else {
@@ -379,6 +472,19 @@ impl IkeSa {
                 vec![t],
             )));
             tasks.clear();
+        } else if self.authenticated && msg.exchange == exchange::IKE_AUTH {
+            // Authentic, but IKE_AUTH happens once: doing it again would
+            // derive the first CHILD SA's keys again from the same nonces
+            // and restart its sequence numbers (AEAD nonce reuse).
+            self.log(
+                LogLevel::Warn,
+                "peer sent IKE_AUTH on an established IKE SA: refused".into(),
+            );
+            resp.payloads.push(Payload::Notify(NotifyPayload::new(
+                notify::INVALID_SYNTAX,
+                Vec::new(),
+            )));
+            tasks.clear();
         } else if tasks.is_empty() {
             // An exchange type we do not know: nothing sensible to answer.
             return;
@@ -388,6 +494,11 @@ impl IkeSa {
                 failure = Some(e);
                 break;
             }
+        }
+        if matches!(failure, Some(TaskError::NeedDh)) {
+            // Not answered yet: the same request runs again with the result.
+            self.pending_request = Some(PendingRequest { msg, critical });
+            return;
         }
         if failure.is_none() {
             for t in &mut tasks {
@@ -424,7 +535,7 @@ impl IkeSa {
             self.init_resp = packets.first().cloned().unwrap_or_default();
         }
         self.send(&packets);
-        self.cached_response = Some((msg.message_id, packets));
+        self.cached_response = Some((msg.message_id, msg.exchange, packets));
         self.peer_msg_id = self.peer_msg_id.wrapping_add(1);
         if let Some((reason, log)) = fatal {
             if reason == DownReason::Protocol(notify::INVALID_KE_PAYLOAD) {
@@ -456,7 +567,7 @@ impl IkeSa {
         let due = self
             .outstanding
             .as_ref()
-            .filter(|o| now >= o.next)
+            .filter(|o| now >= o.next && o.awaiting_dh.is_none())
             .map(|o| (o.tries, o.packets.clone()));
         if let Some((tries, packets)) = due {
             if tries >= self.conn.retransmit_tries {
@@ -590,7 +701,11 @@ impl IkeSa {
         if self.state == IkeSaState::Dead {
             return None;
         }
-        let mut d = self.outstanding.as_ref().map(|o| o.next);
+        let mut d = self
+            .outstanding
+            .as_ref()
+            .filter(|o| o.awaiting_dh.is_none())
+            .map(|o| o.next);
         let mut consider = |x: Option<Instant>| {
             if let Some(x) = x {
                 d = Some(d.map_or(x, |cur: Instant| cur.min(x)));

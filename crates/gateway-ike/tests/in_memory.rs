@@ -1,6 +1,8 @@
 //! Two in-memory peers (our initiator and our responder) exchanging
 //! datagrams through a simulated network with a simulated clock, asserting
-//! on the actions (strongSwan's tests/suites style).
+//! on the actions (strongSwan's tests/suites style). Diffie-Hellman work is
+//! offloaded as in the driver: the jobs run as they come (or later, when a
+//! test holds them back), through `handle_dh_result`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -26,24 +28,33 @@ struct Peer {
     installs: Vec<ChildSaInstall>,
     removes: Vec<(u32, u32)>,
     ups: usize,
+    /// Established IKE SAs that went down.
     downs: Vec<DownReason>,
+    /// IKE SAs that never got established: (we initiated, reason).
+    failed: Vec<(bool, DownReason)>,
     logs: Vec<String>,
     /// `PeerEndpointChanged` reports: (old, new, spis_out).
     moves: Vec<(SocketAddr, SocketAddr, Vec<u32>)>,
+    /// Installs and removals in order: (true: install, inbound SPI).
+    order: Vec<(bool, u32)>,
 }
 
 impl Peer {
     fn new(addr: &str) -> Self {
+        let mut mgr = IkeManager::new();
+        mgr.set_dh_offload(true);
         Self {
-            mgr: IkeManager::new(),
+            mgr,
             addr: ip(addr),
             timers: BTreeMap::new(),
             installs: Vec::new(),
             removes: Vec::new(),
             ups: 0,
             downs: Vec::new(),
+            failed: Vec::new(),
             logs: Vec::new(),
             moves: Vec::new(),
+            order: Vec::new(),
         }
     }
 }
@@ -93,6 +104,10 @@ struct Net {
     sent: Vec<Datagram>,
     filter: Filter,
     duplicate: bool,
+    /// Diffie-Hellman jobs held back (run by `run_jobs`) instead of run
+    /// at once.
+    hold_jobs: bool,
+    jobs: Vec<(usize, gateway_ike::DhJob)>,
 }
 
 impl Net {
@@ -105,10 +120,28 @@ impl Net {
             sent: Vec::new(),
             filter: Box::new(|_, _| true),
             duplicate: false,
+            hold_jobs: false,
+            jobs: Vec::new(),
+        }
+    }
+
+    /// Runs the held Diffie-Hellman jobs and feeds their results back.
+    fn run_jobs(&mut self) {
+        for (who, job) in std::mem::take(&mut self.jobs) {
+            let r = job.run();
+            let acts = self.peers[who].mgr.handle_dh_result(r, self.now);
+            self.absorb(who, acts);
         }
     }
 
     fn absorb(&mut self, who: usize, actions: Vec<Action>) {
+        self.absorb_batch(who, actions);
+        if !self.hold_jobs {
+            self.run_jobs();
+        }
+    }
+
+    fn absorb_batch(&mut self, who: usize, actions: Vec<Action>) {
         for a in actions {
             match a {
                 Action::Send { bytes, from, to } => {
@@ -134,12 +167,24 @@ impl Net {
                 Action::ArmTimer { id, at } => {
                     self.peers[who].timers.insert(id, at);
                 }
-                Action::InstallChildSa(c) => self.peers[who].installs.push(c),
+                Action::InstallChildSa(c) => {
+                    self.peers[who].order.push((true, c.spi_in));
+                    self.peers[who].installs.push(c);
+                }
                 Action::RemoveChildSa {
                     spi_in, spi_out, ..
-                } => self.peers[who].removes.push((spi_in, spi_out)),
+                } => {
+                    self.peers[who].order.push((false, spi_in));
+                    self.peers[who].removes.push((spi_in, spi_out));
+                }
                 Action::IkeSaUp { .. } => self.peers[who].ups += 1,
                 Action::IkeSaDown { reason, .. } => self.peers[who].downs.push(reason),
+                Action::IkeSaFailed {
+                    initiator, reason, ..
+                } => self.peers[who].failed.push((initiator, reason)),
+                // Run after this batch, as a driver would: its timers
+                // come first, the job's own actions later.
+                Action::ComputeDh(job) => self.jobs.push((who, job)),
                 Action::Log { message, .. } => self.peers[who].logs.push(message),
                 Action::PeerEndpointChanged {
                     old, new, spis_out, ..
@@ -333,8 +378,13 @@ fn wrong_psk_fails_cleanly_on_both_sides() {
     let [pa, pb] = &net.peers;
     assert_eq!((pa.ups, pb.ups), (0, 0));
     assert!(pa.installs.is_empty() && pb.installs.is_empty());
-    assert_eq!(pa.downs, vec![DownReason::PeerAuthenticationFailed]);
-    assert_eq!(pb.downs, vec![DownReason::AuthenticationFailed]);
+    // Never established: failures, not outages.
+    assert!(pa.downs.is_empty() && pb.downs.is_empty());
+    assert_eq!(
+        pa.failed,
+        vec![(true, DownReason::PeerAuthenticationFailed)]
+    );
+    assert_eq!(pb.failed, vec![(false, DownReason::AuthenticationFailed)]);
     assert!(pb
         .logs
         .iter()
@@ -356,8 +406,14 @@ fn no_proposal_chosen_both_ways() {
     a.ike_ciphers = suite("aes256", "sha256", "ecp256").0;
     b.ike_ciphers = suite("aes256gcm", "sha384", "ecp384").0;
     net.start(a, b);
-    assert_eq!(net.peers[0].downs, vec![DownReason::NoProposalChosen]);
-    assert_eq!(net.peers[1].downs, vec![DownReason::NoProposalChosen]);
+    assert_eq!(
+        net.peers[0].failed,
+        vec![(true, DownReason::NoProposalChosen)]
+    );
+    assert_eq!(
+        net.peers[1].failed,
+        vec![(false, DownReason::NoProposalChosen)]
+    );
 
     // ESP proposals disjoint: the IKE SA comes up, no CHILD SA.
     let mut net = Net::new();
@@ -393,10 +449,12 @@ fn invalid_ke_payload_retries_with_requested_group() {
         .any(|l| l.contains("peer wants DH group ecp384")));
     // Asking for another group is negotiation, not an outage.
     assert!(
-        pa.downs.is_empty() && pb.downs.is_empty(),
-        "{:?} {:?}",
+        pa.downs.is_empty() && pb.downs.is_empty() && pa.failed.is_empty() && pb.failed.is_empty(),
+        "{:?} {:?} {:?} {:?}",
         pa.downs,
-        pb.downs
+        pb.downs,
+        pa.failed,
+        pb.failed
     );
     // Two IKE_SA_INIT requests from A (the first refused with INVALID_KE_PAYLOAD).
     let inits = net
@@ -752,7 +810,13 @@ fn fragmented_ike_auth_and_rekeys() {
     net.absorb(0, acts);
     net.run();
     net.advance(Duration::from_secs(3));
-    assert_eq!(net.peers[0].installs.len(), 2, "{:?}", net.peers[0].logs);
+    assert_eq!(
+        net.peers[0].installs.len(),
+        2,
+        "{:?} {:?}",
+        net.peers[0].logs,
+        net.peers[1].logs
+    );
     assert_pair(&net.peers[0].installs[1], &net.peers[1].installs[1]);
     assert_consistent(&net);
 }
@@ -1192,4 +1256,245 @@ fn ike_rekeys_carry_the_new_port() {
         Some(44502)
     );
     assert_consistent(&net);
+}
+
+#[test]
+fn esn_is_preferred_and_a_peer_that_prefers_32_bit_gets_it() {
+    for (b_esn, expect) in [(true, true), (false, false)] {
+        let mut net = Net::new();
+        let (a, mut b) = cfgs(b"k", b"k");
+        b.esn = b_esn;
+        net.start(a, b);
+        let [pa, pb] = &net.peers;
+        assert_eq!((pa.installs[0].esn, pb.installs[0].esn), (expect, expect));
+        // Rekeys (with and without PFS) negotiate it the same way.
+        let spi = pa.installs[0].spi_in;
+        let now = net.now;
+        let acts = net.peers[0].mgr.rekey_child_sa("tun-a", spi, now);
+        net.absorb(0, acts);
+        net.run();
+        let [pa, pb] = &net.peers;
+        assert_eq!((pa.installs[1].esn, pb.installs[1].esn), (expect, expect));
+        assert_pair(&pa.installs[1], &pb.installs[1]);
+    }
+}
+
+#[test]
+fn inbound_spis_avoid_what_the_data_plane_holds() {
+    let mut net = Net::new();
+    // A's data plane holds every even SPI, B's every SPI with the top bit
+    // set (old SAs in their grace period, other connections' SAs).
+    net.peers[0]
+        .mgr
+        .set_spi_in_use(std::sync::Arc::new(|spi| spi % 2 == 0));
+    net.peers[1]
+        .mgr
+        .set_spi_in_use(std::sync::Arc::new(|spi| spi & 0x8000_0000 != 0));
+    let (mut a, mut b) = cfgs(b"k", b"k");
+    a.esp_ciphers = vec![EspCipher::from_api("aes256gcm", None, Some("ecp256")).unwrap()];
+    b.esp_ciphers = a.esp_ciphers.clone();
+    net.start(a, b);
+    for round in 0..6 {
+        let who = round % 2;
+        let name = if who == 0 { "tun-a" } else { "tun-b" };
+        let spi = net.peers[who].installs.last().unwrap().spi_in;
+        let now = net.now;
+        let acts = net.peers[who].mgr.rekey_child_sa(name, spi, now);
+        net.absorb(who, acts);
+        net.run();
+    }
+    let [pa, pb] = &net.peers;
+    assert_eq!((pa.installs.len(), pb.installs.len()), (7, 7));
+    assert!(pa.installs.iter().all(|i| i.spi_in % 2 == 1), "A's SPIs");
+    assert!(
+        pb.installs.iter().all(|i| i.spi_in & 0x8000_0000 == 0),
+        "B's SPIs"
+    );
+    let mut spis: Vec<u32> = pa.installs.iter().map(|i| i.spi_in).collect();
+    spis.sort_unstable();
+    spis.dedup();
+    assert_eq!(spis.len(), 7);
+    assert_consistent(&net);
+}
+
+#[test]
+fn volume_lifetimes_travel_with_every_install() {
+    let mut net = Net::new();
+    let (mut a, mut b) = cfgs(b"k", b"k");
+    let va = gateway_ike::VolumeLifetimes {
+        soft_packets: Some(1_000_000),
+        hard_packets: Some(1_100_000),
+        soft_bytes: Some(1 << 30),
+        hard_bytes: None,
+    };
+    a.child_volume = va;
+    b.child_volume = gateway_ike::VolumeLifetimes {
+        soft_packets: Some(5),
+        ..Default::default()
+    };
+    net.start(a, b);
+    let spi = net.peers[1].installs[0].spi_in;
+    let now = net.now;
+    let acts = net.peers[1].mgr.rekey_child_sa("tun-b", spi, now);
+    net.absorb(1, acts);
+    net.run();
+    let [pa, pb] = &net.peers;
+    assert_eq!(pa.installs.len(), 2);
+    assert!(pa.installs.iter().all(|i| i.volume == va));
+    assert!(pb.installs.iter().all(|i| i.volume.soft_packets == Some(5)));
+}
+
+/// What the data plane's soft limit will do: ask for a rekey, perhaps
+/// more than once before it happens, perhaps while one is under way.
+#[test]
+fn requested_rekeys_are_make_before_break_and_repeats_are_harmless() {
+    let mut net = Net::new();
+    let (a, b) = cfgs(b"k", b"k");
+    net.start(a, b);
+    let old = net.peers[0].installs[0].spi_in;
+    let now = net.now;
+    for _ in 0..3 {
+        let acts = net.peers[0].mgr.rekey_child_sa("tun-a", old, now);
+        net.absorb(0, acts);
+    }
+    // One more once the exchange is on the wire.
+    assert!(net.step());
+    let acts = net.peers[0].mgr.rekey_child_sa("tun-a", old, now);
+    net.absorb(0, acts);
+    net.run();
+    // And one for the SA that is gone by now.
+    let acts = net.peers[0].mgr.rekey_child_sa("tun-a", old, now);
+    assert!(acts.is_empty(), "{acts:?}");
+    let [pa, pb] = &net.peers;
+    assert_eq!(
+        (pa.installs.len(), pb.installs.len()),
+        (2, 2),
+        "{:?}",
+        pa.logs
+    );
+    let new = pa.installs[1].spi_in;
+    assert_eq!(pa.installs[1].replaces_spi_in, Some(old));
+    // Install the new pair first, then remove the old one.
+    assert_eq!(pa.order, vec![(true, old), (true, new), (false, old)]);
+    assert_eq!(pb.removes.len(), 1);
+    assert_eq!(children(pa).len(), 1);
+    assert_consistent(&net);
+    assert!(pa.downs.is_empty() && pb.downs.is_empty());
+}
+
+/// Diffie-Hellman work held back, as a slow pool would: nothing of the
+/// exchange goes out before it is done, retransmissions do not ask for it
+/// again, and our request is not retransmitted while we work on its
+/// response.
+#[test]
+fn exchanges_wait_for_their_dh_work_and_ask_once() {
+    let mut net = Net::new();
+    net.hold_jobs = true;
+    let (mut a, mut b) = cfgs(b"k", b"k");
+    for c in [&mut a, &mut b] {
+        c.ike_ciphers =
+            vec![IkeCipher::from_api("aes128gcm", Some("sha256"), Some("modp2048")).unwrap()];
+    }
+    net.start(a, b);
+    assert!(net.sent.is_empty(), "IKE_SA_INIT needs A's key pair first");
+    assert_eq!(net.jobs.len(), 1);
+    net.run_jobs();
+    net.run();
+    // A's IKE_SA_INIT reached B, whose answer waits for its DH work.
+    assert_eq!(net.sent.len(), 1);
+    assert_eq!(net.jobs.len(), 1);
+    assert!(
+        net.jobs[0].1.unauthenticated,
+        "B's work for a peer's half-open SA"
+    );
+    // A retransmits meanwhile: B drops it, asks nothing more.
+    net.advance(Duration::from_secs(3));
+    assert_eq!(net.sent.len(), 2, "one retransmission");
+    assert_eq!(net.jobs.len(), 1);
+    net.run_jobs();
+    net.run();
+    // B answered; A works on the shared secret and does not retransmit.
+    assert_eq!(net.sent.len(), 3);
+    assert_eq!(net.jobs.len(), 1);
+    assert!(!net.jobs[0].1.unauthenticated, "our own work");
+    net.advance(Duration::from_secs(20));
+    assert_eq!(
+        net.sent.len(),
+        3,
+        "no retransmission while the response is worked on"
+    );
+    net.run_jobs();
+    net.run();
+    let [pa, pb] = &net.peers;
+    assert_eq!((pa.ups, pb.ups), (1, 1), "{:?} {:?}", pa.logs, pb.logs);
+    assert_pair(&pa.installs[0], &pb.installs[0]);
+    // A PFS CHILD rekey and an IKE rekey wait the same way.
+    let spi = net.peers[0].installs[0].spi_in;
+    let now = net.now;
+    let acts = net.peers[0].mgr.rekey_ike_sa("tun-a", now);
+    net.absorb(0, acts);
+    for _ in 0..4 {
+        net.run_jobs();
+        net.run();
+    }
+    let acts = net.peers[1]
+        .mgr
+        .rekey_child_sa("tun-b", net.peers[1].installs[0].spi_in, now);
+    net.absorb(1, acts);
+    for _ in 0..4 {
+        net.run_jobs();
+        net.run();
+    }
+    let [pa, pb] = &net.peers;
+    assert_eq!(pa.ups, 2, "IKE rekey: {:?}", pa.logs);
+    assert_eq!((pa.installs.len(), pb.installs.len()), (2, 2));
+    assert_eq!(pa.installs[1].replaces_spi_in, Some(spi));
+    assert!(pa.downs.is_empty() && pb.downs.is_empty());
+    assert_consistent(&net);
+}
+
+/// The driver refuses the DH work of half-open SAs under load: the SA is
+/// dropped without a word; refusing other work only delays it.
+#[test]
+fn refused_dh_work_drops_only_half_open_sas() {
+    let mut net = Net::new();
+    net.hold_jobs = true;
+    let (mut a, mut b) = cfgs(b"k", b"k");
+    a.esp_ciphers = vec![EspCipher::from_api("aes256gcm", None, Some("ecp256")).unwrap()];
+    b.esp_ciphers = a.esp_ciphers.clone();
+    net.start(a, b);
+    net.run_jobs();
+    net.run();
+    let (who, job) = net.jobs.pop().expect("B's job");
+    assert_eq!(who, 1);
+    let now = net.now;
+    let acts = net.peers[1].mgr.handle_dh_result(job.refuse(), now);
+    net.absorb(1, acts);
+    assert_eq!(net.sent.len(), 1, "no answer to the IKE_SA_INIT");
+    assert_eq!(net.peers[1].mgr.ike_sas().count(), 0);
+    assert_eq!(net.peers[1].failed, vec![(false, DownReason::Overload)]);
+    assert_eq!(net.peers[1].mgr.counters().dh_refused, 1);
+    // A retries and gets through; then B's own work for a rekey is
+    // refused: asked again, and the rekey completes.
+    net.advance(Duration::from_secs(3));
+    for _ in 0..4 {
+        net.run_jobs();
+        net.run();
+    }
+    assert_eq!((net.peers[0].ups, net.peers[1].ups), (1, 1));
+    let spi = net.peers[1].installs[0].spi_in;
+    let acts = net.peers[1].mgr.rekey_child_sa("tun-b", spi, net.now);
+    net.absorb(1, acts);
+    let (who, job) = net.jobs.pop().expect("B's key pair for PFS");
+    assert!(!job.unauthenticated);
+    let acts = net.peers[who].mgr.handle_dh_result(job.refuse(), net.now);
+    net.absorb(who, acts);
+    assert_eq!(net.jobs.len(), 1, "asked again");
+    for _ in 0..4 {
+        net.run_jobs();
+        net.run();
+    }
+    assert_eq!(net.peers[1].installs.len(), 2, "{:?}", net.peers[1].logs);
+    assert!(net.peers[1].downs.is_empty());
+    assert_eq!(net.peers[1].mgr.counters().dh_refused, 2);
 }

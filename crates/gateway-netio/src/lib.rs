@@ -7,4 +7,5 @@
 
 pub mod afxdp;
 pub mod netlink;
+pub mod raw;
 pub mod tun;

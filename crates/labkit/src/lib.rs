@@ -8,6 +8,7 @@
 //! and carry its stderr.
 
 pub mod charon;
+pub mod gateway;
 
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,6 +101,20 @@ impl Ns {
         let (program, rest) = args.split_first().context("empty command")?;
         output(self.cmd(program).args(rest))
     }
+}
+
+/// Moves the calling thread into the network namespace `name` (as `ip
+/// netns` knows it). Threads it spawns afterwards start there too.
+pub fn enter_netns(name: &str) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/var/run/netns/{name}"))
+        .with_context(|| format!("network namespace {name}"))?;
+    // SAFETY: setns on a valid namespace descriptor, for this thread only.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        bail!("setns {name}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A veth pair `a_if` (in `a`) — `b_if` (in `b`), one queue each way, so

@@ -35,6 +35,13 @@ use runtime::Runtime;
 /// How often the agent reconciles even without a store change (addresses
 /// appearing on the WAN interface are not store changes).
 const RESYNC: Duration = Duration::from_secs(5);
+/// Events from the IKE driver waiting for the agent. Bounded: when it is
+/// full the driver keeps CHILD SA installs and removals and IKE SA state
+/// changes in order in its own outbox (never dropped), drops log lines and
+/// half-open failures (counted), and stops reading datagrams while its
+/// backlog is large; it never waits for the agent (see
+/// `gateway_ike::driver`).
+const IKE_EVENTS: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -71,7 +78,7 @@ impl Agent {
         let (ike_tx, ike_rx) = mpsc::channel(256);
         // Handed to the IKE driver once it has bound the public addresses.
         let mut ike_rx = Some(ike_rx);
-        let (ike_events_tx, mut ike_events) = mpsc::unbounded_channel();
+        let (ike_events_tx, mut ike_events) = mpsc::channel(IKE_EVENTS);
         let (bgp, mut bgp_events) = gateway_bgp::driver::spawn();
         let l = self.config.child_sa;
         let lifetime = gateway_esp::Lifetime {
@@ -130,7 +137,13 @@ impl Agent {
                         )
                         .await
                         {
-                            Ok(driver) => {
+                            Ok(mut driver) => {
+                                // New inbound SPIs avoid every SPI in the
+                                // data plane (also old SAs in their grace).
+                                let table = Arc::clone(datapath.dataplane.table());
+                                driver.manager_mut().set_spi_in_use(Arc::new(move |spi| {
+                                    table.inbound(spi).is_some()
+                                }));
                                 tracing::info!(addresses = ?addrs, "IKE listening on UDP 500 and 4500");
                                 if let Some(rx) = ike_rx.take() {
                                     tokio::spawn(driver.run(rx, ike_events_tx.clone()));

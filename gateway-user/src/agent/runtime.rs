@@ -30,7 +30,7 @@ use gateway_esp::{
 use gateway_ike::driver::Command as IkeCommand;
 use gateway_ike::{
     Action as IkeAction, ChildSaInstall, ConnectionConfig, DownReason, DpdAction, EspCipher,
-    IkeCipher,
+    IkeCipher, IkeSaId,
 };
 use gateway_netio::netlink::{Address, Netlink};
 use gateway_netio::tun::Tun;
@@ -95,6 +95,9 @@ struct RunningTunnel {
     plan: TunnelPlan,
     id: TunnelId,
     ike_up: bool,
+    /// Which of the connection's IKE SAs are established, and which one
+    /// carries the tunnel (`ike_up` is "one is established").
+    ike: IkeTrack,
     /// Installed CHILD SA (inbound SPI, outbound SPI).
     child: Option<(u32, u32)>,
     /// CHILD SAs installed so far (the first and every rekey).
@@ -111,6 +114,73 @@ impl RunningTunnel {
     /// Can carry traffic: an IKE SA with an installed CHILD SA.
     fn usable(&self) -> bool {
         self.ike_up && self.child.is_some()
+    }
+}
+
+/// A tunnel's IKE SAs as the IKE driver reported them. A connection can
+/// have several at once: half-open ones anyone can start from the peer's
+/// address (never recorded here), the established one, a second one while
+/// it takes over (INITIAL_CONTACT, reauthentication) and the two sides of
+/// a rekey. Only the loss of the one whose CHILD SA is installed (the
+/// carrier) or of the last established one concerns the tunnel.
+#[derive(Debug, Default)]
+struct IkeTrack {
+    /// Established (reported up, not yet down), oldest first.
+    up: Vec<IkeSaId>,
+    /// The IKE SA of the installed CHILD SA.
+    carrier: Option<IkeSaId>,
+}
+
+/// What an IKE SA going down means for its tunnel.
+#[derive(Debug, PartialEq, Eq)]
+enum IkeLoss {
+    /// Not one of its established IKE SAs: nothing.
+    NotEstablished,
+    /// Another established IKE SA carries the tunnel: nothing.
+    Other,
+    /// The carrier (its CHILD SA is gone) or the last established one.
+    /// `still_up`: another established IKE SA remains.
+    Carrier { still_up: bool },
+}
+
+impl IkeTrack {
+    /// An IKE SA is established; after a rekey (`rekey_of`) it takes over
+    /// the old one's CHILD SAs, and with them the tunnel.
+    fn up(&mut self, ike: IkeSaId, rekey_of: Option<IkeSaId>) {
+        if let Some(old) = rekey_of {
+            self.up.retain(|s| *s != old);
+            if self.carrier == Some(old) {
+                self.carrier = Some(ike);
+            }
+        }
+        if !self.up.contains(&ike) {
+            self.up.push(ike);
+        }
+    }
+
+    fn is_up(&self, ike: IkeSaId) -> bool {
+        self.up.contains(&ike)
+    }
+
+    /// A CHILD SA of `ike` was installed: `ike` carries the tunnel now.
+    fn installed(&mut self, ike: IkeSaId) {
+        self.carrier = Some(ike);
+    }
+
+    fn down(&mut self, ike: IkeSaId) -> IkeLoss {
+        if !self.is_up(ike) {
+            return IkeLoss::NotEstablished;
+        }
+        self.up.retain(|s| *s != ike);
+        let still_up = !self.up.is_empty();
+        if self.carrier == Some(ike) || !still_up {
+            if self.carrier == Some(ike) {
+                self.carrier = None;
+            }
+            IkeLoss::Carrier { still_up }
+        } else {
+            IkeLoss::Other
+        }
     }
 }
 
@@ -140,6 +210,7 @@ pub struct Runtime {
     placed_on: Vec<TunnelId>,
     snapshot: SharedSnapshot,
     ids: IdPool,
+    tunnels_created: u64,
     next_session: SessionId,
     /// Volume lifetimes of every outbound SA (from `[child_sa]`).
     lifetime: Lifetime,
@@ -169,6 +240,7 @@ impl Runtime {
             routes: HashMap::new(),
             placed_on: Vec::new(),
             ids: IdPool::new(gateway_common::TUNNELS_MAX_ENTRIES),
+            tunnels_created: 0,
             next_session: 1,
             lifetime,
             reported: HashMap::new(),
@@ -322,27 +394,43 @@ impl Runtime {
         let ifindex = tun
             .configure(&mut nl, TUN_MTU, &addrs)
             .map_err(|e| tunnel_err(&plan.name, "configuring the TUN interface")(Box::new(e)))?;
+        let ike = Self::ike_config(
+            plan,
+            gateway_ike::Psk::new(psk.expose().to_vec()),
+            self.lifetime,
+        )
+        .map_err(|e| tunnel_err(&plan.name, "IKE configuration")(Box::new(e)))?;
         let id = self
             .ids
             .allocate(Instant::now())
             .map_err(|e| tunnel_err(&plan.name, "allocating a tunnel id")(Box::new(e)))?;
-        self.dataplane.set_tunnel_interface(id, ifindex);
-        self.dataplane.set_mss_clamp(id, plan.mss_clamp);
-        set_source_filter(&self.dataplane, id, &plan.allowed_sources);
         // The slow path owns the TUN from now on: it reads what the kernel
         // routes into it, and dropping it (remove_tunnel) deletes it.
-        self.datapath
+        if let Err(e) = self
+            .datapath
             .slow
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .add_tunnel(id, tun)
-            .map_err(|e| tunnel_err(&plan.name, "starting the slow path")(Box::new(e)))?;
-        let ike = Self::ike_config(plan, gateway_ike::Psk::new(psk.expose().to_vec()))
-            .map_err(|e| tunnel_err(&plan.name, "IKE configuration")(Box::new(e)))?;
-        self.ike
+        {
+            self.ids.release(id, Instant::now());
+            return Err(tunnel_err(&plan.name, "starting the slow path")(Box::new(
+                e,
+            )));
+        }
+        self.tunnels_created += 1;
+        self.dataplane.set_tunnel_interface(id, ifindex);
+        self.dataplane.set_mss_clamp(id, plan.mss_clamp);
+        set_source_filter(&self.dataplane, id, &plan.allowed_sources);
+        if self
+            .ike
             .send(IkeCommand::AddConnection(Box::new(ike)))
             .await
-            .map_err(|_| RuntimeError::DriverStopped("IKE"))?;
+            .is_err()
+        {
+            // Nothing can run without IKE: the daemon is going down.
+            return Err(RuntimeError::DriverStopped("IKE"));
+        }
         tracing::info!(
             tunnel = %plan.name,
             tunnel_id = id,
@@ -358,6 +446,7 @@ impl Runtime {
                 plan: plan.clone(),
                 id,
                 ike_up: false,
+                ike: IkeTrack::default(),
                 child: None,
                 child_installs: 0,
                 retiring: Vec::new(),
@@ -370,9 +459,18 @@ impl Runtime {
     fn ike_config(
         plan: &TunnelPlan,
         psk: gateway_ike::Psk,
+        lifetime: Lifetime,
     ) -> Result<ConnectionConfig, gateway_ike::config::ConfigError> {
         let mut c = ConnectionConfig::new(plan.name.clone(), plan.local, plan.remote, psk);
         c.initiate = plan.initiate;
+        // The IKE layer hands these back in every install, so the
+        // outbound SA gets exactly what the CHILD SA was negotiated with.
+        c.child_volume = gateway_ike::VolumeLifetimes {
+            soft_packets: lifetime.soft_packets,
+            hard_packets: lifetime.hard_packets,
+            soft_bytes: lifetime.soft_bytes,
+            hard_bytes: lifetime.hard_bytes,
+        };
         if !plan.ikev2_ciphers.is_empty() {
             c.ike_ciphers = plan
                 .ikev2_ciphers
@@ -529,43 +627,92 @@ impl Runtime {
     /// Handles one report of the IKE driver.
     pub fn on_ike(&mut self, action: IkeAction) {
         match action {
-            IkeAction::IkeSaUp { conn, .. } => {
+            IkeAction::IkeSaUp {
+                conn,
+                ike,
+                rekey_of,
+                ..
+            } => {
                 if let Some(t) = self.tunnels.get_mut(&conn) {
+                    t.ike.up(ike, rekey_of);
                     t.ike_up = true;
                     t.reinitiate_at = None;
-                    tracing::info!(tunnel = %conn, "IKE SA established");
+                    match rekey_of {
+                        Some(old) => {
+                            tracing::info!(tunnel = %conn, %ike, %old, "IKE SA rekeyed")
+                        }
+                        None => tracing::info!(tunnel = %conn, %ike, "IKE SA established"),
+                    }
                 }
             }
-            IkeAction::IkeSaDown {
-                conn,
-                reason: DownReason::Replaced,
-            } => {
-                // INITIAL_CONTACT: the peer restarted and its new IKE SA is
-                // already up with its CHILD SA installed (the manager reports
-                // the new SA first); the tunnel's state is the new SA's.
-                tracing::info!(tunnel = %conn, "stale IKE SA replaced by the peer's new one");
-            }
-            IkeAction::IkeSaDown { conn, reason } => {
+            IkeAction::IkeSaDown { conn, ike, reason } => {
                 if let Some(t) = self.tunnels.get_mut(&conn) {
-                    t.ike_up = false;
-                    let child = t.child.take();
-                    let id = t.id;
-                    tracing::warn!(tunnel = %conn, reason = ?reason, "IKE SA down");
-                    // The IKE manager restarts on DPD failure itself; a
-                    // removed or replaced SA needs nothing.
-                    let wait = match reason {
-                        DownReason::PeerUnreachable
-                        | DownReason::Removed
-                        | DownReason::Replaced => None,
-                        DownReason::Deleted => Some(REINITIATE_AFTER_DELETE),
-                        _ => Some(REINITIATE_AFTER_FAILURE),
-                    };
-                    if t.plan.initiate {
-                        t.reinitiate_at = wait.map(|w| Instant::now() + w);
+                    match t.ike.down(ike) {
+                        IkeLoss::NotEstablished => {
+                            tracing::debug!(tunnel = %conn, %ike, reason = ?reason, "IKE SA down that was not the tunnel's: ignored");
+                            return;
+                        }
+                        IkeLoss::Other => {
+                            // INITIAL_CONTACT or a second IKE SA of the
+                            // peer: the tunnel's own SA is another one.
+                            tracing::info!(tunnel = %conn, %ike, reason = ?reason, "an older IKE SA of the tunnel went");
+                        }
+                        IkeLoss::Carrier { still_up } => {
+                            // Its CHILD SAs were removed just before; the
+                            // tunnel has none until a new one is installed.
+                            let child = t.child.take();
+                            let id = t.id;
+                            t.ike_up = still_up;
+                            if !still_up {
+                                tracing::warn!(tunnel = %conn, %ike, reason = ?reason, "IKE SA down");
+                                // The IKE manager restarts on DPD failure
+                                // itself; a removed or replaced SA needs
+                                // nothing.
+                                let wait = match reason {
+                                    DownReason::PeerUnreachable
+                                    | DownReason::Removed
+                                    | DownReason::Replaced => None,
+                                    DownReason::Deleted => Some(REINITIATE_AFTER_DELETE),
+                                    _ => Some(REINITIATE_AFTER_FAILURE),
+                                };
+                                if t.plan.initiate {
+                                    t.reinitiate_at = wait.map(|w| Instant::now() + w);
+                                }
+                            } else {
+                                tracing::warn!(tunnel = %conn, %ike, reason = ?reason, "the IKE SA carrying the tunnel went down; another IKE SA is up");
+                            }
+                            if let Some((i, o)) = child {
+                                self.remove_child(id, i, o);
+                            }
+                        }
                     }
-                    if let Some((i, o)) = child {
-                        self.remove_child(id, i, o);
-                    }
+                }
+            }
+            IkeAction::IkeSaFailed {
+                conn,
+                ike,
+                initiator,
+                reason,
+            } => {
+                let Some(t) = self.tunnels.get_mut(&conn) else {
+                    return;
+                };
+                if !initiator {
+                    // A half-open IKE SA the peer (or anyone sending from
+                    // its address) started: says nothing about the tunnel.
+                    tracing::debug!(tunnel = %conn, %ike, reason = ?reason, "half-open IKE SA failed");
+                    return;
+                }
+                tracing::warn!(tunnel = %conn, %ike, reason = ?reason, "IKE SA not established");
+                // Our own attempt: try again later, unless an established
+                // IKE SA carries the tunnel meanwhile. The IKE manager
+                // restarts itself when the peer did not answer.
+                let wait = match reason {
+                    DownReason::PeerUnreachable | DownReason::Removed => None,
+                    _ => Some(REINITIATE_AFTER_FAILURE),
+                };
+                if t.plan.initiate && !t.ike_up {
+                    t.reinitiate_at = wait.map(|w| Instant::now() + w);
                 }
             }
             IkeAction::InstallChildSa(c) => self.install_child(c),
@@ -573,6 +720,7 @@ impl Runtime {
                 conn,
                 spi_in,
                 spi_out,
+                ..
             } => {
                 if let Some(t) = self.tunnels.get_mut(&conn) {
                     if t.child.map(|(i, _)| i) == Some(spi_in) {
@@ -596,6 +744,7 @@ impl Runtime {
                 old,
                 new,
                 spis_out,
+                ..
             } => {
                 if let Some(t) = self.tunnels.get(&conn) {
                     let id = t.id;
@@ -614,7 +763,7 @@ impl Runtime {
                 }
                 return;
             }
-            IkeAction::Send { .. } | IkeAction::ArmTimer { .. } => return,
+            IkeAction::Send { .. } | IkeAction::ArmTimer { .. } | IkeAction::ComputeDh(_) => return,
         }
         self.rebalance(false);
         self.report_statuses();
@@ -625,6 +774,17 @@ impl Runtime {
             tracing::warn!(tunnel = %c.conn, "CHILD SA for an unknown tunnel ignored");
             return;
         };
+        if !t.ike.is_up(c.ike) {
+            // Keys from an IKE SA that is not (or no longer) established
+            // for this tunnel never reach the data plane.
+            tracing::error!(
+                tunnel = %c.conn,
+                ike = %c.ike,
+                spi_in = format_args!("{:08x}", c.spi_in),
+                "CHILD SA of an IKE SA that is not up refused"
+            );
+            return;
+        }
         let tunnel = t.id;
         let result = (|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let suite = Suite::from_api_names(c.encryption, c.integrity)?;
@@ -654,7 +814,12 @@ impl Runtime {
                     udp,
                     ttl: 64,
                 },
-                lifetime: self.lifetime,
+                lifetime: Lifetime {
+                    soft_packets: c.volume.soft_packets,
+                    hard_packets: c.volume.hard_packets,
+                    soft_bytes: c.volume.soft_bytes,
+                    hard_bytes: c.volume.hard_bytes,
+                },
             })?;
             Ok(())
         })();
@@ -669,6 +834,7 @@ impl Runtime {
                     "CHILD SA installed"
                 );
                 t.child_installs += 1;
+                t.ike.installed(c.ike);
                 let old = t.child.replace((c.spi_in, c.spi_out));
                 let replaced = c.replaces_spi_in.or(old.map(|(i, _)| i));
                 if let Some(old_in) = replaced.filter(|s| *s != c.spi_in) {
@@ -959,6 +1125,7 @@ impl Runtime {
                 })
                 .collect(),
             connections,
+            tunnels_created: self.tunnels_created,
         };
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snap;
     }
@@ -1188,5 +1355,194 @@ mod tests {
             connection_status(&update(Disabled, Disabled)),
             ConnectionStatus::Down
         );
+    }
+
+    #[test]
+    fn only_the_carrier_or_the_last_established_ike_sa_concerns_the_tunnel() {
+        let (a, b, c, half_open) = (IkeSaId(1), IkeSaId(2), IkeSaId(3), IkeSaId(9));
+        let mut t = IkeTrack::default();
+        // A half-open SA that never came up: nothing to do with the tunnel.
+        assert_eq!(t.down(half_open), IkeLoss::NotEstablished);
+        t.up(a, None);
+        t.installed(a);
+        assert_eq!(t.down(half_open), IkeLoss::NotEstablished);
+        // A rekey: the new IKE SA carries the CHILD SA it adopted.
+        t.up(b, Some(a));
+        assert!(!t.is_up(a) && t.is_up(b));
+        assert_eq!(t.carrier, Some(b));
+        assert_eq!(t.down(a), IkeLoss::NotEstablished);
+        // INITIAL_CONTACT: the new SA is up and installed first, then the
+        // old one goes without touching the tunnel.
+        t.up(c, None);
+        t.installed(c);
+        assert_eq!(t.down(b), IkeLoss::Other);
+        // The carrier goes: the tunnel loses its CHILD SA and its IKE SA.
+        assert_eq!(t.down(c), IkeLoss::Carrier { still_up: false });
+        assert!(t.up.is_empty() && t.carrier.is_none());
+        // The carrier goes while another SA is up: the CHILD SA is lost,
+        // the IKE SA is not.
+        t.up(a, None);
+        t.up(b, None);
+        t.installed(b);
+        assert_eq!(t.down(b), IkeLoss::Carrier { still_up: true });
+        // The last one without a CHILD SA: still the end of the tunnel's IKE.
+        assert_eq!(t.down(a), IkeLoss::Carrier { still_up: false });
+    }
+
+    /// The runtime itself, fed IKE events as the driver reports them, with
+    /// the real SA table behind it.
+    #[tokio::test]
+    #[ignore = "needs root: the slow path opens raw sockets"]
+    async fn a_half_open_failure_never_removes_the_tunnels_child_sa() {
+        use crate::dataplane::slowpath::SlowPath;
+        use gateway_esp::table::SaTable;
+        use gateway_ike::crypto::Secret;
+        use gateway_ike::EspKeys;
+
+        let dir = std::env::temp_dir().join(format!("s2s-agent-ike-{}", std::process::id()));
+        struct Rm(std::path::PathBuf);
+        impl Drop for Rm {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let _rm = Rm(dir.clone());
+        let store = Store::open(&dir).unwrap();
+        let table = Arc::new(SaTable::new());
+        let datapath = DataPathHandle {
+            dataplane: Arc::new(GatewayDataPlane::new(Arc::clone(&table))),
+            slow: Arc::new(std::sync::Mutex::new(
+                SlowPath::new(Arc::clone(&table)).unwrap(),
+            )),
+            local: None,
+        };
+        let (ike_tx, _ike_rx) = mpsc::channel(16);
+        let (bgp, _bgp_events) = gateway_bgp::driver::spawn();
+        let mut rt = Runtime::new(
+            store,
+            datapath,
+            ike_tx,
+            bgp,
+            SharedSnapshot::default(),
+            Lifetime::NONE,
+        );
+        let name = "conn/v4".to_string();
+        let (local, remote): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        rt.tunnels.insert(
+            name.clone(),
+            RunningTunnel {
+                plan: TunnelPlan {
+                    name: name.clone(),
+                    connection: "conn".into(),
+                    family: Family::V4,
+                    local,
+                    remote,
+                    tun: "s2stest0".into(),
+                    interco: Vec::new(),
+                    initiate: true,
+                    ikev2_ciphers: Vec::new(),
+                    esp_ciphers: Vec::new(),
+                    ike_fingerprint: String::new(),
+                    allowed_sources: Vec::new(),
+                    mss_clamp: true,
+                },
+                id: 1,
+                ike_up: false,
+                ike: IkeTrack::default(),
+                child: None,
+                child_installs: 0,
+                reinitiate_at: None,
+                retiring: Vec::new(),
+            },
+        );
+        let key = |b: u8| EspKeys {
+            encryption_key: Secret::new(vec![b; 36]),
+            integrity_key: Secret::new(Vec::new()),
+        };
+        let install = |ike: u64, spi_in: u32| {
+            IkeAction::InstallChildSa(ChildSaInstall {
+                conn: "conn/v4".into(),
+                ike: IkeSaId(ike),
+                spi_in,
+                spi_out: spi_in + 0x1000,
+                encryption: "aes256gcm",
+                integrity: None,
+                keys_in: key(1),
+                keys_out: key(2),
+                esn: true,
+                udp_encap: None,
+                local_addr: local,
+                remote_addr: remote,
+                local_ts: Vec::new(),
+                remote_ts: Vec::new(),
+                replaces_spi_in: None,
+                volume: gateway_ike::VolumeLifetimes::default(),
+            })
+        };
+        let up = |ike: u64, rekey_of: Option<u64>| IkeAction::IkeSaUp {
+            conn: "conn/v4".into(),
+            ike: IkeSaId(ike),
+            spi_i: ike,
+            spi_r: ike + 1,
+            local: std::net::SocketAddr::new(local, 500),
+            remote: std::net::SocketAddr::new(remote, 500),
+            rekey_of: rekey_of.map(IkeSaId),
+        };
+        let down = |ike: u64, reason: DownReason| IkeAction::IkeSaDown {
+            conn: "conn/v4".into(),
+            ike: IkeSaId(ike),
+            reason,
+        };
+        let failed = |ike: u64, initiator: bool, reason: DownReason| IkeAction::IkeSaFailed {
+            conn: "conn/v4".into(),
+            ike: IkeSaId(ike),
+            initiator,
+            reason,
+        };
+        let remove = |ike: u64, spi_in: u32| IkeAction::RemoveChildSa {
+            conn: "conn/v4".into(),
+            ike: IkeSaId(ike),
+            spi_in,
+            spi_out: spi_in + 0x1000,
+        };
+        let usable = |rt: &Runtime| rt.tunnels["conn/v4"].usable();
+
+        // Keys from an IKE SA that is not up never reach the data plane.
+        rt.on_ike(install(7, 0x700));
+        assert!(table.inbound(0x700).is_none());
+        // The tunnel's IKE SA and its CHILD SA.
+        rt.on_ike(up(1, None));
+        rt.on_ike(install(1, 0x100));
+        assert!(table.inbound(0x100).is_some() && usable(&rt));
+        // Half-open SAs refused or expired (the peer's, and ours): the
+        // tunnel and its SAs stay, and nothing is re-initiated.
+        rt.on_ike(failed(9, false, DownReason::NoProposalChosen));
+        rt.on_ike(failed(10, false, DownReason::HalfOpenTimeout));
+        rt.on_ike(failed(11, true, DownReason::AuthenticationFailed));
+        rt.on_ike(down(9, DownReason::HalfOpenTimeout));
+        assert!(table.inbound(0x100).is_some() && usable(&rt));
+        assert_eq!(table.outbound(1).map(|o| o.sa.spi()), Some(0x1100));
+        assert!(rt.tunnels["conn/v4"].reinitiate_at.is_none());
+        // An IKE rekey: the new SA carries the tunnel; the old one's end
+        // (never reported, but if it were) changes nothing.
+        rt.on_ike(up(2, Some(1)));
+        rt.on_ike(down(1, DownReason::Deleted));
+        assert!(usable(&rt));
+        // INITIAL_CONTACT: the new SA and its CHILD SA first, then the old.
+        rt.on_ike(up(3, None));
+        rt.on_ike(install(3, 0x300));
+        rt.on_ike(remove(2, 0x100));
+        rt.on_ike(down(2, DownReason::Replaced));
+        assert!(usable(&rt) && table.inbound(0x300).is_some());
+        assert_eq!(table.outbound(1).map(|o| o.sa.spi()), Some(0x1300));
+        // The carrier goes: the tunnel is down and its CHILD SA removed.
+        rt.on_ike(remove(3, 0x300));
+        rt.on_ike(down(3, DownReason::PeerUnreachable));
+        assert!(!usable(&rt) && !rt.tunnels["conn/v4"].ike_up);
+        assert!(table.inbound(0x300).is_none());
+        // Our own next attempt fails: try again later.
+        rt.on_ike(failed(12, true, DownReason::AuthenticationFailed));
+        assert!(rt.tunnels["conn/v4"].reinitiate_at.is_some());
     }
 }

@@ -3,15 +3,17 @@
 //! route-based tunnel, narrowed by the responder), KEYMAT, and the
 //! `InstallChildSa` action. Runs inside IKE_AUTH for the first CHILD SA.
 //! A failure here is not fatal for the IKE SA: the responder answers with
-//! NO_PROPOSAL_CHOSEN / TS_UNACCEPTABLE instead of SA/TS payloads.
+//! NO_PROPOSAL_CHOSEN / TS_UNACCEPTABLE instead of SA/TS payloads. `install`
+//! is the one place CHILD SAs come into being, and it refuses to unless
+//! the IKE SA is authenticated, whatever exchange asked.
 
 use crate::action::{Action, ChildSaInstall, LogLevel, UdpEncap};
 use crate::child_sa::{derive_child_keys, ChildSa, ChildSaState};
 use crate::config::{chosen_proposal, esp_chosen, esp_proposals, select_esp, EspChosen};
-use crate::crypto::random_u32;
 use crate::ike_sa::IkeSa;
 use crate::message::Message;
 use crate::payload::{notify, proto, NotifyPayload, Payload, Proposal, TrafficSelector};
+use crate::spi::SpiLease;
 
 use super::TaskError;
 
@@ -26,21 +28,11 @@ type Selected = (
 
 #[derive(Default)]
 pub(crate) struct ChildCreate {
-    spi_in: u32,
+    spi_in: Option<SpiLease>,
     /// Responder: what we chose, or the notify to answer instead.
     chosen: Option<Selected>,
     failure: Option<u16>,
     skipped: bool,
-}
-
-/// An inbound SPI: random, never in the reserved range 0-255 (RFC 4303 §2.1).
-pub(crate) fn new_spi() -> u32 {
-    loop {
-        let s = random_u32();
-        if s > 255 {
-            return s;
-        }
-    }
 }
 
 pub(crate) fn find_sa(msg: &Message) -> Option<&Vec<Proposal>> {
@@ -89,16 +81,26 @@ pub(crate) struct KeySource<'a> {
 )]
 pub(crate) fn install(
     sa: &mut IkeSa,
-    spi_in: u32,
+    lease: SpiLease,
     spi_out: u32,
     chosen: EspChosen,
     local_ts: Vec<TrafficSelector>,
     remote_ts: Vec<TrafficSelector>,
     src: KeySource<'_>,
     replaces_spi_in: Option<u32>,
-) {
+) -> bool {
+    let spi_in = lease.spi();
+    if !sa.authenticated {
+        // The exchanges are gated by state already (`task_manager`); this
+        // is the last line: no key material for an unauthenticated peer.
+        sa.log(
+            LogLevel::Warn,
+            format!("CHILD SA {spi_in:08x}_i refused: the IKE SA is not authenticated"),
+        );
+        return false;
+    }
     let (Some(c), Some(k)) = (sa.cipher, sa.keys.as_ref()) else {
-        return;
+        return false;
     };
     let (keys_in, keys_out) = derive_child_keys(
         c.prf,
@@ -127,6 +129,7 @@ pub(crate) fn install(
         ),
     );
     sa.children.push(ChildSa {
+        _lease: lease,
         spi_in,
         spi_out,
         chosen,
@@ -149,6 +152,7 @@ pub(crate) fn install(
     }
     sa.out.push(Action::InstallChildSa(ChildSaInstall {
         conn: sa.conn.name.clone(),
+        ike: sa.id(),
         spi_in,
         spi_out,
         encryption: chosen.encr.api_name(),
@@ -162,7 +166,9 @@ pub(crate) fn install(
         local_ts,
         remote_ts,
         replaces_spi_in,
+        volume: sa.conn.child_volume,
     }));
+    true
 }
 
 impl ChildCreate {
@@ -171,13 +177,20 @@ impl ChildCreate {
         sa: &mut IkeSa,
         out: &mut Vec<Payload>,
     ) -> Result<(), TaskError> {
-        self.spi_in = new_spi();
+        let lease = sa.new_spi_in().ok_or_else(|| {
+            TaskError::fatal(
+                None,
+                crate::action::DownReason::Protocol(notify::NO_ADDITIONAL_SAS),
+                "no free inbound SPI",
+            )
+        })?;
         out.push(Payload::Sa(esp_proposals(
             &sa.conn.esp_ciphers,
-            self.spi_in,
+            lease.spi(),
             sa.conn.esn,
             false,
         )));
+        self.spi_in = Some(lease);
         out.push(Payload::TsI(sa.conn.local_ts.clone()));
         out.push(Payload::TsR(sa.conn.remote_ts.clone()));
         Ok(())
@@ -231,9 +244,12 @@ impl ChildCreate {
             nr: &nr,
             exchange_initiator: true,
         };
+        let Some(lease) = self.spi_in.take() else {
+            return Ok(());
+        };
         install(
             sa,
-            self.spi_in,
+            lease,
             spi_out,
             chosen,
             tsi.clone(),
@@ -274,7 +290,12 @@ impl ChildCreate {
             self.failure = Some(notify::TS_UNACCEPTABLE);
             return Ok(());
         }
-        self.spi_in = new_spi();
+        let Some(lease) = sa.new_spi_in() else {
+            sa.log(LogLevel::Warn, "no free inbound SPI".into());
+            self.failure = Some(notify::NO_ADDITIONAL_SAS);
+            return Ok(());
+        };
+        self.spi_in = Some(lease);
         self.chosen = Some((number, spi_out, chosen, tsi, tsr));
         Ok(())
     }
@@ -291,13 +312,19 @@ impl ChildCreate {
             out.push(Payload::Notify(NotifyPayload::new(n, Vec::new())));
             return Ok(());
         }
-        let Some((number, spi_out, chosen, tsi, tsr)) = self.chosen.take() else {
+        let (Some((number, spi_out, chosen, tsi, tsr)), Some(lease)) =
+            (self.chosen.take(), self.spi_in.take())
+        else {
             return Ok(());
         };
+        if !sa.authenticated {
+            // IKE_AUTH failed before us; `install` would refuse anyway.
+            return Ok(());
+        }
         out.push(Payload::Sa(chosen_proposal(
             number,
             proto::ESP,
-            self.spi_in.to_be_bytes().to_vec(),
+            lease.spi().to_be_bytes().to_vec(),
             chosen.transforms(),
         )));
         out.push(Payload::TsI(tsi.clone()));
@@ -310,7 +337,7 @@ impl ChildCreate {
             nr: &nr,
             exchange_initiator: false,
         };
-        install(sa, self.spi_in, spi_out, chosen, tsr, tsi, src, None);
+        install(sa, lease, spi_out, chosen, tsr, tsi, src, None);
         Ok(())
     }
 }

@@ -24,6 +24,7 @@ fn remove(sa: &mut IkeSa, spi_in: u32) {
         );
         sa.out.push(Action::RemoveChildSa {
             conn: sa.conn.name.clone(),
+            ike: sa.id(),
             spi_in: c.spi_in,
             spi_out: c.spi_out,
         });

@@ -14,9 +14,10 @@ use crate::ike_sa::IkeSa;
 use crate::message::Message;
 use crate::payload::{notify, proto, KePayload, NotifyPayload, Payload, TrafficSelector};
 
-use super::child_create::{find_sa, find_ts, install, narrow, new_spi, KeySource};
+use super::child_create::{find_sa, find_ts, install, narrow, KeySource};
 use super::child_delete::ChildDelete;
-use super::{Task, TaskError};
+use super::{nonce_ok, Task, TaskError};
+use crate::spi::SpiLease;
 
 const NONCE_LEN: usize = 32;
 
@@ -34,7 +35,7 @@ struct Responded {
 pub(crate) struct ChildRekey {
     /// The CHILD SA being rekeyed (our inbound SPI); `None` creates a new one.
     pub(crate) old_spi_in: Option<u32>,
-    spi_in: u32,
+    spi_in: Option<SpiLease>,
     ni: Vec<u8>,
     nr: Vec<u8>,
     dh: Option<DhPrivate>,
@@ -68,13 +69,24 @@ impl ChildRekey {
         sa: &mut IkeSa,
         out: &mut Vec<Payload>,
     ) -> Result<(), TaskError> {
+        let installed = |sa: &IkeSa, old: u32| {
+            sa.children
+                .iter()
+                .any(|c| c.spi_in == old && c.state == ChildSaState::Installed)
+        };
+        if self.old_spi_in.is_some_and(|old| !installed(sa, old)) {
+            return Err(TaskError::Abort);
+        }
+        // The key pair first: asking for it may end this build, which must
+        // then have changed nothing.
+        let group = self
+            .group
+            .or_else(|| sa.conn.esp_ciphers.first().and_then(|c| c.dh));
+        let dh = group.map(|g| sa.dh_generate(g)).transpose()?;
+        let lease = sa.new_spi_in().ok_or(TaskError::Abort)?;
         let (local_ts, remote_ts) = match self.old_spi_in {
             Some(old) => {
-                let Some(c) = sa
-                    .children
-                    .iter_mut()
-                    .find(|c| c.spi_in == old && c.state == ChildSaState::Installed)
-                else {
+                let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) else {
                     return Err(TaskError::Abort);
                 };
                 c.state = ChildSaState::Rekeying;
@@ -88,22 +100,18 @@ impl ChildRekey {
             }
             None => (sa.conn.local_ts.clone(), sa.conn.remote_ts.clone()),
         };
-        self.spi_in = new_spi();
         self.ni = random_bytes(NONCE_LEN);
-        let group = self
-            .group
-            .or_else(|| sa.conn.esp_ciphers.first().and_then(|c| c.dh));
         out.push(Payload::Sa(esp_proposals(
             &sa.conn.esp_ciphers,
-            self.spi_in,
+            lease.spi(),
             sa.conn.esn,
             true,
         )));
+        self.spi_in = Some(lease);
         out.push(Payload::Nonce(self.ni.clone()));
-        if let Some(g) = group {
-            let dh = DhPrivate::generate(g);
+        if let Some(dh) = dh {
             out.push(Payload::Ke(KePayload {
-                group: g.id(),
+                group: dh.group.id(),
                 data: dh.public_value(),
             }));
             self.dh = Some(dh);
@@ -151,27 +159,40 @@ impl ChildRekey {
             let nr = find(msg, |p| match p {
                 Payload::Nonce(n) => Some(n.clone()),
                 _ => None,
-            })?;
-            let gir = match (chosen.dh, &self.dh) {
-                (Some(g), Some(dh)) if dh.group == g => {
-                    let ke = find(msg, |p| match p {
-                        Payload::Ke(k) => Some(k),
-                        _ => None,
-                    })?;
-                    Some(dh.shared_secret(&ke.data).ok()?)
-                }
+            })
+            .filter(|n| nonce_ok(n))?;
+            let ke = match (chosen.dh, &self.dh) {
+                (Some(g), Some(dh)) if dh.group == g => Some(find(msg, |p| match p {
+                    Payload::Ke(k) => Some(k.data.clone()),
+                    _ => None,
+                })?),
                 (None, _) => None,
                 _ => return None,
             };
             let tsi = find_ts(msg, true)?.clone();
             let tsr = find_ts(msg, false)?.clone();
-            Some((spi_out, chosen, nr, gir, tsi, tsr))
+            Some((spi_out, chosen, nr, ke, tsi, tsr))
         })();
-        let Some((spi_out, chosen, nr, gir, tsi, tsr)) = ok else {
+        let Some((spi_out, chosen, nr, ke, tsi, tsr)) = ok else {
             self.restore_old(sa);
             sa.log(LogLevel::Warn, "CREATE_CHILD_SA response unusable".into());
             return Ok(());
         };
+        let gir = match (&self.dh, ke) {
+            (Some(dh), Some(ke)) => match sa.dh_shared(dh, &ke)? {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.restore_old(sa);
+                    sa.log(LogLevel::Warn, format!("CREATE_CHILD_SA response: KE: {e}"));
+                    return Ok(());
+                }
+            },
+            _ => None,
+        };
+        let Some(lease) = self.spi_in.take() else {
+            return Ok(());
+        };
+        let spi_in = lease.spi();
         self.nr = nr;
         let (ni, nr) = (self.ni.clone(), self.nr.clone());
         let src = KeySource {
@@ -180,16 +201,10 @@ impl ChildRekey {
             nr: &nr,
             exchange_initiator: true,
         };
-        install(
-            sa,
-            self.spi_in,
-            spi_out,
-            chosen,
-            tsi,
-            tsr,
-            src,
-            self.old_spi_in,
-        );
+        if !install(sa, lease, spi_out, chosen, tsi, tsr, src, self.old_spi_in) {
+            self.restore_old(sa);
+            return Ok(());
+        }
         let Some(old) = self.old_spi_in else {
             return Ok(());
         };
@@ -197,12 +212,9 @@ impl ChildRekey {
             Some(theirs) if smaller(&ni, &nr) < theirs.as_slice() => {
                 sa.log(
                     LogLevel::Info,
-                    format!(
-                        "CHILD rekey collision: our SA {:08x}_i is redundant",
-                        self.spi_in
-                    ),
+                    format!("CHILD rekey collision: our SA {spi_in:08x}_i is redundant"),
                 );
-                self.spi_in
+                spi_in
             }
             Some(_) => {
                 sa.log(LogLevel::Info, "CHILD rekey collision: our SA wins".into());
@@ -241,7 +253,8 @@ impl ChildRekey {
         let Some(ni) = find(msg, |p| match p {
             Payload::Nonce(n) => Some(n.clone()),
             _ => None,
-        }) else {
+        })
+        .filter(|n| nonce_ok(n)) else {
             self.failure = Some(NotifyPayload::new(notify::INVALID_SYNTAX, Vec::new()));
             return Ok(());
         };
@@ -252,8 +265,8 @@ impl ChildRekey {
         let (gir, our_ke) = match chosen.dh {
             Some(g) => match ke.filter(|k| k.group == g.id()) {
                 Some(k) => {
-                    let dh = DhPrivate::generate(g);
-                    let Ok(s) = dh.shared_secret(&k.data) else {
+                    let (dh, s) = sa.dh_respond(g, &k.data)?;
+                    let Ok(s) = s else {
                         self.failure = Some(NotifyPayload::new(notify::INVALID_SYNTAX, Vec::new()));
                         return Ok(());
                     };
@@ -285,9 +298,13 @@ impl ChildRekey {
             self.failure = Some(NotifyPayload::new(notify::TS_UNACCEPTABLE, Vec::new()));
             return Ok(());
         }
+        let Some(lease) = sa.new_spi_in() else {
+            self.failure = Some(NotifyPayload::new(notify::NO_ADDITIONAL_SAS, Vec::new()));
+            return Ok(());
+        };
+        self.spi_in = Some(lease);
         self.ni = ni;
         self.nr = random_bytes(NONCE_LEN);
-        self.spi_in = new_spi();
         // §2.8.1: are we rekeying the same CHILD SA right now?
         if let Some(old) = self.old_spi_in {
             let colliding = sa.outstanding.as_ref().is_some_and(|o| {
@@ -321,13 +338,13 @@ impl ChildRekey {
             out.push(Payload::Notify(n));
             return Ok(());
         }
-        let Some(r) = self.responded.take() else {
+        let (Some(r), Some(lease)) = (self.responded.take(), self.spi_in.take()) else {
             return Ok(());
         };
         out.push(Payload::Sa(chosen_proposal(
             r.number,
             proto::ESP,
-            self.spi_in.to_be_bytes().to_vec(),
+            lease.spi().to_be_bytes().to_vec(),
             r.chosen.transforms(),
         )));
         out.push(Payload::Nonce(self.nr.clone()));
@@ -345,7 +362,7 @@ impl ChildRekey {
         };
         install(
             sa,
-            self.spi_in,
+            lease,
             r.spi_out,
             r.chosen,
             r.tsr,

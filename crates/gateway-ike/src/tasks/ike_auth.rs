@@ -61,8 +61,12 @@ fn verify(sa: &mut IkeSa, msg: &Message, of_initiator: bool) -> Result<(), Strin
     Ok(())
 }
 
-pub(crate) fn established(sa: &mut IkeSa) {
+/// The peer is authenticated (IKE_AUTH verified it, or `rekey_of` names
+/// the authenticated IKE SA this one rekeys): from here on, and only from
+/// here on, CHILD SAs may be created.
+pub(crate) fn established(sa: &mut IkeSa, rekey_of: Option<crate::action::IkeSaId>) {
     sa.state = IkeSaState::Established;
+    sa.authenticated = true;
     if sa.nat_local {
         sa.keepalive_at = Some(sa.last_rx + sa.conn.keepalive_interval);
     }
@@ -79,10 +83,12 @@ pub(crate) fn established(sa: &mut IkeSa) {
     );
     sa.out.push(Action::IkeSaUp {
         conn: sa.conn.name.clone(),
+        ike: sa.id(),
         spi_i: sa.spi_i,
         spi_r: sa.spi_r,
         local: sa.local,
         remote: sa.remote,
+        rekey_of,
     });
 }
 
@@ -134,7 +140,7 @@ impl IkeAuth {
             method: AUTH_SHARED_KEY_MIC,
             data: auth,
         }));
-        established(sa);
+        established(sa, None);
         Ok(())
     }
 
@@ -163,7 +169,7 @@ impl IkeAuth {
                 format!("authentication of peer failed: {why}"),
             )
         })?;
-        established(sa);
+        established(sa, None);
         Ok(())
     }
 }

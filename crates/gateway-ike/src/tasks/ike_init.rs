@@ -11,6 +11,7 @@ use crate::crypto::{derive_ike_keys, random_bytes, skeyseed, DhGroup, DhPrivate}
 use crate::ike_sa::IkeSa;
 use crate::message::Message;
 use crate::payload::{notify, proto, KePayload, NotifyPayload, Payload};
+use crate::tasks::nonce_ok;
 
 use super::{ike_natd, TaskError};
 
@@ -79,8 +80,9 @@ impl IkeInit {
         let dh = match self.dh.take() {
             Some(d) if d.group == group && !sa.ni.is_empty() => d,
             _ => {
+                let d = sa.dh_generate(group)?;
                 sa.ni = random_bytes(NONCE_LEN);
-                DhPrivate::generate(group)
+                d
             }
         };
         if let Some(c) = &self.cookie {
@@ -167,21 +169,22 @@ impl IkeInit {
             )
         })?;
         let ke = find_ke(msg).ok_or_else(|| bad("IKE_SA_INIT response without KE"))?;
-        let dh = self.dh.take().ok_or_else(|| bad("no DH state"))?;
+        let dh = self.dh.as_ref().ok_or_else(|| bad("no DH state"))?;
         if ke.group != cipher.dh.id() || dh.group != cipher.dh {
             return Err(bad("KE group does not match the chosen proposal"));
         }
-        let gir = dh.shared_secret(&ke.data).map_err(|e| {
+        let nr = find_nonce(msg).ok_or_else(|| bad("IKE_SA_INIT response without nonce"))?;
+        if !nonce_ok(nr) {
+            return Err(bad("bad nonce length"));
+        }
+        let gir = sa.dh_shared(dh, &ke.data)?.map_err(|e| {
             TaskError::fatal(
                 None,
                 DownReason::Protocol(notify::INVALID_SYNTAX),
                 format!("KE: {e}"),
             )
         })?;
-        let nr = find_nonce(msg).ok_or_else(|| bad("IKE_SA_INIT response without nonce"))?;
-        if nr.len() < 16 || nr.len() > 256 {
-            return Err(bad("bad nonce length"));
-        }
+        self.dh = None;
         sa.nr = nr.clone();
         sa.spi_r = msg.spi_r;
         sa.cipher = Some(cipher);
@@ -227,11 +230,11 @@ impl IkeInit {
             });
         }
         let ni = find_nonce(msg).ok_or_else(|| bad("IKE_SA_INIT without nonce"))?;
-        if ni.len() < 16 || ni.len() > 256 {
+        if !nonce_ok(ni) {
             return Err(bad("bad nonce length"));
         }
-        let dh = DhPrivate::generate(cipher.dh);
-        let gir = dh.shared_secret(&ke.data).map_err(|e| {
+        let (dh, gir) = sa.dh_respond(cipher.dh, &ke.data)?;
+        let gir = gir.map_err(|e| {
             TaskError::fatal(
                 Some(notify::INVALID_SYNTAX),
                 DownReason::Protocol(notify::INVALID_SYNTAX),

@@ -17,7 +17,7 @@ use crate::ike_sa::{IkeSa, IkeSaState};
 use crate::message::Message;
 use crate::payload::{notify, proto, KePayload, NotifyPayload, Payload};
 
-use super::{Task, TaskError};
+use super::{nonce_ok, Task, TaskError};
 
 const NONCE_LEN: usize = 32;
 
@@ -75,6 +75,8 @@ fn spawn(
         sa.local,
         sa.remote,
         sa.last_rx,
+        Arc::clone(&sa.spis),
+        sa.dh.offload,
     );
     new.cipher = Some(cipher);
     new.keys = Some(keys);
@@ -85,7 +87,9 @@ fn spawn(
     new.ni = ni.to_vec();
     new.nr = nr.to_vec();
     new.children = std::mem::take(&mut sa.children);
-    super::ike_auth::established(&mut new);
+    // The peer authenticated in the SA being rekeyed, and the new keys
+    // derive from its SK_d.
+    super::ike_auth::established(&mut new, Some(sa.id()));
     new.log(
         LogLevel::Info,
         format!(
@@ -110,6 +114,8 @@ impl IkeRekey {
         let Some(cur) = sa.cipher else {
             return Err(TaskError::Abort);
         };
+        // The key pair first: asking for it may end this build.
+        let dh = sa.dh_generate(cur.dh)?;
         self.new_spi = random_u64();
         self.ni = random_bytes(NONCE_LEN);
         // Our current suite first, so the KE we send matches it.
@@ -120,7 +126,6 @@ impl IkeRekey {
             &self.new_spi.to_be_bytes(),
         )));
         out.push(Payload::Nonce(self.ni.clone()));
-        let dh = DhPrivate::generate(cur.dh);
         out.push(Payload::Ke(KePayload {
             group: cur.dh.id(),
             data: dh.public_value(),
@@ -142,24 +147,34 @@ impl IkeRekey {
             let props = find_props(msg)?;
             let cipher = ike_chosen(&sa.conn.ike_ciphers, props)?;
             let spi = u64::from_be_bytes(props.first()?.spi.as_slice().try_into().ok()?);
-            let nr = msg.payloads.iter().find_map(|p| match p {
-                Payload::Nonce(n) => Some(n.clone()),
-                _ => None,
-            })?;
+            let nr = msg
+                .payloads
+                .iter()
+                .find_map(|p| match p {
+                    Payload::Nonce(n) => Some(n.clone()),
+                    _ => None,
+                })
+                .filter(|n| nonce_ok(n))?;
             let ke = msg.payloads.iter().find_map(|p| match p {
                 Payload::Ke(k) => Some(k),
                 _ => None,
             })?;
-            let dh = self
+            let usable = self
                 .dh
                 .as_ref()
-                .filter(|d| d.group == cipher.dh && ke.group == cipher.dh.id())?;
-            let gir = dh.shared_secret(&ke.data).ok()?;
-            Some((cipher, spi, nr, gir))
+                .is_some_and(|d| d.group == cipher.dh && ke.group == cipher.dh.id());
+            usable.then(|| (cipher, spi, nr, ke.data.clone()))
         })();
-        let Some((cipher, spi_r, nr, gir)) = ok else {
+        let unusable = |sa: &mut IkeSa| {
             sa.log(LogLevel::Warn, "IKE rekey response unusable".into());
             sa.rekey_at = Some(crate::child_sa::retry_at(sa.last_rx));
+        };
+        let (Some((cipher, spi_r, nr, ke)), Some(dh)) = (ok, self.dh.as_ref()) else {
+            unusable(sa);
+            return Ok(());
+        };
+        let Ok(gir) = sa.dh_shared(dh, &ke)? else {
+            unusable(sa);
             return Ok(());
         };
         spawn(sa, cipher, true, self.new_spi, spi_r, &self.ni, &nr, &gir);
@@ -197,7 +212,8 @@ impl IkeRekey {
             Payload::Ke(k) => Some(k),
             _ => None,
         });
-        let (Some(peer_spi), Some(ni), Some(ke)) = (peer_spi, ni, ke) else {
+        let (Some(peer_spi), Some(ni), Some(ke)) = (peer_spi, ni.filter(|n| nonce_ok(n)), ke)
+        else {
             self.failure = Some(notify::INVALID_SYNTAX);
             return Ok(());
         };
@@ -206,8 +222,8 @@ impl IkeRekey {
             self.chosen = Some((number, cipher));
             return Ok(());
         }
-        let dh = DhPrivate::generate(cipher.dh);
-        let Ok(gir) = dh.shared_secret(&ke.data) else {
+        let (dh, gir) = sa.dh_respond(cipher.dh, &ke.data)?;
+        let Ok(gir) = gir else {
             self.failure = Some(notify::INVALID_SYNTAX);
             return Ok(());
         };

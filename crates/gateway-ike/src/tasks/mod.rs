@@ -31,6 +31,16 @@ pub(crate) enum TaskError {
     /// Initiator: the exchange is moot (e.g. the CHILD SA to rekey is
     /// gone); drop it without sending.
     Abort,
+    /// Diffie-Hellman work was asked for (`IkeSa::dh_*`): the exchange
+    /// runs again from the start when it is done. A task asks before it
+    /// changes anything, and only single-task exchanges need DH.
+    NeedDh,
+}
+
+/// Nonce lengths (RFC 7296 §2.10, §3.9): 16 to 256 bytes, checked on
+/// every exchange that carries a nonce (strongSwan's bounds too).
+pub(crate) fn nonce_ok(n: &[u8]) -> bool {
+    (16..=256).contains(&n.len())
 }
 
 impl TaskError {
