@@ -58,6 +58,19 @@
 //! * On `lan_ingress`, a TTL / hop limit ≤ 1, a route miss and a tunnel that
 //!   is down are **`XDP_PASS`** (the kernel answers with ICMP or routes
 //!   through the slow path).
+//! * On `lan_ingress`, a packet routed into a tunnel that is up and larger
+//!   than the tunnel's inner MTU ([`TunnelValue::inner_mtu`]) is answered
+//!   by the program itself (**`XDP_TX`**, or **`XDP_REDIRECT`** to the
+//!   same interface with [`LAN_REPLY_REDIRECT`]) with ICMP "fragmentation needed"
+//!   (IPv4 with DF) or ICMPv6 "packet too big" (any IPv6) carrying that MTU,
+//!   from the gateway's LAN address ([`LanConfig`]), counted as
+//!   [`DropReason::PacketTooBig`]; past the per-source rate limit it drops
+//!   with [`DropReason::PacketTooBigRateLimited`]. No reply is made for a
+//!   source that is not unicast nor for an ICMP error; those drop with
+//!   [`DropReason::PacketTooBigNoReply`]. An IPv4 packet without DF, a
+//!   VLAN-tagged frame, and a family with no LAN address configured are
+//!   **`XDP_PASS`**: the kernel fragments (or answers) through the tunnel's
+//!   TUN, whose MTU is the same.
 //! * A packet selected for the fast path whose receive queue has no AF_XDP
 //!   socket in `XSKS` is **`XDP_PASS`** (slow path) and counted in
 //!   [`TunnelStats::no_socket`].
@@ -87,8 +100,10 @@ pub mod map_names {
     pub const XSKS: &str = "XSKS";
     pub const STATS: &str = "STATS";
     pub const DROPS: &str = "DROPS";
+    pub const LAN_CONFIG: &str = "LAN_CONFIG";
+    pub const ICMP_BUCKETS: &str = "ICMP_BUCKETS";
     /// Every map, for pinning and unpinning.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 10] = [
         SA_IN,
         TUNNELS,
         ROUTES_V4,
@@ -97,6 +112,8 @@ pub mod map_names {
         XSKS,
         STATS,
         DROPS,
+        LAN_CONFIG,
+        ICMP_BUCKETS,
     ];
 }
 
@@ -116,16 +133,27 @@ pub const TUNNELS_MAX_ENTRIES: u32 = 1024;
 pub const ROUTES_V4_MAX_ENTRIES: u32 = 1 << 20;
 pub const ROUTES_V6_MAX_ENTRIES: u32 = 1 << 20;
 pub const LOCAL_ADDRS_MAX_ENTRIES: u32 = 64;
-/// Largest inner IP packet the LAN fast path encrypts: the largest that
-/// fits a 1500-byte outer packet with the largest overhead of any suite,
-/// IPv6 40 + UDP 8 + ESP 8 + IV 16 + ICV 32 (AES-CBC with
+/// The inner MTU of a tunnel whose [`TunnelValue::inner_mtu`] is not set:
+/// the largest that fits a 1500-byte outer packet with the largest overhead
+/// of any suite, IPv6 40 + UDP 8 + ESP 8 + IV 16 + ICV 32 (AES-CBC with
 /// HMAC-SHA-512-256) = 104 plus the ciphertext, which is the inner packet
 /// and its 2-byte trailer padded to 16 bytes: 104 + roundup(1390 + 2, 16)
-/// = 1496, while 1391..=1394 would need 1512. `lan_ingress` passes bigger
-/// packets to the kernel, which routes them into the tunnel's TUN (same
-/// MTU) and so answers with ICMP fragmentation needed / packet too big:
-/// path MTU discovery works through the fast path.
+/// = 1496, while 1391..=1394 would need 1512. A tunnel with an installed
+/// CHILD SA carries its own value, computed from the WAN MTU, the suite and
+/// the outer family.
 pub const TUNNEL_INNER_MTU: usize = 1390;
+/// The smallest inner MTU ever used: IPv6's minimum link MTU (RFC 8200
+/// §5), so every tunnel carries IPv6 and every ICMP quote below fits.
+pub const MIN_INNER_MTU: usize = 1280;
+/// ICMP "fragmentation needed" quotes as much of the original packet as
+/// keeps the error within 576 bytes (RFC 1812 §4.3.2.3): 576 - 20 - 8.
+pub const ICMP4_QUOTE_LEN: usize = 548;
+/// ICMPv6 "packet too big" quotes as much as keeps the error within the
+/// minimum MTU (RFC 4443 §2.4 (c)): 1280 - 40 - 8.
+pub const ICMP6_QUOTE_LEN: usize = 1232;
+/// Sources remembered by the ICMP rate limiter (per CPU, least recently
+/// used first out).
+pub const ICMP_BUCKETS_MAX_ENTRIES: u32 = 4096;
 /// Receive queues that can carry an AF_XDP socket.
 pub const XSKS_MAX_ENTRIES: u32 = 64;
 /// `XSKS` key of the LAN side's socket for receive queue 0: `wan_ingress`
@@ -186,8 +214,86 @@ pub struct TunnelValue {
     pub local: [u8; 16],
     /// The peer's outer address, same encoding.
     pub remote: [u8; 16],
+    /// Largest inner IP packet the tunnel carries (from the WAN MTU, the
+    /// suite and the outer family); 0: [`TUNNEL_INNER_MTU`].
+    pub inner_mtu: u32,
+    /// Explicit padding (always 0).
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<TunnelValue>() == 40);
+const _: () = assert!(size_of::<TunnelValue>() == 48);
+
+impl TunnelValue {
+    /// [`Self::inner_mtu`], or the default when unset.
+    #[inline(always)]
+    pub const fn effective_inner_mtu(&self) -> usize {
+        if self.inner_mtu == 0 {
+            TUNNEL_INNER_MTU
+        } else {
+            self.inner_mtu as usize
+        }
+    }
+}
+
+/// [`LanConfig::flags`]: `addr_v4` is set (ICMP errors for IPv4 can be sent).
+pub const LAN_HAS_V4: u32 = 1;
+/// [`LanConfig::flags`]: `addr_v6` is set.
+pub const LAN_HAS_V6: u32 = 2;
+/// [`LanConfig::flags`]: send the ICMP errors back out of the LAN with
+/// `bpf_redirect` to the interface they came in on instead of `XDP_TX`.
+/// For a veth LAN: veth queues an `XDP_TX` frame in its peer's ring but
+/// wakes the peer's NAPI only if the peer runs an XDP program of its own
+/// (`veth_xdp_flush`), so with the usual plain peer the error is never
+/// delivered; a redirect is transmitted with a flush that always wakes it
+/// (the peer needs NAPI: GRO on or an XDP program). A NIC takes `XDP_TX`,
+/// which every XDP driver implements (redirect needs `ndo_xdp_xmit`).
+pub const LAN_REPLY_REDIRECT: u32 = 4;
+
+/// Value of `LAN_CONFIG` (an array of one): what `lan_ingress` needs to
+/// answer a packet itself. The ICMP rate limit is a token bucket per source
+/// and CPU, kept as its GCRA equivalent (one timestamp per source): a
+/// source may send one error every `icmp_interval_ns` with bursts of
+/// `icmp_burst_ns / icmp_interval_ns` errors.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LanConfig {
+    /// `LAN_HAS_*`.
+    pub flags: u32,
+    /// The gateway's IPv4 address on the LAN (source of its ICMP errors).
+    pub addr_v4: [u8; 4],
+    /// The gateway's IPv6 address on the LAN.
+    pub addr_v6: [u8; 16],
+    /// Nanoseconds between two errors to one source (the refill rate).
+    pub icmp_interval_ns: u64,
+    /// The bucket's depth in nanoseconds (burst × interval).
+    pub icmp_burst_ns: u64,
+}
+const _: () = assert!(size_of::<LanConfig>() == 40);
+
+/// Key of `ICMP_BUCKETS`: a source address, as [`LocalAddrKey`].
+pub type IcmpBucketKey = LocalAddrKey;
+
+/// Value of `ICMP_BUCKETS` (LRU per-CPU hash): the theoretical arrival
+/// time of the next error (GCRA); an error is sent when it is at most
+/// `icmp_burst_ns - icmp_interval_ns` ahead of now.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpBucket {
+    pub tat_ns: u64,
+}
+const _: () = assert!(size_of::<IcmpBucket>() == 8);
+
+/// GCRA decision shared by the XDP program and the workers: returns the
+/// new theoretical arrival time if an error may be sent at `now`.
+#[inline(always)]
+pub const fn icmp_allow(tat_ns: u64, now_ns: u64, interval_ns: u64, burst_ns: u64) -> Option<u64> {
+    let tat = if tat_ns > now_ns { tat_ns } else { now_ns };
+    let limit = burst_ns.saturating_sub(interval_ns);
+    if tat - now_ns > limit {
+        None
+    } else {
+        Some(tat + interval_ns)
+    }
+}
 
 /// Value of `ROUTES_V4` / `ROUTES_V6`. The keys are the LPM trie keys of
 /// aya (`prefix_len: u32` then the address as network-order bytes,
@@ -327,11 +433,19 @@ pub enum DropReason {
     UdpHeaderTruncated = 10,
     UdpBadLength = 11,
     EspHeaderTruncated = 12,
+    /// Routed into a tunnel but larger than its inner MTU: answered with
+    /// ICMP fragmentation needed / packet too big (`XDP_TX`).
+    PacketTooBig = 13,
+    /// As [`Self::PacketTooBig`] but the source is past its ICMP rate limit.
+    PacketTooBigRateLimited = 14,
+    /// As [`Self::PacketTooBig`] but no error may be sent (source not
+    /// unicast, or the packet is itself an ICMP error).
+    PacketTooBigNoReply = 15,
 }
 
 impl DropReason {
     /// Every reason, in discriminant order.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::UnknownSpi,
         DropReason::ReplayLeftOfWindow,
         DropReason::Ipv4HeaderTruncated,
@@ -345,6 +459,9 @@ impl DropReason {
         DropReason::UdpHeaderTruncated,
         DropReason::UdpBadLength,
         DropReason::EspHeaderTruncated,
+        DropReason::PacketTooBig,
+        DropReason::PacketTooBigRateLimited,
+        DropReason::PacketTooBigNoReply,
     ];
 
     /// Stable snake_case name, used as a metrics label.
@@ -363,6 +480,9 @@ impl DropReason {
             DropReason::UdpHeaderTruncated => "udp_header_truncated",
             DropReason::UdpBadLength => "udp_bad_length",
             DropReason::EspHeaderTruncated => "esp_header_truncated",
+            DropReason::PacketTooBig => "packet_too_big",
+            DropReason::PacketTooBigRateLimited => "packet_too_big_rate_limited",
+            DropReason::PacketTooBigNoReply => "packet_too_big_no_reply",
         }
     }
 
@@ -386,6 +506,8 @@ mod pod {
     unsafe impl aya::Pod for LocalAddrValue {}
     unsafe impl aya::Pod for TunnelStats {}
     unsafe impl aya::Pod for XdpMeta {}
+    unsafe impl aya::Pod for LanConfig {}
+    unsafe impl aya::Pod for IcmpBucket {}
 }
 
 #[cfg(test)]
@@ -410,6 +532,34 @@ mod tests {
         assert_eq!(DropReason::UnknownSpi as u32, 0);
         assert_eq!(DropReason::ReplayLeftOfWindow as u32, 1);
         assert_eq!(DropReason::EspHeaderTruncated as u32, 12);
+    }
+
+    #[test]
+    fn icmp_rate_limit_allows_a_burst_then_the_rate() {
+        let (interval, burst) = (1_000, 3_000);
+        let mut tat = 0;
+        let mut sent = 0;
+        // Ten errors at the same instant: the burst of three passes.
+        for _ in 0..10 {
+            if let Some(t) = icmp_allow(tat, 10_000, interval, burst) {
+                tat = t;
+                sent += 1;
+            }
+        }
+        assert_eq!(sent, 3);
+        // One interval later, exactly one more.
+        assert!(icmp_allow(tat, 11_000, interval, burst).is_some());
+        let tat = icmp_allow(tat, 11_000, interval, burst).unwrap();
+        assert!(icmp_allow(tat, 11_000, interval, burst).is_none());
+        // Idle for long: a full burst again, not more.
+        let mut tat2 = tat;
+        let mut n = 0;
+        while let Some(t) = icmp_allow(tat2, 1_000_000, interval, burst) {
+            tat2 = t;
+            n += 1;
+            assert!(n <= 3);
+        }
+        assert_eq!(n, 3);
     }
 
     #[test]

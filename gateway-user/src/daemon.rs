@@ -3,7 +3,10 @@
 //! with its raw-ESP receiver, and, with the fast path on, one AF_XDP worker
 //! per receive queue, the neighbour cache that feeds them and the thread
 //! that copies replay-window edges back to `SA_IN`. The agent drives it;
-//! this module owns only construction and orderly shutdown.
+//! this module owns only construction and orderly shutdown. At start it
+//! makes the LAN's kernel settings right ([`crate::sysctl`]) and gives the
+//! data path what it sizes packets by: the WAN MTU, the LAN addresses and
+//! the ICMP rate limit.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -18,9 +21,13 @@ use gateway_esp::table::SaTable;
 use gateway_netio::netlink::{NeighbourCache, Netlink, NetlinkError};
 
 use crate::dataplane::backend::GatewayDataPlane;
+use crate::dataplane::mtu::{lan_config, LanReply};
 use crate::dataplane::slowpath::{SlowPath, SlowPathError};
-use crate::dataplane::worker::{LocalAddrs, SkipLocal, Worker, WorkerConfig, WorkerError, XskSlot};
-use crate::dataplane::xdp::XdpDataplane;
+use crate::dataplane::worker::{
+    lan_addresses, LocalAddrs, SkipLocal, Worker, WorkerConfig, WorkerError, XskSlot,
+};
+use crate::dataplane::xdp::{self, XdpDataplane, XdpError};
+use crate::sysctl::{self, SysctlError};
 
 /// How often replay-window right edges are copied to `SA_IN`: XDP's early
 /// drop only needs them approximately.
@@ -40,6 +47,10 @@ pub enum DataPathError {
     },
     #[error("rtnetlink")]
     Netlink(#[from] NetlinkError),
+    #[error("kernel settings")]
+    Sysctl(#[from] SysctlError),
+    #[error("XDP maps")]
+    Xdp(#[from] XdpError),
     #[error("{what}")]
     Io {
         what: &'static str,
@@ -103,11 +114,47 @@ impl DataPath {
         config: &Config,
         xdp: Option<Arc<Mutex<XdpDataplane>>>,
     ) -> Result<Self, DataPathError> {
+        let (wan, lan) = (&config.interfaces.wan, &config.interfaces.lan);
+        // Before anything is forwarded: refuse to start rather than lose
+        // packets silently.
+        sysctl::prepare_lan(lan)?;
         let table = Arc::new(SaTable::new());
         let dp = GatewayDataPlane::with_xdp(Arc::clone(&table), xdp.clone());
-        dp.set_netlink(Netlink::open()?);
+        let mut nl = Netlink::open()?;
+        let wan_mtu = nl.link_by_name(wan)?.mtu;
+        dp.set_wan_mtu(wan_mtu);
+        let lan_index = nl.link_by_name(lan)?.index;
+        let (lan_v4, lan_v6) = lan_addresses(&mut nl, lan_index)?;
+        let rate = (
+            config.datapath.icmp_too_big_per_second,
+            config.datapath.icmp_too_big_burst,
+        );
+        if let Some(x) = &xdp {
+            // veth needs its own way out for lan_ingress's ICMP errors (see
+            // LanReply); an interface ethtool cannot name is taken for a NIC.
+            let driver = xdp::driver_name(lan).unwrap_or_else(|e| {
+                tracing::warn!(lan = %lan, error = %e, "driver of the LAN interface unknown: answering with XDP_TX");
+                String::new()
+            });
+            let reply = LanReply::for_driver(&driver);
+            tracing::info!(lan = %lan, driver = %driver, ?reply, "how lan_ingress sends its ICMP errors");
+            if reply == LanReply::Redirect {
+                tracing::info!(
+                    lan = %lan,
+                    "veth LAN: the ICMP errors of the fast path reach the other end only if it runs NAPI (ethtool -K <peer> gro on, or an XDP program on it)"
+                );
+            }
+            x.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .set_lan_config(lan_config(lan_v4, lan_v6, rate.0, rate.1, reply))?;
+        }
+        tracing::info!(wan_mtu, lan_v4 = ?lan_v4, lan_v6 = ?lan_v6, "sources of ICMP too-big errors");
+        dp.set_netlink(nl);
         let dataplane = Arc::new(dp);
-        let mut slow = SlowPath::new(Arc::clone(&table))?;
+        let mut slow = SlowPath::with_tunnel_params(
+            Arc::clone(&table),
+            Arc::clone(dataplane.tunnel_params()),
+        )?;
         // Plain ESP (protocol 50) reaches us only through raw sockets: the
         // kernel has no ESP of its own.
         slow.spawn_esp_receiver()?;
@@ -149,7 +196,6 @@ impl DataPath {
         );
         let (resolver, local) = SkipLocal::new(cache);
         me.local = Some(local);
-        let (wan, lan) = (&config.interfaces.wan, &config.interfaces.lan);
         let (wq, lq) = (rx_queues(wan), rx_queues(lan));
         if wq != lq {
             tracing::warn!(
@@ -165,8 +211,11 @@ impl DataPath {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .handle();
         for queue in 0..queues {
+            let mut wcfg = WorkerConfig::new(wan, lan, queue);
+            wcfg.tunnel_params = Some(Arc::clone(me.dataplane.tunnel_params()));
+            wcfg.icmp_rate = rate;
             let worker = Worker::spawn(
-                &WorkerConfig::new(wan, lan, queue),
+                &wcfg,
                 Arc::clone(&me.table),
                 resolver.clone(),
                 slow_handle.clone(),

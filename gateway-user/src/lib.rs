@@ -5,3 +5,4 @@ pub mod agent;
 pub mod daemon;
 pub mod dataplane;
 pub mod metrics;
+pub mod sysctl;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use gateway_common::{Direction, DropReason};
 use gateway_esp::table::DataPlane;
 
+use crate::dataplane::backend::GatewayDataPlane;
 use crate::dataplane::xdp::XdpDataplane;
 
 /// One tunnel as the runtime knows it.
@@ -299,6 +300,41 @@ pub fn render(
             DropReason::ALL.len()
         );
     }
+    out
+}
+
+/// Packet sizes through the tunnels: each tunnel's inner MTU (what a
+/// customer sets its own side to) and the SYNs whose MSS was clamped.
+pub fn render_packet_sizes(snapshot: &Snapshot, dataplane: &GatewayDataPlane) -> String {
+    let mut out = String::new();
+    header(
+        &mut out,
+        "s2s_tunnel_inner_mtu",
+        "gauge",
+        "Largest inner IP packet the tunnel carries (from the WAN MTU, the suite and the outer family); set once a CHILD SA is installed.",
+    );
+    for t in &snapshot.tunnels {
+        if let Some(mtu) = dataplane.tunnel_inner_mtu(t.id) {
+            let _ = writeln!(
+                out,
+                "s2s_tunnel_inner_mtu{{tunnel=\"{}\",connection=\"{}\",family=\"{}\"}} {mtu}",
+                esc(&t.name),
+                esc(&t.connection),
+                t.family
+            );
+        }
+    }
+    header(
+        &mut out,
+        "s2s_tcp_mss_clamped_total",
+        "counter",
+        "TCP SYNs and SYN-ACKs whose MSS option was lowered to fit a tunnel (both directions, fast and slow path).",
+    );
+    let _ = writeln!(
+        out,
+        "s2s_tcp_mss_clamped_total {}",
+        dataplane.tunnel_params().clamped_syns()
+    );
     out
 }
 

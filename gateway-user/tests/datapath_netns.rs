@@ -11,7 +11,11 @@
 //! go through (a) the fast path: XDP steering to AF_XDP workers (XDP
 //! counters and worker counters must move), and (b) the slow path only: TUN,
 //! kernel routes and the raw socket out, ESP on a UDP 4500 socket handed to
-//! `SlowPath::inbound_esp` in (as the IKE driver does). Everything runs in
+//! `SlowPath::inbound_esp` in (as the IKE driver does). The gateways'
+//! namespaces keep the kernel's defaults (`ip_forward = 0`, IPv6
+//! forwarding off): the kernel settings come from `gateway_user::sysctl`,
+//! as in the daemon. A TCP transfer of 20 MB each way and both families
+//! checks full-size segments through the tunnel. Everything runs in
 //! threads of this process that `setns` into the namespaces; namespaces are
 //! removed on drop, even on panic.
 
@@ -32,11 +36,12 @@ use gateway_esp::{Encryption, IpPrefix, OuterHeader, Suite, TrafficSelectors, Ud
 use gateway_netio::netlink::{Address, NeighbourCache, Netlink};
 use gateway_netio::tun::Tun;
 use gateway_user::dataplane::backend::GatewayDataPlane;
+use gateway_user::dataplane::mtu::{lan_config, LanReply};
 use gateway_user::dataplane::slowpath::SlowPath;
 use gateway_user::dataplane::worker::{
-    SkipLocal, Worker, WorkerConfig, WorkerCountersSnapshot, WorkerDrop, XskSlot,
+    lan_addresses, SkipLocal, Worker, WorkerConfig, WorkerCountersSnapshot, WorkerDrop, XskSlot,
 };
-use gateway_user::dataplane::xdp::XdpDataplane;
+use gateway_user::dataplane::xdp::{self, XdpDataplane};
 
 const TUNNEL: TunnelId = 7;
 const SPI_1_TO_2: u32 = 0x0000_1001;
@@ -154,26 +159,8 @@ impl Lab {
             "via",
             "203.0.113.1",
         ]);
-        for g in [&lab.g1, &lab.g2] {
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                g,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ]);
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                g,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.forwarding=1",
-            ]);
-        }
+        // The gateways stay on the kernel's defaults (forwarding off): what
+        // they need, the data path sets on its own interfaces.
         lab
     }
 
@@ -296,6 +283,7 @@ struct GwSpec {
 
 fn start_gateway(ns: &str, spec: GwSpec, fast: bool) -> Gateway {
     in_ns(ns, move || {
+        gateway_user::sysctl::prepare_lan(spec.lan).expect("LAN kernel settings");
         let table = Arc::new(SaTable::new());
         let mut dp = GatewayDataPlane::new(Arc::clone(&table));
         let mut xdp = Vec::new();
@@ -314,7 +302,21 @@ fn start_gateway(ns: &str, spec: GwSpec, fast: bool) -> Gateway {
             }
         }
         let mut nl = Netlink::open().unwrap();
+        let lan_index = nl.link_by_name(spec.lan).unwrap().index;
+        let (lan_v4, lan_v6) = lan_addresses(&mut nl, lan_index).unwrap();
+        if fast {
+            lock(&xdp[1])
+                .set_lan_config(lan_config(
+                    lan_v4,
+                    lan_v6,
+                    100,
+                    20,
+                    LanReply::for_driver(&xdp::driver_name(spec.lan).unwrap()),
+                ))
+                .unwrap();
+        }
         let tun = Tun::create("s2stun0", false).unwrap();
+        gateway_user::sysctl::prepare_tunnel("s2stun0").expect("TUN kernel settings");
         let tun_if = tun
             .configure(
                 &mut nl,
@@ -338,7 +340,9 @@ fn start_gateway(ns: &str, spec: GwSpec, fast: bool) -> Gateway {
             spec.far,
             spec.udp,
         );
-        let mut slow = SlowPath::new(Arc::clone(&table)).unwrap();
+        let mut slow =
+            SlowPath::with_tunnel_params(Arc::clone(&table), Arc::clone(dp.tunnel_params()))
+                .unwrap();
         slow.add_tunnel(TUNNEL, tun).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
@@ -356,7 +360,8 @@ fn start_gateway(ns: &str, spec: GwSpec, fast: bool) -> Gateway {
             // Our own TUN address never goes to the neighbour cache.
             let (resolver, local) = SkipLocal::new(cache);
             local.set(vec![spec.tun_addr.into()]);
-            let cfg = WorkerConfig::new(spec.wan, spec.lan, 0);
+            let mut cfg = WorkerConfig::new(spec.wan, spec.lan, 0);
+            cfg.tunnel_params = Some(Arc::clone(dp.tunnel_params()));
             worker = Some(
                 Worker::spawn(
                     &cfg,
@@ -952,4 +957,128 @@ fn slow_path_carries_plain_esp_without_xdp() {
     drop(g1);
     drop(g2);
     drop(lab);
+}
+
+/// Reads a namespace's sysctl (through /proc/sys of a thread inside it).
+fn sysctl_in(ns: &str, path: &'static str) -> String {
+    in_ns(ns, move || {
+        std::fs::read_to_string(format!("/proc/sys/{path}"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    })
+}
+
+/// Sends `len` bytes over TCP from `client_ns` to a server at `addr` in
+/// `server_ns`; returns the bytes the server received and their sum. A
+/// stall fails through the socket timeouts (bounded), not by hanging.
+fn tcp_transfer(server_ns: &str, client_ns: &str, addr: SocketAddr, len: usize) -> (usize, u64) {
+    use std::io::{Read, Write};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sns = server_ns.to_owned();
+    let server = std::thread::spawn(move || {
+        enter(&sns);
+        let l = std::net::TcpListener::bind(addr).unwrap();
+        tx.send(()).unwrap();
+        let (mut c, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let (mut n, mut sum) = (0usize, 0u64);
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => {
+                    sum += buf[..k].iter().map(|b| u64::from(*b)).sum::<u64>();
+                    n += k;
+                }
+                Err(e) => panic!("server read after {n} bytes: {e}"),
+            }
+        }
+        (n, sum)
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("server up");
+    in_ns(client_ns, move || {
+        let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        c.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        let chunk: Vec<u8> = (0..65536u32).map(|i| (i * 31 % 251) as u8).collect();
+        let mut left = len;
+        while left > 0 {
+            let k = left.min(chunk.len());
+            c.write_all(&chunk[..k])
+                .unwrap_or_else(|e| panic!("client write with {left} bytes left: {e}"));
+            left -= k;
+        }
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        // Wait for the server to close (it read everything).
+        let mut b = [0u8; 1];
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let _ = c.read(&mut b);
+    });
+    server.join().expect("server thread")
+}
+
+/// TCP with full-size segments through the fast path, 20 MB each way and
+/// both families, on gateways whose namespaces keep forwarding off: MSS
+/// clamping keeps the segments within the tunnel's inner MTU.
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn tcp_20_mb_each_way_with_forwarding_off() {
+    const LEN: usize = 20 * 1024 * 1024;
+    let lab = Lab::new("tcp");
+    for g in [&lab.g1, &lab.g2] {
+        assert_eq!(sysctl_in(g, "net/ipv4/ip_forward"), "0");
+        assert_eq!(sysctl_in(g, "net/ipv6/conf/all/forwarding"), "0");
+    }
+    let g1 = start_gateway(&lab.g1, g1_spec(), true);
+    let g2 = start_gateway(&lab.g2, g2_spec(), true);
+    // Neighbours resolve first (bounded warm-up inside ping_pong).
+    let stop = Arc::new(AtomicBool::new(false));
+    let echo = spawn_echo(
+        &lab.hb,
+        (Ipv4Addr::UNSPECIFIED, ECHO_PORT).into(),
+        Arc::clone(&stop),
+        Arc::new(AtomicU64::new(0)),
+    );
+    ping_pong(&lab.ha, 1);
+    stop.store(true, Ordering::Relaxed);
+    echo.join().unwrap();
+
+    let chunk_sum: u64 = (0..65536u32).map(|i| u64::from((i * 31 % 251) as u8)).sum();
+    let want_sum = chunk_sum * (LEN / 65536) as u64;
+    let mut port = 5201;
+    for (a, b) in [
+        (IpAddr::V4(HOST_A), IpAddr::V4(HOST_B)),
+        (IpAddr::V6(HOST_A6), IpAddr::V6(HOST_B6)),
+    ] {
+        for (server_ns, client_ns, server) in [(&lab.hb, &lab.ha, b), (&lab.ha, &lab.hb, a)] {
+            let t = Instant::now();
+            let (n, sum) = tcp_transfer(server_ns, client_ns, SocketAddr::new(server, port), LEN);
+            port += 1;
+            eprintln!(
+                "TCP to {server}: {n} bytes in {:.2} s",
+                t.elapsed().as_secs_f64()
+            );
+            assert_eq!(n, LEN, "TCP to {server}");
+            assert_eq!(sum, want_sum, "TCP to {server}: content");
+        }
+    }
+    // The SYNs were clamped (both gateways see SYN and SYN-ACK, one way each).
+    let (c1, c2) = (
+        g1.dp.tunnel_params().clamped_syns(),
+        g2.dp.tunnel_params().clamped_syns(),
+    );
+    assert!(c1 >= 4 && c2 >= 4, "clamped SYNs g1 {c1} g2 {c2}");
+    // The tunnel's inner MTU came from the suite (AES-GCM, IPv4, NAT-T).
+    assert_eq!(g1.dp.tunnel_inner_mtu(TUNNEL), Some(1438));
+    let (w1, w2) = (worker_counters(&g1), worker_counters(&g2));
+    eprintln!("g1 worker {w1:?}\ng2 worker {w2:?}");
+    for w in [&w1, &w2] {
+        assert_eq!(w.dropped(WorkerDrop::TooBig), 0, "{w:?}");
+    }
+    // Still on the defaults: nothing global was turned on.
+    for g in [&lab.g1, &lab.g2] {
+        assert_eq!(sysctl_in(g, "net/ipv4/ip_forward"), "0");
+        assert_eq!(sysctl_in(g, "net/ipv6/conf/all/forwarding"), "0");
+    }
 }

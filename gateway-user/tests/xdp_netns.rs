@@ -18,8 +18,9 @@ use gateway_common::{
 };
 use gateway_config::{Config, XdpMode};
 use gateway_user::dataplane::{
+    mtu::{lan_config, LanReply},
     packet::*,
-    xdp::{XdpDataplane, XdpError},
+    xdp::{self, XdpDataplane, XdpError},
 };
 
 const WAN_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x01, 0x01];
@@ -320,6 +321,7 @@ fn both_programs_native_on_veth_count_traffic() {
             family: FAMILY_V4,
             local,
             remote,
+            ..TunnelValue::default()
         },
     )
     .expect("TUNNELS");
@@ -420,6 +422,133 @@ fn both_programs_native_on_veth_count_traffic() {
         !left.contains(&format!("s2s-xdp-{}-cnt", std::process::id())),
         "namespaces left behind: {left}"
     );
+}
+
+/// A DF ping too big for its tunnel, sent by the LAN host's own stack over
+/// veth, is answered by `lan_ingress` with the ICMP error and the host's
+/// stack takes it: ping prints the error, then knows the path MTU. The
+/// reply leaves the way the daemon picks for a veth LAN (a redirect): with
+/// `XDP_TX` veth leaves the frame in the host end's ring and the host never
+/// sees it. Both families.
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn too_big_error_reaches_the_lan_host_over_veth() {
+    const MTU: u32 = 1400;
+    let lab = Lab::new("pmtu");
+    let bpffs = Bpffs::new("pmtu");
+    let (gw, peer) = (lab.gw.clone(), lab.peer.clone());
+    for (ns, dev, addr) in [
+        (&gw, "lan0", "2001:db8:100::1/64"),
+        (&peer, "lanp", "2001:db8:100::10/64"),
+    ] {
+        run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev, "nodad"]);
+    }
+    run(&[
+        "ip",
+        "-n",
+        &peer,
+        "route",
+        "add",
+        "203.0.113.0/24",
+        "via",
+        "198.51.100.1",
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        &peer,
+        "-6",
+        "route",
+        "add",
+        "2001:db8:200::/48",
+        "via",
+        "2001:db8:100::1",
+    ]);
+    // The host end runs NAPI, as veth needs to take XDP frames at all (the
+    // lab does the same); the gateway's namespace is left as it is.
+    run(&[
+        "ip", "netns", "exec", &peer, "ethtool", "-K", "lanp", "gro", "on",
+    ]);
+
+    let cfg = config(&bpffs.0.join("s2s-gateway"), "native");
+    let (dp, driver) = Lab::in_ns(&gw, move || {
+        (
+            XdpDataplane::load(&cfg),
+            xdp::driver_name("lan0").expect("ethtool driver info"),
+        )
+    });
+    let mut dp = dp.unwrap_or_else(|e| panic!("load + attach: {e}"));
+    assert_eq!(driver, "veth");
+    let reply = LanReply::for_driver(&driver);
+    assert_eq!(reply, LanReply::Redirect);
+    dp.set_tunnel(
+        1,
+        TunnelValue {
+            state: TUNNEL_UP,
+            family: FAMILY_V4,
+            inner_mtu: MTU,
+            ..TunnelValue::default()
+        },
+    )
+    .expect("TUNNELS");
+    dp.add_route_v4(Ipv4Addr::new(203, 0, 113, 0), 24, 1)
+        .expect("ROUTES_V4");
+    dp.add_route_v6("2001:db8:200::".parse().expect("v6"), 48, 1)
+        .expect("ROUTES_V6");
+    dp.set_lan_config(lan_config(
+        Some(Ipv4Addr::new(198, 51, 100, 1)),
+        Some("2001:db8:100::1".parse().expect("v6")),
+        100,
+        20,
+        reply,
+    ))
+    .expect("LAN_CONFIG");
+
+    // 1500-byte IP packets with DF: (family, ICMP payload, target).
+    for (fam, payload, target) in [
+        ("-4", "1472", "203.0.113.10"),
+        ("-6", "1452", "2001:db8:200::10"),
+    ] {
+        let ping = || {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &peer, "ping", fam, "-M", "do", "-c", "1"])
+                .args(["-W", "2", "-s", payload, target])
+                .output()
+                .expect("ping");
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        };
+        // "Frag needed and DF set (mtu = 1400)", "Packet too big: mtu=1400".
+        let first = ping();
+        let mtu = |t: &str| {
+            t.split("mtu")
+                .nth(1)
+                .map(|r| r.trim_start_matches([' ', '=', ':']))
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|d| d.parse::<u32>().ok())
+        };
+        assert!(
+            first.contains("From") && mtu(&first) == Some(MTU),
+            "{target}: no ICMP error from the gateway with mtu {MTU}: {first}"
+        );
+        // The host's stack took it: it knows the path MTU now.
+        let second = ping();
+        assert!(
+            second.contains("message too long") && mtu(&second) == Some(MTU),
+            "{target}: the host did not learn the path MTU: {second}"
+        );
+    }
+    assert_eq!(
+        dp.drop_count(DropReason::PacketTooBig).expect("DROPS"),
+        2,
+        "one error per family"
+    );
+    drop(dp);
+    drop(bpffs);
+    drop(lab);
 }
 
 #[test]

@@ -4,13 +4,17 @@
 //! counter). XSKS stays empty, so a frame selected for the fast path comes
 //! back as XDP_PASS with our metadata in front of it and is counted in
 //! `TunnelStats::no_socket`; the real redirect into an AF_XDP socket is
-//! covered by `xdp_netns.rs`.
+//! covered by `xdp_netns.rs`. Packets too big for their tunnel come back
+//! as XDP_TX with the ICMP error in place of the frame; those replies are
+//! checked field by field (addresses, MACs, MTU, quote, checksums) by
+//! `too_big_replies`, and their rate limit by `too_big_rate_limit`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use gateway_common::{
-    Direction, DropReason, SaInValue, TunnelValue, XdpMeta, FAMILY_V4, FAMILY_V6, SA_FLAG_ESN,
-    SA_INDEX_NONE, TUNNEL_DOWN, TUNNEL_UP, XDP_META_MAGIC,
+    Direction, DropReason, LanConfig, SaInValue, TunnelValue, XdpMeta, FAMILY_V4, FAMILY_V6,
+    ICMP4_QUOTE_LEN, ICMP6_QUOTE_LEN, LAN_HAS_V4, LAN_HAS_V6, LAN_REPLY_REDIRECT, SA_FLAG_ESN,
+    SA_INDEX_NONE, TUNNEL_DOWN, TUNNEL_INNER_MTU, TUNNEL_UP, XDP_META_MAGIC,
 };
 use gateway_user::dataplane::{
     packet::*,
@@ -26,6 +30,11 @@ const PEER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 const OTHER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x99);
 const VPC4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 const VPC6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
+/// The gateway's LAN addresses (sources of its ICMP errors).
+const GW_LAN4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const GW_LAN6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
+/// The inner MTU set on the IPv6 tunnel (2); the IPv4 one keeps the default.
+const V6_TUNNEL_MTU: u32 = 1420;
 
 /// SPIs installed in SA_IN.
 const SPI_V4: u32 = 0x1001;
@@ -87,7 +96,13 @@ fn steer_out(tunnel_id: u32) -> Expect {
 }
 
 fn load() -> XdpDataplane {
-    XdpDataplane::load_unattached().unwrap_or_else(|e| panic!("loading the XDP programs: {e}"))
+    XdpDataplane::load_unattached().unwrap_or_else(|e| {
+        if let gateway_user::dataplane::xdp::XdpError::Verifier { log, .. } = &e {
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("{}", lines[lines.len().saturating_sub(60)..].join("\n"));
+        }
+        panic!("loading the XDP programs: {e}")
+    })
 }
 
 fn v4_tunnel(state: u32) -> TunnelValue {
@@ -100,6 +115,7 @@ fn v4_tunnel(state: u32) -> TunnelValue {
         family: FAMILY_V4,
         local,
         remote,
+        ..TunnelValue::default()
     }
 }
 
@@ -109,6 +125,20 @@ fn v6_tunnel(state: u32) -> TunnelValue {
         family: FAMILY_V6,
         local: LOCAL6.octets(),
         remote: PEER6.octets(),
+        inner_mtu: V6_TUNNEL_MTU,
+        ..TunnelValue::default()
+    }
+}
+
+/// LAN addresses and an ICMP limit of `per_second` with bursts of `burst`.
+fn lan_config(per_second: u64, burst: u64) -> LanConfig {
+    let interval = 1_000_000_000 / per_second;
+    LanConfig {
+        flags: LAN_HAS_V4 | LAN_HAS_V6,
+        addr_v4: GW_LAN4.octets(),
+        addr_v6: GW_LAN6.octets(),
+        icmp_interval_ns: interval,
+        icmp_burst_ns: interval * burst,
     }
 }
 
@@ -142,6 +172,9 @@ fn program_maps(dp: &mut XdpDataplane) {
         .expect("ROUTES_V4");
     dp.add_route_v6(Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 0), 48, 2)
         .expect("ROUTES_V6");
+    // Generous: the table's too-big rows never hit the limit.
+    dp.set_lan_config(lan_config(1_000_000, 1_000_000))
+        .expect("LAN_CONFIG");
 }
 
 fn stats_snapshot(dp: &XdpDataplane) -> Vec<[u64; 3]> {
@@ -899,7 +932,276 @@ fn lan_cases() -> Vec<Case> {
             ethernet(ETH_P_IPV6, None, &[0x60, 0, 0, 0, 0, 8, 17, 64]),
             Expect::Drop(DropReason::Ipv6HeaderTruncated),
         ),
+        case(
+            "v4 at the tunnel's inner MTU",
+            LAN,
+            big4(VPC4, TUNNEL_INNER_MTU, true, None),
+            steer_out(1),
+        ),
+        case(
+            "v4 one byte over, no DF: the kernel fragments",
+            LAN,
+            big4(VPC4, TUNNEL_INNER_MTU + 1, false, None),
+            Expect::Pass,
+        ),
+        case(
+            "v4 over, DF, VLAN-tagged: the kernel answers",
+            LAN,
+            big4(VPC4, 1500, true, Some(3)),
+            Expect::Pass,
+        ),
+        case(
+            "v4 over, DF, into a tunnel that is down: the kernel answers",
+            LAN,
+            ethernet(
+                ETH_P_IP,
+                None,
+                &Ipv4::new(VPC4, Ipv4Addr::new(203, 0, 113, 200), IPPROTO_UDP)
+                    .build(&udp(1, 2, &[0; 1472])),
+            ),
+            Expect::Pass,
+        ),
+        case(
+            "v4 over, DF, from a multicast source: no error",
+            LAN,
+            big4(Ipv4Addr::new(224, 0, 0, 5), 1500, true, None),
+            Expect::Drop(DropReason::PacketTooBigNoReply),
+        ),
+        case(
+            "v4 over, DF, an ICMP error itself: no error",
+            LAN,
+            ethernet(
+                ETH_P_IP,
+                None,
+                &Ipv4::new(VPC4, Ipv4Addr::new(203, 0, 113, 10), 1).build(&{
+                    let mut b = vec![0u8; 1480];
+                    b[0] = 11;
+                    b
+                }),
+            ),
+            Expect::Drop(DropReason::PacketTooBigNoReply),
+        ),
+        case(
+            "v6 at the tunnel's own inner MTU (not the default)",
+            LAN,
+            big6(VPC6, V6_TUNNEL_MTU as usize),
+            steer_out(2),
+        ),
+        case(
+            "v6 from the unspecified address, too big: no error",
+            LAN,
+            big6(Ipv6Addr::UNSPECIFIED, 1500),
+            Expect::Drop(DropReason::PacketTooBigNoReply),
+        ),
     ]
+}
+
+/// An IPv4 UDP packet of `len` bytes from `src` to the far site.
+fn big4(src: Ipv4Addr, len: usize, df: bool, vlan: Option<u16>) -> Vec<u8> {
+    let mut ip = Ipv4::new(src, Ipv4Addr::new(203, 0, 113, 10), IPPROTO_UDP);
+    ip.flags_fragment = if df { 0x4000 } else { 0 };
+    let body: Vec<u8> = (0..len - 28).map(|i| i as u8).collect();
+    ethernet(ETH_P_IP, vlan, &ip.build(&udp(40000, 5201, &body)))
+}
+
+/// An IPv6 UDP packet of `len` bytes from `src` to the far site.
+fn big6(src: Ipv6Addr, len: usize) -> Vec<u8> {
+    let ip = Ipv6::new(
+        src,
+        Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 0x10),
+        IPPROTO_UDP,
+    );
+    let body: Vec<u8> = (0..len - 48).map(|i| (i * 7) as u8).collect();
+    ethernet(ETH_P_IPV6, None, &ip.build(&udp(40000, 5201, &body)))
+}
+
+/// The one's complement sum check: a correct checksum sums to 0xffff.
+fn sums_to_ffff(words: &[u8], pseudo: u32) -> bool {
+    let mut s = pseudo;
+    for c in words.chunks(2) {
+        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s == 0xffff
+}
+
+/// Checks an XDP_TX reply to `orig` (an Ethernet frame) as the ICMP error
+/// a router would send; returns a description of the first mismatch.
+fn check_icmp_reply(orig: &[u8], out: &[u8], mtu: usize) -> Result<(), String> {
+    if out.get(0..6) != Some(&orig[6..12]) || out.get(6..12) != Some(&orig[0..6]) {
+        return Err("MACs not swapped".into());
+    }
+    let ip = &out[14..];
+    let o = &orig[14..];
+    match o[0] >> 4 {
+        4 => {
+            if out.len() != 14 + 576 || out[12..14] != [0x08, 0x00] {
+                return Err(format!("v4 error of {} bytes", out.len()));
+            }
+            if !sums_to_ffff(&ip[..20], 0) {
+                return Err("IPv4 header checksum".into());
+            }
+            if ip[0] != 0x45 || u16::from_be_bytes([ip[2], ip[3]]) != 576 || ip[9] != 1 {
+                return Err(format!("IPv4 header {:?}", &ip[..20]));
+            }
+            if ip[12..16] != GW_LAN4.octets() || ip[16..20] != o[12..16] {
+                return Err("IPv4 addresses".into());
+            }
+            let icmp = &ip[20..];
+            if !sums_to_ffff(icmp, 0) {
+                return Err("ICMP checksum".into());
+            }
+            if (icmp[0], icmp[1]) != (3, 4)
+                || u16::from_be_bytes([icmp[6], icmp[7]]) as usize != mtu
+            {
+                return Err(format!("ICMP header {:?}", &icmp[..8]));
+            }
+            if icmp[8..] != o[..ICMP4_QUOTE_LEN] {
+                return Err("quote is not the first 548 bytes of the packet".into());
+            }
+        }
+        6 => {
+            if out.len() != 14 + 1280 || out[12..14] != [0x86, 0xdd] {
+                return Err(format!("v6 error of {} bytes", out.len()));
+            }
+            let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+            if ip[0] >> 4 != 6 || plen != 1240 || ip[6] != 58 {
+                return Err(format!("IPv6 header {:?}", &ip[..8]));
+            }
+            if ip[8..24] != GW_LAN6.octets() || ip[24..40] != o[8..24] {
+                return Err("IPv6 addresses".into());
+            }
+            let mut pseudo = 0u32;
+            for c in ip[8..40].chunks(2) {
+                pseudo += u32::from(u16::from_be_bytes([c[0], c[1]]));
+            }
+            pseudo += plen as u32 + 58;
+            let icmp = &ip[40..];
+            if !sums_to_ffff(icmp, pseudo) {
+                return Err("ICMPv6 checksum".into());
+            }
+            let m = u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]) as usize;
+            if (icmp[0], icmp[1]) != (2, 0) || m != mtu {
+                return Err(format!("ICMPv6 header {:?}", &icmp[..8]));
+            }
+            if icmp[8..] != o[..ICMP6_QUOTE_LEN] {
+                return Err("quote is not the first 1232 bytes of the packet".into());
+            }
+        }
+        _ => return Err("not IP".into()),
+    }
+    Ok(())
+}
+
+/// Packets too big for their tunnel are answered in place with XDP_TX:
+/// every size past the MTU, both families, counted as PacketTooBig.
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn too_big_replies() {
+    too_big_replies_leave_with(0, action::XDP_TX);
+}
+
+/// With LAN_REPLY_REDIRECT (a veth LAN) the same replies leave by a
+/// redirect to the interface they came in on.
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn too_big_replies_redirected() {
+    too_big_replies_leave_with(LAN_REPLY_REDIRECT, action::XDP_REDIRECT);
+}
+
+fn too_big_replies_leave_with(extra_flags: u32, want: u32) {
+    let mut dp = load();
+    program_maps(&mut dp);
+    let mut cfg = lan_config(1_000_000, 1_000_000);
+    cfg.flags |= extra_flags;
+    dp.set_lan_config(cfg).unwrap();
+    let fd = dp.program_fd(LAN).unwrap();
+    let mut failures = Vec::new();
+    let mut answered = 0u64;
+    let rows: Vec<(String, Vec<u8>, usize)> = [TUNNEL_INNER_MTU + 1, 1400, 1499, 1500, 3000]
+        .iter()
+        .map(|&n| {
+            (
+                format!("v4 {n} bytes, DF"),
+                big4(VPC4, n, true, None),
+                TUNNEL_INNER_MTU,
+            )
+        })
+        .chain(
+            [V6_TUNNEL_MTU as usize + 1, 1500, 1501, 3000]
+                .iter()
+                .map(|&n| {
+                    (
+                        format!("v6 {n} bytes"),
+                        big6(VPC6, n),
+                        V6_TUNNEL_MTU as usize,
+                    )
+                }),
+        )
+        .collect();
+    for (desc, frame, mtu) in &rows {
+        let before = dp.drop_count(DropReason::PacketTooBig).unwrap();
+        let out = run_xdp(fd, &TestRun::new(frame)).unwrap();
+        if out.action != want {
+            failures.push(format!("{desc}: {}", action::name(out.action)));
+            continue;
+        }
+        if let Err(e) = check_icmp_reply(frame, &out.data, *mtu) {
+            failures.push(format!("{desc}: {e}"));
+        }
+        if dp.drop_count(DropReason::PacketTooBig).unwrap() != before + 1 {
+            failures.push(format!("{desc}: not counted"));
+        }
+        answered += 1;
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(answered, rows.len() as u64);
+}
+
+/// One source gets its burst of errors, then is dropped (counted) until the
+/// bucket refills; another source is answered meanwhile.
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn too_big_rate_limit() {
+    let mut dp = load();
+    program_maps(&mut dp);
+    // One error a minute per source, bursts of 3: nothing refills during
+    // the test, whatever the machine's speed.
+    dp.set_lan_config(LanConfig {
+        icmp_interval_ns: 60_000_000_000,
+        icmp_burst_ns: 180_000_000_000,
+        ..lan_config(1, 1)
+    })
+    .unwrap();
+    let fd = dp.program_fd(LAN).unwrap();
+    let a = big4(VPC4, 1500, true, None);
+    let b = big4(Ipv4Addr::new(198, 51, 100, 11), 1500, true, None);
+    let run = |f: &[u8]| run_xdp(fd, &TestRun::new(f)).map(|o| o.action).unwrap();
+    let limited = |dp: &XdpDataplane| dp.drop_count(DropReason::PacketTooBigRateLimited).unwrap();
+    // A single CPU runs them all (BPF_PROG_TEST_RUN runs on the caller's
+    // CPU, and the bucket is per CPU): pin this thread.
+    // SAFETY: plain syscall on the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+    let l0 = limited(&dp);
+    for i in 0..3 {
+        assert_eq!(run(&a), action::XDP_TX, "error {i} of the burst");
+    }
+    for i in 0..5 {
+        assert_eq!(run(&a), action::XDP_DROP, "over the limit, packet {i}");
+    }
+    assert_eq!(limited(&dp), l0 + 5);
+    assert_eq!(run(&b), action::XDP_TX, "another source has its own bucket");
+    // IPv6 sources have buckets of their own too.
+    assert_eq!(run(&big6(VPC6, 1500)), action::XDP_TX);
 }
 
 #[test]

@@ -130,7 +130,11 @@ const DEVICES: [(Ns, &str); 6] = [
 ];
 
 impl Env {
-    fn new(case: &str) -> anyhow::Result<Self> {
+    /// The chain for `case`; `forwarding`: the namespaces whose gateway is
+    /// not ours (strongSwan, boringtun, xdpfwd's kernel side), which forward
+    /// by the kernel's global switch. Ours run on the kernel's defaults and
+    /// set what they need on their own interfaces.
+    fn new(case: &str, forwarding: &[Ns]) -> anyhow::Result<Self> {
         teardown();
         let dir = root().join("target/bench/tunnel").join(case);
         let _ = fs::remove_dir_all(&dir);
@@ -180,7 +184,7 @@ impl Env {
         }
         SRC.exec(&["ip", "route", "add", "default", "via", "198.51.100.1"])?;
         DST.exec(&["ip", "route", "add", "default", "via", "203.0.113.1"])?;
-        for ns in [A, B] {
+        for ns in forwarding {
             ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         }
         A.exec(&["ping", "-c", "1", "-W", "2", "192.0.2.2"])?;
@@ -968,6 +972,81 @@ fn measure(
 struct CaseOut {
     points: Vec<Point>,
     napi: Vec<String>,
+    /// TCP through the tunnel (cases with our gateway on both sides).
+    tcp: Option<Value>,
+}
+
+/// iperf3 runs per direction of the TCP case.
+const TCP_RUNS: usize = 3;
+
+/// One iperf3 run of 3 s from src to dst (`reverse`: dst to src):
+/// (received Mbit/s, retransmits of the sender).
+fn iperf3_once(reverse: bool) -> anyhow::Result<(f64, u64)> {
+    let mut c = SRC.cmd("timeout");
+    c.args([
+        "30",
+        "iperf3",
+        "-c",
+        "203.0.113.10",
+        "-t",
+        "3",
+        "-J",
+        "--connect-timeout",
+        "3000",
+    ]);
+    if reverse {
+        c.arg("-R");
+    }
+    let v = run_json(&mut c, "iperf3")?;
+    if let Some(e) = v.get("error").and_then(Value::as_str) {
+        bail!("iperf3: {e}");
+    }
+    let end = &v["end"];
+    Ok((
+        end["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e6,
+        end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+    ))
+}
+
+/// TCP through the tunnel: iperf3 from src to dst and back, `TCP_RUNS`
+/// runs of 3 s each way; the median, min and max of each.
+fn tcp_case(env: &mut Env) -> anyhow::Result<Value> {
+    env.spawn("iperf3-server", DST, "exec iperf3 -s")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let mut dirs = serde_json::Map::new();
+    for (name, reverse) in [("src_to_dst", false), ("dst_to_src", true)] {
+        let mut runs = Vec::new();
+        for _ in 0..TCP_RUNS {
+            runs.push(iperf3_once(reverse)?);
+        }
+        let mut mbps: Vec<f64> = runs.iter().map(|r| r.0).collect();
+        let mut retr: Vec<u64> = runs.iter().map(|r| r.1).collect();
+        mbps.sort_by(f64::total_cmp);
+        retr.sort_unstable();
+        let m = json!({
+            "mbit_s_median": mbps[TCP_RUNS / 2].round(),
+            "mbit_s_min": mbps[0].round(),
+            "mbit_s_max": mbps[TCP_RUNS - 1].round(),
+            "retransmits_median": retr[TCP_RUNS / 2],
+            "retransmits_min": retr[0],
+            "retransmits_max": retr[TCP_RUNS - 1],
+            "runs": runs.iter().map(|r| json!({"mbit_s": r.0.round(), "retransmits": r.1})).collect::<Vec<_>>(),
+        });
+        println!(
+            "  TCP {name}: {} Mbit/s median ({}..{}), {} retransmits median ({}..{})",
+            m["mbit_s_median"],
+            m["mbit_s_min"],
+            m["mbit_s_max"],
+            m["retransmits_median"],
+            m["retransmits_min"],
+            m["retransmits_max"]
+        );
+        dirs.insert(name.into(), m);
+    }
+    Ok(Value::Object(dirs))
 }
 
 fn measure_all(
@@ -1021,11 +1100,12 @@ fn measure_all(
     Ok(CaseOut {
         points,
         napi: env.napi.clone(),
+        tcp: None,
     })
 }
 
 fn case_ours_pair(stop: &AtomicBool, case: &str, no_xdp: bool) -> anyhow::Result<CaseOut> {
-    let mut env = Env::new(case)?;
+    let mut env = Env::new(case, &[])?;
     let pid = start_gateway(
         &mut env,
         stop,
@@ -1098,16 +1178,18 @@ fn case_ours_pair(stop: &AtomicBool, case: &str, no_xdp: bool) -> anyhow::Result
     wait_route(&mut env, stop, A, "203.0.113.0/24")?;
     wait_route(&mut env, stop, B, "198.51.100.0/24")?;
     env.ping_through(stop)?;
-    measure_all(
+    let mut out = measure_all(
         &mut env,
         case,
         &Check::Metric(A, "s2s_esp_packets_total"),
         if no_xdp { None } else { Some(pid) },
-    )
+    )?;
+    out.tcp = Some(tcp_case(&mut env)?);
+    Ok(out)
 }
 
 fn case_ours_vs_strongswan(stop: &AtomicBool, case: &str) -> anyhow::Result<CaseOut> {
-    let mut env = Env::new(case)?;
+    let mut env = Env::new(case, &[B])?;
     start_gateway(
         &mut env,
         stop,
@@ -1162,7 +1244,7 @@ fn case_ours_vs_strongswan(stop: &AtomicBool, case: &str) -> anyhow::Result<Case
 }
 
 fn case_strongswan_pair(stop: &AtomicBool, case: &str) -> anyhow::Result<CaseOut> {
-    let mut env = Env::new(case)?;
+    let mut env = Env::new(case, &[A, B])?;
     let psk = "bench-strongswan-pair-psk-0123456789";
     let conf_b = swan_pair_conf(
         "192.0.2.2",
@@ -1207,7 +1289,7 @@ fn case_boringtun(stop: &AtomicBool, case: &str) -> anyhow::Result<CaseOut> {
             .unwrap_or_else(|_| "not installed (cargo xtask bench tunnel installs it)".into());
         bail!("boringtun-cli unavailable: {why}");
     };
-    let mut env = Env::new(case)?;
+    let mut env = Env::new(case, &[A, B])?;
     let mut keys = Vec::new();
     for side in ["a", "b"] {
         let key = output(Command::new("wg").arg("genkey"))?;
@@ -1286,7 +1368,7 @@ fn case_boringtun(stop: &AtomicBool, case: &str) -> anyhow::Result<CaseOut> {
 }
 
 fn case_xdpfwd(stop: &AtomicBool, case: &str) -> anyhow::Result<CaseOut> {
-    let mut env = Env::new(case)?;
+    let mut env = Env::new(case, &[A, B])?;
     // The forwarders rewrite MACs themselves; this only proves the chain.
     B.exec(&["ping", "-c", "1", "-W", "2", "203.0.113.10"])?;
     env.check_daemons()?;
@@ -1608,6 +1690,7 @@ fn run() -> anyhow::Result<bool> {
     fs::create_dir_all(&out_dir)?;
     let mut results = Vec::new();
     let mut cases_json = Vec::new();
+    let mut tcp_json: Vec<Value> = Vec::new();
     let mut napi = Vec::new();
     // (case, [pps 64 B, Gbit/s large] at saturation, [same] at ≤ 1 % loss)
     let mut best: Vec<(String, [f64; 2], [f64; 2])> = Vec::new();
@@ -1657,6 +1740,9 @@ fn run() -> anyhow::Result<bool> {
                     napi = out.napi;
                 }
                 best.push((def.name.to_owned(), sat, bounded));
+                if let Some(t) = out.tcp {
+                    tcp_json.push(json!({"case": def.name, "tcp": t}));
+                }
                 cases_json.push(json!({"case": def.name, "what": def.what, "ok": case_ok,
                     "setup_and_run_s": started.elapsed().as_secs()}));
                 if def.name == "ours-fastpath" {
@@ -1751,6 +1837,8 @@ fn run() -> anyhow::Result<bool> {
         "cases": cases_json,
         "results": results,
         "ratios": ratios,
+        "tcp": tcp_json,
+        "tcp_method": "iperf3 -t 3 from src to dst and with -R, 3 runs each way; median, min, max of received Mbit/s and sender retransmits",
         "profile": if profiled { json!("target/bench/tunnel-profile.txt") } else { Value::Null },
     });
     fs::write(

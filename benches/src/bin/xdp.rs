@@ -131,6 +131,7 @@ fn bench() -> Result<(), Box<dyn std::error::Error>> {
             family: FAMILY_V4,
             local,
             remote,
+            ..TunnelValue::default()
         },
     )?;
     dp.add_route_v4(Ipv4Addr::new(203, 0, 113, 0), 24, 1)?;

@@ -51,6 +51,8 @@ pub struct Config {
     #[serde(default)]
     pub api: ApiSection,
     #[serde(default)]
+    pub datapath: DatapathSection,
+    #[serde(default)]
     pub gateway_types: Vec<GatewayType>,
     #[serde(default)]
     pub private_networks: Vec<PrivateNetwork>,
@@ -229,6 +231,44 @@ fn default_max_connections() -> usize {
     256
 }
 
+/// Packet sizes through the tunnels: TCP MSS clamping and the ICMP errors
+/// the data path sends for packets too big for a tunnel or the LAN.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatapathSection {
+    /// Lower the MSS of TCP SYNs and SYN-ACKs, both ways, to what fits the
+    /// tunnel's inner MTU (a gateway type may override it).
+    #[serde(default = "default_true")]
+    pub mss_clamp: bool,
+    /// ICMP "too big" errors per second to one source (per CPU on the
+    /// XDP path, per worker for decrypted packets).
+    #[serde(default = "default_icmp_rate")]
+    pub icmp_too_big_per_second: u32,
+    /// How many such errors one source may get in a burst.
+    #[serde(default = "default_icmp_burst")]
+    pub icmp_too_big_burst: u32,
+}
+
+impl Default for DatapathSection {
+    fn default() -> Self {
+        Self {
+            mss_clamp: true,
+            icmp_too_big_per_second: default_icmp_rate(),
+            icmp_too_big_burst: default_icmp_burst(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_icmp_rate() -> u32 {
+    100
+}
+fn default_icmp_burst() -> u32 {
+    20
+}
+
 /// A VPN gateway type offered by this host (`VGW-S`, ...).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,6 +277,9 @@ pub struct GatewayType {
     /// Bandwidth in bit/s.
     pub bandwidth: u64,
     pub allowed_connections: u32,
+    /// Overrides `datapath.mss_clamp` for gateways of this type.
+    #[serde(default)]
+    pub mss_clamp: Option<bool>,
 }
 
 /// Maps an API `private_network_id` to a LAN interface and its subnets.
@@ -284,6 +327,11 @@ impl Config {
         if self.interfaces.wan == self.interfaces.lan {
             return Err(ConfigError::Invalid(
                 "interfaces.wan and interfaces.lan must differ".into(),
+            ));
+        }
+        if self.datapath.icmp_too_big_per_second == 0 || self.datapath.icmp_too_big_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "datapath.icmp_too_big_per_second and icmp_too_big_burst must be at least 1".into(),
             ));
         }
         let l = &self.child_sa;
@@ -401,6 +449,13 @@ impl Config {
     pub fn gateway_type(&self, name: &str) -> Option<&GatewayType> {
         self.gateway_types.iter().find(|t| t.name == name)
     }
+
+    /// Whether tunnels of gateways of type `gateway_type` clamp the MSS.
+    pub fn mss_clamp(&self, gateway_type: &str) -> bool {
+        self.gateway_type(gateway_type)
+            .and_then(|t| t.mss_clamp)
+            .unwrap_or(self.datapath.mss_clamp)
+    }
 }
 
 fn check_token(token: &str, key: impl FnOnce() -> String) -> Result<(), ConfigError> {
@@ -422,6 +477,26 @@ mod tests {
         assert_eq!(c.gateway.asn, DEFAULT_ASN);
         assert!(c.gateway_type("VGW-S").is_some());
         assert!(!c.public_ips.is_empty());
+    }
+
+    #[test]
+    fn mss_clamp_defaults_on_and_follows_gateway_types() {
+        let base = "[interfaces]\nwan = \"a\"\nlan = \"b\"\n";
+        let c = Config::parse(base).unwrap();
+        assert!(c.mss_clamp("VGW-S"));
+        assert_eq!(c.datapath.icmp_too_big_per_second, 100);
+        let c = Config::parse(&format!(
+            "{base}[datapath]\nmss_clamp = false\n\
+             [[gateway_types]]\nname = \"VGW-S\"\nbandwidth = 1\nallowed_connections = 1\n\
+             [[gateway_types]]\nname = \"VGW-M\"\nbandwidth = 1\nallowed_connections = 1\nmss_clamp = true\n"
+        ))
+        .unwrap();
+        assert!(!c.mss_clamp("VGW-S"));
+        assert!(c.mss_clamp("VGW-M"));
+        assert!(!c.mss_clamp("unknown"));
+        let err =
+            Config::parse(&format!("{base}[datapath]\nicmp_too_big_burst = 0\n")).unwrap_err();
+        assert!(err.to_string().contains("icmp_too_big"), "{err}");
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct TunnelPlan {
     /// What the IKE SA depends on: a change re-creates the IKE connection
     /// (new PSK revision, other proposals, other initiation policy).
     pub ike_fingerprint: String,
+    /// Clamp the TCP MSS through this tunnel (config, per gateway type).
+    pub mss_clamp: bool,
     /// Inner sources the customer may send through this tunnel: its
     /// routing policies' `prefix_filter_in` and the BGP peers'
     /// interconnection subnets (both families: after a failover either
@@ -121,6 +123,7 @@ pub fn plan(state: &DesiredState, config: &Config) -> Plan {
                     ikev2_ciphers: conn.ikev2_ciphers.clone(),
                     esp_ciphers: conn.esp_ciphers.clone(),
                     ike_fingerprint: ike_fingerprint.clone(),
+                    mss_clamp: config.mss_clamp(&vgw.gateway_type),
                     allowed_sources: allowed_sources.clone(),
                 },
             );

@@ -43,8 +43,9 @@ use crate::daemon::DataPathHandle;
 use crate::dataplane::backend::GatewayDataPlane;
 use crate::metrics::{ConnectionInfo, SessionInfo, SharedSnapshot, Snapshot, TunnelInfo};
 
-/// MTU of the tunnel interfaces: the fast path's limit too, so that path
-/// MTU discovery gives the same answer on both paths.
+/// MTU of a tunnel interface until its first CHILD SA fixes the tunnel's
+/// inner MTU (the backend then sets the TUN to it, so that path MTU
+/// discovery gives the same answer on both paths).
 const TUN_MTU: u32 = gateway_common::TUNNEL_INNER_MTU as u32;
 /// How long the old inbound SA of a rekey keeps decrypting in-flight packets.
 const REKEY_GRACE: Duration = Duration::from_secs(5);
@@ -384,12 +385,9 @@ impl Runtime {
         };
         let tun = Tun::create(&plan.tun, false)
             .map_err(|e| tunnel_err(&plan.name, "creating the TUN interface")(Box::new(e)))?;
-        // No IPv6 link-local address: router solicitations and MLD reports
-        // would otherwise be encrypted and sent to the peer.
-        let _ = std::fs::write(
-            format!("/proc/sys/net/ipv6/conf/{}/addr_gen_mode", plan.tun),
-            "1",
-        );
+        // Forwarding, reverse-path filter, no IPv6 link-local address.
+        crate::sysctl::prepare_tunnel(&plan.tun)
+            .map_err(|e| tunnel_err(&plan.name, "kernel settings of the TUN")(Box::new(e)))?;
         let addrs: Vec<Address> = plan.interco.iter().map(|n| to_address(n, 0)).collect();
         let mut nl = Netlink::open()
             .map_err(|e| tunnel_err(&plan.name, "opening rtnetlink")(Box::new(e)))?;
@@ -422,6 +420,7 @@ impl Runtime {
         }
         self.tunnels_created += 1;
         self.dataplane.set_tunnel_interface(id, ifindex);
+        self.dataplane.set_mss_clamp(id, plan.mss_clamp);
         set_source_filter(&self.dataplane, id, &plan.allowed_sources);
         if self
             .ike
@@ -1446,6 +1445,7 @@ mod tests {
                     esp_ciphers: Vec::new(),
                     ike_fingerprint: String::new(),
                     allowed_sources: Vec::new(),
+                    mss_clamp: true,
                 },
                 id: 1,
                 ike_up: false,

@@ -149,7 +149,9 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
                 async move {
                     let text = tokio::task::spawn_blocking(move || {
                         let snap = snapshot.read().unwrap_or_else(|p| p.into_inner()).clone();
-                        metrics::render(&snap, dataplane.as_ref(), xdp.as_deref())
+                        let mut text = metrics::render(&snap, dataplane.as_ref(), xdp.as_deref());
+                        text.push_str(&metrics::render_packet_sizes(&snap, &dataplane));
+                        text
                     })
                     .await
                     .unwrap_or_default();

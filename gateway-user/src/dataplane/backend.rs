@@ -24,6 +24,12 @@
 //! `lan_ingress` from two loaded objects (see the worker module for why)
 //! and every write goes to each.
 //!
+//! Each outbound SA also fixes the tunnel's inner MTU (from the WAN MTU, the
+//! suite and the outer family, [`super::mtu::inner_mtu`]): it goes into
+//! `TUNNELS` (what `lan_ingress` answers with ICMP above), into the shared
+//! [`TunnelParams`] (MSS clamping in the workers and the slow path), and
+//! onto the tunnel's TUN (the kernel's limit on the slow path).
+//!
 //! The replay window's right edge moves in the table on every packet; the
 //! XDP early check only needs it approximately, so
 //! [`GatewayDataPlane::sync_replay_edges`] copies it to `SA_IN` periodically
@@ -31,7 +37,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -47,7 +53,11 @@ use gateway_esp::table::{
 use gateway_esp::IpPrefix;
 use gateway_netio::netlink::{Netlink, NetlinkError, Route};
 
+use super::mtu::{inner_mtu, TunnelParams};
 use super::xdp::{XdpDataplane, XdpError};
+
+/// WAN MTU assumed until [`GatewayDataPlane::set_wan_mtu`] is called.
+const DEFAULT_WAN_MTU: u32 = 1500;
 
 /// The map operations the backend needs from one loaded XDP object. Real
 /// maps are an [`XdpDataplane`]; unit tests record the calls.
@@ -170,6 +180,8 @@ pub struct GatewayDataPlane {
     table: Arc<SaTable>,
     maps: Vec<SharedMaps>,
     state: Mutex<State>,
+    params: Arc<TunnelParams>,
+    wan_mtu: AtomicU32,
 }
 
 impl std::fmt::Debug for GatewayDataPlane {
@@ -197,7 +209,31 @@ impl GatewayDataPlane {
             table,
             maps: Vec::new(),
             state: Mutex::new(State::default()),
+            params: Arc::new(TunnelParams::default()),
+            wan_mtu: AtomicU32::new(DEFAULT_WAN_MTU),
         }
+    }
+
+    /// The per-tunnel inner MTU and MSS clamping switch, for the workers
+    /// and the slow path.
+    pub fn tunnel_params(&self) -> &Arc<TunnelParams> {
+        &self.params
+    }
+
+    /// The WAN interface's MTU, from which each tunnel's inner MTU follows
+    /// (applies to SAs installed from now on).
+    pub fn set_wan_mtu(&self, mtu: u32) {
+        self.wan_mtu.store(mtu, Ordering::Relaxed);
+    }
+
+    /// Turns TCP MSS clamping on or off for a tunnel (on by default).
+    pub fn set_mss_clamp(&self, tunnel: TunnelId, on: bool) {
+        self.params.set_mss_clamp(tunnel, on);
+    }
+
+    /// The inner MTU of a tunnel with an outbound SA.
+    pub fn tunnel_inner_mtu(&self, tunnel: TunnelId) -> Option<u32> {
+        lock(&self.state).tunnels.get(&tunnel).map(|t| t.inner_mtu)
     }
 
     /// A backend that also programs the maps of `xdp` (fast path on).
@@ -331,6 +367,18 @@ impl GatewayDataPlane {
             })
     }
 
+    /// The TUN carries what the fast path carries, so that the kernel's
+    /// ICMP errors and fragmentation on the slow path give the same MTU.
+    fn tun_mtu(st: &mut State, tunnel: TunnelId, mtu: u32) {
+        let (Some(nl), Some(&ifindex)) = (st.netlink.as_mut(), st.tun_ifindex.get(&tunnel)) else {
+            return;
+        };
+        match nl.set_mtu(ifindex, mtu) {
+            Ok(()) => tracing::info!(tunnel, inner_mtu = mtu, "tunnel MTU"),
+            Err(e) => tracing::warn!(tunnel, error = %e, "cannot set the TUN's MTU"),
+        }
+    }
+
     fn kernel_route(
         st: &mut State,
         prefix: IpPrefix,
@@ -395,6 +443,12 @@ impl DataPlane for GatewayDataPlane {
         self.check_tunnel_id(sa.tunnel)?;
         let mut st = lock(&self.state);
         let prev = self.table.install_outbound(&sa)?;
+        let mtu = inner_mtu(
+            sa.keys.suite(),
+            sa.outer.dst.is_ipv6(),
+            sa.outer.udp.is_some(),
+            self.wan_mtu.load(Ordering::Relaxed),
+        );
         let value = TunnelValue {
             state: TUNNEL_UP,
             family: if sa.outer.dst.is_ipv4() {
@@ -404,11 +458,18 @@ impl DataPlane for GatewayDataPlane {
             },
             local: addr_bytes(sa.outer.src),
             remote: addr_bytes(sa.outer.dst),
+            inner_mtu: mtu,
+            _pad: 0,
         };
+        let mtu_changed = st.tunnels.get(&sa.tunnel).map(|t| t.inner_mtu) != Some(mtu);
+        self.params.set_inner_mtu(sa.tunnel, mtu);
         if st.tunnels.get(&sa.tunnel) != Some(&value) {
             self.each_map(|m| m.set_tunnel(sa.tunnel, value))
                 .map_err(BackendError::from)?;
             st.tunnels.insert(sa.tunnel, value);
+        }
+        if mtu_changed {
+            Self::tun_mtu(&mut st, sa.tunnel, mtu);
         }
         Ok(prev)
     }
@@ -589,6 +650,28 @@ mod tests {
 
     fn take(rec: &Arc<Mutex<Recorder>>) -> Vec<Call> {
         std::mem::take(&mut lock(rec).calls)
+    }
+
+    #[test]
+    fn outbound_sa_sets_the_tunnel_inner_mtu_everywhere() {
+        let (dp, rec) = setup();
+        assert_eq!(dp.tunnel_inner_mtu(4), None);
+        dp.set_wan_mtu(1492);
+        dp.install_outbound_sa(outbound(4, 0x40)).unwrap();
+        // AES-GCM over IPv4 with NAT-T: 60 bytes of overhead, PPPoE WAN.
+        assert_eq!(dp.tunnel_inner_mtu(4), Some(1430));
+        assert_eq!(dp.tunnel_params().inner_mtu(4), 1430);
+        let calls = take(&rec);
+        assert!(
+            calls.iter().any(
+                |c| matches!(c, Call::Tunnel(4, v) if v.inner_mtu == 1430 && v.state == TUNNEL_UP)
+            ),
+            "{calls:?}"
+        );
+        // MSS clamping is on unless turned off per tunnel.
+        assert!(dp.tunnel_params().mss_clamp(4));
+        dp.set_mss_clamp(4, false);
+        assert!(!dp.tunnel_params().mss_clamp(4));
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! ([`test_run`]), and the one place where test and benchmark frames are
 //! built ([`packet`]). User side: the agent-facing backend that keeps the SA
 //! table and the maps in step ([`backend`]), the AF_XDP workers
-//! ([`worker`]) and the TUN slow path ([`slowpath`]).
+//! ([`worker`]), the TUN slow path ([`slowpath`]), and packet sizes through
+//! a tunnel: inner MTU, MSS clamping, ICMP too-big errors ([`mtu`]).
 
 pub mod backend;
+pub mod mtu;
 pub mod packet;
 pub mod slowpath;
 pub mod test_run;

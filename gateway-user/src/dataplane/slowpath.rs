@@ -28,6 +28,12 @@
 //!   steer is read from raw `IPPROTO_ESP` sockets by
 //!   [`SlowPath::spawn_esp_receiver`] and takes the same way.
 //!
+//! TCP SYNs are MSS-clamped to the tunnel's inner MTU both ways (before
+//! encapsulation, after decapsulation), as on the fast path; packets too
+//! big for a TUN or for the LAN are the kernel's to answer or fragment,
+//! which it does because the daemon turns forwarding on for the TUNs and
+//! the LAN (see `sysctl`).
+//!
 //! Not per-packet-allocation free like the workers, but close: the reader
 //! owns one buffer; [`SlowPath::inbound_esp`] reuses one.
 
@@ -43,6 +49,8 @@ use arc_swap::ArcSwap;
 use gateway_esp::table::{SaTable, TunnelId};
 use gateway_esp::{DecapError, EncapError, MAX_HEADROOM, MAX_TAILROOM};
 use gateway_netio::tun::Tun;
+
+use super::mtu::TunnelParams;
 
 /// Largest IP packet read from a TUN or an IKE socket.
 const MAX_PACKET: usize = 65_535;
@@ -150,6 +158,7 @@ struct Shared {
     raw4: OwnedFd,
     /// `None` when the host has IPv6 disabled.
     raw6: Option<OwnedFd>,
+    params: Arc<TunnelParams>,
     counters: SlowPathCounters,
 }
 
@@ -321,6 +330,15 @@ impl std::fmt::Debug for SlowPath {
 impl SlowPath {
     /// Opens the raw sockets in the current network namespace.
     pub fn new(table: Arc<SaTable>) -> Result<Self, SlowPathError> {
+        Self::with_tunnel_params(table, Arc::new(TunnelParams::default()))
+    }
+
+    /// As [`Self::new`], with the backend's per-tunnel inner MTU and MSS
+    /// clamping switch.
+    pub fn with_tunnel_params(
+        table: Arc<SaTable>,
+        params: Arc<TunnelParams>,
+    ) -> Result<Self, SlowPathError> {
         let raw4 = raw_socket(libc::AF_INET).map_err(io_err("raw IPv4 socket"))?;
         let raw6 = raw_socket(libc::AF_INET6).ok();
         Ok(Self {
@@ -329,6 +347,7 @@ impl SlowPath {
                 tuns: ArcSwap::from_pointee(HashMap::new()),
                 raw4,
                 raw6,
+                params,
                 counters: SlowPathCounters::default(),
             }),
             reader: None,
@@ -449,6 +468,9 @@ impl SlowPath {
                 return Err(e.into());
             }
         };
+        self.shared
+            .params
+            .clamp(rx.tunnel, &mut self.buf[rx.decap.inner.clone()]);
         let inner = &self.buf[rx.decap.inner.clone()];
         self.handle().deliver_inner(rx.tunnel, inner)?;
         Ok(rx.tunnel)
@@ -588,6 +610,8 @@ fn drain_tun(sh: &Shared, tunnel: TunnelId, tun: &Tun, buf: &mut [u8]) {
             }
         };
         bump(&sh.counters.tun_rx);
+        sh.params
+            .clamp(tunnel, &mut buf[MAX_HEADROOM..MAX_HEADROOM + n]);
         match sh.table.encap(tunnel, buf, MAX_HEADROOM..MAX_HEADROOM + n) {
             Ok(e) => {
                 if e.soft_limit_reached {
@@ -661,6 +685,7 @@ fn esp_receiver(sh: &Shared, v4: &OwnedFd, v6: Option<&OwnedFd>, stop: &AtomicBo
                 };
                 match sh.table.decap_esp(&mut buf, esp) {
                     Ok(rx) => {
+                        sh.params.clamp(rx.tunnel, &mut buf[rx.decap.inner.clone()]);
                         let tuns = sh.tuns.load();
                         let written = tuns
                             .get(&rx.tunnel)

@@ -13,6 +13,14 @@
 //!   ESP in the frame's headroom and the ICV in its tailroom; an Ethernet
 //!   header toward the peer's next hop goes in front.
 //!
+//! Both directions clamp the MSS of TCP SYNs to the tunnel's inner MTU
+//! (outbound before encryption, inbound after decryption). A decrypted
+//! packet larger than the LAN's MTU is answered, if it has DF (or is IPv6),
+//! with an ICMP too-big error that goes back through the same tunnel,
+//! encrypted, through the slow path's raw socket (rare, and rate-limited
+//! per source); without DF it goes to the TUN, where the kernel fragments
+//! it on its way to the LAN.
+//!
 //! Frames the worker cannot send itself take the slow path: a decrypted
 //! packet whose next hop is unresolved, not on the LAN interface, or the
 //! gateway itself (BGP to our interconnection address), or whose TTL
@@ -51,15 +59,17 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gateway_common::{Direction, XdpMeta, XDP_META_MAGIC};
 use gateway_esp::table::{SaTable, TunnelId};
+use gateway_esp::{MAX_HEADROOM, MAX_TAILROOM};
 use gateway_netio::afxdp::{Batch, Umem, UmemConfig, XskConfig, XskError, XskSocket};
 use gateway_netio::netlink::{NeighbourCache, Netlink, NetlinkError, NextHop};
 
+use super::mtu::{build_too_big, source_key, too_big, IcmpLimiter, TunnelParams};
 use super::slowpath::{SlowPathError, SlowPathHandle};
 use super::xdp::{XdpDataplane, XdpError};
 
@@ -172,11 +182,15 @@ pub enum WorkerDrop {
     /// The encapsulated frame exceeds the WAN MTU (the inner MTU toward the
     /// tunnel must leave room for the ESP overhead; no PMTU signalling yet).
     TooBig = 7,
+    /// A decrypted packet larger than the LAN's MTU that got no ICMP error
+    /// (source past its rate limit, not unicast, an ICMP error itself, no
+    /// LAN address of its family, or the error could not be sent).
+    TooBigNoReply = 8,
 }
 
 impl WorkerDrop {
     /// Every reason, in order.
-    pub const ALL: [WorkerDrop; 8] = [
+    pub const ALL: [WorkerDrop; 9] = [
         WorkerDrop::BadMetadata,
         WorkerDrop::NotIp,
         WorkerDrop::Decap,
@@ -185,6 +199,7 @@ impl WorkerDrop {
         WorkerDrop::SlowPath,
         WorkerDrop::TxFull,
         WorkerDrop::TooBig,
+        WorkerDrop::TooBigNoReply,
     ];
 
     /// Metrics label.
@@ -198,6 +213,7 @@ impl WorkerDrop {
             WorkerDrop::SlowPath => "slow_path",
             WorkerDrop::TxFull => "tx_full",
             WorkerDrop::TooBig => "too_big",
+            WorkerDrop::TooBigNoReply => "too_big_no_reply",
         }
     }
 }
@@ -219,6 +235,9 @@ pub struct WorkerCounters {
     pub to_raw: AtomicU64,
     /// Inner packets whose partial checksum was completed.
     pub checksums_completed: AtomicU64,
+    /// ICMP too-big errors sent back through a tunnel (decrypted packets
+    /// larger than the LAN's MTU).
+    pub icmp_too_big: AtomicU64,
     /// Kernel counters of the sockets (`XDP_STATISTICS`, WAN + LAN),
     /// copied by the worker when idle and every 1024 rounds: frames the
     /// kernel dropped because the RX ring was full or the fill ring empty.
@@ -247,6 +266,8 @@ pub struct WorkerCountersSnapshot {
     pub to_raw: u64,
     /// See [`WorkerCounters::checksums_completed`].
     pub checksums_completed: u64,
+    /// See [`WorkerCounters::icmp_too_big`].
+    pub icmp_too_big: u64,
     /// See [`WorkerCounters::xsk_rx_dropped`].
     pub xsk_rx_dropped: u64,
     /// See [`WorkerCounters::xsk_rx_ring_full`].
@@ -288,6 +309,7 @@ impl WorkerCounters {
             to_tun: l(&self.to_tun),
             to_raw: l(&self.to_raw),
             checksums_completed: l(&self.checksums_completed),
+            icmp_too_big: l(&self.icmp_too_big),
             xsk_rx_dropped: l(&self.xsk_rx_dropped),
             xsk_rx_ring_full: l(&self.xsk_rx_ring_full),
             xsk_fill_ring_empty: l(&self.xsk_fill_ring_empty),
@@ -315,7 +337,26 @@ pub struct Pipeline<R, S> {
     wan_ifindex: u32,
     /// Largest outer IP packet WAN carries.
     wan_mtu: usize,
+    /// Largest IP packet LAN carries.
+    lan_mtu: usize,
+    /// Our LAN addresses: the sources of ICMP errors.
+    lan_v4: Option<Ipv4Addr>,
+    lan_v6: Option<Ipv6Addr>,
+    params: Arc<TunnelParams>,
+    /// ICMP errors are rare: the limiter and the buffer in which an error
+    /// is built and encrypted sit behind uncontended locks.
+    limiter: Mutex<IcmpLimiter>,
+    scratch: Mutex<Vec<u8>>,
     counters: Arc<WorkerCounters>,
+}
+
+/// Default ICMP rate limit per source (errors per second, burst).
+pub const DEFAULT_ICMP_RATE: (u32, u32) = (100, 20);
+
+/// Nanoseconds on a monotonic clock (for the ICMP rate limiter).
+fn now_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl<R: Resolver, S: SlowSink> Pipeline<R, S> {
@@ -335,8 +376,73 @@ impl<R: Resolver, S: SlowSink> Pipeline<R, S> {
             lan_ifindex,
             wan_ifindex,
             wan_mtu: usize::MAX,
+            lan_mtu: usize::MAX,
+            lan_v4: None,
+            lan_v6: None,
+            params: Arc::new(TunnelParams::default()),
+            limiter: Mutex::new(IcmpLimiter::new(DEFAULT_ICMP_RATE.0, DEFAULT_ICMP_RATE.1)),
+            scratch: Mutex::new(vec![0; MAX_HEADROOM + 1280 + MAX_TAILROOM]),
             counters: Arc::new(WorkerCounters::default()),
         }
+    }
+
+    /// Answers decrypted packets larger than `mtu` with ICMP errors from
+    /// `v4` / `v6` (back through their tunnel), at most `rate` per second
+    /// and source with bursts of `burst`; without DF, hands them to the
+    /// TUN for the kernel to fragment.
+    pub fn with_lan(
+        mut self,
+        mtu: u32,
+        v4: Option<Ipv4Addr>,
+        v6: Option<Ipv6Addr>,
+        (rate, burst): (u32, u32),
+    ) -> Self {
+        self.lan_mtu = mtu as usize;
+        self.lan_v4 = v4;
+        self.lan_v6 = v6;
+        self.limiter = Mutex::new(IcmpLimiter::new(rate, burst));
+        self
+    }
+
+    /// Per-tunnel inner MTU and MSS clamping (shared with the backend,
+    /// which writes it); without, every tunnel clamps to the default MTU.
+    pub fn with_tunnel_params(mut self, params: Arc<TunnelParams>) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// Builds the ICMP error about `orig` and sends it, encrypted, into
+    /// `tunnel`. Returns whether it went.
+    fn send_too_big(&self, tunnel: TunnelId, orig: &[u8]) -> bool {
+        let Some(src) = source_key(orig) else {
+            return false;
+        };
+        if !self
+            .limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .allow(src, now_ns())
+        {
+            return false;
+        }
+        let mut buf = self
+            .scratch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let head = MAX_HEADROOM;
+        let Some(n) = build_too_big(
+            orig,
+            self.lan_mtu,
+            self.lan_v4,
+            self.lan_v6,
+            &mut buf[head..head + 1280],
+        ) else {
+            return false;
+        };
+        let Ok(enc) = self.table.encap(tunnel, &mut buf, head..head + n) else {
+            return false;
+        };
+        self.slow.send_outer(&buf[enc.packet]).is_ok()
     }
 
     /// Drops (counted as [`WorkerDrop::TooBig`]) encapsulated packets larger
@@ -384,6 +490,27 @@ impl<R: Resolver, S: SlowSink> Pipeline<R, S> {
             c.drop_frame(WorkerDrop::NotIp);
             return Verdict::Consumed;
         };
+        self.params.clamp(rx.tunnel, &mut chunk[inner.clone()]);
+        match too_big(&chunk[inner.clone()], self.lan_mtu) {
+            // DF (or IPv6): the sender learns the MTU from us.
+            Some(true) => {
+                if self.send_too_big(rx.tunnel, &chunk[inner]) {
+                    WorkerCounters::add(&c.icmp_too_big, 1);
+                } else {
+                    c.drop_frame(WorkerDrop::TooBigNoReply);
+                }
+                return Verdict::Consumed;
+            }
+            // The kernel fragments it from the TUN to the LAN.
+            Some(false) => {
+                match self.slow.deliver_inner(rx.tunnel, &chunk[inner]) {
+                    Ok(()) => WorkerCounters::add(&c.to_tun, 1),
+                    Err(_) => c.drop_frame(WorkerDrop::SlowPath),
+                }
+                return Verdict::Consumed;
+            }
+            None => {}
+        }
         let hop = self
             .resolver
             .next_hop(dst)
@@ -442,6 +569,8 @@ impl<R: Resolver, S: SlowSink> Pipeline<R, S> {
         if complete_partial_checksum(&mut chunk[inner.clone()]) {
             WorkerCounters::add(&c.checksums_completed, 1);
         }
+        // After the checksum is complete: the clamp updates it incrementally.
+        self.params.clamp(m.tunnel_id, &mut chunk[inner.clone()]);
         let enc = match self.table.encap(m.tunnel_id, chunk, inner) {
             Ok(e) => e,
             Err(_) => {
@@ -653,6 +782,11 @@ pub struct WorkerConfig {
     pub batch: usize,
     /// How long to sleep in `poll(2)` when idle (bounds shutdown latency).
     pub idle_poll: Duration,
+    /// Per-tunnel inner MTU and MSS clamping (the backend's); `None`: the
+    /// defaults.
+    pub tunnel_params: Option<Arc<TunnelParams>>,
+    /// ICMP too-big errors per second and source, and the burst.
+    pub icmp_rate: (u32, u32),
 }
 
 impl WorkerConfig {
@@ -669,6 +803,8 @@ impl WorkerConfig {
             xsk: XskConfig::default(),
             batch: 64,
             idle_poll: Duration::from_millis(10),
+            tunnel_params: None,
+            icmp_rate: DEFAULT_ICMP_RATE,
         }
     }
 }
@@ -777,12 +913,16 @@ impl Worker {
                 socks.slots[i] = Some(s);
             }
         }
-        let wan_mtu = Netlink::open()
-            .and_then(|mut nl| nl.link_by_name(&cfg.wan))
-            .map_err(WorkerError::Netlink)?
-            .mtu;
-        let pipeline =
-            Pipeline::new(table, resolver, slow, lan_ifindex, wan_ifindex).with_wan_mtu(wan_mtu);
+        let mut nl = Netlink::open().map_err(WorkerError::Netlink)?;
+        let wan_mtu = nl.link_by_name(&cfg.wan).map_err(WorkerError::Netlink)?.mtu;
+        let lan_mtu = nl.link_by_name(&cfg.lan).map_err(WorkerError::Netlink)?.mtu;
+        let (v4, v6) = lan_addresses(&mut nl, lan_ifindex).map_err(WorkerError::Netlink)?;
+        let mut pipeline = Pipeline::new(table, resolver, slow, lan_ifindex, wan_ifindex)
+            .with_wan_mtu(wan_mtu)
+            .with_lan(lan_mtu, v4, v6, cfg.icmp_rate);
+        if let Some(p) = &cfg.tunnel_params {
+            pipeline = pipeline.with_tunnel_params(Arc::clone(p));
+        }
         let counters = Arc::clone(pipeline.counters());
         let (batch, idle) = (cfg.batch.max(1), cfg.idle_poll);
         let thread_stop = Arc::clone(&stop);
@@ -827,6 +967,24 @@ impl Drop for Worker {
             let _ = h.join();
         }
     }
+}
+
+/// The first global IPv4 and IPv6 addresses of an interface: the sources of
+/// the gateway's ICMP errors on that side.
+pub fn lan_addresses(
+    nl: &mut Netlink,
+    ifindex: u32,
+) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), NetlinkError> {
+    let addrs = nl.list_addresses(ifindex)?;
+    let v4 = addrs.iter().find_map(|a| match a.addr {
+        IpAddr::V4(v) if !v.is_loopback() && !v.is_link_local() => Some(v),
+        _ => None,
+    });
+    let v6 = addrs.iter().find_map(|a| match a.addr {
+        IpAddr::V6(v) if !v.is_loopback() && !v.is_unicast_link_local() => Some(v),
+        _ => None,
+    });
+    Ok((v4, v6))
 }
 
 /// Processes every frame of `rx` with `f` and queues the forwarded ones on

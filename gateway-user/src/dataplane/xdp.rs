@@ -23,8 +23,8 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use gateway_common::{
-    map_names, program_names, stats_index, Direction, DropReason, LocalAddrKey, LocalAddrValue,
-    RouteValue, SaInKey, SaInValue, TunnelStats, TunnelValue, TUNNELS_MAX_ENTRIES,
+    map_names, program_names, stats_index, Direction, DropReason, LanConfig, LocalAddrKey,
+    LocalAddrValue, RouteValue, SaInKey, SaInValue, TunnelStats, TunnelValue, TUNNELS_MAX_ENTRIES,
 };
 use gateway_config::{Config, XdpMode};
 use thiserror::Error;
@@ -523,6 +523,15 @@ impl XdpDataplane {
         Ok(())
     }
 
+    /// Sets what `lan_ingress` answers too-big packets with: the LAN
+    /// addresses and the ICMP rate limit.
+    pub fn set_lan_config(&mut self, value: LanConfig) -> Result<(), XdpError> {
+        let name = map_names::LAN_CONFIG;
+        let mut m: Array<_, LanConfig> =
+            Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        m.set(0, value, 0).map_err(map_err(name))
+    }
+
     /// Writes the AF_XDP socket `fd` for receive queue `queue`. Must be
     /// called by the process that owns the socket.
     pub fn set_xsk(&mut self, queue: u32, fd: impl AsRawFd) -> Result<(), XdpError> {
@@ -677,6 +686,56 @@ pub fn ifindex(name: &str) -> Option<u32> {
     // SAFETY: c is a valid NUL-terminated string.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (idx != 0).then_some(idx)
+}
+
+/// The driver of a network interface of this namespace, as `ethtool -i`
+/// names it (`veth`, `mlx5_core`, ...).
+pub fn driver_name(ifname: &str) -> std::io::Result<String> {
+    const ETHTOOL_GDRVINFO: u32 = 3;
+    /// `struct ethtool_drvinfo` (linux/ethtool.h).
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        version: [u8; 32],
+        fw_version: [u8; 32],
+        bus_info: [u8; 32],
+        erom_version: [u8; 32],
+        reserved2: [u8; 12],
+        n_priv_flags: u32,
+        n_stats: u32,
+        testinfo_len: u32,
+        eedump_len: u32,
+        regdump_len: u32,
+    }
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ || ifname.contains('\0') {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: all-zero is a valid value of both plain C structs.
+    let mut info: DrvInfo = unsafe { std::mem::zeroed() };
+    info.cmd = ETHTOOL_GDRVINFO;
+    // SAFETY: as above.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
+    // SAFETY: a datagram socket used for this one ioctl and closed below;
+    // the ioctl writes at most size_of::<DrvInfo>() bytes into `info`,
+    // which outlives the call.
+    let rc = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let rc = libc::ioctl(fd, libc::SIOCETHTOOL as _, &mut req);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        (rc == 0).then_some(()).ok_or(err)
+    };
+    rc?;
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
 /// The conventional bpffs mount point.
