@@ -1,7 +1,10 @@
 //! The s2s-gateway agent as a library; the `s2s-gateway` daemon and the
-//! `s2sctl` CLI in `src/bin` are thin shells around it.
+//! `s2sctl` CLI in `src/bin` are thin shells around it. `testing` (feature
+//! `testing`) holds a harness for tests and fuzzing.
 
 pub mod agent;
 pub mod daemon;
 pub mod dataplane;
 pub mod metrics;
+#[cfg(feature = "testing")]
+pub mod testing;
