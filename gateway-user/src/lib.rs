@@ -1,10 +1,7 @@
 //! The s2s-gateway agent as a library; the `s2s-gateway` daemon and the
-//! `s2sctl` CLI in `src/bin` are thin shells around it. `testing` (feature
-//! `testing`) holds a harness for tests and fuzzing.
+//! `s2sctl` CLI in `src/bin` are thin shells around it.
 
 pub mod agent;
 pub mod daemon;
 pub mod dataplane;
 pub mod metrics;
-#[cfg(feature = "testing")]
-pub mod testing;

@@ -14,12 +14,12 @@ use std::path::PathBuf;
 use gateway_user::dataplane::packet::{
     self, ethernet, Ipv4, Ipv6, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP,
 };
-use gateway_user::dataplane::worker::WorkerDrop;
-use gateway_user::testing::{
+use gateway_user::dataplane::testing::{
     record, PipelineHarness, Reached, ALT, BAD_META, BY_ROUTE, ELSEWHERE, LAN_RAW, LAN_UNRESOLVED,
     PEER_A, REPLAY, SLOW_SEALED, SPI_IN_A, TUNNEL_A, TUNNEL_B, UNKNOWN, WAN_RAW, WAN_SEALED,
     WAN_V4,
 };
+use gateway_user::dataplane::worker::WorkerDrop;
 
 const A_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 const B_HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);

@@ -5,10 +5,10 @@
 //! of every SA), so the fuzzer reaches what happens after decryption. No
 //! panic, outputs within the chunk, nothing decrypted leaves with an inner
 //! source outside its tunnel's filter, and what goes to WAN decrypts at
-//! the peer (see `gateway_user::testing::PipelineHarness` for the input
-//! format). Seeds: `corpus/pipeline/`.
+//! the peer (see `gateway_user::dataplane::testing::PipelineHarness` for
+//! the input format). Seeds: `corpus/pipeline/`.
 
-use gateway_user::testing::PipelineHarness;
+use gateway_user::dataplane::testing::PipelineHarness;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
