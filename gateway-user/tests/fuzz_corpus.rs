@@ -66,6 +66,12 @@ fn ttl1(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
     ip.build(&packet::udp(40000, 53, &[0; 8]))
 }
 
+fn bad_ihl(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let mut ip = udp4(src, dst);
+    ip[0] = 0x42;
+    ip
+}
+
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let esp_v4_udp = record(WAN_SEALED | TUNNEL_A, None, &udp4(A_HOST, LAN_HOST));
     let esp_v6 = record(WAN_SEALED | TUNNEL_B, None, &udp6(B_HOST6, LAN_HOST6));
@@ -164,6 +170,9 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 record(LAN_RAW | TUNNEL_A, None, &lan6(&udp6(LAN_HOST6, A_HOST6))),
                 record(LAN_RAW | UNKNOWN, None, &lan4(&udp4(LAN_HOST, A_HOST))),
                 record(LAN_RAW | BY_ROUTE, None, &lan4(&ttl1(LAN_HOST, A_HOST))),
+                // IHL 2: the peer would refuse it after decryption, so it
+                // is not encrypted (found by this fuzz target).
+                record(LAN_RAW | BY_ROUTE, None, &lan4(&bad_ihl(LAN_HOST, A_HOST))),
             ]
             .concat(),
         ),
@@ -275,7 +284,7 @@ fn each_seed_reaches_what_it_is_for() {
 
     let r = run("lan_v4_v6");
     assert_eq!(r.to_wan, 4, "{r:?}");
-    assert_eq!(r.dropped(WorkerDrop::Encap), 1, "{r:?}");
+    assert_eq!(r.dropped(WorkerDrop::Encap), 2, "{r:?}");
     assert_eq!(r.dropped(WorkerDrop::TtlExpired), 1, "{r:?}");
 
     let r = run("tcp_syn");
