@@ -256,6 +256,7 @@ mod tests {
         ("gateway-esp", "decap"),
         ("gateway-ike", "decode"),
         ("gateway-netio", "netlink_decode"),
+        ("gateway-user", "pipeline"),
     ];
 
     #[test]

@@ -38,7 +38,8 @@ pub enum EncapError {
         /// Buffer length.
         len: usize,
     },
-    /// The inner packet is neither IPv4 nor IPv6 (or shorter than its header).
+    /// The inner packet is neither IPv4 nor IPv6, or shorter than its
+    /// header, or its header's lengths contradict it.
     #[error("inner packet is not IPv4 or IPv6")]
     InnerNotIp,
     /// Not enough room before the inner packet.

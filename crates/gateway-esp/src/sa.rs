@@ -429,13 +429,22 @@ impl OutboundSa {
             });
         }
         let p = &buf[inner.clone()];
-        let (next_header, tos, df) = match p.first().map(|b| b >> 4) {
-            Some(4) if p.len() >= IPV4_HEADER_LEN => (NEXT_HEADER_IPV4, p[1], p[6] & 0x40 != 0),
-            Some(6) if p.len() >= IPV6_HEADER_LEN => {
-                (NEXT_HEADER_IPV6, (p[0] << 4) | (p[1] >> 4), false)
+        let (next_header, family, tos, df) = match p.first().map(|b| b >> 4) {
+            Some(4) if p.len() >= IPV4_HEADER_LEN => {
+                (NEXT_HEADER_IPV4, InnerFamily::Ipv4, p[1], p[6] & 0x40 != 0)
             }
+            Some(6) if p.len() >= IPV6_HEADER_LEN => (
+                NEXT_HEADER_IPV6,
+                InnerFamily::Ipv6,
+                (p[0] << 4) | (p[1] >> 4),
+                false,
+            ),
             _ => return Err(EncapError::InnerNotIp),
         };
+        // A header whose lengths the packet contradicts (IHL under 5, a
+        // length beyond the packet) is refused by the peer's decap: it is
+        // not worth a sequence number and the bandwidth.
+        check_inner(p, family).map_err(|_| EncapError::InnerNotIp)?;
         let head = outer_len + ESP_HEADER_LEN + suite.iv_len();
         if inner.start < head {
             return Err(EncapError::NoHeadroom {

@@ -536,6 +536,18 @@ fn encap_refuses_bad_input() {
         out.encap(&mut junk, MAX_HEADROOM..MAX_HEADROOM + 10),
         Err(EncapError::InnerNotIp)
     );
+    // What the peer's decap refuses is not sent: an IPv4 IHL under 5, an
+    // IPv4 total length or an IPv6 payload length beyond the packet.
+    for (v6, at, value) in [(false, 0, 0x42), (false, 2, 0xff), (true, 4, 0xff)] {
+        let mut bad = inner(v6, 100);
+        bad[at] = value;
+        let (mut buf, range) = framed(&bad);
+        assert_eq!(
+            out.encap(&mut buf, range),
+            Err(EncapError::InnerNotIp),
+            "v6 {v6}, byte {at} = {value:#x}"
+        );
+    }
     // Exact tailroom works, one byte less does not.
     // 100 bytes + 2 trailer bytes pad to 104 (2 padding), then a 16-byte ICV.
     let need = 100 + 2 + 2 + 16;

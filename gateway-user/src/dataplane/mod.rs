@@ -12,6 +12,9 @@ pub mod mtu;
 pub mod packet;
 pub mod slowpath;
 pub mod test_run;
+/// A harness of the worker pipeline for tests and fuzzing.
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod worker;
 pub mod xdp;
 
