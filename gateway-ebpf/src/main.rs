@@ -538,7 +538,11 @@ fn make_room(ctx: &XdpContext, quote: usize, room: usize) -> Option<[u8; 12]> {
 #[inline(always)]
 fn write_eth(p: *mut u8, macs: &[u8; 12], ethertype: u16) {
     // Back to the sender: its source MAC becomes the destination.
-    store(p, 0, [macs[6], macs[7], macs[8], macs[9], macs[10], macs[11]]);
+    store(
+        p,
+        0,
+        [macs[6], macs[7], macs[8], macs[9], macs[10], macs[11]],
+    );
     store(p, 6, [macs[0], macs[1], macs[2], macs[3], macs[4], macs[5]]);
     store(p, 12, ethertype.to_be_bytes());
 }
@@ -721,7 +725,11 @@ fn too_big_v6(ctx: &XdpContext, l3: usize, ip: &Ipv6, mtu: usize) -> Verdict {
     let Some(p) = ptr_at::<[u8; ETH_HLEN + IPV6_HLEN + ICMP_HLEN]>(ctx, 0) else {
         return XDP_DROP;
     };
-    store(p as *mut u8, c + 2, (!fold(a + b + d + pseudo)).to_ne_bytes());
+    store(
+        p as *mut u8,
+        c + 2,
+        (!fold(a + b + d + pseudo)).to_ne_bytes(),
+    );
     lan_reply(ctx, flags)
 }
 
