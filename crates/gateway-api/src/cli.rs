@@ -1278,6 +1278,35 @@ mod tests {
     }
 
     #[test]
+    fn connection_get_shows_the_tunnel_mtus() {
+        let v = json!({
+            "id": "c",
+            "tunnel_status_ipv4": "up",
+            "tunnel_mtu_ipv4": {"inner_mtu": 1438, "tcp_mss_ipv4": 1398,
+                                "tcp_mss_ipv6": 1378, "mss_clamp": true},
+            "tunnel_mtu_ipv6": null,
+        });
+        let mut out = Vec::new();
+        print(&mut out, Output::Table, Shape::One(None), &v).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        let line = |k: &str| {
+            s.lines()
+                .find(|l| l.starts_with(k))
+                .map(|l| l[k.len()..].trim().to_owned())
+        };
+        let v4 = line("tunnel_mtu_ipv4").unwrap();
+        for part in [
+            "inner_mtu=1438",
+            "tcp_mss_ipv4=1398",
+            "tcp_mss_ipv6=1378",
+            "mss_clamp=true",
+        ] {
+            assert!(v4.split(' ').any(|p| p == part), "{part} in {v4}");
+        }
+        assert_eq!(line("tunnel_mtu_ipv6").as_deref(), Some("-"));
+    }
+
+    #[test]
     fn table_is_aligned() {
         let mut out = Vec::new();
         table(

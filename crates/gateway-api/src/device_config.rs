@@ -223,6 +223,8 @@ fn swanctl(p: &DeviceParams<'_>) -> String {
     }
     let _ = writeln!(s, "# and let BGP (see the bird/frr configs) route into it.");
     let _ = writeln!(s, "#");
+    mtu_advice(&mut s, p);
+    let _ = writeln!(s, "#");
     let _ = writeln!(
         s,
         "# Both tunnels' children carry the same selectors: when one tunnel's"
@@ -286,6 +288,55 @@ fn swanctl(p: &DeviceParams<'_>) -> String {
     }
     let _ = writeln!(s, "}}");
     s
+}
+
+/// Comment lines advising the device's tunnel MTU and TCP MSS from what
+/// our gateway reports per tunnel (`tunnel_mtu_ipv4/ipv6`, known once the
+/// tunnel's CHILD SA is up).
+fn mtu_advice(s: &mut String, p: &DeviceParams<'_>) {
+    let _ = writeln!(
+        s,
+        "# Packet sizes: a tunnel's inner MTU follows the WAN MTU, the ESP suite"
+    );
+    let _ = writeln!(
+        s,
+        "# and the outer family; the connection's tunnel_mtu_ipv4/ipv6 (s2sctl"
+    );
+    let _ = writeln!(
+        s,
+        "# connection get) report it with the TCP MSS that fits, once up. Set the"
+    );
+    let _ = writeln!(
+        s,
+        "# tunnel interface's MTU to the smallest (ipsec0 carries every tunnel):"
+    );
+    let mut smallest: Option<u32> = None;
+    for t in &p.tunnels {
+        let tag = family_tag(t.family);
+        match p.connection.tunnel_mtu(t.family) {
+            Some(m) => {
+                smallest = Some(smallest.map_or(m.inner_mtu, |x| x.min(m.inner_mtu)));
+                let _ = writeln!(
+                    s,
+                    "#   {tag} tunnel: inner MTU {}, TCP MSS {} (IPv4) / {} (IPv6), {}",
+                    m.inner_mtu,
+                    m.tcp_mss_ipv4,
+                    m.tcp_mss_ipv6,
+                    if m.mss_clamp {
+                        "clamped by our gateway"
+                    } else {
+                        "not clamped by our gateway: clamp it on your side"
+                    }
+                );
+            }
+            None => {
+                let _ = writeln!(s, "#   {tag} tunnel: not reported yet (no CHILD SA up)");
+            }
+        }
+    }
+    if let Some(mtu) = smallest {
+        let _ = writeln!(s, "#   ip link set ipsec0 mtu {mtu}");
+    }
 }
 
 /// The value of a swanctl.conf `secret`, decoding to exactly `psk`.

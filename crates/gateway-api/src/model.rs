@@ -243,9 +243,47 @@ pub struct Connection {
     pub secret_id: String,
     pub secret_revision: u32,
     pub region: String,
+    /// Extension (not in the SDK, which ignores it): the packet sizes of the
+    /// IPv4 tunnel (IPv4 outer addresses) while it has a CHILD SA, `null`
+    /// otherwise (no tunnel of that family, not negotiated yet, or down).
+    /// Written by the agent with the statuses.
+    #[serde(default)]
+    pub tunnel_mtu_ipv4: Option<TunnelMtu>,
+    /// Extension: the same for the IPv6 tunnel.
+    #[serde(default)]
+    pub tunnel_mtu_ipv6: Option<TunnelMtu>,
+}
+
+/// Packet sizes through one tunnel, fixed when its CHILD SA is installed:
+/// what the customer should set on their side of the tunnel (tunnel
+/// interface MTU, MSS clamping) so that nothing needs fragmenting. An
+/// extension of the connection resource (`tunnel_mtu_ipv4/ipv6`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TunnelMtu {
+    /// The largest inner IP packet the tunnel carries: the WAN MTU less
+    /// the outer IP header (of the tunnel's family), the UDP header when
+    /// NAT-T encapsulates, and the negotiated ESP suite's header, IV,
+    /// padding alignment, trailer and ICV.
+    pub inner_mtu: u32,
+    /// The TCP MSS that fits `inner_mtu` for IPv4 inside the tunnel
+    /// (`inner_mtu` − 40).
+    pub tcp_mss_ipv4: u32,
+    /// The same for IPv6 inside the tunnel (`inner_mtu` − 60).
+    pub tcp_mss_ipv6: u32,
+    /// Whether the gateway lowers the MSS of TCP SYNs and SYN-ACKs crossing
+    /// the tunnel (both ways) to these values.
+    pub mss_clamp: bool,
 }
 
 impl Connection {
+    /// The reported packet sizes of the tunnel of `family`.
+    pub fn tunnel_mtu(&self, family: Family) -> Option<TunnelMtu> {
+        match family {
+            Family::V4 => self.tunnel_mtu_ipv4,
+            Family::V6 => self.tunnel_mtu_ipv6,
+        }
+    }
+
     pub fn routing_policy_ids(&self) -> impl Iterator<Item = &str> {
         self.bgp_session_ipv4
             .iter()
@@ -701,6 +739,49 @@ mod tests {
         let e = Integrity::parse_field("x.integrity", "md5").unwrap_err();
         assert_eq!(field_of(&e), "x.integrity");
         assert!(e.to_string().contains("sha256"));
+    }
+
+    #[test]
+    fn tunnel_mtus_are_an_extension_older_rows_lack() {
+        // A connection as stored before the extension: no tunnel_mtu_*.
+        let old = serde_json::json!({
+            "id": "c", "project_id": "p", "organization_id": "p", "name": "n",
+            "tags": [], "created_at": "t", "updated_at": "t", "status": "active",
+            "is_ipv6": false, "initiation_policy": "vpn_gateway",
+            "ikev2_ciphers": [], "esp_ciphers": [{"encryption": "aes256gcm"}],
+            "route_propagation_enabled": true, "vpn_gateway_id": "g",
+            "customer_gateway_id": "cg", "tunnel_status": "up",
+            "tunnel_status_ipv4": "up", "tunnel_status_ipv6": null,
+            "bgp_status_ipv4": "up", "bgp_status_ipv6": "disabled",
+            "bgp_session_ipv4": null, "bgp_session_ipv6": null,
+            "secret_id": "s", "secret_revision": 1, "region": "fr-par"
+        });
+        let mut c: Connection = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!((c.tunnel_mtu_ipv4, c.tunnel_mtu_ipv6), (None, None));
+        c.tunnel_mtu_ipv4 = Some(TunnelMtu {
+            inner_mtu: 1438,
+            tcp_mss_ipv4: 1398,
+            tcp_mss_ipv6: 1378,
+            mss_clamp: true,
+        });
+        assert_eq!(c.tunnel_mtu(Family::V4).map(|m| m.inner_mtu), Some(1438));
+        assert_eq!(c.tunnel_mtu(Family::V6), None);
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            v["tunnel_mtu_ipv4"],
+            serde_json::json!({"inner_mtu": 1438, "tcp_mss_ipv4": 1398,
+                               "tcp_mss_ipv6": 1378, "mss_clamp": true})
+        );
+        assert!(v["tunnel_mtu_ipv6"].is_null());
+        // Every field the SDK reads is still there, unchanged: only the two
+        // extension fields were added.
+        let o = v.as_object().unwrap();
+        for (k, val) in old.as_object().unwrap() {
+            assert_eq!(o.get(k), Some(val), "{k}");
+        }
+        assert_eq!(o.len(), old.as_object().unwrap().len() + 2);
+        let back: Connection = serde_json::from_value(v).unwrap();
+        assert_eq!(back, c);
     }
 
     #[test]

@@ -771,6 +771,15 @@ pub fn update_customer_gateway(
                 keep(fams.contains(&Family::V4), row.conn.tunnel_status_ipv4);
             row.conn.tunnel_status_ipv6 =
                 keep(fams.contains(&Family::V6), row.conn.tunnel_status_ipv6);
+            // A tunnel that goes away takes its packet sizes with it.
+            row.conn.tunnel_mtu_ipv4 = row
+                .conn
+                .tunnel_mtu_ipv4
+                .filter(|_| fams.contains(&Family::V4));
+            row.conn.tunnel_mtu_ipv6 = row
+                .conn
+                .tunnel_mtu_ipv6
+                .filter(|_| fams.contains(&Family::V6));
             if row != *c {
                 tx.put_connection(&row)?;
             }
@@ -1294,6 +1303,8 @@ pub fn create_connection(
         secret_id,
         secret_revision,
         region: config.gateway.region.clone(),
+        tunnel_mtu_ipv4: None,
+        tunnel_mtu_ipv6: None,
     };
     let row = ConnectionRow { conn, interco };
     tx.put_connection(&row)?;
@@ -2678,6 +2689,8 @@ address = "192.0.2.2"
                     tunnel_status_ipv6: TunnelStatus::Up,
                     bgp_status_ipv4: BgpSessionStatus::Down,
                     bgp_status_ipv6: BgpSessionStatus::Up,
+                    tunnel_mtu_ipv4: None,
+                    tunnel_mtu_ipv6: None,
                 },
             )
             .unwrap();
@@ -2865,5 +2878,90 @@ address = "192.0.2.2"
         );
         // Removing the primary family is refused.
         refused(upd(json!({"ipv6_public": ""})), "ipv6_public");
+    }
+
+    #[test]
+    fn tunnel_mtus_are_stored_served_and_advised() {
+        use crate::model::TunnelMtu;
+        let w = world();
+        let f = &w.f;
+        let mut b = conn_body(&w, &w.gw_dual, &w.cg_dual, true);
+        b["bgp_config_ipv6"] = json!({"routing_policy_id": w.rp6});
+        let cid = id(&f.conn(b).unwrap()["connection"]);
+        let get = || f.w(|tx, _| get_connection(tx, &cid)).unwrap();
+        // Created: no CHILD SA yet, null (and still null in a fresh store).
+        let c = get();
+        assert!(c["tunnel_mtu_ipv4"].is_null() && c["tunnel_mtu_ipv6"].is_null());
+        let v4 = TunnelMtu {
+            inner_mtu: 1438,
+            tcp_mss_ipv4: 1398,
+            tcp_mss_ipv6: 1378,
+            mss_clamp: true,
+        };
+        let up = ConnectionStatusUpdate {
+            status: crate::model::ConnectionStatus::LimitedConnectivity,
+            tunnel_status_ipv4: TunnelStatus::Up,
+            tunnel_status_ipv6: TunnelStatus::Down,
+            bgp_status_ipv4: BgpSessionStatus::Up,
+            bgp_status_ipv6: BgpSessionStatus::Down,
+            tunnel_mtu_ipv4: Some(v4),
+            tunnel_mtu_ipv6: None,
+        };
+        f.store.set_connection_status(&cid, &up).unwrap();
+        let c = get();
+        assert_eq!(
+            c["tunnel_mtu_ipv4"],
+            json!({"inner_mtu": 1438, "tcp_mss_ipv4": 1398, "tcp_mss_ipv6": 1378, "mss_clamp": true})
+        );
+        assert!(c["tunnel_mtu_ipv6"].is_null());
+        // The SDK's fields are all still there.
+        assert_eq!(c["tunnel_status_ipv4"], "up");
+        assert_eq!(c["tunnel_status"], "down");
+        // Persisted: a restarted daemon (a second store on the same
+        // directory) reads it back.
+        let reopened = Store::open(f._dir.path()).unwrap();
+        let row = reopened.read(|tx| tx.connection(&cid)).unwrap().unwrap();
+        assert_eq!(row.conn.tunnel_mtu_ipv4, Some(v4));
+        assert_eq!(row.conn.tunnel_mtu_ipv6, None);
+        // The strongSwan config advises it.
+        let dc = f
+            .w(|tx, c| crate::device_config::for_connection(tx, c, &cid, "strongswan"))
+            .unwrap();
+        assert!(
+            dc.contains("#   v4 tunnel: inner MTU 1438, TCP MSS 1398 (IPv4) / 1378 (IPv6), clamped by our gateway\n"),
+            "{dc}"
+        );
+        assert!(
+            dc.contains("#   v6 tunnel: not reported yet (no CHILD SA up)\n"),
+            "{dc}"
+        );
+        assert!(dc.contains("#   ip link set ipsec0 mtu 1438\n"), "{dc}");
+        // The tunnel goes down: null again.
+        f.store
+            .set_connection_status(
+                &cid,
+                &ConnectionStatusUpdate {
+                    tunnel_status_ipv4: TunnelStatus::Down,
+                    tunnel_mtu_ipv4: None,
+                    ..up
+                },
+            )
+            .unwrap();
+        assert!(get()["tunnel_mtu_ipv4"].is_null());
+        // A family without a tunnel never reports sizes, and removing a
+        // tunnel's family takes its sizes away.
+        f.store.set_connection_status(&cid, &up).unwrap();
+        let cg = w.cg_dual.clone();
+        f.w(move |tx, c| {
+            update_customer_gateway(tx, c, &cg, parse_body(json!({"ipv4_public": ""}))?)
+        })
+        .unwrap();
+        assert!(get()["tunnel_mtu_ipv4"].is_null());
+        f.store.set_connection_status(&cid, &up).unwrap();
+        assert!(get()["tunnel_mtu_ipv4"].is_null());
+        let dc = f
+            .w(|tx, c| crate::device_config::for_connection(tx, c, &cid, "strongswan"))
+            .unwrap();
+        assert!(!dc.contains("ip link set"), "{dc}");
     }
 }

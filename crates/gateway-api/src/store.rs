@@ -32,7 +32,7 @@ use tokio::sync::watch;
 
 use crate::model::{
     BgpSessionStatus, Connection, ConnectionStatus, CustomerGateway, Family, Interco,
-    RoutingPolicy, TunnelStatus, VpnGateway, VpnGatewayStatus,
+    RoutingPolicy, TunnelMtu, TunnelStatus, VpnGateway, VpnGatewayStatus,
 };
 use crate::secrets::{MasterKey, Psk, Sealed, SecretError};
 
@@ -501,7 +501,8 @@ impl Store {
 
     /// Records the running state of a connection. `tunnel_status` is
     /// derived: it reports the primary tunnel, the family named by the
-    /// connection's `is_ipv6`.
+    /// connection's `is_ipv6`. A family without a tunnel keeps `null`
+    /// statuses and packet sizes.
     pub fn set_connection_status(
         &self,
         id: &str,
@@ -519,6 +520,12 @@ impl Store {
             if c.tunnel_status_ipv6.is_some() {
                 c.tunnel_status_ipv6 = Some(update.tunnel_status_ipv6);
             }
+            c.tunnel_mtu_ipv4 = update
+                .tunnel_mtu_ipv4
+                .filter(|_| c.tunnel_status_ipv4.is_some());
+            c.tunnel_mtu_ipv6 = update
+                .tunnel_mtu_ipv6
+                .filter(|_| c.tunnel_status_ipv6.is_some());
             c.tunnel_status = if c.is_ipv6 {
                 update.tunnel_status_ipv6
             } else {
@@ -543,6 +550,9 @@ pub struct ConnectionStatusUpdate {
     pub tunnel_status_ipv6: TunnelStatus,
     pub bgp_status_ipv4: BgpSessionStatus,
     pub bgp_status_ipv6: BgpSessionStatus,
+    /// Packet sizes of the IPv4 / IPv6 tunnel while it has a CHILD SA.
+    pub tunnel_mtu_ipv4: Option<TunnelMtu>,
+    pub tunnel_mtu_ipv6: Option<TunnelMtu>,
 }
 
 /// What the agent must run.

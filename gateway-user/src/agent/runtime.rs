@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway_api::model::{BgpSessionStatus, ConnectionStatus, Family, TunnelStatus};
+use gateway_api::model::{BgpSessionStatus, ConnectionStatus, Family, TunnelMtu, TunnelStatus};
 use gateway_api::{ConnectionStatusUpdate, Store};
 use gateway_bgp::driver::{BgpEvent, BgpHandle};
 use gateway_bgp::{RouteChange, RoutingPolicy, SessionConfig, SessionId, SessionPolicy};
@@ -41,6 +41,7 @@ use super::ids::IdPool;
 use super::plan::{Plan, SessionPlan, TunnelName, TunnelPlan};
 use crate::daemon::DataPathHandle;
 use crate::dataplane::backend::GatewayDataPlane;
+use crate::dataplane::mtu::mss_for;
 use crate::metrics::{ConnectionInfo, SessionInfo, SharedSnapshot, Snapshot, TunnelInfo};
 
 /// MTU of a tunnel interface until its first CHILD SA fixes the tunnel's
@@ -1040,15 +1041,7 @@ impl Runtime {
             let e = per_conn
                 .entry(t.plan.connection.clone())
                 .or_insert_with(down_update);
-            let st = if t.usable() {
-                TunnelStatus::Up
-            } else {
-                TunnelStatus::Down
-            };
-            match t.plan.family {
-                Family::V4 => e.tunnel_status_ipv4 = st,
-                Family::V6 => e.tunnel_status_ipv6 = st,
-            }
+            report_tunnel(e, t, &self.dataplane);
         }
         for s in self.sessions.values() {
             let e = per_conn
@@ -1183,6 +1176,38 @@ fn pick_carrier<'a>(
         .map_or(planned.id, |o| o.id)
 }
 
+/// A tunnel's part of its connection's statuses: up while usable, and then
+/// its packet sizes (the inner MTU the data plane fixed from its CHILD SA:
+/// WAN MTU, suite, outer family, NAT-T; the TCP MSS that fits it, which the
+/// gateway clamps to when the tunnel's plan says so).
+fn report_tunnel(e: &mut ConnectionStatusUpdate, t: &RunningTunnel, dp: &GatewayDataPlane) {
+    let usable = t.usable();
+    let st = if usable {
+        TunnelStatus::Up
+    } else {
+        TunnelStatus::Down
+    };
+    let mtu = usable
+        .then(|| dp.tunnel_inner_mtu(t.id))
+        .flatten()
+        .map(|inner_mtu| TunnelMtu {
+            inner_mtu,
+            tcp_mss_ipv4: u32::from(mss_for(inner_mtu as usize, false)),
+            tcp_mss_ipv6: u32::from(mss_for(inner_mtu as usize, true)),
+            mss_clamp: t.plan.mss_clamp,
+        });
+    match t.plan.family {
+        Family::V4 => {
+            e.tunnel_status_ipv4 = st;
+            e.tunnel_mtu_ipv4 = mtu;
+        }
+        Family::V6 => {
+            e.tunnel_status_ipv6 = st;
+            e.tunnel_mtu_ipv6 = mtu;
+        }
+    }
+}
+
 fn down_update() -> ConnectionStatusUpdate {
     ConnectionStatusUpdate {
         status: ConnectionStatus::Down,
@@ -1190,6 +1215,8 @@ fn down_update() -> ConnectionStatusUpdate {
         tunnel_status_ipv6: TunnelStatus::Down,
         bgp_status_ipv4: BgpSessionStatus::Disabled,
         bgp_status_ipv6: BgpSessionStatus::Disabled,
+        tunnel_mtu_ipv4: None,
+        tunnel_mtu_ipv6: None,
     }
 }
 
@@ -1387,6 +1414,95 @@ mod tests {
         assert_eq!(t.down(b), IkeLoss::Carrier { still_up: true });
         // The last one without a CHILD SA: still the end of the tunnel's IKE.
         assert_eq!(t.down(a), IkeLoss::Carrier { still_up: false });
+    }
+
+    #[test]
+    fn a_usable_tunnel_reports_the_inner_mtu_of_its_suite_and_wan_mtu() {
+        use gateway_esp::table::SaTable;
+
+        let dp = GatewayDataPlane::new(Arc::new(SaTable::new()));
+        dp.set_wan_mtu(1500);
+        let (local, remote): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let suite = Suite::from_api_names("aes256gcm", None).unwrap();
+        dp.install_outbound_sa(OutboundSaConfig {
+            tunnel: 1,
+            spi: 0x1100,
+            keys: SaKeys::new(suite, &[7; 36], &[]).unwrap(),
+            esn: true,
+            outer: OuterHeader {
+                src: local,
+                dst: remote,
+                udp: Some(UdpEncap {
+                    src_port: 4500,
+                    dst_port: 4500,
+                }),
+                ttl: 64,
+            },
+            lifetime: Lifetime::NONE,
+        })
+        .unwrap();
+        let mut t = RunningTunnel {
+            plan: TunnelPlan {
+                name: "conn/v4".into(),
+                connection: "conn".into(),
+                family: Family::V4,
+                local,
+                remote,
+                tun: "s2stest0".into(),
+                interco: Vec::new(),
+                initiate: true,
+                ikev2_ciphers: Vec::new(),
+                esp_ciphers: Vec::new(),
+                ike_fingerprint: String::new(),
+                allowed_sources: Vec::new(),
+                mss_clamp: true,
+            },
+            id: 1,
+            ike_up: true,
+            ike: IkeTrack::default(),
+            child: Some((0x100, 0x1100)),
+            child_installs: 1,
+            reinitiate_at: None,
+            retiring: Vec::new(),
+        };
+        // AES-256-GCM over IPv4 with NAT-T on a 1500-byte WAN: 20 (IPv4) +
+        // 8 (UDP) + 8 (SPI, sequence) + 8 (IV) + 16 (ICV) = 60 bytes, 1440
+        // left (a multiple of GCM's 4-byte alignment), less the 2-byte ESP
+        // trailer: 1438. TCP MSS: 1438 - 40 over IPv4, 1438 - 60 over IPv6.
+        let mut e = down_update();
+        report_tunnel(&mut e, &t, &dp);
+        assert_eq!(e.tunnel_status_ipv4, TunnelStatus::Up);
+        assert_eq!(
+            e.tunnel_mtu_ipv4,
+            Some(TunnelMtu {
+                inner_mtu: 1438,
+                tcp_mss_ipv4: 1398,
+                tcp_mss_ipv6: 1378,
+                mss_clamp: true,
+            })
+        );
+        assert_eq!(e.tunnel_mtu_ipv6, None, "no IPv6 tunnel");
+        // Clamping off for the gateway type: the sizes stay, advisory.
+        t.plan.mss_clamp = false;
+        let mut e = down_update();
+        report_tunnel(&mut e, &t, &dp);
+        assert_eq!(
+            e.tunnel_mtu_ipv4.map(|m| (m.inner_mtu, m.mss_clamp)),
+            Some((1438, false))
+        );
+        // Not usable (IKE SA down): down, and no sizes.
+        t.ike_up = false;
+        let mut e = down_update();
+        report_tunnel(&mut e, &t, &dp);
+        assert_eq!(e.tunnel_status_ipv4, TunnelStatus::Down);
+        assert_eq!(e.tunnel_mtu_ipv4, None);
+        // Its outbound SA gone: nothing to report either.
+        t.ike_up = true;
+        dp.remove_outbound_sa(1, 0x1100).unwrap();
+        let mut e = down_update();
+        report_tunnel(&mut e, &t, &dp);
+        assert_eq!(e.tunnel_mtu_ipv4, None);
     }
 
     /// The runtime itself, fed IKE events as the driver reports them, with
