@@ -212,7 +212,7 @@ impl Lab {
 
 /// Runs s2sctl against the lab gateway's API; returns the parsed JSON.
 fn s2sctl(args: &[&str]) -> anyhow::Result<Value> {
-    let bin = workspace_root().join("target/debug/s2sctl");
+    let bin = workspace_root().join("target/release/s2sctl");
     let out = output(
         GW.cmd(&bin.display().to_string())
             .args(["--token", TOKEN, "-o", "json"])
@@ -223,7 +223,7 @@ fn s2sctl(args: &[&str]) -> anyhow::Result<Value> {
 }
 
 fn s2sctl_text(args: &[&str]) -> anyhow::Result<String> {
-    let bin = workspace_root().join("target/debug/s2sctl");
+    let bin = workspace_root().join("target/release/s2sctl");
     output(
         GW.cmd(&bin.display().to_string())
             .args(["--token", TOKEN])
@@ -269,7 +269,10 @@ pub fn run(once: bool, peer: &str, scenarios: bool) -> anyhow::Result<()> {
         bail!("the lab needs root (network namespaces, XDP)");
     }
     crate::setup::run()?;
-    crate::util::build(false)?;
+    // Release, as operators run it: the lab's iperf3 numbers are the
+    // product's, not a debug build's (whose worker is several times slower
+    // per packet and was what capped TCP toward the customer).
+    crate::util::build(true)?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -711,7 +714,7 @@ fn status_table(conn_id: &str, peer: &str, dir: &Path) -> anyhow::Result<()> {
 }
 
 const GATEWAY_SCRIPT: &str = "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; \
-     exec env RUST_LOG=info target/debug/s2s-gateway run --config config/lab-gw.toml";
+     exec env RUST_LOG=info target/release/s2s-gateway run --config config/lab-gw.toml";
 
 /// Starts our daemon in gw (its state stays in `gateway.state_dir` across
 /// restarts) and waits for its API.

@@ -69,7 +69,7 @@ use gateway_esp::{MAX_HEADROOM, MAX_TAILROOM};
 use gateway_netio::afxdp::{Batch, Umem, UmemConfig, XskConfig, XskError, XskSocket};
 use gateway_netio::netlink::{NeighbourCache, Netlink, NetlinkError, NextHop};
 
-use super::mtu::{build_too_big, source_key, too_big, IcmpLimiter, TunnelParams};
+use super::mtu::{build_too_big, fold, source_key, sum16, too_big, IcmpLimiter, TunnelParams};
 use super::slowpath::{SlowPathError, SlowPathHandle};
 use super::xdp::{XdpDataplane, XdpError};
 
@@ -681,25 +681,6 @@ fn write_eth(h: &mut [u8], hop: &NextHop, v6: bool) {
     h[12..14].copy_from_slice(&et.to_be_bytes());
 }
 
-/// One's complement sum of `b` (big-endian 16-bit words, odd byte padded).
-fn sum16(b: &[u8], mut acc: u64) -> u64 {
-    let mut chunks = b.chunks_exact(2);
-    for w in &mut chunks {
-        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u64::from(*last) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u64) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
 /// Completes a UDP/TCP checksum left partial by a sender that expected
 /// offload (see the module doc). Returns true if it rewrote the checksum.
 /// Fragments, IPv6 extension headers and other protocols are left alone.
@@ -736,13 +717,15 @@ pub fn complete_partial_checksum(p: &mut [u8]) -> bool {
     if field != fold(pseudo) || field == 0 {
         return false;
     }
+    // One pass over the segment, with the field as it is.
+    let with_field = sum16(&p[l4..], pseudo);
     // Correct by coincidence (1 in 65536): leave it.
-    if fold(sum16(&p[l4..], pseudo)) == 0xffff {
+    if fold(with_field) == 0xffff {
         return false;
     }
-    p[at] = 0;
-    p[at + 1] = 0;
-    let mut c = !fold(sum16(&p[l4..], pseudo));
+    // The same sum with the field zeroed: one's complement subtraction of
+    // the word it contributed is the addition of its complement.
+    let mut c = !fold(with_field + u64::from(!field));
     if proto == 17 && c == 0 {
         c = 0xffff;
     }
@@ -1149,6 +1132,17 @@ mod tests {
         assert!(udp_ok(&p));
         // Complete now: left alone.
         assert!(!complete_partial_checksum(&mut p));
+        // Every length, full-size ones too, with bytes that carry.
+        for len in (0..40).chain([1371, 1372, 1373, 1472]) {
+            let payload: Vec<u8> = (0..len)
+                .map(|i| (i as u8).wrapping_mul(37) | 0xc0)
+                .collect();
+            let mut p = ipv4_udp(&payload);
+            let pseudo = fold(sum16(&p[12..20], 0) + 17 + (p.len() - 20) as u64);
+            p[26..28].copy_from_slice(&pseudo.to_be_bytes());
+            assert!(complete_partial_checksum(&mut p), "len {len}");
+            assert!(udp_ok(&p), "len {len}");
+        }
         // A zero (absent) UDP checksum is left alone.
         let mut q = ipv4_udp(b"x");
         assert!(!complete_partial_checksum(&mut q));
