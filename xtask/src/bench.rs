@@ -233,6 +233,32 @@ fn tunnel_section(md: &mut String, path: &Path) -> anyhow::Result<()> {
             s(&r["met"])
         )?;
     }
+    let tcp = v["tcp"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if !tcp.is_empty() {
+        writeln!(md, "\nTCP through the tunnel ({}):\n", s(&v["tcp_method"]))?;
+        writeln!(
+            md,
+            "| case | direction | Mbit/s median (min..max) | retransmits median (min..max) |"
+        )?;
+        writeln!(md, "| --- | --- | --- | --- |")?;
+        for c in tcp {
+            for dir in ["src_to_dst", "dst_to_src"] {
+                let d = &c["tcp"][dir];
+                writeln!(
+                    md,
+                    "| {} | {} | {} ({}..{}) | {} ({}..{}) |",
+                    s(&c["case"]),
+                    dir.replace('_', " "),
+                    s(&d["mbit_s_median"]),
+                    s(&d["mbit_s_min"]),
+                    s(&d["mbit_s_max"]),
+                    s(&d["retransmits_median"]),
+                    s(&d["retransmits_min"]),
+                    s(&d["retransmits_max"]),
+                )?;
+            }
+        }
+    }
     writeln!(md, "\nCases:\n")?;
     for c in v["cases"].as_array().map(Vec::as_slice).unwrap_or_default() {
         writeln!(md, "- `{}`: {}", s(&c["case"]), s(&c["what"]))?;
@@ -279,6 +305,12 @@ mod tests {
                          "gbit_s_at_le_1pct_loss": 0.0, "tunnel_check": "ok",
                          "notes": "a|b"}],
             "ratios": [{"ratio": "ours / xdpfwd", "value": 0.8, "goal": 0.7, "met": true}],
+            "tcp_method": "iperf3",
+            "tcp": [{"case": "ours-fastpath", "tcp": {
+                "src_to_dst": {"mbit_s_median": 900.0, "mbit_s_min": 800.0, "mbit_s_max": 950.0,
+                               "retransmits_median": 3, "retransmits_min": 0, "retransmits_max": 9},
+                "dst_to_src": {"mbit_s_median": 700.0, "mbit_s_min": 650.0, "mbit_s_max": 720.0,
+                               "retransmits_median": 0, "retransmits_min": 0, "retransmits_max": 1}}}],
         });
         std::fs::write(&path, doc.to_string()).unwrap();
         let mut md = String::new();
@@ -287,6 +319,15 @@ mod tests {
         assert!(md.contains("| ours-fastpath | 64 | 1000.0 | 5000 | 4000 | 20.0 | 800.0 | 0.0 | 700.0 | 0.0 | ok | a/b |"), "{md}");
         assert!(
             md.contains("| ours / xdpfwd | 0.8 | ≥ 0.7 | true |"),
+            "{md}"
+        );
+        assert!(md.contains("TCP through the tunnel (iperf3)"), "{md}");
+        assert!(
+            md.contains("| ours-fastpath | src to dst | 900.0 (800.0..950.0) | 3 (0..9) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ours-fastpath | dst to src | 700.0 (650.0..720.0) | 0 (0..1) |"),
             "{md}"
         );
         assert!(md.contains("a:alan0 gro=on threaded=1"));
