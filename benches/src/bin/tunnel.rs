@@ -997,7 +997,15 @@ fn iperf3_once(reverse: bool) -> anyhow::Result<(f64, u64)> {
     if reverse {
         c.arg("-R");
     }
-    let v = run_json(&mut c, "iperf3")?;
+    // iperf3 -J prints one pretty-printed document, not JSON lines.
+    let out = c.stdin(Stdio::null()).output()?;
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        anyhow!(
+            "iperf3: no JSON ({}, {e}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })?;
     if let Some(e) = v.get("error").and_then(Value::as_str) {
         bail!("iperf3: {e}");
     }
@@ -1009,6 +1017,17 @@ fn iperf3_once(reverse: bool) -> anyhow::Result<(f64, u64)> {
             / 1e6,
         end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
     ))
+}
+
+/// The TCP case for a baseline: the same iperf3 flows through a peer's
+/// tunnel, so our TCP numbers have a reference from the same run. A failure
+/// here is reported and leaves the case's UDP points standing.
+fn with_tcp_baseline(env: &mut Env, mut out: CaseOut) -> CaseOut {
+    match tcp_case(env) {
+        Ok(t) => out.tcp = Some(t),
+        Err(e) => eprintln!("  TCP: {e:#}"),
+    }
+    out
 }
 
 /// TCP through the tunnel: iperf3 from src to dst and back, `TCP_RUNS`
@@ -1235,12 +1254,13 @@ fn case_ours_vs_strongswan(stop: &AtomicBool, case: &str) -> anyhow::Result<Case
     wait_route(&mut env, stop, A, "203.0.113.0/24")?;
     env.ping_through(stop)?;
     let _ = dir;
-    measure_all(
+    let out = measure_all(
         &mut env,
         case,
         &Check::Metric(A, "s2s_esp_packets_total"),
         None,
-    )
+    )?;
+    Ok(with_tcp_baseline(&mut env, out))
 }
 
 fn case_strongswan_pair(stop: &AtomicBool, case: &str) -> anyhow::Result<CaseOut> {
@@ -1275,7 +1295,8 @@ fn case_strongswan_pair(stop: &AtomicBool, case: &str) -> anyhow::Result<CaseOut
         Ok(out.contains("INSTALLED").then_some(()))
     })?;
     env.ping_through(stop)?;
-    measure_all(&mut env, case, &Check::Charon(A, &dir_a), None)
+    let out = measure_all(&mut env, case, &Check::Charon(A, &dir_a), None)?;
+    Ok(with_tcp_baseline(&mut env, out))
 }
 
 fn boringtun() -> Option<PathBuf> {
@@ -1364,7 +1385,8 @@ fn case_boringtun(stop: &AtomicBool, case: &str) -> anyhow::Result<CaseOut> {
         ns.exec(&["ip", "route", "add", remote_net, "dev", dev])?;
     }
     env.ping_through(stop)?;
-    measure_all(&mut env, case, &Check::WireGuard(A, "s2sbwga"), None)
+    let out = measure_all(&mut env, case, &Check::WireGuard(A, "s2sbwga"), None)?;
+    Ok(with_tcp_baseline(&mut env, out))
 }
 
 fn case_xdpfwd(stop: &AtomicBool, case: &str) -> anyhow::Result<CaseOut> {
@@ -1373,7 +1395,8 @@ fn case_xdpfwd(stop: &AtomicBool, case: &str) -> anyhow::Result<CaseOut> {
     B.exec(&["ping", "-c", "1", "-W", "2", "203.0.113.10"])?;
     env.check_daemons()?;
     let _ = stop;
-    measure_all(&mut env, case, &Check::XdpFwd, None)
+    let out = measure_all(&mut env, case, &Check::XdpFwd, None)?;
+    Ok(with_tcp_baseline(&mut env, out))
 }
 
 // ---------------------------------------------------------------------------
