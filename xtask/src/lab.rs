@@ -500,7 +500,7 @@ fn steps(
     std::thread::sleep(Duration::from_millis(500));
     for target in ["203.0.113.10", "2001:db8:200::10"] {
         for (dir, reverse) in [("vpc → remote", false), ("remote → vpc", true)] {
-            let (mbps, retr) = iperf3(target, reverse)?;
+            let (mbps, retr) = labkit::iperf3(VPC, target, reverse)?;
             println!("  {target} {dir}: {mbps:.0} Mbit/s, {retr} retransmits");
             if mbps <= 0.0 {
                 bail!("TCP {dir} to {target} carried nothing");
@@ -527,39 +527,6 @@ fn steps(
         std::thread::sleep(Duration::from_millis(300));
     }
     Ok(())
-}
-
-/// One iperf3 run of 3 s from vpc to `target` (`reverse`: the other way):
-/// (receiver Mbit/s, sender retransmits). Bounded: a stalled connection
-/// ends with the timeout, not a hang.
-fn iperf3(target: &str, reverse: bool) -> anyhow::Result<(f64, u64)> {
-    let mut args = vec![
-        "timeout",
-        "30",
-        "iperf3",
-        "-c",
-        target,
-        "-t",
-        "3",
-        "-J",
-        "--connect-timeout",
-        "3000",
-    ];
-    if reverse {
-        args.push("-R");
-    }
-    let out = VPC.cmd(args[0]).args(&args[1..]).output()?;
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("iperf3 to {target}: no JSON (exit {})", out.status))?;
-    if let Some(e) = v.get("error").and_then(Value::as_str) {
-        bail!("iperf3 to {target}: {e}");
-    }
-    let end = &v["end"];
-    let bps = end["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or(0.0);
-    let retr = end["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
-    Ok((bps / 1e6, retr))
 }
 
 /// What one DF ping of a size got.

@@ -979,46 +979,6 @@ struct CaseOut {
 /// iperf3 runs per direction of the TCP case.
 const TCP_RUNS: usize = 3;
 
-/// One iperf3 run of 3 s from src to dst (`reverse`: dst to src):
-/// (received Mbit/s, retransmits of the sender).
-fn iperf3_once(reverse: bool) -> anyhow::Result<(f64, u64)> {
-    let mut c = SRC.cmd("timeout");
-    c.args([
-        "30",
-        "iperf3",
-        "-c",
-        "203.0.113.10",
-        "-t",
-        "3",
-        "-J",
-        "--connect-timeout",
-        "3000",
-    ]);
-    if reverse {
-        c.arg("-R");
-    }
-    // iperf3 -J prints one pretty-printed document, not JSON lines.
-    let out = c.stdin(Stdio::null()).output()?;
-    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        anyhow!(
-            "iperf3: no JSON ({}, {e}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-    })?;
-    if let Some(e) = v.get("error").and_then(Value::as_str) {
-        bail!("iperf3: {e}");
-    }
-    let end = &v["end"];
-    Ok((
-        end["sum_received"]["bits_per_second"]
-            .as_f64()
-            .unwrap_or(0.0)
-            / 1e6,
-        end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
-    ))
-}
-
 /// The TCP case for a baseline: the same iperf3 flows through a peer's
 /// tunnel, so our TCP numbers have a reference from the same run. A failure
 /// here is reported and leaves the case's UDP points standing.
@@ -1039,7 +999,7 @@ fn tcp_case(env: &mut Env) -> anyhow::Result<Value> {
     for (name, reverse) in [("src_to_dst", false), ("dst_to_src", true)] {
         let mut runs = Vec::new();
         for _ in 0..TCP_RUNS {
-            runs.push(iperf3_once(reverse)?);
+            runs.push(labkit::iperf3(SRC, "203.0.113.10", reverse)?);
         }
         let mut mbps: Vec<f64> = runs.iter().map(|r| r.0).collect();
         let mut retr: Vec<u64> = runs.iter().map(|r| r.1).collect();
@@ -1395,8 +1355,8 @@ fn case_xdpfwd(stop: &AtomicBool, case: &str) -> anyhow::Result<CaseOut> {
     B.exec(&["ping", "-c", "1", "-W", "2", "203.0.113.10"])?;
     env.check_daemons()?;
     let _ = stop;
-    let out = measure_all(&mut env, case, &Check::XdpFwd, None)?;
-    Ok(with_tcp_baseline(&mut env, out))
+    // No TCP: the forwarder carries one direction only.
+    measure_all(&mut env, case, &Check::XdpFwd, None)
 }
 
 // ---------------------------------------------------------------------------

@@ -55,6 +55,48 @@ pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// One iperf3 client run of 3 s from `ns` to `target` (`reverse`: `-R`,
+/// the server sends): (received Mbit/s, retransmits of the sender).
+/// Bounded: a stalled connection ends with the timeout, not a hang.
+pub fn iperf3(ns: Ns, target: &str, reverse: bool) -> anyhow::Result<(f64, u64)> {
+    let mut cmd = ns.cmd("timeout");
+    cmd.args([
+        "30",
+        "iperf3",
+        "-c",
+        target,
+        "-t",
+        "3",
+        "-J",
+        "--connect-timeout",
+        "3000",
+    ]);
+    if reverse {
+        cmd.arg("-R");
+    }
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start {}", describe(&cmd)))?;
+    // -J prints one pretty-printed document, not JSON lines.
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "iperf3 to {target}: no JSON ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })?;
+    if let Some(e) = v.get("error").and_then(serde_json::Value::as_str) {
+        bail!("iperf3 to {target}: {e}");
+    }
+    let end = &v["end"];
+    let bps = end["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let retr = end["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+    Ok((bps / 1e6, retr))
+}
+
 /// A network namespace named `<prefix><short>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ns {
