@@ -93,6 +93,13 @@ pub struct ChildSaInstall {
     /// Set on a rekey: the inbound SPI of the CHILD SA this one replaces
     /// (install the new one, switch outbound, then remove the old).
     pub replaces_spi_in: Option<u32>,
+    /// Install the inbound SA now but keep sending on the old outbound SA
+    /// until [`Action::ActivateOutbound`] names this one. Set when we
+    /// answered the peer's rekey: the peer installs the new SA only once
+    /// our answer (and its Diffie-Hellman work) is through, so ESP sealed
+    /// with the new keys right away would reach it before it can open it
+    /// (strongSwan's responders wait for the DELETE of the old SA too).
+    pub outbound_deferred: bool,
     /// The connection's volume lifetimes, for the data plane to count
     /// against (at the soft limit, ask the driver to rekey this CHILD SA:
     /// `driver::Command::RekeyChildSa` with `spi_in`).
@@ -148,7 +155,20 @@ pub enum Action {
     ComputeDh(DhJob),
     /// Only ever for an established (authenticated) IKE SA.
     InstallChildSa(ChildSaInstall),
+    /// Remove both SAs of the pair. After a rekey this comes a grace
+    /// period after the DELETE exchange (`ConnectionConfig::rekey_grace`),
+    /// so that what the peer sealed with the old keys and was still in
+    /// flight is decrypted; the outbound half was replaced before.
     RemoveChildSa {
+        conn: String,
+        ike: IkeSaId,
+        spi_in: u32,
+        spi_out: u32,
+    },
+    /// Send on the outbound SA of this CHILD SA from now on (it was
+    /// installed with `outbound_deferred`): the peer deleted the SA it
+    /// replaces, or did not within `rekey_grace`.
+    ActivateOutbound {
         conn: String,
         ike: IkeSaId,
         spi_in: u32,

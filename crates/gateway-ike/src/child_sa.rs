@@ -14,6 +14,8 @@ use zeroize::Zeroizing;
 pub enum ChildSaState {
     Installed,
     Rekeying,
+    /// A rekey installed its successor: it waits for its DELETE.
+    Rekeyed,
     Deleting,
 }
 
@@ -33,6 +35,23 @@ pub struct ChildSa {
     pub rekey_at: Option<Instant>,
     /// Hard lifetime: deleted at this point if still in use.
     pub expire_at: Option<Instant>,
+    /// The CHILD SA this one replaces (inbound SPI), if a rekey made it.
+    pub replaces: Option<u32>,
+    /// Set while the outbound SA waits for the one it replaces to be
+    /// deleted (we answered the rekey): sent on from then, or from this
+    /// instant at the latest.
+    pub outbound_deferred_until: Option<Instant>,
+}
+
+/// A rekeyed CHILD SA after its DELETE exchange: its inbound SA still
+/// decrypts what the peer sealed with it and was in flight, until `until`.
+#[derive(Debug)]
+pub(crate) struct Retired {
+    /// Holds `spi_in` against reuse while the data plane has it.
+    pub(crate) _lease: crate::spi::SpiLease,
+    pub(crate) spi_in: u32,
+    pub(crate) spi_out: u32,
+    pub(crate) until: Instant,
 }
 
 /// Splits KEYMAT (§2.17): keys for initiator-to-responder first, each as

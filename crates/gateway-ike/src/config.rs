@@ -263,6 +263,12 @@ pub struct ConnectionConfig {
     /// with every install (it counts; at the soft limit the agent asks
     /// for a rekey). None by default.
     pub child_volume: crate::action::VolumeLifetimes,
+    /// Make-before-break (like strongSwan's `delete_rekeyed_delay`): how
+    /// long the inbound SA of a rekeyed CHILD SA keeps decrypting after
+    /// the DELETE exchange, and how long, as the responder of a rekey, we
+    /// wait for the peer's DELETE before sending on the new SA anyway.
+    /// Zero removes at once. 5 s by default.
+    pub rekey_grace: Duration,
 }
 
 impl ConnectionConfig {
@@ -318,6 +324,7 @@ impl ConnectionConfig {
             ike_rekey_time: Some(Duration::from_secs(4 * 3600)),
             child_lifetime: Some(Duration::from_secs(3960)),
             child_volume: crate::action::VolumeLifetimes::default(),
+            rekey_grace: Duration::from_secs(5),
         }
     }
 }

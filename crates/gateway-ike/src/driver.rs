@@ -24,16 +24,23 @@
 //! absorb the pause) until the agent has caught up; timers and commands
 //! keep running.
 //!
+//! An agent that programs its data plane from the events can ask the
+//! driver to hold back datagrams that announce a CHILD SA until the SA is
+//! in place ([`UdpDriver::hold_sends_until_applied`], acknowledged with
+//! [`Command::ChildSaApplied`]): otherwise our IKE_AUTH or CREATE_CHILD_SA
+//! response, or the DELETE that ends a rekey, can reach the peer, and the
+//! peer's ESP on the new SA reach us, before the agent installed it.
+//!
 //! UDP-encapsulated ESP (RFC 3948: a non-zero first word on the NAT-T
 //! port) that reaches these sockets — because the XDP fast path is off or
 //! has no AF_XDP socket bound — is not IKE: it goes to the optional ESP
 //! sink (the data plane's slow path) instead of the IKE core.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Semaphore};
@@ -62,6 +69,22 @@ pub enum Command {
         spi_in: u32,
     },
     RekeyIkeSa(String),
+    /// The agent has handled the `InstallChildSa` of this inbound SPI
+    /// (installed it, or refused it): datagrams held back for it may go
+    /// (see [`UdpDriver::hold_sends_until_applied`]).
+    ChildSaApplied {
+        spi_in: u32,
+    },
+}
+
+/// Datagrams held back until the agent has applied the CHILD SAs that
+/// were installed before them.
+struct Gate {
+    /// Inbound SPIs of `InstallChildSa` events not acknowledged yet.
+    waiting: HashSet<u32>,
+    held: Vec<(Vec<u8>, SocketAddr, SocketAddr)>,
+    /// Released at this instant even without the acknowledgements.
+    until: Instant,
 }
 
 struct Received {
@@ -121,6 +144,7 @@ pub struct Stats {
     dh_jobs_run: AtomicU64,
     dh_jobs_refused: AtomicU64,
     events_dropped: AtomicU64,
+    sends_released_unapplied: AtomicU64,
 }
 
 impl Stats {
@@ -136,6 +160,11 @@ impl Stats {
     /// agent was behind.
     pub fn events_dropped(&self) -> u64 {
         self.events_dropped.load(Ordering::Relaxed)
+    }
+    /// Times held-back datagrams went out because the agent had not
+    /// acknowledged its CHILD SA installs in time.
+    pub fn sends_released_unapplied(&self) -> u64 {
+        self.sends_released_unapplied.load(Ordering::Relaxed)
     }
 }
 
@@ -158,6 +187,9 @@ pub struct UdpDriver {
     /// Events for the agent that did not fit the channel yet, in order.
     outbox: VecDeque<Action>,
     stats: Arc<Stats>,
+    /// Hold datagrams behind CHILD SA installs, for at most this long.
+    hold_max: Option<Duration>,
+    gate: Option<Gate>,
 }
 
 /// Largest datagram read; IKE messages above this are fragmented (RFC 7383).
@@ -244,6 +276,8 @@ impl UdpDriver {
             jobs_rx,
             outbox: VecDeque::new(),
             stats: Arc::new(Stats::default()),
+            hold_max: None,
+            gate: None,
         })
     }
 
@@ -257,6 +291,15 @@ impl UdpDriver {
     pub fn set_dh_pool(&mut self, pool: DhPool) {
         self.workers = Arc::new(Semaphore::new(pool.workers.max(1)));
         self.pool = pool;
+    }
+
+    /// From now on, datagrams that follow an `InstallChildSa` (the
+    /// response or DELETE that lets the peer use the SA) wait until the
+    /// agent acknowledges the install with [`Command::ChildSaApplied`], or
+    /// for `max` at most (an agent busy elsewhere delays, never stops, the
+    /// protocol). Without it they leave at once.
+    pub fn hold_sends_until_applied(&mut self, max: Duration) {
+        self.hold_max = Some(max);
     }
 
     /// The driver's counters.
@@ -319,11 +362,19 @@ impl UdpDriver {
         let mut work: VecDeque<Action> = actions.into();
         while let Some(a) = work.pop_front() {
             match a {
-                Action::Send { bytes, from, to } => {
-                    if let Some(s) = self.sockets.get(&from) {
-                        // A lost datagram is recovered by retransmission.
-                        let _ = s.send_to(&bytes, to).await;
-                    }
+                Action::Send { bytes, from, to } => match &mut self.gate {
+                    Some(g) => g.held.push((bytes, from, to)),
+                    None => self.send(&bytes, from, to).await,
+                },
+                Action::InstallChildSa(c) if self.hold_max.is_some() => {
+                    let until = Instant::now() + self.hold_max.unwrap_or_default();
+                    let g = self.gate.get_or_insert_with(|| Gate {
+                        waiting: HashSet::new(),
+                        held: Vec::new(),
+                        until,
+                    });
+                    g.waiting.insert(c.spi_in);
+                    self.outbox.push_back(Action::InstallChildSa(c));
                 }
                 Action::ArmTimer { id, at } => {
                     self.timers.insert(id, at);
@@ -343,6 +394,31 @@ impl UdpDriver {
             }
         }
         self.flush(events);
+    }
+
+    async fn send(&self, bytes: &[u8], from: SocketAddr, to: SocketAddr) {
+        if let Some(s) = self.sockets.get(&from) {
+            // A lost datagram is recovered by retransmission.
+            let _ = s.send_to(bytes, to).await;
+        }
+    }
+
+    /// Sends what the gate held, in order.
+    async fn release(&mut self) {
+        if let Some(g) = self.gate.take() {
+            for (bytes, from, to) in g.held {
+                self.send(&bytes, from, to).await;
+            }
+        }
+    }
+
+    async fn applied(&mut self, spi_in: u32) {
+        if let Some(g) = &mut self.gate {
+            g.waiting.remove(&spi_in);
+            if g.waiting.is_empty() {
+                self.release().await;
+            }
+        }
     }
 
     /// Moves waiting events into the channel as far as it has room.
@@ -384,6 +460,13 @@ impl UdpDriver {
                     None => std::future::pending::<()>().await,
                 }
             };
+            let gate_until = self.gate.as_ref().map(|g| g.until);
+            let gate_sleep = async {
+                match gate_until {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
             let backlog = self.outbox.len();
             tokio::select! {
                 permit = events.reserve(), if backlog > 0 => {
@@ -417,8 +500,16 @@ impl UdpDriver {
                         Some(Command::DeleteChildSa { conn, spi_in }) => self.mgr.delete_child_sa(&conn, spi_in, now),
                         Some(Command::RekeyChildSa { conn, spi_in }) => self.mgr.rekey_child_sa(&conn, spi_in, now),
                         Some(Command::RekeyIkeSa(n)) => self.mgr.rekey_ike_sa(&n, now),
+                        Some(Command::ChildSaApplied { spi_in }) => {
+                            self.applied(spi_in).await;
+                            continue;
+                        }
                     };
                     self.apply(acts, &events).await;
+                }
+                () = gate_sleep => {
+                    self.stats.sends_released_unapplied.fetch_add(1, Ordering::Relaxed);
+                    self.release().await;
                 }
                 () = sleep => {
                     if let Some((id, _)) = next {

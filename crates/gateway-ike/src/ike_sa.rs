@@ -13,7 +13,7 @@ use std::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::action::{Action, DownReason, IkeSaId, LogLevel};
-use crate::child_sa::ChildSa;
+use crate::child_sa::{ChildSa, ChildSaState, Retired};
 use crate::config::{ConnectionConfig, IkeCipher};
 use crate::crypto::{CryptoError, DhGroup, DhPrivate, IkeKeys, Secret, SkCrypto, SkDirKeys};
 use crate::dh::{DhJob, DhJobId, DhKey, DhOutcome, DhReady, DhResult};
@@ -84,6 +84,8 @@ pub struct IkeSa {
     pub(crate) init_req: Vec<u8>,
     pub(crate) init_resp: Vec<u8>,
     pub(crate) children: Vec<ChildSa>,
+    /// Deleted rekeyed CHILD SAs whose inbound SA lingers (`rekey_grace`).
+    pub(crate) retired: Vec<Retired>,
     pub(crate) my_msg_id: u32,
     pub(crate) peer_msg_id: u32,
     pub(crate) outstanding: Option<Outstanding>,
@@ -155,6 +157,7 @@ impl IkeSa {
             init_req: Vec::new(),
             init_resp: Vec::new(),
             children: Vec::new(),
+            retired: Vec::new(),
             my_msg_id: 0,
             peer_msg_id: 0,
             outstanding: None,
@@ -338,13 +341,11 @@ impl IkeSa {
         if self.state == IkeSaState::Dead {
             return;
         }
-        for c in std::mem::take(&mut self.children) {
-            self.out.push(Action::RemoveChildSa {
-                conn: self.conn.name.clone(),
-                ike: self.id(),
-                spi_in: c.spi_in,
-                spi_out: c.spi_out,
-            });
+        let children = std::mem::take(&mut self.children);
+        let retired = std::mem::take(&mut self.retired);
+        let pairs = children.iter().map(|c| (c.spi_in, c.spi_out));
+        for (spi_in, spi_out) in pairs.chain(retired.iter().map(|r| (r.spi_in, r.spi_out))) {
+            self.remove_from_data_plane(spi_in, spi_out);
         }
         if !self.authenticated {
             // Anyone who can send from the peer's address makes half-open
@@ -391,6 +392,94 @@ impl IkeSa {
         self.outstanding = None;
         self.pending_request = None;
         self.queue.clear();
+    }
+
+    fn remove_from_data_plane(&mut self, spi_in: u32, spi_out: u32) {
+        self.out.push(Action::RemoveChildSa {
+            conn: self.conn.name.clone(),
+            ike: self.id(),
+            spi_in,
+            spi_out,
+        });
+    }
+
+    /// A deleted CHILD SA leaves the data plane: at once, or, when a rekey
+    /// replaced it, after `rekey_grace` (its inbound SA decrypts what the
+    /// peer sealed with it before it switched and is still in flight; our
+    /// outbound moved to the successor already).
+    pub(crate) fn retire(&mut self, c: ChildSa) {
+        let grace = self.conn.rekey_grace;
+        if c.state != ChildSaState::Rekeyed || grace.is_zero() {
+            self.remove_from_data_plane(c.spi_in, c.spi_out);
+            return;
+        }
+        self.retired.push(Retired {
+            spi_in: c.spi_in,
+            spi_out: c.spi_out,
+            _lease: c._lease,
+            until: self.last_rx + grace,
+        });
+    }
+
+    /// The successors of `old` whose outbound SA waited for it to go send
+    /// from now on.
+    pub(crate) fn activate_successors(&mut self, old: u32) {
+        let mut ready = Vec::new();
+        for c in &mut self.children {
+            if c.replaces == Some(old) && c.outbound_deferred_until.take().is_some() {
+                ready.push((c.spi_in, c.spi_out));
+            }
+        }
+        for (spi_in, spi_out) in ready {
+            self.activate(spi_in, spi_out);
+        }
+    }
+
+    fn activate(&mut self, spi_in: u32, spi_out: u32) {
+        self.out.push(Action::ActivateOutbound {
+            conn: self.conn.name.clone(),
+            ike: self.id(),
+            spi_in,
+            spi_out,
+        });
+    }
+
+    /// Grace periods that ended: retired inbound SAs go, deferred
+    /// outbound SAs whose predecessor the peer never deleted send.
+    pub(crate) fn rekey_grace_timers(&mut self, now: Instant) {
+        let (due, keep): (Vec<Retired>, Vec<Retired>) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|r| now >= r.until);
+        self.retired = keep;
+        for r in due {
+            self.remove_from_data_plane(r.spi_in, r.spi_out);
+        }
+        let mut late = Vec::new();
+        for c in &mut self.children {
+            if c.outbound_deferred_until.is_some_and(|at| now >= at) {
+                c.outbound_deferred_until = None;
+                late.push((c.spi_in, c.spi_out));
+            }
+        }
+        for (spi_in, spi_out) in late {
+            self.log(
+                LogLevel::Warn,
+                format!(
+                    "the peer did not delete the SA that CHILD SA {spi_in:08x}_i replaces: sending on the new one anyway"
+                ),
+            );
+            self.activate(spi_in, spi_out);
+        }
+    }
+
+    /// The earliest instant `rekey_grace_timers` has something to do.
+    pub(crate) fn rekey_grace_deadline(&self) -> Option<Instant> {
+        let retired = self.retired.iter().map(|r| r.until);
+        let deferred = self
+            .children
+            .iter()
+            .filter_map(|c| c.outbound_deferred_until);
+        retired.chain(deferred).min()
     }
 
     /// A new inbound SPI for a CHILD SA of this IKE SA.

@@ -38,6 +38,9 @@
 //!         }
 //!         Action::InstallChildSa(sa) => { /* program the ESP data plane */ }
 //!         Action::RemoveChildSa { .. } => { /* remove both SPIs */ }
+//!         Action::ActivateOutbound { .. } => {
+//!             /* send on this pair's outbound SA (installed deferred) */
+//!         }
 //!         Action::IkeSaUp { ike, .. } | Action::IkeSaDown { ike, .. } => {
 //!             /* tunnel status: only the IKE SA `ike` that carries it counts */
 //!         }
@@ -59,7 +62,11 @@
 //! timer and DH-pool part and forwards the other actions on a bounded
 //! channel. Rekeys keep the tunnel up: a rekeyed CHILD SA arrives as
 //! `InstallChildSa` with `replaces_spi_in` set, then the old pair as
-//! `RemoveChildSa`; a rekeyed IKE SA emits a new `IkeSaUp` (new SPIs,
+//! `RemoveChildSa` once the grace after its DELETE has passed
+//! (`ConnectionConfig::rekey_grace`: what was in flight still decrypts).
+//! When the peer started the rekey the new pair comes with
+//! `outbound_deferred`, and `ActivateOutbound` says when to send on it
+//! (the peer deleted the old pair). A rekeyed IKE SA emits a new `IkeSaUp` (new SPIs,
 //! `rekey_of` naming the old one) and no `IkeSaDown`.
 
 pub mod action;

@@ -564,6 +564,7 @@ impl IkeSa {
         if self.state == IkeSaState::Dead {
             return;
         }
+        self.rekey_grace_timers(now);
         let due = self
             .outstanding
             .as_ref()
@@ -715,6 +716,7 @@ impl IkeSa {
         consider(self.keepalive_at);
         consider(self.children.iter().filter_map(|c| c.expire_at).min());
         consider(self.rekey_due());
+        consider(self.rekey_grace_deadline());
         if self.state == IkeSaState::Connecting && !self.initiator {
             consider(Some(self.created + self.conn.half_open_timeout));
         }

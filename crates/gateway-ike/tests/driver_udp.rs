@@ -278,10 +278,18 @@ async fn a_stalled_agent_loses_no_sa_event_and_stalls_nothing() {
         e.iter().filter(|a| is_install(a)).count() == 2
     })
     .await;
-    // Now A's agent reads: every state change is there, in order.
+    // Now A's agent reads: every state change is there, in order (the
+    // old pair's removal after the rekey grace).
     let mut got = Vec::new();
-    while let Ok(Some(a)) = tokio::time::timeout(Duration::from_secs(1), ev_rx.recv()).await {
-        got.push(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !got
+        .iter()
+        .any(|a| matches!(a, Action::RemoveChildSa { .. }))
+        && std::time::Instant::now() < deadline
+    {
+        if let Ok(Some(a)) = tokio::time::timeout(Duration::from_secs(1), ev_rx.recv()).await {
+            got.push(a);
+        }
     }
     let kinds: Vec<&str> = got
         .iter()
@@ -289,10 +297,67 @@ async fn a_stalled_agent_loses_no_sa_event_and_stalls_nothing() {
             Action::IkeSaUp { .. } => Some("up"),
             Action::InstallChildSa(_) => Some("install"),
             Action::RemoveChildSa { .. } => Some("remove"),
+            Action::ActivateOutbound { .. } => Some("activate"),
             Action::IkeSaDown { .. } | Action::IkeSaFailed { .. } => Some("down"),
             _ => None,
         })
         .collect();
-    assert_eq!(kinds, ["up", "install", "install", "remove"], "{got:?}");
+    // A answered B's rekey: it sends on the new pair once B deleted the old.
+    assert_eq!(
+        kinds,
+        ["up", "install", "install", "activate", "remove"],
+        "{got:?}"
+    );
     let _ = stats.events_dropped();
+}
+
+/// With `hold_sends_until_applied`, the responder's IKE_AUTH response (the
+/// datagram that lets the initiator send ESP on the new CHILD SA) leaves
+/// only once the responder's agent acknowledged the install: until then
+/// the initiator has no CHILD SA; the acknowledgement releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_learns_of_a_child_sa_only_once_it_is_applied() {
+    let a_ip: IpAddr = "127.0.5.1".parse().unwrap();
+    let b_ip: IpAddr = "127.0.5.2".parse().unwrap();
+    let port = free_port(a_ip, b_ip);
+    // B's agent never acknowledges by itself; the hold would end after a
+    // minute.
+    let b = Side::start(b_ip, port, |d| {
+        d.hold_sends_until_applied(Duration::from_secs(60))
+    })
+    .await;
+    let a = Side::start(a_ip, port, |_| {}).await;
+    b.cmd
+        .send(Command::AddConnection(Box::new(conn(
+            "b", b_ip, a_ip, port, false,
+        ))))
+        .await
+        .unwrap();
+    a.cmd
+        .send(Command::AddConnection(Box::new(conn(
+            "a", a_ip, b_ip, port, true,
+        ))))
+        .await
+        .unwrap();
+    b.wait(10, "B's CHILD SA", |e| e.iter().any(is_install))
+        .await;
+    // B installed; its response is held: A has nothing (several of its
+    // retransmissions later, too).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        a.count(is_install),
+        0,
+        "A learnt of the SA before B applied it"
+    );
+    let (spi_in, _) = b.installs()[0];
+    b.cmd
+        .send(Command::ChildSaApplied { spi_in })
+        .await
+        .unwrap();
+    a.wait(10, "A's CHILD SA after B applied its own", |e| {
+        e.iter().any(is_install)
+    })
+    .await;
+    assert_eq!(b.stats.sends_released_unapplied(), 0);
+    assert_eq!(a.lost_an_sa() + b.lost_an_sa(), 0);
 }

@@ -111,7 +111,9 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             "rekey_child_then_delete_old",
             [
                 msg(CREATE, &rekey_child),
-                msg(INFO, &delete_esp(HARNESS_CHILD_SPI)),
+                // Timers after the DELETE: the old pair goes once the
+                // rekey grace has passed.
+                msg(INFO | TIMERS, &delete_esp(HARNESS_CHILD_SPI)),
             ]
             .concat(),
         ),
@@ -182,9 +184,20 @@ fn each_seed_reaches_what_it_is_for() {
     let i = installs(&acts);
     assert_eq!(i.len(), 1, "{acts:?}");
     assert!(i[0].replaces_spi_in.is_some());
-    assert!(acts
+    // We answered the rekey: the new pair sends only once the old one is
+    // deleted, and the old one leaves the data plane after the grace.
+    assert!(i[0].outbound_deferred);
+    let new_in = i[0].spi_in;
+    let activated = acts
         .iter()
-        .any(|a| matches!(a, Action::RemoveChildSa { .. })));
+        .position(|a| matches!(a, Action::ActivateOutbound { spi_in, .. } if *spi_in == new_in));
+    let removed = acts
+        .iter()
+        .position(|a| matches!(a, Action::RemoveChildSa { spi_in, .. } if *spi_in != new_in));
+    assert!(
+        matches!((activated, removed), (Some(a), Some(r)) if a < r),
+        "{acts:?}"
+    );
 
     let acts = run("rekey_ike");
     assert!(

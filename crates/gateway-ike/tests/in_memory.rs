@@ -37,6 +37,8 @@ struct Peer {
     moves: Vec<(SocketAddr, SocketAddr, Vec<u32>)>,
     /// Installs and removals in order: (true: install, inbound SPI).
     order: Vec<(bool, u32)>,
+    /// `ActivateOutbound` reports: (inbound SPI, when).
+    activations: Vec<(u32, Instant)>,
 }
 
 impl Peer {
@@ -55,6 +57,7 @@ impl Peer {
             logs: Vec::new(),
             moves: Vec::new(),
             order: Vec::new(),
+            activations: Vec::new(),
         }
     }
 }
@@ -176,6 +179,9 @@ impl Net {
                 } => {
                     self.peers[who].order.push((false, spi_in));
                     self.peers[who].removes.push((spi_in, spi_out));
+                }
+                Action::ActivateOutbound { spi_in, .. } => {
+                    self.peers[who].activations.push((spi_in, self.now))
                 }
                 Action::IkeSaUp { .. } => self.peers[who].ups += 1,
                 Action::IkeSaDown { reason, .. } => self.peers[who].downs.push(reason),
@@ -638,7 +644,25 @@ fn child_rekey_both_directions_with_and_without_pfs() {
                 *pa.installs[1].keys_in.encryption_key,
                 *pa.installs[0].keys_in.encryption_key
             );
-            // Make-before-break: the old pair is removed after the new one is in.
+            // The initiator sends on the new pair at once; the responder
+            // once the initiator deleted the old one (before that, the
+            // initiator could not open it yet).
+            let responder = &net.peers[1 - who];
+            assert!(!net.peers[who].installs[1].outbound_deferred);
+            assert!(responder.installs[1].outbound_deferred);
+            let activated: Vec<u32> = responder.activations.iter().map(|a| a.0).collect();
+            assert_eq!(activated, [responder.installs[1].spi_in]);
+            assert!(net.peers[who].activations.is_empty());
+            // Make-before-break: the old pair's inbound SA still decrypts
+            // what was in flight for the rekey grace (5 s), then goes.
+            assert_eq!((pa.removes.len(), pb.removes.len()), (0, 0));
+            net.advance(Duration::from_secs(4));
+            assert_eq!(
+                (net.peers[0].removes.len(), net.peers[1].removes.len()),
+                (0, 0)
+            );
+            net.advance(Duration::from_secs(2));
+            let [pa, pb] = &net.peers;
             assert_eq!((pa.removes.len(), pb.removes.len()), (1, 1));
             assert_eq!(pa.removes[0].0, pa.installs[0].spi_in);
             assert_eq!(children(pa).len(), 1);
@@ -668,11 +692,19 @@ fn child_rekey_collision_leaves_one_pair() {
         assert_eq!(children(&net.peers[0]).len(), 1, "{:?}", net.peers[0].logs);
         assert_eq!(children(&net.peers[1]).len(), 1);
         assert_consistent(&net);
-        // Three SAs existed per side (old + two new); two were removed.
+        // Three SAs existed per side (old + two new); two are removed:
+        // the redundant new one at once, the old one after the grace.
+        assert_eq!(
+            (net.peers[0].removes.len(), net.peers[1].removes.len()),
+            (1, 1)
+        );
+        net.advance(Duration::from_secs(6));
         assert_eq!(
             (net.peers[0].removes.len(), net.peers[1].removes.len()),
             (2, 2)
         );
+        // Both were initiators: neither held its outbound back.
+        assert!(net.peers.iter().all(|p| p.activations.is_empty()));
         assert!(net.peers[0].logs.iter().any(|l| l.contains("collision")));
     }
 }
@@ -1374,12 +1406,104 @@ fn requested_rekeys_are_make_before_break_and_repeats_are_harmless() {
     );
     let new = pa.installs[1].spi_in;
     assert_eq!(pa.installs[1].replaces_spi_in, Some(old));
-    // Install the new pair first, then remove the old one.
+    // Install the new pair first, then remove the old one (after the
+    // rekey grace).
+    assert_eq!(pa.order, vec![(true, old), (true, new)]);
+    net.advance(Duration::from_secs(6));
+    let [pa, pb] = &net.peers;
     assert_eq!(pa.order, vec![(true, old), (true, new), (false, old)]);
     assert_eq!(pb.removes.len(), 1);
     assert_eq!(children(pa).len(), 1);
     assert_consistent(&net);
     assert!(pa.downs.is_empty() && pb.downs.is_empty());
+}
+
+/// The responder of a rekey whose DELETE of the old pair is lost does not
+/// hold its outbound back forever: after the rekey grace it sends on the
+/// new pair (saying so), and the retransmitted DELETE later removes the
+/// old pair without a second switch.
+#[test]
+fn a_late_delete_does_not_hold_the_responders_outbound_back() {
+    let mut net = Net::new();
+    let (a, mut b) = cfgs(b"k", b"k");
+    b.rekey_grace = Duration::from_secs(1);
+    net.start(a, b);
+    let old = net.peers[0].installs[0].spi_in;
+    // The rekey's request, its response, then A's DELETE: lost once.
+    let delete = net.sent.len() + 2;
+    net.filter = Box::new(move |n, _| n != delete);
+    let now = net.now;
+    let acts = net.peers[0].mgr.rekey_child_sa("tun-a", old, now);
+    net.absorb(0, acts);
+    net.run();
+    let new_b = net.peers[1].installs[1].spi_in;
+    assert!(net.peers[1].installs[1].outbound_deferred);
+    assert!(net.peers[1].activations.is_empty());
+    net.advance(Duration::from_millis(1500));
+    let start = now;
+    let b = &net.peers[1];
+    assert_eq!(b.activations.len(), 1);
+    assert_eq!(b.activations[0].0, new_b);
+    assert!(b.activations[0].1 - start >= Duration::from_secs(1));
+    assert!(b.removes.is_empty(), "the old pair stays until deleted");
+    assert!(
+        b.logs.iter().any(|l| l.contains("did not delete")),
+        "{:?}",
+        b.logs
+    );
+    // A retransmits its DELETE; B removes the old pair after its grace.
+    net.advance(Duration::from_secs(10));
+    let b = &net.peers[1];
+    assert_eq!(b.activations.len(), 1, "switched once");
+    assert_eq!(b.removes.len(), 1);
+    assert_eq!(net.peers[0].removes.len(), 1);
+    assert_consistent(&net);
+    assert!(net.peers.iter().all(|p| p.downs.is_empty()));
+}
+
+/// Rekeyed pairs still in their grace go with their IKE SA: moved along
+/// by an IKE rekey, removed at once when the IKE SA is deleted.
+#[test]
+fn lingering_inbound_sas_follow_their_ike_sa() {
+    let mut net = Net::new();
+    let (a, b) = cfgs(b"k", b"k");
+    net.start(a, b);
+    let old = net.peers[0].installs[0].spi_in;
+    let now = net.now;
+    let acts = net.peers[0].mgr.rekey_child_sa("tun-a", old, now);
+    net.absorb(0, acts);
+    net.run();
+    assert!(net.peers[0].removes.is_empty());
+    // An IKE rekey within the grace: the lingering pair moves along and
+    // still goes when its grace ends.
+    let now = net.now;
+    let acts = net.peers[1].mgr.rekey_ike_sa("tun-b", now);
+    net.absorb(1, acts);
+    net.run();
+    assert!(net.peers.iter().all(|p| p.removes.is_empty()));
+    net.advance(Duration::from_secs(6));
+    assert_eq!(
+        net.peers[0].removes,
+        [(old, net.peers[0].installs[0].spi_out)]
+    );
+    assert_eq!(net.peers[1].removes.len(), 1);
+    // Another rekey, then the connection goes within the grace: nothing
+    // of it stays in the data plane.
+    let cur = net.peers[0].installs[1].spi_in;
+    let now = net.now;
+    let acts = net.peers[0].mgr.rekey_child_sa("tun-a", cur, now);
+    net.absorb(0, acts);
+    net.run();
+    assert_eq!(net.peers[0].removes.len(), 1);
+    let now = net.now;
+    let acts = net.peers[0].mgr.remove_connection("tun-a", now);
+    net.absorb(0, acts);
+    net.run();
+    let mut removed: Vec<u32> = net.peers[0].removes.iter().map(|r| r.0).collect();
+    removed.sort_unstable();
+    let mut installed: Vec<u32> = net.peers[0].installs.iter().map(|i| i.spi_in).collect();
+    installed.sort_unstable();
+    assert_eq!(removed, installed, "every pair removed once");
 }
 
 /// Diffie-Hellman work held back, as a slow pool would: nothing of the

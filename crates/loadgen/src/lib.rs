@@ -226,10 +226,14 @@ fn ike_config(p: &PeerSpec) -> anyhow::Result<ConnectionConfig> {
 struct Tunnels {
     table: SaTable,
     ids: HashMap<String, TunnelId>,
+    /// Outbound SAs of rekeys we answered, by inbound SPI: they send once
+    /// the IKE core says the peer deleted the old pair.
+    pending: HashMap<u32, OutboundSaConfig>,
 }
 
 impl Tunnels {
-    fn install(&mut self, c: &ChildSaInstall) -> anyhow::Result<()> {
+    /// Installs the pair; `Ok(false)` when its outbound SA waits.
+    fn install(&mut self, c: &ChildSaInstall) -> anyhow::Result<bool> {
         let Some(&tunnel) = self.ids.get(&c.conn) else {
             bail!("CHILD SA for unknown peer {}", c.conn);
         };
@@ -244,7 +248,7 @@ impl Tunnels {
             replay_window: DEFAULT_WINDOW,
             selectors: TrafficSelectors::any(),
         })?;
-        self.table.install_outbound(&OutboundSaConfig {
+        let out = OutboundSaConfig {
             tunnel,
             spi: c.spi_out,
             keys: keys_out,
@@ -259,8 +263,21 @@ impl Tunnels {
                 ttl: 64,
             },
             lifetime: Lifetime::NONE,
-        })?;
-        Ok(())
+        };
+        if c.outbound_deferred {
+            self.pending.insert(c.spi_in, out);
+            return Ok(false);
+        }
+        self.table.install_outbound(&out)?;
+        Ok(true)
+    }
+
+    /// The deferred outbound SA of `spi_in` sends from now on.
+    fn activate(&mut self, spi_in: u32) -> bool {
+        match self.pending.remove(&spi_in) {
+            Some(out) => self.table.install_outbound(&out).is_ok(),
+            None => false,
+        }
     }
 }
 
@@ -275,9 +292,12 @@ async fn run(
         addrs.sort();
         addrs.dedup();
         let (esp_tx, esp_rx) = mpsc::channel::<EspDatagram>(4096);
-        let driver = UdpDriver::bind_with_esp_sink(&addrs, 500, 4500, Some(esp_tx))
+        let mut driver = UdpDriver::bind_with_esp_sink(&addrs, 500, 4500, Some(esp_tx))
             .await
             .context("binding UDP 500/4500 on the customer addresses")?;
+        // As the gateway does: the peer learns of a CHILD SA only once it
+        // is in this process's SA table (acknowledged below).
+        driver.hold_sends_until_applied(Duration::from_secs(2));
         let raw = RawSender::new().context("raw socket")?;
         let configs = peers
             .iter()
@@ -299,6 +319,7 @@ async fn run(
     let mut tunnels = Tunnels {
         table: SaTable::new(),
         ids: HashMap::new(),
+        pending: HashMap::new(),
     };
     {
         let mut st = shared.peers.lock().unwrap_or_else(|p| p.into_inner());
@@ -337,13 +358,22 @@ async fn run(
                         }
                     }
                     Action::InstallChildSa(c) => {
-                        let installed = tunnels.install(&c).is_ok();
-                        if let (true, Some(p)) = (installed, st.get_mut(&c.conn)) {
-                            p.child = Some((c.spi_in, c.spi_out));
+                        let installed = tunnels.install(&c);
+                        let _ = cmd_tx.try_send(Command::ChildSaApplied { spi_in: c.spi_in });
+                        if let (Ok(sends), Some(p)) = (installed, st.get_mut(&c.conn)) {
+                            if sends {
+                                p.child = Some((c.spi_in, c.spi_out));
+                            }
                             p.child_installs += 1;
                         }
                     }
+                    Action::ActivateOutbound { conn, spi_in, spi_out, .. } => {
+                        if let (true, Some(p)) = (tunnels.activate(spi_in), st.get_mut(&conn)) {
+                            p.child = Some((spi_in, spi_out));
+                        }
+                    }
                     Action::RemoveChildSa { conn, spi_in, spi_out, .. } => {
+                        tunnels.pending.remove(&spi_in);
                         let _ = tunnels.table.remove_inbound(spi_in);
                         if let Some(&t) = tunnels.ids.get(&conn) {
                             let _ = tunnels.table.remove_outbound(t, spi_out);

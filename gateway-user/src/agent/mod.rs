@@ -42,6 +42,11 @@ const RESYNC: Duration = Duration::from_secs(5);
 /// backlog is large; it never waits for the agent (see
 /// `gateway_ike::driver`).
 const IKE_EVENTS: usize = 1024;
+/// How long the IKE driver holds the datagrams that announce a CHILD SA
+/// (our IKE_AUTH or CREATE_CHILD_SA response, the DELETE ending a rekey)
+/// for the agent to put the SA in the data plane; past it they go anyway
+/// (a reconcile pass can keep the agent from its events that long).
+const APPLY_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -144,6 +149,10 @@ impl Agent {
                                 driver.manager_mut().set_spi_in_use(Arc::new(move |spi| {
                                     table.inbound(spi).is_some()
                                 }));
+                                // The peer learns of a CHILD SA only once it
+                                // is in the data plane (acknowledged in
+                                // `Runtime::on_ike`).
+                                driver.hold_sends_until_applied(APPLY_WAIT);
                                 tracing::info!(addresses = ?addrs, "IKE listening on UDP 500 and 4500");
                                 if let Some(rx) = ike_rx.take() {
                                     tokio::spawn(driver.run(rx, ike_events_tx.clone()));

@@ -12,7 +12,7 @@
 //! family). When the tunnel comes back they return. DPD is tuned so that a
 //! dead tunnel is noticed well inside the BGP hold time (30 s).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,8 +48,6 @@ use crate::metrics::{ConnectionInfo, SessionInfo, SharedSnapshot, Snapshot, Tunn
 /// inner MTU (the backend then sets the TUN to it, so that path MTU
 /// discovery gives the same answer on both paths).
 const TUN_MTU: u32 = gateway_common::TUNNEL_INNER_MTU as u32;
-/// How long the old inbound SA of a rekey keeps decrypting in-flight packets.
-const REKEY_GRACE: Duration = Duration::from_secs(5);
 /// DPD every 3 s of IKE silence; a request unanswered after 3
 /// retransmissions (1 s, x1.5 each: 8.1 s in all) declares the peer dead.
 /// A cut path is thus noticed within about 11 s, and its routes have moved
@@ -103,9 +101,14 @@ struct RunningTunnel {
     child: Option<(u32, u32)>,
     /// CHILD SAs installed so far (the first and every rekey).
     child_installs: u64,
-    /// Inbound SPIs of rekeyed CHILD SAs still decrypting what was in
-    /// flight, and when they go.
-    retiring: Vec<(u32, Instant)>,
+    /// Every inbound SPI of the tunnel in the data plane: the current
+    /// CHILD SA's, a successor's whose outbound waits, rekeyed ones in
+    /// their grace (the IKE core removes those later). All go with the
+    /// tunnel.
+    inbound: BTreeSet<u32>,
+    /// Outbound SAs installed deferred (we answered the peer's rekey),
+    /// with their inbound SPI: they send once the IKE core says so.
+    pending_out: Vec<(u32, OutboundSaConfig)>,
     /// When an initiating tunnel whose IKE SA went down initiates again
     /// (the IKE manager itself only restarts after DPD).
     reinitiate_at: Option<Instant>,
@@ -337,7 +340,6 @@ impl Runtime {
             }
         }
         let now = Instant::now();
-        self.retire_due(now);
         // Initiators re-establish tunnels the peer deleted or refused.
         let due: Vec<TunnelName> = self
             .tunnels
@@ -450,7 +452,8 @@ impl Runtime {
                 ike: IkeTrack::default(),
                 child: None,
                 child_installs: 0,
-                retiring: Vec::new(),
+                inbound: BTreeSet::new(),
+                pending_out: Vec::new(),
                 reinitiate_at: None,
             },
         );
@@ -513,30 +516,15 @@ impl Runtime {
         Ok(c)
     }
 
-    /// Removes the inbound SAs of past rekeys whose grace has ended.
-    fn retire_due(&mut self, now: Instant) {
-        for t in self.tunnels.values_mut() {
-            t.retiring.retain(|&(spi, at)| {
-                if at > now {
-                    return true;
-                }
-                if let Err(e) = self.dataplane.remove_inbound_sa(spi) {
-                    tracing::debug!(spi = format_args!("{spi:08x}"), error = %e, "removing the rekeyed inbound SA");
-                }
-                false
-            });
-        }
-    }
-
     async fn remove_tunnel(&mut self, name: &str) -> Result<(), RuntimeError> {
         let Some(t) = self.tunnels.remove(name) else {
             return Ok(());
         };
         // Nothing of the tunnel may outlive it: its id goes to another
         // tunnel soon.
-        for (spi, _) in &t.retiring {
+        for spi in &t.inbound {
             if let Err(e) = self.dataplane.remove_inbound_sa(*spi) {
-                tracing::debug!(spi = format_args!("{spi:08x}"), error = %e, "removing a rekeyed inbound SA");
+                tracing::debug!(spi = format_args!("{spi:08x}"), error = %e, "removing an inbound SA");
             }
         }
         self.ike
@@ -716,7 +704,13 @@ impl Runtime {
                     t.reinitiate_at = wait.map(|w| Instant::now() + w);
                 }
             }
-            IkeAction::InstallChildSa(c) => self.install_child(c),
+            IkeAction::InstallChildSa(c) => {
+                let spi_in = c.spi_in;
+                self.install_child(c);
+                // The IKE driver holds the datagrams that let the peer use
+                // it until now (a full channel: until its own deadline).
+                let _ = self.ike.try_send(IkeCommand::ChildSaApplied { spi_in });
+            }
             IkeAction::RemoveChildSa {
                 conn,
                 spi_in,
@@ -727,10 +721,18 @@ impl Runtime {
                     if t.child.map(|(i, _)| i) == Some(spi_in) {
                         t.child = None;
                     }
+                    t.inbound.remove(&spi_in);
+                    t.pending_out.retain(|(i, _)| *i != spi_in);
                     let id = t.id;
                     self.remove_child(id, spi_in, spi_out);
                 }
             }
+            IkeAction::ActivateOutbound {
+                conn,
+                spi_in,
+                spi_out,
+                ..
+            } => self.activate_outbound(&conn, spi_in, spi_out),
             IkeAction::Log {
                 conn,
                 level,
@@ -787,64 +789,101 @@ impl Runtime {
             return;
         }
         let tunnel = t.id;
-        let result = (|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-            let suite = Suite::from_api_names(c.encryption, c.integrity)?;
-            let keys_in = SaKeys::new(suite, &c.keys_in.encryption_key, &c.keys_in.integrity_key)?;
-            let keys_out =
-                SaKeys::new(suite, &c.keys_out.encryption_key, &c.keys_out.integrity_key)?;
-            let udp = c.udp_encap.map(|u| UdpEncap {
-                src_port: u.local_port,
-                dst_port: u.remote_port,
-            });
-            self.dataplane.install_inbound_sa(InboundSaConfig {
-                tunnel,
-                spi: c.spi_in,
-                keys: keys_in,
-                esn: c.esn,
-                replay_window: DEFAULT_WINDOW,
-                selectors: negotiated_selectors(&c.local_ts, &c.remote_ts),
-            })?;
-            self.dataplane.install_outbound_sa(OutboundSaConfig {
-                tunnel,
-                spi: c.spi_out,
-                keys: keys_out,
-                esn: c.esn,
-                outer: OuterHeader {
-                    src: c.local_addr,
-                    dst: c.remote_addr,
-                    udp,
-                    ttl: 64,
-                },
-                lifetime: Lifetime {
-                    soft_packets: c.volume.soft_packets,
-                    hard_packets: c.volume.hard_packets,
-                    soft_bytes: c.volume.soft_bytes,
-                    hard_bytes: c.volume.hard_bytes,
-                },
-            })?;
-            Ok(())
-        })();
+        // Deferred only while an older CHILD SA still sends; else there is
+        // nothing to wait for.
+        let deferred = c.outbound_deferred && t.child.is_some();
+        let dataplane = &self.dataplane;
+        let result =
+            (|| -> Result<Option<OutboundSaConfig>, Box<dyn std::error::Error + Send + Sync>> {
+                let suite = Suite::from_api_names(c.encryption, c.integrity)?;
+                let keys_in =
+                    SaKeys::new(suite, &c.keys_in.encryption_key, &c.keys_in.integrity_key)?;
+                let keys_out =
+                    SaKeys::new(suite, &c.keys_out.encryption_key, &c.keys_out.integrity_key)?;
+                let udp = c.udp_encap.map(|u| UdpEncap {
+                    src_port: u.local_port,
+                    dst_port: u.remote_port,
+                });
+                let outbound = OutboundSaConfig {
+                    tunnel,
+                    spi: c.spi_out,
+                    keys: keys_out,
+                    esn: c.esn,
+                    outer: OuterHeader {
+                        src: c.local_addr,
+                        dst: c.remote_addr,
+                        udp,
+                        ttl: 64,
+                    },
+                    lifetime: Lifetime {
+                        soft_packets: c.volume.soft_packets,
+                        hard_packets: c.volume.hard_packets,
+                        soft_bytes: c.volume.soft_bytes,
+                        hard_bytes: c.volume.hard_bytes,
+                    },
+                };
+                dataplane.install_inbound_sa(InboundSaConfig {
+                    tunnel,
+                    spi: c.spi_in,
+                    keys: keys_in,
+                    esn: c.esn,
+                    replay_window: DEFAULT_WINDOW,
+                    selectors: negotiated_selectors(&c.local_ts, &c.remote_ts),
+                })?;
+                if deferred {
+                    return Ok(Some(outbound));
+                }
+                dataplane.install_outbound_sa(outbound)?;
+                Ok(None)
+            })();
         match result {
-            Ok(()) => {
+            Ok(pending) => {
                 tracing::info!(
                     tunnel = %c.conn,
                     spi_in = format_args!("{:08x}", c.spi_in),
                     spi_out = format_args!("{:08x}", c.spi_out),
                     encryption = c.encryption,
                     udp_encap = c.udp_encap.is_some(),
+                    outbound_deferred = deferred,
                     "CHILD SA installed"
                 );
                 t.child_installs += 1;
                 t.ike.installed(c.ike);
-                let old = t.child.replace((c.spi_in, c.spi_out));
-                let replaced = c.replaces_spi_in.or(old.map(|(i, _)| i));
-                if let Some(old_in) = replaced.filter(|s| *s != c.spi_in) {
-                    // Make-before-break: the old inbound SA keeps decrypting
-                    // what is in flight, then goes (`retire_due`).
-                    t.retiring.push((old_in, Instant::now() + REKEY_GRACE));
+                t.inbound.insert(c.spi_in);
+                match pending {
+                    // The old pair sends until the peer deleted it.
+                    Some(out) => t.pending_out.push((c.spi_in, out)),
+                    None => t.child = Some((c.spi_in, c.spi_out)),
                 }
             }
             Err(e) => tracing::error!(tunnel = %c.conn, error = %e, "cannot install CHILD SA"),
+        }
+    }
+
+    /// The peer deleted the CHILD SA that a deferred one replaces (or
+    /// took too long to): the successor's outbound SA sends from now on.
+    fn activate_outbound(&mut self, conn: &str, spi_in: u32, spi_out: u32) {
+        let Some(t) = self.tunnels.get_mut(conn) else {
+            return;
+        };
+        let Some(pos) = t.pending_out.iter().position(|(i, _)| *i == spi_in) else {
+            // Installed at once (nothing sent before it): nothing waits.
+            return;
+        };
+        let (_, out) = t.pending_out.swap_remove(pos);
+        match self.dataplane.install_outbound_sa(out) {
+            Ok(_) => {
+                tracing::info!(
+                    tunnel = %conn,
+                    spi_in = format_args!("{spi_in:08x}"),
+                    spi_out = format_args!("{spi_out:08x}"),
+                    "sending on the rekeyed CHILD SA"
+                );
+                t.child = Some((spi_in, spi_out));
+            }
+            Err(e) => {
+                tracing::error!(tunnel = %conn, error = %e, "cannot switch to the rekeyed outbound SA")
+            }
         }
     }
 
@@ -1464,7 +1503,8 @@ mod tests {
             child: Some((0x100, 0x1100)),
             child_installs: 1,
             reinitiate_at: None,
-            retiring: Vec::new(),
+            inbound: BTreeSet::new(),
+            pending_out: Vec::new(),
         };
         // AES-256-GCM over IPv4 with NAT-T on a 1500-byte WAN: 20 (IPv4) +
         // 8 (UDP) + 8 (SPI, sequence) + 8 (IV) + 16 (ICV) = 60 bytes, 1440
@@ -1569,14 +1609,16 @@ mod tests {
                 child: None,
                 child_installs: 0,
                 reinitiate_at: None,
-                retiring: Vec::new(),
+                inbound: BTreeSet::new(),
+                pending_out: Vec::new(),
             },
         );
         let key = |b: u8| EspKeys {
             encryption_key: Secret::new(vec![b; 36]),
             integrity_key: Secret::new(Vec::new()),
         };
-        let install = |ike: u64, spi_in: u32| {
+        // `replaces`: the peer's rekey of that CHILD SA, which we answered.
+        let rekey = |ike: u64, spi_in: u32, replaces: Option<u32>| {
             IkeAction::InstallChildSa(ChildSaInstall {
                 conn: "conn/v4".into(),
                 ike: IkeSaId(ike),
@@ -1592,9 +1634,17 @@ mod tests {
                 remote_addr: remote,
                 local_ts: Vec::new(),
                 remote_ts: Vec::new(),
-                replaces_spi_in: None,
+                replaces_spi_in: replaces,
+                outbound_deferred: replaces.is_some(),
                 volume: gateway_ike::VolumeLifetimes::default(),
             })
+        };
+        let install = |ike: u64, spi_in: u32| rekey(ike, spi_in, None);
+        let activate = |ike: u64, spi_in: u32| IkeAction::ActivateOutbound {
+            conn: "conn/v4".into(),
+            ike: IkeSaId(ike),
+            spi_in,
+            spi_out: spi_in + 0x1000,
         };
         let up = |ike: u64, rekey_of: Option<u64>| IkeAction::IkeSaUp {
             conn: "conn/v4".into(),
@@ -1652,11 +1702,26 @@ mod tests {
         rt.on_ike(down(2, DownReason::Replaced));
         assert!(usable(&rt) && table.inbound(0x300).is_some());
         assert_eq!(table.outbound(1).map(|o| o.sa.spi()), Some(0x1300));
-        // The carrier goes: the tunnel is down and its CHILD SA removed.
+        // The peer rekeys the CHILD SA: the new pair decrypts at once, but
+        // we send on the old one until the peer deleted it.
+        rt.on_ike(rekey(3, 0x301, Some(0x300)));
+        assert!(table.inbound(0x301).is_some() && table.inbound(0x300).is_some());
+        assert_eq!(table.outbound(1).map(|o| o.sa.spi()), Some(0x1300));
+        assert!(usable(&rt));
+        rt.on_ike(activate(3, 0x301));
+        assert_eq!(table.outbound(1).map(|o| o.sa.spi()), Some(0x1301));
+        assert_eq!(rt.tunnels["conn/v4"].child, Some((0x301, 0x1301)));
+        // The old pair goes after its grace: the new one keeps sending.
         rt.on_ike(remove(3, 0x300));
+        assert!(table.inbound(0x300).is_none() && table.inbound(0x301).is_some());
+        assert_eq!(table.outbound(1).map(|o| o.sa.spi()), Some(0x1301));
+        assert!(usable(&rt));
+        // The carrier goes: the tunnel is down and its CHILD SA removed.
+        rt.on_ike(remove(3, 0x301));
         rt.on_ike(down(3, DownReason::PeerUnreachable));
         assert!(!usable(&rt) && !rt.tunnels["conn/v4"].ike_up);
-        assert!(table.inbound(0x300).is_none());
+        assert!(table.inbound(0x301).is_none());
+        assert!(rt.tunnels["conn/v4"].inbound.is_empty());
         // Our own next attempt fails: try again later.
         rt.on_ike(failed(12, true, DownReason::AuthenticationFailed));
         assert!(rt.tunnels["conn/v4"].reinitiate_at.is_some());

@@ -128,6 +128,22 @@ pub(crate) fn install(
             if sa.encap { " UDP-encap" } else { "" }
         ),
     );
+    // Answering the peer's rekey of a CHILD SA we are not rekeying
+    // ourselves: the peer can open the new SA's ESP only once it has our
+    // answer, so we keep sending on the old one until it deletes it (a
+    // collision, §2.8.1, switches at once as before).
+    let deferred = !src.exchange_initiator
+        && replaces_spi_in.is_some_and(|old| {
+            sa.children
+                .iter()
+                .any(|c| c.spi_in == old && c.state == ChildSaState::Installed)
+        });
+    if let Some(c) =
+        replaces_spi_in.and_then(|old| sa.children.iter_mut().find(|c| c.spi_in == old))
+    {
+        c.state = ChildSaState::Rekeyed;
+        c.rekey_at = None;
+    }
     sa.children.push(ChildSa {
         _lease: lease,
         spi_in,
@@ -143,6 +159,8 @@ pub(crate) fn install(
             .child_rekey_time
             .map(|t| crate::child_sa::jittered(sa.last_rx, t)),
         expire_at: sa.conn.child_lifetime.map(|t| sa.last_rx + t),
+        replaces: replaces_spi_in,
+        outbound_deferred_until: deferred.then(|| sa.last_rx + sa.conn.rekey_grace),
     });
     if let Some(old) = replaces_spi_in {
         sa.log(
@@ -166,6 +184,7 @@ pub(crate) fn install(
         local_ts,
         remote_ts,
         replaces_spi_in,
+        outbound_deferred: deferred,
         volume: sa.conn.child_volume,
     }));
     true

@@ -1,8 +1,9 @@
 //! Deleting CHILD SAs (RFC 7296 §1.4.1): Delete payloads for ESP carry the
 //! sender's inbound SPIs; the responder answers with its own inbound SPIs
-//! of the same pairs and both remove the SAs from the data plane.
+//! of the same pairs and both remove the SAs from the data plane (a
+//! rekeyed pair's inbound SA after a grace period, `IkeSa::retire`).
 
-use crate::action::{Action, LogLevel};
+use crate::action::LogLevel;
 use crate::ike_sa::IkeSa;
 use crate::message::Message;
 use crate::payload::{proto, DeletePayload, Payload};
@@ -15,6 +16,9 @@ pub(crate) struct ChildDelete {
     pub(crate) spis_in: Vec<u32>,
 }
 
+/// The DELETE exchange for the pair is done: a successor that waited for
+/// it sends from now on, and the pair leaves the data plane (after the
+/// rekey grace when a rekey replaced it).
 fn remove(sa: &mut IkeSa, spi_in: u32) {
     if let Some(pos) = sa.children.iter().position(|c| c.spi_in == spi_in) {
         let c = sa.children.remove(pos);
@@ -22,12 +26,8 @@ fn remove(sa: &mut IkeSa, spi_in: u32) {
             LogLevel::Info,
             format!("CHILD SA {:08x}_i {:08x}_o deleted", c.spi_in, c.spi_out),
         );
-        sa.out.push(Action::RemoveChildSa {
-            conn: sa.conn.name.clone(),
-            ike: sa.id(),
-            spi_in: c.spi_in,
-            spi_out: c.spi_out,
-        });
+        sa.activate_successors(c.spi_in);
+        sa.retire(c);
     }
 }
 

@@ -127,6 +127,10 @@ impl ChildRekey {
             .iter_mut()
             .find(|c| Some(c.spi_in) == self.old_spi_in)
         {
+            if c.state != ChildSaState::Rekeying {
+                // Replaced meanwhile (the peer's rekey of it won).
+                return;
+            }
             c.state = ChildSaState::Installed;
             // Try again later (e.g. after TEMPORARY_FAILURE from a collision).
             c.rekey_at = Some(crate::child_sa::retry_at(sa.last_rx));

@@ -87,6 +87,7 @@ fn spawn(
     new.ni = ni.to_vec();
     new.nr = nr.to_vec();
     new.children = std::mem::take(&mut sa.children);
+    new.retired = std::mem::take(&mut sa.retired);
     // The peer authenticated in the SA being rekeyed, and the new keys
     // derive from its SK_d.
     super::ike_auth::established(&mut new, Some(sa.id()));
