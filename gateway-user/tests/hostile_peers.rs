@@ -52,6 +52,7 @@ struct Site {
     api: Api,
     daemon: Daemon,
     vpc: Ns,
+    gw: Ns,
     cgw: Ns,
     _cleanup: Cleanup,
 }
@@ -108,9 +109,42 @@ impl Site {
             api,
             daemon,
             vpc,
+            gw,
             cgw,
             _cleanup: cleanup,
         })
+    }
+
+    /// Stops the daemon as `systemctl restart` does (SIGTERM), runs
+    /// `between` while it is down, and starts it again on the same config
+    /// and state directory (its log in `gateway-restarted.log`).
+    fn restart(&mut self, between: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+        self.daemon.stop();
+        between()?;
+        let dir = &self._cleanup.dir;
+        self.daemon = Daemon::start(
+            Path::new(env!("CARGO_BIN_EXE_s2s-gateway")),
+            &self.gw.name(),
+            &dir.join("gateway.toml"),
+            &dir.join("gateway-restarted.log"),
+        )?;
+        self.daemon.wait_ready(&self.api, Duration::from_secs(30))
+    }
+
+    /// Waits until the store reports the connection's tunnel up.
+    fn wait_tunnel_up(&mut self, id: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let c = self.api.ok("GET", &format!("connections/{id}"), None)?;
+            if c["tunnel_status"] == "up" {
+                return Ok(());
+            }
+            self.daemon.check()?;
+            if Instant::now() > deadline {
+                bail!("tunnel_status still {} after 30 s", c["tunnel_status"]);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn metrics(&self) -> anyhow::Result<String> {
@@ -591,6 +625,69 @@ fn tunnel_ids_are_recycled_after_thousands_of_connections() -> anyhow::Result<()
         sock.recv_from(&mut buf)
     })?;
     assert_eq!(&buf[..n], b"ok after cycles");
+    customer.stop()?;
+    Ok(())
+}
+
+/// A restart (SIGTERM, what `systemctl restart` sends) deletes nothing
+/// toward the customer: its IKE and CHILD SAs outlive our daemon (a
+/// customer whose charon takes our DELETE as final never came back). The
+/// restarted daemon, which lost its SAs, initiates the customer-initiated
+/// connection once with INITIAL_CONTACT: the customer's stale SAs give way
+/// to one handshake and traffic flows again without the customer acting.
+#[test]
+#[ignore = "needs root: network namespaces, XDP, the daemon"]
+fn a_restart_deletes_nothing_and_resumes_with_one_handshake() -> anyhow::Result<()> {
+    let mut site = Site::start("s", "")?;
+    let ids = site.resources()?;
+    let conn = site.connection("restart", &ids)?;
+    let id = conn["id"].as_str().context("connection id")?.to_owned();
+    let customer = site.customer(&conn)?;
+    site.wait_tunnel_up(&id)?;
+    let replies = ping_through(&customer, &conn, 10, 10, Duration::from_secs(5))?;
+    assert_eq!(replies.len(), 10, "before the restart: {replies:?}");
+    let before = customer.state("c").context("peer state")?;
+    site.restart(|| {
+        // Time for a DELETE to arrive, had one been sent.
+        std::thread::sleep(Duration::from_millis(500));
+        let now = customer.state("c").context("peer state")?;
+        anyhow::ensure!(
+            now.ike_up && now.child.is_some() && now.child == before.child,
+            "the customer's SAs did not outlive our stop: {now:?} (before: {before:?})"
+        );
+        Ok(())
+    })?;
+    // Our initiation replaces the customer's stale SAs with new ones.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = customer.state("c").context("peer state")?;
+        if now.ike_up && now.child_installs > before.child_installs && now.child.is_some() {
+            anyhow::ensure!(now.child != before.child, "same CHILD SA: {now:?}");
+            break;
+        }
+        site.daemon.check()?;
+        if Instant::now() > deadline {
+            bail!(
+                "no new CHILD SA at the customer 30 s after the restart: {now:?}; log:\n{}",
+                site.daemon.log_tail(30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = site.daemon.log_tail(200);
+    assert!(
+        log.contains("initiating once with INITIAL_CONTACT"),
+        "the restarted daemon did not initiate: {log}"
+    );
+    let mut replies = ping_through(&customer, &conn, 20, 10, Duration::from_secs(5))?;
+    replies.sort_unstable();
+    replies.dedup();
+    assert_eq!(
+        replies.len(),
+        20,
+        "after the restart: {replies:?}; log:\n{}",
+        site.daemon.log_tail(30)
+    );
     customer.stop()?;
     Ok(())
 }

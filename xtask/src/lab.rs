@@ -1382,6 +1382,10 @@ fn run_scenarios(
 
     *current = "scenario 7: daemon restarted";
     step("scenario 7: s2s-gateway restarted (SIGTERM, same state dir) → everything back from the store, no API write");
+    // Pings across the restart, 10 a second for 60 s (measured, printed:
+    // BGP still restarts with the daemon, see the README).
+    let pingers = start_pingers(600)?;
+    std::thread::sleep(Duration::from_secs(2));
     lab.stop_daemon("s2s-gateway", "-TERM")?;
     let links = GW.out(&["ip", "-o", "link", "show"])?;
     if links.contains(": s2s") {
@@ -1412,6 +1416,13 @@ fn run_scenarios(
         Duration::from_secs(150),
         Duration::from_secs(15),
     )?;
+    for (target, p) in REMOTE_HOSTS.iter().zip(pingers) {
+        let (summary, received) = ping_summary(p)?;
+        println!(
+            "  ping vpc → {target} across the restart: {} of 600 lost ({summary})",
+            600u32.saturating_sub(received)
+        );
+    }
 
     *current = "scenario 8: every proposal";
     step("scenario 8: each IKE/ESP proposal of issue 4 → tunnels re-established with it, traffic through our ESP");
@@ -1452,19 +1463,7 @@ fn run_scenarios(
     *current = "scenario 9: rekeys during traffic";
     step("scenario 9: CHILD SA and IKE SA rekeys (started by the customer) during traffic → pings keep flowing");
     let installs = count_in_log(&gw_log, "CHILD SA installed");
-    let pingers: Vec<_> = REMOTE_HOSTS
-        .iter()
-        .map(|target| {
-            let mut c = VPC.cmd("ping");
-            if target.contains(':') {
-                c.arg("-6");
-            }
-            c.args(["-c", "100", "-i", "0.1", "-W", "1", target])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-        })
-        .collect::<Result<_, _>>()?;
+    let pingers = start_pingers(100)?;
     std::thread::sleep(Duration::from_secs(2));
     let uri = charon::vici_uri(&dir);
     for (what, name) in [
@@ -1478,19 +1477,7 @@ fn run_scenarios(
         std::thread::sleep(Duration::from_secs(1));
     }
     for (target, p) in REMOTE_HOSTS.iter().zip(pingers) {
-        let out = p.wait_with_output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let summary = text
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .unwrap_or("no summary")
-            .to_owned();
-        let received: u32 = summary
-            .split(", ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
+        let (summary, received) = ping_summary(p)?;
         println!("  ping vpc → {target} during the rekeys: {summary}");
         // Make-before-break on our side; strongSwan's libipsec may drop the
         // few packets in flight when it switches: allow 5 of 100.
@@ -1515,6 +1502,45 @@ fn run_scenarios(
     println!();
     println!("lab: scenarios: all 10 passed");
     Ok(())
+}
+
+/// One `ping` per remote host from the VPC host, 10 a second, `count`
+/// each, running in the background.
+fn start_pingers(count: u32) -> anyhow::Result<Vec<std::process::Child>> {
+    let count = count.to_string();
+    let pingers = REMOTE_HOSTS
+        .iter()
+        .map(|target| {
+            let mut c = VPC.cmd("ping");
+            if target.contains(':') {
+                c.arg("-6");
+            }
+            c.args(["-c", &count, "-i", "0.1", "-W", "1", target])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(pingers)
+}
+
+/// Waits for a pinger of `start_pingers`: its summary line and how many
+/// replies it received.
+fn ping_summary(p: std::process::Child) -> anyhow::Result<(String, u32)> {
+    let out = p.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or("no summary")
+        .to_owned();
+    let received: u32 = summary
+        .split(", ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Ok((summary, received))
 }
 
 /// Issue 4's suites: the API's proposal (s2sctl syntax) and the strongSwan

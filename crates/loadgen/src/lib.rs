@@ -20,7 +20,7 @@ use anyhow::{anyhow, bail, Context};
 use gateway_esp::table::{InboundSaConfig, OutboundSaConfig, SaKeys, SaTable, TunnelId};
 use gateway_esp::{Lifetime, OuterHeader, Suite, TrafficSelectors, UdpEncap, DEFAULT_WINDOW};
 use gateway_ike::driver::{Command, EspDatagram, UdpDriver};
-use gateway_ike::{Action, ChildSaInstall, ConnectionConfig, EspCipher, IkeCipher, Psk};
+use gateway_ike::{Action, ChildSaInstall, ConnectionConfig, EspCipher, IkeCipher, IkeSaId, Psk};
 use gateway_netio::raw::RawSender;
 use tokio::sync::mpsc;
 
@@ -330,6 +330,11 @@ async fn run(
     }
     let by_tunnel: HashMap<TunnelId, String> =
         tunnels.ids.iter().map(|(n, i)| (*i, n.clone())).collect();
+    // Per peer: its established IKE SAs, and the one its sending CHILD SA
+    // belongs to (INITIAL_CONTACT or a rekey replaces an IKE SA after the
+    // new one is up: only the loss of the carrier takes the child).
+    let mut up: HashMap<String, Vec<IkeSaId>> = HashMap::new();
+    let mut child_ike: HashMap<String, IkeSaId> = HashMap::new();
     for c in configs {
         cmd_tx
             .send(Command::AddConnection(Box::new(c)))
@@ -343,12 +348,22 @@ async fn run(
             Some(a) = events.recv() => {
                 let mut st = shared.peers.lock().unwrap_or_else(|p| p.into_inner());
                 match a {
-                    Action::IkeSaUp { conn, .. } => {
+                    Action::IkeSaUp { conn, ike, rekey_of, .. } => {
+                        let sas = up.entry(conn.clone()).or_default();
+                        sas.retain(|s| Some(*s) != rekey_of);
+                        sas.push(ike);
+                        if rekey_of.is_some() && rekey_of == child_ike.get(&conn).copied() {
+                            child_ike.insert(conn.clone(), ike);
+                        }
                         if let Some(p) = st.get_mut(&conn) { p.ike_up = true; }
                     }
-                    Action::IkeSaDown { conn, .. } => {
-                        if let Some(p) = st.get_mut(&conn) {
-                            p.ike_up = false;
+                    Action::IkeSaDown { conn, ike, .. } => {
+                        let sas = up.entry(conn.clone()).or_default();
+                        sas.retain(|s| *s != ike);
+                        let carrier = child_ike.get(&conn) == Some(&ike);
+                        if let (true, Some(p)) = (carrier, st.get_mut(&conn)) {
+                            child_ike.remove(&conn);
+                            p.ike_up = !sas.is_empty();
                             if let Some((i, o)) = p.child.take() {
                                 let _ = tunnels.table.remove_inbound(i);
                                 if let Some(&t) = tunnels.ids.get(&conn) {
@@ -360,6 +375,9 @@ async fn run(
                     Action::InstallChildSa(c) => {
                         let installed = tunnels.install(&c);
                         let _ = cmd_tx.try_send(Command::ChildSaApplied { spi_in: c.spi_in });
+                        if installed.as_ref().is_ok_and(|sends| *sends) {
+                            child_ike.insert(c.conn.clone(), c.ike);
+                        }
                         if let (Ok(sends), Some(p)) = (installed, st.get_mut(&c.conn)) {
                             if sends {
                                 p.child = Some((c.spi_in, c.spi_out));
@@ -367,9 +385,10 @@ async fn run(
                             p.child_installs += 1;
                         }
                     }
-                    Action::ActivateOutbound { conn, spi_in, spi_out, .. } => {
+                    Action::ActivateOutbound { conn, ike, spi_in, spi_out } => {
                         if let (true, Some(p)) = (tunnels.activate(spi_in), st.get_mut(&conn)) {
                             p.child = Some((spi_in, spi_out));
+                            child_ike.insert(conn.clone(), ike);
                         }
                     }
                     Action::RemoveChildSa { conn, spi_in, spi_out, .. } => {

@@ -58,6 +58,21 @@ pub enum AgentError {
     Xdp(#[from] XdpError),
 }
 
+/// Why the agent stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Still running.
+    No,
+    /// A restart or an upgrade (SIGTERM, SIGINT): no IKE DELETE, so the
+    /// customers keep their SAs and the restarted daemon replaces them
+    /// with one handshake; the local state (TUNs, routes, SAs in the data
+    /// plane) goes with the process and comes back from the store.
+    Restart,
+    /// The host leaves service on purpose (SIGUSR2): every IKE SA is
+    /// deleted toward its customer first.
+    Drain,
+}
+
 /// The agent of one host.
 #[derive(Clone)]
 pub struct Agent {
@@ -71,13 +86,14 @@ impl Agent {
         Self { config, store, xdp }
     }
 
-    /// Reconciles until `shutdown` turns true, driving the IKE and BGP
-    /// drivers and programming `dataplane`; tears the tunnels down on exit.
+    /// Reconciles until `shutdown` says stop, driving the IKE and BGP
+    /// drivers and programming `dataplane`; on exit removes what it set
+    /// up on this host, and tells the customers only for [`Stop::Drain`].
     pub async fn run(
         self,
         datapath: DataPathHandle,
         snapshot: SharedSnapshot,
-        mut shutdown: watch::Receiver<bool>,
+        mut shutdown: watch::Receiver<Stop>,
     ) {
         let mut changes = self.store.subscribe();
         let (ike_tx, ike_rx) = mpsc::channel(256);
@@ -192,11 +208,12 @@ impl Agent {
                     Some(e) = limits.recv() => rt.on_limit(e).await,
                 }
             };
-            if stop || *shutdown.borrow() {
+            if stop || *shutdown.borrow() != Stop::No {
                 break;
             }
         }
-        rt.shutdown().await;
+        let drain = *shutdown.borrow() == Stop::Drain;
+        rt.shutdown(drain).await;
     }
 
     /// One pass over the desired state.

@@ -3,10 +3,12 @@
 //! have), which TUN interface and addresses each gets, and which BGP sessions
 //! run over which tunnel. No I/O here, so every rule is unit-tested.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use gateway_api::model::{ConnectionCipher, Family, InitiationPolicy, VpnGatewayStatus};
+use gateway_api::model::{
+    ConnectionCipher, Family, InitiationPolicy, TunnelStatus, VpnGatewayStatus,
+};
 use gateway_api::DesiredState;
 use gateway_config::Config;
 use ipnet::IpNet;
@@ -87,6 +89,10 @@ pub struct SessionPlan {
 pub struct Plan {
     pub tunnels: BTreeMap<TunnelName, TunnelPlan>,
     pub sessions: BTreeMap<String, SessionPlan>,
+    /// Tunnels the store last reported up. Read once, when the daemon
+    /// starts: a restart sends no DELETE, so their customers probably
+    /// still hold SAs with us that we no longer have.
+    pub resume: BTreeSet<TunnelName>,
 }
 
 /// Computes the plan. Only connections of active VPN gateways get tunnels.
@@ -109,6 +115,13 @@ pub fn plan(state: &DesiredState, config: &Config) -> Plan {
         let allowed_sources = allowed_sources(spec);
         for t in &spec.tunnels {
             let name = tunnel_name(&conn.id, t.family);
+            let reported = match t.family {
+                Family::V4 => conn.tunnel_status_ipv4,
+                Family::V6 => conn.tunnel_status_ipv6,
+            };
+            if reported.or(t.primary.then_some(conn.tunnel_status)) == Some(TunnelStatus::Up) {
+                out.resume.insert(name.clone());
+            }
             out.tunnels.insert(
                 name.clone(),
                 TunnelPlan {

@@ -215,6 +215,9 @@ pub struct Runtime {
     snapshot: SharedSnapshot,
     ids: IdPool,
     tunnels_created: u64,
+    /// Set by the first `apply`: the tunnels the store reported up when
+    /// the daemon started and that are not running yet (`initiate_resumed`).
+    resume: Option<BTreeSet<TunnelName>>,
     next_session: SessionId,
     /// Volume lifetimes of every outbound SA (from `[child_sa]`).
     lifetime: Lifetime,
@@ -245,16 +248,42 @@ impl Runtime {
             placed_on: Vec::new(),
             ids: IdPool::new(gateway_common::TUNNELS_MAX_ENTRIES),
             tunnels_created: 0,
+            resume: None,
             next_session: 1,
             lifetime,
             reported: HashMap::new(),
         }
     }
 
+    /// A tunnel that was up when the daemon stopped (restart, crash): the
+    /// customer probably still holds its IKE and CHILD SAs, which we lost,
+    /// and would notice only when its DPD gives up (if it restarts at
+    /// all). So we initiate once, whatever the initiation policy, and our
+    /// IKE_AUTH's INITIAL_CONTACT makes the customer drop its stale SAs:
+    /// the outage is one handshake. Tunnels that were down are left to
+    /// their policy (a customer that initiates may be doing so already).
+    async fn initiate_resumed(&mut self, t: &TunnelPlan) -> Result<(), RuntimeError> {
+        let Some(resume) = self.resume.as_mut() else {
+            return Ok(());
+        };
+        if !resume.remove(&t.name) || t.initiate {
+            // Initiating tunnels initiate on their own.
+            return Ok(());
+        }
+        tracing::info!(tunnel = %t.name, "was up before the daemon started: initiating once with INITIAL_CONTACT (initiation policy customer_gateway)");
+        self.ike
+            .send(IkeCommand::Initiate(t.name.clone()))
+            .await
+            .map_err(|_| RuntimeError::DriverStopped("IKE"))
+    }
+
     /// Brings the running state to `plan`: removes what is no longer
     /// planned (or planned differently), then adds what is missing, then
     /// updates BGP policy and propagation in place (no session drop).
     pub async fn apply(&mut self, plan: &Plan) -> Result<(), RuntimeError> {
+        if self.resume.is_none() {
+            self.resume = Some(plan.resume.clone());
+        }
         let stale: Vec<TunnelName> = self
             .tunnels
             .iter()
@@ -279,7 +308,7 @@ impl Runtime {
             self.remove_session(&name).await?;
         }
         for name in stale {
-            self.remove_tunnel(&name).await?;
+            self.remove_tunnel(&name, true).await?;
         }
         for (name, t) in &plan.tunnels {
             if let Some(running) = self.tunnels.get_mut(name) {
@@ -290,11 +319,12 @@ impl Runtime {
                 }
             }
             match self.tunnels.get_mut(name) {
-                None => {
-                    if let Err(e) = self.add_tunnel(t).await {
-                        tracing::warn!(tunnel = %name, error = %e, "cannot start tunnel; will retry");
+                None => match self.add_tunnel(t).await {
+                    Ok(()) => self.initiate_resumed(t).await?,
+                    Err(e) => {
+                        tracing::warn!(tunnel = %name, error = %e, "cannot start tunnel; will retry")
                     }
-                }
+                },
                 Some(running) if running.plan.interco != t.interco => {
                     // A session attached or detached: change the TUN's
                     // addresses in place, the tunnel itself stays up.
@@ -516,7 +546,10 @@ impl Runtime {
         Ok(c)
     }
 
-    async fn remove_tunnel(&mut self, name: &str) -> Result<(), RuntimeError> {
+    /// Removes a tunnel from this host; `tell_peer`: delete its IKE SAs
+    /// toward the customer (DELETE) too, else they are only forgotten (a
+    /// restart: the customer keeps them until we are back).
+    async fn remove_tunnel(&mut self, name: &str, tell_peer: bool) -> Result<(), RuntimeError> {
         let Some(t) = self.tunnels.remove(name) else {
             return Ok(());
         };
@@ -527,10 +560,12 @@ impl Runtime {
                 tracing::debug!(spi = format_args!("{spi:08x}"), error = %e, "removing an inbound SA");
             }
         }
-        self.ike
-            .send(IkeCommand::RemoveConnection(name.to_owned()))
-            .await
-            .map_err(|_| RuntimeError::DriverStopped("IKE"))?;
+        if tell_peer {
+            self.ike
+                .send(IkeCommand::RemoveConnection(name.to_owned()))
+                .await
+                .map_err(|_| RuntimeError::DriverStopped("IKE"))?;
+        }
         if let Some((spi_in, spi_out)) = t.child {
             self.remove_child(t.id, spi_in, spi_out);
         }
@@ -1163,14 +1198,32 @@ impl Runtime {
     }
 
     /// Tears everything down (daemon shutdown).
-    pub async fn shutdown(&mut self) {
+    /// Removes everything this host set up. BGP sessions end with a
+    /// Cease either way (without Graceful Restart a session whose TCP
+    /// vanished silently would only end at the customer's hold timer).
+    /// `drain`: the host leaves service, so the IKE SAs are deleted toward
+    /// the customers; otherwise (a restart) they are not, and customers
+    /// keep them until we are back (see `initiate_resumed`).
+    pub async fn shutdown(&mut self, drain: bool) {
+        if drain {
+            tracing::warn!(
+                tunnels = self.tunnels.len(),
+                sessions = self.sessions.len(),
+                "draining: deleting every IKE SA toward the customers"
+            );
+        } else {
+            tracing::info!(
+                tunnels = self.tunnels.len(),
+                "stopping for a restart: customers keep their IKE and CHILD SAs (no IKE DELETE)"
+            );
+        }
         let names: Vec<String> = self.sessions.keys().cloned().collect();
         for n in names {
             let _ = self.remove_session(&n).await;
         }
         let names: Vec<String> = self.tunnels.keys().cloned().collect();
         for n in names {
-            let _ = self.remove_tunnel(&n).await;
+            let _ = self.remove_tunnel(&n, drain).await;
         }
     }
 

@@ -1,7 +1,10 @@
 //! The gateway daemon. `run` serves the API, loads the XDP programs and runs
 //! the agent; `load` only loads and attaches the XDP programs (what
 //! `cargo xtask build-and-load` runs). Both stop cleanly on Ctrl-C or
-//! SIGTERM, detaching the programs.
+//! SIGTERM, detaching the programs. SIGTERM and Ctrl-C are a restart for
+//! `run`: customers' IKE SAs are not deleted, and the restarted daemon
+//! initiates again with INITIAL_CONTACT; SIGUSR2 drains the host first
+//! (every IKE SA deleted) for taking it out of service.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gateway_config::Config;
-use gateway_user::agent::Agent;
+use gateway_user::agent::{Agent, Stop};
 use gateway_user::daemon::DataPath;
 use gateway_user::dataplane::xdp::XdpDataplane;
 use gateway_user::metrics::{self, SharedSnapshot};
@@ -96,13 +99,16 @@ fn one_line(e: &anyhow::Error) -> String {
     out
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn terminated() -> anyhow::Result<&'static str> {
+/// Resolves on the first SIGINT or SIGTERM (a restart) or SIGUSR2 (drain:
+/// the host leaves service).
+async fn terminated() -> anyhow::Result<(&'static str, Stop)> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut usr2 = signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
     Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+        _ = term.recv() => ("SIGTERM", Stop::Restart),
+        _ = int.recv() => ("SIGINT", Stop::Restart),
+        _ = usr2.recv() => ("SIGUSR2", Stop::Drain),
     })
 }
 
@@ -111,7 +117,7 @@ async fn load(path: &std::path::Path) -> anyhow::Result<()> {
     let dp = XdpDataplane::load(&config)?;
     println!("{}", dp.describe());
     println!("attached; Ctrl-C or SIGTERM detaches");
-    let sig = terminated().await?;
+    let (sig, _) = terminated().await?;
     drop(dp);
     println!("{sig}: detached and unpinned");
     Ok(())
@@ -132,7 +138,7 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the API to {}", config.api.listen))?;
     tracing::info!(listen = %config.api.listen, "serving the s2s-vpn API");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(Stop::No);
     let datapath = DataPath::start(&config, xdp.clone())?;
     let dataplane = datapath.dataplane.clone();
     let snapshot = SharedSnapshot::default();
@@ -182,18 +188,18 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
         listener,
         store,
         async move {
-            let _ = api_stop.wait_for(|s| *s).await;
+            let _ = api_stop.wait_for(|s| *s != Stop::No).await;
         },
     ));
-    let sig = tokio::select! {
+    let (sig, stop) = tokio::select! {
         s = terminated() => s?,
         r = api => {
             r.context("API task")??;
             anyhow::bail!("the API server stopped");
         }
     };
-    tracing::info!(signal = sig, "shutting down");
-    let _ = stop_tx.send(true);
+    tracing::info!(signal = sig, mode = ?stop, "shutting down");
+    let _ = stop_tx.send(stop);
     let _ = agent.await;
     datapath.shutdown();
     drop(xdp);
