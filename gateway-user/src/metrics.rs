@@ -54,6 +54,9 @@ pub struct Snapshot {
     pub connections: Vec<ConnectionInfo>,
     /// Tunnels configured since the daemon started (each takes a tunnel id).
     pub tunnels_created: u64,
+    /// The agent's last pass brought up everything the store plans
+    /// (every tunnel and BGP session configured): what `/readyz` reports.
+    pub converged: bool,
 }
 
 pub type SharedSnapshot = Arc<RwLock<Snapshot>>;
@@ -368,6 +371,7 @@ mod tests {
                 status: "limited_connectivity",
             }],
             tunnels_created: 3,
+            converged: true,
         };
         let table = crate::dataplane::backend::GatewayDataPlane::new(Arc::new(SaTable::new()));
         let text = render(&snap, &table, None);

@@ -674,6 +674,16 @@ fn a_restart_deletes_nothing_and_resumes_with_one_handshake() -> anyhow::Result<
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The restarted daemon serves, and says it is ready once the agent
+    // has configured the connection again.
+    let health = site.api.get_text("http://127.0.0.1:9108/healthz")?;
+    assert_eq!(health.trim(), "ok");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while site.api.get_text("http://127.0.0.1:9108/readyz").is_err() {
+        site.daemon.check()?;
+        anyhow::ensure!(Instant::now() < deadline, "/readyz not 200 within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let log = site.daemon.log_tail(200);
     assert!(
         log.contains("initiating once with INITIAL_CONTACT"),

@@ -96,7 +96,12 @@ fn build_topology() -> anyhow::Result<()> {
         (REMOTE, "eth0", "2001:db8:200::10/64"),
     ];
     for (ns, dev, addr) in addrs {
-        ns.exec(&["ip", "addr", "add", addr, "dev", dev, "nodad"])?;
+        // `nodad` is IPv6-only (`ip` warns on an IPv4 address).
+        let mut cmd = vec!["ip", "addr", "add", addr, "dev", dev];
+        if addr.contains(':') {
+            cmd.push("nodad");
+        }
+        ns.exec(&cmd)?;
     }
     for (ns, dev) in [
         (VPC, "eth0"),
@@ -742,7 +747,11 @@ fn interco_on_ipsec0(lab: &mut Lab, stop: &AtomicBool, conn_id: &str) -> anyhow:
     let conn = s2sctl(&["connection", "get", conn_id])?;
     for key in ["bgp_session_ipv4", "bgp_session_ipv6"] {
         if let Some(peer_ip) = conn[key]["peer_private_ip"].as_str() {
-            CGW.exec(&["ip", "addr", "add", peer_ip, "dev", "ipsec0", "nodad"])?;
+            let mut cmd = vec!["ip", "addr", "add", peer_ip, "dev", "ipsec0"];
+            if peer_ip.contains(':') {
+                cmd.push("nodad");
+            }
+            CGW.exec(&cmd)?;
         }
     }
     CGW.exec(&["ip", "link", "set", "ipsec0", "up"])

@@ -215,6 +215,8 @@ pub struct Runtime {
     snapshot: SharedSnapshot,
     ids: IdPool,
     tunnels_created: u64,
+    /// The last `apply` left every planned tunnel and session running.
+    converged: bool,
     /// Set by the first `apply`: the tunnels the store reported up when
     /// the daemon started and that are not running yet (`initiate_resumed`).
     resume: Option<BTreeSet<TunnelName>>,
@@ -248,6 +250,7 @@ impl Runtime {
             placed_on: Vec::new(),
             ids: IdPool::new(gateway_common::TUNNELS_MAX_ENTRIES),
             tunnels_created: 0,
+            converged: false,
             resume: None,
             next_session: 1,
             lifetime,
@@ -403,6 +406,8 @@ impl Runtime {
         local.dedup();
         self.datapath.set_local_addresses(local);
         self.rebalance(true);
+        self.converged = plan.tunnels.keys().all(|n| self.tunnels.contains_key(n))
+            && plan.sessions.keys().all(|n| self.sessions.contains_key(n));
         self.report_statuses();
         Ok(())
     }
@@ -1193,6 +1198,7 @@ impl Runtime {
                 .collect(),
             connections,
             tunnels_created: self.tunnels_created,
+            converged: self.converged,
         };
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snap;
     }

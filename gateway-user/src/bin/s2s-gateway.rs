@@ -148,7 +148,30 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
             .with_context(|| format!("binding the metrics endpoint to {addr}"))?;
         tracing::info!(listen = %addr, "serving /metrics");
         let (snapshot, dataplane, xdp) = (snapshot.clone(), dataplane.clone(), xdp.clone());
-        let app = axum::Router::new().route(
+        let ready = snapshot.clone();
+        let app = axum::Router::new()
+            // The process serves.
+            .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+            // Ready for traffic: the store opened, the data path started and
+            // the XDP programs attached (all before this listener exists),
+            // and the agent's last pass configured everything planned.
+            .route(
+                "/readyz",
+                axum::routing::get(move || {
+                    let converged = ready.read().map(|s| s.converged).unwrap_or(false);
+                    async move {
+                        if converged {
+                            (axum::http::StatusCode::OK, "ready\n")
+                        } else {
+                            (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                "not ready: the agent has not configured every planned tunnel and BGP session yet\n",
+                            )
+                        }
+                    }
+                }),
+            )
+            .route(
             "/metrics",
             axum::routing::get(move || {
                 let (snapshot, dataplane, xdp) = (snapshot.clone(), dataplane.clone(), xdp.clone());
