@@ -174,6 +174,9 @@ pub struct SessionStatus {
     pub adj_rib_out: usize,
     /// Bytes waiting to be written to the peer.
     pub out_queue_bytes: usize,
+    /// Established with Graceful Restart negotiated (RFC 4724): ending it
+    /// without a NOTIFICATION leaves the peer our routes, marked stale.
+    pub graceful_restart: bool,
 }
 
 enum NetEvent {
@@ -642,6 +645,7 @@ impl Main {
                     adj_rib_in: s.adj_rib_in_len(),
                     adj_rib_out: s.adj_rib_out().count(),
                     out_queue_bytes,
+                    graceful_restart: s.graceful_restart(),
                 }));
             }
         }

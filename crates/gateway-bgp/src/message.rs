@@ -63,6 +63,7 @@ pub mod open_error {
 pub const CAP_MULTIPROTOCOL: u8 = 1;
 pub const CAP_ROUTE_REFRESH: u8 = 2;
 pub const CAP_FOUR_OCTET_AS: u8 = 65;
+pub const CAP_GRACEFUL_RESTART: u8 = 64;
 const OPT_PARAM_CAPABILITIES: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,10 +75,67 @@ pub enum Capability {
     },
     RouteRefresh,
     FourOctetAs(u32),
+    /// RFC 4724 §3: Restart State (R) bit, Restart Time in seconds (12
+    /// bits), and per family whether its forwarding state was preserved.
+    GracefulRestart(GracefulRestart),
     Other {
         code: u8,
         value: Vec<u8>,
     },
+}
+
+/// The Graceful Restart capability's value (RFC 4724 §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GracefulRestart {
+    /// Restart State: the speaker has restarted (its peer should not wait
+    /// for its End-of-RIB before sending its own routes).
+    pub restarting: bool,
+    /// How long the peer keeps our routes after the session is lost, in
+    /// seconds (at most 4095).
+    pub restart_time: u16,
+    /// (AFI, SAFI, forwarding state preserved) per family.
+    pub families: Vec<(u16, u8, bool)>,
+}
+
+impl GracefulRestart {
+    const RESTART_STATE: u16 = 0x8000;
+    const FORWARDING: u8 = 0x80;
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        let flags = if self.restarting {
+            Self::RESTART_STATE
+        } else {
+            0
+        };
+        out.extend_from_slice(&(flags | (self.restart_time & 0x0fff)).to_be_bytes());
+        for (afi, safi, forwarding) in &self.families {
+            out.extend_from_slice(&afi.to_be_bytes());
+            out.push(*safi);
+            out.push(if *forwarding { Self::FORWARDING } else { 0 });
+        }
+    }
+
+    /// `None` unless 2 + 4n bytes.
+    fn decode(v: &[u8]) -> Option<Self> {
+        if v.len() < 2 || (v.len() - 2) % 4 != 0 {
+            return None;
+        }
+        let head = u16::from_be_bytes([v[0], v[1]]);
+        Some(Self {
+            restarting: head & Self::RESTART_STATE != 0,
+            restart_time: head & 0x0fff,
+            families: v[2..]
+                .chunks_exact(4)
+                .map(|c| {
+                    (
+                        u16::from_be_bytes([c[0], c[1]]),
+                        c[2],
+                        c[3] & Self::FORWARDING != 0,
+                    )
+                })
+                .collect(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +182,14 @@ impl Open {
 
     pub fn route_refresh(&self) -> bool {
         self.capabilities.contains(&Capability::RouteRefresh)
+    }
+
+    /// The Graceful Restart capability, if announced.
+    pub fn graceful_restart(&self) -> Option<&GracefulRestart> {
+        self.capabilities.iter().find_map(|c| match c {
+            Capability::GracefulRestart(g) => Some(g),
+            _ => None,
+        })
     }
 
     /// Families announced with the multiprotocol capability; a speaker that
@@ -376,6 +442,13 @@ impl Message {
                             caps.extend_from_slice(&[CAP_FOUR_OCTET_AS, 4]);
                             caps.extend_from_slice(&a.to_be_bytes());
                         }
+                        Capability::GracefulRestart(g) => {
+                            let mut v = Vec::new();
+                            g.encode(&mut v);
+                            caps.push(CAP_GRACEFUL_RESTART);
+                            caps.push(v.len() as u8);
+                            caps.extend_from_slice(&v);
+                        }
                         Capability::Other { code, value } => {
                             caps.push(*code);
                             caps.push(value.len() as u8);
@@ -469,6 +542,13 @@ fn decode_open(body: &[u8]) -> Result<Open, MessageError> {
                 (CAP_FOUR_OCTET_AS, 4) => Capability::FourOctetAs(u32::from_be_bytes([
                     value[0], value[1], value[2], value[3],
                 ])),
+                (CAP_GRACEFUL_RESTART, _) => match GracefulRestart::decode(value) {
+                    Some(g) => Capability::GracefulRestart(g),
+                    None => Capability::Other {
+                        code,
+                        value: value.to_vec(),
+                    },
+                },
                 _ => Capability::Other {
                     code,
                     value: value.to_vec(),

@@ -20,8 +20,8 @@ use crate::attribute::{
     AfiSafi, AsPath, Community, MpNextHop, MpReachNlri, MpUnreachNlri, Origin, PathAttribute,
 };
 use crate::message::{
-    cease, code, frame_len, open_error, Codec, Message, MessageError, Notification, Open,
-    RouteRefresh, Update, MAX_MESSAGE_LEN,
+    cease, code, frame_len, open_error, Capability, Codec, GracefulRestart, Message, MessageError,
+    Notification, Open, RouteRefresh, Update, MAX_MESSAGE_LEN,
 };
 use crate::policy::{local_pref_from_communities, RoutingPolicy};
 use crate::{Action, SessionId};
@@ -162,6 +162,15 @@ pub struct SessionConfig {
     /// interval is not lost: one (and only one) is remembered and answered
     /// when the interval has passed; further ones are folded into it.
     pub route_refresh_interval: Duration,
+    /// Announce Graceful Restart (RFC 4724) with this restart time in
+    /// seconds: when our side of the session goes without a NOTIFICATION
+    /// (the daemon restarting), a peer that helps keeps our routes for
+    /// that long, marked stale, until our End-of-RIB after the new
+    /// session. `None`: not announced.
+    pub graceful_restart: Option<u16>,
+    /// Set the Restart State bit in the first OPEN: we have just
+    /// restarted, and the peer knew us with Graceful Restart.
+    pub restarting: bool,
 }
 
 impl SessionConfig {
@@ -190,6 +199,8 @@ impl SessionConfig {
             passive: false,
             max_prefixes: None,
             route_refresh_interval: ROUTE_REFRESH_INTERVAL,
+            graceful_restart: None,
+            restarting: false,
         }
     }
 
@@ -292,6 +303,9 @@ struct Negotiated {
     codec: Codec,
     families: Vec<AfiSafi>,
     peer_id: Ipv4Addr,
+    /// Both sides announced Graceful Restart: End-of-RIB markers are
+    /// exchanged, and our side may go without a NOTIFICATION.
+    graceful_restart: bool,
 }
 
 #[derive(Debug)]
@@ -316,6 +330,9 @@ pub struct Session {
     last_error: Option<Notification>,
     /// When we last answered a ROUTE-REFRESH on this connection.
     last_refresh_answer: Option<Instant>,
+    /// The Restart State bit of our next OPEN (`SessionConfig::restarting`
+    /// until a session was established once).
+    restarting: bool,
     /// A ROUTE-REFRESH arrived inside the interval and waits for
     /// [`Timer::RouteRefresh`].
     refresh_pending: bool,
@@ -323,6 +340,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(id: SessionId, config: SessionConfig, policy: SessionPolicy) -> Self {
+        let config_restarting = config.restarting;
         Self {
             id,
             config,
@@ -341,7 +359,31 @@ impl Session {
             last_error: None,
             last_refresh_answer: None,
             refresh_pending: false,
+            restarting: config_restarting,
         }
+    }
+
+    /// Whether the established session negotiated Graceful Restart: it
+    /// may then end without a NOTIFICATION and the peer keeps our routes
+    /// for the restart time.
+    pub fn graceful_restart(&self) -> bool {
+        self.state == State::Established
+            && self.negotiated.as_ref().is_some_and(|n| n.graceful_restart)
+    }
+
+    /// The End-of-RIB marker of our family (RFC 4724 §2): an empty UPDATE
+    /// for IPv4 unicast, an empty MP_UNREACH_NLRI otherwise.
+    fn end_of_rib(&self) -> Message {
+        Message::Update(match self.config.family() {
+            AfiSafi::Ipv4Unicast => Update::default(),
+            family => Update {
+                path_attributes: vec![PathAttribute::MpUnreachNlri(MpUnreachNlri {
+                    afi_safi: family,
+                    withdrawn: Vec::new(),
+                })],
+                ..Update::default()
+            },
+        })
     }
 
     pub fn id(&self) -> SessionId {
@@ -572,6 +614,11 @@ impl Session {
                 }
                 out.push(Action::SessionUp { session: self.id });
                 self.sync_adj_rib_out(out);
+                if self.negotiated.as_ref().is_some_and(|n| n.graceful_restart) {
+                    // RFC 4724 §2: our initial routes are all sent.
+                    self.send_to_primary(&self.end_of_rib(), out);
+                }
+                self.restarting = false;
             }
             (Established, Event::KeepAliveMsg(_)) => self.arm_hold(now, out),
             (Established, Event::UpdateMsg(_, update)) => {
@@ -772,16 +819,30 @@ impl Session {
             },
             families: ours.into_iter().filter(|f| theirs.contains(f)).collect(),
             peer_id: open.bgp_identifier,
+            graceful_restart: self.config.graceful_restart.is_some()
+                && open.graceful_restart().is_some(),
         })
     }
 
     fn send_open(&self, conn: ConnId, out: &mut Out) {
-        let open = Open::new(
+        let mut open = Open::new(
             self.config.local_asn,
             self.config.hold_time,
             self.config.router_id,
             &[self.config.family()],
         );
+        if let Some(restart_time) = self.config.graceful_restart {
+            let f = self.config.family();
+            open.capabilities
+                .push(Capability::GracefulRestart(GracefulRestart {
+                    restarting: self.restarting,
+                    restart_time: restart_time.min(0x0fff),
+                    // What we announce are the VPC's prefixes, reached on
+                    // the LAN whatever the BGP session does: forwarding to
+                    // them survives our restart.
+                    families: vec![(f.afi(), f.safi(), true)],
+                }));
+        }
         out.push(Action::Send {
             session: self.id,
             conn,

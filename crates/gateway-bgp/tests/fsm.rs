@@ -7,9 +7,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use gateway_bgp::attribute::{
-    AfiSafi, AsPath, Community, MpNextHop, MpReachNlri, Origin, PathAttribute,
+    AfiSafi, AsPath, Community, MpNextHop, MpReachNlri, MpUnreachNlri, Origin, PathAttribute,
 };
-use gateway_bgp::message::{frame_len, Codec, Message, Notification, Open, RouteRefresh, Update};
+use gateway_bgp::message::{
+    frame_len, Capability, Codec, GracefulRestart, Message, Notification, Open, RouteRefresh,
+    Update,
+};
 use gateway_bgp::policy::{COMMUNITY_HIGH, COMMUNITY_LOW};
 use gateway_bgp::{
     Action, Direction, Input, Route, RouteChange, RoutingPolicy, SessionConfig, SessionPolicy,
@@ -1200,4 +1203,121 @@ fn full_send_queue_closes_with_cease_out_of_resources() {
     assert_ne!(h.state(1), State::Established);
     // A stale report for a connection already let go of changes nothing.
     assert!(h.input(1, Input::SendQueueFull { conn: 1 }).is_empty());
+}
+
+fn peer_open_with_gr(family: AfiSafi) -> Vec<u8> {
+    let mut open = Open::new(PEER_ASN, 30, Ipv4Addr::new(10, 255, 0, 2), &[family]);
+    open.capabilities
+        .push(Capability::GracefulRestart(GracefulRestart {
+            restarting: false,
+            restart_time: 120,
+            families: vec![(family.afi(), family.safi(), false)],
+        }));
+    Message::Open(open).encode(Codec::default())
+}
+
+/// Graceful Restart (RFC 4724) as the restarting speaker: our OPEN
+/// announces it (Restart State set when configured as just restarted,
+/// forwarding preserved for our family), our initial routes end with an
+/// End-of-RIB when the peer announced it too (an empty UPDATE for IPv4, an
+/// empty MP_UNREACH_NLRI for IPv6), the session reports it negotiated, and
+/// a later session of the same speaker no longer claims a restart.
+#[test]
+fn graceful_restart_is_announced_and_initial_routes_end_with_end_of_rib() {
+    for (local, peer, family, exported) in [
+        (
+            "169.254.0.1",
+            "169.254.0.2",
+            AfiSafi::Ipv4Unicast,
+            "198.51.100.0/24",
+        ),
+        (
+            "fd00::a",
+            "fd00::b",
+            AfiSafi::Ipv6Unicast,
+            "2001:db8:100::/48",
+        ),
+    ] {
+        let mut h = Harness::new();
+        let mut c = config(local, peer);
+        c.graceful_restart = Some(120);
+        c.restarting = true;
+        h.add(1, c, policy(&[], &[exported], &[exported]));
+        let a = h.input(
+            1,
+            Input::TcpConnected {
+                conn: 7,
+                direction: Direction::Outgoing,
+            },
+        );
+        let Message::Open(open) = &sent(&a, 7)[0] else {
+            panic!("OPEN expected")
+        };
+        assert_eq!(
+            open.graceful_restart(),
+            Some(&GracefulRestart {
+                restarting: true,
+                restart_time: 120,
+                families: vec![(family.afi(), family.safi(), true)],
+            })
+        );
+        let mut a = h.recv(1, 7, &peer_open_with_gr(family));
+        a.extend(h.recv(1, 7, &keepalive()));
+        assert_eq!(h.state(1), State::Established);
+        assert!(h.speaker.session(1).unwrap().graceful_restart());
+        let updates: Vec<Update> = sent(&a, 7)
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Update(u) => Some(u),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(updates.len(), 2, "{updates:?}");
+        let eor = match family {
+            AfiSafi::Ipv4Unicast => Update::default(),
+            _ => Update {
+                path_attributes: vec![PathAttribute::MpUnreachNlri(MpUnreachNlri {
+                    afi_safi: family,
+                    withdrawn: Vec::new(),
+                })],
+                ..Update::default()
+            },
+        };
+        assert_eq!(updates[1], eor, "End-of-RIB last");
+        // The peer's End-of-RIB is harmless.
+        let a = h.recv(1, 7, &Message::Update(eor.clone()).encode(Codec::default()));
+        assert!(routes(&a).is_empty());
+        assert_eq!(h.state(1), State::Established);
+
+        // The session drops and comes back: no restart claimed any more.
+        h.input(1, Input::TcpClosed { conn: 7 });
+        let a = h.input(
+            1,
+            Input::TcpConnected {
+                conn: 8,
+                direction: Direction::Incoming,
+            },
+        );
+        let Message::Open(open) = &sent(&a, 8)[0] else {
+            panic!("OPEN expected")
+        };
+        assert!(!open.graceful_restart().unwrap().restarting);
+    }
+
+    // A peer without the capability gets no End-of-RIB.
+    let mut h = Harness::new();
+    let mut c = config("169.254.0.1", "169.254.0.2");
+    c.graceful_restart = Some(120);
+    h.add(
+        1,
+        c,
+        policy(&[], &["198.51.100.0/24"], &["198.51.100.0/24"]),
+    );
+    let a = h.establish(1, 7, &peer_open(PEER_ASN, 30, AfiSafi::Ipv4Unicast));
+    assert!(!h.speaker.session(1).unwrap().graceful_restart());
+    let updates = sent(&a, 7)
+        .into_iter()
+        .filter(|m| matches!(m, Message::Update(_)))
+        .count();
+    assert_eq!(updates, 1);
 }

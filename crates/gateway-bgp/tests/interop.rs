@@ -464,6 +464,144 @@ fn bird_interop() {
     }
 }
 
+/// Graceful Restart (RFC 4724) with BIRD's default (`graceful restart
+/// aware`, what our generated BIRD config leaves on): our speaker goes
+/// away without a NOTIFICATION, as the daemon does when it restarts, and
+/// BIRD keeps our route while we are away; the restarted speaker (Restart
+/// State set) re-establishes, and the route is still there after our
+/// End-of-RIB. Without Graceful Restart BIRD drops the route as soon as
+/// the TCP connection closes (checked: this test then fails).
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn bird_keeps_our_routes_across_our_graceful_restart() {
+    let mut lab = Lab::new("birdgr");
+    let conf = lab.path("bird.conf");
+    let ctl = lab.path("bird.ctl");
+    let log = lab.path("bird.log");
+    let pid = lab.path("bird.pid");
+    fs::write(
+        &conf,
+        format!(
+            r#"
+router id 10.255.0.2;
+log "{}" all;
+protocol device {{ }}
+protocol static st4 {{
+  ipv4;
+  route 203.0.113.0/24 blackhole;
+}}
+protocol bgp us1 {{
+  local 169.254.0.2 as 65001;
+  neighbor 169.254.0.1 as 12876;
+  hold time 30;
+  connect retry time 1;
+  connect delay time 1;
+  error wait time 1, 2;
+  ipv4 {{ import all; export all; }};
+}}
+"#,
+            log.display()
+        ),
+    )
+    .unwrap();
+    lab.pid_file = Some(pid.clone());
+    lab.spawn_in_peer(&[
+        "bird",
+        "-f",
+        "-c",
+        conf.to_str().unwrap(),
+        "-s",
+        ctl.to_str().unwrap(),
+        "-P",
+        pid.to_str().unwrap(),
+    ]);
+    let birdc = {
+        let peer = lab.peer.clone();
+        let ctl = ctl.to_str().unwrap().to_owned();
+        move |args: &[&str]| {
+            let mut v = vec!["ip", "netns", "exec", &peer, "birdc", "-s", &ctl];
+            v.extend_from_slice(args);
+            query(&v)
+        }
+    };
+    let ours = |birdc: &dyn Fn(&[&str]) -> String| {
+        birdc(&["show", "route", "protocol", "us1"]).contains("198.51.100.0/24")
+    };
+    let mut config = session("169.254.0.1", "169.254.0.2", 65001);
+    config.hold_time = 30;
+    config.graceful_restart = Some(120);
+    let pol = policy(
+        &["203.0.113.0/24"],
+        &["198.51.100.0/24"],
+        &["198.51.100.0/24"],
+    );
+    let lab_ref = &lab;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lab_ref.run_in_us(move || async move {
+            // The first daemon: its own runtime on its own thread (in our
+            // namespace, inherited), dropped as a process exits: the
+            // sockets close, no NOTIFICATION is sent.
+            let (first_config, first_policy, first_birdc) =
+                (config.clone(), pol.clone(), birdc.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let (h, _events) = driver::spawn();
+                    h.add_session(1, first_config, first_policy).await.unwrap();
+                    wait_for!(
+                        "the first session Established",
+                        20,
+                        state(&h, 1).await == Some(State::Established)
+                    );
+                    wait_for!("our route in BIRD", 10, ours(&first_birdc));
+                    let st = h.session_status(1).await.unwrap().unwrap();
+                    assert!(st.graceful_restart, "Graceful Restart not negotiated");
+                });
+                drop(rt);
+            })
+            .join()
+            .unwrap();
+            // BIRD noticed (the connection closed) and keeps our route.
+            wait_for!("BIRD to notice the session is gone", 10, {
+                !birdc(&["show", "protocols", "us1"]).contains("Established")
+            });
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            assert!(
+                ours(&birdc),
+                "BIRD dropped our route while we restarted:\n{}",
+                birdc(&["show", "protocols", "all", "us1"])
+            );
+            // The restarted daemon.
+            let mut again = config;
+            again.restarting = true;
+            let (h, _events) = driver::spawn();
+            h.add_session(1, again, pol).await.unwrap();
+            wait_for!(
+                "the session Established again",
+                20,
+                state(&h, 1).await == Some(State::Established)
+            );
+            wait_for!(
+                "BIRD's route again",
+                10,
+                best(&h, "203.0.113.0/24").await.is_some()
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert!(ours(&birdc), "{}", birdc(&["show", "route", "all"]));
+        })
+    }));
+    if let Err(p) = result {
+        eprintln!(
+            "bird log:\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::panic::resume_unwind(p);
+    }
+}
+
 // ----------------------------------------------------------------- FRR ----
 
 fn frr_conf(dir: &Path) -> String {

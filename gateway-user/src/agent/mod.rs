@@ -65,11 +65,14 @@ pub enum Stop {
     No,
     /// A restart or an upgrade (SIGTERM, SIGINT): no IKE DELETE, so the
     /// customers keep their SAs and the restarted daemon replaces them
-    /// with one handshake; the local state (TUNs, routes, SAs in the data
-    /// plane) goes with the process and comes back from the store.
+    /// with one handshake; BGP sessions with Graceful Restart end without
+    /// a Cease, so customers keep our routes; the local state (TUNs,
+    /// routes, SAs in the data plane) goes with the process and comes back
+    /// from the store.
     Restart,
     /// The host leaves service on purpose (SIGUSR2): every IKE SA is
-    /// deleted toward its customer first.
+    /// deleted toward its customer and every BGP session closed with a
+    /// Cease first.
     Drain,
 }
 

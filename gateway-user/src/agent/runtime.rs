@@ -48,6 +48,9 @@ use crate::metrics::{ConnectionInfo, SessionInfo, SharedSnapshot, Snapshot, Tunn
 /// inner MTU (the backend then sets the TUN to it, so that path MTU
 /// discovery gives the same answer on both paths).
 const TUN_MTU: u32 = gateway_common::TUNNEL_INNER_MTU as u32;
+/// Graceful Restart (RFC 4724) restart time we announce: how long a
+/// customer that helps keeps our routes while the daemon restarts.
+const GRACEFUL_RESTART_TIME: u16 = 120;
 /// DPD every 3 s of IKE silence; a request unanswered after 3
 /// retransmissions (1 s, x1.5 each: 8.1 s in all) declares the peer dead.
 /// A cut path is thus noticed within about 11 s, and its routes have moved
@@ -220,6 +223,9 @@ pub struct Runtime {
     /// Set by the first `apply`: the tunnels the store reported up when
     /// the daemon started and that are not running yet (`initiate_resumed`).
     resume: Option<BTreeSet<TunnelName>>,
+    /// During the first `apply`, the same tunnels: their BGP sessions
+    /// announce that we restarted (Graceful Restart's Restart State).
+    restarted: BTreeSet<TunnelName>,
     next_session: SessionId,
     /// Volume lifetimes of every outbound SA (from `[child_sa]`).
     lifetime: Lifetime,
@@ -252,6 +258,7 @@ impl Runtime {
             tunnels_created: 0,
             converged: false,
             resume: None,
+            restarted: BTreeSet::new(),
             next_session: 1,
             lifetime,
             reported: HashMap::new(),
@@ -286,6 +293,7 @@ impl Runtime {
     pub async fn apply(&mut self, plan: &Plan) -> Result<(), RuntimeError> {
         if self.resume.is_none() {
             self.resume = Some(plan.resume.clone());
+            self.restarted = plan.resume.clone();
         }
         let stale: Vec<TunnelName> = self
             .tunnels
@@ -308,7 +316,7 @@ impl Runtime {
             .map(|(name, _)| name.clone())
             .collect();
         for name in stale_sessions {
-            self.remove_session(&name).await?;
+            self.remove_session(&name, true).await?;
         }
         for name in stale {
             self.remove_tunnel(&name, true).await?;
@@ -408,6 +416,7 @@ impl Runtime {
         self.rebalance(true);
         self.converged = plan.tunnels.keys().all(|n| self.tunnels.contains_key(n))
             && plan.sessions.keys().all(|n| self.sessions.contains_key(n));
+        self.restarted.clear();
         self.report_statuses();
         Ok(())
     }
@@ -613,6 +622,8 @@ impl Runtime {
         )
         .map_err(|e| tunnel_err(&plan.tunnel, "BGP session")(Box::new(e)))?;
         config.max_prefixes = Some(plan.max_prefixes);
+        config.graceful_restart = Some(GRACEFUL_RESTART_TIME);
+        config.restarting = self.restarted.contains(&plan.tunnel);
         let id = self.next_session;
         self.next_session += 1;
         let policy = SessionPolicy {
@@ -638,7 +649,9 @@ impl Runtime {
         Ok(())
     }
 
-    async fn remove_session(&mut self, name: &str) -> Result<(), RuntimeError> {
+    /// Removes a BGP session; `cease`: close it toward the customer with
+    /// a Cease, else leave it to end with the process (Graceful Restart).
+    async fn remove_session(&mut self, name: &str, cease: bool) -> Result<(), RuntimeError> {
         let Some(s) = self.sessions.remove(name) else {
             return Ok(());
         };
@@ -646,10 +659,12 @@ impl Runtime {
         if let Some(via) = s.detour {
             self.withdraw_peer_route(&s.plan, via);
         }
-        self.bgp
-            .remove_session(s.id)
-            .await
-            .map_err(|_| RuntimeError::DriverStopped("BGP"))?;
+        if cease {
+            self.bgp
+                .remove_session(s.id)
+                .await
+                .map_err(|_| RuntimeError::DriverStopped("BGP"))?;
+        }
         Ok(())
     }
 
@@ -1204,12 +1219,14 @@ impl Runtime {
     }
 
     /// Tears everything down (daemon shutdown).
-    /// Removes everything this host set up. BGP sessions end with a
-    /// Cease either way (without Graceful Restart a session whose TCP
-    /// vanished silently would only end at the customer's hold timer).
-    /// `drain`: the host leaves service, so the IKE SAs are deleted toward
-    /// the customers; otherwise (a restart) they are not, and customers
-    /// keep them until we are back (see `initiate_resumed`).
+    /// Removes everything this host set up. `drain`: the host leaves
+    /// service, so the IKE SAs are deleted toward the customers and the BGP
+    /// sessions closed with a Cease. Otherwise (a restart) no DELETE goes
+    /// out, customers keep their SAs until we are back (see
+    /// `initiate_resumed`), and a BGP session that negotiated Graceful
+    /// Restart ends without a NOTIFICATION, so the customer keeps our
+    /// routes; one without it still gets a Cease (a session whose TCP
+    /// vanished silently would end only at the customer's hold timer).
     pub async fn shutdown(&mut self, drain: bool) {
         if drain {
             tracing::warn!(
@@ -1225,7 +1242,23 @@ impl Runtime {
         }
         let names: Vec<String> = self.sessions.keys().cloned().collect();
         for n in names {
-            let _ = self.remove_session(&n).await;
+            let graceful = match self.sessions.get(&n) {
+                Some(s) if !drain => self
+                    .bgp
+                    .session_status(s.id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|st| st.graceful_restart),
+                _ => false,
+            };
+            if graceful {
+                // No Cease: the customer keeps our routes (stale) for the
+                // restart time, and the restarted daemon's session, its
+                // routes and its End-of-RIB refresh them.
+                tracing::info!(session = %n, restart_time = GRACEFUL_RESTART_TIME, "BGP session left to Graceful Restart");
+            }
+            let _ = self.remove_session(&n, !graceful).await;
         }
         let names: Vec<String> = self.tunnels.keys().cloned().collect();
         for n in names {
