@@ -9,7 +9,8 @@ use gateway_bgp::attribute::{
     Origin, PathAttribute, SegmentType,
 };
 use gateway_bgp::message::{
-    frame_len, Capability, Codec, Message, MessageError, Notification, Open, RouteRefresh, Update,
+    frame_len, Capability, Codec, GracefulRestart, Message, MessageError, Notification, Open,
+    RouteRefresh, Update,
 };
 
 const FOUR: Codec = Codec {
@@ -89,13 +90,15 @@ fn open_four_octet_asn_uses_as_trans() {
 #[test]
 fn open_capabilities_in_separate_parameters_and_unknown_ones() {
     // BIRD sends one capability per parameter, plus ones we do not use
-    // (graceful restart 64 here).
+    // (200 here). Graceful restart (64): Restart State set, 120 s, no
+    // family.
     let wire = cat(&[
-        &header(19 + 10 + 14, 1),
+        &header(19 + 10 + 20, 1),
         &[4, 0xfd, 0xe9, 0, 240, 10, 0, 0, 1],
-        &[14],
+        &[20],
         &[2, 6, 1, 4, 0, 1, 0, 1],
         &[2, 4, 64, 2, 0x80, 0x78],
+        &[2, 4, 200, 2, 0xab, 0xcd],
     ]);
     let Message::Open(open) = Message::decode(&wire, FOUR).unwrap() else {
         panic!("not an OPEN")
@@ -106,11 +109,42 @@ fn open_capabilities_in_separate_parameters_and_unknown_ones() {
         open.capabilities,
         vec![
             Capability::MultiProtocol { afi: 1, safi: 1 },
+            Capability::GracefulRestart(GracefulRestart {
+                restarting: true,
+                restart_time: 120,
+                families: Vec::new(),
+            }),
             Capability::Other {
-                code: 64,
-                value: vec![0x80, 0x78]
+                code: 200,
+                value: vec![0xab, 0xcd]
             }
         ]
+    );
+    // Graceful restart with families round-trips; a malformed one (not
+    // 2 + 4n bytes) stays an unknown capability.
+    let mut ours = open.clone();
+    ours.capabilities = vec![Capability::GracefulRestart(GracefulRestart {
+        restarting: false,
+        restart_time: 4095,
+        families: vec![(1, 1, true), (2, 1, false)],
+    })];
+    let bytes = Message::Open(ours.clone()).encode(FOUR);
+    assert_eq!(Message::decode(&bytes, FOUR).unwrap(), Message::Open(ours));
+    let odd = cat(&[
+        &header(19 + 10 + 7, 1),
+        &[4, 0xfd, 0xe9, 0, 240, 10, 0, 0, 1],
+        &[7],
+        &[2, 5, 64, 3, 0, 120, 1],
+    ]);
+    let Message::Open(open) = Message::decode(&odd, FOUR).unwrap() else {
+        panic!("not an OPEN")
+    };
+    assert_eq!(
+        open.capabilities,
+        vec![Capability::Other {
+            code: 64,
+            value: vec![0, 120, 1]
+        }]
     );
     // No multiprotocol capability at all means IPv4 unicast.
     let bare = cat(&[&header(29, 1), &[4, 0xfd, 0xe9, 0, 90, 10, 0, 0, 1, 0]]);
