@@ -314,6 +314,30 @@ impl Config {
         Ok(config)
     }
 
+    /// Everything wrong with the config file at `path`, for
+    /// `s2s-gateway check-config`: the read or parse error (TOML syntax,
+    /// an unknown key, a wrong type: the parser stops at the first, and
+    /// its message names the key and line), else every semantic problem
+    /// ([`Config::problems`]). Empty: the file is valid.
+    pub fn check_file(path: &Path) -> Vec<ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(source) => {
+                return vec![ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                }]
+            }
+        };
+        match toml::from_str::<Config>(&text) {
+            Ok(config) => config.problems(),
+            Err(source) => vec![ConfigError::Parse {
+                path: path.to_owned(),
+                source: Box::new(source),
+            }],
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: PathBuf::from("<string>"),
@@ -324,15 +348,24 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        match self.problems().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every semantic problem of a config that parsed, in one pass, each
+    /// naming its key (what `s2s-gateway check-config` prints).
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        let mut bad = |msg: String| out.push(ConfigError::Invalid(msg));
         if self.interfaces.wan == self.interfaces.lan {
-            return Err(ConfigError::Invalid(
-                "interfaces.wan and interfaces.lan must differ".into(),
-            ));
+            bad("interfaces.wan and interfaces.lan must differ".into());
         }
         if self.datapath.icmp_too_big_per_second == 0 || self.datapath.icmp_too_big_burst == 0 {
-            return Err(ConfigError::Invalid(
+            bad(
                 "datapath.icmp_too_big_per_second and icmp_too_big_burst must be at least 1".into(),
-            ));
+            );
         }
         let l = &self.child_sa;
         for (what, soft, hard) in [
@@ -340,67 +373,57 @@ impl Config {
             ("bytes", l.soft_bytes, l.hard_bytes),
         ] {
             if soft == Some(0) || hard == Some(0) {
-                return Err(ConfigError::Invalid(format!(
+                bad(format!(
                     "child_sa: soft_{what} and hard_{what} must be positive"
-                )));
-            }
-            if let (Some(s), Some(h)) = (soft, hard) {
+                ));
+            } else if let (Some(s), Some(h)) = (soft, hard) {
                 if s >= h {
-                    return Err(ConfigError::Invalid(format!(
+                    bad(format!(
                         "child_sa.soft_{what} ({s}) must be below child_sa.hard_{what} ({h}): the rekey must start before the SA stops"
-                    )));
+                    ));
                 }
             }
         }
         let mut seen = std::collections::HashSet::new();
         for t in &self.gateway_types {
             if !seen.insert(t.name.as_str()) {
-                return Err(ConfigError::Invalid(format!(
-                    "gateway_types: duplicate name {}",
-                    t.name
-                )));
+                bad(format!("gateway_types: duplicate name {}", t.name));
             }
         }
         let mut seen = std::collections::HashSet::new();
         for ip in &self.public_ips {
             if !seen.insert(ip.id.as_str()) {
-                return Err(ConfigError::Invalid(format!(
-                    "public_ips: duplicate id {}",
-                    ip.id
-                )));
+                bad(format!("public_ips: duplicate id {}", ip.id));
             }
         }
         let mut seen = std::collections::HashSet::new();
         for pn in &self.private_networks {
             if !seen.insert(pn.id.as_str()) {
-                return Err(ConfigError::Invalid(format!(
-                    "private_networks: duplicate id {}",
-                    pn.id
-                )));
+                bad(format!("private_networks: duplicate id {}", pn.id));
             }
             if pn.ipv4_subnet.is_none() && pn.ipv6_subnet.is_none() {
-                return Err(ConfigError::Invalid(format!(
+                bad(format!(
                     "private_networks {}: needs ipv4_subnet and/or ipv6_subnet",
                     pn.id
-                )));
+                ));
             }
         }
-        for (i, t) in self.api.tokens.iter().enumerate() {
-            check_token(t, || format!("api.tokens[{i}]"))?;
-        }
         if self.api.header_timeout_secs == 0 || self.api.body_timeout_secs == 0 {
-            return Err(ConfigError::Invalid(
-                "api.header_timeout_secs and api.body_timeout_secs must be at least 1".into(),
-            ));
+            bad("api.header_timeout_secs and api.body_timeout_secs must be at least 1".into());
         }
         if self.api.max_connections == 0 {
-            return Err(ConfigError::Invalid(
-                "api.max_connections must be at least 1".into(),
-            ));
+            bad("api.max_connections must be at least 1".into());
+        }
+        for (i, t) in self.api.tokens.iter().enumerate() {
+            if let Err(e) = check_token(t, || format!("api.tokens[{i}]")) {
+                out.push(e);
+            }
         }
         // A loose or malformed tokens file fails the load, not the first request.
-        self.api_tokens()?;
-        Ok(())
+        if let Err(e) = self.api_tokens() {
+            out.push(e);
+        }
+        out
     }
 
     /// The token list with `tokens_file` merged in. The file must not be
@@ -477,6 +500,55 @@ mod tests {
         assert_eq!(c.gateway.asn, DEFAULT_ASN);
         assert!(c.gateway_type("VGW-S").is_some());
         assert!(!c.public_ips.is_empty());
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_one_pass_with_its_key() {
+        let text = "[interfaces]\nwan = \"eth0\"\nlan = \"eth0\"\n\
+                    [api]\ntokens = [\"short\"]\nmax_connections = 0\n\
+                    [child_sa]\nsoft_packets = 10\nhard_packets = 5\n\
+                    [[public_ips]]\nid = \"a\"\naddress = \"192.0.2.1\"\n\
+                    [[public_ips]]\nid = \"a\"\naddress = \"192.0.2.2\"\n";
+        let dir = tempfile_dir();
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, text).unwrap();
+        let found: Vec<String> = Config::check_file(&path)
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        for key in [
+            "interfaces.wan and interfaces.lan",
+            "api.tokens[0]",
+            "api.max_connections",
+            "child_sa.soft_packets (10)",
+            "public_ips: duplicate id a",
+        ] {
+            assert!(
+                found.iter().any(|f| f.contains(key)),
+                "{key} not in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), 5, "{found:#?}");
+        // A parse error names the key and stops there.
+        std::fs::write(&path, "[interfaces]\nwan = \"a\"\nlan = \"b\"\nbogus = 1\n").unwrap();
+        let found = Config::check_file(&path);
+        assert_eq!(found.len(), 1);
+        assert!(
+            format!("{:?}", found[0]).contains("bogus"),
+            "{:?}",
+            found[0]
+        );
+        // The example config is clean.
+        let example =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/gateway.toml");
+        assert!(Config::check_file(&example).is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("s2s-config-check-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
     }
 
     #[test]

@@ -46,6 +46,12 @@ enum Command {
         #[arg(long, default_value = "/etc/s2s-gateway/gateway.toml")]
         config: PathBuf,
     },
+    /// Check a config file without starting anything: every problem, one
+    /// per line, each naming its key; exit status 1 if there is any.
+    CheckConfig {
+        #[arg(long, default_value = "/etc/s2s-gateway/gateway.toml")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +63,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::CheckConfig { config } = &cli.command {
+        return check_config(config);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -71,6 +80,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config, no_xdp } => run(&config, no_xdp).await,
             Command::Load { config } => load(&config).await,
+            Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
         }
     });
     match result {
@@ -97,6 +107,30 @@ fn one_line(e: &anyhow::Error) -> String {
         }
     }
     out
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let problems = Config::check_file(path);
+    if problems.is_empty() {
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
+    for p in &problems {
+        // The parser's message spans lines (it quotes the offending one).
+        let text = p.to_string();
+        let mut cause = std::error::Error::source(p);
+        let mut line = text.clone();
+        while let Some(c) = cause {
+            let c_text = c.to_string();
+            if !line.contains(&c_text) {
+                line = format!("{line}: {c_text}");
+            }
+            cause = c.source();
+        }
+        eprintln!("{}: {}", path.display(), line.replace('\n', " "));
+    }
+    eprintln!("{}: {} problem(s)", path.display(), problems.len());
+    ExitCode::FAILURE
 }
 
 /// Resolves on the first SIGINT or SIGTERM (a restart) or SIGUSR2 (drain:
