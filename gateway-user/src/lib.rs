@@ -4,5 +4,6 @@
 pub mod agent;
 pub mod daemon;
 pub mod dataplane;
+pub mod logging;
 pub mod metrics;
 pub mod sysctl;

@@ -16,6 +16,7 @@ use gateway_config::Config;
 use gateway_user::agent::{Agent, Stop};
 use gateway_user::daemon::DataPath;
 use gateway_user::dataplane::xdp::XdpDataplane;
+use gateway_user::logging::{self, LogFormat};
 use gateway_user::metrics::{self, SharedSnapshot};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -26,6 +27,11 @@ use tokio::signal::unix::{signal, SignalKind};
     about = "XDP-accelerated site-to-site IPsec VPN gateway"
 )]
 struct Cli {
+    /// Log lines as text, or as one JSON object per line (fields such as
+    /// the tunnel and connection ids at the top level). RUST_LOG sets the
+    /// level (default info).
+    #[arg(long, global = true, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,14 +61,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    logging::init(cli.log_format);
     if let Command::CheckConfig { config } = &cli.command {
         return check_config(config);
     }
