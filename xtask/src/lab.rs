@@ -487,18 +487,21 @@ fn steps(
 
     *current = "traffic";
     step("lab: ping vpc → remote (IPv4, IPv6)");
-    VPC.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "203.0.113.10"])?;
-    VPC.exec(&[
-        "ping",
-        "-6",
-        "-c",
-        "3",
-        "-i",
-        "0.2",
-        "-W",
-        "2",
-        "2001:db8:200::10",
-    ])?;
+    for target in REMOTE_HOSTS {
+        let family = if target.contains(':') { "-6" } else { "-4" };
+        let out = VPC.out(&["ping", family, "-c", "3", "-i", "0.2", "-W", "2", target])?;
+        // One line: "3 packets transmitted, 3 received, 0% packet loss" and the rtt.
+        let summary = out
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or("no summary");
+        let rtt = out
+            .lines()
+            .find_map(|l| l.split_once(" = ").map(|(_, v)| v.to_owned()))
+            .map(|v| format!(", rtt min/avg/max/mdev {v}"))
+            .unwrap_or_default();
+        println!("  ping vpc → {target}: {summary}{rtt}");
+    }
     df_ping_sweep()?;
     step("lab: iperf3 vpc ↔ remote (IPv4, IPv6, both ways), 3 s each");
     lab.spawn("iperf3-server", REMOTE, "exec iperf3 -s")?;
@@ -658,7 +661,13 @@ fn status_table(conn_id: &str, peer: &str, dir: &Path) -> anyhow::Result<()> {
         "bgp_status_ipv6",
         "route_propagation_enabled",
     ] {
-        println!("    {key:<28} {}", c[key]);
+        // Words, not JSON: up, not "up"; a family without a tunnel: -.
+        let word = match &c[key] {
+            Value::String(s) => s.clone(),
+            Value::Null => "-".to_owned(),
+            other => other.to_string(),
+        };
+        println!("    {key:<28} {word}");
     }
     println!("  gw routes (ours, proto 196):");
     for fam in ["-4", "-6"] {
