@@ -23,6 +23,8 @@ pub struct TunnelInfo {
     pub ike_up: bool,
     pub child_installed: bool,
     pub child_sas_installed: u64,
+    /// When the CHILD SA that sends now was installed.
+    pub child_since: Option<std::time::Instant>,
 }
 
 /// One BGP session as the runtime knows it.
@@ -57,6 +59,26 @@ pub struct Snapshot {
     /// The agent's last pass brought up everything the store plans
     /// (every tunnel and BGP session configured): what `/readyz` reports.
     pub converged: bool,
+    /// IKE SAs that were never established, by reason (see
+    /// [`failure_reason`]), since the daemon started.
+    pub negotiation_failures: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// The `reason` label of a failed IKE negotiation.
+pub fn failure_reason(r: &gateway_ike::DownReason) -> &'static str {
+    use gateway_ike::DownReason::*;
+    match r {
+        NoProposalChosen => "no_proposal_chosen",
+        AuthenticationFailed => "authentication_failed",
+        PeerAuthenticationFailed => "peer_authentication_failed",
+        HalfOpenTimeout | PeerUnreachable => "timeout",
+        // RFC 7296 notify types.
+        Protocol(38) => "ts_unacceptable",
+        Protocol(17) => "invalid_ke",
+        Protocol(_) => "protocol_error",
+        Overload => "overload",
+        Deleted | Removed | Replaced => "other",
+    }
 }
 
 pub type SharedSnapshot = Arc<RwLock<Snapshot>>;
@@ -80,6 +102,46 @@ pub fn render(
     xdp: Option<&Mutex<XdpDataplane>>,
 ) -> String {
     let mut out = String::new();
+    header(
+        &mut out,
+        "s2s_build_info",
+        "gauge",
+        "Always 1; the daemon's version as a label.",
+    );
+    let _ = writeln!(
+        out,
+        "s2s_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    header(
+        &mut out,
+        "s2s_ike_negotiation_failures_total",
+        "counter",
+        "IKE SAs never established, by reason (ours and the peers' attempts).",
+    );
+    for (reason, n) in &snapshot.negotiation_failures {
+        let _ = writeln!(
+            out,
+            "s2s_ike_negotiation_failures_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    header(
+        &mut out,
+        "s2s_child_sa_age_seconds",
+        "gauge",
+        "Age of the CHILD SA each tunnel sends on.",
+    );
+    let now = std::time::Instant::now();
+    for t in &snapshot.tunnels {
+        if let Some(since) = t.child_since {
+            let _ = writeln!(
+                out,
+                "s2s_child_sa_age_seconds{{tunnel=\"{}\"}} {}",
+                esc(&t.name),
+                now.saturating_duration_since(since).as_secs()
+            );
+        }
+    }
     header(
         &mut out,
         "s2s_tunnel_up",
@@ -357,6 +419,7 @@ mod tests {
                 ike_up: true,
                 child_installed: true,
                 child_sas_installed: 2,
+                child_since: Some(std::time::Instant::now() - std::time::Duration::from_secs(7)),
             }],
             sessions: vec![SessionInfo {
                 name: "c1/v4".into(),
@@ -372,6 +435,9 @@ mod tests {
             }],
             tunnels_created: 3,
             converged: true,
+            negotiation_failures: [("authentication_failed", 2), ("timeout", 1)]
+                .into_iter()
+                .collect(),
         };
         let table = crate::dataplane::backend::GatewayDataPlane::new(Arc::new(SaTable::new()));
         let text = render(&snap, &table, None);
@@ -384,6 +450,19 @@ mod tests {
         ));
         assert!(text.contains("s2s_bgp_session_failover{session=\"c1/v4\",via=\"c1/v6\"} 1"));
         assert!(text.contains("s2s_connection_status{connection=\"c1\",status=\"active\"} 0"));
+        assert!(text.contains(&format!(
+            "s2s_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(
+            text.contains("s2s_ike_negotiation_failures_total{reason=\"authentication_failed\"} 2")
+        );
+        assert!(text.contains("s2s_ike_negotiation_failures_total{reason=\"timeout\"} 1"));
+        let age = text
+            .lines()
+            .find_map(|l| l.strip_prefix("s2s_child_sa_age_seconds{tunnel=\"c1/v4\"} "))
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(age.is_some_and(|a| a >= 7), "{text}");
         // Every sample line has a HELP'd metric name.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();

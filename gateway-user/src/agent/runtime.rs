@@ -102,6 +102,8 @@ struct RunningTunnel {
     ike: IkeTrack,
     /// Installed CHILD SA (inbound SPI, outbound SPI).
     child: Option<(u32, u32)>,
+    /// When `child` started sending.
+    child_since: Option<Instant>,
     /// CHILD SAs installed so far (the first and every rekey).
     child_installs: u64,
     /// Every inbound SPI of the tunnel in the data plane: the current
@@ -220,6 +222,8 @@ pub struct Runtime {
     tunnels_created: u64,
     /// The last `apply` left every planned tunnel and session running.
     converged: bool,
+    /// IKE SAs never established, by reason (`/metrics`).
+    negotiation_failures: BTreeMap<&'static str, u64>,
     /// Set by the first `apply`: the tunnels the store reported up when
     /// the daemon started and that are not running yet (`initiate_resumed`).
     resume: Option<BTreeSet<TunnelName>>,
@@ -257,6 +261,7 @@ impl Runtime {
             ids: IdPool::new(gateway_common::TUNNELS_MAX_ENTRIES),
             tunnels_created: 0,
             converged: false,
+            negotiation_failures: BTreeMap::new(),
             resume: None,
             restarted: BTreeSet::new(),
             next_session: 1,
@@ -495,6 +500,7 @@ impl Runtime {
                 ike_up: false,
                 ike: IkeTrack::default(),
                 child: None,
+                child_since: None,
                 child_installs: 0,
                 inbound: BTreeSet::new(),
                 pending_out: Vec::new(),
@@ -738,6 +744,10 @@ impl Runtime {
                 initiator,
                 reason,
             } => {
+                *self
+                    .negotiation_failures
+                    .entry(crate::metrics::failure_reason(&reason))
+                    .or_insert(0) += 1;
                 let Some(t) = self.tunnels.get_mut(&conn) else {
                     return;
                 };
@@ -908,7 +918,10 @@ impl Runtime {
                 match pending {
                     // The old pair sends until the peer deleted it.
                     Some(out) => t.pending_out.push((c.spi_in, out)),
-                    None => t.child = Some((c.spi_in, c.spi_out)),
+                    None => {
+                        t.child = Some((c.spi_in, c.spi_out));
+                        t.child_since = Some(Instant::now());
+                    }
                 }
             }
             Err(e) => tracing::error!(tunnel = %c.conn, error = %e, "cannot install CHILD SA"),
@@ -935,6 +948,7 @@ impl Runtime {
                     "sending on the rekeyed CHILD SA"
                 );
                 t.child = Some((spi_in, spi_out));
+                t.child_since = Some(Instant::now());
             }
             Err(e) => {
                 tracing::error!(tunnel = %conn, error = %e, "cannot switch to the rekeyed outbound SA")
@@ -1192,6 +1206,7 @@ impl Runtime {
                     ike_up: t.ike_up,
                     child_installed: t.child.is_some(),
                     child_sas_installed: t.child_installs,
+                    child_since: t.child.and(t.child_since),
                 })
                 .collect(),
             sessions: self
@@ -1214,6 +1229,7 @@ impl Runtime {
             connections,
             tunnels_created: self.tunnels_created,
             converged: self.converged,
+            negotiation_failures: self.negotiation_failures.clone(),
         };
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snap;
     }
@@ -1593,6 +1609,7 @@ mod tests {
             ike_up: true,
             ike: IkeTrack::default(),
             child: Some((0x100, 0x1100)),
+            child_since: None,
             child_installs: 1,
             reinitiate_at: None,
             inbound: BTreeSet::new(),
@@ -1699,6 +1716,7 @@ mod tests {
                 ike_up: false,
                 ike: IkeTrack::default(),
                 child: None,
+                child_since: None,
                 child_installs: 0,
                 reinitiate_at: None,
                 inbound: BTreeSet::new(),
