@@ -647,6 +647,22 @@ fn a_restart_deletes_nothing_and_resumes_with_one_handshake() -> anyhow::Result<
     let replies = ping_through(&customer, &conn, 10, 10, Duration::from_secs(5))?;
     assert_eq!(replies.len(), 10, "before the restart: {replies:?}");
     let before = customer.state("c").context("peer state")?;
+    // The connection's events say what happened (written with the statuses).
+    let kinds = |site: &Site| -> anyhow::Result<Vec<String>> {
+        let v = site
+            .api
+            .ok("GET", &format!("connections/{id}/events"), None)?;
+        Ok(v["events"]
+            .as_array()
+            .context("events")?
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
+            .collect())
+    };
+    let first = kinds(&site)?;
+    for k in ["ike_sa_up", "child_sa_installed"] {
+        anyhow::ensure!(first.iter().any(|f| f == k), "no {k} event: {first:?}");
+    }
     site.restart(|| {
         // Time for a DELETE to arrive, had one been sent.
         std::thread::sleep(Duration::from_millis(500));
@@ -683,6 +699,19 @@ fn a_restart_deletes_nothing_and_resumes_with_one_handshake() -> anyhow::Result<
         site.daemon.check()?;
         anyhow::ensure!(Instant::now() < deadline, "/readyz not 200 within 30 s");
         std::thread::sleep(Duration::from_millis(100));
+    }
+    // The events outlived the restart, and the new IKE SA is among them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = kinds(&site)?;
+        if now.len() > first.len() && now.starts_with(&first) {
+            let new = &now[first.len()..];
+            if new.iter().any(|k| k == "ike_sa_up") {
+                break;
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "events after the restart: {now:?}");
+        std::thread::sleep(Duration::from_millis(200));
     }
     let log = site.daemon.log_tail(200);
     assert!(

@@ -612,20 +612,32 @@ async fn delete_conn(
 
 /// `GET .../connections/{id}/device-config?vendor=strongswan|bird|frr`:
 /// the customer device's configuration, as text (it holds the PSK, so it is
-/// behind the same authentication as everything else).
+/// behind the same authentication as everything else). `GET
+/// .../connections/{id}/events`: see [`ops::connection_events`].
 async fn conn_get_action(
     State(st): State<AppState>,
     Path((region, id, action)): Path<(String, String, String)>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     check_region(&st, &region)?;
+    let param = |name: &str| {
+        form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    if action == "events" {
+        let (after, limit) = (param("after"), param("limit"));
+        return ok(st
+            .store
+            .read_async(move |tx| {
+                ops::connection_events(tx, &id, after.as_deref(), limit.as_deref())
+            })
+            .await?);
+    }
     if action != "device-config" {
         return Ok(fallback().await);
     }
-    let vendor = form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "vendor")
-        .map(|(_, v)| v.into_owned())
-        .ok_or_else(|| ApiError::required("vendor"))?;
+    let vendor = param("vendor").ok_or_else(|| ApiError::required("vendor"))?;
     let cfg = st.config.clone();
     let text = st
         .store

@@ -403,6 +403,18 @@ enum ConnCmd {
     DisableRoutePropagation {
         id: String,
     },
+    /// What happened to the connection's tunnels and BGP sessions (IKE and
+    /// CHILD SAs up, rekeyed, down and why; BGP up and down), oldest first;
+    /// the first thing to read when a tunnel does not come up.
+    Events {
+        id: String,
+        /// Keep printing new events as they come (until interrupted).
+        #[arg(long)]
+        follow: bool,
+        /// Only events after this seq.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
     /// Configuration for the customer gateway device (holds the PSK).
     DeviceConfig {
         id: String,
@@ -610,6 +622,8 @@ enum Shape {
     Psk,
     /// A text document printed as it is (device configs).
     Text,
+    /// A connection's events, one per line.
+    Events,
 }
 
 const VGW_COLS: &[&str] = &[
@@ -701,6 +715,10 @@ fn print(out: &mut dyn Write, format: Output, shape: Shape, v: &Value) -> Result
             write!(out, "{}", v.as_str().unwrap_or_default())?;
             return Ok(());
         }
+        Shape::Events => {
+            print_events(out, format, v)?;
+            return Ok(());
+        }
         _ => {}
     }
     if format == Output::Json {
@@ -738,7 +756,7 @@ fn print(out: &mut dyn Write, format: Output, shape: Shape, v: &Value) -> Result
             table(out, &["field", "value"], &rows)?;
         }
         Shape::Nothing(what) => writeln!(out, "deleted {what}")?,
-        Shape::Psk | Shape::Text => {}
+        Shape::Psk | Shape::Text | Shape::Events => {}
     }
     Ok(())
 }
@@ -944,10 +962,68 @@ where
                 (Value::Null, Shape::Nothing("routing policy"))
             }
         },
+        Cmd::Connection {
+            cmd:
+                ConnCmd::Events {
+                    id,
+                    follow: true,
+                    after,
+                },
+        } => return follow_events(&c, &id, after, cli.output, out),
         Cmd::Connection { cmd } => connection(&c, cmd)?,
         Cmd::Secret { cmd } => secret(&c, cmd, stdin)?,
     };
     print(out, cli.output, shape, &v)
+}
+
+/// One page (1000) of a connection's events after `after`.
+fn fetch_events(c: &Client, id: &str, after: i64) -> Result<Value, CliError> {
+    c.call(
+        "GET",
+        &c.s2s(&format!("connections/{id}/events")),
+        &vec![("after", after.to_string()), ("limit", "1000".into())],
+        None,
+    )
+}
+
+/// One line per event, or one JSON object per line with `-o json`.
+fn print_events(out: &mut dyn Write, format: Output, v: &Value) -> Result<usize, CliError> {
+    let batch = v["events"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for e in batch {
+        match format {
+            Output::Json => writeln!(out, "{e}")?,
+            Output::Table => writeln!(
+                out,
+                "{}  {:<20} {}",
+                cell(&e["created_at"]),
+                cell(&e["kind"]),
+                cell(&e["message"])
+            )?,
+        }
+    }
+    out.flush()?;
+    Ok(batch.len())
+}
+
+/// `connection events --follow`: polls every second until interrupted.
+fn follow_events(
+    c: &Client,
+    id: &str,
+    mut after: i64,
+    format: Output,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    loop {
+        let v = fetch_events(c, id, after)?;
+        let n = print_events(out, format, &v)?;
+        after = v["next_after"].as_i64().unwrap_or(after);
+        if n < 1000 {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
 }
 
 fn connection(c: &Client, cmd: ConnCmd) -> Result<(Value, Shape), CliError> {
@@ -960,6 +1036,7 @@ fn connection(c: &Client, cmd: ConnCmd) -> Result<(Value, Shape), CliError> {
         }
     };
     Ok(match cmd {
+        ConnCmd::Events { id, after, .. } => (fetch_events(c, &id, after)?, Shape::Events),
         ConnCmd::List {
             common,
             statuses,

@@ -18,8 +18,8 @@ pub use api::{router, serve, serve_with_shutdown, ServeError};
 pub use error::ApiError;
 pub use secrets::Psk;
 pub use store::{
-    ConnectionSpec, ConnectionStatusUpdate, DesiredState, Store, StoreError, TunnelSpec,
-    VpnGatewaySpec,
+    ConnectionEvent, ConnectionSpec, ConnectionStatusUpdate, DesiredState, Store, StoreError,
+    TunnelSpec, VpnGatewaySpec,
 };
 
 /// A random (version 4) UUID, the id format of every resource.

@@ -1359,6 +1359,38 @@ pub fn get_connection(tx: &mut Tx<'_>, id: &str) -> Result<Value, ApiError> {
     render_connection(&load_connection(tx, id)?)
 }
 
+/// `GET .../connections/{id}/events?after=SEQ&limit=N` (an extension):
+/// what happened to the connection's tunnels and BGP sessions, oldest
+/// first, after `after` (0: from the oldest kept), at most `limit`
+/// (1..=1000, default 100). `next_after` is what to pass to follow.
+pub fn connection_events(
+    tx: &mut Tx<'_>,
+    id: &str,
+    after: Option<&str>,
+    limit: Option<&str>,
+) -> Result<Value, ApiError> {
+    load_connection(tx, id)?;
+    let after: i64 = match after {
+        None => 0,
+        Some(a) => a
+            .parse()
+            .ok()
+            .filter(|a| *a >= 0)
+            .ok_or_else(|| ApiError::constraint("after", "a non-negative event seq"))?,
+    };
+    let limit: u32 = match limit {
+        None => 100,
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::constraint("limit", "between 1 and 1000"))?,
+    };
+    let events = tx.connection_events(id, after, limit)?;
+    let next_after = events.last().map_or(after, |e| e.seq);
+    Ok(json!({ "events": events, "next_after": next_after }))
+}
+
 pub fn list_connections(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiError> {
     let (page, size) = q.page()?;
     let order = q.order_by(&[
@@ -2099,6 +2131,51 @@ address = "192.0.2.2"
                "ikev2_ciphers": ike, "esp_ciphers": esp, "enable_route_propagation": false,
                "vpn_gateway_id": vgw, "customer_gateway_id": cgw,
                "bgp_config_ipv4": {"routing_policy_id": w.rp4}})
+    }
+
+    #[test]
+    fn connection_events_are_kept_bounded_in_order_and_go_with_the_connection() {
+        let w = world();
+        let c =
+            w.f.conn(conn_body(&w, &w.gw_dual, &w.cg_dual, false))
+                .unwrap();
+        let cid = id(&c["connection"]);
+        let n = crate::store::EVENTS_KEPT + 5;
+        let batch: Vec<(String, String, String)> = (0..n)
+            .map(|i| (cid.clone(), "ike_sa_up".to_owned(), format!("event {i}")))
+            .chain([(
+                "gone".to_owned(),
+                "ike_sa_up".to_owned(),
+                "dropped".to_owned(),
+            )])
+            .collect();
+        w.f.store.add_connection_events(&batch).unwrap();
+        let all =
+            w.f.store
+                .read(|tx| tx.connection_events(&cid, 0, 1000))
+                .unwrap();
+        assert_eq!(all.len() as i64, crate::store::EVENTS_KEPT);
+        assert_eq!(all[0].message, "event 5", "the oldest went");
+        assert_eq!(all.last().unwrap().message, format!("event {}", n - 1));
+        assert!(all.windows(2).all(|p| p[0].seq < p[1].seq));
+        // Paging and following by seq.
+        let after = all[all.len() - 3].seq;
+        let tail =
+            w.f.store
+                .read(|tx| tx.connection_events(&cid, after, 10))
+                .unwrap();
+        assert_eq!(tail.len(), 2);
+        let none =
+            w.f.store
+                .read(|tx| tx.connection_events("gone", 0, 10))
+                .unwrap();
+        assert!(none.is_empty());
+        w.f.w(|tx, _| delete_connection(tx, &cid)).unwrap();
+        let left =
+            w.f.store
+                .read(|tx| tx.connection_events(&cid, 0, 1000))
+                .unwrap();
+        assert!(left.is_empty());
     }
 
     #[test]

@@ -111,7 +111,32 @@ const MIGRATIONS: &[&str] = &[
         id TEXT PRIMARY KEY,
         body TEXT NOT NULL
      );",
+    // 3: what happened to each connection (IKE and CHILD SAs, BGP), the
+    // last EVENTS_KEPT per connection, for operators.
+    "CREATE TABLE connection_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        connection_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL
+     );
+     CREATE INDEX connection_events_by_connection ON connection_events (connection_id, seq);",
 ];
+
+/// Events kept per connection; older ones go as new ones come.
+pub const EVENTS_KEPT: i64 = 200;
+
+/// One thing that happened to a connection (`GET .../connections/{id}/events`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ConnectionEvent {
+    /// Increases with every event of the host: `?after=seq` pages and follows.
+    pub seq: i64,
+    pub created_at: String,
+    /// ike_sa_up, ike_sa_down, ike_sa_failed, child_sa_installed,
+    /// child_sa_rekeyed, child_sa_deleted, bgp_up, bgp_down, ...
+    pub kind: String,
+    pub message: String,
+}
 
 /// Puts `path` (if it exists) to exactly `mode`, logging when it had to.
 fn enforce_mode(path: &Path, mode: u32) -> std::io::Result<()> {
@@ -465,6 +490,35 @@ impl Store {
                         row.conn.secret_id, row.conn.secret_revision
                     ))
                 })
+        })
+    }
+
+    /// Records events of connections (agent-facing, blocking): `(connection
+    /// id, kind, message)` in order, in one transaction; each connection
+    /// keeps its last [`EVENTS_KEPT`]. Events of a connection that no
+    /// longer exists are dropped. Does not wake the agent.
+    pub fn add_connection_events(
+        &self,
+        events: &[(String, String, String)],
+    ) -> Result<(), StoreError> {
+        self.read(|tx| {
+            for (id, kind, message) in events {
+                if tx.connection(id)?.is_none() {
+                    continue;
+                }
+                tx.tx.execute(
+                    "INSERT INTO connection_events (connection_id, created_at, kind, message)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![id, crate::now_rfc3339(), kind, message],
+                )?;
+                tx.tx.execute(
+                    "DELETE FROM connection_events WHERE connection_id = ?1 AND seq <=
+                       (SELECT seq FROM connection_events WHERE connection_id = ?1
+                        ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                    params![id, EVENTS_KEPT],
+                )?;
+            }
+            Ok(())
         })
     }
 
@@ -823,7 +877,34 @@ impl Tx<'_> {
     }
 
     pub fn delete_connection(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.tx.execute(
+            "DELETE FROM connection_events WHERE connection_id = ?1",
+            [id],
+        )?;
         self.delete_row("connections", id)
+    }
+
+    /// A connection's events after `after` (a `seq`), oldest first, at
+    /// most `limit`.
+    pub fn connection_events(
+        &self,
+        id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ConnectionEvent>, StoreError> {
+        let mut stmt = self.tx.prepare(
+            "SELECT seq, created_at, kind, message FROM connection_events
+             WHERE connection_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![id, after, limit], |r| {
+            Ok(ConnectionEvent {
+                seq: r.get(0)?,
+                created_at: r.get(1)?,
+                kind: r.get(2)?,
+                message: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Seals `psk` as a new revision of `secret_id` (1 for a new secret);
@@ -926,7 +1007,7 @@ mod tests {
     fn migrations_wal_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 2);
+        assert_eq!(s.schema_version().unwrap(), 3);
         let mode: String = s
             .read(|tx| {
                 Ok::<_, StoreError>(tx.tx.query_row("PRAGMA journal_mode", [], |r| r.get(0))?)
@@ -950,7 +1031,7 @@ mod tests {
         .unwrap();
         drop(s);
         let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 2);
+        assert_eq!(s.schema_version().unwrap(), 3);
         let (ids, got) = s
             .read(|tx| {
                 let ids: Vec<String> = tx.routing_policies()?.into_iter().map(|p| p.id).collect();
@@ -1042,7 +1123,7 @@ mod tests {
         .unwrap();
         drop(db);
         let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 2);
+        assert_eq!(s.schema_version().unwrap(), 3);
         let (old, meta) = s
             .write(|tx| {
                 tx.put_secret_meta("m", &serde_json::json!({"name": "m"}))?;
@@ -1063,7 +1144,7 @@ mod tests {
             0o700
         );
         let v = s.blocking(|s| s.schema_version()).await.unwrap().unwrap();
-        assert_eq!(v, 2);
+        assert_eq!(v, 3);
     }
 
     #[test]
@@ -1098,7 +1179,7 @@ mod tests {
         assert_eq!(mode(""), 0o700);
         assert_eq!(mode(DB_FILE), 0o600);
         assert_eq!(mode("gateway.db-wal"), 0o600);
-        assert_eq!(s2.schema_version().unwrap(), 2);
+        assert_eq!(s2.schema_version().unwrap(), 3);
         drop(s);
     }
 

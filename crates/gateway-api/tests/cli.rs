@@ -264,6 +264,34 @@ fn every_subcommand() {
     let psk2 = ctl(&s, &["connection", "get-psk", &id]).unwrap();
     assert_ne!(psk1, psk2);
 
+    // Events: none yet (no agent here), then what the agent records, as
+    // lines and as JSON lines; `--after` skips what was seen.
+    assert_eq!(ctl(&s, &["connection", "events", &id]).unwrap(), "");
+    let store = Store::open(&s._dir.path().join("state")).unwrap();
+    store
+        .add_connection_events(&[
+            (id.clone(), "ike_sa_up".into(), "v4: IKE SA up".into()),
+            (id.clone(), "child_sa_installed".into(), "v4: CHILD SA".into()),
+        ])
+        .unwrap();
+    let text = ctl(&s, &["connection", "events", &id]).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains("ike_sa_up") && lines[0].ends_with("v4: IKE SA up"), "{text}");
+    let json: Vec<Value> = ctl(&s, &["-o", "json", "connection", "events", &id])
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(json[1]["kind"], "child_sa_installed");
+    let first_seq = json[0]["seq"].as_i64().unwrap().to_string();
+    let later = ctl(&s, &["connection", "events", &id, "--after", &first_seq]).unwrap();
+    assert_eq!(later.lines().count(), 1, "{later}");
+    assert!(matches!(
+        ctl(&s, &["connection", "events", "no-such-connection"]),
+        Err(CliError::Api { .. })
+    ));
+
     // Device configs carry the current PSK, both ends' addresses, the
     // proposals in strongSwan's words, the ASNs, interconnection addresses
     // and the routing policy's prefixes.

@@ -224,6 +224,9 @@ pub struct Runtime {
     converged: bool,
     /// IKE SAs never established, by reason (`/metrics`).
     negotiation_failures: BTreeMap<&'static str, u64>,
+    /// Connection events not yet written to the store: (connection id,
+    /// kind, message); written with the statuses.
+    pending_events: Vec<(String, String, String)>,
     /// Set by the first `apply`: the tunnels the store reported up when
     /// the daemon started and that are not running yet (`initiate_resumed`).
     resume: Option<BTreeSet<TunnelName>>,
@@ -262,6 +265,7 @@ impl Runtime {
             tunnels_created: 0,
             converged: false,
             negotiation_failures: BTreeMap::new(),
+            pending_events: Vec::new(),
             resume: None,
             restarted: BTreeSet::new(),
             next_session: 1,
@@ -681,8 +685,21 @@ impl Runtime {
                 conn,
                 ike,
                 rekey_of,
+                remote,
                 ..
             } => {
+                match rekey_of {
+                    Some(old) => self.event(
+                        &conn,
+                        "ike_sa_rekeyed",
+                        format!("IKE SA {ike} replaces {old}"),
+                    ),
+                    None => self.event(
+                        &conn,
+                        "ike_sa_up",
+                        format!("IKE SA {ike} established with {remote}"),
+                    ),
+                }
                 if let Some(t) = self.tunnels.get_mut(&conn) {
                     t.ike.up(ike, rekey_of);
                     t.ike_up = true;
@@ -696,6 +713,13 @@ impl Runtime {
                 }
             }
             IkeAction::IkeSaDown { conn, ike, reason } => {
+                let why = match reason {
+                    DownReason::PeerUnreachable => {
+                        "the peer stopped answering (DPD or retransmissions)".to_owned()
+                    }
+                    ref r => format!("{r:?}"),
+                };
+                self.event(&conn, "ike_sa_down", format!("IKE SA {ike} down: {why}"));
                 if let Some(t) = self.tunnels.get_mut(&conn) {
                     match t.ike.down(ike) {
                         IkeLoss::NotEstablished => {
@@ -744,10 +768,24 @@ impl Runtime {
                 initiator,
                 reason,
             } => {
-                *self
-                    .negotiation_failures
-                    .entry(crate::metrics::failure_reason(&reason))
-                    .or_insert(0) += 1;
+                let label = crate::metrics::failure_reason(&reason);
+                *self.negotiation_failures.entry(label).or_insert(0) += 1;
+                // A half-open SA that timed out or was refused for load says
+                // nothing (anyone can start one from the customer's address).
+                if initiator
+                    || !matches!(reason, DownReason::HalfOpenTimeout | DownReason::Overload)
+                {
+                    let who = if initiator {
+                        "our attempt"
+                    } else {
+                        "the customer's attempt"
+                    };
+                    self.event(
+                        &conn,
+                        "ike_sa_failed",
+                        format!("{who} failed: {label} ({reason:?})"),
+                    );
+                }
                 let Some(t) = self.tunnels.get_mut(&conn) else {
                     return;
                 };
@@ -771,6 +809,18 @@ impl Runtime {
             }
             IkeAction::InstallChildSa(c) => {
                 let spi_in = c.spi_in;
+                let (kind, what) = match c.replaces_spi_in {
+                    Some(old) => ("child_sa_rekeyed", format!(", replaces {old:08x}_i")),
+                    None => ("child_sa_installed", String::new()),
+                };
+                let msg = format!(
+                    "CHILD SA {:08x}_i {:08x}_o {}{}{what}",
+                    c.spi_in,
+                    c.spi_out,
+                    c.encryption,
+                    if c.esn { " ESN" } else { "" }
+                );
+                self.event(&c.conn, kind, msg);
                 self.install_child(c);
                 // The IKE driver holds the datagrams that let the peer use
                 // it until now (a full channel: until its own deadline).
@@ -782,6 +832,11 @@ impl Runtime {
                 spi_out,
                 ..
             } => {
+                self.event(
+                    &conn,
+                    "child_sa_deleted",
+                    format!("CHILD SA {spi_in:08x}_i {spi_out:08x}_o removed"),
+                );
                 if let Some(t) = self.tunnels.get_mut(&conn) {
                     if t.child.map(|(i, _)| i) == Some(spi_in) {
                         t.child = None;
@@ -1002,6 +1057,17 @@ impl Runtime {
                     if let Some(s) = self.sessions.get_mut(name) {
                         s.up = up;
                         tracing::info!(session = %name, up, "BGP session state");
+                        let (kind, word) = if up {
+                            ("bgp_up", "up")
+                        } else {
+                            ("bgp_down", "down")
+                        };
+                        let family = name.rsplit('/').next().unwrap_or("");
+                        self.pending_events.push((
+                            s.plan.connection.clone(),
+                            kind.to_owned(),
+                            format!("{family}: BGP session with {} {word}", s.plan.peer.addr()),
+                        ));
                     }
                 }
             }
@@ -1185,7 +1251,24 @@ impl Runtime {
                 Err(e) => tracing::warn!(connection = %conn, error = %e, "cannot record status"),
             }
         }
+        if !self.pending_events.is_empty() {
+            let events = std::mem::take(&mut self.pending_events);
+            if let Err(e) = self.store.add_connection_events(&events) {
+                tracing::warn!(error = %e, events = events.len(), "cannot record connection events");
+            }
+        }
         self.publish(connections);
+    }
+
+    /// Records an event of the connection that `tunnel` belongs to (for
+    /// `GET .../connections/{id}/events`); never a secret in `message`.
+    fn event(&mut self, tunnel: &str, kind: &str, message: String) {
+        let Some(conn) = self.tunnels.get(tunnel).map(|t| t.plan.connection.clone()) else {
+            return;
+        };
+        let family = tunnel.rsplit('/').next().unwrap_or("");
+        self.pending_events
+            .push((conn, kind.to_owned(), format!("{family}: {message}")));
     }
 
     /// Publishes what runs for `/metrics`.
