@@ -710,7 +710,10 @@ fn a_restart_deletes_nothing_and_resumes_with_one_handshake() -> anyhow::Result<
                 break;
             }
         }
-        anyhow::ensure!(Instant::now() < deadline, "events after the restart: {now:?}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "events after the restart: {now:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let log = site.daemon.log_tail(200);

@@ -271,13 +271,20 @@ fn every_subcommand() {
     store
         .add_connection_events(&[
             (id.clone(), "ike_sa_up".into(), "v4: IKE SA up".into()),
-            (id.clone(), "child_sa_installed".into(), "v4: CHILD SA".into()),
+            (
+                id.clone(),
+                "child_sa_installed".into(),
+                "v4: CHILD SA".into(),
+            ),
         ])
         .unwrap();
     let text = ctl(&s, &["connection", "events", &id]).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines[0].contains("ike_sa_up") && lines[0].ends_with("v4: IKE SA up"), "{text}");
+    assert!(
+        lines[0].contains("ike_sa_up") && lines[0].ends_with("v4: IKE SA up"),
+        "{text}"
+    );
     let json: Vec<Value> = ctl(&s, &["-o", "json", "connection", "events", &id])
         .unwrap()
         .lines()
