@@ -4,6 +4,8 @@
 pub mod agent;
 pub mod daemon;
 pub mod dataplane;
+pub mod docgen;
 pub mod logging;
 pub mod metrics;
+pub mod sdnotify;
 pub mod sysctl;

@@ -7,6 +7,7 @@
 mod bench;
 mod fuzz;
 mod lab;
+mod package;
 mod setup;
 mod util;
 
@@ -46,6 +47,14 @@ enum Command {
         #[arg(long)]
         unprivileged: bool,
     },
+    /// Build the Debian package (target/package/s2s-gateway_*.deb): release
+    /// binaries, example config, systemd unit, man pages, completions.
+    Package {
+        /// Then install it on this machine, verify the unit, start the
+        /// installed daemon and purge it again (root).
+        #[arg(long)]
+        check: bool,
+    },
     /// Run benchmarks (all when no name is given): xdp, esp, bgp, ...
     Bench { names: Vec<String> },
     /// Run every fuzz target of every fuzz crate (libFuzzer via cargo-fuzz)
@@ -84,6 +93,9 @@ fn main() -> ExitCode {
         Command::Build { release } => setup::run().and_then(|()| util::build(release)),
         Command::BuildAndLoad { config } => build_and_load(&config),
         Command::Test { unprivileged } => test(unprivileged),
+        Command::Package { check } => setup::run()
+            .and_then(|()| package::build())
+            .and_then(|deb| if check { package::check(&deb) } else { Ok(()) }),
         Command::Bench { names } => bench::run(&names),
         Command::Fuzz {
             seconds,
@@ -172,6 +184,10 @@ fn test(unprivileged: bool) -> anyhow::Result<()> {
     }
     util::step("privileged tests: cargo test --workspace -- --ignored");
     util::sh(util::cargo().args(["test", "--workspace", "--", "--ignored", "--test-threads=1"]))?;
+    // What an operator installs: the Debian package, installed, verified,
+    // started from the installed files and purged.
+    let deb = package::build()?;
+    package::check(&deb)?;
     // End to end, as the README's main command runs it: the lab against
     // strongSwan + BIRD with every issue-7 scenario, then against FRR.
     util::step("end to end: cargo xtask lab --once --scenarios");

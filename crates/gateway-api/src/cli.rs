@@ -1284,6 +1284,12 @@ fn one_of(v4: Option<String>, v6: Option<String>) -> Value {
 
 /// The `s2sctl` process: parses `std::env::args`, prints to stdout, errors
 /// to stderr (exit 2 for usage errors, 1 otherwise).
+/// The command-line definition, for generated man pages and shell
+/// completions (`cargo xtask package`).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 pub fn main() -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

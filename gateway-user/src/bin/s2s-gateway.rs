@@ -18,6 +18,7 @@ use gateway_user::daemon::DataPath;
 use gateway_user::dataplane::xdp::XdpDataplane;
 use gateway_user::logging::{self, LogFormat};
 use gateway_user::metrics::{self, SharedSnapshot};
+use gateway_user::sdnotify;
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
@@ -61,6 +62,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(r) =
+        gateway_user::docgen::answer(<Cli as clap::CommandFactory>::command(), "8", &args)
+    {
+        return match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("s2s-gateway: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     logging::init(cli.log_format);
     if let Command::CheckConfig { config } = &cli.command {
@@ -234,11 +247,18 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
             }
         });
     }
-    let agent = tokio::spawn(Agent::new(config.clone(), store.clone(), xdp.clone()).run(
+    let agent_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let alive = agent_alive.clone();
+    let agent_run = Agent::new(config.clone(), store.clone(), xdp.clone()).run(
         datapath.handle(),
         snapshot,
         stop_rx.clone(),
-    ));
+    );
+    let agent = tokio::spawn(async move {
+        agent_run.await;
+        // A dead agent starves the watchdog: systemd restarts us.
+        alive.store(false, std::sync::atomic::Ordering::Relaxed);
+    });
     let mut api_stop = stop_rx;
     let api = tokio::spawn(gateway_api::serve_with_shutdown(
         (*config).clone(),
@@ -248,6 +268,24 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
             let _ = api_stop.wait_for(|s| *s != Stop::No).await;
         },
     ));
+    // systemd (Type=notify): the API serves, the data path and the agent
+    // run. The watchdog is fed while the agent task lives.
+    if sdnotify::notify("READY=1\nSTATUS=serving the API; agent running") {
+        tracing::info!("told systemd we are ready");
+    }
+    if let Some(every) = sdnotify::watchdog_interval() {
+        tracing::info!(every = ?every, "feeding systemd's watchdog");
+        let alive = agent_alive.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if alive.load(std::sync::atomic::Ordering::Relaxed) {
+                    sdnotify::notify("WATCHDOG=1");
+                }
+            }
+        });
+    }
     let (sig, stop) = tokio::select! {
         s = terminated() => s?,
         r = api => {
@@ -256,6 +294,7 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
         }
     };
     tracing::info!(signal = sig, mode = ?stop, "shutting down");
+    sdnotify::notify("STOPPING=1");
     let _ = stop_tx.send(stop);
     let _ = agent.await;
     datapath.shutdown();
