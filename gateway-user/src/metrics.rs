@@ -470,6 +470,36 @@ mod tests {
         }
     }
 
+    /// The Grafana dashboard in config/grafana queries only metrics this
+    /// module exports (a renamed metric would leave a panel empty).
+    #[test]
+    fn the_grafana_dashboard_queries_exported_metrics() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../config/grafana/s2s-gateway.json")).unwrap();
+        let source = include_str!("metrics.rs");
+        let mut queried = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let names: Vec<&str> = expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("s2s_"))
+                    .collect();
+                assert!(!names.is_empty(), "{expr}: no s2s_ metric");
+                for name in names {
+                    assert!(
+                        source.contains(&format!("\"{name}\""))
+                            || source.contains(&format!("\"{name}{{")),
+                        "panel {:?} queries {name}, which /metrics does not export",
+                        panel["title"]
+                    );
+                    queried += 1;
+                }
+            }
+        }
+        assert!(queried >= 10);
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
