@@ -255,6 +255,10 @@ fn swanctl(p: &DeviceParams<'_>) -> String {
         let _ = writeln!(s, "    proposals = {}", ike.join(","));
         let _ = writeln!(s, "    encap = yes");
         let _ = writeln!(s, "    dpd_delay = 3s");
+        // Retry forever: a tunnel we delete (a drain) or that DPD ends
+        // comes back without the customer acting (close_action and
+        // dpd_action below start it again).
+        let _ = writeln!(s, "    keyingtries = 0");
         let _ = writeln!(s, "    rekey_time = 4h");
         let _ = writeln!(s, "    local {{");
         let _ = writeln!(s, "      auth = psk");
@@ -271,6 +275,7 @@ fn swanctl(p: &DeviceParams<'_>) -> String {
         let _ = writeln!(s, "        esp_proposals = {}", esp.join(","));
         let _ = writeln!(s, "        rekey_time = 1h");
         let _ = writeln!(s, "        dpd_action = restart");
+        let _ = writeln!(s, "        close_action = start");
         let _ = writeln!(s, "        start_action = {start}");
         let _ = writeln!(s, "      }}");
         let _ = writeln!(s, "    }}");
@@ -457,6 +462,9 @@ fn bird(p: &DeviceParams<'_>) -> String {
         let _ = writeln!(s, "  local {} as {asn};", sess.local.addr());
         let _ = writeln!(s, "  neighbor {} as {};", sess.peer.addr(), p.our_asn);
         let _ = writeln!(s, "  hold time 30;");
+        // RFC 4724 both ways: our restarts keep your routes to the VPC
+        // (helper), and yours keep ours.
+        let _ = writeln!(s, "  graceful restart on;");
         let _ = writeln!(s, "  {fam} {{");
         let _ = writeln!(s, "    import filter {{");
         let _ = writeln!(
@@ -502,6 +510,9 @@ fn frr(p: &DeviceParams<'_>) -> String {
     // more specific routes for them (as BIRD's config does with blackholes).
     let _ = writeln!(s, " no bgp network import-check");
     let _ = writeln!(s, " no bgp default ipv4-unicast");
+    // RFC 4724: keep the VPC's routes while our gateway restarts, and ask
+    // us to keep yours while yours does.
+    let _ = writeln!(s, " bgp graceful-restart");
     for sess in &p.sessions {
         let _ = writeln!(s, " neighbor {} remote-as {}", sess.peer.addr(), p.our_asn);
         let _ = writeln!(

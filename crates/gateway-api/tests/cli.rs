@@ -317,6 +317,11 @@ fn every_subcommand() {
         "esp_proposals = aes256gcm16".into(),
         // initiation_policy customer_gateway: the device starts the tunnel.
         "start_action = start".into(),
+        // Whoever initiates, the device brings a closed or dead tunnel
+        // back on its own, and never gives up.
+        "close_action = start".into(),
+        "dpd_action = restart".into(),
+        "keyingtries = 0".into(),
         "ip addr add 169.254.7.2/30 dev ipsec0".into(),
         "local_ts = 169.254.7.2/32,10.1.0.0/16".into(),
         "remote_ts = 169.254.7.1/32,198.51.100.0/24".into(),
@@ -333,6 +338,7 @@ fn every_subcommand() {
         "neighbor 169.254.7.1 as 12876;",
         "route 10.1.0.0/16 blackhole;",
         "if net ~ [ 198.51.100.0/24+ ] then accept;",
+        "graceful restart on;",
     ] {
         assert!(bird.contains(want), "missing {want:?} in\n{bird}");
     }
@@ -343,6 +349,7 @@ fn every_subcommand() {
         "neighbor 169.254.7.1 remote-as 12876",
         "network 10.1.0.0/16",
         "ip prefix-list s2s-in-v4 seq 5 permit 198.51.100.0/24 le 32",
+        "bgp graceful-restart",
     ] {
         assert!(frr.contains(want), "missing {want:?} in\n{frr}");
     }
