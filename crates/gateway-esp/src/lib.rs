@@ -71,6 +71,14 @@ pub enum EncapError {
         /// SPI of the exhausted SA.
         spi: u32,
     },
+    /// The sequence number is above what the SA's owner has persisted as
+    /// used (see `OutboundSa::reserve_through`): not sent, so that a
+    /// resumed SA can never send it again.
+    #[error("sequence number of SA {spi:#010x} not reserved yet")]
+    SequenceNotReserved {
+        /// SPI of the SA.
+        spi: u32,
+    },
     /// The SA's hard byte lifetime is used up: the SA must be rekeyed.
     #[error("byte lifetime of SA {spi:#010x} expired; rekey required")]
     LifetimeExpired {

@@ -99,6 +99,26 @@ impl ReplayWindow {
         self.top.load(Relaxed)
     }
 
+    /// Continues a persisted window: `right_edge` becomes the right edge
+    /// and every number in the window counts as seen (what was received
+    /// there before is unknown). Only before the window is shared.
+    pub fn resume_at(&self, right_edge: u64) {
+        let _g = MarkLock::acquire(&self.marking);
+        self.top.store(right_edge, Relaxed);
+        // The ring holds the edge's block and the ones below it: those are
+        // seen whole, the edge's block up to the edge (what comes later in
+        // it, reordered, is still accepted).
+        let (edge_block, edge_bit) = self.pos(right_edge);
+        for (i, b) in self.bitmap[..self.blocks].iter().enumerate() {
+            let word = if i == edge_block {
+                edge_bit | (edge_bit - 1)
+            } else {
+                u64::MAX
+            };
+            b.store(word, Relaxed);
+        }
+    }
+
     /// Window size in packets.
     pub fn size(&self) -> u32 {
         self.size as u32
@@ -244,6 +264,34 @@ mod tests {
             ReplayWindow::new(4160, false).unwrap_err(),
             BadWindowSize(4160)
         );
+    }
+
+    #[test]
+    fn a_resumed_window_refuses_everything_up_to_its_edge() {
+        for edge in [1u64, 63, 64, 1000, 5000, (1 << 32) + 70] {
+            let esn = edge > u64::from(u32::MAX);
+            let w = ReplayWindow::new(1024, esn).unwrap();
+            w.resume_at(edge);
+            assert_eq!(w.right_edge(), edge);
+            // Nothing at or below the edge, in the window or left of it.
+            for back in [0u64, 1, 2, 63, 64, 500, 1023, 1024, 3000] {
+                if let Some(seq) = edge.checked_sub(back).filter(|s| *s > 0) {
+                    assert!(w.check_full(seq).is_err(), "edge {edge}, seq {seq}");
+                }
+            }
+            // Above it: accepted, also out of order within the edge's block.
+            let full = w.check((edge + 3) as u32).unwrap();
+            assert_eq!(full, edge + 3);
+            w.mark(full).unwrap();
+            let late = w.check((edge + 1) as u32).unwrap();
+            w.mark(late).unwrap();
+            assert!(w.check((edge + 1) as u32).is_err(), "marked once");
+            for seq in edge + 4..edge + 200 {
+                let f = w.check(seq as u32).unwrap();
+                w.mark(f).unwrap();
+            }
+            assert!(w.check_full(edge).is_err());
+        }
     }
 
     #[test]

@@ -157,6 +157,10 @@ pub struct OutboundSa {
     outer: OuterHeader,
     /// Last sequence number handed out (0: none yet).
     seq: AtomicU64,
+    /// Highest sequence number that may be sent: what the owner has
+    /// persisted as used (`reserve_through`); `u64::MAX` when the owner
+    /// persists nothing. Numbers drawn above it are burnt, never sent.
+    reserved: AtomicU64,
     soft_limit: u64,
     hard_limit: u64,
     /// Inner bytes sent, counted only when a byte limit is set (one more
@@ -196,6 +200,7 @@ impl OutboundSa {
             esn,
             outer,
             seq: AtomicU64::new(0),
+            reserved: AtomicU64::new(u64::MAX),
             soft_limit: hard_limit - hard_limit / 8,
             hard_limit,
             bytes: AtomicU64::new(0),
@@ -305,7 +310,38 @@ impl OutboundSa {
             self.seq.store(self.hard_limit, Ordering::Relaxed);
             return Err(EncapError::SequenceExhausted { spi: self.spi });
         }
+        if seq > self.reserved.load(Ordering::Relaxed) {
+            // Not persisted as used yet: after a crash a resumed SA could
+            // send it again. Burnt (the counter stays ahead), not sent.
+            return Err(EncapError::SequenceNotReserved { spi: self.spi });
+        }
         Ok(seq)
+    }
+
+    /// Sequence numbers up to `last` may be sent: the owner has persisted
+    /// `last` as the SA's high-water mark (never lowered).
+    pub fn reserve_through(&self, last: u64) {
+        self.reserved.fetch_max(last, Ordering::Relaxed);
+    }
+
+    /// Highest sequence number that may be sent (`u64::MAX`: no limit).
+    pub fn reserved(&self) -> u64 {
+        self.reserved.load(Ordering::Relaxed)
+    }
+
+    /// Makes a new SA continue a persisted one: it sends from `last + 1`,
+    /// and nothing until the owner reserves more (`reserve_through`). Call
+    /// before the SA is visible to the workers.
+    pub fn resume_after(&self, last: u64) {
+        self.seq.store(last.min(self.hard_limit), Ordering::Relaxed);
+        self.reserved.store(last, Ordering::Relaxed);
+    }
+
+    /// Limits a new SA to its first `block` sequence numbers until the
+    /// owner reserves more (an SA never persisted cannot be resumed, so
+    /// these need no record). Call before the SA is visible.
+    pub fn limit_to_first(&self, block: u64) {
+        self.reserved.store(block, Ordering::Relaxed);
     }
 
     /// Encapsulates the inner IP packet at `buf[inner]` in tunnel mode:
@@ -559,6 +595,12 @@ impl InboundSa {
     /// the data plane copies it into the XDP `SA_IN` map.
     pub fn right_edge(&self) -> u64 {
         self.window.right_edge()
+    }
+
+    /// Makes a new SA continue a persisted one: nothing at or below
+    /// `right_edge` is accepted. Call before the SA is visible.
+    pub fn resume_at(&self, right_edge: u64) {
+        self.window.resume_at(right_edge);
     }
 
     /// Decapsulates a received outer packet (from its IP header) in place

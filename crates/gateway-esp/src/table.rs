@@ -512,6 +512,13 @@ pub struct SaTable {
     writer: Mutex<()>,
     /// Next exclusive counter slot to hand to a reader.
     next_slot: std::sync::atomic::AtomicUsize,
+    /// Sequence numbers a new outbound SA may send before its owner
+    /// reserves more (0: no limit; see `set_seq_reservation`).
+    seq_block: AtomicU64,
+    /// Where SAs about to be installed continue (`expect_resume`), by SPI:
+    /// (outbound: last sequence number used, inbound: right edge).
+    resume_out: Mutex<IdMap<u64>>,
+    resume_in: Mutex<IdMap<u64>>,
 }
 
 impl std::fmt::Debug for SaTable {
@@ -537,6 +544,22 @@ impl SaTable {
 
     fn shared_for(&self, tunnel: TunnelId) -> Arc<TunnelShared> {
         lock(&self.tunnels).entry(tunnel).or_default().clone()
+    }
+
+    /// With `Some(block)`, every outbound SA installed from now on sends
+    /// at most `block` sequence numbers before its owner has persisted more
+    /// as used (`OutboundSa::reserve_through`): what lets a restarted owner
+    /// resume SAs without ever sending a number twice.
+    pub fn set_seq_reservation(&self, block: Option<u64>) {
+        self.seq_block.store(block.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The next install of inbound SPI `spi_in` continues a persisted SA
+    /// (nothing at or below `right_edge` accepted), and the next install of
+    /// outbound SPI `spi_out` sends from `seq_out + 1`, once reserved.
+    pub fn expect_resume(&self, spi_in: u32, right_edge: u64, spi_out: u32, seq_out: u64) {
+        lock(&self.resume_in).insert(spi_in, right_edge);
+        lock(&self.resume_out).insert(spi_out, seq_out);
     }
 
     /// Sets what is told when an outbound SA passes a volume limit
@@ -568,6 +591,9 @@ impl SaTable {
             cfg.replay_window,
             cfg.selectors.clone(),
         )?;
+        if let Some(edge) = lock(&self.resume_in).remove(&cfg.spi) {
+            sa.resume_at(edge);
+        }
         let entry = Arc::new(InboundEntry {
             tunnel: cfg.tunnel,
             sa,
@@ -588,6 +614,14 @@ impl SaTable {
     pub fn install_outbound(&self, cfg: &OutboundSaConfig) -> Result<Option<u32>, DataPlaneError> {
         let sa = OutboundSa::new(cfg.spi, cfg.keys.cipher()?, cfg.esn, cfg.outer)?
             .with_lifetime(cfg.lifetime);
+        if let Some(last) = lock(&self.resume_out).remove(&cfg.spi) {
+            sa.resume_after(last);
+        } else {
+            let block = self.seq_block.load(Ordering::Relaxed);
+            if block > 0 {
+                sa.limit_to_first(block);
+            }
+        }
         let entry = Arc::new(OutboundEntry {
             tunnel: cfg.tunnel,
             sa,

@@ -733,3 +733,78 @@ fn forgotten_tunnel_ids_start_from_zero() {
         }
     );
 }
+
+/// Sends one packet from `a` to `b`; the sequence number, or why not.
+fn send_seq(a: &SaTable, b: &SaTable) -> Result<u64, String> {
+    let (mut buf, range) = framed(&inner(false, 100));
+    let e = a
+        .encap(TUNNEL, &mut buf, range)
+        .map_err(|e| e.to_string())?;
+    b.decap(&mut buf, e.packet).map_err(|e| e.to_string())?;
+    Ok(e.seq)
+}
+
+#[test]
+fn reserved_sequence_numbers_bound_what_is_sent() {
+    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
+    let (a, b) = (SaTable::new(), SaTable::new());
+    a.set_seq_reservation(Some(3));
+    let (inb, out) = cfgs(suite, 0x5000, 3);
+    a.install_outbound(&out).unwrap();
+    b.install_inbound(&inb).unwrap();
+    // A new SA sends its first block unreserved (it was never persisted).
+    for want in 1..=3 {
+        assert_eq!(send_seq(&a, &b), Ok(want));
+    }
+    assert!(send_seq(&a, &b).unwrap_err().contains("not reserved"));
+    // The owner persisted up to 10: numbers flow again, the burnt 4 skipped.
+    a.outbound(TUNNEL).unwrap().sa.reserve_through(10);
+    assert_eq!(send_seq(&a, &b), Ok(5));
+    assert_eq!(a.counters(TUNNEL).unwrap().tx_errors, 1);
+}
+
+#[test]
+fn a_resumed_pair_continues_above_the_persisted_numbers() {
+    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
+    let (a, b) = (SaTable::new(), SaTable::new());
+    let (inb, out) = cfgs(suite, 0x6000, 4);
+    a.install_outbound(&out).unwrap();
+    b.install_inbound(&inb).unwrap();
+    for want in 1..=20 {
+        assert_eq!(send_seq(&a, &b), Ok(want));
+    }
+    // Both ends restart and resume from what they persisted: the sender
+    // reserved up to 50, the receiver last wrote its edge at 15.
+    let (a2, b2) = (SaTable::new(), SaTable::new());
+    a2.expect_resume(0x1, 0, 0x6000, 50);
+    b2.expect_resume(0x6000, 15, 0x2, 0);
+    a2.install_outbound(&out).unwrap();
+    b2.install_inbound(&inb).unwrap();
+    // Nothing goes until more is reserved: 50 may have been used.
+    assert!(send_seq(&a2, &b2).unwrap_err().contains("not reserved"));
+    a2.outbound(TUNNEL).unwrap().sa.reserve_through(1000);
+    assert_eq!(send_seq(&a2, &b2), Ok(52));
+    // A replay of what the old receiver saw (at or below its edge) is refused.
+    let (mut buf, range) = framed(&inner(false, 100));
+    let old = a.encap(TUNNEL, &mut buf, range).unwrap();
+    assert_eq!(old.seq, 21);
+    assert!(b2.decap(&mut buf, old.packet).is_ok(), "above the edge");
+    let again = SaTable::new();
+    again.expect_resume(0x6000, 21, 0x3, 0);
+    again.install_inbound(&inb).unwrap();
+    let (mut buf, range) = framed(&inner(false, 100));
+    let a3 = SaTable::new();
+    a3.expect_resume(0x4, 0, 0x6000, 20);
+    a3.install_outbound(&out).unwrap();
+    a3.outbound(TUNNEL).unwrap().sa.reserve_through(21);
+    let replay = a3.encap(TUNNEL, &mut buf, range).unwrap();
+    assert_eq!(replay.seq, 21);
+    assert!(matches!(
+        again.decap(&mut buf, replay.packet),
+        Err(DecapError::Replay(_))
+    ));
+    // A resume point is used once: the next install starts fresh.
+    b2.remove_inbound(0x6000).unwrap();
+    b2.install_inbound(&inb).unwrap();
+    assert_eq!(b2.inbound(0x6000).unwrap().sa.right_edge(), 0);
+}
