@@ -255,6 +255,7 @@ mod tests {
         ("gateway-bgp", "session"),
         ("gateway-esp", "decap"),
         ("gateway-ike", "decode"),
+        ("gateway-ike", "snapshot"),
         ("gateway-netio", "netlink_decode"),
         ("gateway-user", "pipeline"),
     ];

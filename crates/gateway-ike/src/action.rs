@@ -45,6 +45,7 @@ pub struct VolumeLifetimes {
 /// Keys for one direction of an ESP SA. For AEAD the salt is appended to
 /// the encryption key (GCM/ChaCha20-Poly1305: 4 bytes, CCM: 3 bytes) and
 /// the integrity key is empty; for CBC the HMAC key is separate.
+#[derive(Clone)]
 pub struct EspKeys {
     pub encryption_key: Secret,
     pub integrity_key: Secret,
@@ -104,6 +105,20 @@ pub struct ChildSaInstall {
     /// against (at the soft limit, ask the driver to rekey this CHILD SA:
     /// `driver::Command::RekeyChildSa` with `spi_in`).
     pub volume: VolumeLifetimes,
+    /// Set when the CHILD SA is resumed from a snapshot
+    /// ([`crate::IkeManager::restore`]): where its sequence numbers stand.
+    pub resume: Option<SeqResume>,
+}
+
+/// Where a resumed CHILD SA's sequence numbers stand (the snapshot's
+/// [`crate::snapshot::ChildSaSnapshot::seq_out`] and
+/// [`replay_right_edge`](crate::snapshot::ChildSaSnapshot::replay_right_edge)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqResume {
+    /// The outbound SA sends from `seq_out + 1`.
+    pub seq_out: u64,
+    /// The inbound SA accepts only sequence numbers above this one.
+    pub replay_right_edge: u64,
 }
 
 /// Why an IKE SA ended ([`Action::IkeSaDown`]) or never got established
@@ -185,6 +200,8 @@ pub enum Action {
         local: SocketAddr,
         remote: SocketAddr,
         rekey_of: Option<IkeSaId>,
+        /// Resumed from a snapshot after a restart (no exchange happened).
+        resumed: bool,
     },
     /// An established IKE SA is gone (its CHILD SAs were removed first).
     IkeSaDown {
@@ -220,5 +237,13 @@ pub enum Action {
         conn: String,
         level: LogLevel,
         message: String,
+    },
+    /// What a resume of this IKE SA needs changed (message IDs, endpoint,
+    /// CHILD SAs): persist `snapshot` in place of the last one, or forget
+    /// the IKE SA (`None`: gone, or no longer resumable). Holds keys.
+    SaState {
+        conn: String,
+        ike: IkeSaId,
+        snapshot: Option<Box<crate::snapshot::IkeSaSnapshot>>,
     },
 }

@@ -41,6 +41,22 @@ pub struct ChildSa {
     /// deleted (we answered the rekey): sent on from then, or from this
     /// instant at the latest.
     pub outbound_deferred_until: Option<Instant>,
+    /// Its keys, kept for snapshots (`snapshot`): a restarted daemon
+    /// resumes the CHILD SA with them.
+    pub(crate) keys: ChildKeys,
+}
+
+/// Both directions' keys of a CHILD SA (zeroized when dropped).
+#[derive(Clone)]
+pub(crate) struct ChildKeys {
+    pub(crate) inbound: EspKeys,
+    pub(crate) outbound: EspKeys,
+}
+
+impl std::fmt::Debug for ChildKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChildKeys(redacted)")
+    }
 }
 
 /// A rekeyed CHILD SA after its DELETE exchange: its inbound SA still

@@ -75,6 +75,16 @@ pub enum Command {
     ChildSaApplied {
         spi_in: u32,
     },
+    /// Adds a connection and resumes its IKE SAs from snapshots taken
+    /// `elapsed` ago (after a restart; see
+    /// [`IkeManager::add_connection_resuming`]); `reply` says, per
+    /// snapshot, whether it was resumed.
+    AddConnectionResuming {
+        config: Box<ConnectionConfig>,
+        snapshots: Vec<crate::snapshot::IkeSaSnapshot>,
+        elapsed: Duration,
+        reply: tokio::sync::oneshot::Sender<Vec<Result<(), crate::snapshot::RestoreError>>>,
+    },
 }
 
 /// Datagrams held back until the agent has applied the CHILD SAs that
@@ -503,6 +513,12 @@ impl UdpDriver {
                         Some(Command::ChildSaApplied { spi_in }) => {
                             self.applied(spi_in).await;
                             continue;
+                        }
+                        Some(Command::AddConnectionResuming { config, snapshots, elapsed, reply }) => {
+                            let (acts, results) =
+                                self.mgr.add_connection_resuming(*config, &snapshots, elapsed, now);
+                            let _ = reply.send(results);
+                            acts
                         }
                     };
                     self.apply(acts, &events).await;

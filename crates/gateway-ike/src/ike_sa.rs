@@ -122,6 +122,9 @@ pub struct IkeSa {
     /// Next NAT keepalive (RFC 3948 §2.3), when we are behind a NAT.
     pub(crate) keepalive_at: Option<Instant>,
     pub(crate) frag: Option<crate::task_manager::FragBuf>,
+    /// What the last [`Action::SaState`] reported (`persist_key`), or
+    /// `None` if nothing resumable was reported.
+    pub(crate) persisted: Option<u64>,
 }
 
 impl IkeSa {
@@ -183,6 +186,7 @@ impl IkeSa {
             nat_remote: false,
             keepalive_at: None,
             frag: None,
+            persisted: None,
         }
     }
 
@@ -597,5 +601,223 @@ impl IkeSa {
             // asked for again.
             DhOutcome::Refused => self.resume(now),
         }
+    }
+}
+
+/// Snapshots and resumes (`snapshot`).
+impl IkeSa {
+    /// CHILD SAs a snapshot carries: the ones that send and receive (a
+    /// rekey in flight is not resumed: its old SA is, and the peer's DELETE
+    /// or our next rekey sorts it out).
+    fn resumable_children(&self) -> impl Iterator<Item = &ChildSa> {
+        self.children.iter().filter(|c| {
+            matches!(c.state, ChildSaState::Installed | ChildSaState::Rekeying)
+                && c.outbound_deferred_until.is_none()
+        })
+    }
+
+    /// A digest of what a resume depends on, when the SA is resumable:
+    /// established, authenticated, not rekeyed away, with keys.
+    pub(crate) fn persist_key(&self) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        if self.state != IkeSaState::Established
+            || !self.authenticated
+            || self.rekeyed
+            || self.keys.is_none()
+            || self.cipher.is_none()
+        {
+            return None;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.my_msg_id, self.peer_msg_id, self.remote, self.encap).hash(&mut h);
+        for c in self.resumable_children() {
+            (c.spi_in, c.spi_out, c.encap).hash(&mut h);
+        }
+        Some(h.finish())
+    }
+
+    /// The resumable state of this IKE SA, if it is resumable.
+    pub(crate) fn snapshot(&self, now: Instant) -> Option<crate::snapshot::IkeSaSnapshot> {
+        use crate::snapshot::{ms, ChildSaSnapshot, IkeSaSnapshot, TsSnapshot, SNAPSHOT_VERSION};
+        self.persist_key()?;
+        let (cipher, keys) = (self.cipher?, self.keys.as_ref()?);
+        let left = |at: Option<Instant>| at.map(|t| ms(t.saturating_duration_since(now)));
+        let children = self
+            .resumable_children()
+            .map(|c| ChildSaSnapshot {
+                spi_in: c.spi_in,
+                spi_out: c.spi_out,
+                encr: c.chosen.encr.id(),
+                encr_key_bits: c.chosen.encr.key_length_attr(),
+                integ: c.chosen.integ.map(|i| i.id()),
+                dh: c.chosen.dh.map(|d| d.id()),
+                esn: c.chosen.esn,
+                encap: c.encap,
+                local_ts: c.local_ts.iter().map(TsSnapshot::from).collect(),
+                remote_ts: c.remote_ts.iter().map(TsSnapshot::from).collect(),
+                age_ms: ms(now.saturating_duration_since(c.installed_at)),
+                rekey_in_ms: left(c.rekey_at),
+                expire_in_ms: left(c.expire_at),
+                keys_in: (&c.keys.inbound).into(),
+                keys_out: (&c.keys.outbound).into(),
+                seq_out: 0,
+                replay_right_edge: 0,
+            })
+            .collect();
+        Some(IkeSaSnapshot {
+            version: SNAPSHOT_VERSION,
+            conn: self.conn.name.clone(),
+            initiator: self.initiator,
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            local: self.local,
+            remote: self.remote,
+            encap: self.encap,
+            nat_local: self.nat_local,
+            nat_remote: self.nat_remote,
+            peer_frag: self.peer_frag,
+            encr: cipher.encr.id(),
+            encr_key_bits: cipher.encr.key_length_attr(),
+            prf: cipher.prf.id(),
+            integ: cipher.integ.map(|i| i.id()),
+            dh: cipher.dh.id(),
+            keys: keys.into(),
+            my_msg_id: self.my_msg_id,
+            peer_msg_id: self.peer_msg_id,
+            age_ms: ms(now.saturating_duration_since(self.created)),
+            rekey_in_ms: left(self.rekey_at),
+            children,
+        })
+    }
+
+    /// Rebuilds an established IKE SA from a snapshot taken `elapsed` ago
+    /// (checked by the manager against the connection), with its CHILD SAs
+    /// and the actions that put them back in the data plane.
+    pub(crate) fn from_snapshot(
+        conn: Arc<ConnectionConfig>,
+        snap: &crate::snapshot::IkeSaSnapshot,
+        elapsed: std::time::Duration,
+        now: Instant,
+        spis: Arc<SpiPool>,
+        dh_offload: bool,
+    ) -> Result<IkeSa, crate::snapshot::RestoreError> {
+        use crate::snapshot::{child_parts, ike_cipher, ike_keys, RestoreError};
+        use std::time::Duration;
+        snap.check()?;
+        let cipher = ike_cipher(snap)?;
+        let keys = ike_keys(snap, &cipher)?;
+        let mut sa = IkeSa::new(
+            conn,
+            snap.initiator,
+            snap.spi_i,
+            snap.spi_r,
+            snap.local,
+            snap.remote,
+            now,
+            spis,
+            dh_offload,
+        );
+        sa.state = IkeSaState::Established;
+        sa.authenticated = true;
+        sa.encap = snap.encap;
+        sa.nat_local = snap.nat_local;
+        sa.nat_remote = snap.nat_remote;
+        sa.peer_frag = snap.peer_frag;
+        sa.cipher = Some(cipher);
+        sa.keys = Some(keys);
+        sa.my_msg_id = snap.my_msg_id;
+        sa.peer_msg_id = snap.peer_msg_id;
+        let since = |age_ms: u64| {
+            now.checked_sub(Duration::from_millis(age_ms).saturating_add(elapsed))
+                .unwrap_or(now)
+        };
+        // A deadline that passed while we were down is due at once.
+        let due = |in_ms: Option<u64>| {
+            in_ms.map(|m| now + Duration::from_millis(m).saturating_sub(elapsed))
+        };
+        sa.created = since(snap.age_ms);
+        sa.rekey_at = due(snap.rekey_in_ms);
+        if sa.nat_local {
+            sa.keepalive_at = Some(now);
+        }
+        let mut installs = Vec::new();
+        for c in &snap.children {
+            let (chosen, local_ts, remote_ts) = child_parts(c)?;
+            let lease = sa
+                .spis
+                .claim(c.spi_in)
+                .ok_or(RestoreError::SpiInUse(c.spi_in))?;
+            let keys = crate::child_sa::ChildKeys {
+                inbound: c.keys_in.to_keys(),
+                outbound: c.keys_out.to_keys(),
+            };
+            installs.push(Action::InstallChildSa(crate::action::ChildSaInstall {
+                conn: sa.conn.name.clone(),
+                ike: sa.id(),
+                spi_in: c.spi_in,
+                spi_out: c.spi_out,
+                encryption: chosen.encr.api_name(),
+                integrity: chosen.integ.map(|i| i.api_name()),
+                keys_in: keys.inbound.clone(),
+                keys_out: keys.outbound.clone(),
+                esn: chosen.esn,
+                udp_encap: c.encap.then_some(crate::action::UdpEncap {
+                    local_port: sa.local.port(),
+                    remote_port: sa.remote.port(),
+                }),
+                local_addr: sa.local.ip(),
+                remote_addr: sa.remote.ip(),
+                local_ts: local_ts.clone(),
+                remote_ts: remote_ts.clone(),
+                replaces_spi_in: None,
+                outbound_deferred: false,
+                volume: sa.conn.child_volume,
+                resume: Some(crate::action::SeqResume {
+                    seq_out: c.seq_out,
+                    replay_right_edge: c.replay_right_edge,
+                }),
+            }));
+            sa.children.push(ChildSa {
+                _lease: lease,
+                spi_in: c.spi_in,
+                spi_out: c.spi_out,
+                chosen,
+                encap: c.encap,
+                local_ts,
+                remote_ts,
+                state: ChildSaState::Installed,
+                installed_at: since(c.age_ms),
+                rekey_at: due(c.rekey_in_ms),
+                expire_at: due(c.expire_in_ms),
+                replaces: None,
+                outbound_deferred_until: None,
+                keys,
+            });
+        }
+        sa.log(
+            LogLevel::Info,
+            format!(
+                "IKE SA {:016x}_i {:016x}_r resumed between {} and {} with {} CHILD SA(s), message IDs {}/{}",
+                sa.spi_i,
+                sa.spi_r,
+                sa.local,
+                sa.remote,
+                sa.children.len(),
+                sa.my_msg_id,
+                sa.peer_msg_id
+            ),
+        );
+        sa.out.push(Action::IkeSaUp {
+            conn: sa.conn.name.clone(),
+            ike: sa.id(),
+            spi_i: sa.spi_i,
+            spi_r: sa.spi_r,
+            local: sa.local,
+            remote: sa.remote,
+            rekey_of: None,
+            resumed: true,
+        });
+        sa.out.extend(installs);
+        Ok(sa)
     }
 }

@@ -50,6 +50,10 @@
 //!         Action::PeerEndpointChanged { new, spis_out, .. } => {
 //!             /* the NAT'd peer's port changed: UDP-encap ESP of spis_out to new.port() */
 //!         }
+//!         Action::SaState { ike, snapshot, .. } => {
+//!             /* persist (sealed): a restart resumes it with
+//!                mgr.add_connection_resuming(conn, &snapshots, elapsed, now) */
+//!         }
 //!         Action::Log { .. } => {}
 //!     }
 //! }
@@ -79,6 +83,7 @@ pub mod ike_sa;
 pub mod manager;
 pub mod message;
 pub mod payload;
+pub mod snapshot;
 pub mod spi;
 pub mod task_manager;
 pub mod tasks;
@@ -86,7 +91,7 @@ pub mod tasks;
 pub mod testing;
 
 pub use action::{
-    Action, ChildSaInstall, DownReason, EspKeys, IkeSaId, LogLevel, TimerId, UdpEncap,
+    Action, ChildSaInstall, DownReason, EspKeys, IkeSaId, LogLevel, SeqResume, TimerId, UdpEncap,
     VolumeLifetimes,
 };
 pub use config::{ConnectionConfig, DpdAction, EspCipher, Identity, IkeCipher, Psk};

@@ -412,6 +412,75 @@ impl IkeManager {
             .map(|(s, _)| *s)
     }
 
+    /// Adds (or replaces) a connection and resumes its IKE SAs from
+    /// snapshots taken `elapsed` ago (a restart, see [`IkeManager::restore`]);
+    /// an initiating connection initiates only if none was resumed.
+    /// Returns the actions and, per snapshot, whether it was resumed.
+    pub fn add_connection_resuming(
+        &mut self,
+        cfg: ConnectionConfig,
+        snapshots: &[crate::snapshot::IkeSaSnapshot],
+        elapsed: std::time::Duration,
+        now: Instant,
+    ) -> (Vec<Action>, Vec<Result<(), crate::snapshot::RestoreError>>) {
+        let name = cfg.name.clone();
+        let initiate = cfg.initiate;
+        self.conns.insert(name.clone(), Arc::new(cfg));
+        let mut out = Vec::new();
+        let mut results = Vec::with_capacity(snapshots.len());
+        for snap in snapshots {
+            let r = if snap.conn == name {
+                self.restore(snap, elapsed, now)
+            } else {
+                Err(crate::snapshot::RestoreError::UnknownConnection(
+                    snap.conn.clone(),
+                ))
+            };
+            results.push(r.map(|acts| out.extend(acts)));
+        }
+        if initiate && !results.iter().any(Result::is_ok) {
+            out.extend(self.initiate(&name, now));
+        }
+        (out, results)
+    }
+
+    /// Resumes an IKE SA from a snapshot taken `elapsed` ago (a restart):
+    /// established at once, no exchange with the peer, its CHILD SAs
+    /// installed again (`InstallChildSa` with `resume` set) and its timers
+    /// (DPD, rekeys) running. The connection must be configured with the
+    /// snapshot's addresses; a snapshot that does not fit is refused and
+    /// changes nothing (initiate instead).
+    pub fn restore(
+        &mut self,
+        snap: &crate::snapshot::IkeSaSnapshot,
+        elapsed: std::time::Duration,
+        now: Instant,
+    ) -> Result<Vec<Action>, crate::snapshot::RestoreError> {
+        use crate::snapshot::RestoreError;
+        let conn = self
+            .conns
+            .get(&snap.conn)
+            .cloned()
+            .ok_or_else(|| RestoreError::UnknownConnection(snap.conn.clone()))?;
+        if conn.local_addr != snap.local.ip() || conn.remote_addr != snap.remote.ip() {
+            return Err(RestoreError::AddressesChanged);
+        }
+        let spi = snap.my_spi();
+        if self.sas.contains_key(&spi) {
+            return Err(RestoreError::Exists(spi));
+        }
+        let sa = IkeSa::from_snapshot(
+            conn,
+            snap,
+            elapsed,
+            now,
+            Arc::clone(&self.spis),
+            self.dh_offload,
+        )?;
+        self.sas.insert(spi, sa);
+        Ok(self.collect(spi, now))
+    }
+
     /// The IKE SAs, for status reporting.
     pub fn ike_sas(&self) -> impl Iterator<Item = &IkeSa> {
         self.sas.values()
@@ -652,6 +721,16 @@ impl IkeManager {
             return Vec::new();
         };
         let mut out = std::mem::take(&mut sa.out);
+        // What a resume needs changed: a new snapshot, or none any more.
+        let key = sa.persist_key();
+        if key != sa.persisted {
+            out.push(Action::SaState {
+                conn: sa.conn.name.clone(),
+                ike: sa.id(),
+                snapshot: key.and_then(|_| sa.snapshot(now)).map(Box::new),
+            });
+            sa.persisted = key;
+        }
         let adopted = sa.rekeyed_into.take();
         if let Some(at) = sa.next_deadline() {
             out.push(Action::ArmTimer {

@@ -89,6 +89,27 @@ impl SpiPool {
         None
     }
 
+    /// Reserves a given SPI (a CHILD SA resumed from a snapshot), unless
+    /// it is reserved (0-255), held already or in use elsewhere.
+    pub(crate) fn claim(self: &Arc<Self>, spi: u32) -> Option<SpiLease> {
+        if spi <= 255 {
+            return None;
+        }
+        let external = self
+            .external
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if external.as_ref().is_some_and(|f| f(spi)) {
+            return None;
+        }
+        let mut taken = self.taken.lock().unwrap_or_else(PoisonError::into_inner);
+        taken.insert(spi).then(|| SpiLease {
+            pool: Arc::clone(self),
+            spi,
+        })
+    }
+
     #[cfg(test)]
     fn held(&self) -> usize {
         self.taken
@@ -121,6 +142,13 @@ mod tests {
         let mut again = [0x2000u32].into_iter();
         let c = pool.allocate_from(|| again.next().unwrap_or(0)).unwrap();
         assert_eq!(c.spi(), 0x2000);
+        // A resumed CHILD SA claims its own SPI, once.
+        let d = pool.claim(0x4000).unwrap();
+        assert!(pool.claim(0x4000).is_none());
+        assert!(pool.claim(0x1000).is_none(), "in use elsewhere");
+        assert!(pool.claim(200).is_none(), "reserved");
+        drop(d);
+        assert!(pool.claim(0x4000).is_some());
         // Everything in use: gives up instead of looping forever.
         pool.set_external(Some(Arc::new(|_| true)));
         assert!(pool.allocate().is_none());

@@ -9,9 +9,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use gateway_ike::payload::TrafficSelector;
+use gateway_ike::snapshot::{IkeSaSnapshot, RestoreError};
 use gateway_ike::{
     Action, ChildSaInstall, ConnectionConfig, DownReason, DpdAction, EspCipher, IkeCipher,
-    IkeManager, Psk, TimerId,
+    IkeManager, IkeSaId, Psk, TimerId,
 };
 
 const A: &str = "192.0.2.1";
@@ -39,6 +40,8 @@ struct Peer {
     order: Vec<(bool, u32)>,
     /// `ActivateOutbound` reports: (inbound SPI, when).
     activations: Vec<(u32, Instant)>,
+    /// The latest `SaState` of each IKE SA (`None`: forget it).
+    states: BTreeMap<IkeSaId, Option<Box<IkeSaSnapshot>>>,
 }
 
 impl Peer {
@@ -58,6 +61,7 @@ impl Peer {
             moves: Vec::new(),
             order: Vec::new(),
             activations: Vec::new(),
+            states: BTreeMap::new(),
         }
     }
 }
@@ -195,6 +199,9 @@ impl Net {
                 Action::PeerEndpointChanged {
                     old, new, spis_out, ..
                 } => self.peers[who].moves.push((old, new, spis_out)),
+                Action::SaState { ike, snapshot, .. } => {
+                    self.peers[who].states.insert(ike, snapshot);
+                }
             }
         }
     }
@@ -1621,4 +1628,209 @@ fn refused_dh_work_drops_only_half_open_sas() {
     assert_eq!(net.peers[1].installs.len(), 2, "{:?}", net.peers[1].logs);
     assert!(net.peers[1].downs.is_empty());
     assert_eq!(net.peers[1].mgr.counters().dh_refused, 2);
+}
+
+/// Peer `who`'s resumable IKE SAs as its owner would have persisted them.
+fn persisted(p: &Peer) -> Vec<IkeSaSnapshot> {
+    p.states
+        .values()
+        .filter_map(|s| s.as_deref().cloned())
+        .collect()
+}
+
+/// Peer `who` restarts: a new manager with the same connection, its IKE
+/// SAs resumed from their snapshots (taken `elapsed` ago). Returns the
+/// resumed installs.
+fn restart_from_snapshots(
+    net: &mut Net,
+    who: usize,
+    cfg: ConnectionConfig,
+    elapsed: Duration,
+) -> Vec<ChildSaInstall> {
+    let snaps = persisted(&net.peers[who]);
+    let addr = if who == 0 { A } else { B };
+    net.peers[who] = Peer::new(addr);
+    let now = net.now;
+    // Through the file format, as the daemon does.
+    let back: Vec<IkeSaSnapshot> = snaps
+        .iter()
+        .map(|snap| {
+            let text = serde_json::to_string(snap).unwrap();
+            serde_json::from_str(&text).unwrap()
+        })
+        .collect();
+    assert!(back == snaps);
+    // An initiating connection does not initiate when it resumes.
+    let (acts, results) = net.peers[who]
+        .mgr
+        .add_connection_resuming(cfg, &back, elapsed, now);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    net.absorb(who, acts);
+    net.peers[who].installs.drain(..).collect()
+}
+
+#[test]
+fn a_resumed_ike_sa_goes_on_without_a_handshake() {
+    for restarted in [0usize, 1] {
+        let mut net = Net::new();
+        let (mut a, mut b) = cfgs(b"k", b"k");
+        a.dpd_interval = Some(Duration::from_secs(10));
+        b.dpd_interval = Some(Duration::from_secs(10));
+        let cfg = if restarted == 0 { a.clone() } else { b.clone() };
+        net.start(a, b);
+        // Some DPD exchanges move the message IDs first.
+        net.advance(Duration::from_secs(25));
+        let before = net.peers[restarted].installs[0].spi_in;
+        let original = net.peers[restarted].installs.remove(0);
+        let snaps = persisted(&net.peers[restarted]);
+        assert_eq!(snaps.len(), 1, "one resumable IKE SA");
+        assert!(
+            snaps[0].my_msg_id + snaps[0].peer_msg_id > 2,
+            "{:?}",
+            snaps[0]
+        );
+        let sent = net.sent.len();
+
+        let resumed = restart_from_snapshots(&mut net, restarted, cfg, Duration::from_secs(1));
+        // Nothing was sent to resume, and the CHILD SA is back with the
+        // same SPIs and keys, marked as resumed.
+        assert_eq!(net.sent.len(), sent);
+        assert_eq!(resumed.len(), 1);
+        let r = &resumed[0];
+        assert_eq!((r.spi_in, r.spi_out), (before, original.spi_out));
+        assert_eq!(*r.keys_in.encryption_key, *original.keys_in.encryption_key);
+        assert_eq!(
+            *r.keys_out.encryption_key,
+            *original.keys_out.encryption_key
+        );
+        assert!(r.resume.is_some() && original.resume.is_none());
+        assert_eq!(net.peers[restarted].ups, 1);
+
+        // DPD both ways keeps working on the resumed message IDs.
+        net.advance(Duration::from_secs(35));
+        let other = 1 - restarted;
+        assert!(
+            net.peers[0].downs.is_empty() && net.peers[1].downs.is_empty(),
+            "{:?} {:?}",
+            net.peers[restarted].logs,
+            net.peers[other].logs
+        );
+        assert_eq!(net.peers[other].ups, 1, "no new IKE SA");
+
+        // A CHILD rekey started by the peer, and an IKE rekey started by
+        // the resumed side, both succeed with the resumed keys.
+        let name = |w: usize| if w == 0 { "tun-a" } else { "tun-b" };
+        let spi = net.peers[other].installs[0].spi_in;
+        let now = net.now;
+        let acts = net.peers[other].mgr.rekey_child_sa(name(other), spi, now);
+        net.absorb(other, acts);
+        net.run();
+        assert_eq!(net.peers[restarted].installs.len(), 1);
+        assert_pair(
+            net.peers[other].installs.last().unwrap(),
+            &net.peers[restarted].installs[0],
+        );
+        let acts = net.peers[restarted].mgr.rekey_ike_sa(name(restarted), now);
+        net.absorb(restarted, acts);
+        net.run();
+        net.advance(Duration::from_secs(30));
+        assert!(
+            net.peers[0].downs.is_empty() && net.peers[1].downs.is_empty(),
+            "{:?}",
+            net.peers[restarted].logs
+        );
+        assert_eq!(net.peers[restarted].mgr.ike_sas().count(), 1);
+        assert_eq!(net.peers[other].mgr.ike_sas().count(), 1);
+        assert_consistent(&net);
+        // The rekeyed IKE SA is what is persisted now; the old one is gone.
+        let snaps = persisted(&net.peers[restarted]);
+        assert_eq!(snaps.len(), 1);
+        assert_eq!(
+            snaps[0].my_spi(),
+            net.peers[restarted].mgr.ike_sas().next().unwrap().my_spi()
+        );
+    }
+}
+
+#[test]
+fn a_deleted_ike_sa_is_no_longer_persisted() {
+    let mut net = Net::new();
+    let (a, b) = cfgs(b"k", b"k");
+    net.start(a, b);
+    assert_eq!(persisted(&net.peers[0]).len(), 1);
+    assert_eq!(persisted(&net.peers[1]).len(), 1);
+    let now = net.now;
+    let acts = net.peers[0].mgr.delete_ike_sa("tun-a", now);
+    net.absorb(0, acts);
+    net.run();
+    assert!(persisted(&net.peers[0]).is_empty());
+    assert!(persisted(&net.peers[1]).is_empty());
+}
+
+#[test]
+fn snapshots_that_do_not_fit_are_refused() {
+    let mut net = Net::new();
+    let (a, b) = cfgs(b"k", b"k");
+    net.start(a.clone(), b);
+    let snap = persisted(&net.peers[0]).remove(0);
+    let now = net.now;
+    let restore = |snap: &IkeSaSnapshot, cfg: Option<ConnectionConfig>| {
+        let mut mgr = IkeManager::new();
+        if let Some(cfg) = cfg {
+            mgr.add_connection(cfg, now);
+        }
+        mgr.restore(snap, Duration::ZERO, now)
+    };
+    let mut passive = a.clone();
+    passive.initiate = false;
+    assert!(restore(&snap, Some(passive.clone())).is_ok());
+    assert!(matches!(
+        restore(&snap, None),
+        Err(RestoreError::UnknownConnection(_))
+    ));
+    let mut moved = passive.clone();
+    moved.remote_addr = ip("192.0.2.9");
+    assert_eq!(
+        restore(&snap, Some(moved)).err(),
+        Some(RestoreError::AddressesChanged)
+    );
+    let mut bad = snap.clone();
+    bad.version += 1;
+    assert!(matches!(
+        restore(&bad, Some(passive.clone())),
+        Err(RestoreError::Version(_))
+    ));
+    let mut bad = snap.clone();
+    bad.keys.sk_ei.pop();
+    assert!(matches!(
+        restore(&bad, Some(passive.clone())),
+        Err(RestoreError::Invalid(_))
+    ));
+    let mut bad = snap.clone();
+    bad.children[0].keys_out.encryption_key.push(0);
+    assert!(matches!(
+        restore(&bad, Some(passive.clone())),
+        Err(RestoreError::Invalid(_))
+    ));
+    let mut bad = snap.clone();
+    bad.encr = 9999;
+    assert!(matches!(
+        restore(&bad, Some(passive.clone())),
+        Err(RestoreError::Invalid(_))
+    ));
+    let mut bad = snap.clone();
+    bad.children[0].spi_in = 7;
+    assert!(matches!(
+        restore(&bad, Some(passive.clone())),
+        Err(RestoreError::Invalid(_))
+    ));
+    // Resumed twice in one manager: refused, nothing changes.
+    let mut mgr = IkeManager::new();
+    mgr.add_connection(passive, now);
+    assert!(mgr.restore(&snap, Duration::ZERO, now).is_ok());
+    assert_eq!(
+        mgr.restore(&snap, Duration::ZERO, now).err(),
+        Some(RestoreError::Exists(snap.my_spi()))
+    );
+    assert_eq!(mgr.ike_sas().count(), 1);
 }

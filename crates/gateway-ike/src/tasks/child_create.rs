@@ -161,6 +161,10 @@ pub(crate) fn install(
         expire_at: sa.conn.child_lifetime.map(|t| sa.last_rx + t),
         replaces: replaces_spi_in,
         outbound_deferred_until: deferred.then(|| sa.last_rx + sa.conn.rekey_grace),
+        keys: crate::child_sa::ChildKeys {
+            inbound: keys_in.clone(),
+            outbound: keys_out.clone(),
+        },
     });
     if let Some(old) = replaces_spi_in {
         sa.log(
@@ -186,6 +190,7 @@ pub(crate) fn install(
         replaces_spi_in,
         outbound_deferred: deferred,
         volume: sa.conn.child_volume,
+        resume: None,
     }));
     true
 }

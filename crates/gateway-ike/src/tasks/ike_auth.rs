@@ -89,6 +89,7 @@ pub(crate) fn established(sa: &mut IkeSa, rekey_of: Option<crate::action::IkeSaI
         local: sa.local,
         remote: sa.remote,
         rekey_of,
+        resumed: false,
     });
 }
 
