@@ -123,6 +123,8 @@ pub enum BgpEvent {
     Route(RouteChange),
     SessionUp(SessionId),
     SessionDown(SessionId),
+    /// The peer's initial routes are all in (RFC 4724 End-of-RIB).
+    EndOfRib(SessionId),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -912,6 +914,9 @@ impl Main {
                 }
                 Action::SessionDown { session } => {
                     let _ = self.events.send(BgpEvent::SessionDown(session)).await;
+                }
+                Action::EndOfRib { session } => {
+                    let _ = self.events.send(BgpEvent::EndOfRib(session)).await;
                 }
                 Action::Route(c) => {
                     let _ = self.events.send(BgpEvent::Route(c)).await;

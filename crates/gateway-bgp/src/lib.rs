@@ -72,6 +72,12 @@ pub enum Action {
     SessionDown {
         session: SessionId,
     },
+    /// The peer sent End-of-RIB for the session's family (RFC 4724 §2):
+    /// its initial routes are all in. Routes kept from before a restart
+    /// that it did not send again are stale and may go.
+    EndOfRib {
+        session: SessionId,
+    },
     /// The Loc-RIB changed: program the data plane and the kernel.
     Route(RouteChange),
 }

@@ -957,7 +957,27 @@ impl Session {
         }
     }
 
+    /// Whether `update` is the End-of-RIB marker of our family (RFC 4724
+    /// §2): an empty UPDATE for IPv4 unicast, else one holding only an
+    /// empty MP_UNREACH_NLRI of the family.
+    fn is_end_of_rib(&self, update: &Update) -> bool {
+        if !update.withdrawn_routes.is_empty() || !update.nlri.is_empty() {
+            return false;
+        }
+        match (self.config.family(), update.path_attributes.as_slice()) {
+            (AfiSafi::Ipv4Unicast, []) => true,
+            (family, [PathAttribute::MpUnreachNlri(m)]) => {
+                m.afi_safi == family && m.withdrawn.is_empty()
+            }
+            _ => false,
+        }
+    }
+
     fn process_update(&mut self, update: Update, now: Instant, out: &mut Out) {
+        if self.is_end_of_rib(&update) {
+            out.push(Action::EndOfRib { session: self.id });
+            return;
+        }
         let mut withdrawn: Vec<IpNet> = update
             .withdrawn_routes
             .iter()

@@ -981,7 +981,7 @@ fn two_speakers_collide_then_exchange_routes() {
                     timers.remove(&(side, timer));
                 }
                 Action::SessionUp { .. } => ups[side] += 1,
-                Action::SessionDown { .. } => {}
+                Action::SessionDown { .. } | Action::EndOfRib { .. } => {}
                 Action::Route(r) => installed[side].push(r),
             }
         }
@@ -1284,10 +1284,32 @@ fn graceful_restart_is_announced_and_initial_routes_end_with_end_of_rib() {
             },
         };
         assert_eq!(updates[1], eor, "End-of-RIB last");
-        // The peer's End-of-RIB is harmless.
+        // The peer's End-of-RIB is reported (stale routes kept across our
+        // restart may go), and changes nothing else.
         let a = h.recv(1, 7, &Message::Update(eor.clone()).encode(Codec::default()));
         assert!(routes(&a).is_empty());
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::EndOfRib { session: 1 })),
+            "{a:?}"
+        );
         assert_eq!(h.state(1), State::Established);
+        // An UPDATE that withdraws something is not End-of-RIB.
+        let not_eor = match family {
+            AfiSafi::Ipv4Unicast => Update {
+                withdrawn_routes: vec!["203.0.113.0/24".parse().unwrap()],
+                ..Update::default()
+            },
+            _ => Update {
+                path_attributes: vec![PathAttribute::MpUnreachNlri(MpUnreachNlri {
+                    afi_safi: family,
+                    withdrawn: vec!["2001:db8:200::/48".parse().unwrap()],
+                })],
+                ..Update::default()
+            },
+        };
+        let a = h.recv(1, 7, &Message::Update(not_eor).encode(Codec::default()));
+        assert!(!a.iter().any(|x| matches!(x, Action::EndOfRib { .. })));
 
         // The session drops and comes back: no restart claimed any more.
         h.input(1, Input::TcpClosed { conn: 7 });
