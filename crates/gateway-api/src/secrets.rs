@@ -283,6 +283,42 @@ impl MasterKey {
         aad
     }
 
+    /// Seals any secret blob (e.g. the IKE and ESP state a restart
+    /// resumes), bound to `purpose`: opening it under another purpose fails.
+    pub fn seal_blob(&self, purpose: &str, plain: &[u8]) -> Result<Sealed, SecretError> {
+        let mut nonce = [0u8; 12];
+        getrandom::getrandom(&mut nonce).map_err(|_| SecretError::Random)?;
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: purpose.as_bytes(),
+                },
+            )
+            .map_err(|_| SecretError::Encrypt)?;
+        Ok(Sealed { nonce, ciphertext })
+    }
+
+    /// Opens what [`MasterKey::seal_blob`] sealed for `purpose`.
+    pub fn open_blob(
+        &self,
+        purpose: &str,
+        sealed: &Sealed,
+    ) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+        self.cipher
+            .decrypt(
+                Nonce::from_slice(&sealed.nonce),
+                Payload {
+                    msg: &sealed.ciphertext,
+                    aad: purpose.as_bytes(),
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| SecretError::Decrypt)
+    }
+
     pub fn seal(&self, secret_id: &str, revision: u32, psk: &Psk) -> Result<Sealed, SecretError> {
         let mut nonce = [0u8; 12];
         getrandom::getrandom(&mut nonce).map_err(|_| SecretError::Random)?;
@@ -356,6 +392,19 @@ mod tests {
         assert_eq!(a, a.clone());
         assert_eq!(format!("{a:?}"), "Psk(<redacted>)");
         assert!(!format!("{a:?}").contains(std::str::from_utf8(a.expose()).unwrap()));
+    }
+
+    #[test]
+    fn blobs_are_bound_to_their_purpose() {
+        let dir = tempfile::tempdir().unwrap();
+        let mk = MasterKey::load_or_create(dir.path()).unwrap();
+        let sealed = mk.seal_blob("sa-state v1", b"keys").unwrap();
+        assert_ne!(sealed.ciphertext[..4], b"keys"[..]);
+        assert_eq!(&**mk.open_blob("sa-state v1", &sealed).unwrap(), b"keys");
+        assert!(mk.open_blob("sa-state v2", &sealed).is_err());
+        let mut tampered = sealed.clone();
+        tampered.ciphertext[0] ^= 1;
+        assert!(mk.open_blob("sa-state v1", &tampered).is_err());
     }
 
     #[test]

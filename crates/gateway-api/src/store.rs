@@ -270,6 +270,21 @@ impl Store {
         })
     }
 
+    /// Seals a secret blob with the store's master key (see
+    /// [`MasterKey::seal_blob`]).
+    pub fn seal_blob(&self, purpose: &str, plain: &[u8]) -> Result<Sealed, StoreError> {
+        Ok(self.inner.key.seal_blob(purpose, plain)?)
+    }
+
+    /// Opens a blob sealed by [`Store::seal_blob`] for `purpose`.
+    pub fn open_blob(
+        &self,
+        purpose: &str,
+        sealed: &Sealed,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
+        Ok(self.inner.key.open_blob(purpose, sealed)?)
+    }
+
     /// The schema version applied.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         self.read(|tx| {
