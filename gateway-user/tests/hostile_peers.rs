@@ -641,33 +641,51 @@ fn tunnel_ids_are_recycled_after_thousands_of_connections() -> anyhow::Result<()
 /// A restart (SIGTERM, what `systemctl restart` sends) deletes nothing
 /// toward the customer: its IKE and CHILD SAs outlive our daemon (a
 /// customer whose charon takes our DELETE as final never came back). The
-/// restarted daemon, which lost its SAs, initiates the customer-initiated
-/// connection once with INITIAL_CONTACT: the customer's stale SAs give way
-/// to one handshake and traffic flows again without the customer acting.
+/// restarted daemon resumes them from its state file: no handshake, the
+/// same CHILD SA, sequence numbers that the customer's replay window
+/// accepts, traffic both ways as soon as the data path runs.
 #[test]
 #[ignore = "needs root: network namespaces, XDP, the daemon"]
-fn a_restart_deletes_nothing_and_resumes_with_one_handshake() -> anyhow::Result<()> {
-    restart_case("s", false)
+fn a_restart_resumes_the_sas_without_a_handshake() -> anyhow::Result<()> {
+    restart_case("s", Stop::Term)
 }
 
-/// The same after a crash (SIGKILL: nothing cleaned up, no status
-/// written on the way down): the customer's SAs are stale and the
-/// restarted daemon replaces them with one handshake all the same.
+/// The same after a crash (SIGKILL: nothing cleaned up, no status or state
+/// written on the way down): what the state file held while the daemon
+/// ran is enough.
 #[test]
 #[ignore = "needs root: network namespaces, XDP, the daemon"]
-fn a_crash_resumes_with_one_handshake() -> anyhow::Result<()> {
-    restart_case("k", true)
+fn a_crash_resumes_the_sas_without_a_handshake() -> anyhow::Result<()> {
+    restart_case("k", Stop::Kill)
 }
 
-fn restart_case(tag: &str, crash: bool) -> anyhow::Result<()> {
+/// A crash that also lost the state file (or a file that cannot be used):
+/// the customer-initiated connection is initiated by us once, with
+/// INITIAL_CONTACT, so the customer's stale SAs give way to one handshake
+/// and nobody on the customer's side has to act.
+#[test]
+#[ignore = "needs root: network namespaces, XDP, the daemon"]
+fn a_lost_state_file_costs_one_handshake() -> anyhow::Result<()> {
+    restart_case("l", Stop::KillAndLoseState)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Term,
+    Kill,
+    KillAndLoseState,
+}
+
+fn restart_case(tag: &str, stop: Stop) -> anyhow::Result<()> {
     let mut site = Site::start(tag, "")?;
     let ids = site.resources()?;
     let conn = site.connection("restart", &ids)?;
     let id = conn["id"].as_str().context("connection id")?.to_owned();
     let customer = site.customer(&conn)?;
     site.wait_tunnel_up(&id)?;
-    let replies = ping_through(&customer, &conn, 10, 10, Duration::from_secs(5))?;
-    assert_eq!(replies.len(), 10, "before the restart: {replies:?}");
+    // Enough packets that a reused sequence number would be noticed.
+    let replies = ping_through(&customer, &conn, 50, 10, Duration::from_secs(5))?;
+    assert_eq!(replies.len(), 50, "before the restart: {replies:?}");
     let before = customer.state("c").context("peer state")?;
     // The connection's events say what happened (written with the statuses).
     let kinds = |site: &Site| -> anyhow::Result<Vec<String>> {
@@ -685,7 +703,9 @@ fn restart_case(tag: &str, crash: bool) -> anyhow::Result<()> {
     for k in ["ike_sa_up", "child_sa_installed"] {
         anyhow::ensure!(first.iter().any(|f| f == k), "no {k} event: {first:?}");
     }
-    site.restart(crash, || {
+    let state_file = site._cleanup.dir.join("state/sa-state.sealed");
+    anyhow::ensure!(state_file.exists(), "no SA state file while running");
+    site.restart(stop != Stop::Term, || {
         // Time for a DELETE to arrive, had one been sent.
         std::thread::sleep(Duration::from_millis(500));
         let now = customer.state("c").context("peer state")?;
@@ -693,24 +713,66 @@ fn restart_case(tag: &str, crash: bool) -> anyhow::Result<()> {
             now.ike_up && now.child.is_some() && now.child == before.child,
             "the customer's SAs did not outlive our stop: {now:?} (before: {before:?})"
         );
+        if stop == Stop::KillAndLoseState {
+            std::fs::remove_file(&state_file)?;
+        }
         Ok(())
     })?;
-    // Our initiation replaces the customer's stale SAs with new ones.
+    let resumed = stop != Stop::KillAndLoseState;
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = customer.state("c").context("peer state")?;
-        if now.ike_up && now.child_installs > before.child_installs && now.child.is_some() {
-            anyhow::ensure!(now.child != before.child, "same CHILD SA: {now:?}");
-            break;
-        }
-        site.daemon.check()?;
-        if Instant::now() > deadline {
-            bail!(
-                "no new CHILD SA at the customer 30 s after the restart: {now:?}; log:\n{}",
+    if resumed {
+        // The agent says it resumed the IKE SA (after it put the CHILD SA
+        // back in the data plane): from then on nothing may be lost.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !kinds(&site)?
+            .iter()
+            .skip(first.len())
+            .any(|k| k == "ike_sa_resumed")
+        {
+            site.daemon.check()?;
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "no ike_sa_resumed event 10 s after the restart; log:\n{}",
                 site.daemon.log_tail(30)
             );
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // Traffic both ways on the customer's same CHILD SA: our resumed
+        // SAs decrypt what it sends, and what we send passes its replay
+        // window (sequence numbers continue above what we used).
+        let mut replies = ping_through(&customer, &conn, 50, 10, Duration::from_secs(10))?;
+        replies.sort_unstable();
+        replies.dedup();
+        let now = customer.state("c").context("peer state")?;
+        assert_eq!(
+            replies.len(),
+            50,
+            "after the restart: {replies:?}; customer {now:?}; log:\n{}",
+            site.daemon.log_tail(30)
+        );
+        assert_eq!(now.child, before.child, "the customer's CHILD SA changed");
+        assert_eq!(now.child_installs, before.child_installs, "a new CHILD SA");
+        assert_eq!(
+            now.decap_errors, before.decap_errors,
+            "the customer refused our ESP"
+        );
+    } else {
+        // Our initiation replaces the customer's stale SAs with new ones.
+        loop {
+            let now = customer.state("c").context("peer state")?;
+            if now.ike_up && now.child_installs > before.child_installs && now.child.is_some() {
+                anyhow::ensure!(now.child != before.child, "same CHILD SA: {now:?}");
+                break;
+            }
+            site.daemon.check()?;
+            if Instant::now() > deadline {
+                bail!(
+                    "no new CHILD SA at the customer 30 s after the restart: {now:?}; log:\n{}",
+                    site.daemon.log_tail(30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     // The restarted daemon serves, and says it is ready once the agent
     // has configured the connection again.
@@ -722,13 +784,22 @@ fn restart_case(tag: &str, crash: bool) -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "/readyz not 200 within 30 s");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The events outlived the restart, and the new IKE SA is among them.
+    // The events outlived the restart, and say what happened.
+    let want = if resumed {
+        "ike_sa_resumed"
+    } else {
+        "ike_sa_up"
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let now = kinds(&site)?;
         if now.len() > first.len() && now.starts_with(&first) {
             let new = &now[first.len()..];
-            if new.iter().any(|k| k == "ike_sa_up") {
+            if new.iter().any(|k| k == want) {
+                anyhow::ensure!(
+                    !resumed || !new.iter().any(|k| k == "ike_sa_up"),
+                    "a handshake after resuming: {new:?}"
+                );
                 break;
             }
         }
@@ -739,10 +810,18 @@ fn restart_case(tag: &str, crash: bool) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     let log = site.daemon.log_tail(200);
-    assert!(
-        log.contains("initiating once with INITIAL_CONTACT"),
-        "the restarted daemon did not initiate: {log}"
-    );
+    if resumed {
+        assert!(
+            log.contains("resumed from the SA state")
+                && !log.contains("initiating once with INITIAL_CONTACT"),
+            "the restarted daemon did not resume: {log}"
+        );
+    } else {
+        assert!(
+            log.contains("initiating once with INITIAL_CONTACT"),
+            "the restarted daemon did not initiate: {log}"
+        );
+    }
     let mut replies = ping_through(&customer, &conn, 20, 10, Duration::from_secs(5))?;
     replies.sort_unstable();
     replies.dedup();

@@ -13,6 +13,7 @@
 pub mod ids;
 pub mod plan;
 pub mod runtime;
+pub mod sa_state;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -119,6 +120,10 @@ impl Agent {
             snapshot,
             lifetime,
         );
+        // What a restart resumes (IKE and CHILD SAs, sequence numbers).
+        rt.enable_sa_state(&self.config.gateway.state_dir);
+        let mut persist = tokio::time::interval(sa_state::TICK);
+        persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Volume limits are reported by the workers once per outbound SA
         // (so this channel holds at most two events per SA).
         let (limit_tx, mut limits) = mpsc::unbounded_channel();
@@ -206,9 +211,15 @@ impl Agent {
                     r = changes.changed() => break r.is_err(),
                     () = &mut resync => break false,
                     _ = shutdown.changed() => break true,
-                    Some(a) = ike_events.recv() => rt.on_ike(a),
+                    Some(a) = ike_events.recv() => {
+                        rt.on_ike(a);
+                        if rt.sa_state_urgent() {
+                            rt.persist_sa_state(false).await;
+                        }
+                    }
                     Some(e) = bgp_events.recv() => rt.on_bgp(e),
                     Some(e) = limits.recv() => rt.on_limit(e).await,
+                    _ = persist.tick() => rt.persist_sa_state(false).await,
                 }
             };
             if stop || *shutdown.borrow() != Stop::No {

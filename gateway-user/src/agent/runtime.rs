@@ -39,6 +39,7 @@ use tokio::sync::mpsc;
 
 use super::ids::IdPool;
 use super::plan::{Plan, SessionPlan, TunnelName, TunnelPlan};
+use super::sa_state::{self, SaBook};
 use crate::daemon::DataPathHandle;
 use crate::dataplane::backend::GatewayDataPlane;
 use crate::dataplane::mtu::mss_for;
@@ -238,7 +239,30 @@ pub struct Runtime {
     lifetime: Lifetime,
     /// Last statuses written, per connection.
     reported: HashMap<String, ConnectionStatusUpdate>,
+    /// The IKE and ESP state a restart resumes, when enabled
+    /// (`enable_sa_state`).
+    sa: Option<SaBook>,
+    /// Routes kept from before a restart, per session, until the session
+    /// sends them again or its End-of-RIB (then the rest go), or until
+    /// the deadline.
+    stale: HashMap<SessionId, StaleRoutes>,
 }
+
+/// A session's routes from before a restart (Graceful Restart, RFC 4724
+/// §4.2, on our side: kept and used, marked stale).
+#[derive(Debug)]
+struct StaleRoutes {
+    prefixes: BTreeSet<IpNet>,
+    /// Withdrawn then if the session has not refreshed them.
+    deadline: Instant,
+}
+
+/// How long stale routes wait for their session to come back (our restart
+/// time, as announced).
+const STALE_UNTIL_UP: Duration = Duration::from_secs(GRACEFUL_RESTART_TIME as u64);
+/// How long stale routes stay once the session is up, if the peer sends
+/// no End-of-RIB.
+const STALE_AFTER_UP: Duration = Duration::from_secs(30);
 
 impl Runtime {
     pub fn new(
@@ -271,6 +295,136 @@ impl Runtime {
             next_session: 1,
             lifetime,
             reported: HashMap::new(),
+            sa: None,
+            stale: HashMap::new(),
+        }
+    }
+
+    /// Persists the resumable IKE and ESP state in `dir` (`sa_state`) and
+    /// resumes what the file there holds: outbound SAs from now on send
+    /// only sequence numbers the file has reserved.
+    pub fn enable_sa_state(&mut self, dir: &std::path::Path) {
+        let resumable = match sa_state::load(&self.store, dir) {
+            Ok(r) => {
+                let n: usize = r.entries.values().map(Vec::len).sum();
+                let routes: usize = r.routes.values().map(Vec::len).sum();
+                if n + routes > 0 {
+                    tracing::info!(ike_sas = n, routes, file = %dir.join(sa_state::FILE).display(), "IKE and CHILD SAs to resume, routes to keep until BGP is back");
+                }
+                r
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the SA state: every tunnel starts with a new handshake");
+                Default::default()
+            }
+        };
+        self.dataplane
+            .table()
+            .set_seq_reservation(Some(sa_state::SEQ_BLOCK));
+        self.sa = Some(SaBook::new(dir.to_owned(), resumable));
+    }
+
+    /// A resumed CHILD SA waits for the state file to reserve its next
+    /// sequence numbers: write it without waiting for the tick.
+    pub fn sa_state_urgent(&self) -> bool {
+        self.sa.as_ref().is_some_and(|b| b.urgent)
+    }
+
+    /// Writes the SA state file when something changed, when an outbound
+    /// SA needs more sequence numbers reserved, or (every
+    /// `sa_state::EDGE_EVERY`) when inbound right edges moved; `force`:
+    /// write now (a stop). Raises the outbound SAs' limits once written.
+    pub async fn persist_sa_state(&mut self, force: bool) {
+        let Some(book) = self.sa.as_mut() else {
+            return;
+        };
+        book.urgent = false;
+        let table = Arc::clone(self.dataplane.table());
+        let tunnel_ids: HashMap<&str, TunnelId> = self
+            .tunnels
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.id))
+            .collect();
+        let mut entries = Vec::with_capacity(book.current.len());
+        let mut reserve: Vec<(TunnelId, u32, u64)> = Vec::new();
+        let mut need_seq = false;
+        let mut edges_moved = false;
+        let mut edges = BTreeMap::new();
+        for e in book.current.values() {
+            let Some(&tid) = tunnel_ids.get(e.tunnel.as_str()) else {
+                continue;
+            };
+            let mut e = e.clone();
+            let out = table.outbound(tid);
+            e.snapshot.children.retain_mut(|c| {
+                // Only a CHILD SA whose outbound SA we hold can vouch for
+                // its sequence numbers.
+                let Some(o) = out.as_ref().filter(|o| o.sa.spi() == c.spi_out) else {
+                    return false;
+                };
+                let (last, reserved) = (o.sa.last_seq(), o.sa.reserved());
+                let target = if last.saturating_add(sa_state::SEQ_BLOCK / 2) > reserved {
+                    need_seq = true;
+                    last.saturating_add(sa_state::SEQ_BLOCK)
+                } else {
+                    reserved
+                };
+                c.seq_out = target;
+                reserve.push((tid, c.spi_out, target));
+                let edge = table.inbound(c.spi_in).map_or(0, |i| i.sa.right_edge());
+                c.replay_right_edge = edge;
+                if book.edges.get(&c.spi_in) != Some(&edge) {
+                    edges_moved = true;
+                }
+                edges.insert(c.spi_in, edge);
+                true
+            });
+            entries.push(e);
+        }
+        let edge_due = edges_moved
+            && book
+                .last_write
+                .is_none_or(|t| t.elapsed() >= sa_state::EDGE_EVERY);
+        if !(force || book.dirty || need_seq || edge_due) {
+            return;
+        }
+        book.dirty = false;
+        book.last_write = Some(Instant::now());
+        book.edges = edges;
+        let store = self.store.clone();
+        let dir = book.dir.clone();
+        let routes: Vec<sa_state::RouteRecord> = self
+            .routes
+            .iter()
+            .filter_map(|(prefix, (_, session))| {
+                Some(sa_state::RouteRecord {
+                    session: self.session_names.get(session)?.clone(),
+                    prefix: *prefix,
+                })
+            })
+            .collect();
+        let written = tokio::task::spawn_blocking(move || {
+            sa_state::save(&store, &dir, &entries, &routes)?;
+            // On disk: the SAs may send what the file reserved.
+            for (tid, spi, target) in reserve {
+                if let Some(o) = table.outbound(tid).filter(|o| o.sa.spi() == spi) {
+                    o.sa.reserve_through(target);
+                }
+            }
+            Ok::<_, sa_state::SaStateError>(())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // Retried on the next tick; meanwhile SAs that used their
+                // reservation stop sending (never a number twice).
+                tracing::error!(error = %e, "cannot write the SA state");
+                if let Some(b) = self.sa.as_mut() {
+                    b.dirty = true;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "SA state writer panicked"),
         }
     }
 
@@ -390,6 +544,15 @@ impl Runtime {
             }
         }
         let now = Instant::now();
+        let expired: Vec<SessionId> = self
+            .stale
+            .iter()
+            .filter(|(_, st)| st.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.sweep_stale(id, "not refreshed in time");
+        }
         // Initiators re-establish tunnels the peer deleted or refused.
         let due: Vec<TunnelName> = self
             .tunnels
@@ -478,12 +641,46 @@ impl Runtime {
         self.dataplane.set_tunnel_interface(id, ifindex);
         self.dataplane.set_mss_clamp(id, plan.mss_clamp);
         set_source_filter(&self.dataplane, id, &plan.allowed_sources);
-        if self
-            .ike
-            .send(IkeCommand::AddConnection(Box::new(ike)))
-            .await
-            .is_err()
-        {
+        let fingerprint = sa_state::fingerprint(&plan.ike_fingerprint, plan.local, plan.remote);
+        let (snapshots, elapsed, why_not) = match self.sa.as_mut() {
+            Some(book) => book.take(&plan.name, &fingerprint, std::time::SystemTime::now()),
+            None => Default::default(),
+        };
+        for why in why_not {
+            tracing::info!(tunnel = %plan.name, "not resuming an IKE SA: {why}");
+        }
+        let sent = if snapshots.is_empty() {
+            self.ike
+                .send(IkeCommand::AddConnection(Box::new(ike)))
+                .await
+                .is_ok()
+        } else {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let sent = self
+                .ike
+                .send(IkeCommand::AddConnectionResuming {
+                    config: Box::new(ike),
+                    snapshots,
+                    elapsed,
+                    reply,
+                })
+                .await
+                .is_ok();
+            let results = answer.await.unwrap_or_default();
+            let resumed = results.iter().filter(|r| r.is_ok()).count();
+            for e in results.iter().filter_map(|r| r.as_ref().err()) {
+                tracing::warn!(tunnel = %plan.name, error = %e, "cannot resume an IKE SA");
+            }
+            if resumed > 0 {
+                tracing::info!(tunnel = %plan.name, ike_sas = resumed, age_ms = elapsed.as_millis() as u64, "resumed from the SA state: no handshake");
+                // Nothing to initiate: the customer's SAs are ours again.
+                if let Some(r) = self.resume.as_mut() {
+                    r.remove(&plan.name);
+                }
+            }
+            sent
+        };
+        if !sent {
             // Nothing can run without IKE: the daemon is going down.
             return Err(RuntimeError::DriverStopped("IKE"));
         }
@@ -656,7 +853,63 @@ impl Runtime {
                 detour: None,
             },
         );
+        self.keep_stale_routes(plan, id);
         Ok(())
+    }
+
+    /// After a restart: the routes the session had go back at once,
+    /// stale, so that the VPC keeps reaching the customer while BGP comes
+    /// back (the customer keeps ours the same way). The session's own
+    /// routes replace them; its End-of-RIB or the deadline removes the
+    /// rest.
+    fn keep_stale_routes(&mut self, plan: &SessionPlan, id: SessionId) {
+        let Some(prefixes) = self
+            .sa
+            .as_mut()
+            .and_then(|b| b.routes_at_start.remove(&plan.name))
+        else {
+            return;
+        };
+        if !plan.route_propagation {
+            return;
+        }
+        let Some(tunnel) = self.session_carrier(id) else {
+            return;
+        };
+        for prefix in &prefixes {
+            self.install_route(*prefix, tunnel, id);
+        }
+        tracing::info!(session = %plan.name, routes = prefixes.len(), "routes from before the restart kept (stale) until the BGP session is back");
+        self.stale.insert(
+            id,
+            StaleRoutes {
+                prefixes: prefixes.into_iter().collect(),
+                deadline: Instant::now() + STALE_UNTIL_UP,
+            },
+        );
+    }
+
+    /// Withdraws what is still stale of `session` (its End-of-RIB came, or
+    /// the deadline passed).
+    fn sweep_stale(&mut self, session: SessionId, why: &str) {
+        let Some(stale) = self.stale.remove(&session) else {
+            return;
+        };
+        let gone: Vec<IpNet> = stale
+            .prefixes
+            .into_iter()
+            .filter(|p| self.routes.get(p).is_some_and(|(_, s)| *s == session))
+            .collect();
+        if !gone.is_empty() {
+            tracing::info!(
+                session,
+                routes = gone.len(),
+                "stale routes withdrawn: {why}"
+            );
+        }
+        for p in gone {
+            self.withdraw_route(p);
+        }
     }
 
     /// Removes a BGP session; `cease`: close it toward the customer with
@@ -665,6 +918,7 @@ impl Runtime {
         let Some(s) = self.sessions.remove(name) else {
             return Ok(());
         };
+        self.sweep_stale(s.id, "the session was removed");
         self.session_names.remove(&s.id);
         if let Some(via) = s.detour {
             self.withdraw_peer_route(&s.plan, via);
@@ -686,6 +940,7 @@ impl Runtime {
                 ike,
                 rekey_of,
                 remote,
+                resumed,
                 ..
             } => {
                 match rekey_of {
@@ -693,6 +948,11 @@ impl Runtime {
                         &conn,
                         "ike_sa_rekeyed",
                         format!("IKE SA {ike} replaces {old}"),
+                    ),
+                    None if resumed => self.event(
+                        &conn,
+                        "ike_sa_resumed",
+                        format!("IKE SA {ike} with {remote} resumed after a restart"),
                     ),
                     None => self.event(
                         &conn,
@@ -707,6 +967,9 @@ impl Runtime {
                     match rekey_of {
                         Some(old) => {
                             tracing::info!(tunnel = %conn, %ike, %old, "IKE SA rekeyed")
+                        }
+                        None if resumed => {
+                            tracing::info!(tunnel = %conn, %ike, "IKE SA resumed (no handshake)")
                         }
                         None => tracing::info!(tunnel = %conn, %ike, "IKE SA established"),
                     }
@@ -886,6 +1149,35 @@ impl Runtime {
                 }
                 return;
             }
+            IkeAction::SaState {
+                conn,
+                ike,
+                snapshot,
+            } => {
+                let fingerprint = self.tunnels.get(&conn).map(|t| {
+                    sa_state::fingerprint(&t.plan.ike_fingerprint, t.plan.local, t.plan.remote)
+                });
+                if let Some(book) = self.sa.as_mut() {
+                    match (snapshot, fingerprint) {
+                        (Some(snapshot), Some(fingerprint)) => {
+                            book.current.insert(
+                                ike.0,
+                                sa_state::Entry {
+                                    tunnel: conn,
+                                    fingerprint,
+                                    taken_unix_ms: sa_state::unix_ms(std::time::SystemTime::now()),
+                                    snapshot: *snapshot,
+                                },
+                            );
+                        }
+                        _ => {
+                            book.current.remove(&ike.0);
+                        }
+                    }
+                    book.dirty = true;
+                }
+                return;
+            }
             IkeAction::Send { .. } | IkeAction::ArmTimer { .. } | IkeAction::ComputeDh(_) => return,
         }
         self.rebalance(false);
@@ -909,6 +1201,20 @@ impl Runtime {
             return;
         }
         let tunnel = t.id;
+        if let Some(r) = c.resume {
+            // A CHILD SA resumed after a restart continues its sequence
+            // numbers (both directions) where the state file left them;
+            // its outbound SA sends once the next mark is written (now).
+            self.dataplane.table().expect_resume(
+                c.spi_in,
+                r.replay_right_edge,
+                c.spi_out,
+                r.seq_out,
+            );
+            if let Some(book) = self.sa.as_mut() {
+                book.urgent = true;
+            }
+        }
         // Deferred only while an older CHILD SA still sends; else there is
         // nothing to wait for.
         let deferred = c.outbound_deferred && t.child.is_some();
@@ -1051,8 +1357,13 @@ impl Runtime {
     /// Handles one report of the BGP driver.
     pub fn on_bgp(&mut self, event: BgpEvent) {
         match event {
+            BgpEvent::EndOfRib(id) => self.sweep_stale(id, "the peer's End-of-RIB"),
             BgpEvent::SessionUp(id) | BgpEvent::SessionDown(id) => {
                 let up = matches!(event, BgpEvent::SessionUp(_));
+                if let (true, Some(st)) = (up, self.stale.get_mut(&id)) {
+                    // A peer without Graceful Restart sends no End-of-RIB.
+                    st.deadline = st.deadline.min(Instant::now() + STALE_AFTER_UP);
+                }
                 if let Some(name) = self.session_names.get(&id) {
                     if let Some(s) = self.sessions.get_mut(name) {
                         s.up = up;
@@ -1072,6 +1383,10 @@ impl Runtime {
                 }
             }
             BgpEvent::Route(RouteChange::Install(route)) => {
+                // Refreshed: no longer stale (under whichever session).
+                for st in self.stale.values_mut() {
+                    st.prefixes.remove(&route.prefix);
+                }
                 match self.session_carrier(route.session) {
                     Some(tunnel) => self.install_route(route.prefix, tunnel, route.session),
                     None => {
@@ -1079,7 +1394,12 @@ impl Runtime {
                     }
                 }
             }
-            BgpEvent::Route(RouteChange::Withdraw { prefix }) => self.withdraw_route(prefix),
+            BgpEvent::Route(RouteChange::Withdraw { prefix }) => {
+                for st in self.stale.values_mut() {
+                    st.prefixes.remove(&prefix);
+                }
+                self.withdraw_route(prefix)
+            }
         }
         self.report_statuses();
     }
@@ -1186,6 +1506,9 @@ impl Runtime {
 
     fn install_route(&mut self, prefix: IpNet, tunnel: TunnelId, session: SessionId) {
         let Some(p) = ip_prefix(prefix) else { return };
+        if let Some(b) = self.sa.as_mut() {
+            b.dirty = true;
+        }
         if let Some((old, _)) = self.routes.insert(prefix, (tunnel, session)) {
             if old != tunnel {
                 let _ = self.dataplane.withdraw_route(p, old);
@@ -1201,6 +1524,9 @@ impl Runtime {
         let Some((tunnel, _)) = self.routes.remove(&prefix) else {
             return;
         };
+        if let Some(b) = self.sa.as_mut() {
+            b.dirty = true;
+        }
         let Some(p) = ip_prefix(prefix) else { return };
         match self.dataplane.withdraw_route(p, tunnel) {
             Ok(()) => tracing::info!(%prefix, tunnel, "route withdrawn"),
@@ -1338,6 +1664,17 @@ impl Runtime {
                 tunnels = self.tunnels.len(),
                 "stopping for a restart: customers keep their IKE and CHILD SAs (no IKE DELETE)"
             );
+        }
+        if drain {
+            // Deleted toward the customers: nothing to resume.
+            if let Some(book) = &self.sa {
+                sa_state::remove(&book.dir);
+            }
+        } else {
+            // Last, exact: message IDs, sequence numbers, edges and routes
+            // as they are (the SAs send nothing beyond what the file
+            // reserved).
+            self.persist_sa_state(true).await;
         }
         let names: Vec<String> = self.sessions.keys().cloned().collect();
         for n in names {
@@ -1830,6 +2167,7 @@ mod tests {
                 replaces_spi_in: replaces,
                 outbound_deferred: replaces.is_some(),
                 volume: gateway_ike::VolumeLifetimes::default(),
+                resume: None,
             })
         };
         let install = |ike: u64, spi_in: u32| rekey(ike, spi_in, None);
@@ -1847,6 +2185,7 @@ mod tests {
             local: std::net::SocketAddr::new(local, 500),
             remote: std::net::SocketAddr::new(remote, 500),
             rekey_of: rekey_of.map(IkeSaId),
+            resumed: false,
         };
         let down = |ike: u64, reason: DownReason| IkeAction::IkeSaDown {
             conn: "conn/v4".into(),
@@ -1918,5 +2257,165 @@ mod tests {
         // Our own next attempt fails: try again later.
         rt.on_ike(failed(12, true, DownReason::AuthenticationFailed));
         assert!(rt.tunnels["conn/v4"].reinitiate_at.is_some());
+    }
+
+    /// The agent's half of the sequence-number rule: an outbound SA sends
+    /// only what the state file has reserved, and the agent writes a new
+    /// mark (then raises the SA's limit) before it runs out.
+    #[tokio::test]
+    #[ignore = "needs root: the slow path opens raw sockets"]
+    async fn the_state_file_reserves_sequence_numbers_before_they_are_sent() {
+        use crate::dataplane::slowpath::SlowPath;
+        use gateway_esp::table::SaTable;
+        use gateway_ike::crypto::Secret;
+        use gateway_ike::EspKeys;
+
+        let dir = std::env::temp_dir().join(format!("s2s-agent-sa-{}", std::process::id()));
+        struct Rm(std::path::PathBuf);
+        impl Drop for Rm {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let _rm = Rm(dir.clone());
+        let store = Store::open(&dir).unwrap();
+        let table = Arc::new(SaTable::new());
+        let datapath = DataPathHandle {
+            dataplane: Arc::new(GatewayDataPlane::new(Arc::clone(&table))),
+            slow: Arc::new(std::sync::Mutex::new(
+                SlowPath::new(Arc::clone(&table)).unwrap(),
+            )),
+            local: None,
+        };
+        let (ike_tx, _ike_rx) = mpsc::channel(16);
+        let (bgp, _bgp_events) = gateway_bgp::driver::spawn();
+        let mut rt = Runtime::new(
+            store.clone(),
+            datapath,
+            ike_tx,
+            bgp,
+            SharedSnapshot::default(),
+            Lifetime::NONE,
+        );
+        rt.enable_sa_state(&dir);
+        let name = "conn/v4".to_string();
+        let (local, remote): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let plan = TunnelPlan {
+            name: name.clone(),
+            connection: "conn".into(),
+            family: Family::V4,
+            local,
+            remote,
+            tun: "s2stest1".into(),
+            interco: Vec::new(),
+            initiate: true,
+            ikev2_ciphers: Vec::new(),
+            esp_ciphers: Vec::new(),
+            ike_fingerprint: "fp".into(),
+            allowed_sources: Vec::new(),
+            mss_clamp: true,
+        };
+        rt.tunnels.insert(
+            name.clone(),
+            RunningTunnel {
+                plan,
+                id: 1,
+                ike_up: false,
+                ike: IkeTrack::default(),
+                child: None,
+                child_since: None,
+                child_installs: 0,
+                reinitiate_at: None,
+                inbound: BTreeSet::new(),
+                pending_out: Vec::new(),
+            },
+        );
+        let key = |b: u8| EspKeys {
+            encryption_key: Secret::new(vec![b; 36]),
+            integrity_key: Secret::new(Vec::new()),
+        };
+        // The IKE core's snapshot of the SA (its shape is the IKE crate's).
+        let snapshot: gateway_ike::snapshot::IkeSaSnapshot = serde_json::from_value(serde_json::json!({
+            "version": 1, "conn": name, "initiator": true, "spi_i": 1u64, "spi_r": 2u64,
+            "local": "192.0.2.1:4500", "remote": "192.0.2.2:4500",
+            "encap": true, "nat_local": false, "nat_remote": false, "peer_frag": false,
+            "encr": 20, "encr_key_bits": 256, "prf": 5, "integ": null, "dh": 31,
+            "keys": {"sk_d": "00", "sk_ai": "", "sk_ar": "", "sk_ei": "01", "sk_er": "02", "sk_pi": "03", "sk_pr": "04"},
+            "my_msg_id": 3, "peer_msg_id": 4, "age_ms": 0, "rekey_in_ms": null,
+            "children": [{
+                "spi_in": 0x100, "spi_out": 0x1100, "encr": 20, "encr_key_bits": 256,
+                "integ": null, "dh": null, "esn": true, "encap": true,
+                "local_ts": [], "remote_ts": [], "age_ms": 0, "rekey_in_ms": null,
+                "expire_in_ms": null,
+                "keys_in": {"encryption_key": "01", "integrity_key": ""},
+                "keys_out": {"encryption_key": "02", "integrity_key": ""},
+                "seq_out": 0, "replay_right_edge": 0
+            }]
+        }))
+        .unwrap();
+        rt.on_ike(IkeAction::SaState {
+            conn: name.clone(),
+            ike: IkeSaId(1),
+            snapshot: Some(Box::new(snapshot)),
+        });
+        rt.on_ike(IkeAction::IkeSaUp {
+            conn: name.clone(),
+            ike: IkeSaId(1),
+            spi_i: 1,
+            spi_r: 2,
+            local: std::net::SocketAddr::new(local, 4500),
+            remote: std::net::SocketAddr::new(remote, 4500),
+            rekey_of: None,
+            resumed: false,
+        });
+        rt.on_ike(IkeAction::InstallChildSa(ChildSaInstall {
+            conn: name.clone(),
+            ike: IkeSaId(1),
+            spi_in: 0x100,
+            spi_out: 0x1100,
+            encryption: "aes256gcm",
+            integrity: None,
+            keys_in: key(1),
+            keys_out: key(2),
+            esn: true,
+            udp_encap: None,
+            local_addr: local,
+            remote_addr: remote,
+            local_ts: Vec::new(),
+            remote_ts: Vec::new(),
+            replaces_spi_in: None,
+            outbound_deferred: false,
+            volume: gateway_ike::VolumeLifetimes::default(),
+            resume: None,
+        }));
+        let out = table.outbound(1).unwrap();
+        // A new SA: its first block without a mark.
+        assert_eq!(out.sa.reserved(), sa_state::SEQ_BLOCK);
+        rt.persist_sa_state(false).await;
+        let written = |dir: &std::path::Path| {
+            let loaded = sa_state::load(&store, dir).unwrap();
+            let c = &loaded.entries[&name][0].snapshot.children[0];
+            (c.seq_out, c.replay_right_edge)
+        };
+        assert_eq!(written(&dir), (sa_state::SEQ_BLOCK, 0));
+        // Half the block used: a mark a block ahead is written, then the
+        // SA may use it.
+        out.sa.set_last_seq(sa_state::SEQ_BLOCK / 2 + 1);
+        rt.persist_sa_state(false).await;
+        let mark = sa_state::SEQ_BLOCK / 2 + 1 + sa_state::SEQ_BLOCK;
+        assert_eq!(written(&dir).0, mark);
+        assert_eq!(out.sa.reserved(), mark);
+        // Nothing changed: nothing written (the file's mark stays).
+        rt.persist_sa_state(false).await;
+        assert_eq!(written(&dir).0, mark);
+        // The SA gone: it leaves the file.
+        rt.on_ike(IkeAction::SaState {
+            conn: name.clone(),
+            ike: IkeSaId(1),
+            snapshot: None,
+        });
+        rt.persist_sa_state(false).await;
+        assert!(sa_state::load(&store, &dir).unwrap().entries.is_empty());
     }
 }
