@@ -722,13 +722,18 @@ impl IkeManager {
         };
         let mut out = std::mem::take(&mut sa.out);
         // What a resume needs changed: a new snapshot, or none any more.
+        // First: whoever persists it knows the SA by the time its CHILD SAs
+        // are installed.
         let key = sa.persist_key();
         if key != sa.persisted {
-            out.push(Action::SaState {
-                conn: sa.conn.name.clone(),
-                ike: sa.id(),
-                snapshot: key.and_then(|_| sa.snapshot(now)).map(Box::new),
-            });
+            out.insert(
+                0,
+                Action::SaState {
+                    conn: sa.conn.name.clone(),
+                    ike: sa.id(),
+                    snapshot: key.and_then(|_| sa.snapshot(now)).map(Box::new),
+                },
+            );
             sa.persisted = key;
         }
         let adopted = sa.rekeyed_into.take();
