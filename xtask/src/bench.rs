@@ -11,7 +11,10 @@ use crate::setup;
 use crate::util::{build, cargo, sh, step, workspace_root};
 
 /// Benchmarks in the order the report shows them.
-const ALL: &[&str] = &["xdp", "esp", "ike", "bgp", "tunnel"];
+const ALL: &[&str] = &["xdp", "esp", "ike", "bgp", "tunnel", "restart"];
+
+/// Runs of each case in `bench restart` (the median of 3 is reported).
+const RESTART_RUNS: u32 = 3;
 
 pub fn run(names: &[String]) -> anyhow::Result<()> {
     setup::run()?;
@@ -46,6 +49,15 @@ pub fn run(names: &[String]) -> anyhow::Result<()> {
     }
     for name in &selected {
         step(&format!("bench {name}"));
+        if name == "restart" {
+            // Our daemon restarted under the lab's traffic: the lab's
+            // topology and peers, in xtask (src/lab.rs).
+            crate::lab::session(
+                "bird",
+                crate::lab::Then::BenchRestart { runs: RESTART_RUNS },
+            )?;
+            continue;
+        }
         sh(cargo().args([
             "run",
             "--release",
@@ -79,6 +91,8 @@ fn available() -> anyhow::Result<Vec<String>> {
             }
         }
     }
+    // Not a binary: the lab runs it (`lab::Then::BenchRestart`).
+    names.push("restart".into());
     names.sort();
     Ok(names)
 }
