@@ -41,6 +41,7 @@
 //!         BgpEvent::Route(RouteChange::Install(route)) => { /* ROUTES_V4/V6 + kernel route via route.session's tunnel */ }
 //!         BgpEvent::Route(RouteChange::Withdraw { prefix }) => { /* remove */ }
 //!         BgpEvent::SessionUp(id) | BgpEvent::SessionDown(id) => { /* connection status */ }
+//!         BgpEvent::EndOfRib(id) => { /* routes kept stale across a restart may go */ }
 //!     }
 //! }
 //! # Ok(()) }
