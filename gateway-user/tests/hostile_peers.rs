@@ -704,7 +704,14 @@ fn restart_case(tag: &str, stop: Stop) -> anyhow::Result<()> {
         anyhow::ensure!(first.iter().any(|f| f == k), "no {k} event: {first:?}");
     }
     let state_file = site._cleanup.dir.join("state/sa-state.sealed");
-    anyhow::ensure!(state_file.exists(), "no SA state file while running");
+    // Written within a tick of the SAs' last change.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !state_file.exists() {
+        anyhow::ensure!(Instant::now() < deadline, "no SA state file while running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A crash right after the last change would lose it: let it be written.
+    std::thread::sleep(Duration::from_millis(300));
     site.restart(stop != Stop::Term, || {
         // Time for a DELETE to arrive, had one been sent.
         std::thread::sleep(Duration::from_millis(500));
