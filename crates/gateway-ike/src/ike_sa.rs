@@ -204,6 +204,20 @@ impl IkeSa {
         IkeSaId(self.my_spi())
     }
 
+    /// The `IkeSaUp` event of this SA.
+    pub(crate) fn up_action(&self, rekey_of: Option<IkeSaId>, resumed: bool) -> Action {
+        Action::IkeSaUp {
+            conn: self.conn.name.clone(),
+            ike: self.id(),
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            local: self.local,
+            remote: self.remote,
+            rekey_of,
+            resumed,
+        }
+    }
+
     pub fn state(&self) -> IkeSaState {
         self.state
     }
@@ -807,16 +821,8 @@ impl IkeSa {
                 sa.peer_msg_id
             ),
         );
-        sa.out.push(Action::IkeSaUp {
-            conn: sa.conn.name.clone(),
-            ike: sa.id(),
-            spi_i: sa.spi_i,
-            spi_r: sa.spi_r,
-            local: sa.local,
-            remote: sa.remote,
-            rekey_of: None,
-            resumed: true,
-        });
+        let up = sa.up_action(None, true);
+        sa.out.push(up);
         sa.out.extend(installs);
         Ok(sa)
     }

@@ -268,20 +268,25 @@ impl EspKeysSnapshot {
     }
 }
 
+/// The integrity algorithm that goes with `encr`: none for AEAD, one we
+/// implement otherwise.
+fn integ_for(encr: Encr, id: Option<u16>) -> Result<Option<Integ>, RestoreError> {
+    let integ = match id {
+        Some(i) => Some(Integ::from_id(i).ok_or(RestoreError::Invalid("unknown integrity"))?),
+        None => None,
+    };
+    if encr.is_aead() != integ.is_none() {
+        return Err(RestoreError::Invalid("integrity does not match encryption"));
+    }
+    Ok(integ)
+}
+
 /// The IKE SA's suite, if every transform ID is one we implement.
 pub(crate) fn ike_cipher(s: &IkeSaSnapshot) -> Result<IkeCipher, RestoreError> {
     let encr = Encr::from_transform(s.encr, s.encr_key_bits)
         .ok_or(RestoreError::Invalid("unknown IKE encryption"))?;
     let prf = Prf::from_id(s.prf).ok_or(RestoreError::Invalid("unknown PRF"))?;
-    let integ = match s.integ {
-        Some(i) => Some(Integ::from_id(i).ok_or(RestoreError::Invalid("unknown IKE integrity"))?),
-        None => None,
-    };
-    if encr.is_aead() != integ.is_none() {
-        return Err(RestoreError::Invalid(
-            "IKE integrity does not match encryption",
-        ));
-    }
+    let integ = integ_for(encr, s.integ)?;
     let dh = DhGroup::from_id(s.dh).ok_or(RestoreError::Invalid("unknown DH group"))?;
     Ok(IkeCipher {
         encr,
@@ -326,15 +331,7 @@ pub(crate) fn child_parts(
 ) -> Result<(EspChosen, Vec<TrafficSelector>, Vec<TrafficSelector>), RestoreError> {
     let encr = Encr::from_transform(c.encr, c.encr_key_bits)
         .ok_or(RestoreError::Invalid("unknown ESP encryption"))?;
-    let integ = match c.integ {
-        Some(i) => Some(Integ::from_id(i).ok_or(RestoreError::Invalid("unknown ESP integrity"))?),
-        None => None,
-    };
-    if encr.is_aead() != integ.is_none() {
-        return Err(RestoreError::Invalid(
-            "ESP integrity does not match encryption",
-        ));
-    }
+    let integ = integ_for(encr, c.integ)?;
     let dh = match c.dh {
         Some(d) => Some(DhGroup::from_id(d).ok_or(RestoreError::Invalid("unknown PFS group"))?),
         None => None,

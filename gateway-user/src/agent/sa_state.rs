@@ -156,12 +156,8 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 
 /// What a resumed IKE SA must still match: the tunnel's IKE configuration
 /// (PSK revision, proposals, initiation policy) and addresses.
-pub fn fingerprint(
-    ike_fingerprint: &str,
-    local: std::net::IpAddr,
-    remote: std::net::IpAddr,
-) -> String {
-    format!("{ike_fingerprint}|{local}|{remote}")
+pub fn fingerprint(t: &super::plan::TunnelPlan) -> String {
+    format!("{}|{}|{}", t.ike_fingerprint, t.local, t.remote)
 }
 
 /// Reads the state file: the resumable IKE SAs per tunnel and the routes
@@ -333,28 +329,49 @@ impl SaBook {
     }
 }
 
+/// A snapshot of IKE SA 1/2 of `conn` from 192.0.2.1 to 192.0.2.2 (7/9
+/// message IDs), with one AES-256-GCM CHILD SA `(spi_in, spi_out)` if
+/// given. Its keys are placeholders: a real snapshot's shape is the IKE
+/// crate's business (established ones are built and resumed there).
+#[cfg(test)]
+pub(crate) fn sample_snapshot(conn: &str, child: Option<(u32, u32)>) -> IkeSaSnapshot {
+    let children: Vec<serde_json::Value> = child
+        .into_iter()
+        .map(|(spi_in, spi_out)| {
+            serde_json::json!({
+                "spi_in": spi_in, "spi_out": spi_out, "encr": 20, "encr_key_bits": 256,
+                "integ": null, "dh": null, "esn": true, "encap": true,
+                "local_ts": [], "remote_ts": [], "age_ms": 0, "rekey_in_ms": null,
+                "expire_in_ms": null,
+                "keys_in": {"encryption_key": "01", "integrity_key": ""},
+                "keys_out": {"encryption_key": "02", "integrity_key": ""},
+                "seq_out": 0, "replay_right_edge": 0
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "version": 1, "conn": conn, "initiator": true,
+        "spi_i": 1u64, "spi_r": 2u64,
+        "local": "192.0.2.1:4500", "remote": "192.0.2.2:4500",
+        "encap": true, "nat_local": false, "nat_remote": false, "peer_frag": false,
+        "encr": 20, "encr_key_bits": 256, "prf": 5, "integ": null, "dh": 31,
+        "keys": {"sk_d": "00", "sk_ai": "", "sk_ar": "", "sk_ei": "01", "sk_er": "02", "sk_pi": "03", "sk_pr": "04"},
+        "my_msg_id": 7, "peer_msg_id": 9, "age_ms": 1000, "rekey_in_ms": null,
+        "children": children
+    }))
+    .expect("a valid snapshot")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn entry(tunnel: &str) -> Entry {
-        // A real snapshot's shape is the IKE crate's business; an
-        // established one is built there. Here: round trip of the file.
-        let json = serde_json::json!({
-            "version": 1, "conn": tunnel, "initiator": true,
-            "spi_i": 1u64, "spi_r": 2u64,
-            "local": "192.0.2.1:4500", "remote": "192.0.2.2:4500",
-            "encap": true, "nat_local": false, "nat_remote": false, "peer_frag": false,
-            "encr": 20, "encr_key_bits": 256, "prf": 5, "integ": null, "dh": 31,
-            "keys": {"sk_d": "00", "sk_ai": "", "sk_ar": "", "sk_ei": "01", "sk_er": "02", "sk_pi": "03", "sk_pr": "04"},
-            "my_msg_id": 7, "peer_msg_id": 9, "age_ms": 1000, "rekey_in_ms": null,
-            "children": []
-        });
         Entry {
             tunnel: tunnel.into(),
             fingerprint: "fp".into(),
             taken_unix_ms: unix_ms(SystemTime::now()),
-            snapshot: serde_json::from_value(json).unwrap(),
+            snapshot: sample_snapshot(tunnel, None),
         }
     }
 

@@ -5,7 +5,7 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::action::{Action, DownReason, LogLevel};
+use crate::action::{DownReason, LogLevel};
 use crate::crypto::psk_auth;
 use crate::ike_sa::{IkeSa, IkeSaState};
 use crate::message::Message;
@@ -81,16 +81,8 @@ pub(crate) fn established(sa: &mut IkeSa, rekey_of: Option<crate::action::IkeSaI
             sa.spi_i, sa.spi_r, sa.local, sa.remote
         ),
     );
-    sa.out.push(Action::IkeSaUp {
-        conn: sa.conn.name.clone(),
-        ike: sa.id(),
-        spi_i: sa.spi_i,
-        spi_r: sa.spi_r,
-        local: sa.local,
-        remote: sa.remote,
-        rekey_of,
-        resumed: false,
-    });
+    let up = sa.up_action(rekey_of, false);
+    sa.out.push(up);
 }
 
 impl IkeAuth {
