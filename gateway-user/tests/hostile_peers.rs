@@ -712,9 +712,33 @@ fn restart_case(tag: &str, stop: Stop) -> anyhow::Result<()> {
     }
     // A crash right after the last change would lose it: let it be written.
     std::thread::sleep(Duration::from_millis(300));
+    let gw = site.gw;
+    let interco = our_interco(&conn)?;
+    let tun_of = || -> anyhow::Result<Option<String>> {
+        let links = gw.out(&["ip", "-o", "link", "show"])?;
+        Ok(links
+            .lines()
+            .find(|l| l.contains(": s2s") && l.contains("v4"))
+            .map(|l| l.split(':').take(2).collect::<Vec<_>>().join(":")))
+    };
+    let tun_before = tun_of()?.context("no TUN while running")?;
     site.restart(stop != Stop::Term, || {
         // Time for a DELETE to arrive, had one been sent.
         std::thread::sleep(Duration::from_millis(500));
+        // The TUN stays while we are down (the VPC's packets to the
+        // customer are dropped into it, not routed elsewhere in clear).
+        anyhow::ensure!(
+            tun_of()?.as_deref() == Some(tun_before.as_str()),
+            "the TUN did not outlive the daemon: {}",
+            gw.out(&["ip", "-o", "link", "show"])?
+        );
+        let addrs = gw.out(&["ip", "-o", "-4", "addr", "show"])?;
+        anyhow::ensure!(
+            addrs
+                .lines()
+                .any(|l| l.contains(": s2s") && l.contains(&format!(" {interco}/"))),
+            "the TUN lost its interconnection address while we were down: {addrs}"
+        );
         let now = customer.state("c").context("peer state")?;
         anyhow::ensure!(
             now.ike_up && now.child.is_some() && now.child == before.child,
@@ -722,6 +746,11 @@ fn restart_case(tag: &str, stop: Stop) -> anyhow::Result<()> {
         );
         if stop == Stop::KillAndLoseState {
             std::fs::remove_file(&state_file)?;
+        }
+        if stop == Stop::Kill {
+            // A TUN of a connection deleted while we were down (a
+            // persistent one, as ours are): the restart deletes it.
+            gw.exec(&["ip", "tuntap", "add", "dev", ORPHAN_TUN, "mode", "tun"])?;
         }
         Ok(())
     })?;
@@ -781,6 +810,15 @@ fn restart_case(tag: &str, stop: Stop) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    // The same interface (same index), attached to again.
+    assert_eq!(tun_of()?, Some(tun_before), "the TUN was replaced");
+    if stop == Stop::Kill {
+        let links = gw.out(&["ip", "-o", "link", "show"])?;
+        anyhow::ensure!(
+            !links.contains(ORPHAN_TUN),
+            "the TUN of a connection that is no longer configured is still there: {links}"
+        );
+    }
     // The restarted daemon serves, and says it is ready once the agent
     // has configured the connection again.
     let health = site.api.get_text("http://127.0.0.1:9108/healthz")?;
@@ -838,6 +876,21 @@ fn restart_case(tag: &str, stop: Stop) -> anyhow::Result<()> {
         "after the restart: {replies:?}; log:\n{}",
         site.daemon.log_tail(30)
     );
+    if stop == Stop::Term {
+        // Deleted through the API: the persistent TUN goes with it.
+        site.api.ok("DELETE", &format!("connections/{id}"), None)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tun_of()?.is_some() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the deleted connection's TUN is still there 10 s later"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     customer.stop()?;
     Ok(())
 }
+
+/// The shape of our TUN names, for a connection that no longer exists.
+const ORPHAN_TUN: &str = "s2s0000beefv4";

@@ -16,6 +16,7 @@ use crate::netlink::{Address, Netlink, NetlinkError};
 
 // include/uapi/linux/if_tun.h
 const TUNSETIFF: u64 = 0x4004_54ca; // _IOW('T', 202, int)
+const TUNSETPERSIST: u64 = 0x4004_54cb; // _IOW('T', 203, int)
 const IFF_TUN: i16 = 0x0001;
 const IFF_NO_PI: i16 = 0x1000;
 const IFF_MULTI_QUEUE: i16 = 0x0100;
@@ -105,6 +106,29 @@ impl Tun {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Persistent: the interface, its addresses and the routes into it
+    /// outlive this descriptor (the kernel drops what is routed into it
+    /// while no process has it open); [`Tun::create`] with the same name
+    /// attaches to it again. Not persistent (the default): closing the
+    /// last descriptor deletes the interface.
+    pub fn set_persist(&self, persist: bool) -> Result<(), TunError> {
+        // SAFETY: TUNSETPERSIST takes its argument by value (an int).
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                TUNSETPERSIST as _,
+                libc::c_ulong::from(persist),
+            )
+        };
+        if rc < 0 {
+            return Err(TunError::Io {
+                op: "TUNSETPERSIST",
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
     }
 
     /// Set the MTU, add `addrs` and bring the interface up. Returns its ifindex.

@@ -141,3 +141,53 @@ fn udp_echo_through_tun_with_userspace_responder() {
     });
     assert_eq!(got6, b"hello v6");
 }
+
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn a_persistent_tun_keeps_its_routes_until_it_is_released() {
+    let ns = NetNs::new("tunp");
+    let ns_path = format!("/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        common::enter(&ns_path);
+        let mut nl = Netlink::open().unwrap();
+        let tun = Tun::create("s2spersist0", false).unwrap();
+        tun.set_persist(true).unwrap();
+        let addr = Address {
+            ifindex: 0,
+            addr: "169.254.20.0".parse().unwrap(),
+            prefix_len: 31,
+        };
+        let idx = tun.configure(&mut nl, 1400, &[addr]).unwrap();
+        let mut route = gateway_netio::netlink::Route::new("192.0.2.0".parse().unwrap(), 24);
+        route.oif = Some(idx);
+        nl.replace_route(&route).unwrap();
+        let ours = |nl: &mut Netlink| {
+            nl.list_routes(false, 254, gateway_netio::netlink::RTPROT_GATEWAY)
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.oif == Some(idx))
+                .count()
+        };
+        assert_eq!(ours(&mut nl), 1);
+        // Closed: the interface and the route stay (a restart).
+        drop(tun);
+        assert_eq!(nl.link_by_name("s2spersist0").unwrap().index, idx);
+        assert_eq!(ours(&mut nl), 1, "the route outlives the descriptor");
+        assert!(nl
+            .list_links()
+            .unwrap()
+            .iter()
+            .any(|l| l.name == "s2spersist0"));
+        // Opened again: the same interface, route included.
+        let again = Tun::create("s2spersist0", false).unwrap();
+        assert_eq!(nl.link_by_name("s2spersist0").unwrap().index, idx);
+        assert_eq!(ours(&mut nl), 1);
+        // Released: closing deletes the interface and its routes.
+        again.set_persist(false).unwrap();
+        drop(again);
+        assert!(nl.link_by_name("s2spersist0").is_err());
+        assert_eq!(ours(&mut nl), 0);
+    })
+    .join()
+    .expect("persistent TUN checks");
+}

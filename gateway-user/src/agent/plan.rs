@@ -40,6 +40,17 @@ pub fn tun_name(connection: &str, family: Family) -> String {
     format!("s2s{short}{}", family_tag(family))
 }
 
+/// Whether `name` has the shape of [`tun_name`]'s names.
+pub fn is_tun_name(name: &str) -> bool {
+    let Some(mid) = name
+        .strip_prefix("s2s")
+        .and_then(|r| r.strip_suffix("v4").or_else(|| r.strip_suffix("v6")))
+    else {
+        return false;
+    };
+    mid.len() <= 8 && mid.chars().all(|c| c.is_ascii_hexdigit())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunnelPlan {
     pub name: TunnelName,
@@ -223,6 +234,24 @@ fn allowed_sources(spec: &gateway_api::ConnectionSpec) -> Vec<IpNet> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tun_names_are_recognised() {
+        for f in [Family::V4, Family::V6] {
+            assert!(is_tun_name(&tun_name("8a6f4e3c-0b1d", f)));
+            assert!(is_tun_name(&tun_name("", f)));
+        }
+        for other in [
+            "s2sv5",
+            "eth0",
+            "s2s8a6f4e3c0v4",
+            "s2sxyzv4",
+            "s2s8a6fv4x",
+            "lan0",
+        ] {
+            assert!(!is_tun_name(other), "{other}");
+        }
+    }
 
     #[test]
     fn tun_names_fit_ifnamsiz() {

@@ -32,7 +32,7 @@ use gateway_ike::{
     Action as IkeAction, ChildSaInstall, ConnectionConfig, DownReason, DpdAction, EspCipher,
     IkeCipher, IkeSaId,
 };
-use gateway_netio::netlink::{Address, Netlink};
+use gateway_netio::netlink::{Address, Netlink, RTPROT_GATEWAY};
 use gateway_netio::tun::Tun;
 use ipnet::IpNet;
 use tokio::sync::mpsc;
@@ -246,6 +246,12 @@ pub struct Runtime {
     /// sends them again or its End-of-RIB (then the rest go), or until
     /// the deadline.
     stale: HashMap<SessionId, StaleRoutes>,
+    /// TUNs found from before a restart or a crash and attached to again,
+    /// whose leftover routes the end of `apply` checks (`prune_kept_routes`).
+    kept_tuns: Vec<TunnelName>,
+    /// TUNs of connections gone while the daemon was down are deleted once,
+    /// after the first plan (`delete_orphan_tuns`).
+    orphans_checked: bool,
 }
 
 /// A session's routes from before a restart (Graceful Restart, RFC 4724
@@ -297,6 +303,8 @@ impl Runtime {
             reported: HashMap::new(),
             sa: None,
             stale: HashMap::new(),
+            kept_tuns: Vec::new(),
+            orphans_checked: false,
         }
     }
 
@@ -496,7 +504,7 @@ impl Runtime {
             self.remove_session(&name, true).await?;
         }
         for name in stale {
-            self.remove_tunnel(&name, true).await?;
+            self.remove_tunnel(&name, true, false).await?;
         }
         for (name, t) in &plan.tunnels {
             if let Some(running) = self.tunnels.get_mut(name) {
@@ -603,8 +611,64 @@ impl Runtime {
         self.converged = plan.tunnels.keys().all(|n| self.tunnels.contains_key(n))
             && plan.sessions.keys().all(|n| self.sessions.contains_key(n));
         self.restarted.clear();
+        self.prune_kept_routes();
+        if !self.orphans_checked {
+            self.orphans_checked = true;
+            delete_orphan_tuns(plan);
+        }
         self.report_statuses();
         Ok(())
+    }
+
+    /// A TUN kept from before the restart still has every route it had
+    /// then; once this plan's sessions have put back the stale routes
+    /// from the SA state file, those that are not ours any more (the file
+    /// was lost, or the session is gone) are deleted.
+    fn prune_kept_routes(&mut self) {
+        if self.kept_tuns.is_empty() {
+            return;
+        }
+        let mut nl = match Netlink::open() {
+            Ok(nl) => nl,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check the routes of kept TUNs");
+                return;
+            }
+        };
+        for name in std::mem::take(&mut self.kept_tuns) {
+            let Some(t) = self.tunnels.get(&name) else {
+                continue;
+            };
+            let Ok(link) = nl.link_by_name(&t.plan.tun) else {
+                continue;
+            };
+            for v6 in [false, true] {
+                let routes = match nl.list_routes(v6, 254, RTPROT_GATEWAY) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(tunnel = %name, error = %e, "cannot list the kept TUN's routes");
+                        continue;
+                    }
+                };
+                for r in routes.iter().filter(|r| r.oif == Some(link.index)) {
+                    let ours = IpNet::new(r.dst, r.prefix_len)
+                        .ok()
+                        .and_then(|p| self.routes.get(&p))
+                        .is_some_and(|(via, _)| *via == t.id);
+                    if ours {
+                        continue;
+                    }
+                    match nl.del_route(r) {
+                        Ok(()) => {
+                            tracing::info!(tunnel = %name, prefix = %format_args!("{}/{}", r.dst, r.prefix_len), "route left from before the restart removed")
+                        }
+                        Err(e) => {
+                            tracing::warn!(tunnel = %name, error = %e, "cannot remove a route left from before the restart")
+                        }
+                    }
+                }
+            }
+        }
     }
 
     async fn add_tunnel(&mut self, plan: &TunnelPlan) -> Result<(), RuntimeError> {
@@ -616,17 +680,29 @@ impl Runtime {
                 .map_err(|e| tunnel_err(&plan.name, "reading the PSK")(Box::new(e)))?
                 .map_err(|e| tunnel_err(&plan.name, "reading the PSK")(Box::new(e)))?
         };
+        let mut nl = Netlink::open()
+            .map_err(|e| tunnel_err(&plan.name, "opening rtnetlink")(Box::new(e)))?;
+        // The TUN is persistent: a restart or a crash leaves it, its
+        // addresses and its routes in place, so the VPC's packets to the
+        // customer are dropped into it while we are down instead of
+        // following another route (a default route: in clear). Found, it
+        // is ours from before: attach to it again.
+        let kept = nl.link_by_name(&plan.tun).is_ok();
         let tun = Tun::create(&plan.tun, false)
             .map_err(|e| tunnel_err(&plan.name, "creating the TUN interface")(Box::new(e)))?;
+        tun.set_persist(true)
+            .map_err(|e| tunnel_err(&plan.name, "making the TUN persistent")(Box::new(e)))?;
         // Forwarding, reverse-path filter, no IPv6 link-local address.
         crate::sysctl::prepare_tunnel(&plan.tun)
             .map_err(|e| tunnel_err(&plan.name, "kernel settings of the TUN")(Box::new(e)))?;
         let addrs: Vec<Address> = plan.interco.iter().map(|n| to_address(n, 0)).collect();
-        let mut nl = Netlink::open()
-            .map_err(|e| tunnel_err(&plan.name, "opening rtnetlink")(Box::new(e)))?;
         let ifindex = tun
             .configure(&mut nl, TUN_MTU, &addrs)
             .map_err(|e| tunnel_err(&plan.name, "configuring the TUN interface")(Box::new(e)))?;
+        if kept {
+            tracing::info!(tunnel = %plan.name, tun = %plan.tun, "TUN kept from before the restart: attached again with its routes");
+            self.kept_tuns.push(plan.name.clone());
+        }
         let ike = Self::ike_config(
             plan,
             gateway_ike::Psk::new(psk.expose().to_vec()),
@@ -783,8 +859,15 @@ impl Runtime {
 
     /// Removes a tunnel from this host; `tell_peer`: delete its IKE SAs
     /// toward the customer (DELETE) too, else they are only forgotten (a
-    /// restart: the customer keeps them until we are back).
-    async fn remove_tunnel(&mut self, name: &str, tell_peer: bool) -> Result<(), RuntimeError> {
+    /// restart: the customer keeps them until we are back). `keep_on_host`
+    /// (a restart): the TUN, its addresses and its kernel routes stay for
+    /// the next process.
+    async fn remove_tunnel(
+        &mut self,
+        name: &str,
+        tell_peer: bool,
+        keep_on_host: bool,
+    ) -> Result<(), RuntimeError> {
         let Some(t) = self.tunnels.remove(name) else {
             return Ok(());
         };
@@ -804,11 +887,12 @@ impl Runtime {
         if let Some((spi_in, spi_out)) = t.child {
             self.remove_child(t.id, spi_in, spi_out);
         }
-        // What went through it moves to its session's carrier, or goes.
+        // What went through it moves to its session's carrier, or goes
+        // (on a restart it stays where it is, in the kernel).
         let through: Vec<(IpNet, SessionId)> = self
             .routes
             .iter()
-            .filter(|(_, (id, _))| *id == t.id)
+            .filter(|(_, (id, _))| *id == t.id && !keep_on_host)
             .map(|(p, (_, s))| (*p, *s))
             .collect();
         for (prefix, session) in through {
@@ -818,13 +902,16 @@ impl Runtime {
             }
         }
         // Detours through it are moved by the rebalance that ends `apply`.
-        // Stopping its reader drops the TUN: the interface, its addresses
-        // and routes go with it.
-        self.datapath
-            .slow
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove_tunnel(t.id);
+        // Stopping its reader drops the TUN: unless kept for a restart, the
+        // interface, its addresses and routes go with it.
+        {
+            let mut slow = self.datapath.slow.lock().unwrap_or_else(|p| p.into_inner());
+            if keep_on_host {
+                slow.remove_tunnel(t.id);
+            } else {
+                slow.delete_tunnel(t.id);
+            }
+        }
         // Its id goes back to the pool, zeroed, for a later tunnel.
         if let Err(e) = self.dataplane.forget_tunnel(t.id) {
             tracing::warn!(tunnel = %name, tunnel_id = t.id, error = %e, "cannot reset the tunnel's data-plane state");
@@ -1691,6 +1778,11 @@ impl Runtime {
             // reserved).
             self.persist_sa_state(true).await;
         }
+        if !drain {
+            // Routes still stale from the last start stay in the kernel too
+            // (they are in the file just written).
+            self.stale.clear();
+        }
         let names: Vec<String> = self.sessions.keys().cloned().collect();
         for n in names {
             let graceful = match self.sessions.get(&n) {
@@ -1713,7 +1805,7 @@ impl Runtime {
         }
         let names: Vec<String> = self.tunnels.keys().cloned().collect();
         for n in names {
-            let _ = self.remove_tunnel(&n, drain).await;
+            let _ = self.remove_tunnel(&n, drain, !drain).await;
         }
     }
 
@@ -1723,6 +1815,37 @@ impl Runtime {
         v.sort();
         v.dedup();
         v
+    }
+}
+
+/// Deletes the TUNs a previous run left (they are persistent) whose
+/// tunnels are not in `plan`: their connections were deleted or changed
+/// while the daemon was down. One that another process holds open, or that
+/// is not a TUN, is left alone (the kernel refuses to attach to it).
+fn delete_orphan_tuns(plan: &Plan) {
+    let links = match Netlink::open().and_then(|mut nl| nl.list_links()) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the interfaces to find TUNs left by a previous run");
+            return;
+        }
+    };
+    let planned: BTreeSet<&str> = plan.tunnels.values().map(|t| t.tun.as_str()).collect();
+    for link in links {
+        if !super::plan::is_tun_name(&link.name) || planned.contains(link.name.as_str()) {
+            continue;
+        }
+        let Ok(tun) = Tun::create(&link.name, false) else {
+            continue;
+        };
+        match tun.set_persist(false) {
+            Ok(()) => {
+                tracing::info!(tun = %link.name, "TUN left by a previous run deleted: its tunnel is no longer configured")
+            }
+            Err(e) => {
+                tracing::warn!(tun = %link.name, error = %e, "cannot delete a TUN left by a previous run")
+            }
+        }
     }
 }
 

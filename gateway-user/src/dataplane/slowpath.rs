@@ -418,15 +418,32 @@ impl SlowPath {
         Ok(())
     }
 
-    /// Stops serving the tunnel's TUN. The descriptor (and so the
-    /// interface) is closed here once the reader and the workers let go of
-    /// it, which they do within one batch, so that a tunnel re-created
-    /// under the same interface name finds the name free.
+    /// Stops serving the tunnel's TUN. The descriptor is closed here once
+    /// the reader and the workers let go of it, which they do within one
+    /// batch, so that a tunnel re-created under the same interface name
+    /// can open it again. A persistent TUN ([`Tun::set_persist`]) stays,
+    /// with its addresses and routes (a restart); see
+    /// [`Self::delete_tunnel`].
     pub fn remove_tunnel(&mut self, tunnel: TunnelId) {
+        self.release(tunnel, false);
+    }
+
+    /// [`Self::remove_tunnel`], and the interface goes with the descriptor
+    /// even if it was persistent: the tunnel is gone for good.
+    pub fn delete_tunnel(&mut self, tunnel: TunnelId) {
+        self.release(tunnel, true);
+    }
+
+    fn release(&mut self, tunnel: TunnelId, delete: bool) {
         let cur = self.shared.tuns.load_full();
         let Some(tun) = cur.get(&tunnel).cloned() else {
             return;
         };
+        if delete {
+            if let Err(e) = tun.set_persist(false) {
+                tracing::warn!(tunnel, tun = tun.name(), error = %e, "cannot make the TUN non-persistent: it outlives the tunnel");
+            }
+        }
         if let Some(r) = &self.reader {
             // Deregistered first: the reader gets no new event for it.
             let _ = epoll_ctl(&r.epoll, libc::EPOLL_CTL_DEL, tun.as_raw_fd(), 0);

@@ -109,6 +109,16 @@ impl Route {
     }
 }
 
+fn to_link(l: &LinkFields<'_>) -> Link {
+    Link {
+        index: l.index,
+        name: String::from_utf8_lossy(l.name.unwrap_or_default()).into_owned(),
+        mac: l.address.and_then(|a| <[u8; 6]>::try_from(a).ok()),
+        mtu: l.mtu.unwrap_or(0),
+        up: l.flags & IFF_UP != 0,
+    }
+}
+
 /// The answer of a route lookup (`ip route get`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteLookup {
@@ -368,17 +378,24 @@ impl Netlink {
         self.get_link("get link by index", msg, seq)
     }
 
+    /// Every link of the namespace (`ip link show`).
+    pub fn list_links(&mut self) -> Result<Vec<Link>, NetlinkError> {
+        let seq = self.next_seq();
+        let msg = Request::new(RTM_GETLINK, NLM_F_DUMP, seq)
+            .header(&ifinfomsg(AF_UNSPEC, 0, 0, 0))
+            .finish();
+        let mut out = Vec::new();
+        self.request_collect("list links", msg, seq, RTM_NEWLINK, |p| {
+            out.extend(decode_link(p).map(|l| to_link(&l)));
+        })?;
+        Ok(out)
+    }
+
     fn get_link(&mut self, op: &'static str, msg: Vec<u8>, seq: u32) -> Result<Link, NetlinkError> {
         let mut out = None;
         self.request_collect(op, msg, seq, RTM_NEWLINK, |p| {
             if let Some(l) = decode_link(p) {
-                out = Some(Link {
-                    index: l.index,
-                    name: String::from_utf8_lossy(l.name.unwrap_or_default()).into_owned(),
-                    mac: l.address.and_then(|a| <[u8; 6]>::try_from(a).ok()),
-                    mtu: l.mtu.unwrap_or(0),
-                    up: l.flags & IFF_UP != 0,
-                });
+                out = Some(to_link(&l));
             }
         })?;
         out.ok_or(NetlinkError::Malformed { op })
