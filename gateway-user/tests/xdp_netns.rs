@@ -788,3 +788,82 @@ fn af_xdp_socket_receives_steered_esp_with_metadata() {
     drop(bpffs);
     drop(lab);
 }
+
+/// The id of the XDP program attached to `ifname` in `ns`, if any.
+fn xdp_prog_id(ns: &str, ifname: &str) -> Option<u32> {
+    let link = output(&["ip", "-n", ns, "-d", "link", "show", ifname]);
+    let (_, rest) = link.split_once("prog/xdp")?;
+    let rest = rest.trim_start_matches("generic");
+    rest.split_whitespace()
+        .skip_while(|w| *w != "id")
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn a_restart_keeps_the_programs_attached_and_the_next_load_replaces_them() {
+    let lab = Lab::new("keep");
+    let bpffs = Bpffs::new("keep");
+    let pin_dir = bpffs.0.join("s2s-gateway");
+    let ids = |lab: &Lab| [xdp_prog_id(&lab.gw, "wan0"), xdp_prog_id(&lab.gw, "lan0")];
+    // An interface that the next config no longer names.
+    run(&[
+        "ip", "-n", &lab.gw, "link", "add", "old0", "type", "veth", "peer", "name", "old1",
+    ]);
+    run(&["ip", "-n", &lab.gw, "link", "set", "old0", "up"]);
+    run(&["ip", "-n", &lab.gw, "link", "set", "old1", "up"]);
+    let dir = pin_dir.clone();
+    let kept = Lab::in_ns(&lab.gw, move || {
+        let mut dp = XdpDataplane::load_unattached().expect("load");
+        dp.pin_maps(&dir).expect("pin");
+        dp.attach(program_names::XDP_PASS, "old0", XdpMode::Native)
+            .expect("attach old0");
+        dp.keep_attached()
+    });
+    assert_eq!(kept, 1);
+    assert!(xdp_prog_id(&lab.gw, "old0").is_some(), "old0 detached");
+
+    let cfg = config(&pin_dir, "native");
+    let mut dp = Lab::in_ns(&lab.gw, move || XdpDataplane::load(&cfg))
+        .unwrap_or_else(|e| panic!("load + attach: {e}"));
+    assert_eq!(
+        xdp_prog_id(&lab.gw, "old0"),
+        None,
+        "a kept link of an interface no longer configured stays attached"
+    );
+    let first = ids(&lab);
+    assert!(first.iter().all(Option::is_some), "{first:?}");
+    assert!(!dp.describe().contains("replaced in place"));
+    // A restart: the links are pinned, the value (and its maps) dropped.
+    assert_eq!(dp.keep_attached(), 2);
+    drop(dp);
+    assert_eq!(ids(&lab), first, "the programs did not outlive the process");
+    for name in map_names::ALL {
+        assert!(!pin_dir.join(name).exists(), "{name} still pinned");
+    }
+
+    // The next start replaces them in place: new programs, never detached.
+    let cfg = config(&pin_dir, "native");
+    let dp = Lab::in_ns(&lab.gw, move || XdpDataplane::load(&cfg))
+        .unwrap_or_else(|e| panic!("load + take over: {e}"));
+    let described = dp.describe();
+    assert!(
+        described.contains("wan_ingress attached to wan0 (ifindex")
+            && described.matches("replaced in place").count() == 2,
+        "{described}"
+    );
+    let second = ids(&lab);
+    assert!(second.iter().all(Option::is_some), "{second:?}");
+    assert!(
+        second.iter().zip(&first).all(|(a, b)| a != b),
+        "the old programs are still attached: {first:?} → {second:?}"
+    );
+    let pins = std::fs::read_dir(pin_dir.join("links")).map_or(0, |d| d.count());
+    assert_eq!(pins, 0, "the kept links' pins were not consumed");
+
+    // Without keep_attached (a drain, a test), dropping detaches.
+    drop(dp);
+    assert_eq!(ids(&lab), [None, None]);
+}

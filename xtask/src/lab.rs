@@ -57,7 +57,9 @@ struct Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for (name, child) in self.daemons.iter_mut().rev() {
-            // SIGTERM first so the gateway detaches XDP and removes its TUNs.
+            // SIGTERM first: the gateway stops as for a restart (its TUNs
+            // and XDP links stay); the namespaces and the lab's bpffs,
+            // removed next, take them.
             labkit::terminate(child, &format!("lab: {name}"), Duration::from_secs(5));
         }
         teardown();
@@ -66,6 +68,30 @@ impl Drop for Lab {
 
 fn teardown() {
     labkit::teardown(PREFIX);
+    if Command::new("mountpoint")
+        .args(["-q", LAB_BPFFS])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let _ = Command::new("umount").arg(LAB_BPFFS).status();
+    }
+    let _ = fs::remove_dir(LAB_BPFFS);
+}
+
+/// The bpffs of config/lab-gw.toml's `bpf_pin_dir`, in the host's mount
+/// namespace so that the daemon's pins outlive it as on a real host.
+const LAB_BPFFS: &str = "/run/s2s-lab/bpf";
+
+fn mount_lab_bpffs() -> anyhow::Result<()> {
+    fs::create_dir_all(LAB_BPFFS)?;
+    if !Command::new("mountpoint")
+        .args(["-q", LAB_BPFFS])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        sh(Command::new("mount").args(["-t", "bpf", "bpf", LAB_BPFFS]))?;
+    }
+    Ok(())
 }
 
 fn build_topology() -> anyhow::Result<()> {
@@ -310,6 +336,7 @@ pub fn session(peer: &str, then: Then) -> anyhow::Result<()> {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
     teardown();
+    mount_lab_bpffs()?;
     let mut lab = Lab {
         dir,
         daemons: Vec::new(),
@@ -341,7 +368,7 @@ fn steps(
 
     *current = "gateway daemon";
     step("lab: s2s-gateway in gw (config/lab-gw.toml)");
-    start_gateway(lab, stop)?;
+    start_gateway(lab, stop, BUILT_GATEWAY)?;
 
     *current = "API: resources";
     step("lab: VPN gateway, customer gateway, routing policies, connection (API)");
@@ -722,13 +749,19 @@ fn status_table(conn_id: &str, peer: &str, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-const GATEWAY_SCRIPT: &str = "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; \
-     exec env RUST_LOG=info target/release/s2s-gateway run --config config/lab-gw.toml";
+/// The daemon the lab runs: the release build.
+const BUILT_GATEWAY: &str = "target/release/s2s-gateway";
+/// The daemon the Debian package installs.
+const INSTALLED_GATEWAY: &str = "/usr/bin/s2s-gateway";
 
-/// Starts our daemon in gw (its state stays in `gateway.state_dir` across
-/// restarts) and waits for its API.
-fn start_gateway(lab: &mut Lab, stop: &AtomicBool) -> anyhow::Result<()> {
-    lab.spawn("s2s-gateway", GW, GATEWAY_SCRIPT)?;
+/// Starts our daemon `bin` in gw (its state stays in `gateway.state_dir`
+/// across restarts) and waits for its API.
+fn start_gateway(lab: &mut Lab, stop: &AtomicBool, bin: &str) -> anyhow::Result<()> {
+    let script = format!(
+        "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; \
+         exec env RUST_LOG=info {bin} run --config config/lab-gw.toml"
+    );
+    lab.spawn("s2s-gateway", GW, &script)?;
     wait_for(lab, stop, "the API", Duration::from_secs(30), || {
         Ok(s2sctl(&["gateway-type", "list"]).ok().map(|_| ()))
     })
@@ -1436,7 +1469,7 @@ fn run_scenarios(
             switch_policy(lab, stop, conn_id, policy)?;
         }
         for how in StopKind::ALL {
-            let costs = restart_once(lab, stop, conn_id, how, 300)?;
+            let costs = restart_once(lab, stop, conn_id, how, 300, BUILT_GATEWAY)?;
             for c in &costs {
                 println!(
                     "  ping vpc → {} across a restart ({}, {policy}): {}",
@@ -1524,8 +1557,12 @@ fn run_scenarios(
         all_up,
     )?;
 
+    *current = "scenario 10: package upgrade";
+    step("scenario 10: the Debian package installed, then upgraded, with tunnels up → the daemon restarted from the installed files each time (as the package's postinst does under systemd), SAs resumed, pings lost counted");
+    package_upgrade(lab, stop, conn_id)?;
+
     println!();
-    println!("lab: scenarios: all 10 passed");
+    println!("lab: scenarios: all 11 passed");
     Ok(())
 }
 
@@ -1594,6 +1631,7 @@ fn restart_once(
     conn_id: &str,
     how: StopKind,
     count: u32,
+    bin: &str,
 ) -> anyhow::Result<Vec<RestartCost>> {
     let gw_log = lab.dir.join("s2s-gateway.log");
     let pingers = start_pingers(count)?;
@@ -1603,6 +1641,17 @@ fn restart_once(
         let file = workspace_root().join("target/lab/gw-state/sa-state.sealed");
         fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
     }
+    // Stopped for a restart, it left its XDP programs attached (pinned
+    // links) for the next start to replace in place; killed, it could not.
+    if how == StopKind::Term {
+        for dev in ["wan0", "lan0"] {
+            let link = GW.out(&["ip", "-d", "link", "show", dev])?;
+            if !link.contains("prog/xdp") {
+                bail!("SIGTERM: no XDP program on gw's {dev} while the daemon is down:\n{link}");
+            }
+        }
+    }
+    let replaced = count_in_log(&gw_log, "XDP program replaced in place");
     // However it stopped, its TUNs and their routes stay: while it is
     // down the VPC's packets to the customer are dropped into them, never
     // sent elsewhere in clear.
@@ -1616,7 +1665,13 @@ fn restart_once(
     // (resumed from the state file, or negotiated) prove the restarted
     // daemon has the tunnels back.
     let before = ike_sas_up(&gw_log);
-    start_gateway(lab, stop)?;
+    start_gateway(lab, stop, bin)?;
+    if how == StopKind::Term {
+        let now = count_in_log(&gw_log, "XDP program replaced in place");
+        if now < replaced + 2 {
+            bail!("SIGTERM: the restarted daemon did not replace both XDP programs in place ({} of 2)", now - replaced);
+        }
+    }
     wait_for(
         lab,
         stop,
@@ -1643,6 +1698,62 @@ fn restart_once(
         });
     }
     Ok(costs)
+}
+
+/// Scenario 10: moves the lab's daemon onto the Debian package that
+/// `cargo xtask package` built (installed with apt-get), then upgrades the
+/// package in place (`apt-get install --reinstall`) and restarts the
+/// daemon from the installed files the way the package's postinst does
+/// (`systemctl try-restart`: SIGTERM, then start; this machine's PID 1 is
+/// not systemd, so the lab does both steps). Both moves must resume the
+/// SAs. The package is purged at the end, and the lab's daemon is the
+/// release build again.
+fn package_upgrade(lab: &mut Lab, stop: &AtomicBool, conn_id: &str) -> anyhow::Result<()> {
+    let Some(deb) = crate::package::built() else {
+        println!("  skipped: no package built for this version (cargo xtask package builds it; cargo xtask test does before the lab)");
+        return Ok(());
+    };
+    if crate::package::installed() {
+        println!("  skipped: s2s-gateway is installed on this machine already (not replacing it)");
+        return Ok(());
+    }
+    let gw_log = lab.dir.join("s2s-gateway.log");
+    let installed = crate::package::Installed::install(&deb)?;
+    println!("  apt-get install {}: done", deb.display());
+    for (what, upgrade) in [
+        ("onto the installed package", false),
+        ("across a package upgrade", true),
+    ] {
+        if upgrade {
+            installed.reinstall()?;
+            println!("  apt-get install --reinstall: done (the running daemon's files replaced)");
+        }
+        let resumed = count_in_log(&gw_log, "resumed from the SA state");
+        let costs = restart_once(lab, stop, conn_id, StopKind::Term, 300, INSTALLED_GATEWAY)?;
+        for c in &costs {
+            println!("  ping vpc → {} {what}: {}", c.target, c.describe());
+        }
+        let now = count_in_log(&gw_log, "resumed from the SA state");
+        if now < resumed + 2 {
+            bail!(
+                "{what}: the daemon from the package did not resume both tunnels' SAs ({} of 2)",
+                now - resumed
+            );
+        }
+        println!("  {what}: both tunnels resumed from the SA state (no handshake)");
+    }
+    // Back to the release build before the package goes.
+    let costs = restart_once(lab, stop, conn_id, StopKind::Term, 100, BUILT_GATEWAY)?;
+    for c in &costs {
+        println!(
+            "  ping vpc → {} back onto the release build: {}",
+            c.target,
+            c.describe()
+        );
+    }
+    drop(installed);
+    println!("  package purged");
+    Ok(())
 }
 
 /// Pings per family in one restart measurement: 10 a second for 40 s.
@@ -1672,7 +1783,8 @@ fn bench_restarts(
                 .map(|t| (*t, Vec::new(), Vec::new()))
                 .collect();
             for run in 1..=runs {
-                let costs = restart_once(lab, stop, conn_id, how, BENCH_RESTART_PINGS)?;
+                let costs =
+                    restart_once(lab, stop, conn_id, how, BENCH_RESTART_PINGS, BUILT_GATEWAY)?;
                 for c in costs {
                     println!(
                         "  {policy}, {}, run {run}/{runs}, {}: {}",

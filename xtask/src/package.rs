@@ -103,9 +103,16 @@ pub fn build() -> anyhow::Result<PathBuf> {
     put(
         "DEBIAN/postinst",
         b"#!/bin/sh\nset -e\n\
-          # Not enabled or started: edit /etc/s2s-gateway/gateway.toml first, then\n\
-          # systemctl enable --now s2s-gateway\n\
-          if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi\n",
+          # Not enabled or started on a first install: edit\n\
+          # /etc/s2s-gateway/gateway.toml first, then systemctl enable --now s2s-gateway\n\
+          if [ -d /run/systemd/system ]; then\n\
+          \tsystemctl daemon-reload || true\n\
+          \t# An upgrade restarts a running daemon onto the new files: SIGTERM is a\n\
+          \t# restart (no IKE DELETE, SAs resumed from the state file).\n\
+          \tif [ \"$1\" = configure ] && [ -n \"$2\" ]; then\n\
+          \t\tsystemctl try-restart s2s-gateway.service || true\n\
+          \tfi\n\
+          fi\n",
         0o755,
     )?;
     put(
@@ -167,9 +174,83 @@ fn gzip(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-fn installed() -> bool {
+/// Whether the package is installed on this machine.
+pub fn installed() -> bool {
     output(Command::new("dpkg-query").args(["-W", "-f", "${Status}", NAME]))
         .is_ok_and(|s| s.contains("install ok installed"))
+}
+
+/// The package `build` made for this version, if it exists.
+pub fn built() -> Option<PathBuf> {
+    let dir = workspace_root().join("target/package");
+    let prefix = format!("{NAME}_{}_", env!("CARGO_PKG_VERSION"));
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+        })
+}
+
+/// The package installed with apt-get, purged when dropped (also on
+/// failure).
+pub struct Installed {
+    deb: PathBuf,
+}
+
+impl Installed {
+    pub fn install(deb: &Path) -> anyhow::Result<Self> {
+        let me = Self {
+            deb: deb.to_path_buf(),
+        };
+        apt_install(deb, false)?;
+        Ok(me)
+    }
+
+    /// Installs the same package again over itself: its files are
+    /// replaced and its maintainer scripts run as in an upgrade.
+    pub fn reinstall(&self) -> anyhow::Result<()> {
+        apt_install(&self.deb, true)
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        purge();
+    }
+}
+
+fn apt_install(deb: &Path, reinstall: bool) -> anyhow::Result<()> {
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["install", "-y", "-q"]);
+    if reinstall {
+        cmd.arg("--reinstall");
+    }
+    let out = cmd
+        .arg(deb)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()
+        .context("apt-get")?;
+    if !out.status.success() {
+        bail!(
+            "apt-get install {} failed:\n{}{}",
+            deb.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn purge() {
+    let _ = Command::new("apt-get")
+        .args(["purge", "-y", "-q", NAME])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status();
 }
 
 /// Purges the package and removes the test namespace, also on failure.
@@ -180,11 +261,7 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = Command::new("apt-get")
-            .args(["purge", "-y", "-q", NAME])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status();
+        purge();
         labkit::teardown(self.prefix);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -209,10 +286,7 @@ pub fn check(deb: &Path) -> anyhow::Result<()> {
         dir: dir.clone(),
     };
     step("package: apt-get install ./s2s-gateway_*.deb");
-    sh(Command::new("apt-get")
-        .args(["install", "-y", "-q"])
-        .arg(deb)
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    apt_install(deb, false)?;
     for f in [
         "/usr/bin/s2s-gateway",
         "/usr/bin/s2sctl",

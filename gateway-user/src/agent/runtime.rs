@@ -607,11 +607,13 @@ impl Runtime {
         local.sort();
         local.dedup();
         self.datapath.set_local_addresses(local);
+        // Before the rebalance: the detours it puts back are not in
+        // `routes`, and must not be taken for leftovers.
+        self.prune_kept_routes();
         self.rebalance(true);
         self.converged = plan.tunnels.keys().all(|n| self.tunnels.contains_key(n))
             && plan.sessions.keys().all(|n| self.sessions.contains_key(n));
         self.restarted.clear();
-        self.prune_kept_routes();
         if !self.orphans_checked {
             self.orphans_checked = true;
             delete_orphan_tuns(plan);

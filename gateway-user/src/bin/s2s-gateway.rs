@@ -298,6 +298,16 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
     let _ = stop_tx.send(stop);
     let _ = agent.await;
     datapath.shutdown();
+    if stop == Stop::Restart {
+        // The programs stay attached for the next start to replace in
+        // place; with the workers' sockets gone they pass what they would
+        // steer to the kernel, which drops it into the kept TUNs.
+        if let Some(x) = &xdp {
+            x.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .keep_attached();
+        }
+    }
     drop(xdp);
     Ok(())
 }

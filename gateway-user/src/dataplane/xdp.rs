@@ -2,8 +2,12 @@
 //! to the interfaces of the config, pins the maps under bpffs, and offers
 //! typed accessors for every map of the kernel ↔ userspace contract
 //! (`gateway-common`). Dropping an [`XdpDataplane`] detaches the programs
-//! and removes the pins. It owns no policy: the agent decides what goes in
-//! the maps.
+//! and removes the pins, unless [`XdpDataplane::keep_attached`] pinned the
+//! links first (a restart): then the programs stay attached, and the next
+//! [`XdpDataplane::load`] replaces them in place (`bpf_link_update`), so
+//! the interfaces never run without a program and a NIC whose driver
+//! reconfigures its rings when XDP is attached or detached does not. It
+//! owns no policy: the agent decides what goes in the maps.
 
 use std::{
     error::Error as StdError,
@@ -19,7 +23,11 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
         Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, XskMap,
     },
-    programs::{ProgramError, Xdp, XdpMode as AyaXdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+        ProgramError, Xdp, XdpMode as AyaXdpMode,
+    },
     Ebpf, EbpfError, EbpfLoader,
 };
 use gateway_common::{
@@ -124,12 +132,29 @@ pub struct Attachment {
     pub ifindex: u32,
     /// "native" or "generic".
     pub mode: &'static str,
+    /// Attached by the previous process and replaced in place by this one.
+    pub taken_over: bool,
+}
+
+/// Where a kept link is pinned: `<pin dir>/links/<program>-if<ifindex>-<mode>`
+/// (bpffs refuses dots in names, and interface names may have some).
+fn link_pin(dir: &Path, program: &str, ifindex: u32, mode: &str) -> PathBuf {
+    dir.join("links")
+        .join(format!("{program}-if{ifindex}-{mode}"))
+}
+
+/// The interface index in a kept link's pin name.
+fn pinned_ifindex(name: &str) -> Option<u32> {
+    let (_, rest) = name.rsplit_once("-if")?;
+    rest.split_once('-')?.0.parse().ok()
 }
 
 /// The loaded XDP programs and their maps.
 pub struct XdpDataplane {
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
+    /// The links of `attachments`, in the same order.
+    links: Vec<XdpLinkId>,
     pin_dir: Option<PathBuf>,
     pinned: Vec<PathBuf>,
 }
@@ -157,10 +182,14 @@ impl XdpDataplane {
         }
         let mut dp = Self::load_unattached()?;
         let mode = config.interfaces.xdp_mode;
-        dp.attach(program_names::WAN_INGRESS, &config.interfaces.wan, mode)?;
-        dp.attach(program_names::LAN_INGRESS, &config.interfaces.lan, mode)?;
+        // Pinned first: the pin directory also holds the links a restart
+        // kept, which `attach` takes over.
         mount_bpffs_if_missing(&config.gateway.bpf_pin_dir)?;
         dp.pin_maps(&config.gateway.bpf_pin_dir)?;
+        dp.attach(program_names::WAN_INGRESS, &config.interfaces.wan, mode)?;
+        dp.attach(program_names::LAN_INGRESS, &config.interfaces.lan, mode)?;
+        // Kept links of interfaces no longer configured: detached.
+        dp.release_kept_links(|_| true);
         Ok(dp)
     }
 
@@ -180,6 +209,7 @@ impl XdpDataplane {
         let mut dp = Self {
             ebpf,
             attachments: Vec::new(),
+            links: Vec::new(),
             pin_dir: None,
             pinned: Vec::new(),
         };
@@ -255,13 +285,35 @@ impl XdpDataplane {
         let idx = ifindex(iface).ok_or_else(|| XdpError::InterfaceNotFound {
             name: iface.to_owned(),
         })?;
+        if self.take_over(program, iface, idx, mode)? {
+            return Ok(());
+        }
+        // A kept link still on the interface (another program or mode)
+        // would make the kernel refuse the attach (EBUSY).
+        self.release_kept_links(|i| i == idx);
         let first = match mode {
             XdpMode::Generic => AyaXdpMode::Skb,
             XdpMode::Native | XdpMode::NativeOrGeneric => AyaXdpMode::Driver,
         };
         let prog = self.xdp_program(program)?;
-        let used = match prog.attach_to_if_index(idx, first) {
-            Ok(_) => first,
+        // A link of the previous process that the kernel releases
+        // asynchronously (the last reference of a pinned link goes through
+        // a work queue) can hold the interface for a moment: EBUSY, retried
+        // for up to a second.
+        let busy_until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let attached = loop {
+            match prog.attach_to_if_index(idx, first) {
+                Err(e)
+                    if os_error(&e) == Some(libc::EBUSY)
+                        && std::time::Instant::now() < busy_until =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        let (used, link) = match attached {
+            Ok(link) => (first, link),
             Err(e) => {
                 let code = os_error(&e);
                 if matches!(code, Some(libc::EPERM) | Some(libc::EACCES)) {
@@ -290,13 +342,14 @@ impl XdpDataplane {
                     iface,
                     "native XDP not supported, falling back to generic mode (slow path performance)"
                 );
-                prog.attach_to_if_index(idx, AyaXdpMode::Skb)
+                let link = prog
+                    .attach_to_if_index(idx, AyaXdpMode::Skb)
                     .map_err(|source| XdpError::Attach {
                         program,
                         iface: iface.to_owned(),
                         source,
                     })?;
-                AyaXdpMode::Skb
+                (AyaXdpMode::Skb, link)
             }
         };
         self.attachments.push(Attachment {
@@ -308,8 +361,140 @@ impl XdpDataplane {
             } else {
                 "native"
             },
+            taken_over: false,
         });
+        self.links.push(link);
         Ok(())
+    }
+
+    /// Replaces the program of a link that the previous process kept
+    /// ([`Self::keep_attached`]) for `program` on `iface` in a mode that
+    /// `mode` allows, in place: the interface is never without a program.
+    /// Returns whether it did; a kept link that cannot be taken over is
+    /// released (detached) and the caller attaches anew.
+    fn take_over(
+        &mut self,
+        program: &'static str,
+        iface: &str,
+        idx: u32,
+        mode: XdpMode,
+    ) -> Result<bool, XdpError> {
+        let Some(dir) = self.pin_dir.clone() else {
+            return Ok(false);
+        };
+        let modes: &[&'static str] = match mode {
+            XdpMode::Native => &["native"],
+            XdpMode::Generic => &["generic"],
+            XdpMode::NativeOrGeneric => &["native", "generic"],
+        };
+        for &m in modes {
+            let path = link_pin(&dir, program, idx, m);
+            if !path.exists() {
+                continue;
+            }
+            let link = PinnedLink::from_pin(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|p| p.unpin().map_err(|e| e.to_string()))
+                .and_then(|fd| XdpLink::try_from(fd).map_err(|e| e.to_string()));
+            let link = match link {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(program, iface, path = %path.display(), error = %e, "cannot take over the XDP link kept by the previous run; attaching anew");
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+            };
+            let prog = self.xdp_program(program)?;
+            match prog.attach_to_link(link) {
+                Ok(id) => {
+                    tracing::info!(
+                        program,
+                        iface,
+                        mode = m,
+                        "XDP program replaced in place (attached since the previous run)"
+                    );
+                    self.attachments.push(Attachment {
+                        program,
+                        iface: iface.to_owned(),
+                        ifindex: idx,
+                        mode: m,
+                        taken_over: true,
+                    });
+                    self.links.push(id);
+                    return Ok(true);
+                }
+                // The link is dropped with the error: detached.
+                Err(e) => {
+                    tracing::warn!(program, iface, error = %e, "cannot replace the XDP program in place (its interface changed?); attaching anew")
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Detaches the links a previous run kept whose interface `which`
+    /// selects (their pins are removed; the links go with them).
+    fn release_kept_links(&mut self, which: impl Fn(u32) -> bool) {
+        let Some(dir) = &self.pin_dir else { return };
+        let Ok(entries) = std::fs::read_dir(dir.join("links")) else {
+            return;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !pinned_ifindex(&name).is_some_and(&which) {
+                continue;
+            }
+            match PinnedLink::from_pin(e.path()).map(PinnedLink::unpin) {
+                Ok(Ok(_)) => {
+                    tracing::info!(link = %name, "XDP link kept by a previous run detached")
+                }
+                _ => {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    /// For a restart: pins the links so that the programs stay attached
+    /// after this process exits (and after this value is dropped), for the
+    /// next [`Self::load`] to replace in place. Returns how many were kept.
+    /// Without a pin directory (tests), or for a link made through netlink
+    /// on an old kernel, nothing is kept.
+    pub fn keep_attached(&mut self) -> usize {
+        let Some(dir) = self.pin_dir.clone() else {
+            return 0;
+        };
+        if let Err(e) = std::fs::create_dir_all(dir.join("links")) {
+            tracing::warn!(error = %e, "cannot keep the XDP programs attached: they detach with the process");
+            return 0;
+        }
+        let mut kept = 0;
+        let attachments = std::mem::take(&mut self.attachments);
+        let links = std::mem::take(&mut self.links);
+        for (a, id) in attachments.into_iter().zip(links) {
+            let path = link_pin(&dir, a.program, a.ifindex, a.mode);
+            let _ = std::fs::remove_file(&path);
+            let pinned = self
+                .xdp_program(a.program)
+                .map_err(|e| e.to_string())
+                .and_then(|p| p.take_link(id).map_err(|e| e.to_string()))
+                .and_then(|l| FdLink::try_from(l).map_err(|e| e.to_string()))
+                .and_then(|fd| fd.pin(&path).map_err(|e| e.to_string()));
+            match pinned {
+                Ok(_) => kept += 1,
+                Err(e) => {
+                    tracing::warn!(program = a.program, iface = %a.iface, error = %e, "cannot keep the XDP program attached: it detaches with the process")
+                }
+            }
+        }
+        if kept > 0 {
+            tracing::info!(
+                programs = kept,
+                dir = %dir.join("links").display(),
+                "XDP programs left attached for the next start (pinned links)"
+            );
+        }
+        kept
     }
 
     /// Pins every map under `dir` (created if needed; stale pins of a
@@ -354,8 +539,16 @@ impl XdpDataplane {
         for a in &self.attachments {
             let _ = writeln!(
                 s,
-                "{} attached to {} (ifindex {}, {} mode)",
-                a.program, a.iface, a.ifindex, a.mode
+                "{} attached to {} (ifindex {}, {} mode{})",
+                a.program,
+                a.iface,
+                a.ifindex,
+                a.mode,
+                if a.taken_over {
+                    ", replaced in place"
+                } else {
+                    ""
+                }
             );
         }
         if let Some(dir) = &self.pin_dir {
@@ -594,7 +787,8 @@ impl XdpDataplane {
             }
         }
         if let Some(dir) = self.pin_dir.take() {
-            // Only removes the directory if we left it empty.
+            // Only removes the directories if we left them empty.
+            let _ = std::fs::remove_dir(dir.join("links"));
             let _ = std::fs::remove_dir(dir);
         }
     }
@@ -783,5 +977,22 @@ fn is_bpffs(path: &Path) -> bool {
     unsafe {
         let mut st: libc::statfs = std::mem::zeroed();
         libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_link_names_give_back_their_interface() {
+        let p = link_pin(Path::new("/sys/fs/bpf/x"), "wan_ingress", 17, "native");
+        assert_eq!(p, Path::new("/sys/fs/bpf/x/links/wan_ingress-if17-native"));
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        assert!(!name.contains('.'), "bpffs refuses dots: {name}");
+        assert_eq!(pinned_ifindex(name), Some(17));
+        for other in ["wan_ingress", "x-ifA-native", "lan_ingress-if-native", ""] {
+            assert_eq!(pinned_ifindex(other), None, "{other}");
+        }
     }
 }
