@@ -118,7 +118,13 @@ pub fn build() -> anyhow::Result<PathBuf> {
     put(
         "DEBIAN/prerm",
         b"#!/bin/sh\nset -e\n\
+          # Removal takes the host out of service: a drain (SIGUSR2: IKE SAs\n\
+          # deleted toward the customers, TUNs and XDP programs removed), not\n\
+          # the restart that SIGTERM is. An upgrade stops nothing here.\n\
           if [ -d /run/systemd/system ] && [ \"$1\" = remove ]; then\n\
+          \tif systemctl is-active -q s2s-gateway.service; then\n\
+          \t\tsystemctl kill -s SIGUSR2 --kill-whom=main s2s-gateway.service || true\n\
+          \tfi\n\
           \tsystemctl stop s2s-gateway.service || true\nfi\n",
         0o755,
     )?;
@@ -129,6 +135,14 @@ pub fn build() -> anyhow::Result<PathBuf> {
           if [ \"$1\" = purge ]; then rm -rf /var/lib/s2s-gateway; fi\n",
         0o755,
     )?;
+    // The maintainer scripts' systemd branches do not run on a machine
+    // without systemd (like this one): at least their syntax is checked.
+    for script in ["postinst", "prerm", "postrm"] {
+        sh(Command::new("sh")
+            .arg("-n")
+            .arg(stage.join("DEBIAN").join(script)))
+        .with_context(|| format!("the package's {script} is not valid sh"))?;
+    }
     let size_kib = output(Command::new("du").args(["-sk"]).arg(&stage))?
         .split_whitespace()
         .next()
