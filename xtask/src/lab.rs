@@ -1665,6 +1665,7 @@ fn restart_once(
     // (resumed from the state file, or negotiated) prove the restarted
     // daemon has the tunnels back.
     let before = ike_sas_up(&gw_log);
+    let kernel_stale = count_in_log(&gw_log, "routes found on the kept TUN kept (stale)");
     start_gateway(lab, stop, bin)?;
     if how == StopKind::Term {
         let now = count_in_log(&gw_log, "XDP program replaced in place");
@@ -1679,6 +1680,13 @@ fn restart_once(
         Duration::from_secs(60),
         || Ok((ike_sas_up(&gw_log) >= before + 2).then_some(())),
     )?;
+    // Without the state file, the routes the kept TUNs still have are
+    // what keeps the VPC's traffic on the tunnels until BGP is back.
+    if how == StopKind::KillStateLost
+        && count_in_log(&gw_log, "routes found on the kept TUN kept (stale)") <= kernel_stale
+    {
+        bail!("state file removed: the restarted daemon did not keep the kept TUNs' routes as stale routes");
+    }
     recovered(
         lab,
         stop,

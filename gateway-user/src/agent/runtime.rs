@@ -623,9 +623,11 @@ impl Runtime {
     }
 
     /// A TUN kept from before the restart still has every route it had
-    /// then; once this plan's sessions have put back the stale routes
-    /// from the SA state file, those that are not ours any more (the file
-    /// was lost, or the session is gone) are deleted.
+    /// then. Once this plan's sessions have put back the stale routes
+    /// from the SA state file, the others (the file was lost or is older)
+    /// become stale routes of the tunnel's BGP session too, swept like
+    /// the file's when the session is back (End-of-RIB, or the deadlines);
+    /// without a session that takes routes, they are deleted.
     fn prune_kept_routes(&mut self) {
         if self.kept_tuns.is_empty() {
             return;
@@ -644,6 +646,13 @@ impl Runtime {
             let Ok(link) = nl.link_by_name(&t.plan.tun) else {
                 continue;
             };
+            let tunnel = t.id;
+            let session = self
+                .sessions
+                .values()
+                .find(|s| s.plan.tunnel == name && s.plan.route_propagation)
+                .map(|s| s.id);
+            let mut kept = 0usize;
             for v6 in [false, true] {
                 let routes = match nl.list_routes(v6, 254, RTPROT_GATEWAY) {
                     Ok(r) => r,
@@ -653,12 +662,28 @@ impl Runtime {
                     }
                 };
                 for r in routes.iter().filter(|r| r.oif == Some(link.index)) {
-                    let ours = IpNet::new(r.dst, r.prefix_len)
-                        .ok()
+                    let prefix = IpNet::new(r.dst, r.prefix_len).ok();
+                    let ours = prefix
                         .and_then(|p| self.routes.get(&p))
-                        .is_some_and(|(via, _)| *via == t.id);
+                        .is_some_and(|(via, _)| *via == tunnel);
                     if ours {
                         continue;
+                    }
+                    if let (Some(prefix), Some(session)) = (prefix, session) {
+                        // Not in `routes` yet: nobody else owns it.
+                        if !self.routes.contains_key(&prefix) {
+                            self.install_route(prefix, tunnel, session);
+                            self.stale
+                                .entry(session)
+                                .or_insert_with(|| StaleRoutes {
+                                    prefixes: BTreeSet::new(),
+                                    deadline: Instant::now() + STALE_UNTIL_UP,
+                                })
+                                .prefixes
+                                .insert(prefix);
+                            kept += 1;
+                            continue;
+                        }
                     }
                     match nl.del_route(r) {
                         Ok(()) => {
@@ -669,6 +694,9 @@ impl Runtime {
                         }
                     }
                 }
+            }
+            if kept > 0 {
+                tracing::info!(tunnel = %name, routes = kept, "routes found on the kept TUN kept (stale) until the BGP session is back");
             }
         }
     }
