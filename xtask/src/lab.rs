@@ -68,11 +68,7 @@ impl Drop for Lab {
 
 fn teardown() {
     labkit::teardown(PREFIX);
-    if Command::new("mountpoint")
-        .args(["-q", LAB_BPFFS])
-        .status()
-        .is_ok_and(|s| s.success())
-    {
+    if lab_bpffs_mounted() {
         let _ = Command::new("umount").arg(LAB_BPFFS).status();
     }
     let _ = fs::remove_dir(LAB_BPFFS);
@@ -84,14 +80,17 @@ const LAB_BPFFS: &str = "/run/s2s-lab/bpf";
 
 fn mount_lab_bpffs() -> anyhow::Result<()> {
     fs::create_dir_all(LAB_BPFFS)?;
-    if !Command::new("mountpoint")
-        .args(["-q", LAB_BPFFS])
-        .status()
-        .is_ok_and(|s| s.success())
-    {
+    if !lab_bpffs_mounted() {
         sh(Command::new("mount").args(["-t", "bpf", "bpf", LAB_BPFFS]))?;
     }
     Ok(())
+}
+
+fn lab_bpffs_mounted() -> bool {
+    Command::new("mountpoint")
+        .args(["-q", LAB_BPFFS])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn build_topology() -> anyhow::Result<()> {

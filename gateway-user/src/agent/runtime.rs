@@ -248,7 +248,7 @@ pub struct Runtime {
     stale: HashMap<SessionId, StaleRoutes>,
     /// TUNs found from before a restart or a crash and attached to again,
     /// whose leftover routes the end of `apply` checks (`prune_kept_routes`).
-    kept_tuns: Vec<TunnelName>,
+    kept_tuns: Vec<(TunnelName, u32)>,
     /// TUNs of connections gone while the daemon was down are deleted once,
     /// after the first plan (`delete_orphan_tuns`).
     orphans_checked: bool,
@@ -639,11 +639,21 @@ impl Runtime {
                 return;
             }
         };
-        for name in std::mem::take(&mut self.kept_tuns) {
+        // One dump per family for all the kept TUNs (a restart keeps them
+        // all at once).
+        let mut routes = Vec::new();
+        for v6 in [false, true] {
+            match nl.list_routes(v6, 254, RTPROT_GATEWAY) {
+                Ok(r) => routes.extend(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the kept TUNs' routes");
+                    self.kept_tuns.clear();
+                    return;
+                }
+            }
+        }
+        for (name, ifindex) in std::mem::take(&mut self.kept_tuns) {
             let Some(t) = self.tunnels.get(&name) else {
-                continue;
-            };
-            let Ok(link) = nl.link_by_name(&t.plan.tun) else {
                 continue;
             };
             let tunnel = t.id;
@@ -653,45 +663,36 @@ impl Runtime {
                 .find(|s| s.plan.tunnel == name && s.plan.route_propagation)
                 .map(|s| s.id);
             let mut kept = 0usize;
-            for v6 in [false, true] {
-                let routes = match nl.list_routes(v6, 254, RTPROT_GATEWAY) {
-                    Ok(r) => r,
+            for r in routes.iter().filter(|r| r.oif == Some(ifindex)) {
+                let prefix = IpNet::new(r.dst, r.prefix_len).ok();
+                let ours = prefix
+                    .and_then(|p| self.routes.get(&p))
+                    .is_some_and(|(via, _)| *via == tunnel);
+                if ours {
+                    continue;
+                }
+                if let (Some(prefix), Some(session)) = (prefix, session) {
+                    // Not in `routes` yet: nobody else owns it.
+                    if !self.routes.contains_key(&prefix) {
+                        self.install_route(prefix, tunnel, session);
+                        self.stale
+                            .entry(session)
+                            .or_insert_with(|| StaleRoutes {
+                                prefixes: BTreeSet::new(),
+                                deadline: Instant::now() + STALE_UNTIL_UP,
+                            })
+                            .prefixes
+                            .insert(prefix);
+                        kept += 1;
+                        continue;
+                    }
+                }
+                match nl.del_route(r) {
+                    Ok(()) => {
+                        tracing::info!(tunnel = %name, prefix = %format_args!("{}/{}", r.dst, r.prefix_len), "route left from before the restart removed")
+                    }
                     Err(e) => {
-                        tracing::warn!(tunnel = %name, error = %e, "cannot list the kept TUN's routes");
-                        continue;
-                    }
-                };
-                for r in routes.iter().filter(|r| r.oif == Some(link.index)) {
-                    let prefix = IpNet::new(r.dst, r.prefix_len).ok();
-                    let ours = prefix
-                        .and_then(|p| self.routes.get(&p))
-                        .is_some_and(|(via, _)| *via == tunnel);
-                    if ours {
-                        continue;
-                    }
-                    if let (Some(prefix), Some(session)) = (prefix, session) {
-                        // Not in `routes` yet: nobody else owns it.
-                        if !self.routes.contains_key(&prefix) {
-                            self.install_route(prefix, tunnel, session);
-                            self.stale
-                                .entry(session)
-                                .or_insert_with(|| StaleRoutes {
-                                    prefixes: BTreeSet::new(),
-                                    deadline: Instant::now() + STALE_UNTIL_UP,
-                                })
-                                .prefixes
-                                .insert(prefix);
-                            kept += 1;
-                            continue;
-                        }
-                    }
-                    match nl.del_route(r) {
-                        Ok(()) => {
-                            tracing::info!(tunnel = %name, prefix = %format_args!("{}/{}", r.dst, r.prefix_len), "route left from before the restart removed")
-                        }
-                        Err(e) => {
-                            tracing::warn!(tunnel = %name, error = %e, "cannot remove a route left from before the restart")
-                        }
+                        tracing::warn!(tunnel = %name, error = %e, "cannot remove a route left from before the restart")
                     }
                 }
             }
@@ -731,7 +732,7 @@ impl Runtime {
             .map_err(|e| tunnel_err(&plan.name, "configuring the TUN interface")(Box::new(e)))?;
         if kept {
             tracing::info!(tunnel = %plan.name, tun = %plan.tun, "TUN kept from before the restart: attached again with its routes");
-            self.kept_tuns.push(plan.name.clone());
+            self.kept_tuns.push((plan.name.clone(), ifindex));
         }
         let ike = Self::ike_config(
             plan,
