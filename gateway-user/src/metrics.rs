@@ -39,6 +39,9 @@ pub struct SessionInfo {
     /// While the session's own tunnel is down: the tunnel its routes and
     /// its BGP traffic fail over to.
     pub failover_via: Option<String>,
+    /// Prefixes received (Adj-RIB-In) and, of those, accepted by import
+    /// policy, as of the agent's last count.
+    pub prefixes: Option<(u64, u64)>,
 }
 
 /// One connection's reported status.
@@ -62,6 +65,12 @@ pub struct Snapshot {
     /// IKE SAs that were never established, by reason (see
     /// [`failure_reason`]), since the daemon started.
     pub negotiation_failures: std::collections::BTreeMap<&'static str, u64>,
+    /// IKE SAs and CHILD SAs replaced by a rekey since the daemon started.
+    pub ike_rekeys: u64,
+    pub child_rekeys: u64,
+    /// The IKE driver's SAs by state, as of the agent's last count (`None`
+    /// until the driver runs).
+    pub census: Option<gateway_ike::Census>,
 }
 
 /// The `reason` label of a failed IKE negotiation.
@@ -124,6 +133,38 @@ pub fn render(
             out,
             "s2s_ike_negotiation_failures_total{{reason=\"{reason}\"}} {n}"
         );
+    }
+    header(
+        &mut out,
+        "s2s_rekeys_total",
+        "counter",
+        "IKE SAs and CHILD SAs replaced by a rekey (either side started it).",
+    );
+    for (kind, n) in [
+        ("ike", snapshot.ike_rekeys),
+        ("child", snapshot.child_rekeys),
+    ] {
+        let _ = writeln!(out, "s2s_rekeys_total{{kind=\"{kind}\"}} {n}");
+    }
+    if let Some(census) = &snapshot.census {
+        header(
+            &mut out,
+            "s2s_ike_sas",
+            "gauge",
+            "IKE SAs by state (connecting: IKE_SA_INIT/IKE_AUTH in progress, ours or a peer's).",
+        );
+        for (state, n) in census.ike() {
+            let _ = writeln!(out, "s2s_ike_sas{{state=\"{state}\"}} {n}");
+        }
+        header(
+            &mut out,
+            "s2s_child_sas",
+            "gauge",
+            "CHILD SAs by state (rekeyed: replaced, waiting for its DELETE or grace period).",
+        );
+        for (state, n) in census.child() {
+            let _ = writeln!(out, "s2s_child_sas{{state=\"{state}\"}} {n}");
+        }
     }
     header(
         &mut out,
@@ -327,6 +368,28 @@ pub fn render(
     }
     header(
         &mut out,
+        "s2s_bgp_prefixes",
+        "gauge",
+        "Prefixes per session: received (Adj-RIB-In), accepted by import policy (routing policy, propagation), rejected by it.",
+    );
+    for s in &snapshot.sessions {
+        if let Some((received, accepted)) = s.prefixes {
+            let rejected = received.saturating_sub(accepted);
+            for (what, n) in [
+                ("received", received),
+                ("accepted", accepted),
+                ("rejected", rejected),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "s2s_bgp_prefixes{{session=\"{}\",state=\"{what}\"}} {n}",
+                    esc(&s.name)
+                );
+            }
+        }
+    }
+    header(
+        &mut out,
         "s2s_bgp_session_failover",
         "gauge",
         "1 while the session's own tunnel is down and its routes and BGP traffic go through the tunnel `via`.",
@@ -428,6 +491,7 @@ mod tests {
                 up: false,
                 routes: 0,
                 failover_via: Some("c1/v6".into()),
+                prefixes: Some((5, 3)),
             }],
             connections: vec![ConnectionInfo {
                 id: "c1".into(),
@@ -438,6 +502,15 @@ mod tests {
             negotiation_failures: [("authentication_failed", 2), ("timeout", 1)]
                 .into_iter()
                 .collect(),
+            ike_rekeys: 4,
+            child_rekeys: 9,
+            census: Some(gateway_ike::Census {
+                ike_established: 2,
+                ike_connecting: 1,
+                child_installed: 2,
+                child_rekeyed: 1,
+                ..Default::default()
+            }),
         };
         let table = crate::dataplane::backend::GatewayDataPlane::new(Arc::new(SaTable::new()));
         let text = render(&snap, &table, None);
@@ -458,6 +531,20 @@ mod tests {
             text.contains("s2s_ike_negotiation_failures_total{reason=\"authentication_failed\"} 2")
         );
         assert!(text.contains("s2s_ike_negotiation_failures_total{reason=\"timeout\"} 1"));
+        for line in [
+            "s2s_rekeys_total{kind=\"ike\"} 4",
+            "s2s_rekeys_total{kind=\"child\"} 9",
+            "s2s_ike_sas{state=\"established\"} 2",
+            "s2s_ike_sas{state=\"connecting\"} 1",
+            "s2s_ike_sas{state=\"deleting\"} 0",
+            "s2s_child_sas{state=\"installed\"} 2",
+            "s2s_child_sas{state=\"rekeyed\"} 1",
+            "s2s_bgp_prefixes{session=\"c1/v4\",state=\"received\"} 5",
+            "s2s_bgp_prefixes{session=\"c1/v4\",state=\"accepted\"} 3",
+            "s2s_bgp_prefixes{session=\"c1/v4\",state=\"rejected\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in {text}");
+        }
         let age = text
             .lines()
             .find_map(|l| l.strip_prefix("s2s_child_sa_age_seconds{tunnel=\"c1/v4\"} "))

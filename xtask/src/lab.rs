@@ -371,7 +371,11 @@ fn steps(
 
     *current = "API: resources";
     step("lab: VPN gateway, customer gateway, routing policies, connection (API)");
+    // `--wait`: s2sctl polls until the agent has made it active.
     let vgw = s2sctl(&[
+        "--wait",
+        "--wait-timeout",
+        "30",
         "vpn-gateway",
         "create",
         "--name",
@@ -386,16 +390,9 @@ fn steps(
         IPAM_V6,
     ])?;
     let vgw_id = field(&vgw, "id")?.to_owned();
-    wait_for(
-        lab,
-        stop,
-        "the VPN gateway to be active",
-        Duration::from_secs(30),
-        || {
-            let g = s2sctl(&["vpn-gateway", "get", &vgw_id])?;
-            Ok((g["status"] == "active").then_some(()))
-        },
-    )?;
+    if vgw["status"] != "active" {
+        bail!("s2sctl --wait returned VPN gateway {vgw_id} not active: {vgw}");
+    }
     println!("lab: VPN gateway {vgw_id} active");
     let cgw = s2sctl(&[
         "customer-gateway",
@@ -1229,6 +1226,41 @@ fn run_scenarios(
             bail!("tunnel {t}: the fast-path counters did not move with the pings");
         }
     }
+
+    // SA census and per-session prefix counts (refreshed on the agent's
+    // 5 s pass): both tunnels' SAs established, and each session's
+    // customer prefix received and accepted.
+    wait_for(
+        lab,
+        stop,
+        "/metrics to count the SAs and the accepted prefixes",
+        Duration::from_secs(15),
+        || {
+            let text = metrics()?;
+            let sample = |line: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(line))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let ike = sample("s2s_ike_sas{state=\"established\"}");
+            let child = sample("s2s_child_sas{state=\"installed\"}");
+            let accepted: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("s2s_bgp_prefixes{")
+                        && l.contains("state=\"accepted\"")
+                        && !l.ends_with(" 0")
+                })
+                .collect();
+            Ok((ike >= 2 && child >= 2 && accepted.len() >= 2).then(|| {
+                println!(
+                    "  /metrics: {ike} IKE SAs established, {child} CHILD SAs installed; {}",
+                    accepted.join(", ")
+                );
+            }))
+        },
+    )?;
 
     *current = "scenario 2: route propagation";
     step("scenario 2: route propagation disabled → routes withdrawn, traffic stops; enabled → back (BGP stays up)");

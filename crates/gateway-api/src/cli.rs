@@ -1,5 +1,6 @@
 //! `s2sctl`: a command-line client of the resource API, one subcommand per
-//! endpoint, human-readable tables by default and `-o json` for scripts.
+//! endpoint, human-readable tables by default, `-o json` and `-o yaml` for
+//! scripts, and `--wait` for the changes that the agent carries out.
 //!
 //! It speaks plain HTTP through `ureq` (no TLS stack: the API listens on a
 //! local or management address). [`run`] is the testable core: arguments
@@ -31,6 +32,14 @@ pub enum CliError {
     Argument(String),
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("{what} did not settle within {secs} s: {last}")]
+    Timeout {
+        what: String,
+        secs: u64,
+        last: String,
+    },
+    #[error("{what} failed: {last}")]
+    Failed { what: String, last: String },
 }
 
 #[derive(Parser, Debug)]
@@ -55,6 +64,15 @@ struct Cli {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
     output: Output,
+    /// After a create, update or delete of a VPN gateway or a connection,
+    /// wait until it settles: a VPN gateway active (or gone), a connection
+    /// active (or gone). A progress line goes to standard error at each
+    /// status change; the resource as it settled is printed.
+    #[arg(long, global = true)]
+    wait: bool,
+    /// How long `--wait` waits, in seconds, before failing.
+    #[arg(long, default_value_t = 300, global = true, value_name = "SECONDS")]
+    wait_timeout: u64,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -63,6 +81,7 @@ struct Cli {
 enum Output {
     Table,
     Json,
+    Yaml,
 }
 
 #[derive(Subcommand, Debug)]
@@ -721,15 +740,23 @@ fn print(out: &mut dyn Write, format: Output, shape: Shape, v: &Value) -> Result
         }
         _ => {}
     }
-    if format == Output::Json {
-        if let Shape::Nothing(what) = shape {
-            writeln!(out, "{}", json!({ "deleted": what }))?;
-        } else {
-            writeln!(
+    if format != Output::Table {
+        let deleted;
+        let v = match shape {
+            Shape::Nothing(what) => {
+                deleted = json!({ "deleted": what });
+                &deleted
+            }
+            _ => v,
+        };
+        match format {
+            Output::Yaml => write!(out, "{}", to_yaml(v))?,
+            _ if matches!(shape, Shape::Nothing(_)) => writeln!(out, "{v}")?,
+            _ => writeln!(
                 out,
                 "{}",
                 serde_json::to_string_pretty(v).unwrap_or_default()
-            )?;
+            )?,
         }
         return Ok(());
     }
@@ -761,6 +788,147 @@ fn print(out: &mut dyn Write, format: Output, shape: Shape, v: &Value) -> Result
     Ok(())
 }
 
+/// `v` as a YAML document (block style, keys in the API's order).
+fn to_yaml(v: &Value) -> String {
+    serde_norway::to_string(v).unwrap_or_default()
+}
+
+/// What `--wait` waits for after a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Settle {
+    /// The VPN gateway active (`None`: its id is in the response).
+    GatewayActive(Option<String>),
+    GatewayGone(String),
+    /// The connection active (`None`: its id is in the response).
+    ConnectionActive(Option<String>),
+    ConnectionGone(String),
+}
+
+impl Settle {
+    /// What `--wait` means for `cmd`, or `None` for a command that does not
+    /// change a status.
+    fn of(cmd: &Cmd) -> Option<Self> {
+        use Settle::*;
+        match cmd {
+            Cmd::VpnGateway { cmd } => match cmd {
+                VgwCmd::Create { .. } => Some(GatewayActive(None)),
+                VgwCmd::Update { id, .. } => Some(GatewayActive(Some(id.clone()))),
+                VgwCmd::Delete { id } => Some(GatewayGone(id.clone())),
+                VgwCmd::List { .. } | VgwCmd::Get { .. } => None,
+            },
+            Cmd::Connection { cmd } => match cmd {
+                ConnCmd::Create { .. } => Some(ConnectionActive(None)),
+                ConnCmd::Delete { id } => Some(ConnectionGone(id.clone())),
+                ConnCmd::Update { id, .. }
+                | ConnCmd::RenewPsk { id, .. }
+                | ConnCmd::ChangePsk { id, .. }
+                | ConnCmd::SetRoutingPolicy { id, .. }
+                | ConnCmd::DetachRoutingPolicy { id, .. }
+                | ConnCmd::EnableRoutePropagation { id }
+                | ConnCmd::DisableRoutePropagation { id } => {
+                    Some(ConnectionActive(Some(id.clone())))
+                }
+                ConnCmd::List { .. }
+                | ConnCmd::Get { .. }
+                | ConnCmd::Events { .. }
+                | ConnCmd::DeviceConfig { .. }
+                | ConnCmd::GetPsk { .. } => None,
+            },
+            Cmd::GatewayType { .. }
+            | Cmd::CustomerGateway { .. }
+            | Cmd::RoutingPolicy { .. }
+            | Cmd::Secret { .. } => None,
+        }
+    }
+}
+
+/// One line of what a resource's statuses are now.
+fn status_line(v: &Value) -> String {
+    let mut parts = vec![cell(&v["status"])];
+    for k in [
+        "tunnel_status_ipv4",
+        "tunnel_status_ipv6",
+        "bgp_status_ipv4",
+        "bgp_status_ipv6",
+    ] {
+        if let Some(s) = v.get(k).filter(|s| !s.is_null()) {
+            parts.push(format!("{k}={}", cell(s)));
+        }
+    }
+    parts.join(" ")
+}
+
+/// Polls until `settle` holds (once a second), printing a progress line to
+/// `progress` whenever the statuses change; returns the settled resource
+/// (`Null` for one that is gone).
+fn wait_settled(
+    c: &Client,
+    settle: &Settle,
+    created: &Value,
+    timeout: std::time::Duration,
+    progress: &mut dyn Write,
+) -> Result<Value, CliError> {
+    let id = |known: &Option<String>| -> Result<String, CliError> {
+        known
+            .clone()
+            .or_else(|| {
+                created["id"]
+                    .as_str()
+                    .or_else(|| created["connection"]["id"].as_str())
+                    .map(str::to_owned)
+            })
+            .ok_or_else(|| CliError::Argument("--wait: the response names no id".into()))
+    };
+    let (kind, path, id, want_gone) = match settle {
+        Settle::GatewayActive(known) => ("VPN gateway", "vpn-gateways", id(known)?, false),
+        Settle::GatewayGone(known) => ("VPN gateway", "vpn-gateways", known.clone(), true),
+        Settle::ConnectionActive(known) => ("connection", "connections", id(known)?, false),
+        Settle::ConnectionGone(known) => ("connection", "connections", known.clone(), true),
+    };
+    let what = format!("{kind} {id}");
+    let start = std::time::Instant::now();
+    let mut last = String::new();
+    loop {
+        let now = match c.call("GET", &c.s2s(&format!("{path}/{id}")), &Query::new(), None) {
+            Ok(v) => Some(v),
+            Err(CliError::Api { status: 404, .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let line = now.as_ref().map_or_else(|| "gone".to_owned(), status_line);
+        if line != last {
+            writeln!(progress, "{what}: {line} ({} s)", start.elapsed().as_secs())?;
+            progress.flush()?;
+            last = line;
+        }
+        match &now {
+            None if want_gone => return Ok(Value::Null),
+            None => {
+                return Err(CliError::Failed {
+                    what,
+                    last: "deleted while waiting".into(),
+                })
+            }
+            Some(v) if !want_gone => match v["status"].as_str() {
+                Some("active") => return Ok(v.clone()),
+                Some("failed") | Some("locked") => return Err(CliError::Failed { what, last }),
+                _ => {}
+            },
+            Some(_) => {}
+        }
+        if start.elapsed() >= timeout {
+            return Err(CliError::Timeout {
+                what,
+                secs: timeout.as_secs(),
+                last,
+            });
+        }
+        std::thread::sleep(WAIT_POLL.min(timeout.saturating_sub(start.elapsed())));
+    }
+}
+
+/// How often `--wait` asks.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs `s2sctl` with `args` (including the program name), writing the
 /// result to `out`; standard input is only read by `secret add-version`.
 pub fn run<I, T>(args: I, out: &mut dyn Write) -> Result<(), CliError>
@@ -781,7 +949,32 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    run_with_io(args, stdin, out, &mut std::io::stderr())
+}
+
+/// [`run_with_input`] with an explicit destination for `--wait`'s progress
+/// lines (standard error otherwise).
+pub fn run_with_io<I, T>(
+    args: I,
+    stdin: &mut dyn std::io::Read,
+    out: &mut dyn Write,
+    progress: &mut dyn Write,
+) -> Result<(), CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
     let cli = Cli::try_parse_from(args)?;
+    let settle = if cli.wait {
+        Some(Settle::of(&cli.cmd).ok_or_else(|| {
+            CliError::Argument(
+                "--wait applies to create, update and delete of a vpn-gateway or a connection"
+                    .into(),
+            )
+        })?)
+    } else {
+        None
+    };
     let token = cli
         .token
         .clone()
@@ -973,6 +1166,13 @@ where
         Cmd::Connection { cmd } => connection(&c, cmd)?,
         Cmd::Secret { cmd } => secret(&c, cmd, stdin)?,
     };
+    if let Some(settle) = settle {
+        let timeout = std::time::Duration::from_secs(cli.wait_timeout);
+        let settled = wait_settled(&c, &settle, &v, timeout, progress)?;
+        if !settled.is_null() {
+            return print(out, cli.output, Shape::One(None), &settled);
+        }
+    }
     print(out, cli.output, shape, &v)
 }
 
@@ -995,6 +1195,8 @@ fn print_events(out: &mut dyn Write, format: Output, v: &Value) -> Result<usize,
     for e in batch {
         match format {
             Output::Json => writeln!(out, "{e}")?,
+            // One YAML document per event, so a follower can stream them.
+            Output::Yaml => write!(out, "---\n{}", to_yaml(e))?,
             Output::Table => writeln!(
                 out,
                 "{}  {:<20} {}",

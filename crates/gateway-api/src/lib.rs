@@ -39,6 +39,29 @@ pub fn new_id() -> Result<String, ApiError> {
     ))
 }
 
+/// One pass of the agent's part in VPN gateway lifecycles, without a data
+/// plane (`s2s-apiserver --simulate-agent`, tests): provisioning becomes
+/// active, deprovisioning finishes.
+pub fn simulate_agent(store: &Store, config: &gateway_config::Config) {
+    let Ok(state) = store.desired_state(config) else {
+        return;
+    };
+    for g in state.vpn_gateways.into_iter().map(|s| s.gateway) {
+        let r = match g.status {
+            model::VpnGatewayStatus::Provisioning => {
+                store.set_vpn_gateway_status(&g.id, model::VpnGatewayStatus::Active)
+            }
+            model::VpnGatewayStatus::Deprovisioning => {
+                store.finish_vpn_gateway_deletion(&g.id).map(|_| ())
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            tracing::warn!(gateway = %g.id, error = %e, "simulated agent failed");
+        }
+    }
+}
+
 /// Now, as RFC 3339 in UTC (what the SDK's `isoparse` reads).
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()

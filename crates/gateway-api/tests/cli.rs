@@ -3,7 +3,7 @@
 
 use std::sync::mpsc;
 
-use gateway_api::cli::{run, run_with_input, CliError};
+use gateway_api::cli::{run, run_with_input, run_with_io, CliError};
 use gateway_api::Store;
 use serde_json::Value;
 
@@ -11,6 +11,8 @@ const TOKEN: &str = "11111111-1111-1111-1111-111111111111";
 
 struct Server {
     url: String,
+    store: Store,
+    config: gateway_config::Config,
     _dir: tempfile::TempDir,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
@@ -46,6 +48,7 @@ address = "2001:db8::1"
     );
     let config = gateway_config::Config::parse(&cfg).unwrap();
     let store = Store::open(&config.gateway.state_dir).unwrap();
+    let (kept_store, kept_config) = (store.clone(), config.clone());
     let (tx, rx) = mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
@@ -67,6 +70,8 @@ address = "2001:db8::1"
     let addr = rx.recv().unwrap();
     Server {
         url: format!("http://{addr}"),
+        store: kept_store,
+        config: kept_config,
         _dir: dir,
         _shutdown: stop,
     }
@@ -467,4 +472,210 @@ fn every_subcommand() {
     )
     .unwrap_err();
     assert!(matches!(e, CliError::Api { status: 401, .. }), "{e}");
+}
+
+/// `ctl` with `--wait`: the result, and the progress lines.
+fn ctl_wait(s: &Server, args: &[&str]) -> (Result<String, CliError>, String) {
+    let mut all = vec!["s2sctl", "--api-url", &s.url, "--token", TOKEN];
+    all.extend_from_slice(args);
+    let (mut out, mut progress) = (Vec::new(), Vec::new());
+    let r = run_with_io(all, &mut std::io::empty(), &mut out, &mut progress);
+    (
+        r.map(|()| String::from_utf8(out).unwrap()),
+        String::from_utf8(progress).unwrap(),
+    )
+}
+
+/// Plays the agent's part after `delay`: VPN gateways provisioned and
+/// deleted, and (with `connections`) every connection reported active.
+fn agent_after(s: &Server, delay: std::time::Duration, connections: bool) {
+    let (store, config) = (s.store.clone(), s.config.clone());
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        gateway_api::simulate_agent(&store, &config);
+        if connections {
+            for spec in store.desired_state(&config).unwrap().connections {
+                let update = gateway_api::ConnectionStatusUpdate {
+                    status: gateway_api::model::ConnectionStatus::Active,
+                    tunnel_status_ipv4: gateway_api::model::TunnelStatus::Up,
+                    tunnel_status_ipv6: gateway_api::model::TunnelStatus::Up,
+                    bgp_status_ipv4: gateway_api::model::BgpSessionStatus::Up,
+                    bgp_status_ipv6: gateway_api::model::BgpSessionStatus::Disabled,
+                    tunnel_mtu_ipv4: None,
+                    tunnel_mtu_ipv6: None,
+                };
+                store
+                    .set_connection_status(&spec.connection.id, &update)
+                    .unwrap();
+            }
+        }
+    });
+}
+
+#[test]
+fn wait_follows_the_statuses_until_they_settle_and_yaml_prints_them() {
+    let s = server();
+    let second = std::time::Duration::from_secs(1);
+    // Nothing to wait for on a command that changes no status.
+    match ctl_wait(&s, &["--wait", "gateway-type", "list"]).0 {
+        Err(CliError::Argument(m)) => assert!(m.contains("--wait applies to"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    agent_after(&s, second, false);
+    let (out, progress) = ctl_wait(
+        &s,
+        &[
+            "-o",
+            "yaml",
+            "--wait",
+            "vpn-gateway",
+            "create",
+            "--name",
+            "gw",
+            "--gateway-type",
+            "VGW-S",
+            "--private-network-id",
+            "pn1",
+            "--ipam-ipv4-id",
+            "ip4",
+        ],
+    );
+    let g: Value = serde_norway::from_str(&out.unwrap()).unwrap();
+    assert_eq!(g["status"], "active", "{g}");
+    let gid = g["id"].as_str().unwrap().to_owned();
+    let lines: Vec<&str> = progress.lines().collect();
+    assert!(
+        lines
+            .first()
+            .is_some_and(|l| l.starts_with(&format!("VPN gateway {gid}: provisioning ("))),
+        "{progress}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with(&format!("VPN gateway {gid}: active ("))),
+        "{progress}"
+    );
+
+    let cid = ctl_json(
+        &s,
+        &[
+            "customer-gateway",
+            "create",
+            "--name",
+            "c",
+            "--asn",
+            "65000",
+            "--ipv4",
+            "203.0.113.9",
+        ],
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pid = ctl_json(
+        &s,
+        &[
+            "routing-policy",
+            "create",
+            "--name",
+            "rp",
+            "--in",
+            "10.0.0.0/8",
+        ],
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // No agent reports the connection: the wait runs out, naming the
+    // statuses it saw last.
+    let (r, progress) = ctl_wait(
+        &s,
+        &[
+            "--wait",
+            "--wait-timeout",
+            "1",
+            "connection",
+            "create",
+            "--name",
+            "conn",
+            "--vpn-gateway-id",
+            &gid,
+            "--customer-gateway-id",
+            &cid,
+            "--ike",
+            "aes256gcm-ecp256",
+            "--esp",
+            "aes256gcm",
+            "--routing-policy-v4",
+            &pid,
+            "--bgp-v4",
+            "169.254.7.1/30,169.254.7.2/30",
+        ],
+    );
+    let id = match r {
+        Err(CliError::Timeout {
+            what,
+            secs: 1,
+            last,
+        }) => {
+            assert!(last.contains("tunnel_status_ipv4=down"), "{last}");
+            what.strip_prefix("connection ").unwrap().to_owned()
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    };
+    assert!(
+        progress.starts_with(&format!("connection {id}: ")),
+        "{progress}"
+    );
+    // Once the agent reports it active, the wait ends there.
+    agent_after(&s, second, true);
+    let (out, progress) = ctl_wait(
+        &s,
+        &[
+            "-o",
+            "json",
+            "--wait",
+            "connection",
+            "update",
+            &id,
+            "--name",
+            "conn2",
+        ],
+    );
+    let c: Value = serde_json::from_str(&out.unwrap()).unwrap();
+    assert_eq!(
+        (c["name"].as_str(), c["status"].as_str()),
+        (Some("conn2"), Some("active"))
+    );
+    assert!(
+        progress
+            .lines()
+            .last()
+            .unwrap()
+            .contains(": active tunnel_status_ipv4=up"),
+        "{progress}"
+    );
+
+    // Deletes wait until the resource is gone.
+    let (out, progress) = ctl_wait(&s, &["--wait", "connection", "delete", &id]);
+    assert_eq!(out.unwrap(), "deleted connection\n");
+    assert!(progress.ends_with(": gone (0 s)\n"), "{progress}");
+    agent_after(&s, second, false);
+    let (out, progress) = ctl_wait(&s, &["-o", "yaml", "--wait", "vpn-gateway", "delete", &gid]);
+    let d: Value = serde_norway::from_str(&out.unwrap()).unwrap();
+    assert_eq!(d["status"], "deprovisioning");
+    assert!(
+        progress.starts_with(&format!("VPN gateway {gid}: deprovisioning")),
+        "{progress}"
+    );
+    assert!(
+        progress.lines().last().unwrap().contains(": gone ("),
+        "{progress}"
+    );
+    assert!(matches!(
+        ctl(&s, &["vpn-gateway", "get", &gid]),
+        Err(CliError::Api { status: 404, .. })
+    ));
 }

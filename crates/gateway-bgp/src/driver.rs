@@ -163,6 +163,17 @@ enum Command {
     ),
     LocRib(oneshot::Sender<Vec<Route>>),
     SessionStatus(SessionId, oneshot::Sender<Option<SessionStatus>>),
+    PrefixCounts(oneshot::Sender<Vec<PrefixCounts>>),
+}
+
+/// One session's prefix counts (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixCounts {
+    pub session: SessionId,
+    /// In the Adj-RIB-In (before import policy).
+    pub received: usize,
+    /// Of those, accepted by import policy (the rest are rejected).
+    pub accepted: usize,
 }
 
 /// A session as the agent reports it.
@@ -173,6 +184,8 @@ pub struct SessionStatus {
     pub last_error: Option<Notification>,
     /// Prefixes received, before import policy.
     pub adj_rib_in: usize,
+    /// Of those, accepted by import policy.
+    pub accepted: usize,
     /// Prefixes announced.
     pub adj_rib_out: usize,
     /// Bytes waiting to be written to the peer.
@@ -311,6 +324,11 @@ impl BgpHandle {
             peak_bytes: self.stats.peak_bytes.load(Ordering::Relaxed),
             overflows: self.stats.overflows.load(Ordering::Relaxed),
         }
+    }
+
+    /// Every session's prefix counts (one round trip for all of them).
+    pub async fn prefix_counts(&self) -> Result<Vec<PrefixCounts>, DriverError> {
+        self.call(Command::PrefixCounts).await
     }
 
     /// `None` when there is no such session.
@@ -635,6 +653,18 @@ impl Main {
             Command::LocRib(reply) => {
                 let _ = reply.send(self.speaker.loc_rib().routes().collect());
             }
+            Command::PrefixCounts(reply) => {
+                let _ = reply.send(
+                    self.speaker
+                        .sessions()
+                        .map(|s| PrefixCounts {
+                            session: s.id(),
+                            received: s.adj_rib_in_len(),
+                            accepted: s.adj_rib_in_accepted(),
+                        })
+                        .collect(),
+                );
+            }
             Command::SessionStatus(id, reply) => {
                 let out_queue_bytes = self
                     .conns
@@ -646,6 +676,7 @@ impl Main {
                     state: s.state(),
                     last_error: s.last_error().cloned(),
                     adj_rib_in: s.adj_rib_in_len(),
+                    accepted: s.adj_rib_in_accepted(),
                     adj_rib_out: s.adj_rib_out().count(),
                     out_queue_bytes,
                     graceful_restart: s.graceful_restart(),

@@ -325,6 +325,8 @@ pub struct Session {
     /// Every route the peer announced, before import policy, so a policy or
     /// propagation change is re-evaluated without a ROUTE-REFRESH.
     adj_rib_in: BTreeMap<IpNet, Arc<Path>>,
+    /// Of those, how many import policy accepts (kept as they change).
+    accepted: usize,
     adj_rib_out: BTreeSet<IpNet>,
     connect_retry_counter: u32,
     last_error: Option<Notification>,
@@ -354,6 +356,7 @@ impl Session {
             timers: [None; 4],
             negotiated: None,
             adj_rib_in: BTreeMap::new(),
+            accepted: 0,
             adj_rib_out: BTreeSet::new(),
             connect_retry_counter: 0,
             last_error: None,
@@ -398,6 +401,11 @@ impl Session {
     /// Prefixes in the Adj-RIB-In (before import policy).
     pub fn adj_rib_in_len(&self) -> usize {
         self.adj_rib_in.len()
+    }
+    /// Prefixes of the Adj-RIB-In that import policy accepts (the rest
+    /// were received and rejected).
+    pub fn adj_rib_in_accepted(&self) -> usize {
+        self.accepted
     }
     /// Prefixes we currently announce.
     pub fn adj_rib_out(&self) -> impl Iterator<Item = &IpNet> {
@@ -941,6 +949,7 @@ impl Session {
         self.state = State::Idle;
         self.negotiated = None;
         self.adj_rib_out.clear();
+        self.accepted = 0;
         for (prefix, _) in std::mem::take(&mut self.adj_rib_in) {
             // Only what passed import policy ever reached the Loc-RIB.
             if self.route_propagation && self.policy.as_ref().is_some_and(|p| p.accepts_in(&prefix))
@@ -1030,6 +1039,7 @@ impl Session {
         }
         for prefix in withdrawn {
             if self.adj_rib_in.remove(&prefix).is_some() && self.imports(&prefix) {
+                self.accepted -= 1;
                 out.rib.push(RibChange { prefix, path: None });
             }
         }
@@ -1056,8 +1066,11 @@ impl Session {
                     p
                 }
             };
-            self.adj_rib_in.insert(prefix, path.clone());
+            let replaced = self.adj_rib_in.insert(prefix, path.clone()).is_some();
             if self.imports(&prefix) {
+                if !replaced {
+                    self.accepted += 1;
+                }
                 out.rib.push(RibChange {
                     prefix,
                     path: Some(path),
@@ -1222,8 +1235,10 @@ impl Session {
             self.exported = e;
         }
         let before: HashSet<IpNet> = before.into_iter().collect();
+        self.accepted = 0;
         for (prefix, path) in &self.adj_rib_in {
             let now_in = self.imports(prefix);
+            self.accepted += usize::from(now_in);
             let was_in = before.contains(prefix);
             if now_in && !was_in {
                 out.rib.push(RibChange {

@@ -133,6 +133,13 @@ async fn two_drivers_over_loopback() {
         let status = h.session_status(1).await.unwrap().unwrap();
         assert_eq!(status.state, State::Established);
         assert_eq!((status.adj_rib_in, status.adj_rib_out), (1, 1));
+        assert_eq!(status.accepted, 1);
+        let counts = h.prefix_counts().await.unwrap();
+        assert_eq!(counts.len(), 1);
+        assert_eq!(
+            (counts[0].session, counts[0].received, counts[0].accepted),
+            (1, 1, 1)
+        );
     }
 
     // A goes away: B sees the session drop (Cease) and the route withdrawn.

@@ -377,6 +377,7 @@ fn import_filter_and_no_policy() {
     // RFC 8212: without a policy nothing reaches the Loc-RIB.
     assert!(routes(&h.recv(1, 1, &update)).is_empty());
     assert_eq!(h.speaker.session(1).unwrap().adj_rib_in_len(), 4);
+    assert_eq!(h.speaker.session(1).unwrap().adj_rib_in_accepted(), 0);
     // Attaching a policy re-evaluates the Adj-RIB-In: only what is within
     // prefix_filter_in, equal or more specific.
     let mut a = Vec::new();
@@ -400,14 +401,21 @@ fn import_filter_and_no_policy() {
         ]
     );
     assert_eq!(h.speaker.loc_rib().len(), 2);
+    assert_eq!(h.speaker.session(1).unwrap().adj_rib_in_accepted(), 2);
+    // Announced again (same prefixes): counted once.
+    h.recv(1, 1, &update);
+    assert_eq!(h.speaker.session(1).unwrap().adj_rib_in_accepted(), 2);
     // Withdrawal by the peer.
     let a = h.recv(1, 1, &withdraw_msg(&["203.0.113.64/26", "198.51.100.0/24"]));
     assert_eq!(routes(&a), vec![withdraw("203.0.113.64/26")]);
+    let s = h.speaker.session(1).unwrap();
+    assert_eq!((s.adj_rib_in_len(), s.adj_rib_in_accepted()), (2, 1));
     // Detaching the policy removes everything, the session stays.
     let mut a = Vec::new();
     h.speaker.set_routing_policy(1, None, &mut a).unwrap();
     assert_eq!(routes(&a), vec![withdraw("203.0.113.0/24")]);
     assert_eq!(h.state(1), State::Established);
+    assert_eq!(h.speaker.session(1).unwrap().adj_rib_in_accepted(), 0);
 }
 
 #[test]

@@ -85,6 +85,8 @@ pub enum Command {
         elapsed: Duration,
         reply: tokio::sync::oneshot::Sender<Vec<Result<(), crate::snapshot::RestoreError>>>,
     },
+    /// Counts the IKE and CHILD SAs by state ([`IkeManager::census`]).
+    Census(tokio::sync::oneshot::Sender<crate::manager::Census>),
 }
 
 /// Datagrams held back until the agent has applied the CHILD SAs that
@@ -519,6 +521,10 @@ impl UdpDriver {
                                 self.mgr.add_connection_resuming(*config, &snapshots, elapsed, now);
                             let _ = reply.send(results);
                             acts
+                        }
+                        Some(Command::Census(reply)) => {
+                            let _ = reply.send(self.mgr.census());
+                            continue;
                         }
                     };
                     self.apply(acts, &events).await;

@@ -96,5 +96,5 @@ pub use action::{
 };
 pub use config::{ConnectionConfig, DpdAction, EspCipher, Identity, IkeCipher, Psk};
 pub use dh::{DhJob, DhResult};
-pub use manager::{Counters, IkeManager, Limits};
+pub use manager::{Census, Counters, IkeManager, Limits};
 pub use spi::SpiInUse;

@@ -94,6 +94,41 @@ pub struct Counters {
     pub replaced_over_limit: u64,
 }
 
+/// How many IKE and CHILD SAs the manager holds, by state (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// IKE_SA_INIT / IKE_AUTH in progress (ours and the peers').
+    pub ike_connecting: u64,
+    pub ike_established: u64,
+    /// A DELETE of the IKE SA is outstanding.
+    pub ike_deleting: u64,
+    pub child_installed: u64,
+    pub child_rekeying: u64,
+    /// Replaced by a rekey, waiting for its DELETE or its grace period.
+    pub child_rekeyed: u64,
+    pub child_deleting: u64,
+}
+
+impl Census {
+    /// `(state, count)` of the IKE SAs, every state once.
+    pub fn ike(&self) -> [(&'static str, u64); 3] {
+        [
+            ("connecting", self.ike_connecting),
+            ("established", self.ike_established),
+            ("deleting", self.ike_deleting),
+        ]
+    }
+    /// `(state, count)` of the CHILD SAs, every state once.
+    pub fn child(&self) -> [(&'static str, u64); 4] {
+        [
+            ("installed", self.child_installed),
+            ("rekeying", self.child_rekeying),
+            ("rekeyed", self.child_rekeyed),
+            ("deleting", self.child_deleting),
+        ]
+    }
+}
+
 /// Stateless COOKIE secrets (§2.6): the current one and the previous one,
 /// each named by a version byte that leads the COOKIE.
 struct CookieSecrets {
@@ -211,6 +246,30 @@ impl IkeManager {
 
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// Counts the IKE and CHILD SAs by state (one pass over them: call it
+    /// when asked, not per event).
+    pub fn census(&self) -> Census {
+        use crate::child_sa::ChildSaState;
+        let mut c = Census::default();
+        for sa in self.sas.values() {
+            match sa.state() {
+                IkeSaState::Connecting => c.ike_connecting += 1,
+                IkeSaState::Established => c.ike_established += 1,
+                IkeSaState::Deleting => c.ike_deleting += 1,
+                IkeSaState::Dead => {}
+            }
+            for child in sa.children() {
+                match child.state {
+                    ChildSaState::Installed => c.child_installed += 1,
+                    ChildSaState::Rekeying => c.child_rekeying += 1,
+                    ChildSaState::Rekeyed => c.child_rekeyed += 1,
+                    ChildSaState::Deleting => c.child_deleting += 1,
+                }
+            }
+        }
+        c
     }
 
     /// Tells the manager which inbound SPIs are in use outside it (the

@@ -563,6 +563,42 @@ fn delete_ike_sa_and_child_sa() {
 }
 
 #[test]
+fn census_counts_sas_by_state() {
+    let mut net = Net::new();
+    let (a, b) = cfgs(b"k", b"k");
+    assert_eq!(net.peers[0].mgr.census(), gateway_ike::Census::default());
+    net.start(a, b);
+    for p in &net.peers {
+        let c = p.mgr.census();
+        assert_eq!((c.ike_established, c.child_installed), (1, 1), "{c:?}");
+        assert_eq!(c.ike_connecting + c.ike_deleting, 0, "{c:?}");
+        assert_eq!(
+            c.child_rekeying + c.child_rekeyed + c.child_deleting,
+            0,
+            "{c:?}"
+        );
+    }
+    let spi = net.peers[0].installs[0].spi_in;
+    let now = net.now;
+    let acts = net.peers[0].mgr.delete_child_sa("tun-a", spi, now);
+    net.absorb(0, acts);
+    net.run();
+    for p in &net.peers {
+        let c = p.mgr.census();
+        assert_eq!(c.child_installed + c.child_deleting, 0, "{c:?}");
+        assert_eq!(c.ike_established, 1, "{c:?}");
+    }
+    // A DELETE of the IKE SA sent and not answered yet.
+    let acts = net.peers[0].mgr.delete_ike_sa("tun-a", now);
+    assert_eq!(net.peers[0].mgr.census().ike_deleting, 1);
+    assert_eq!(net.peers[0].mgr.census().ike_established, 0);
+    net.absorb(0, acts);
+    net.run();
+    assert_eq!(net.peers[0].mgr.census(), gateway_ike::Census::default());
+    assert_eq!(net.peers[1].mgr.census(), gateway_ike::Census::default());
+}
+
+#[test]
 fn responder_narrows_traffic_selectors() {
     let mut net = Net::new();
     let (a, mut b) = cfgs(b"k", b"k");

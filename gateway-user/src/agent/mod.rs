@@ -197,6 +197,9 @@ impl Agent {
                         if let Err(e) = rt.apply(&plan).await {
                             tracing::error!(error = %e, "applying the plan failed");
                         }
+                        // SA and prefix counts for /metrics (the IKE
+                        // driver runs: it answers).
+                        rt.refresh_counts().await;
                     }
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "reconcile failed; will retry"),

@@ -225,6 +225,12 @@ pub struct Runtime {
     converged: bool,
     /// IKE SAs never established, by reason (`/metrics`).
     negotiation_failures: BTreeMap<&'static str, u64>,
+    /// Rekeys seen since the daemon started: IKE SAs, CHILD SAs (`/metrics`).
+    rekeys: (u64, u64),
+    /// The IKE driver's SA count by state and the BGP sessions' prefix
+    /// counts, as of the last `refresh_counts`.
+    census: Option<gateway_ike::Census>,
+    prefix_counts: HashMap<SessionId, (u64, u64)>,
     /// Connection events not yet written to the store: (connection id,
     /// kind, message); written with the statuses.
     pending_events: Vec<(String, String, String)>,
@@ -295,6 +301,9 @@ impl Runtime {
             tunnels_created: 0,
             converged: false,
             negotiation_failures: BTreeMap::new(),
+            rekeys: (0, 0),
+            census: None,
+            prefix_counts: HashMap::new(),
             pending_events: Vec::new(),
             resume: None,
             restarted: BTreeSet::new(),
@@ -1075,6 +1084,7 @@ impl Runtime {
                 resumed,
                 ..
             } => {
+                self.rekeys.0 += u64::from(rekey_of.is_some());
                 match rekey_of {
                     Some(old) => self.event(
                         &conn,
@@ -1204,6 +1214,7 @@ impl Runtime {
             }
             IkeAction::InstallChildSa(c) => {
                 let spi_in = c.spi_in;
+                self.rekeys.1 += u64::from(c.replaces_spi_in.is_some());
                 let (kind, what) = match c.replaces_spi_in {
                     Some(old) => ("child_sa_rekeyed", format!(", replaces {old:08x}_i")),
                     None => ("child_sa_installed", String::new()),
@@ -1760,6 +1771,7 @@ impl Runtime {
                     family: family(s.plan.family),
                     up: s.up,
                     routes: self.routes.values().filter(|(_, id)| *id == s.id).count() as u64,
+                    prefixes: self.prefix_counts.get(&s.id).copied(),
                     failover_via: s.detour.and_then(|via| {
                         self.tunnels
                             .values()
@@ -1772,8 +1784,39 @@ impl Runtime {
             tunnels_created: self.tunnels_created,
             converged: self.converged,
             negotiation_failures: self.negotiation_failures.clone(),
+            ike_rekeys: self.rekeys.0,
+            child_rekeys: self.rekeys.1,
+            census: self.census,
         };
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snap;
+    }
+
+    /// Asks the IKE driver for its SA count by state and the BGP driver
+    /// for every session's prefix counts (one round trip each; each is a
+    /// pass over the SAs or the sessions, so the agent calls this on its
+    /// resync tick, not per event), and puts them in the published
+    /// snapshot.
+    pub async fn refresh_counts(&mut self) {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if self.ike.send(IkeCommand::Census(reply)).await.is_ok() {
+            // No answer: the driver is not running yet (addresses unbound).
+            if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
+                self.census = Some(c);
+            }
+        }
+        if let Ok(counts) = self.bgp.prefix_counts().await {
+            self.prefix_counts = counts
+                .into_iter()
+                .map(|c| (c.session, (c.received as u64, c.accepted as u64)))
+                .collect();
+        }
+        let mut snap = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        snap.census = self.census;
+        for info in &mut snap.sessions {
+            if let Some(s) = self.sessions.get(&info.name) {
+                info.prefixes = self.prefix_counts.get(&s.id).copied();
+            }
+        }
     }
 
     /// Tears everything down (daemon shutdown).

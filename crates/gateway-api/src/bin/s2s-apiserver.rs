@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use gateway_api::model::VpnGatewayStatus;
 use gateway_api::Store;
 
 #[derive(Parser)]
@@ -25,26 +24,6 @@ struct Args {
     /// Drive VPN gateway statuses like the agent would.
     #[arg(long)]
     simulate_agent: bool,
-}
-
-fn simulate_agent(store: &Store, config: &gateway_config::Config) {
-    let Ok(state) = store.desired_state(config) else {
-        return;
-    };
-    for g in state.vpn_gateways.into_iter().map(|s| s.gateway) {
-        let r = match g.status {
-            VpnGatewayStatus::Provisioning => {
-                store.set_vpn_gateway_status(&g.id, VpnGatewayStatus::Active)
-            }
-            VpnGatewayStatus::Deprovisioning => {
-                store.finish_vpn_gateway_deletion(&g.id).map(|_| ())
-            }
-            _ => Ok(()),
-        };
-        if let Err(e) = r {
-            tracing::warn!(gateway = %g.id, error = %e, "simulated agent failed");
-        }
-    }
 }
 
 #[tokio::main]
@@ -86,7 +65,8 @@ async fn main() -> ExitCode {
         tokio::spawn(async move {
             loop {
                 let (s, c) = (store.clone(), config.clone());
-                let _ = tokio::task::spawn_blocking(move || simulate_agent(&s, &c)).await;
+                let _ =
+                    tokio::task::spawn_blocking(move || gateway_api::simulate_agent(&s, &c)).await;
                 if rx.changed().await.is_err() {
                     break;
                 }
