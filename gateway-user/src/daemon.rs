@@ -8,6 +8,7 @@
 //! data path what it sizes packets by: the WAN MTU, the LAN addresses and
 //! the ICMP rate limit.
 
+use crate::capture::Capture;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,6 +88,8 @@ pub struct DataPath {
     /// Addresses the workers must never try to resolve (ours): the agent
     /// keeps it up to date; `None` without the fast path.
     pub local: Option<LocalAddrs>,
+    /// The workers copy packets here while `s2s-gateway capture` runs.
+    pub capture: Arc<Capture>,
     workers: Vec<Worker>,
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
@@ -165,6 +168,7 @@ impl DataPath {
             slow: Arc::new(Mutex::new(slow)),
             xdp: xdp.clone(),
             local: None,
+            capture: Arc::new(Capture::default()),
             workers: Vec::new(),
             threads: Vec::new(),
             stop,
@@ -214,6 +218,7 @@ impl DataPath {
             let mut wcfg = WorkerConfig::new(wan, lan, queue);
             wcfg.tunnel_params = Some(Arc::clone(me.dataplane.tunnel_params()));
             wcfg.icmp_rate = rate;
+            wcfg.capture = Some(Arc::clone(&me.capture));
             let worker = Worker::spawn(
                 &wcfg,
                 Arc::clone(&me.table),

@@ -2,6 +2,7 @@
 //! `s2sctl` CLI in `src/bin` are thin shells around it.
 
 pub mod agent;
+pub mod capture;
 pub mod daemon;
 pub mod dataplane;
 pub mod docgen;

@@ -269,15 +269,24 @@ pub fn render(
         &mut out,
         "s2s_tunnel_drops_total",
         "counter",
-        "Decrypted packets dropped per tunnel and reason (inner_source: an inner source the connection may not send from).",
+        "Inbound ESP of a known SA dropped, per tunnel and reason: replay (anti-replay window), auth_failed (integrity check), inner_source (an inner source the connection may not send from), malformed (the rest).",
     );
     for (t, c) in &counters {
-        let _ = writeln!(
-            out,
-            "s2s_tunnel_drops_total{{tunnel=\"{}\",reason=\"inner_source\"}} {}",
-            esc(&t.name),
-            c.rx_source_refused
-        );
+        let malformed = c
+            .rx_drops
+            .saturating_sub(c.rx_source_refused + c.rx_replay + c.rx_auth_failed);
+        for (reason, n) in [
+            ("replay", c.rx_replay),
+            ("auth_failed", c.rx_auth_failed),
+            ("inner_source", c.rx_source_refused),
+            ("malformed", malformed),
+        ] {
+            let _ = writeln!(
+                out,
+                "s2s_tunnel_drops_total{{tunnel=\"{}\",reason=\"{reason}\"}} {n}",
+                esc(&t.name)
+            );
+        }
     }
     if let Some(xdp) = xdp {
         let xdp = xdp.lock().unwrap_or_else(|p| p.into_inner());

@@ -425,6 +425,216 @@ fn spoofed_inner_sources_never_reach_the_vpc() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SIGHUP takes the config file again: a new API token and gateway type
+/// work at once, the old token stops working, and the tunnel (same CHILD
+/// SA, same tunnel) carries traffic throughout. A file that changes a key
+/// needing a restart, or that does not parse, is refused whole and logged,
+/// and the running configuration stays.
+#[test]
+#[ignore = "needs root: network namespaces, XDP, the daemon"]
+fn sighup_reloads_tokens_and_types_and_keeps_the_tunnels() -> anyhow::Result<()> {
+    const NEW_TOKEN: &str = "reloaded-test-token-0001";
+    let mut site = Site::start("hup", "")?;
+    let ids = site.resources()?;
+    let conn = site.connection("hup", &ids)?;
+    let id = conn["id"].as_str().context("connection id")?.to_owned();
+    let customer = site.customer(&conn)?;
+    site.wait_tunnel_up(&id)?;
+    let replies = ping_through(&customer, &conn, 20, 10, Duration::from_secs(5))?;
+    assert_eq!(replies.len(), 20, "before the reload: {replies:?}");
+    let before = customer.state("c").context("peer state")?;
+    let metrics = site.metrics()?;
+    let created = sum_series(&metrics, "s2s_tunnels_created_total", &[]);
+    let installs = sum_series(&metrics, "s2s_child_sa_installs_total{", &[]);
+
+    let dir = site._cleanup.dir.clone();
+    let pin_dir = PathBuf::from(format!(
+        "/sys/fs/bpf/{}",
+        dir.file_name().unwrap().to_string_lossy()
+    ));
+    let config = dir.join("gateway.toml");
+    let original = std::fs::read_to_string(&config)?;
+    let reloaded = config_text(
+        &dir,
+        &pin_dir,
+        "[[gateway_types]]\nname = \"VGW-XL\"\nbandwidth = 10000000000\nallowed_connections = 10\n",
+    )
+    .replace(
+        &format!("tokens = [\"{TOKEN}\"]"),
+        &format!("tokens = [\"{NEW_TOKEN}\"]"),
+    );
+    anyhow::ensure!(reloaded != original && reloaded.contains(NEW_TOKEN));
+    std::fs::write(&config, &reloaded)?;
+    site.daemon.signal("HUP")?;
+    site.daemon
+        .wait_log("SIGHUP: configuration reloaded", 1, Duration::from_secs(10))?;
+    let new_api = Api::new(&site.gw.name(), "http://127.0.0.1:8080", NEW_TOKEN)?;
+    let types = new_api.ok("GET", "vpn-gateway-types", None)?;
+    let names: Vec<&str> = types["gateway_types"]
+        .as_array()
+        .context("gateway_types")?
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"VGW-XL") && names.contains(&"VGW-S"),
+        "{types}"
+    );
+    let old = site.api.call("GET", "vpn-gateway-types", None)?;
+    assert_eq!(
+        old.status, 401,
+        "the removed token still works: {}",
+        old.body
+    );
+    // The agent's pass after the reload (it was woken) left the tunnel alone.
+    std::thread::sleep(Duration::from_secs(1));
+    let replies = ping_through(&customer, &conn, 20, 10, Duration::from_secs(5))?;
+    assert_eq!(replies.len(), 20, "after the reload: {replies:?}");
+    let after = customer.state("c").context("peer state")?;
+    assert!(
+        after.ike_up && after.child == before.child,
+        "{after:?} (before: {before:?})"
+    );
+    let metrics = new_api.get_text(METRICS)?;
+    assert_eq!(
+        sum_series(&metrics, "s2s_tunnels_created_total", &[]),
+        created
+    );
+    assert_eq!(
+        sum_series(&metrics, "s2s_child_sa_installs_total{", &[]),
+        installs
+    );
+
+    // A key that needs a restart: the whole file is refused.
+    std::fs::write(
+        &config,
+        reloaded
+            .replace("wan = \"wan0\"", "wan = \"eth9\"")
+            .replace(NEW_TOKEN, "a-third-token-00000001"),
+    )?;
+    site.daemon.signal("HUP")?;
+    site.daemon.wait_log(
+        "interfaces.wan cannot change while the daemon runs",
+        1,
+        Duration::from_secs(10),
+    )?;
+    // And a file that does not parse.
+    std::fs::write(&config, "[interfaces\n")?;
+    site.daemon.signal("HUP")?;
+    site.daemon.wait_log(
+        "SIGHUP: configuration not reloaded",
+        2,
+        Duration::from_secs(10),
+    )?;
+    new_api.ok("GET", "vpn-gateway-types", None)?;
+    let replies = ping_through(&customer, &conn, 10, 10, Duration::from_secs(5))?;
+    assert_eq!(replies.len(), 10, "after the refused reloads: {replies:?}");
+    site.daemon.check()?;
+    std::fs::write(&config, original)?;
+    customer.stop()?;
+    Ok(())
+}
+
+/// `s2s-gateway capture` records what the workers handle, which tcpdump
+/// cannot see: the customer's ESP as received and the decrypted packets,
+/// for the tunnel asked for, into a pcap file that tshark reads.
+#[test]
+#[ignore = "needs root: network namespaces, XDP, the daemon, tshark"]
+fn capture_writes_the_fast_paths_packets_as_pcap() -> anyhow::Result<()> {
+    let mut site = Site::start("cap", "")?;
+    let ids = site.resources()?;
+    let conn = site.connection("cap", &ids)?;
+    let id = conn["id"].as_str().context("connection id")?.to_owned();
+    let customer = site.customer(&conn)?;
+    site.wait_tunnel_up(&id)?;
+    let sock = site.vpc_socket(&customer)?;
+    let metrics = site.metrics()?;
+    let tunnel = metrics
+        .lines()
+        .filter(|l| l.starts_with("s2s_tunnel_up{") && l.contains(&format!("connection=\"{id}\"")))
+        .find_map(|l| l.split("tunnel=\"").nth(1)?.split('"').next())
+        .context("no s2s_tunnel_up for the connection")?
+        .to_owned();
+    let dir = site._cleanup.dir.clone();
+    let file = dir.join("capture.pcap");
+    const PROBES: usize = 10;
+    let mut capture = std::process::Command::new(env!("CARGO_BIN_EXE_s2s-gateway"))
+        .arg("capture")
+        .arg("--config")
+        .arg(dir.join("gateway.toml"))
+        .args([
+            "--tunnel",
+            &tunnel,
+            "--count",
+            &(2 * PROBES).to_string(),
+            "--seconds",
+            "20",
+            "-w",
+        ])
+        .arg(&file)
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // Probes until the capture has its count (those sent before it
+    // started are not in it).
+    let mut buf = [0u8; 64];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut received = 0;
+    while capture.try_wait()?.is_none() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the capture did not end within 20 s"
+        );
+        customer.send_inner("c", &probe(REMOTE_HOST, b"captured"))?;
+        if sock.recv(&mut buf).is_ok() {
+            received += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = capture.wait_with_output()?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(out.status.success(), "capture failed: {said}");
+    anyhow::ensure!(
+        said.contains(&format!("{} packets captured", 2 * PROBES)),
+        "{said}"
+    );
+    anyhow::ensure!(received > 0, "no probe reached the VPC host");
+    // tshark reads it: ESP as received, and the decrypted probes.
+    let fields = labkit::output(
+        std::process::Command::new("tshark")
+            .arg("-r")
+            .arg(&file)
+            .args([
+                "-T",
+                "fields",
+                "-e",
+                "esp.spi",
+                "-e",
+                "ip.src",
+                "-e",
+                "udp.dstport",
+            ]),
+    )?;
+    let lines: Vec<&str> = fields.lines().collect();
+    assert_eq!(lines.len(), 2 * PROBES, "{fields}");
+    let esp = lines
+        .iter()
+        .filter(|l| !l.split('\t').next().unwrap_or("").is_empty())
+        .count();
+    let inner = lines
+        .iter()
+        .filter(|l| l.contains(&REMOTE_HOST.to_string()) && l.ends_with(&PROBE_PORT.to_string()))
+        .count();
+    assert!(
+        esp >= PROBES - 1 && inner >= PROBES - 1,
+        "esp {esp}, inner {inner}:\n{fields}"
+    );
+    // The daemon saw the client through.
+    let log = site.daemon.log_tail(200);
+    assert!(log.contains("capture ended"), "{log}");
+    customer.stop()?;
+    Ok(())
+}
+
 /// An ICMP echo request from the customer's interconnection address to
 /// ours: the gateway's kernel answers through the tunnel, so each reply
 /// is one packet on the gateway's outbound SA.

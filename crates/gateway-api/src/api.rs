@@ -29,7 +29,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use gateway_config::{ApiSection, Config};
+use gateway_config::{ApiSection, Config, LiveConfig};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde_json::Value;
@@ -56,8 +56,8 @@ pub enum ServeError {
 #[derive(Clone)]
 struct AppState {
     store: Store,
-    config: Arc<Config>,
-    tokens: Arc<Vec<Vec<u8>>>,
+    /// Replaced whole by a reload: each request takes the current one.
+    live: LiveConfig,
 }
 
 impl IntoResponse for ApiError {
@@ -82,12 +82,13 @@ fn no_content() -> ApiResult {
 }
 
 fn check_region(st: &AppState, region: &str) -> Result<(), ApiError> {
-    if region != st.config.gateway.region {
+    let config = st.live.get();
+    if region != config.gateway.region {
         return Err(ApiError::unknown(
             "region",
             format!(
                 "unknown region {region:?}: this gateway serves {}",
-                st.config.gateway.region
+                config.gateway.region
             ),
         ));
     }
@@ -124,7 +125,7 @@ async fn auth(
     // Compare against every token, in constant time per token, without
     // stopping at the first match.
     let mut matched = subtle::Choice::from(0);
-    for t in st.tokens.iter() {
+    for t in st.live.tokens().iter() {
         matched |= t.as_slice().ct_eq(token);
     }
     if !bool::from(matched) {
@@ -276,19 +277,17 @@ async fn fallback() -> Response {
 
 /// Builds the router (for tests and for embedding).
 pub fn router(config: Config, store: Store) -> Result<Router, ServeError> {
-    let tokens: Vec<Vec<u8>> = config
-        .api_tokens()?
-        .into_iter()
-        .map(String::into_bytes)
-        .collect();
-    if tokens.is_empty() {
+    router_live(LiveConfig::new(config)?, store)
+}
+
+/// [`router`] on a configuration that a reload can replace
+/// ([`LiveConfig::replace`]): tokens, gateway types, public IPs and
+/// private networks are read per request.
+pub fn router_live(live: LiveConfig, store: Store) -> Result<Router, ServeError> {
+    if live.tokens().is_empty() {
         return Err(ServeError::NoTokens);
     }
-    let st = AppState {
-        store,
-        config: Arc::new(config),
-        tokens: Arc::new(tokens),
-    };
+    let st = AppState { store, live };
     let p = "/s2s-vpn/v1alpha1/regions/{region}";
     let r = Router::new()
         .route(&format!("{p}/vpn-gateway-types"), get(list_types))
@@ -343,7 +342,7 @@ pub fn router(config: Config, store: Store) -> Result<Router, ServeError> {
         )
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(
-            st.config.api.body_timeout(),
+            st.live.get().api.body_timeout(),
             read_body_in_time,
         ))
         .layer(middleware::from_fn_with_state(st.clone(), auth))
@@ -361,8 +360,19 @@ pub async fn serve_with_shutdown(
     store: Store,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let limits = config.api.clone();
-    let app = router(config, store)?;
+    serve_live(LiveConfig::new(config)?, listener, store, shutdown).await
+}
+
+/// [`serve_with_shutdown`] on a configuration that a reload can replace
+/// (the listener's own limits stay those it started with).
+pub async fn serve_live(
+    live: LiveConfig,
+    listener: tokio::net::TcpListener,
+    store: Store,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let limits = live.get().api.clone();
+    let app = router_live(live, store)?;
     serve_router(listener, app, &limits, shutdown).await;
     Ok(())
 }
@@ -455,7 +465,7 @@ async fn list_types(
 ) -> ApiResult {
     check_region(&st, &region)?;
     ok(ops::list_vpn_gateway_types(
-        &st.config,
+        &st.live.get(),
         &ListQuery::from_query(q.as_deref().unwrap_or("")),
     )?)
 }
@@ -503,7 +513,7 @@ macro_rules! create_handler {
         ) -> ApiResult {
             check_region(&st, &region)?;
             let req = ops::parse_body(json_body(&body)?)?;
-            let cfg = st.config.clone();
+            let cfg = st.live.get();
             ok(st.store.write_async(move |tx| $op(tx, &cfg, req)).await?)
         }
     };
@@ -533,7 +543,7 @@ async fn update_cgw(
 ) -> ApiResult {
     check_region(&st, &region)?;
     let req = ops::parse_body(json_body(&body)?)?;
-    let cfg = st.config.clone();
+    let cfg = st.live.get();
     ok(st
         .store
         .write_async(move |tx| ops::update_customer_gateway(tx, &cfg, &id, req))
@@ -638,7 +648,7 @@ async fn conn_get_action(
         return Ok(fallback().await);
     }
     let vendor = param("vendor").ok_or_else(|| ApiError::required("vendor"))?;
-    let cfg = st.config.clone();
+    let cfg = st.live.get();
     let text = st
         .store
         .read_async(move |tx| crate::device_config::for_connection(tx, &cfg, &id, &vendor))
@@ -661,7 +671,7 @@ async fn conn_action(
 ) -> ApiResult {
     check_region(&st, &region)?;
     let body = json_body(&body)?;
-    let cfg = st.config.clone();
+    let cfg = st.live.get();
     let v = match action.as_str() {
         "renew-psk" => {
             let req = ops::parse_body(body)?;
@@ -720,7 +730,7 @@ async fn create_secret(
 ) -> ApiResult {
     check_region(&st, &region)?;
     let req = ops::parse_body(json_body(&body)?)?;
-    let cfg = st.config.clone();
+    let cfg = st.live.get();
     ok(st
         .store
         .write_async(move |tx| ops::create_secret(tx, &cfg, req))
@@ -732,7 +742,7 @@ async fn get_secret(
     Path((region, id)): Path<(String, String)>,
 ) -> ApiResult {
     check_region(&st, &region)?;
-    let cfg = st.config.clone();
+    let cfg = st.live.get();
     ok(st
         .store
         .read_async(move |tx| ops::get_secret(tx, &cfg, &id))
@@ -746,7 +756,7 @@ async fn create_secret_version(
 ) -> ApiResult {
     check_region(&st, &region)?;
     let req = ops::parse_body(json_body(&body)?)?;
-    let cfg = st.config.clone();
+    let cfg = st.live.get();
     ok(st
         .store
         .write_async(move |tx| ops::create_secret_version(tx, &cfg, &id, req))

@@ -14,7 +14,7 @@ pub mod ops;
 pub mod secrets;
 pub mod store;
 
-pub use api::{router, serve, serve_with_shutdown, ServeError};
+pub use api::{router, router_live, serve, serve_live, serve_with_shutdown, ServeError};
 pub use error::ApiError;
 pub use secrets::Psk;
 pub use store::{

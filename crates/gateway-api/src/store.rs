@@ -304,6 +304,12 @@ impl Store {
         self.inner.changes.subscribe()
     }
 
+    /// Wakes the subscribers as a write would, without one (the desired
+    /// state depends on the configuration too: after a reload).
+    pub fn poke(&self) {
+        self.inner.changes.send_modify(|g| *g += 1);
+    }
+
     fn run<T, E>(&self, notify: bool, f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>) -> Result<T, E>
     where
         E: From<StoreError>,

@@ -9,6 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -489,6 +490,147 @@ fn check_token(token: &str, key: impl FnOnce() -> String) -> Result<(), ConfigEr
     Ok(())
 }
 
+/// Why a reload was refused (the running configuration stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    #[error(
+        "no API token left (api.tokens and api.tokens_file): refusing to lock every caller out"
+    )]
+    NoTokens,
+    #[error("{} cannot change while the daemon runs (restart it to apply)", .0.join(", "))]
+    Fixed(Vec<&'static str>),
+}
+
+impl Config {
+    /// The keys that differ between `self` and `new` among those a
+    /// running daemon cannot take: everything except `api.tokens`,
+    /// `api.tokens_file`, `[[gateway_types]]`, `[[public_ips]]` and
+    /// `[[private_networks]]`.
+    pub fn fixed_changes(&self, new: &Config) -> Vec<&'static str> {
+        let (a, b) = (self, new);
+        [
+            ("gateway.asn", a.gateway.asn == b.gateway.asn),
+            ("gateway.region", a.gateway.region == b.gateway.region),
+            (
+                "gateway.state_dir",
+                a.gateway.state_dir == b.gateway.state_dir,
+            ),
+            (
+                "gateway.bpf_pin_dir",
+                a.gateway.bpf_pin_dir == b.gateway.bpf_pin_dir,
+            ),
+            (
+                "gateway.bgp_max_prefixes",
+                a.gateway.bgp_max_prefixes == b.gateway.bgp_max_prefixes,
+            ),
+            ("interfaces.wan", a.interfaces.wan == b.interfaces.wan),
+            ("interfaces.lan", a.interfaces.lan == b.interfaces.lan),
+            (
+                "interfaces.xdp_mode",
+                a.interfaces.xdp_mode == b.interfaces.xdp_mode,
+            ),
+            ("api.listen", a.api.listen == b.api.listen),
+            (
+                "api.metrics_listen",
+                a.api.metrics_listen == b.api.metrics_listen,
+            ),
+            (
+                "api.header_timeout_secs",
+                a.api.header_timeout_secs == b.api.header_timeout_secs,
+            ),
+            (
+                "api.body_timeout_secs",
+                a.api.body_timeout_secs == b.api.body_timeout_secs,
+            ),
+            (
+                "api.max_connections",
+                a.api.max_connections == b.api.max_connections,
+            ),
+            (
+                "datapath.mss_clamp",
+                a.datapath.mss_clamp == b.datapath.mss_clamp,
+            ),
+            (
+                "datapath.icmp_too_big_per_second",
+                a.datapath.icmp_too_big_per_second == b.datapath.icmp_too_big_per_second,
+            ),
+            (
+                "datapath.icmp_too_big_burst",
+                a.datapath.icmp_too_big_burst == b.datapath.icmp_too_big_burst,
+            ),
+            ("child_sa", a.child_sa == b.child_sa),
+        ]
+        .into_iter()
+        .filter_map(|(key, same)| (!same).then_some(key))
+        .collect()
+    }
+}
+
+/// A configuration with its API tokens read (`api.tokens_file` included).
+struct Loaded {
+    config: Arc<Config>,
+    tokens: Arc<Vec<Vec<u8>>>,
+}
+
+/// The configuration a running daemon serves from, shared by the API and
+/// the agent; [`LiveConfig::replace`] swaps it whole (SIGHUP). Readers take
+/// the current one per request or per pass and never see half of a
+/// reload.
+#[derive(Clone)]
+pub struct LiveConfig(Arc<RwLock<Arc<Loaded>>>);
+
+impl LiveConfig {
+    /// Reads the tokens file once, here (and again at each reload).
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        Ok(Self(Arc::new(RwLock::new(Arc::new(Self::load(config)?)))))
+    }
+
+    fn load(config: Config) -> Result<Loaded, ConfigError> {
+        let tokens = config
+            .api_tokens()?
+            .into_iter()
+            .map(String::into_bytes)
+            .collect();
+        Ok(Loaded {
+            config: Arc::new(config),
+            tokens: Arc::new(tokens),
+        })
+    }
+
+    fn current(&self) -> Arc<Loaded> {
+        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The configuration now.
+    pub fn get(&self) -> Arc<Config> {
+        Arc::clone(&self.current().config)
+    }
+
+    /// The API tokens now.
+    pub fn tokens(&self) -> Arc<Vec<Vec<u8>>> {
+        Arc::clone(&self.current().tokens)
+    }
+
+    /// Takes `new` if it is valid, keeps at least one API token, and
+    /// changes none of the keys that need a restart
+    /// ([`Config::fixed_changes`]); else keeps the current one.
+    pub fn replace(&self, new: Config) -> Result<(), ReloadError> {
+        new.validate()?;
+        let fixed = self.get().fixed_changes(&new);
+        if !fixed.is_empty() {
+            return Err(ReloadError::Fixed(fixed));
+        }
+        let loaded = Self::load(new)?;
+        if loaded.tokens.is_empty() {
+            return Err(ReloadError::NoTokens);
+        }
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,6 +685,49 @@ mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/gateway.toml");
         assert!(Config::check_file(&example).is_empty());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_reload_takes_the_live_keys_and_refuses_the_rest() {
+        let base = "[interfaces]\nwan = \"wan0\"\nlan = \"lan0\"\n\
+                    [api]\ntokens = [\"first-token-0123456789\"]\n";
+        let live = LiveConfig::new(Config::parse(base).unwrap()).unwrap();
+        let first = live.get();
+        // Tokens, gateway types, public IPs and private networks change live.
+        let next = format!(
+            "{}\n[[gateway_types]]\nname = \"VGW-XL\"\nbandwidth = 1\nallowed_connections = 1\n\
+             [[public_ips]]\nid = \"p\"\naddress = \"192.0.2.9\"\n\
+             [[private_networks]]\nid = \"n\"\ninterface = \"lan0\"\nipv4_subnet = \"198.51.100.0/24\"\n",
+            base.replace("first-token-0123456789", "second-token-0123456789")
+        );
+        live.replace(Config::parse(&next).unwrap()).unwrap();
+        assert!(live.get().gateway_type("VGW-XL").is_some());
+        assert!(live.get().public_ip("p").is_some());
+        assert_eq!(
+            live.tokens().as_slice(),
+            [b"second-token-0123456789".to_vec()]
+        );
+        // The old one stays whole for whoever still holds it.
+        assert!(first.gateway_type("VGW-XL").is_none());
+        // A key that needs a restart refuses the whole reload.
+        let moved = next
+            .replace("wan0", "eth9")
+            .replace("second-token", "third-token0");
+        match live.replace(Config::parse(&moved).unwrap()) {
+            Err(ReloadError::Fixed(keys)) => assert_eq!(keys, ["interfaces.wan"]),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(
+            live.tokens().as_slice(),
+            [b"second-token-0123456789".to_vec()]
+        );
+        // So does leaving no token.
+        let open = next.replace("tokens = [\"second-token-0123456789\"]", "tokens = []");
+        assert!(matches!(
+            live.replace(Config::parse(&open).unwrap()),
+            Err(ReloadError::NoTokens)
+        ));
+        assert!(live.get().gateway_type("VGW-XL").is_some());
     }
 
     fn tempfile_dir() -> PathBuf {

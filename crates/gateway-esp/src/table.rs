@@ -165,6 +165,12 @@ pub struct TunnelCountersSnapshot {
     /// Of `rx_drops`: authentic packets whose inner source the connection
     /// may not send (the SA's selectors or the tunnel's source filter).
     pub rx_source_refused: u64,
+    /// Of `rx_drops`: refused by the anti-replay window (a duplicate, or
+    /// older than the window).
+    pub rx_replay: u64,
+    /// Of `rx_drops`: the integrity check failed (wrong keys, corruption,
+    /// forgery).
+    pub rx_auth_failed: u64,
 }
 
 /// Readers (workers) that get a counter slot of their own; later readers
@@ -182,6 +188,8 @@ struct CounterSlot {
     rx_bytes: AtomicU64,
     rx_drops: AtomicU64,
     rx_source_refused: AtomicU64,
+    rx_replay: AtomicU64,
+    rx_auth_failed: AtomicU64,
 }
 
 /// Which counter slot a writer uses: its own (single writer: a plain load
@@ -223,6 +231,8 @@ impl TunnelCounters {
             t.rx_bytes += s.rx_bytes.load(Ordering::Relaxed);
             t.rx_drops += s.rx_drops.load(Ordering::Relaxed);
             t.rx_source_refused += s.rx_source_refused.load(Ordering::Relaxed);
+            t.rx_replay += s.rx_replay.load(Ordering::Relaxed);
+            t.rx_auth_failed += s.rx_auth_failed.load(Ordering::Relaxed);
         }
         t
     }
@@ -836,11 +846,13 @@ fn decap_in(
         }
         Err(err) => {
             slot.add(&c.rx_drops, 1);
-            if matches!(
-                err,
-                DecapError::SourceRefused { .. } | DecapError::SelectorRefused { .. }
-            ) {
-                slot.add(&c.rx_source_refused, 1);
+            match err {
+                DecapError::SourceRefused { .. } | DecapError::SelectorRefused { .. } => {
+                    slot.add(&c.rx_source_refused, 1)
+                }
+                DecapError::Replay(_) => slot.add(&c.rx_replay, 1),
+                DecapError::IcvMismatch { .. } => slot.add(&c.rx_auth_failed, 1),
+                _ => {}
             }
             Err(err)
         }

@@ -616,6 +616,44 @@ fn source_filter_refuses_spoofed_inner_sources_and_counts_them() {
 }
 
 #[test]
+fn decap_drops_are_counted_by_reason() {
+    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
+    let (a, b) = (SaTable::new(), SaTable::new());
+    let (inb, out) = cfgs(suite, 0x3100, 6);
+    a.install_outbound(&out).unwrap();
+    b.install_inbound(&inb).unwrap();
+    let pkt = inner_v4(100, "198.51.100.10", "192.0.2.20");
+    let (mut buf, range) = framed(&pkt);
+    let e = a.encap(TUNNEL, &mut buf, range).unwrap();
+    let mut again = buf.clone();
+    b.decap(&mut buf, e.packet.clone()).unwrap();
+    // The same packet again: a replay.
+    assert!(matches!(
+        b.decap(&mut again, e.packet.clone()),
+        Err(DecapError::Replay(_))
+    ));
+    // A flipped ICV bit: the integrity check fails.
+    let (mut buf, range) = framed(&pkt);
+    let e = a.encap(TUNNEL, &mut buf, range).unwrap();
+    buf[e.packet.end - 1] ^= 1;
+    assert!(matches!(
+        b.decap(&mut buf, e.packet),
+        Err(DecapError::IcvMismatch { .. })
+    ));
+    let c = b.counters(TUNNEL).unwrap();
+    assert_eq!(
+        (
+            c.rx_packets,
+            c.rx_drops,
+            c.rx_replay,
+            c.rx_auth_failed,
+            c.rx_source_refused
+        ),
+        (1, 2, 1, 1, 0)
+    );
+}
+
+#[test]
 fn limit_listener_hears_soft_then_hard_once_per_sa() {
     use gateway_esp::table::LimitEvent;
     use gateway_esp::Lifetime;

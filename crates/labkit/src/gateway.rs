@@ -247,6 +247,38 @@ impl Daemon {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// Sends `signal` (e.g. "HUP", "USR2") to the daemon.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let Some(c) = &self.child else {
+            bail!("s2s-gateway is not running");
+        };
+        crate::sh(
+            Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(c.id().to_string()),
+        )
+    }
+
+    /// Waits until the daemon's log has `n` lines containing `needle`
+    /// (polled every 100 ms), failing early if the daemon exits.
+    pub fn wait_log(&mut self, needle: &str, n: usize, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.check()?;
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if text.lines().filter(|l| l.contains(needle)).count() >= n {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{needle:?} not logged {n} time(s) within {limit:?}; log:\n{}",
+                    self.log_tail(20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Kills it (SIGKILL): a crash, nothing cleaned up.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use gateway_api::model::VpnGatewayStatus;
 use gateway_api::{Store, StoreError};
 use gateway_common::{IKE_PORT, NAT_T_PORT};
-use gateway_config::Config;
+use gateway_config::{Config, LiveConfig};
 use gateway_ike::driver::{EspDatagram, UdpDriver};
 use gateway_netio::netlink::{Netlink, NetlinkError};
 use tokio::sync::{mpsc, watch};
@@ -80,13 +80,14 @@ pub enum Stop {
 /// The agent of one host.
 #[derive(Clone)]
 pub struct Agent {
-    config: Arc<Config>,
+    /// Taken once per pass: a reload (SIGHUP) applies from the next one.
+    config: LiveConfig,
     store: Store,
     xdp: Option<Arc<Mutex<XdpDataplane>>>,
 }
 
 impl Agent {
-    pub fn new(config: Arc<Config>, store: Store, xdp: Option<Arc<Mutex<XdpDataplane>>>) -> Self {
+    pub fn new(config: LiveConfig, store: Store, xdp: Option<Arc<Mutex<XdpDataplane>>>) -> Self {
         Self { config, store, xdp }
     }
 
@@ -105,7 +106,9 @@ impl Agent {
         let mut ike_rx = Some(ike_rx);
         let (ike_events_tx, mut ike_events) = mpsc::channel(IKE_EVENTS);
         let (bgp, mut bgp_events) = gateway_bgp::driver::spawn();
-        let l = self.config.child_sa;
+        // Neither may change while the daemon runs (`Config::fixed_changes`).
+        let fixed = self.config.get();
+        let l = fixed.child_sa;
         let lifetime = gateway_esp::Lifetime {
             soft_packets: l.soft_packets,
             hard_packets: l.hard_packets,
@@ -121,7 +124,7 @@ impl Agent {
             lifetime,
         );
         // What a restart resumes (IKE and CHILD SAs, sequence numbers).
-        rt.enable_sa_state(&self.config.gateway.state_dir);
+        rt.enable_sa_state(&fixed.gateway.state_dir);
         let mut persist = tokio::time::interval(sa_state::TICK);
         persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Volume limits are reported by the workers once per outbound SA
@@ -148,14 +151,16 @@ impl Agent {
         let mut bound: Vec<IpAddr> = Vec::new();
         loop {
             let me = self.clone();
+            let config = self.config.get();
+            let pass = Arc::clone(&config);
             let state = tokio::task::spawn_blocking(move || {
-                me.reconcile()?;
-                Ok::<_, AgentError>(me.store.desired_state(&me.config)?)
+                me.reconcile(&pass)?;
+                Ok::<_, AgentError>(me.store.desired_state(&pass)?)
             })
             .await;
             match state {
                 Ok(Ok(state)) => {
-                    let plan = plan::plan(&state, &self.config);
+                    let plan = plan::plan(&state, &config);
                     let addrs = Runtime::local_addresses(&plan);
                     if let (Some(_), false) = (&ike_rx, addrs.is_empty()) {
                         match UdpDriver::bind_with_esp_sink(
@@ -234,9 +239,9 @@ impl Agent {
     }
 
     /// One pass over the desired state.
-    pub fn reconcile(&self) -> Result<(), AgentError> {
-        let state = self.store.desired_state(&self.config)?;
-        let present = self.wan_addresses()?;
+    pub fn reconcile(&self, config: &Config) -> Result<(), AgentError> {
+        let state = self.store.desired_state(config)?;
+        let present = wan_addresses(&config.interfaces.wan)?;
         let mut local = BTreeSet::new();
         for spec in &state.vpn_gateways {
             let g = &spec.gateway;
@@ -276,7 +281,7 @@ impl Agent {
                     tracing::warn!(
                         vpn_gateway = %g.id,
                         missing = ?missing,
-                        wan = %self.config.interfaces.wan,
+                        wan = %config.interfaces.wan,
                         "public address not on the WAN interface"
                     );
                 } else {
@@ -292,14 +297,15 @@ impl Agent {
         }
         Ok(())
     }
+}
 
-    fn wan_addresses(&self) -> Result<BTreeSet<IpAddr>, AgentError> {
-        let mut nl = Netlink::open()?;
-        let link = nl.link_by_name(&self.config.interfaces.wan)?;
-        Ok(nl
-            .list_addresses(link.index)?
-            .into_iter()
-            .map(|a| a.addr)
-            .collect())
-    }
+/// The addresses on the WAN interface.
+fn wan_addresses(wan: &str) -> Result<BTreeSet<IpAddr>, AgentError> {
+    let mut nl = Netlink::open()?;
+    let link = nl.link_by_name(wan)?;
+    Ok(nl
+        .list_addresses(link.index)?
+        .into_iter()
+        .map(|a| a.addr)
+        .collect())
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gateway_config::Config;
+use gateway_config::{Config, LiveConfig};
 use gateway_user::agent::{Agent, Stop};
 use gateway_user::daemon::DataPath;
 use gateway_user::dataplane::xdp::XdpDataplane;
@@ -59,6 +59,27 @@ enum Command {
         #[arg(long, default_value = "/etc/s2s-gateway/gateway.toml")]
         config: PathBuf,
     },
+    /// Capture what the fast path handles, as pcap (IP packets): the ESP
+    /// the workers receive and send, and the inner packets they decrypt
+    /// and encrypt (tcpdump cannot see those). Asks the running daemon
+    /// through the socket in its state directory (root only).
+    Capture {
+        #[arg(long, default_value = "/etc/s2s-gateway/gateway.toml")]
+        config: PathBuf,
+        /// One tunnel, named as /metrics labels it (tunnel="..."); default: all.
+        #[arg(long)]
+        tunnel: Option<String>,
+        /// Stop after this many packets.
+        #[arg(long, short = 'c')]
+        count: Option<u64>,
+        /// Stop after this many seconds (default: when interrupted, or at
+        /// --count).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// The pcap file to write ("-": standard output, e.g. into tshark -r -).
+        #[arg(long, short = 'w')]
+        write: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +100,21 @@ fn main() -> ExitCode {
     if let Command::CheckConfig { config } = &cli.command {
         return check_config(config);
     }
+    if let Command::Capture {
+        config,
+        tunnel,
+        count,
+        seconds,
+        write,
+    } = &cli.command
+    {
+        let req = gateway_user::capture::Request {
+            tunnel: tunnel.clone(),
+            count: *count,
+            seconds: *seconds,
+        };
+        return capture(config, &req, write);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,7 +129,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config, no_xdp } => run(&config, no_xdp).await,
             Command::Load { config } => load(&config).await,
-            Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
+            Command::CheckConfig { .. } | Command::Capture { .. } => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     match result {
@@ -146,6 +184,99 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// `s2s-gateway capture`: the pcap stream of the running daemon into
+/// `write`, with a count on standard error.
+fn capture(
+    config: &std::path::Path,
+    req: &gateway_user::capture::Request,
+    write: &std::path::Path,
+) -> ExitCode {
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("s2s-gateway capture: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let out: Box<dyn std::io::Write> = if write == std::path::Path::new("-") {
+        Box::new(std::io::stdout().lock())
+    } else {
+        match std::fs::File::create(write) {
+            Ok(f) => Box::new(std::io::BufWriter::new(f)),
+            Err(e) => {
+                eprintln!("s2s-gateway capture: {}: {e}", write.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let mut last = std::time::Instant::now();
+    let r = gateway_user::capture::fetch(&config.gateway.state_dir, req, out, |n| {
+        if last.elapsed() >= std::time::Duration::from_millis(500) {
+            eprint!("\r{n} packets");
+            last = std::time::Instant::now();
+        }
+    });
+    match r {
+        Ok(n) => {
+            eprintln!("\r{n} packets captured");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("\ns2s-gateway capture: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves `s2s-gateway capture` on `<state_dir>/capture.sock` (mode 0600)
+/// from a thread of its own, one capture at a time; tunnel names are
+/// looked up in what the agent publishes.
+fn serve_captures(
+    state_dir: &std::path::Path,
+    capture: Arc<gateway_user::capture::Capture>,
+    snapshot: SharedSnapshot,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = gateway_user::capture::socket_path(state_dir);
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path)
+        .with_context(|| format!("binding the capture socket {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    tracing::info!(socket = %path.display(), "serving packet captures");
+    std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                // A thread per client: a second one is told that a
+                // capture runs instead of waiting.
+                let (capture, snapshot, stop) = (capture.clone(), snapshot.clone(), stop.clone());
+                let _ = std::thread::Builder::new()
+                    .name("capture-client".into())
+                    .spawn(move || {
+                        let lookup = |name: &str| {
+                            snapshot
+                                .read()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .tunnels
+                                .iter()
+                                .find(|t| t.name == name)
+                                .map(|t| t.id)
+                        };
+                        match gateway_user::capture::serve(&capture, stream, lookup, &stop) {
+                            Ok(n) => tracing::info!(packets = n, "capture ended"),
+                            Err(e) => tracing::warn!(error = %e, "capture refused or ended"),
+                        }
+                    });
+            }
+        })?;
+    Ok(())
+}
+
 /// Resolves on the first SIGINT or SIGTERM (a restart) or SIGUSR2 (drain:
 /// the host leaves service).
 async fn terminated() -> anyhow::Result<(&'static str, Stop)> {
@@ -170,8 +301,66 @@ async fn load(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reloads the config file on each SIGHUP (see [`reload`]).
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    path: std::path::PathBuf,
+    live: LiveConfig,
+    store: gateway_api::Store,
+) {
+    while hup.recv().await.is_some() {
+        let (path, live, store) = (path.clone(), live.clone(), store.clone());
+        // Reads files: off the runtime.
+        let _ = tokio::task::spawn_blocking(move || reload(&path, &live, &store)).await;
+    }
+}
+
+/// Takes the config file again: API tokens (and the tokens file),
+/// gateway types, public IPs and private networks apply at once (the API
+/// per request, the agent from its next pass, which this wakes); tunnels
+/// the change does not touch stay up. A file that does not check, or
+/// that changes a key that needs a restart, is refused whole and logged.
+fn reload(path: &std::path::Path, live: &LiveConfig, store: &gateway_api::Store) {
+    let problems = Config::check_file(path);
+    if !problems.is_empty() {
+        for p in &problems {
+            tracing::error!(path = %path.display(), problem = %p, "SIGHUP: configuration problem");
+        }
+        tracing::error!(path = %path.display(), problems = problems.len(), "SIGHUP: configuration not reloaded (the running one stays; see s2s-gateway check-config)");
+        return;
+    }
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "SIGHUP: configuration not reloaded");
+            return;
+        }
+    };
+    match live.replace(new) {
+        Ok(()) => {
+            let c = live.get();
+            tracing::info!(
+                path = %path.display(),
+                tokens = live.tokens().len(),
+                gateway_types = c.gateway_types.len(),
+                public_ips = c.public_ips.len(),
+                private_networks = c.private_networks.len(),
+                "SIGHUP: configuration reloaded"
+            );
+            store.poke();
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "SIGHUP: configuration not reloaded (the running one stays)")
+        }
+    }
+}
+
 async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
+    // From here on SIGHUP no longer terminates the process; reloads are
+    // handled once everything runs.
+    let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let config = Arc::new(Config::load(path)?);
+    let live = LiveConfig::new((*config).clone())?;
     let store = gateway_api::Store::open(&config.gateway.state_dir)?;
     let xdp = if no_xdp {
         tracing::warn!("XDP fast path disabled (--no-xdp)");
@@ -189,6 +378,15 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
     let datapath = DataPath::start(&config, xdp.clone())?;
     let dataplane = datapath.dataplane.clone();
     let snapshot = SharedSnapshot::default();
+    let capture_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Err(e) = serve_captures(
+        &config.gateway.state_dir,
+        Arc::clone(&datapath.capture),
+        snapshot.clone(),
+        Arc::clone(&capture_stop),
+    ) {
+        tracing::warn!(error = %e, "packet capture unavailable");
+    }
     if let Some(addr) = config.api.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -249,7 +447,7 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
     }
     let agent_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let alive = agent_alive.clone();
-    let agent_run = Agent::new(config.clone(), store.clone(), xdp.clone()).run(
+    let agent_run = Agent::new(live.clone(), store.clone(), xdp.clone()).run(
         datapath.handle(),
         snapshot,
         stop_rx.clone(),
@@ -260,10 +458,10 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
         alive.store(false, std::sync::atomic::Ordering::Relaxed);
     });
     let mut api_stop = stop_rx;
-    let api = tokio::spawn(gateway_api::serve_with_shutdown(
-        (*config).clone(),
+    let api = tokio::spawn(gateway_api::serve_live(
+        live.clone(),
         listener,
-        store,
+        store.clone(),
         async move {
             let _ = api_stop.wait_for(|s| *s != Stop::No).await;
         },
@@ -286,6 +484,12 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
             }
         });
     }
+    let reloads = tokio::spawn(reload_on_sighup(
+        hup,
+        path.to_owned(),
+        live.clone(),
+        store.clone(),
+    ));
     let (sig, stop) = tokio::select! {
         s = terminated() => s?,
         r = api => {
@@ -294,9 +498,14 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
         }
     };
     tracing::info!(signal = sig, mode = ?stop, "shutting down");
+    reloads.abort();
     sdnotify::notify("STOPPING=1");
     let _ = stop_tx.send(stop);
     let _ = agent.await;
+    capture_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = std::fs::remove_file(gateway_user::capture::socket_path(
+        &config.gateway.state_dir,
+    ));
     datapath.shutdown();
     if stop == Stop::Restart {
         // The programs stay attached for the next start to replace in

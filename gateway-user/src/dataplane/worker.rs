@@ -54,6 +54,7 @@
 //! backend writes every map set) and give each socket its own map through
 //! [`XskSlot`].
 
+use crate::capture::Capture;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
@@ -348,6 +349,8 @@ pub struct Pipeline<R, S> {
     limiter: Mutex<IcmpLimiter>,
     scratch: Mutex<Vec<u8>>,
     counters: Arc<WorkerCounters>,
+    /// Copies packets for `s2s-gateway capture` while one runs.
+    capture: Option<Arc<Capture>>,
 }
 
 /// Default ICMP rate limit per source (errors per second, burst).
@@ -383,6 +386,24 @@ impl<R: Resolver, S: SlowSink> Pipeline<R, S> {
             limiter: Mutex::new(IcmpLimiter::new(DEFAULT_ICMP_RATE.0, DEFAULT_ICMP_RATE.1)),
             scratch: Mutex::new(vec![0; MAX_HEADROOM + 1280 + MAX_TAILROOM]),
             counters: Arc::new(WorkerCounters::default()),
+            capture: None,
+        }
+    }
+
+    /// Copies the packets of a running capture into `capture`: the ESP
+    /// received and sent, the inner packets decrypted and encrypted.
+    pub fn with_capture(mut self, capture: Arc<Capture>) -> Self {
+        self.capture = Some(capture);
+        self
+    }
+
+    /// Copies `packet` of `tunnel` if a capture wants it (off: one load).
+    #[inline]
+    fn capture(&self, tunnel: TunnelId, packet: &[u8]) {
+        if let Some(c) = self.capture.as_deref() {
+            if c.wants(tunnel) {
+                c.record(packet);
+            }
         }
     }
 
@@ -478,6 +499,9 @@ impl<R: Resolver, S: SlowSink> Pipeline<R, S> {
             c.drop_frame(WorkerDrop::NotIp);
             return Verdict::Consumed;
         };
+        if let Some(m) = meta {
+            self.capture(m.tunnel_id, &chunk[l3..frame.end]);
+        }
         let rx = match self.table.decap(chunk, l3..frame.end) {
             Ok(rx) => rx,
             Err(_) => {
@@ -491,6 +515,7 @@ impl<R: Resolver, S: SlowSink> Pipeline<R, S> {
             return Verdict::Consumed;
         };
         self.params.clamp(rx.tunnel, &mut chunk[inner.clone()]);
+        self.capture(rx.tunnel, &chunk[inner.clone()]);
         match too_big(&chunk[inner.clone()], self.lan_mtu) {
             // DF (or IPv6): the sender learns the MTU from us.
             Some(true) => {
@@ -571,6 +596,7 @@ impl<R: Resolver, S: SlowSink> Pipeline<R, S> {
         }
         // After the checksum is complete: the clamp updates it incrementally.
         self.params.clamp(m.tunnel_id, &mut chunk[inner.clone()]);
+        self.capture(m.tunnel_id, &chunk[inner.clone()]);
         let enc = match self.table.encap(m.tunnel_id, chunk, inner) {
             Ok(e) => e,
             Err(_) => {
@@ -579,6 +605,7 @@ impl<R: Resolver, S: SlowSink> Pipeline<R, S> {
             }
         };
         let outer = enc.packet;
+        self.capture(m.tunnel_id, &chunk[outer.clone()]);
         if outer.len() > self.wan_mtu {
             c.drop_frame(WorkerDrop::TooBig);
             return Verdict::Consumed;
@@ -770,6 +797,8 @@ pub struct WorkerConfig {
     pub tunnel_params: Option<Arc<TunnelParams>>,
     /// ICMP too-big errors per second and source, and the burst.
     pub icmp_rate: (u32, u32),
+    /// Where a running capture's copies go (`s2s-gateway capture`).
+    pub capture: Option<Arc<Capture>>,
 }
 
 impl WorkerConfig {
@@ -788,6 +817,7 @@ impl WorkerConfig {
             idle_poll: Duration::from_millis(10),
             tunnel_params: None,
             icmp_rate: DEFAULT_ICMP_RATE,
+            capture: None,
         }
     }
 }
@@ -905,6 +935,9 @@ impl Worker {
             .with_lan(lan_mtu, v4, v6, cfg.icmp_rate);
         if let Some(p) = &cfg.tunnel_params {
             pipeline = pipeline.with_tunnel_params(Arc::clone(p));
+        }
+        if let Some(c) = &cfg.capture {
+            pipeline = pipeline.with_capture(Arc::clone(c));
         }
         let counters = Arc::clone(pipeline.counters());
         let (batch, idle) = (cfg.batch.max(1), cfg.idle_poll);
