@@ -11,7 +11,7 @@ use crate::setup;
 use crate::util::{build, cargo, sh, step, workspace_root};
 
 /// Benchmarks in the order the report shows them.
-const ALL: &[&str] = &["xdp", "esp", "ike", "bgp", "tunnel", "restart"];
+const ALL: &[&str] = &["xdp", "esp", "capture", "ike", "bgp", "tunnel", "restart"];
 
 /// Runs of each case in `bench restart` (the median of 3 is reported).
 const RESTART_RUNS: u32 = 3;
