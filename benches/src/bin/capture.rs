@@ -173,7 +173,10 @@ fn main() {
             ratios.iter().copied().fold(f64::MIN, f64::max),
         );
         let (b, o, r) = (median(base), median(off), median(ratios));
-        println!("{:<28} {:>6} {:>8.1}ns {:>7.3}x", "no capture hook", bytes, b, 1.0);
+        println!(
+            "{:<28} {:>6} {:>8.1}ns {:>7.3}x",
+            "no capture hook", bytes, b, 1.0
+        );
         println!(
             "{:<28} {:>6} {:>8.1}ns {:>7.3}x {:>7.3}-{:.3}x",
             "capture hook, off", bytes, o, r, spread.0, spread.1

@@ -1523,9 +1523,17 @@ pub fn renew_psk(tx: &mut Tx<'_>, id: &str, req: RenewPskRequest) -> Result<Valu
         usable_psk(tx, &sid, latest, "generate_revision")?;
         latest
     };
+    let before = row.conn.secret_revision;
     row.conn.secret_revision = rev;
     row.conn.updated_at = crate::now_rfc3339();
     tx.put_connection(&row)?;
+    tx.add_connection_event(
+        id,
+        "psk_changed",
+        &format!(
+            "PSK renewed: secret {sid} revision {before} → {rev} (the tunnels renegotiate with it)"
+        ),
+    )?;
     Ok(json!({"connection": render_connection(&row)?, "pre_shared_key": null}))
 }
 
@@ -1540,10 +1548,15 @@ pub fn change_psk(tx: &mut Tx<'_>, id: &str, req: ChangePskRequest) -> Result<Va
     let mut row = load_connection(tx, id)?;
     let s = req.secret.ok_or_else(|| ApiError::required("secret"))?;
     let (sid, rev) = resolve_secret_ref(tx, "secret", &s)?;
+    let message = format!(
+        "PSK changed: secret {} revision {} → secret {sid} revision {rev} (the tunnels renegotiate with it)",
+        row.conn.secret_id, row.conn.secret_revision
+    );
     row.conn.secret_id = sid;
     row.conn.secret_revision = rev;
     row.conn.updated_at = crate::now_rfc3339();
     tx.put_connection(&row)?;
+    tx.add_connection_event(id, "psk_changed", &message)?;
     Ok(json!({"connection": render_connection(&row)?}))
 }
 

@@ -527,17 +527,7 @@ impl Store {
                 if tx.connection(id)?.is_none() {
                     continue;
                 }
-                tx.tx.execute(
-                    "INSERT INTO connection_events (connection_id, created_at, kind, message)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![id, crate::now_rfc3339(), kind, message],
-                )?;
-                tx.tx.execute(
-                    "DELETE FROM connection_events WHERE connection_id = ?1 AND seq <=
-                       (SELECT seq FROM connection_events WHERE connection_id = ?1
-                        ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-                    params![id, EVENTS_KEPT],
-                )?;
+                tx.add_connection_event(id, kind, message)?;
             }
             Ok(())
         })
@@ -930,6 +920,28 @@ impl Tx<'_> {
 
     /// Seals `psk` as a new revision of `secret_id` (1 for a new secret);
     /// returns the revision.
+    /// Records one event of connection `id` (which must exist), keeping
+    /// its last [`EVENTS_KEPT`].
+    pub fn add_connection_event(
+        &mut self,
+        id: &str,
+        kind: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO connection_events (connection_id, created_at, kind, message)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![id, crate::now_rfc3339(), kind, message],
+        )?;
+        self.tx.execute(
+            "DELETE FROM connection_events WHERE connection_id = ?1 AND seq <=
+               (SELECT seq FROM connection_events WHERE connection_id = ?1
+                ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+            params![id, EVENTS_KEPT],
+        )?;
+        Ok(())
+    }
+
     pub fn add_secret_revision(&mut self, secret_id: &str, psk: &Psk) -> Result<u32, StoreError> {
         let revision = self.latest_secret_revision(secret_id)?.unwrap_or(0) + 1;
         let sealed = self.key.seal(secret_id, revision, psk)?;

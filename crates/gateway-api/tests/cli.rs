@@ -269,9 +269,18 @@ fn every_subcommand() {
     let psk2 = ctl(&s, &["connection", "get-psk", &id]).unwrap();
     assert_ne!(psk1, psk2);
 
-    // Events: none yet (no agent here), then what the agent records, as
-    // lines and as JSON lines; `--after` skips what was seen.
-    assert_eq!(ctl(&s, &["connection", "events", &id]).unwrap(), "");
+    // Events: the PSK renewal (the API records it; no agent here), then
+    // what the agent records, as lines and as JSON lines; `--after` skips
+    // what was seen.
+    let renewed = ctl(&s, &["connection", "events", &id]).unwrap();
+    assert!(
+        renewed.contains("psk_changed") && renewed.contains("revision 1 → 2"),
+        "{renewed}"
+    );
+    assert!(
+        !renewed.contains(psk2.trim()),
+        "the PSK itself is never in an event"
+    );
     let store = Store::open(&s._dir.path().join("state")).unwrap();
     store
         .add_connection_events(&[
@@ -285,9 +294,9 @@ fn every_subcommand() {
         .unwrap();
     let text = ctl(&s, &["connection", "events", &id]).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
     assert!(
-        lines[0].contains("ike_sa_up") && lines[0].ends_with("v4: IKE SA up"),
+        lines[1].contains("ike_sa_up") && lines[1].ends_with("v4: IKE SA up"),
         "{text}"
     );
     let json: Vec<Value> = ctl(&s, &["-o", "json", "connection", "events", &id])
@@ -295,8 +304,8 @@ fn every_subcommand() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(json[1]["kind"], "child_sa_installed");
-    let first_seq = json[0]["seq"].as_i64().unwrap().to_string();
+    assert_eq!(json[2]["kind"], "child_sa_installed");
+    let first_seq = json[1]["seq"].as_i64().unwrap().to_string();
     let later = ctl(&s, &["connection", "events", &id, "--after", &first_seq]).unwrap();
     assert_eq!(later.lines().count(), 1, "{later}");
     assert!(matches!(
@@ -434,6 +443,13 @@ fn every_subcommand() {
     );
     assert_eq!(ctl_json(&s, &["secret", "get", &own])["version_count"], 1);
     ctl(&s, &["connection", "change-psk", &id, "--secret-id", &own]).unwrap();
+    let events = ctl(&s, &["connection", "events", &id]).unwrap();
+    let last = events.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("psk_changed") && last.contains(&format!("→ secret {own} revision 1")),
+        "{events}"
+    );
+    assert!(!events.contains("my-own-pre-shared-key"), "{events}");
     assert_eq!(
         ctl(&s, &["connection", "get-psk", &id]).unwrap(),
         "my-own-pre-shared-key-000\n"

@@ -40,7 +40,7 @@
 //!     match event {
 //!         BgpEvent::Route(RouteChange::Install(route)) => { /* ROUTES_V4/V6 + kernel route via route.session's tunnel */ }
 //!         BgpEvent::Route(RouteChange::Withdraw { prefix }) => { /* remove */ }
-//!         BgpEvent::SessionUp(id) | BgpEvent::SessionDown(id) => { /* connection status */ }
+//!         BgpEvent::SessionUp(id) | BgpEvent::SessionDown(id, _) => { /* connection status */ }
 //!         BgpEvent::EndOfRib(id) => { /* routes kept stale across a restart may go */ }
 //!     }
 //! }
@@ -123,7 +123,8 @@ struct Stats {
 pub enum BgpEvent {
     Route(RouteChange),
     SessionUp(SessionId),
-    SessionDown(SessionId),
+    /// With the NOTIFICATION that ended it, if one did.
+    SessionDown(SessionId, Option<crate::DownCause>),
     /// The peer's initial routes are all in (RFC 4724 End-of-RIB).
     EndOfRib(SessionId),
 }
@@ -944,8 +945,11 @@ impl Main {
                 Action::SessionUp { session } => {
                     let _ = self.events.send(BgpEvent::SessionUp(session)).await;
                 }
-                Action::SessionDown { session } => {
-                    let _ = self.events.send(BgpEvent::SessionDown(session)).await;
+                Action::SessionDown { session, cause } => {
+                    let _ = self
+                        .events
+                        .send(BgpEvent::SessionDown(session, cause))
+                        .await;
                 }
                 Action::EndOfRib { session } => {
                     let _ = self.events.send(BgpEvent::EndOfRib(session)).await;

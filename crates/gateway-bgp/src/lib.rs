@@ -26,6 +26,25 @@ pub use neighbor::{ConnId, Direction, Input, SessionConfig, SessionPolicy, State
 pub use policy::{InvalidPrefix, RoutingPolicy};
 pub use rib::{Route, RouteChange};
 
+/// The NOTIFICATION that ended an established session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownCause {
+    /// We sent it (hold timer expired, an error in what the peer sent, a
+    /// Cease of ours).
+    Sent(message::Notification),
+    /// The peer sent it.
+    Received(message::Notification),
+}
+
+impl std::fmt::Display for DownCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DownCause::Sent(n) => write!(f, "we sent {n} ({})", n.describe()),
+            DownCause::Received(n) => write!(f, "the peer sent {n} ({})", n.describe()),
+        }
+    }
+}
+
 /// Scaleway's ASN, our side of every session unless configured otherwise.
 pub const DEFAULT_ASN: u32 = 12876;
 
@@ -71,6 +90,8 @@ pub enum Action {
     /// The session left Established; its routes are already withdrawn.
     SessionDown {
         session: SessionId,
+        /// The NOTIFICATION that ended it, if one did.
+        cause: Option<DownCause>,
     },
     /// The peer sent End-of-RIB for the session's family (RFC 4724 §2):
     /// its initial routes are all in. Routes kept from before a restart

@@ -248,6 +248,37 @@ impl Notification {
     }
 }
 
+impl Notification {
+    /// The error code and subcode in words (RFC 4271 §4.5 and §6, RFC 4486
+    /// for Cease).
+    pub fn describe(&self) -> &'static str {
+        match (self.code, self.subcode) {
+            (code::MESSAGE_HEADER, _) => "message header error",
+            (code::OPEN_MESSAGE, open_error::UNSUPPORTED_VERSION) => {
+                "OPEN error: unsupported version number"
+            }
+            (code::OPEN_MESSAGE, open_error::BAD_PEER_AS) => "OPEN error: bad peer AS",
+            (code::OPEN_MESSAGE, open_error::BAD_BGP_IDENTIFIER) => {
+                "OPEN error: bad BGP identifier"
+            }
+            (code::OPEN_MESSAGE, _) => "OPEN message error",
+            (code::UPDATE_MESSAGE, _) => "UPDATE message error",
+            (code::HOLD_TIMER_EXPIRED, _) => "hold timer expired",
+            (code::FSM, _) => "finite state machine error",
+            (code::CEASE, cease::MAX_PREFIXES) => "Cease: maximum number of prefixes reached",
+            (code::CEASE, cease::ADMIN_SHUTDOWN) => "Cease: administrative shutdown",
+            (code::CEASE, cease::PEER_DECONFIGURED) => "Cease: peer de-configured",
+            (code::CEASE, cease::ADMIN_RESET) => "Cease: administrative reset",
+            (code::CEASE, cease::CONNECTION_REJECTED) => "Cease: connection rejected",
+            (code::CEASE, cease::OTHER_CONFIG_CHANGE) => "Cease: other configuration change",
+            (code::CEASE, cease::CONNECTION_COLLISION) => "Cease: connection collision resolution",
+            (code::CEASE, cease::OUT_OF_RESOURCES) => "Cease: out of resources",
+            (code::CEASE, _) => "Cease",
+            _ => "unknown error code",
+        }
+    }
+}
+
 impl std::fmt::Display for Notification {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "NOTIFICATION {}/{}", self.code, self.subcode)

@@ -332,6 +332,8 @@ pub struct Session {
     last_error: Option<Notification>,
     /// When we last answered a ROUTE-REFRESH on this connection.
     last_refresh_answer: Option<Instant>,
+    /// The NOTIFICATION the peer just sent, for the `SessionDown` it causes.
+    received_notification: Option<Notification>,
     /// The Restart State bit of our next OPEN (`SessionConfig::restarting`
     /// until a session was established once).
     restarting: bool,
@@ -361,6 +363,7 @@ impl Session {
             connect_retry_counter: 0,
             last_error: None,
             last_refresh_answer: None,
+            received_notification: None,
             refresh_pending: false,
             restarting: config_restarting,
         }
@@ -670,7 +673,8 @@ impl Session {
             }
             (OpenSent | OpenConfirm | Established, Event::NotifMsg(_, n)) => {
                 tracing::info!(session = self.id, %n, "peer sent NOTIFICATION");
-                self.last_error = Some(n);
+                self.last_error = Some(n.clone());
+                self.received_notification = Some(n);
                 self.enter_idle(None, now, out);
             }
             (OpenSent | OpenConfirm | Established, Event::MsgErr(_, e)) => {
@@ -930,6 +934,12 @@ impl Session {
     /// withdrawn, and an automatic restart after connect-retry when the
     /// session is administratively up.
     fn enter_idle(&mut self, notification: Option<Notification>, now: Instant, out: &mut Out) {
+        let received = self.received_notification.take();
+        let cause = match (&notification, received) {
+            (Some(n), _) => Some(crate::DownCause::Sent(n.clone())),
+            (None, Some(n)) => Some(crate::DownCause::Received(n)),
+            (None, None) => None,
+        };
         if let Some(n) = &notification {
             tracing::info!(session = self.id, %n, "closing session");
             self.last_error = Some(n.clone());
@@ -958,7 +968,10 @@ impl Session {
             }
         }
         if was_established {
-            out.push(Action::SessionDown { session: self.id });
+            out.push(Action::SessionDown {
+                session: self.id,
+                cause,
+            });
         }
         if self.admin_up {
             self.connect_retry_counter = self.connect_retry_counter.saturating_add(1);

@@ -151,7 +151,12 @@ async fn two_drivers_over_loopback() {
         }),
     )
     .await;
-    expect_event(&mut ea, BgpEvent::SessionDown(1)).await;
+    let cease = gateway_bgp::message::Notification::new(6, 2);
+    expect_event(
+        &mut ea,
+        BgpEvent::SessionDown(1, Some(gateway_bgp::DownCause::Sent(cease.clone()))),
+    )
+    .await;
     expect_event(
         &mut eb,
         BgpEvent::Route(RouteChange::Withdraw {
@@ -159,7 +164,11 @@ async fn two_drivers_over_loopback() {
         }),
     )
     .await;
-    expect_event(&mut eb, BgpEvent::SessionDown(1)).await;
+    expect_event(
+        &mut eb,
+        BgpEvent::SessionDown(1, Some(gateway_bgp::DownCause::Received(cease))),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "current_thread")]

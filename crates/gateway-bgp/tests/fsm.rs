@@ -608,7 +608,10 @@ fn hold_timer_expiry_and_keepalives() {
     let a = h.input(1, Input::TimerExpired(Timer::Hold));
     assert_eq!(notification(&a, 1), Some(Notification::new(4, 0)));
     assert!(closed(&a, 1));
-    assert!(a.contains(&Action::SessionDown { session: 1 }));
+    assert!(a.contains(&Action::SessionDown {
+        session: 1,
+        cause: Some(gateway_bgp::DownCause::Sent(Notification::new(4, 0)))
+    }));
     assert_eq!(routes(&a), vec![withdraw("203.0.113.0/24")]);
     assert_eq!(h.state(1), State::Idle);
 }
@@ -629,7 +632,10 @@ fn peer_closing_withdraws_everything() {
         &Message::Notification(Notification::new(6, 2)).encode(Codec::default()),
     );
     assert_eq!(routes(&a), vec![withdraw("203.0.113.0/24")]);
-    assert!(a.contains(&Action::SessionDown { session: 1 }));
+    assert!(a.contains(&Action::SessionDown {
+        session: 1,
+        cause: Some(gateway_bgp::DownCause::Received(Notification::new(6, 2)))
+    }));
     assert_eq!(
         h.speaker.session(1).unwrap().last_error(),
         Some(&Notification::new(6, 2))
@@ -1207,7 +1213,10 @@ fn full_send_queue_closes_with_cease_out_of_resources() {
     );
     assert!(closed(&a, 1));
     assert_eq!(routes(&a), vec![withdraw("203.0.113.0/24")]);
-    assert!(a.contains(&Action::SessionDown { session: 1 }));
+    assert!(a.contains(&Action::SessionDown {
+        session: 1,
+        cause: Some(gateway_bgp::DownCause::Sent(Notification::new(6, 8)))
+    }));
     assert_ne!(h.state(1), State::Established);
     // A stale report for a connection already let go of changes nothing.
     assert!(h.input(1, Input::SendQueueFull { conn: 1 }).is_empty());

@@ -1501,9 +1501,32 @@ impl Runtime {
     /// Handles one report of the BGP driver.
     pub fn on_bgp(&mut self, event: BgpEvent) {
         match event {
-            BgpEvent::EndOfRib(id) => self.sweep_stale(id, "the peer's End-of-RIB"),
-            BgpEvent::SessionUp(id) | BgpEvent::SessionDown(id) => {
+            BgpEvent::EndOfRib(id) => {
+                self.sweep_stale(id, "the peer's End-of-RIB");
+                // The route count once the peer's initial routes are in.
+                if let Some(s) = self
+                    .session_names
+                    .get(&id)
+                    .and_then(|n| self.sessions.get(n))
+                {
+                    let installed = self.routes.values().filter(|(_, sid)| *sid == id).count();
+                    let family = s.plan.name.rsplit('/').next().unwrap_or("");
+                    self.pending_events.push((
+                        s.plan.connection.clone(),
+                        "bgp_routes".to_owned(),
+                        format!(
+                            "{family}: End-of-RIB from {}: {installed} route(s) installed",
+                            s.plan.peer.addr()
+                        ),
+                    ));
+                }
+            }
+            BgpEvent::SessionUp(id) | BgpEvent::SessionDown(id, _) => {
                 let up = matches!(event, BgpEvent::SessionUp(_));
+                let cause = match &event {
+                    BgpEvent::SessionDown(_, Some(c)) => format!(": {c}"),
+                    _ => String::new(),
+                };
                 if let (true, Some(st)) = (up, self.stale.get_mut(&id)) {
                     // A peer without Graceful Restart sends no End-of-RIB.
                     st.deadline = st.deadline.min(Instant::now() + STALE_AFTER_UP);
@@ -1521,7 +1544,10 @@ impl Runtime {
                         self.pending_events.push((
                             s.plan.connection.clone(),
                             kind.to_owned(),
-                            format!("{family}: BGP session with {} {word}", s.plan.peer.addr()),
+                            format!(
+                                "{family}: BGP session with {} {word}{cause}",
+                                s.plan.peer.addr()
+                            ),
                         ));
                     }
                 }
@@ -2490,6 +2516,9 @@ mod tests {
         rt.on_ike(activate(3, 0x301));
         assert_eq!(table.outbound(1).map(|o| o.sa.spi()), Some(0x1301));
         assert_eq!(rt.tunnels["conn/v4"].child, Some((0x301, 0x1301)));
+        // One IKE SA rekey and one CHILD SA rekey so far (INITIAL_CONTACT
+        // is not a rekey): `s2s_rekeys_total`.
+        assert_eq!(rt.rekeys, (1, 1));
         // The old pair goes after its grace: the new one keeps sending.
         rt.on_ike(remove(3, 0x300));
         assert!(table.inbound(0x300).is_none() && table.inbound(0x301).is_some());
