@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 use gateway_common::{Direction, XdpMeta, SA_INDEX_NONE, XDP_META_MAGIC};
+use gateway_esp::checksum::{add, fold};
 use gateway_esp::table::{InboundSaConfig, OutboundSaConfig, SaKeys, SaTable, TunnelId};
 use gateway_esp::{Encryption, OuterHeader, Suite, TrafficSelectors, UdpEncap};
 use gateway_netio::netlink::NextHop;
@@ -127,23 +128,9 @@ fn meta(direction: Direction) -> Option<XdpMeta> {
     })
 }
 
-fn sum16(b: &[u8], mut acc: u32) -> u32 {
-    for c in b.chunks(2) {
-        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    acc
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
 fn tcp_checksum_ok(ip: &[u8]) -> bool {
-    let len = (ip.len() - 20) as u32;
-    fold(sum16(&ip[20..], sum16(&ip[12..20], 0) + 6 + len)) == 0xffff
+    let len = (ip.len() - 20) as u64;
+    fold(add(add(0, &ip[12..20]) + 6 + len, &ip[20..])) == 0xffff
 }
 
 /// Ethernet + IPv4 TCP segment with `flags` and an MSS option of `mss`.
@@ -156,7 +143,7 @@ fn tcp_frame(flags: u8, mss: u16) -> Vec<u8> {
     ip[9] = 6;
     ip[12..16].copy_from_slice(&[198, 51, 100, 10]);
     ip[16..20].copy_from_slice(&[203, 0, 113, 10]);
-    let c = !fold(sum16(&ip[..20], 0));
+    let c = !fold(add(0, &ip[..20]));
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     let t = &mut ip[20..];
     t[0..2].copy_from_slice(&40000u16.to_be_bytes());
@@ -165,7 +152,7 @@ fn tcp_frame(flags: u8, mss: u16) -> Vec<u8> {
     t[13] = flags;
     t[14..16].copy_from_slice(&64240u16.to_be_bytes());
     t[20..24].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
-    let c = !fold(sum16(&ip[20..], sum16(&ip[12..20], 0) + 6 + 24));
+    let c = !fold(add(add(0, &ip[12..20]) + 6 + 24, &ip[20..]));
     ip[36..38].copy_from_slice(&c.to_be_bytes());
     let mut f = vec![0u8; 14];
     f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
@@ -258,7 +245,7 @@ fn big_v4(len: usize, df: bool, src: Ipv4Addr) -> Vec<u8> {
     ip[11] = 0;
     ip[12..16].copy_from_slice(&src.octets());
     ip[16..20].copy_from_slice(&[198, 51, 100, 10]);
-    let c = !fold(sum16(&ip[..20], 0));
+    let c = !fold(add(0, &ip[..20]));
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     let mut f = vec![0u8; 14];
     f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
@@ -321,8 +308,8 @@ fn decrypted_packet_too_big_for_the_lan_gets_icmp_through_the_tunnel() {
     assert_eq!(back.len(), 1);
     let e = &back[0];
     assert_eq!(e.len(), 576);
-    assert_eq!(fold(sum16(&e[..20], 0)), 0xffff);
-    assert_eq!(fold(sum16(&e[20..], 0)), 0xffff);
+    assert_eq!(fold(add(0, &e[..20])), 0xffff);
+    assert_eq!(fold(add(0, &e[20..])), 0xffff);
     assert_eq!(&e[12..16], &GW_LAN4.octets());
     assert_eq!(&e[16..20], &[203, 0, 113, 10]);
     assert_eq!((e[20], e[21]), (3, 4));
@@ -343,8 +330,8 @@ fn decrypted_packet_too_big_for_the_lan_gets_icmp_through_the_tunnel() {
     assert_eq!(e.len(), 1280);
     assert_eq!((e[6], e[40]), (58, 2));
     assert_eq!(&e[8..24], &GW_LAN6.octets());
-    let pseudo = sum16(&e[8..40], 0) + 1240 + 58;
-    assert_eq!(fold(sum16(&e[40..], pseudo)), 0xffff);
+    let pseudo = add(0, &e[8..40]) + 1240 + 58;
+    assert_eq!(fold(add(pseudo, &e[40..])), 0xffff);
     assert_eq!(u32::from_be_bytes([e[44], e[45], e[46], e[47]]), LAN_MTU);
     // Without DF: to the TUN, for the kernel to fragment.
     let r = as_peer_sends(

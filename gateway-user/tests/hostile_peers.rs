@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use gateway_user::dataplane::packet::{udp, Ipv4, IPPROTO_UDP};
+use gateway_user::dataplane::packet::{checksum, udp, Ipv4, IPPROTO_UDP};
 use labkit::gateway::{metric, Api, Daemon, NsThread};
 use labkit::Ns;
 use s2s_loadgen::{Customer, PeerSpec};
@@ -645,17 +645,6 @@ fn echo(src: Ipv4Addr, dst: Ipv4Addr, seq: u16) -> Vec<u8> {
     let sum = checksum(&icmp);
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
     Ipv4::new(src, dst, 1).build(&icmp)
-}
-
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Sequence numbers of the echo replies among `packets`.

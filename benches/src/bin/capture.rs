@@ -83,14 +83,8 @@ fn lan_frame(bytes: usize) -> Vec<u8> {
     ip[9] = 17;
     ip[12..16].copy_from_slice(&[198, 51, 100, 10]);
     ip[16..20].copy_from_slice(&[203, 0, 113, 10]);
-    let mut sum = 0u32;
-    for c in ip[..20].chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let c = gateway_esp::checksum::checksum(&ip[..20]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
     ip[20..22].copy_from_slice(&40000u16.to_be_bytes());
     ip[22..24].copy_from_slice(&9000u16.to_be_bytes());
     ip[24..26].copy_from_slice(&((bytes - 20) as u16).to_be_bytes());

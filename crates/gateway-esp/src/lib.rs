@@ -7,6 +7,7 @@
 //! path hand it buffers with headroom and tailroom and get ranges back. IKE
 //! installs SAs through the [`table::DataPlane`] trait.
 
+pub mod checksum;
 pub mod packet;
 pub mod replay;
 pub mod sa;

@@ -256,28 +256,6 @@ pub(crate) fn check_inner(
     }
 }
 
-/// Ones'-complement sum of `data` folded to 16 bits (not inverted), added
-/// to `initial`. Sums 32-bit words into a 64-bit accumulator for speed.
-pub(crate) fn csum_add(initial: u64, data: &[u8]) -> u64 {
-    let mut sum = initial;
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        sum += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
-    }
-    let rem = chunks.remainder();
-    let mut tail = [0u8; 4];
-    tail[..rem.len()].copy_from_slice(rem);
-    sum + u64::from(u32::from_be_bytes(tail))
-}
-
-/// Folds a sum from [`csum_add`] and inverts it.
-pub(crate) fn csum_finish(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// Writes an outer IPv4 header (20 bytes, no options) into `h`.
 #[expect(
     clippy::too_many_arguments,
@@ -304,7 +282,7 @@ pub(crate) fn write_ipv4(
     h[10..12].copy_from_slice(&[0, 0]);
     h[12..16].copy_from_slice(&src.octets());
     h[16..20].copy_from_slice(&dst.octets());
-    let c = csum_finish(csum_add(0, &h[..IPV4_HEADER_LEN]));
+    let c = crate::checksum::finish(crate::checksum::add(0, &h[..IPV4_HEADER_LEN]));
     h[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
@@ -332,10 +310,10 @@ pub(crate) fn write_ipv6(
 /// UDP checksum over IPv6 (mandatory there, RFC 8200 §8.1): `udp` is the
 /// UDP header (checksum field zero) and payload.
 pub(crate) fn udp6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, udp: &[u8]) -> u16 {
-    let mut sum = csum_add(0, &src.octets());
-    sum = csum_add(sum, &dst.octets());
+    let mut sum = crate::checksum::add(0, &src.octets());
+    sum = crate::checksum::add(sum, &dst.octets());
     sum += udp.len() as u64 + u64::from(IPPROTO_UDP);
-    let c = csum_finish(csum_add(sum, udp));
+    let c = crate::checksum::finish(crate::checksum::add(sum, udp));
     // RFC 768: a computed zero is sent as all ones.
     if c == 0 {
         0xffff
@@ -347,15 +325,6 @@ pub(crate) fn udp6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, udp: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn checksum_rfc1071_example() {
-        // RFC 1071 §3 example bytes sum to 0xddf2 before inversion.
-        let d = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
-        assert_eq!(csum_finish(csum_add(0, &d)), !0xddf2);
-        // Odd length pads with zero.
-        assert_eq!(csum_finish(csum_add(0, &[0xab])), !0xab00);
-    }
 
     #[test]
     fn ipv4_header_checksum_verifies() {
@@ -371,6 +340,6 @@ mod tests {
             Ipv4Addr::new(192, 0, 2, 1),
             Ipv4Addr::new(198, 51, 100, 2),
         );
-        assert_eq!(csum_finish(csum_add(0, &h)), 0);
+        assert_eq!(crate::checksum::finish(crate::checksum::add(0, &h)), 0);
     }
 }

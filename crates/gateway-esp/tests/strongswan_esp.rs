@@ -227,17 +227,6 @@ fn child_in(list: &str) -> Option<(u32, u64)> {
     Some((spi, toks[p - 1].parse().ok()?))
 }
 
-fn csum(data: &[u8]) -> u16 {
-    let mut s: u32 = 0;
-    for c in data.chunks(2) {
-        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
 fn icmp_echo(src: &str, dst: &str, id: u16, seq: u16) -> Vec<u8> {
     let mut p = vec![0u8; 20 + 8 + 32];
     let len = p.len() as u16;
@@ -247,7 +236,7 @@ fn icmp_echo(src: &str, dst: &str, id: u16, seq: u16) -> Vec<u8> {
     p[9] = 1;
     p[12..16].copy_from_slice(&src.parse::<std::net::Ipv4Addr>().unwrap().octets());
     p[16..20].copy_from_slice(&dst.parse::<std::net::Ipv4Addr>().unwrap().octets());
-    let c = csum(&p[..20]);
+    let c = gateway_esp::checksum::checksum(&p[..20]);
     p[10..12].copy_from_slice(&c.to_be_bytes());
     p[20] = 8;
     p[24..26].copy_from_slice(&id.to_be_bytes());
@@ -255,7 +244,7 @@ fn icmp_echo(src: &str, dst: &str, id: u16, seq: u16) -> Vec<u8> {
     for (i, b) in p[28..].iter_mut().enumerate() {
         *b = i as u8;
     }
-    let c = csum(&p[20..]);
+    let c = gateway_esp::checksum::checksum(&p[20..]);
     p[22..24].copy_from_slice(&c.to_be_bytes());
     p
 }

@@ -14,6 +14,7 @@ use gateway_common::{
     icmp_allow, LanConfig, ICMP4_QUOTE_LEN, ICMP6_QUOTE_LEN, LAN_HAS_V4, LAN_HAS_V6,
     LAN_REPLY_REDIRECT, MIN_INNER_MTU, TUNNELS_MAX_ENTRIES, TUNNEL_INNER_MTU,
 };
+use gateway_esp::checksum::{add, finish, replace16};
 use gateway_esp::suite::ESP_HEADER_LEN;
 use gateway_esp::Suite;
 
@@ -148,15 +149,6 @@ impl TunnelParams {
     }
 }
 
-/// RFC 1624 eqn. 3: the checksum `hc` after a 16-bit word changes from
-/// `old` to `new`.
-fn csum_replace(hc: u16, old: u16, new: u16) -> u16 {
-    let mut s = u32::from(!hc) + u32::from(!old) + u32::from(new);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    !(s as u16)
-}
-
 /// Lowers the MSS option of a TCP SYN (or SYN-ACK) in the IP packet `p` to
 /// what fits `mtu`, updating the TCP checksum incrementally. Packets that
 /// are not TCP, not a SYN, fragments, IPv6 with extension headers, without
@@ -216,9 +208,9 @@ pub fn clamp_mss(p: &mut [u8], mtu: usize) -> bool {
                     // words: it counts byte-swapped (a swap is a multiply
                     // by 256 modulo 0xffff, so the update stays linear).
                     let c = if (i + 2).is_multiple_of(2) {
-                        csum_replace(hc, old, max)
+                        replace16(hc, old, max)
                     } else {
-                        csum_replace(hc, old.swap_bytes(), max.swap_bytes())
+                        replace16(hc, old.swap_bytes(), max.swap_bytes())
                     };
                     tcp[16..18].copy_from_slice(&c.to_be_bytes());
                     return true;
@@ -228,43 +220,6 @@ pub fn clamp_mss(p: &mut [u8], mtu: usize) -> bool {
         }
     }
     false
-}
-
-/// One's complement sum of `b` as big-endian 16-bit words (odd byte padded),
-/// added to `acc`; fold the result with [`fold`].
-///
-/// Eight bytes per step in native order with end-around carry, folded and
-/// byte-swapped once at the end (RFC 1071 §2(B): the sum does not depend on
-/// byte order up to that swap). The workers run it over every full-size
-/// segment whose checksum the sender left to offload.
-pub(super) fn sum16(b: &[u8], acc: u64) -> u64 {
-    let mut wide: u64 = 0;
-    let mut words = b.chunks_exact(8);
-    for w in &mut words {
-        let (s, carry) = wide.overflowing_add(u64::from_ne_bytes([
-            w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7],
-        ]));
-        wide = s + u64::from(carry);
-    }
-    // Native-order 16-bit sum of the 8-byte words, then to big-endian.
-    let native = fold(wide);
-    let mut acc = acc + u64::from(u16::from_be(native));
-    let mut pairs = words.remainder().chunks_exact(2);
-    for w in &mut pairs {
-        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = pairs.remainder() {
-        acc += u64::from(*last) << 8;
-    }
-    acc
-}
-
-/// Folds a one's complement accumulator to 16 bits.
-pub(super) fn fold(mut acc: u64) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
 }
 
 /// Whether the IP packet `p` is too big for `mtu` and must be answered with
@@ -326,14 +281,14 @@ pub fn build_too_big(
             out[9] = IPPROTO_ICMP;
             out[12..16].copy_from_slice(&src.octets());
             out[16..20].copy_from_slice(&dst);
-            let c = !fold(sum16(&out[..IPV4_HLEN], 0));
+            let c = finish(add(0, &out[..IPV4_HLEN]));
             out[10..12].copy_from_slice(&c.to_be_bytes());
             let icmp = &mut out[IPV4_HLEN..];
             icmp[0] = 3;
             icmp[1] = 4;
             icmp[6..8].copy_from_slice(&(mtu.min(usize::from(u16::MAX)) as u16).to_be_bytes());
             icmp[8..].copy_from_slice(&orig[..quote]);
-            let c = !fold(sum16(icmp, 0));
+            let c = finish(add(0, icmp));
             icmp[2..4].copy_from_slice(&c.to_be_bytes());
             Some(total)
         }
@@ -360,12 +315,12 @@ pub fn build_too_big(
             out[7] = 64;
             out[8..24].copy_from_slice(&src.octets());
             out[24..40].copy_from_slice(&dst);
-            let pseudo = sum16(&out[8..40], 0) + plen as u64 + u64::from(IPPROTO_ICMPV6);
+            let pseudo = add(0, &out[8..40]) + plen as u64 + u64::from(IPPROTO_ICMPV6);
             let icmp = &mut out[IPV6_HLEN..];
             icmp[0] = 2;
             icmp[4..8].copy_from_slice(&(mtu as u32).to_be_bytes());
             icmp[8..].copy_from_slice(&orig[..quote]);
-            let c = !fold(sum16(icmp, pseudo));
+            let c = finish(add(pseudo, icmp));
             icmp[2..4].copy_from_slice(&c.to_be_bytes());
             Some(IPV6_HLEN + plen)
         }
@@ -479,37 +434,8 @@ pub fn source_key(p: &[u8]) -> Option<u128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gateway_esp::checksum::fold;
     use gateway_esp::{Encryption, Integrity};
-
-    /// RFC 1071's definition, word by word.
-    fn sum16_words(b: &[u8]) -> u16 {
-        let mut acc = 0u64;
-        for (i, byte) in b.iter().enumerate() {
-            acc += u64::from(*byte) << if i % 2 == 0 { 8 } else { 0 };
-        }
-        fold(acc)
-    }
-
-    #[test]
-    fn wide_checksum_sum_equals_the_word_by_word_sum() {
-        // Bytes chosen to carry often: long runs of 0xff, then a pattern.
-        let mut data = vec![0xffu8; 3000];
-        for (i, b) in data.iter_mut().enumerate().skip(1500) {
-            *b = (i as u8).wrapping_mul(151).wrapping_add(7);
-        }
-        for start in 0..9 {
-            for len in (0..80).chain([1399, 1400, 1401, 1480, 1500 - start]) {
-                let b = &data[1490 - start..1490 - start + len];
-                assert_eq!(fold(sum16(b, 0)), sum16_words(b), "start {start} len {len}");
-                let acc = 0x1_2345;
-                assert_eq!(
-                    fold(sum16(b, acc)),
-                    fold(u64::from(sum16_words(b)) + acc),
-                    "start {start} len {len} with acc"
-                );
-            }
-        }
-    }
 
     #[test]
     fn veth_lan_replies_by_redirect_nics_by_xdp_tx() {
@@ -528,11 +454,11 @@ mod tests {
     fn tcp_ok(p: &[u8], l4: usize, v6: bool) -> bool {
         let len = (p.len() - l4) as u64;
         let pseudo = if v6 {
-            sum16(&p[8..40], 0) + 6 + len
+            add(0, &p[8..40]) + 6 + len
         } else {
-            sum16(&p[12..20], 0) + 6 + len
+            add(0, &p[12..20]) + 6 + len
         };
-        fold(sum16(&p[l4..], pseudo)) == 0xffff
+        fold(add(pseudo, &p[l4..])) == 0xffff
     }
 
     fn set_tcp_checksum(p: &mut [u8], l4: usize, v6: bool) {
@@ -540,11 +466,11 @@ mod tests {
         p[l4 + 17] = 0;
         let len = (p.len() - l4) as u64;
         let pseudo = if v6 {
-            sum16(&p[8..40], 0) + 6 + len
+            add(0, &p[8..40]) + 6 + len
         } else {
-            sum16(&p[12..20], 0) + 6 + len
+            add(0, &p[12..20]) + 6 + len
         };
-        let c = !fold(sum16(&p[l4..], pseudo));
+        let c = finish(add(pseudo, &p[l4..]));
         p[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
     }
 
@@ -763,8 +689,8 @@ mod tests {
         .unwrap();
         assert_eq!(n, 576);
         let e = &out[..n];
-        assert_eq!(fold(sum16(&e[..20], 0)), 0xffff, "IP header checksum");
-        assert_eq!(fold(sum16(&e[20..], 0)), 0xffff, "ICMP checksum");
+        assert_eq!(fold(add(0, &e[..20])), 0xffff, "IP header checksum");
+        assert_eq!(fold(add(0, &e[20..])), 0xffff, "ICMP checksum");
         assert_eq!(&e[12..16], &[198, 51, 100, 1]);
         assert_eq!(&e[16..20], &[203, 0, 113, 10]);
         assert_eq!((e[20], e[21]), (3, 4));
@@ -796,8 +722,8 @@ mod tests {
         let n = build_too_big(&orig, 1390, None, Some(ours), &mut out).unwrap();
         assert_eq!(n, 1280);
         let e = &out[..n];
-        let pseudo = sum16(&e[8..40], 0) + (n as u64 - 40) + 58;
-        assert_eq!(fold(sum16(&e[40..], pseudo)), 0xffff);
+        let pseudo = add(0, &e[8..40]) + (n as u64 - 40) + 58;
+        assert_eq!(fold(add(pseudo, &e[40..])), 0xffff);
         assert_eq!(&e[24..40], &s.octets());
         assert_eq!(e[40], 2);
         assert_eq!(u32::from_be_bytes([e[44], e[45], e[46], e[47]]), 1390);

@@ -250,21 +250,7 @@ pub fn udp_v6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, payload: &[u
 }
 
 /// The Internet checksum (RFC 1071).
-pub fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in bytes.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        sum += w as u32;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+pub use gateway_esp::checksum::checksum;
 
 #[cfg(test)]
 mod tests {

@@ -70,9 +70,10 @@ use gateway_esp::{MAX_HEADROOM, MAX_TAILROOM};
 use gateway_netio::afxdp::{Batch, Umem, UmemConfig, XskConfig, XskError, XskSocket};
 use gateway_netio::netlink::{NeighbourCache, Netlink, NetlinkError, NextHop};
 
-use super::mtu::{build_too_big, fold, source_key, sum16, too_big, IcmpLimiter, TunnelParams};
+use super::mtu::{build_too_big, source_key, too_big, IcmpLimiter, TunnelParams};
 use super::slowpath::{SlowPathError, SlowPathHandle};
 use super::xdp::{XdpDataplane, XdpError};
+use gateway_esp::checksum::{add, fold};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -720,12 +721,12 @@ pub fn complete_partial_checksum(p: &mut [u8]) -> bool {
                 return false;
             }
             let l4_len = p.len() - ihl;
-            let acc = sum16(&p[12..20], 0) + u64::from(p[9]) + l4_len as u64;
+            let acc = add(0, &p[12..20]) + u64::from(p[9]) + l4_len as u64;
             (p[9], ihl, acc)
         }
         Some(6) if p.len() >= 40 => {
             let l4_len = p.len() - 40;
-            let acc = sum16(&p[8..40], 0) + u64::from(p[6]) + l4_len as u64;
+            let acc = add(0, &p[8..40]) + u64::from(p[6]) + l4_len as u64;
             (p[6], 40, acc)
         }
         _ => return false,
@@ -745,14 +746,14 @@ pub fn complete_partial_checksum(p: &mut [u8]) -> bool {
         return false;
     }
     // One pass over the segment, with the field as it is.
-    let with_field = sum16(&p[l4..], pseudo);
+    let with_field = add(pseudo, &p[l4..]);
     // Correct by coincidence (1 in 65536): leave it.
     if fold(with_field) == 0xffff {
         return false;
     }
     // The same sum with the field zeroed: one's complement subtraction of
     // the word it contributed is the addition of its complement.
-    let mut c = !fold(with_field + u64::from(!field));
+    let mut c = gateway_esp::checksum::finish(with_field + u64::from(!field));
     if proto == 17 && c == 0 {
         c = 0xffff;
     }
@@ -1140,7 +1141,7 @@ mod tests {
         p[9] = 17;
         p[12..16].copy_from_slice(&[198, 51, 100, 10]);
         p[16..20].copy_from_slice(&[203, 0, 113, 10]);
-        let c = !fold(sum16(&p[..20], 0));
+        let c = !fold(add(0, &p[..20]));
         p[10..12].copy_from_slice(&c.to_be_bytes());
         p[20..22].copy_from_slice(&1234u16.to_be_bytes());
         p[22..24].copy_from_slice(&5678u16.to_be_bytes());
@@ -1151,14 +1152,14 @@ mod tests {
 
     fn udp_ok(p: &[u8]) -> bool {
         let l4 = &p[20..];
-        let pseudo = sum16(&p[12..20], 0) + 17 + l4.len() as u64;
-        fold(sum16(l4, pseudo)) == 0xffff
+        let pseudo = add(0, &p[12..20]) + 17 + l4.len() as u64;
+        fold(add(pseudo, l4)) == 0xffff
     }
 
     #[test]
     fn partial_udp_checksum_is_completed_once() {
         let mut p = ipv4_udp(b"hello, odd length");
-        let pseudo = fold(sum16(&p[12..20], 0) + 17 + (p.len() - 20) as u64);
+        let pseudo = fold(add(0, &p[12..20]) + 17 + (p.len() - 20) as u64);
         p[26..28].copy_from_slice(&pseudo.to_be_bytes());
         assert!(!udp_ok(&p));
         assert!(complete_partial_checksum(&mut p));
@@ -1171,7 +1172,7 @@ mod tests {
                 .map(|i| (i as u8).wrapping_mul(37) | 0xc0)
                 .collect();
             let mut p = ipv4_udp(&payload);
-            let pseudo = fold(sum16(&p[12..20], 0) + 17 + (p.len() - 20) as u64);
+            let pseudo = fold(add(0, &p[12..20]) + 17 + (p.len() - 20) as u64);
             p[26..28].copy_from_slice(&pseudo.to_be_bytes());
             assert!(complete_partial_checksum(&mut p), "len {len}");
             assert!(udp_ok(&p), "len {len}");
@@ -1189,11 +1190,11 @@ mod tests {
             p[8] = ttl;
             p[10] = 0;
             p[11] = 0;
-            let c = !fold(sum16(&p[..20], 0));
+            let c = !fold(add(0, &p[..20]));
             p[10..12].copy_from_slice(&c.to_be_bytes());
             decrement_ttl(&mut p);
             assert_eq!(p[8], ttl - 1);
-            assert_eq!(fold(sum16(&p[..20], 0)), 0xffff, "ttl {ttl}");
+            assert_eq!(fold(add(0, &p[..20])), 0xffff, "ttl {ttl}");
         }
     }
 
