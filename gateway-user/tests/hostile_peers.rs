@@ -953,6 +953,9 @@ fn restart_case(tag: &str, stop: Stop) -> anyhow::Result<()> {
         }
         Ok(())
     })?;
+    // The old daemon's last write is behind us: a later one is the new
+    // daemon's.
+    let down_since = std::time::SystemTime::now() - Duration::from_millis(10);
     let resumed = stop != Stop::KillAndLoseState;
     let deadline = Instant::now() + Duration::from_secs(30);
     if resumed {
@@ -972,6 +975,23 @@ fn restart_case(tag: &str, stop: Stop) -> anyhow::Result<()> {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // A resumed outbound SA sends only sequence numbers the state file
+        // has reserved (never one twice, even after a crash): it starts
+        // once the new daemon has written the file, right after the
+        // resume. Until then our replies would be refused, by design.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::metadata(&state_file)
+            .and_then(|m| m.modified())
+            .map_or(true, |t| t <= down_since)
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the SA state file was not written within 5 s of the resume"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The reservation follows the write.
+        std::thread::sleep(Duration::from_millis(50));
         // Traffic both ways on the customer's same CHILD SA: our resumed
         // SAs decrypt what it sends, and what we send passes its replay
         // window (sequence numbers continue above what we used).
