@@ -152,6 +152,8 @@ pub fn serve(
     lookup: impl Fn(&str) -> Option<u32>,
     stop: &AtomicBool,
 ) -> Result<u64, CaptureError> {
+    // A client that connects and says nothing does not hold its thread.
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     // One line, bounded.
