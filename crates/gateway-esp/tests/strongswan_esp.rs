@@ -19,6 +19,23 @@ use gateway_esp::{
     MAX_TAILROOM,
 };
 
+/// Stops dumpcap with SIGTERM so that it writes out what it buffered (a
+/// SIGKILL can lose the last packets), then waits for it.
+fn stop_capture(mut c: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
 fn run(args: &[&str]) -> String {
     let out = Command::new(args[0])
         .args(&args[1..])
@@ -391,15 +408,24 @@ fn scenario(tag: &str, v6: bool, cbc: bool) {
             .spawn()
             .unwrap(),
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // dumpcap writes the pcap header once the capture is open; the echo
+    // requests go out only after that.
+    let t = Instant::now();
+    while fs::metadata(&pcap).map_or(0, |m| m.len()) < 24 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "dumpcap did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
     run(&[
         "ip", "netns", "exec", &lab.a.ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", A_INNER,
         B_INNER,
     ]);
     std::thread::sleep(Duration::from_millis(500));
-    if let Some(mut c) = lab.capture.take() {
-        let _ = c.kill();
-        let _ = c.wait();
+    if let Some(c) = lab.capture.take() {
+        stop_capture(c);
     }
     let packets = pcap_ip_packets(&fs::read(&pcap).expect("capture file"));
     let ours = InboundSa::new(
