@@ -735,6 +735,10 @@ fn status_table(conn_id: &str, peer: &str, dir: &Path) -> anyhow::Result<()> {
                 println!("    {l}");
             }
         }
+        // The BGP state, last error and any start delay BIRD is waiting out.
+        for l in bird_bgp_detail(dir) {
+            println!("  cgw BIRD {l}");
+        }
     }
     if let Ok(stats) = GW.out(&["ip", "-s", "link", "show", "dev", "wan0"]) {
         println!("  gw wan0 counters:");
@@ -1055,6 +1059,29 @@ fn birdc(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     let mut all = vec!["birdc", "-s", &ctl];
     all.extend_from_slice(args);
     CGW.out(&all)
+}
+
+/// For each of BIRD's two BGP sessions: its BGP state, last error and
+/// the start delay it is waiting out after errors, if any (`show
+/// protocols all`, one line each). Empty where birdc does not answer.
+fn bird_bgp_detail(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for proto in ["s2s_v4", "s2s_v6"] {
+        let Ok(r) = birdc(dir, &["show", "protocols", "all", proto]) else {
+            continue;
+        };
+        let keep: Vec<&str> = r
+            .lines()
+            .map(str::trim)
+            .filter(|l| {
+                ["BGP state:", "Last error:", "Start delay:", "Error wait:"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .collect();
+        out.push(format!("{proto}: {}", keep.join("; ")));
+    }
+    out
 }
 
 /// BIRD's BGP sessions: name → (state, since, info).
@@ -1500,6 +1527,12 @@ fn run_scenarios(
             switch_policy(lab, stop, conn_id, policy)?;
         }
         for how in StopKind::ALL {
+            // BIRD waits out its error delay before every new session, a
+            // clean one too: what it carries from the steps before shows
+            // why a session takes long to come back.
+            for l in bird_bgp_detail(&dir) {
+                println!("  cgw BIRD before the restart: {l}");
+            }
             let costs = restart_once(lab, stop, conn_id, how, 300, BUILT_GATEWAY)?;
             for c in &costs {
                 println!(

@@ -465,6 +465,14 @@ fn bird(p: &DeviceParams<'_>) -> String {
         // RFC 4724 both ways: our restarts keep your routes to the VPC
         // (helper), and yours keep ours.
         let _ = writeln!(s, "  graceful restart on;");
+        // BIRD waits 60 s after a session error before it starts again and
+        // doubles it up to 300 s while errors come less than 5 min apart;
+        // it waits that long before every later start of the session, even
+        // after a clean close, and takes no connection of ours meanwhile.
+        // After an outage that cost a hold-timer expiry or two, a restart
+        // of our daemon would then keep BGP down past the 120 s our
+        // Graceful Restart asks you to keep our routes. 5 s up to 60 s.
+        let _ = writeln!(s, "  error wait time 5, 60;");
         let _ = writeln!(s, "  {fam} {{");
         let _ = writeln!(s, "    import filter {{");
         let _ = writeln!(
