@@ -269,6 +269,9 @@ struct StaleRoutes {
     deadline: Instant,
 }
 
+/// How long an outbound SA may stay without sequence numbers and without
+/// an SA-state entry before the agent logs it.
+const STARVED_WARN_AFTER: Duration = Duration::from_secs(5);
 /// How long stale routes wait for their session to come back (our restart
 /// time, as announced).
 const STALE_UNTIL_UP: Duration = Duration::from_secs(GRACEFUL_RESTART_TIME as u64);
@@ -391,6 +394,38 @@ impl Runtime {
                 edges.insert(c.spi_in, edge);
             }
         }
+        // An outbound SA that used up its reservation and that no reported
+        // CHILD SA vouches for sends nothing (each packet is refused, never
+        // sent with a number that could repeat) until one does. A resumed
+        // SA is in that state until its first report, a moment; one still
+        // in it after STARVED_WARN_AFTER is logged, once.
+        let mut starved = BTreeMap::new();
+        for (name, t) in &self.tunnels {
+            let Some(o) = table.outbound(t.id) else {
+                continue;
+            };
+            let spi = o.sa.spi();
+            if o.sa.last_seq() < o.sa.reserved() || marks.contains_key(&spi) {
+                continue;
+            }
+            let (since, warned) = book
+                .starved
+                .get(&spi)
+                .copied()
+                .unwrap_or((Instant::now(), false));
+            let warn = !warned && since.elapsed() >= STARVED_WARN_AFTER;
+            if warn {
+                tracing::warn!(
+                    tunnel = %name,
+                    spi = format_args!("{spi:08x}"),
+                    last_seq = o.sa.last_seq(),
+                    reserved = o.sa.reserved(),
+                    "outbound SA out of reserved sequence numbers and in no SA-state entry: it sends nothing until its CHILD SA is reported"
+                );
+            }
+            starved.insert(spi, (since, warned || warn));
+        }
+        book.starved = starved;
         let edge_due = edges != book.edges
             && book
                 .last_write
@@ -2587,5 +2622,15 @@ mod tests {
         });
         rt.persist_sa_state(false).await;
         assert!(sa_state::load(&store, &dir).unwrap().entries.is_empty());
+        // Its outbound SA still in the table, its reservation used up:
+        // nothing vouches for more, so it is tracked as starved (logged
+        // after STARVED_WARN_AFTER), and no longer once it has numbers.
+        assert_eq!(out.sa.spi(), 0x1100);
+        out.sa.set_last_seq(out.sa.reserved());
+        rt.persist_sa_state(false).await;
+        assert!(rt.sa.as_ref().unwrap().starved.contains_key(&0x1100));
+        out.sa.reserve_through(out.sa.last_seq() + 10);
+        rt.persist_sa_state(false).await;
+        assert!(rt.sa.as_ref().unwrap().starved.is_empty());
     }
 }

@@ -283,6 +283,9 @@ pub struct SaBook {
     pub edges: BTreeMap<u32, u64>,
     /// A resumed outbound SA waits for the next write.
     pub urgent: bool,
+    /// Outbound SPIs out of reserved numbers with no entry to vouch for
+    /// them: since when, and whether that was logged.
+    pub starved: BTreeMap<u32, (std::time::Instant, bool)>,
 }
 
 impl SaBook {
@@ -296,6 +299,7 @@ impl SaBook {
             last_write: None,
             edges: BTreeMap::new(),
             urgent: false,
+            starved: BTreeMap::new(),
         }
     }
 
