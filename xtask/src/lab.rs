@@ -11,7 +11,7 @@
 //! `--once`). Everything
 //! is removed on exit, also on failure.
 //!
-//! `--scenarios` (BIRD peer) then runs issue 7's end-to-end scenarios, each
+//! `--scenarios` (BIRD peer) then runs the end-to-end scenarios, each
 //! bounded in time: fast-path counters in `/metrics`, route propagation
 //! off/on, IPv6 routing policy detached/re-attached, PSK renewal, customer
 //! gateway restarted (clean, then crashed), one tunnel's peer address cut
@@ -291,7 +291,7 @@ const CHARON_SETTINGS: &str = "  retransmit_timeout = 1
 /// What the lab does once the tunnel is up and routes are exchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Then {
-    /// Traffic checks, issue 7's scenarios if asked, then stay up until
+    /// Traffic checks, the scenarios if asked, then stay up until
     /// Ctrl-C unless `once`.
     Lab { scenarios: bool, once: bool },
     /// `cargo xtask bench restart`: restart our daemon `runs` times per
@@ -1226,7 +1226,7 @@ fn count_in_log(path: &Path, needle: &str) -> usize {
         .count()
 }
 
-/// Issue 7's scenarios, in order, each bounded in time.
+/// The lab's scenarios, in order, each bounded in time.
 fn run_scenarios(
     lab: &mut Lab,
     stop: &AtomicBool,
@@ -1547,7 +1547,7 @@ fn run_scenarios(
     switch_policy(lab, stop, conn_id, "vpn_gateway")?;
 
     *current = "scenario 8: every proposal";
-    step("scenario 8: each IKE/ESP proposal of issue 4 → tunnels re-established with it, traffic through our ESP");
+    step("scenario 8: each IKE/ESP proposal the API offers → tunnels re-established with it, traffic through our ESP");
     for (ike, esp, strongswan) in SUITES {
         let established = count_in_log(&gw_log, "IKE SA established");
         s2sctl(&["connection", "update", conn_id, "--ike", ike, "--esp", esp])?;
@@ -2030,7 +2030,7 @@ fn ping_replies(p: std::process::Child) -> anyhow::Result<Vec<u32>> {
         .collect())
 }
 
-/// Issue 4's suites: the API's proposal (s2sctl syntax) and the strongSwan
+/// The API's cipher suites: its proposal (s2sctl syntax) and the strongSwan
 /// keyword the device config must carry for it.
 const SUITES: [(&str, &str, &str); 5] = [
     (

@@ -78,7 +78,7 @@ enum Command {
         /// The customer-side BGP daemon.
         #[arg(long, default_value = "bird")]
         peer: String,
-        /// After the main steps, run issue 7's scenarios (fast-path
+        /// After the main steps, run the end-to-end scenarios (fast-path
         /// counters, route propagation, policy detach, PSK renewal, customer
         /// gateway restart, tunnel failover, daemon restart); BIRD peer only.
         #[arg(long)]

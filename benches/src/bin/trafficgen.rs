@@ -1,4 +1,4 @@
-//! A UDP traffic generator and sink for measuring the gateway (issue 8).
+//! A UDP traffic generator and sink for measuring the gateway.
 //!
 //! `trafficgen send` transmits UDP over IPv4 or IPv6 through an AF_XDP socket
 //! (copy mode, which works on veth) at a chosen Ethernet frame size, packet

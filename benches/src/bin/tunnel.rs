@@ -1,4 +1,4 @@
-//! `cargo xtask bench tunnel` (issue 8): tunnel throughput side by side with
+//! `cargo xtask bench tunnel`: tunnel throughput side by side with
 //! the peers users compare us with, on one veth topology built here:
 //!
 //! ```text

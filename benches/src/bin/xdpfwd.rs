@@ -1,4 +1,4 @@
-//! The no-crypto baseline of the tunnel benchmark (issue 8): a forwarder on
+//! The no-crypto baseline of the tunnel benchmark: a forwarder on
 //! the same AF_XDP path as our gateway's workers, without ESP.
 //!
 //! It attaches a six-instruction XDP program to `--in` (native mode) that
