@@ -1,0 +1,304 @@
+//! The API's operations: each endpoint as a function of one store
+//! transaction, the daemon's config and the parsed request. Here live the
+//! rules that relate resources to each other and to the host (references,
+//! a shared IP family, one policy per family, in-use refusals, the host's
+//! private networks and public IPs, `allowed_connections`); the field rules
+//! are in `model`. No HTTP here: `api` maps paths and queries onto these.
+//!
+//! One module per resource (`vpn_gateways`, `customer_gateways`,
+//! `routing_policies`, `connections`, `secret_manager`), re-exported here;
+//! this module holds what they share: the list layer (`ListQuery`,
+//! pagination, ordering, filters), the imports they all use, and the
+//! untrusted-input entry point of the fuzz target.
+
+use std::net::IpAddr;
+
+use gateway_config::Config;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::model::{
+    allocate_interco, parse_interco, validate_ciphers, validate_customer_asn, validate_name,
+    validate_prefixes, validate_public_ip, validate_tags, BgpSession, BgpSessionStatus,
+    CipherRequest, CipherUse, Connection, ConnectionStatus, CustomerGateway, Family, GatewayType,
+    InitiationPolicy, Interco, RoutingPolicy, TunnelStatus, VpnGateway, VpnGatewayPublicConfig,
+    VpnGatewayStatus,
+};
+use crate::secrets::Psk;
+use crate::store::{ConnectionRow, IntercoSet, Tx};
+
+mod connections;
+mod customer_gateways;
+mod routing_policies;
+mod secret_manager;
+mod vpn_gateways;
+pub use connections::*;
+pub use customer_gateways::*;
+pub use routing_policies::*;
+pub use secret_manager::*;
+pub use vpn_gateways::*;
+
+/// Project of resources created without one (the SDK sends its
+/// `default_project_id`, which may be unset).
+pub const DEFAULT_PROJECT_ID: &str = "00000000-0000-0000-0000-000000000000";
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(v).map_err(ApiError::internal)
+}
+
+fn project(p: Option<String>) -> Result<String, ApiError> {
+    match p {
+        None => Ok(DEFAULT_PROJECT_ID.to_owned()),
+        Some(p) if p.is_empty() => Ok(DEFAULT_PROJECT_ID.to_owned()),
+        Some(p) if p.len() <= 64 && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
+            Ok(p)
+        }
+        Some(_) => Err(ApiError::constraint("project_id", "must be a UUID")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Lists
+// ---------------------------------------------------------------------------
+
+/// The query of a list call, from repeated `key=value` pairs (the SDK sends
+/// list filters as repeated keys, booleans as `True`/`False`).
+#[derive(Debug, Default, Clone)]
+pub struct ListQuery {
+    pub pairs: Vec<(String, String)>,
+}
+
+impl ListQuery {
+    pub fn from_query(q: &str) -> ListQuery {
+        ListQuery {
+            pairs: form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        }
+    }
+    fn one(&self, k: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+    fn many(&self, k: &str) -> Vec<&str> {
+        self.pairs
+            .iter()
+            .filter(|(key, v)| key == k && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+    fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
+        match self.one(k) {
+            None => Ok(None),
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(Some(true)),
+                "false" | "0" => Ok(Some(false)),
+                _ => Err(ApiError::constraint(k, "must be true or false")),
+            },
+        }
+    }
+    fn u32(&self, k: &str) -> Result<Option<u32>, ApiError> {
+        self.one(k)
+            .map(|v| {
+                v.parse::<u32>()
+                    .map_err(|_| ApiError::constraint(k, "must be a non-negative integer"))
+            })
+            .transpose()
+    }
+
+    /// `(page, page_size)`: page counts from 1 (0 means 1), page_size
+    /// defaults to 20 and is at most 100.
+    pub fn page(&self) -> Result<(u32, u32), ApiError> {
+        let page = self.u32("page")?.unwrap_or(1).max(1);
+        let size = self.u32("page_size")?.unwrap_or(0);
+        let size = if size == 0 { DEFAULT_PAGE_SIZE } else { size };
+        if size > MAX_PAGE_SIZE {
+            return Err(ApiError::constraint(
+                "page_size",
+                format!("must be at most {MAX_PAGE_SIZE}"),
+            ));
+        }
+        Ok((page, size))
+    }
+
+    fn order_by(&self, allowed: &[&'static str]) -> Result<&'static str, ApiError> {
+        match self.one("order_by") {
+            None => Ok("created_at_asc"),
+            Some(v) => allowed.iter().copied().find(|a| *a == v).ok_or_else(|| {
+                ApiError::unknown(
+                    "order_by",
+                    format!(
+                        "unknown value {v:?}, expected one of: {}",
+                        allowed.join(", ")
+                    ),
+                )
+            }),
+        }
+    }
+
+    /// The filters every resource shares: project, organization, name
+    /// (substring), tags (all of them).
+    fn common_match(
+        &self,
+        project_id: &str,
+        organization_id: &str,
+        name: &str,
+        tags: &[String],
+    ) -> bool {
+        self.one("project_id").is_none_or(|p| p == project_id)
+            && self
+                .one("organization_id")
+                .is_none_or(|o| o == organization_id)
+            && self.one("name").is_none_or(|n| name.contains(n))
+            && self
+                .many("tags")
+                .iter()
+                .all(|t| tags.iter().any(|x| x == t))
+    }
+}
+
+fn paginate<T>(mut items: Vec<T>, page: u32, size: u32) -> (Vec<T>, usize) {
+    let total = items.len();
+    let start = usize::try_from(u64::from(page - 1) * u64::from(size)).unwrap_or(usize::MAX);
+    if start >= items.len() {
+        return (Vec::new(), total);
+    }
+    let mut rest = items.split_off(start);
+    rest.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+    (rest, total)
+}
+
+/// Sorts by `key` for `*_asc` / `*_desc`, ties in creation order.
+fn sort_by_key<T, K: Ord>(items: &mut [T], order: &str, key: impl Fn(&T) -> K) {
+    // Items arrive in creation order; a stable sort keeps it within ties.
+    items.sort_by_key(key);
+    if order.ends_with("_desc") {
+        items.reverse();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rendering: fill the computed `connection_ids`
+// ---------------------------------------------------------------------------
+
+fn render_vpn_gateway(mut g: VpnGateway, conns: &[ConnectionRow]) -> VpnGateway {
+    g.connection_ids = conns
+        .iter()
+        .filter(|c| c.conn.vpn_gateway_id == g.id)
+        .map(|c| c.conn.id.clone())
+        .collect();
+    g
+}
+
+fn render_customer_gateway(mut g: CustomerGateway, conns: &[ConnectionRow]) -> CustomerGateway {
+    g.connection_ids = conns
+        .iter()
+        .filter(|c| c.conn.customer_gateway_id == g.id)
+        .map(|c| c.conn.id.clone())
+        .collect();
+    g
+}
+
+/// Deserialises a JSON body into a request, as `invalid_request_error`.
+pub fn parse_body<T: serde::de::DeserializeOwned + Default>(body: Value) -> Result<T, ApiError> {
+    if body.is_null() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(body)
+        .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
+}
+
+/// Runs every decoder and field rule the API applies to untrusted input
+/// (query strings, JSON bodies, then the per-field validators) on `data`,
+/// without a store. For the fuzz target and the random-input test: it must
+/// never panic, whatever `data` is.
+#[doc(hidden)]
+pub fn exercise_untrusted_input(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let q = ListQuery::from_query(&text);
+    let _ = q.page();
+    let _ = q.order_by(&["created_at_asc", "name_desc"]);
+    let _ = q.bool("is_ipv6");
+    let _ = q.many("tags");
+    let _ = q.common_match("p", "o", "n", &[]);
+    let Ok(body) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    if let Ok(r) = parse_body::<CreateConnectionRequest>(body.clone()) {
+        let _ = validate_ciphers(
+            "ikev2_ciphers",
+            r.ikev2_ciphers.as_deref().unwrap_or_default(),
+            CipherUse::Ikev2,
+        );
+        let _ = validate_ciphers(
+            "esp_ciphers",
+            r.esp_ciphers.as_deref().unwrap_or_default(),
+            CipherUse::Esp,
+        );
+        for (f, fam, c) in [
+            ("v4", Family::V4, &r.bgp_config_ipv4),
+            ("v6", Family::V6, &r.bgp_config_ipv6),
+        ] {
+            if let Some(BgpConfigRequest {
+                private_ip: Some(a),
+                peer_private_ip: Some(b),
+                ..
+            }) = c
+            {
+                let _ = parse_interco(f, a, b, fam);
+            }
+        }
+        if let Some(n) = &r.name {
+            let _ = validate_name("name", n);
+        }
+        if let Some(t) = &r.tags {
+            let _ = validate_tags("tags", t);
+        }
+        if let Some(p) = &r.initiation_policy {
+            let _ = initiation_policy("initiation_policy", p);
+        }
+    }
+    if let Ok(r) = parse_body::<CreateCustomerGatewayRequest>(body.clone()) {
+        if let Some(a) = r.asn {
+            let _ = validate_customer_asn("asn", a, 12876);
+        }
+        if let Some(ip) = &r.ipv4_public {
+            let _ = validate_public_ip("ipv4_public", ip, Family::V4);
+        }
+        if let Some(ip) = &r.ipv6_public {
+            let _ = validate_public_ip("ipv6_public", ip, Family::V6);
+        }
+    }
+    if let Ok(r) = parse_body::<CreateRoutingPolicyRequest>(body.clone()) {
+        let fam = Family::from_is_ipv6(r.is_ipv6.unwrap_or(false));
+        let _ = validate_prefixes(
+            "prefix_filter_in",
+            r.prefix_filter_in.as_deref().unwrap_or_default(),
+            fam,
+        );
+        let _ = validate_prefixes(
+            "prefix_filter_out",
+            r.prefix_filter_out.as_deref().unwrap_or_default(),
+            fam,
+        );
+    }
+    if let Ok(r) = parse_body::<CreateVpnGatewayRequest>(body.clone()) {
+        let _ = requested_public_ips(&r);
+    }
+    let _ = refuse_immutable(&body, &["name", "tags"], "x");
+    let _ = parse_body::<RoutingPolicyOneOf>(body.clone()).map(|r| r.one().is_ok());
+    let _ = parse_body::<ChangePskRequest>(body.clone());
+    let _ = parse_body::<RenewPskRequest>(body.clone());
+    let _ = parse_body::<UpdateConnectionRequest>(body.clone());
+    let _ = parse_body::<UpdateCustomerGatewayRequest>(body);
+}
+
+#[cfg(test)]
+mod tests;
