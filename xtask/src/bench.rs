@@ -51,7 +51,7 @@ pub fn run(names: &[String]) -> anyhow::Result<()> {
         step(&format!("bench {name}"));
         if name == "restart" {
             // Our daemon restarted under the lab's traffic: the lab's
-            // topology and peers, in xtask (src/lab.rs).
+            // topology and peers, in xtask (src/lab/).
             crate::lab::session(
                 "bird",
                 crate::lab::Then::BenchRestart { runs: RESTART_RUNS },
