@@ -1,0 +1,215 @@
+//! Statuses: the API's per-connection statuses written back when they
+//! change, per-connection events, the `/metrics` snapshot and its counts.
+
+use super::*;
+
+impl Runtime {
+    /// Writes each connection's statuses to the store when they changed.
+    pub(super) fn report_statuses(&mut self) {
+        let mut per_conn: BTreeMap<String, ConnectionStatusUpdate> = BTreeMap::new();
+        for t in self.tunnels.values() {
+            let e = per_conn
+                .entry(t.plan.connection.clone())
+                .or_insert_with(down_update);
+            report_tunnel(e, t, &self.dataplane);
+        }
+        for s in self.sessions.values() {
+            let e = per_conn
+                .entry(s.plan.connection.clone())
+                .or_insert_with(down_update);
+            // A planned session always has its routing policy attached; a
+            // family without one stays `disabled` (the default above).
+            let st = if s.up {
+                BgpSessionStatus::Up
+            } else {
+                BgpSessionStatus::Down
+            };
+            match s.plan.family {
+                Family::V4 => e.bgp_status_ipv4 = st,
+                Family::V6 => e.bgp_status_ipv6 = st,
+            }
+        }
+        let mut connections = Vec::new();
+        for (conn, mut update) in per_conn {
+            update.status = connection_status(&update);
+            connections.push(ConnectionInfo {
+                id: conn.clone(),
+                status: update.status.as_str(),
+            });
+            if self.reported.get(&conn) == Some(&update) {
+                continue;
+            }
+            match self.store.set_connection_status(&conn, &update) {
+                Ok(()) => {
+                    tracing::info!(connection = %conn, status = %update.status, "connection status");
+                    self.reported.insert(conn, update);
+                }
+                Err(e) => tracing::warn!(connection = %conn, error = %e, "cannot record status"),
+            }
+        }
+        if !self.pending_events.is_empty() {
+            let events = std::mem::take(&mut self.pending_events);
+            if let Err(e) = self.store.add_connection_events(&events) {
+                tracing::warn!(error = %e, events = events.len(), "cannot record connection events");
+            }
+        }
+        self.publish(connections);
+    }
+
+    /// Records an event of the connection that `tunnel` belongs to (for
+    /// `GET .../connections/{id}/events`); never a secret in `message`.
+    pub(super) fn event(&mut self, tunnel: &str, kind: &str, message: String) {
+        let Some(conn) = self.tunnels.get(tunnel).map(|t| t.plan.connection.clone()) else {
+            return;
+        };
+        let family = tunnel.rsplit('/').next().unwrap_or("");
+        self.pending_events
+            .push((conn, kind.to_owned(), format!("{family}: {message}")));
+    }
+
+    /// Publishes what runs for `/metrics`.
+    pub(super) fn publish(&self, connections: Vec<ConnectionInfo>) {
+        let family = |f: Family| match f {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        };
+        let snap = Snapshot {
+            tunnels: self
+                .tunnels
+                .values()
+                .map(|t| TunnelInfo {
+                    name: t.plan.name.clone(),
+                    connection: t.plan.connection.clone(),
+                    family: family(t.plan.family),
+                    id: t.id,
+                    ike_up: t.ike_up,
+                    child_installed: t.child.is_some(),
+                    child_sas_installed: t.child_installs,
+                    child_since: t.child.and(t.child_since),
+                })
+                .collect(),
+            sessions: self
+                .sessions
+                .values()
+                .map(|s| SessionInfo {
+                    name: s.plan.name.clone(),
+                    connection: s.plan.connection.clone(),
+                    family: family(s.plan.family),
+                    up: s.up,
+                    routes: self.routes.values().filter(|(_, id)| *id == s.id).count() as u64,
+                    prefixes: self.prefix_counts.get(&s.id).copied(),
+                    failover_via: s.detour.and_then(|via| {
+                        self.tunnels
+                            .values()
+                            .find(|t| t.id == via)
+                            .map(|t| t.plan.name.clone())
+                    }),
+                })
+                .collect(),
+            connections,
+            tunnels_created: self.tunnels_created,
+            converged: self.converged,
+            negotiation_failures: self.negotiation_failures.clone(),
+            ike_rekeys: self.rekeys.0,
+            child_rekeys: self.rekeys.1,
+            census: self.census,
+        };
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snap;
+    }
+
+    /// Asks the IKE driver for its SA count by state and the BGP driver
+    /// for every session's prefix counts (one round trip each; each is a
+    /// pass over the SAs or the sessions, so the agent calls this on its
+    /// resync tick, not per event), and puts them in the published
+    /// snapshot.
+    pub async fn refresh_counts(&mut self) {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if self.ike.send(IkeCommand::Census(reply)).await.is_ok() {
+            // No answer: the driver is not running yet (addresses unbound).
+            if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
+                self.census = Some(c);
+            }
+        }
+        if let Ok(counts) = self.bgp.prefix_counts().await {
+            self.prefix_counts = counts
+                .into_iter()
+                .map(|c| (c.session, (c.received as u64, c.accepted as u64)))
+                .collect();
+        }
+        let mut snap = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        snap.census = self.census;
+        for info in &mut snap.sessions {
+            if let Some(s) = self.sessions.get(&info.name) {
+                info.prefixes = self.prefix_counts.get(&s.id).copied();
+            }
+        }
+    }
+}
+
+/// A tunnel's part of its connection's statuses: up while usable, and then
+/// its packet sizes (the inner MTU the data plane fixed from its CHILD SA:
+/// WAN MTU, suite, outer family, NAT-T; the TCP MSS that fits it, which the
+/// gateway clamps to when the tunnel's plan says so).
+pub(super) fn report_tunnel(
+    e: &mut ConnectionStatusUpdate,
+    t: &RunningTunnel,
+    dp: &GatewayDataPlane,
+) {
+    let usable = t.usable();
+    let st = if usable {
+        TunnelStatus::Up
+    } else {
+        TunnelStatus::Down
+    };
+    let mtu = usable
+        .then(|| dp.tunnel_inner_mtu(t.id))
+        .flatten()
+        .map(|inner_mtu| TunnelMtu {
+            inner_mtu,
+            tcp_mss_ipv4: u32::from(mss_for(inner_mtu as usize, false)),
+            tcp_mss_ipv6: u32::from(mss_for(inner_mtu as usize, true)),
+            mss_clamp: t.plan.mss_clamp,
+        });
+    match t.plan.family {
+        Family::V4 => {
+            e.tunnel_status_ipv4 = st;
+            e.tunnel_mtu_ipv4 = mtu;
+        }
+        Family::V6 => {
+            e.tunnel_status_ipv6 = st;
+            e.tunnel_mtu_ipv6 = mtu;
+        }
+    }
+}
+
+pub(super) fn down_update() -> ConnectionStatusUpdate {
+    ConnectionStatusUpdate {
+        status: ConnectionStatus::Down,
+        tunnel_status_ipv4: TunnelStatus::Down,
+        tunnel_status_ipv6: TunnelStatus::Down,
+        bgp_status_ipv4: BgpSessionStatus::Disabled,
+        bgp_status_ipv6: BgpSessionStatus::Disabled,
+        tunnel_mtu_ipv4: None,
+        tunnel_mtu_ipv6: None,
+    }
+}
+
+/// `active` when every BGP session with a routing policy is up,
+/// `limited_connectivity` when only some are, `down` otherwise.
+pub fn connection_status(u: &ConnectionStatusUpdate) -> ConnectionStatus {
+    let enabled: Vec<BgpSessionStatus> = [u.bgp_status_ipv4, u.bgp_status_ipv6]
+        .into_iter()
+        .filter(|s| *s != BgpSessionStatus::Disabled)
+        .collect();
+    let up = enabled
+        .iter()
+        .filter(|s| **s == BgpSessionStatus::Up)
+        .count();
+    if !enabled.is_empty() && up == enabled.len() {
+        ConnectionStatus::Active
+    } else if up > 0 {
+        ConnectionStatus::LimitedConnectivity
+    } else {
+        ConnectionStatus::Down
+    }
+}
