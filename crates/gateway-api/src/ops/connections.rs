@@ -441,7 +441,7 @@ pub fn list_connections(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiErro
     let rps = q.many("routing_policy_ids");
     let vgws = q.many("vpn_gateway_ids");
     let cgws = q.many("customer_gateway_ids");
-    let mut items: Vec<Connection> = tx
+    let items: Vec<Connection> = tx
         .connections()?
         .into_iter()
         .map(|r| r.conn)
@@ -455,13 +455,11 @@ pub fn list_connections(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiErro
                 && (cgws.is_empty() || cgws.contains(&c.customer_gateway_id.as_str()))
         })
         .collect();
-    match order.trim_end_matches("_asc").trim_end_matches("_desc") {
-        "name" => sort_by_key(&mut items, order, |c| c.name.clone()),
-        "status" => sort_by_key(&mut items, order, |c| c.status.as_str()),
-        _ => sort_by_key(&mut items, order, |_| ()),
-    }
-    let (items, total) = paginate(items, page, size);
-    Ok(json!({"connections": to_value(&items)?, "total_count": total}))
+    list_response(items, order, (page, size), "connections", |f, c| match f {
+        "name" => Some(c.name.clone()),
+        "status" => Some(c.status.as_str().to_owned()),
+        _ => None,
+    })
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -101,19 +101,15 @@ pub fn list_customer_gateways(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, A
     let (page, size) = q.page()?;
     let order = q.order_by(&["created_at_asc", "created_at_desc", "name_asc", "name_desc"])?;
     let conns = tx.connections()?;
-    let mut items: Vec<CustomerGateway> = tx
+    let items: Vec<CustomerGateway> = tx
         .customer_gateways()?
         .into_iter()
         .filter(|g| q.common_match(&g.project_id, &g.organization_id, &g.name, &g.tags))
         .map(|g| render_customer_gateway(g, &conns))
         .collect();
-    if order.starts_with("name") {
-        sort_by_key(&mut items, order, |g| g.name.clone());
-    } else {
-        sort_by_key(&mut items, order, |_| ());
-    }
-    let (items, total) = paginate(items, page, size);
-    Ok(json!({"gateways": to_value(&items)?, "total_count": total}))
+    list_response(items, order, (page, size), "gateways", |f, g| {
+        (f == "name").then(|| g.name.clone())
+    })
 }
 
 #[derive(Debug, Deserialize, Default)]

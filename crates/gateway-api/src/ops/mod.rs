@@ -164,6 +164,22 @@ impl ListQuery {
     }
 }
 
+/// A list response: `items` (filtered, in creation order) sorted by the
+/// field `order` names (`sort_key` gives that field's value; `None` keeps
+/// creation order), one page of it, as `{key: [...], "total_count": n}`.
+fn list_response<T: serde::Serialize>(
+    mut items: Vec<T>,
+    order: &str,
+    (page, size): (u32, u32),
+    key: &str,
+    sort_key: impl Fn(&str, &T) -> Option<String>,
+) -> Result<Value, ApiError> {
+    let field = order.trim_end_matches("_asc").trim_end_matches("_desc");
+    sort_by_key(&mut items, order, |t| sort_key(field, t));
+    let (items, total) = paginate(items, page, size);
+    Ok(json!({key: to_value(&items)?, "total_count": total}))
+}
+
 fn paginate<T>(mut items: Vec<T>, page: u32, size: u32) -> (Vec<T>, usize) {
     let total = items.len();
     let start = usize::try_from(u64::from(page - 1) * u64::from(size)).unwrap_or(usize::MAX);

@@ -67,7 +67,7 @@ pub fn list_routing_policies(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, Ap
     let (page, size) = q.page()?;
     let order = q.order_by(&["created_at_asc", "created_at_desc", "name_asc", "name_desc"])?;
     let ipv6 = q.bool("ipv6")?;
-    let mut items: Vec<RoutingPolicy> = tx
+    let items: Vec<RoutingPolicy> = tx
         .routing_policies()?
         .into_iter()
         .filter(|p| {
@@ -75,13 +75,9 @@ pub fn list_routing_policies(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, Ap
                 && ipv6.is_none_or(|v| v == p.is_ipv6)
         })
         .collect();
-    if order.starts_with("name") {
-        sort_by_key(&mut items, order, |p| p.name.clone());
-    } else {
-        sort_by_key(&mut items, order, |_| ());
-    }
-    let (items, total) = paginate(items, page, size);
-    Ok(json!({"routing_policies": to_value(&items)?, "total_count": total}))
+    list_response(items, order, (page, size), "routing_policies", |f, p| {
+        (f == "name").then(|| p.name.clone())
+    })
 }
 
 #[derive(Debug, Deserialize, Default)]

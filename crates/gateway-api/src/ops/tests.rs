@@ -474,6 +474,32 @@ fn routing_policy_rules() {
 }
 
 #[test]
+fn lists_sort_by_the_named_field_then_keep_creation_order() {
+    let f = fx();
+    for name in ["b", "c", "a"] {
+        f.rp(json!({"name": name, "prefix_filter_in": ["10.0.0.0/8"]}))
+            .unwrap();
+    }
+    let names = |query: &str| -> Vec<String> {
+        let l = f
+            .w(|tx, _| list_routing_policies(tx, &ListQuery::from_query(query)))
+            .unwrap();
+        assert_eq!(l["total_count"], 3);
+        l["routing_policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names("order_by=name_asc"), ["a", "b", "c"]);
+    assert_eq!(names("order_by=name_desc"), ["c", "b", "a"]);
+    assert_eq!(names("order_by=created_at_asc"), ["b", "c", "a"]);
+    assert_eq!(names("order_by=created_at_desc"), ["a", "c", "b"]);
+    assert_eq!(names("order_by=name_asc&page=2&page_size=2"), ["c"]);
+}
+
+#[test]
 fn connection_relational_rules() {
     let w = world();
     let f = &w.f;

@@ -323,7 +323,7 @@ pub fn list_vpn_gateways(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiErr
     let types = q.many("gateway_types");
     let pns = q.many("private_network_ids");
     let conns = tx.connections()?;
-    let mut items: Vec<VpnGateway> = tx
+    let items: Vec<VpnGateway> = tx
         .vpn_gateways()?
         .into_iter()
         .filter(|g| {
@@ -334,14 +334,12 @@ pub fn list_vpn_gateways(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiErr
         })
         .map(|g| render_vpn_gateway(g, &conns))
         .collect();
-    match order.trim_end_matches("_asc").trim_end_matches("_desc") {
-        "name" => sort_by_key(&mut items, order, |g| g.name.clone()),
-        "type" => sort_by_key(&mut items, order, |g| g.gateway_type.clone()),
-        "status" => sort_by_key(&mut items, order, |g| g.status.as_str()),
-        _ => sort_by_key(&mut items, order, |_| ()),
-    }
-    let (items, total) = paginate(items, page, size);
-    Ok(json!({"gateways": to_value(&items)?, "total_count": total}))
+    list_response(items, order, (page, size), "gateways", |f, g| match f {
+        "name" => Some(g.name.clone()),
+        "type" => Some(g.gateway_type.clone()),
+        "status" => Some(g.status.as_str().to_owned()),
+        _ => None,
+    })
 }
 
 #[derive(Debug, Deserialize, Default)]
