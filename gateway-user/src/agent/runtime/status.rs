@@ -73,6 +73,17 @@ impl Runtime {
             Family::V4 => "v4",
             Family::V6 => "v6",
         };
+        // One pass over the routes and one over the tunnels, not one per
+        // session.
+        let mut routes_of: HashMap<SessionId, u64> = HashMap::new();
+        for (_, id) in self.routes.values() {
+            *routes_of.entry(*id).or_default() += 1;
+        }
+        let tunnel_name: HashMap<TunnelId, &TunnelName> = self
+            .tunnels
+            .values()
+            .map(|t| (t.id, &t.plan.name))
+            .collect();
         let snap = Snapshot {
             tunnels: self
                 .tunnels
@@ -96,14 +107,11 @@ impl Runtime {
                     connection: s.plan.connection.clone(),
                     family: family(s.plan.family),
                     up: s.up,
-                    routes: self.routes.values().filter(|(_, id)| *id == s.id).count() as u64,
+                    routes: routes_of.get(&s.id).copied().unwrap_or(0),
                     prefixes: self.prefix_counts.get(&s.id).copied(),
-                    failover_via: s.detour.and_then(|via| {
-                        self.tunnels
-                            .values()
-                            .find(|t| t.id == via)
-                            .map(|t| t.plan.name.clone())
-                    }),
+                    failover_via: s
+                        .detour
+                        .and_then(|via| tunnel_name.get(&via).map(|n| (*n).clone())),
                 })
                 .collect(),
             connections,
