@@ -102,7 +102,9 @@ pub mod map_names {
     pub const DROPS: &str = "DROPS";
     pub const LAN_CONFIG: &str = "LAN_CONFIG";
     pub const ICMP_BUCKETS: &str = "ICMP_BUCKETS";
-    /// Every map, for pinning and unpinning.
+    /// Drop events' level (not pinned: each daemon sets it at start).
+    pub const DROP_LOG: &str = "DROP_LOG";
+    /// Every map the daemon pins (and unpins).
     pub const ALL: [&str; 10] = [
         SA_IN,
         TUNNELS,
@@ -123,6 +125,9 @@ pub mod program_names {
     pub const LAN_INGRESS: &str = "lan_ingress";
     /// Returns `XDP_PASS` and nothing else: the benchmark's baseline.
     pub const XDP_PASS: &str = "xdp_pass";
+    /// `wan_ingress` without its drop-event hook: the benchmark's baseline
+    /// for what the hook costs (never attached).
+    pub const WAN_INGRESS_NO_EVENTS: &str = "wan_ingress_no_events";
 }
 
 /// Inbound SAs (keyed by SPI).

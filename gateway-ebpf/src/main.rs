@@ -21,6 +21,7 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
+use aya_log_ebpf::{debug, info, warn};
 use gateway_common::{
     icmp_allow, stats_index, Direction, DropReason, IcmpBucket, IcmpBucketKey, LanConfig,
     LocalAddrKey, LocalAddrValue, RouteValue, SaInKey, SaInValue, TunnelStats, TunnelValue,
@@ -52,6 +53,15 @@ static STATS: PerCpuArray<TunnelStats> = PerCpuArray::with_max_entries(STATS_MAX
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROPS_MAX_ENTRIES, 0);
 #[map]
 static LAN_CONFIG: Array<LanConfig> = Array::with_max_entries(1, 0);
+/// Drop events: the most verbose aya-log level sent to the daemon's log
+/// (`DropLogLevel`: 0, the default, sends none). Written by the daemon at
+/// start and on reload.
+#[map]
+static DROP_LOG: Array<u32> = Array::with_max_entries(1, 0);
+/// The reason of this CPU's last drop (reason + 1; 0: none), kept only
+/// while drop events are on, for the entry point to log.
+#[map]
+static LAST_DROP: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static ICMP_BUCKETS: LruPerCpuHashMap<IcmpBucketKey, IcmpBucket> =
     LruPerCpuHashMap::with_max_entries(ICMP_BUCKETS_MAX_ENTRIES, 0);
@@ -109,8 +119,67 @@ fn count_drop(reason: DropReason) -> Verdict {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *p += 1 };
     }
+    if drop_log_level() != 0 {
+        if let Some(p) = LAST_DROP.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+            unsafe { *p = reason as u32 + 1 };
+        }
+    }
     XDP_DROP
 }
+
+#[inline(always)]
+fn drop_log_level() -> u32 {
+    DROP_LOG.get(0).copied().unwrap_or(0)
+}
+
+/// After a verdict that may follow a drop (`XDP_DROP`, or `XDP_TX` for
+/// the packet-too-big reply): sends the drop's event through aya-log if
+/// drop events are on at its level. Malformed packets are `warn`, unknown
+/// SPIs and replays `info`, packets too big for their tunnel `debug`.
+/// Verdicts that send a packet on (`XDP_REDIRECT`, `XDP_PASS`) never come
+/// here: the forwarding path pays nothing for the feature.
+#[inline(always)]
+fn log_drop(ctx: &XdpContext, wan: bool) {
+    let Some(p) = LAST_DROP.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+    let last = unsafe { *p };
+    if last == 0 {
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { *p = 0 };
+    let reason = last - 1;
+    let level = drop_log_level();
+    // SAFETY: reads a field of the context the kernel passed us.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let side: u32 = if wan { 0 } else { 1 };
+    match reason {
+        r if (DropReason::Ipv4HeaderTruncated as u32..=DropReason::EspHeaderTruncated as u32)
+            .contains(&r) =>
+        {
+            if level >= LOG_WARN {
+                warn!(ctx, "xdp drop reason={} side={} ifindex={}", reason, side, ifindex);
+            }
+        }
+        r if r == DropReason::UnknownSpi as u32 || r == DropReason::ReplayLeftOfWindow as u32 => {
+            if level >= LOG_INFO {
+                info!(ctx, "xdp drop reason={} side={} ifindex={}", reason, side, ifindex);
+            }
+        }
+        _ => {
+            if level >= LOG_DEBUG {
+                debug!(ctx, "xdp drop reason={} side={} ifindex={}", reason, side, ifindex);
+            }
+        }
+    }
+}
+
+const LOG_WARN: u32 = 2;
+const LOG_INFO: u32 = 3;
+const LOG_DEBUG: u32 = 4;
 
 /// Parses Ethernet with at most one 802.1Q tag. Returns (EtherType, L3
 /// offset); anything unrecognisable is not ours: XDP_PASS.
@@ -425,6 +494,24 @@ fn wan_v6(ctx: &XdpContext, l3: usize) -> Verdict {
 /// replays, pass IKE and everything else.
 #[xdp]
 pub fn wan_ingress(ctx: XdpContext) -> u32 {
+    let v = wan_ingress_verdict(&ctx);
+    if v == XDP_DROP || v == XDP_TX {
+        log_drop(&ctx, true);
+    }
+    v
+}
+
+/// `wan_ingress` without the drop-event hook: `bench xdp` measures the
+/// hook's cost against it. Loaded, never attached.
+#[xdp]
+pub fn wan_ingress_no_events(ctx: XdpContext) -> u32 {
+    wan_ingress_verdict(&ctx)
+}
+
+#[inline(always)]
+fn wan_ingress_verdict(ctx: &XdpContext) -> u32 {
+    // The body below was written against an owned context.
+    let ctx = XdpContext::new(ctx.ctx);
     let (ethertype, l3) = match parse_eth(&ctx) {
         Ok(x) => x,
         Err(v) => return v,
@@ -738,6 +825,17 @@ fn too_big_v6(ctx: &XdpContext, l3: usize, ip: &Ipv6, mtu: usize) -> Verdict {
 /// pass misses and expiring TTLs to the kernel.
 #[xdp]
 pub fn lan_ingress(ctx: XdpContext) -> u32 {
+    let v = lan_ingress_verdict(&ctx);
+    if v == XDP_DROP || v == XDP_TX {
+        log_drop(&ctx, false);
+    }
+    v
+}
+
+#[inline(always)]
+fn lan_ingress_verdict(ctx: &XdpContext) -> u32 {
+    // The body below was written against an owned context.
+    let ctx = XdpContext::new(ctx.ctx);
     let (ethertype, l3) = match parse_eth(&ctx) {
         Ok(x) => x,
         Err(v) => return v,

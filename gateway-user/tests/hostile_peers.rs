@@ -457,7 +457,8 @@ fn sighup_reloads_tokens_and_types_and_keeps_the_tunnels() -> anyhow::Result<()>
     let reloaded = config_text(
         &dir,
         &pin_dir,
-        "[[gateway_types]]\nname = \"VGW-XL\"\nbandwidth = 10000000000\nallowed_connections = 10\n",
+        "[[gateway_types]]\nname = \"VGW-XL\"\nbandwidth = 10000000000\nallowed_connections = 10\n\
+         [datapath]\ndrop_events = \"info\"\n",
     )
     .replace(
         &format!("tokens = [\"{TOKEN}\"]"),
@@ -503,6 +504,34 @@ fn sighup_reloads_tokens_and_types_and_keeps_the_tunnels() -> anyhow::Result<()>
     assert_eq!(
         sum_series(&metrics, "s2s_child_sa_installs_total{", &[]),
         installs
+    );
+
+    // Drop events came on with the reload: ESP with an SPI we never gave
+    // out, sent to our WAN address, is dropped by XDP and logged (info).
+    site.daemon.wait_log(
+        "XDP drop events (datapath.drop_events)",
+        1,
+        Duration::from_secs(10),
+    )?;
+    let ns = NsThread::new(&site.cgw.name())?;
+    ns.run(|| -> std::io::Result<()> {
+        let s = UdpSocket::bind((CGW_WAN, 0))?;
+        let mut esp = vec![0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1];
+        esp.extend_from_slice(&[0u8; 48]);
+        s.send_to(&esp, ("192.0.2.1", 4500))?;
+        Ok(())
+    })??;
+    site.daemon
+        .wait_log("unknown_spi", 1, Duration::from_secs(10))?;
+    let tail = site.daemon.log_tail(50);
+    let line = tail
+        .lines()
+        .find(|l| l.contains("unknown_spi"))
+        .context("no drop event line")?;
+    eprintln!("drop event: {line}");
+    assert!(
+        line.contains("XDP drop") && line.contains("wan") && line.contains("xdp"),
+        "{line}"
     );
 
     // A key that needs a restart: the whole file is refused.

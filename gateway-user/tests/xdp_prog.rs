@@ -1457,3 +1457,79 @@ fn lan_route_table_of_one_million() {
     ));
     run_cases(&dp, &cases);
 }
+
+/// The records aya-log delivers: level and text.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<(log::Level, String)>>>);
+
+impl log::Log for Captured {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((r.level(), r.args().to_string()));
+    }
+    fn flush(&self) {}
+}
+
+/// XDP drop events (aya-log): none while off, then each drop at its level
+/// and the levels above it only, with the reason and the side; a frame
+/// steered to the fast path sends nothing.
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn drop_events_reach_the_log_at_their_level_only() {
+    use gateway_config::DropEvents;
+    let mut dp = load();
+    program_maps(&mut dp);
+    let seen = Captured::default();
+    let mut logger = dp.drop_event_logger(seen.clone()).unwrap();
+    let mut run =
+        |dp: &XdpDataplane, prog: &'static str, frame: &[u8]| -> Vec<(log::Level, String)> {
+            let fd = dp.program_fd(prog).unwrap();
+            // lo: every namespace has it, as index 1.
+            let input = TestRun {
+                ingress_ifindex: 1,
+                ..TestRun::new(frame)
+            };
+            run_xdp(fd, &input).unwrap();
+            logger.flush();
+            std::mem::take(&mut *seen.0.lock().unwrap())
+        };
+    let esp4 = |spi, seq| esp_v4(PEER4, LOCAL4, spi, seq);
+    let malformed = patch(esp4(SPI_V4, 1000), 14, &[0x65]);
+    let unknown_spi = esp4(SPI_UNKNOWN, 1);
+    let bad_version = DropReason::Ipv4BadVersion as u32;
+    let unknown = DropReason::UnknownSpi as u32;
+
+    dp.set_drop_events(DropEvents::Off).unwrap();
+    assert_eq!(run(&dp, WAN, &malformed), []);
+    assert_eq!(run(&dp, WAN, &unknown_spi), []);
+
+    dp.set_drop_events(DropEvents::Warn).unwrap();
+    assert_eq!(
+        run(&dp, WAN, &malformed),
+        [(
+            log::Level::Warn,
+            format!("xdp drop reason={bad_version} side=0 ifindex=1")
+        )]
+    );
+    assert_eq!(run(&dp, WAN, &unknown_spi), [], "unknown SPIs are info");
+
+    dp.set_drop_events(DropEvents::Info).unwrap();
+    assert_eq!(
+        run(&dp, WAN, &unknown_spi),
+        [(
+            log::Level::Info,
+            format!("xdp drop reason={unknown} side=0 ifindex=1")
+        )]
+    );
+    assert_eq!(run(&dp, WAN, &malformed).len(), 1, "warn is above info");
+    // Steered to the fast path: no event.
+    assert_eq!(run(&dp, WAN, &esp4(SPI_V4, 1000)), []);
+
+    dp.set_drop_events(DropEvents::Off).unwrap();
+    assert_eq!(run(&dp, WAN, &malformed), []);
+}

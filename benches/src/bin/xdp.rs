@@ -137,6 +137,7 @@ fn bench() -> Result<(), Box<dyn std::error::Error>> {
     dp.add_route_v4(Ipv4Addr::new(203, 0, 113, 0), 24, 1)?;
 
     let esp = esp_v4(PEER, LOCAL, SPI, 1001);
+    let unknown = esp_v4(PEER, LOCAL, SPI + 1, 1001);
     let ike = udp_v4(PEER, LOCAL, 500, 500, &[0x11; 100]);
     let lan = |dst| {
         ethernet(
@@ -156,8 +157,29 @@ fn bench() -> Result<(), Box<dyn std::error::Error>> {
         Path {
             name: "wan_esp_steer",
             prog: program_names::WAN_INGRESS,
-            frame: esp,
+            frame: esp.clone(),
             action: action::XDP_PASS,
+            samples: Vec::new(),
+        },
+        Path {
+            name: "wan_esp_steer_no_hook",
+            prog: program_names::WAN_INGRESS_NO_EVENTS,
+            frame: esp.clone(),
+            action: action::XDP_PASS,
+            samples: Vec::new(),
+        },
+        Path {
+            name: "wan_drop_unknown_spi",
+            prog: program_names::WAN_INGRESS,
+            frame: unknown.clone(),
+            action: action::XDP_DROP,
+            samples: Vec::new(),
+        },
+        Path {
+            name: "wan_drop_unknown_spi_no_hook",
+            prog: program_names::WAN_INGRESS_NO_EVENTS,
+            frame: unknown,
+            action: action::XDP_DROP,
             samples: Vec::new(),
         },
         Path {
@@ -220,6 +242,27 @@ fn bench() -> Result<(), Box<dyn std::error::Error>> {
         println!("{name:<26} {ns:>12.1} {ratio:>18.2}");
     }
     println!("(median of {ROUNDS} rounds x {REPEAT} runs; trivial baseline next to the 1M case: {base_1m:.1} ns)");
+    // The drop-event hook with events off (the default), against the same
+    // program built without it, in the same rounds.
+    let ns_of = |name: &str| {
+        results
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map_or(f64::NAN, |(_, ns, _)| *ns)
+    };
+    let hook = [
+        (
+            "esp steer",
+            ns_of("wan_esp_steer") / ns_of("wan_esp_steer_no_hook"),
+        ),
+        (
+            "drop (unknown SPI)",
+            ns_of("wan_drop_unknown_spi") / ns_of("wan_drop_unknown_spi_no_hook"),
+        ),
+    ];
+    for (path, ratio) in hook {
+        println!("drop-event hook, events off, {path}: {ratio:.3}x the program without it");
+    }
 
     let json = serde_json::json!({
         "results": results
@@ -228,6 +271,13 @@ fn bench() -> Result<(), Box<dyn std::error::Error>> {
                 "name": name,
                 "ns_per_packet": ns,
                 "ratio_to_trivial": ratio,
+            }))
+            .collect::<Vec<_>>(),
+        "drop_event_hook_events_off": hook
+            .iter()
+            .map(|(path, ratio)| serde_json::json!({
+                "path": path,
+                "ratio_to_no_hook": ratio,
             }))
             .collect::<Vec<_>>(),
     });

@@ -248,6 +248,10 @@ pub struct DatapathSection {
     /// How many such errors one source may get in a burst.
     #[serde(default = "default_icmp_burst")]
     pub icmp_too_big_burst: u32,
+    /// The XDP programs' drop events in the daemon's log (aya-log): off by
+    /// default; changes on reload (SIGHUP).
+    #[serde(default)]
+    pub drop_events: DropEvents,
 }
 
 impl Default for DatapathSection {
@@ -256,6 +260,45 @@ impl Default for DatapathSection {
             mss_clamp: true,
             icmp_too_big_per_second: default_icmp_rate(),
             icmp_too_big_burst: default_icmp_burst(),
+            drop_events: DropEvents::default(),
+        }
+    }
+}
+
+/// Which XDP drops are sent to the daemon's log, by level: each level
+/// includes the ones above it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DropEvents {
+    /// None (the counters in `/metrics` still count every drop).
+    #[default]
+    Off,
+    /// Malformed packets: truncated or inconsistent IP, UDP or ESP headers.
+    Warn,
+    /// Also ESP with an SPI we do not know, and replays.
+    Info,
+    /// Also packets too big for their tunnel (answered with ICMP).
+    Debug,
+}
+
+impl DropEvents {
+    /// The most verbose aya-log level (error 1 ... trace 5) the XDP
+    /// programs send; 0 for none.
+    pub fn aya_level(self) -> u32 {
+        match self {
+            DropEvents::Off => 0,
+            DropEvents::Warn => 2,
+            DropEvents::Info => 3,
+            DropEvents::Debug => 4,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DropEvents::Off => "off",
+            DropEvents::Warn => "warn",
+            DropEvents::Info => "info",
+            DropEvents::Debug => "debug",
         }
     }
 }
@@ -642,6 +685,27 @@ mod tests {
         assert_eq!(c.gateway.asn, DEFAULT_ASN);
         assert!(c.gateway_type("VGW-S").is_some());
         assert!(!c.public_ips.is_empty());
+    }
+
+    #[test]
+    fn drop_events_parse_by_level_and_change_live() {
+        let base = "[interfaces]\nwan = \"a\"\nlan = \"b\"\n";
+        let c = Config::parse(base).unwrap();
+        assert_eq!(c.datapath.drop_events, DropEvents::Off);
+        assert_eq!(c.datapath.drop_events.aya_level(), 0);
+        let on = Config::parse(&format!("{base}[datapath]\ndrop_events = \"info\"\n")).unwrap();
+        assert_eq!(on.datapath.drop_events, DropEvents::Info);
+        assert_eq!(on.datapath.drop_events.aya_level(), 3);
+        assert!(DropEvents::Warn < DropEvents::Info && DropEvents::Info < DropEvents::Debug);
+        // Not one of the keys that need a restart.
+        assert!(
+            c.fixed_changes(&on).is_empty(),
+            "{:?}",
+            c.fixed_changes(&on)
+        );
+        let err =
+            Config::parse(&format!("{base}[datapath]\ndrop_events = \"loud\"\n")).unwrap_err();
+        assert!(err.to_string().contains("drop_events"), "{err}");
     }
 
     #[test]

@@ -307,11 +307,34 @@ async fn reload_on_sighup(
     path: std::path::PathBuf,
     live: LiveConfig,
     store: gateway_api::Store,
+    xdp: Option<Arc<Mutex<XdpDataplane>>>,
 ) {
     while hup.recv().await.is_some() {
-        let (path, live, store) = (path.clone(), live.clone(), store.clone());
+        let (path, live, store, xdp) = (path.clone(), live.clone(), store.clone(), xdp.clone());
         // Reads files: off the runtime.
-        let _ = tokio::task::spawn_blocking(move || reload(&path, &live, &store)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            let before = live.get().datapath.drop_events;
+            reload(&path, &live, &store);
+            let after = live.get().datapath.drop_events;
+            if after != before {
+                if let Some(dp) = &xdp {
+                    set_drop_events(dp, after);
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Sets which XDP drops are logged, and says so.
+fn set_drop_events(xdp: &Mutex<XdpDataplane>, level: gateway_config::DropEvents) {
+    let mut dp = xdp.lock().unwrap_or_else(|p| p.into_inner());
+    match dp.set_drop_events(level) {
+        Ok(()) => tracing::info!(
+            level = level.name(),
+            "XDP drop events (datapath.drop_events)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot set the XDP drop events' level"),
     }
 }
 
@@ -369,6 +392,23 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
         let dp = XdpDataplane::load(&config)?;
         tracing::info!("{}", dp.describe().replace('\n', "; "));
         Some(Arc::new(Mutex::new(dp)))
+    };
+    // The programs' drop events: read from the start, sent at the level
+    // the config sets (off by default).
+    let _drop_events = match &xdp {
+        Some(dp) => {
+            let reader = dp
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .start_drop_events();
+            if config.datapath.drop_events != gateway_config::DropEvents::Off {
+                set_drop_events(dp, config.datapath.drop_events);
+            }
+            reader
+                .inspect_err(|e| tracing::warn!(error = %e, "XDP drop events unavailable"))
+                .ok()
+        }
+        None => None,
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -489,6 +529,7 @@ async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
         path.to_owned(),
         live.clone(),
         store.clone(),
+        xdp.clone(),
     ));
     let (sig, stop) = tokio::select! {
         s = terminated() => s?,

@@ -8,6 +8,7 @@
 //! a tunnel: inner MTU, MSS clamping, ICMP too-big errors ([`mtu`]).
 
 pub mod backend;
+pub mod drop_events;
 pub mod mtu;
 pub mod packet;
 pub mod slowpath;

@@ -42,6 +42,8 @@ use super::EBPF_OBJECT;
 /// Errors of the XDP loader. Each Display is one line meant for an operator.
 #[derive(Debug, Error)]
 pub enum XdpError {
+    #[error("XDP drop events: {0}")]
+    DropEvents(String),
     #[error("cannot count the possible CPUs for a per-CPU map")]
     Cpus(#[source] std::io::Error),
     #[error("interface {name:?} does not exist")]
@@ -217,6 +219,7 @@ impl XdpDataplane {
             program_names::WAN_INGRESS,
             program_names::LAN_INGRESS,
             program_names::XDP_PASS,
+            program_names::WAN_INGRESS_NO_EVENTS,
         ] {
             let prog = dp.xdp_program(name)?;
             prog.load().map_err(|e| match e {
@@ -761,6 +764,32 @@ impl XdpDataplane {
                 bytes: a.bytes + s.bytes,
                 no_socket: a.no_socket + s.no_socket,
             }))
+    }
+
+    /// Which drops the programs send to the log as events (aya-log), from
+    /// now on.
+    pub fn set_drop_events(&mut self, level: gateway_config::DropEvents) -> Result<(), XdpError> {
+        let name = map_names::DROP_LOG;
+        let mut m: Array<_, u32> = Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        m.set(0, level.aya_level(), 0).map_err(map_err(name))
+    }
+
+    /// Starts a thread that reads the programs' aya-log records (drop
+    /// events) and writes them to the daemon's log; once per loaded
+    /// object. Whether the programs send any is [`Self::set_drop_events`].
+    pub fn start_drop_events(&mut self) -> Result<super::drop_events::Reader, XdpError> {
+        let logger = self.drop_event_logger(super::drop_events::TracingLog)?;
+        super::drop_events::Reader::start(logger).map_err(|e| XdpError::DropEvents(e.to_string()))
+    }
+
+    /// The programs' aya-log records, delivered to `logger` at each
+    /// `flush`; once per loaded object (it takes the ring buffer).
+    pub fn drop_event_logger<T: log::Log>(
+        &mut self,
+        logger: T,
+    ) -> Result<aya_log::EbpfLogger<T>, XdpError> {
+        aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, logger)
+            .map_err(|e| XdpError::DropEvents(e.to_string()))
     }
 
     /// Drops for one reason, summed over CPUs.
