@@ -5,7 +5,7 @@
 //! `[datapath] drop_events` sets (`XdpDataplane::set_drop_events`); off,
 //! they send none and the thread sleeps in `poll`.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -76,9 +76,12 @@ fn parse(text: &str) -> Option<Event> {
     fields.next().is_none().then_some(e)
 }
 
-/// The thread that empties the ring buffer; stopped and joined on drop.
+/// The thread that empties the ring buffer; woken, stopped and joined at
+/// once on drop (a pipe wakes its `poll`: a daemon that stops for a
+/// restart must not wait out a poll timeout).
 pub struct Reader {
     stop: Arc<AtomicBool>,
+    wake: OwnedFd,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -86,20 +89,37 @@ impl Reader {
     pub fn start(mut logger: aya_log::EbpfLogger<TracingLog>) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let mut fds = [0; 2];
+        // SAFETY: a valid two-element array for the pipe's ends.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both fds were just created and are owned only here.
+        let (wake_rx, wake) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         let fd: RawFd = logger.as_raw_fd();
         let thread = std::thread::Builder::new()
             .name("xdp-drop-events".into())
             .spawn(move || {
+                let wake_rx = wake_rx;
                 while !flag.load(Ordering::Relaxed) {
-                    let mut pfd = libc::pollfd {
-                        fd,
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
-                    // SAFETY: one valid pollfd; the fd lives in `logger`,
-                    // owned by this thread until it returns.
-                    let n = unsafe { libc::poll(&mut pfd, 1, 500) };
-                    if n > 0 {
+                    let mut pfds = [
+                        libc::pollfd {
+                            fd,
+                            events: libc::POLLIN,
+                            revents: 0,
+                        },
+                        libc::pollfd {
+                            fd: wake_rx.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        },
+                    ];
+                    // SAFETY: two valid pollfds; the ring buffer's fd lives
+                    // in `logger` and the pipe's in `wake_rx`, both owned
+                    // by this thread until it returns.
+                    let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) };
+                    if n > 0 && pfds[0].revents != 0 {
                         // A record the reader cannot decode must not take
                         // the daemon down: aya-log panics on one.
                         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -114,6 +134,7 @@ impl Reader {
             })?;
         Ok(Self {
             stop,
+            wake,
             thread: Some(thread),
         })
     }
@@ -122,6 +143,8 @@ impl Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // SAFETY: writes one byte from a valid buffer to our pipe's end.
+        let _ = unsafe { libc::write(self.wake.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

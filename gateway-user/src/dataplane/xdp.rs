@@ -182,7 +182,8 @@ impl XdpDataplane {
                 return Err(XdpError::InterfaceNotFound { name: name.clone() });
             }
         }
-        let mut dp = Self::load_unattached()?;
+        let mut dp =
+            Self::load_programs(&[program_names::WAN_INGRESS, program_names::LAN_INGRESS])?;
         let mode = config.interfaces.xdp_mode;
         // Pinned first: the pin directory also holds the links a restart
         // kept, which `attach` takes over.
@@ -196,8 +197,22 @@ impl XdpDataplane {
     }
 
     /// Loads every program into the kernel (verifier included) without
-    /// attaching or pinning: for BPF_PROG_TEST_RUN tests and benchmarks.
+    /// attaching or pinning: for BPF_PROG_TEST_RUN tests and benchmarks
+    /// (their baselines, `xdp_pass` and `wan_ingress_no_events`, too).
     pub fn load_unattached() -> Result<Self, XdpError> {
+        Self::load_programs(&[
+            program_names::WAN_INGRESS,
+            program_names::LAN_INGRESS,
+            program_names::XDP_PASS,
+            program_names::WAN_INGRESS_NO_EVENTS,
+        ])
+    }
+
+    /// Loads the object's maps and the programs `names` (the verifier runs
+    /// on each: the longest part of a start, and of a restart's outage, so
+    /// the daemon loads only the two it attaches).
+    fn load_programs(names: &[&'static str]) -> Result<Self, XdpError> {
+        let started = std::time::Instant::now();
         let ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(|e| {
             if is_eperm(&e) {
                 XdpError::PermissionDenied {
@@ -215,12 +230,7 @@ impl XdpDataplane {
             pin_dir: None,
             pinned: Vec::new(),
         };
-        for name in [
-            program_names::WAN_INGRESS,
-            program_names::LAN_INGRESS,
-            program_names::XDP_PASS,
-            program_names::WAN_INGRESS_NO_EVENTS,
-        ] {
+        for &name in names {
             let prog = dp.xdp_program(name)?;
             prog.load().map_err(|e| match e {
                 ProgramError::LoadError {
@@ -245,6 +255,11 @@ impl XdpDataplane {
                 },
             })?;
         }
+        tracing::info!(
+            programs = names.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "XDP programs loaded and verified"
+        );
         Ok(dp)
     }
 
