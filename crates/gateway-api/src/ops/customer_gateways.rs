@@ -197,21 +197,13 @@ pub fn delete_customer_gateway(tx: &mut Tx<'_>, id: &str) -> Result<(), ApiError
     if tx.customer_gateway(id)?.is_none() {
         return Err(ApiError::not_found("customer_gateway", id));
     }
-    let users: Vec<String> = tx
-        .connections()?
-        .into_iter()
-        .filter(|c| c.conn.customer_gateway_id == id)
-        .map(|c| c.conn.id)
-        .collect();
-    if !users.is_empty() {
-        return Err(ApiError::StillInUse {
-            resource: "customer_gateway",
-            help: format!(
-                "the customer gateway is used by connection(s) {}: delete them first",
-                users.join(", ")
-            ),
-        });
-    }
+    refuse_while_used(
+        tx,
+        "customer_gateway",
+        "customer gateway is used by",
+        "delete them first",
+        |c| c.customer_gateway_id == id,
+    )?;
     tx.delete_customer_gateway(id)?;
     Ok(())
 }

@@ -180,6 +180,31 @@ fn list_response<T: serde::Serialize>(
     Ok(json!({key: to_value(&items)?, "total_count": total}))
 }
 
+/// Refuses to delete a resource (`resource`, its API name) while
+/// connections use it (`uses`): the error lists them, as in "the
+/// {`what`} connection(s) A, B: {`then`}".
+fn refuse_while_used(
+    tx: &Tx<'_>,
+    resource: &'static str,
+    what: &str,
+    then: &str,
+    uses: impl Fn(&Connection) -> bool,
+) -> Result<(), ApiError> {
+    let users: Vec<String> = tx
+        .connections()?
+        .into_iter()
+        .filter(|c| uses(&c.conn))
+        .map(|c| c.conn.id)
+        .collect();
+    if users.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::StillInUse {
+        resource,
+        help: format!("the {what} connection(s) {}: {then}", users.join(", ")),
+    })
+}
+
 fn paginate<T>(mut items: Vec<T>, page: u32, size: u32) -> (Vec<T>, usize) {
     let total = items.len();
     let start = usize::try_from(u64::from(page - 1) * u64::from(size)).unwrap_or(usize::MAX);

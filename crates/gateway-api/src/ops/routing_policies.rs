@@ -122,21 +122,13 @@ pub fn delete_routing_policy(tx: &mut Tx<'_>, id: &str) -> Result<(), ApiError> 
     if tx.routing_policy(id)?.is_none() {
         return Err(ApiError::not_found("routing_policy", id));
     }
-    let users: Vec<String> = tx
-        .connections()?
-        .into_iter()
-        .filter(|c| c.conn.routing_policy_ids().any(|p| p == id))
-        .map(|c| c.conn.id)
-        .collect();
-    if !users.is_empty() {
-        return Err(ApiError::StillInUse {
-            resource: "routing_policy",
-            help: format!(
-                "the routing policy is attached to connection(s) {}: detach it first",
-                users.join(", ")
-            ),
-        });
-    }
+    refuse_while_used(
+        tx,
+        "routing_policy",
+        "routing policy is attached to",
+        "detach it first",
+        |c| c.routing_policy_ids().any(|p| p == id),
+    )?;
     tx.delete_routing_policy(id)?;
     Ok(())
 }

@@ -594,10 +594,16 @@ fn connection_relational_rules() {
 
     // In use: refused deletes, and a customer gateway keeps its primary family.
     let (g, cg, rp) = (w.gw_dual.clone(), w.cg_dual.clone(), w.rp6.clone());
-    assert!(matches!(
-        f.w(|tx, _| delete_vpn_gateway(tx, &g)),
-        Err(ApiError::StillInUse { .. })
-    ));
+    match f.w(|tx, _| delete_vpn_gateway(tx, &g)) {
+        Err(ApiError::StillInUse { resource, help }) => {
+            assert_eq!(resource, "vpn_gateway");
+            assert_eq!(
+                help,
+                format!("the VPN gateway is used by connection(s) {cid}: delete them first")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(
         f.w(|tx, _| delete_customer_gateway(tx, &cg).map(|_| Value::Null)),
         Err(ApiError::StillInUse { .. })

@@ -389,21 +389,13 @@ pub fn delete_vpn_gateway(tx: &mut Tx<'_>, id: &str) -> Result<Value, ApiError> 
     let mut g = tx
         .vpn_gateway(id)?
         .ok_or_else(|| ApiError::not_found("vpn_gateway", id))?;
-    let conns = tx.connections()?;
-    let users: Vec<&str> = conns
-        .iter()
-        .filter(|c| c.conn.vpn_gateway_id == id)
-        .map(|c| c.conn.id.as_str())
-        .collect();
-    if !users.is_empty() {
-        return Err(ApiError::StillInUse {
-            resource: "vpn_gateway",
-            help: format!(
-                "the VPN gateway is used by connection(s) {}: delete them first",
-                users.join(", ")
-            ),
-        });
-    }
+    refuse_while_used(
+        tx,
+        "vpn_gateway",
+        "VPN gateway is used by",
+        "delete them first",
+        |c| c.vpn_gateway_id == id,
+    )?;
     // The agent tears the gateway down and removes it
     // (`Store::finish_vpn_gateway_deletion`).
     g.status = VpnGatewayStatus::Deprovisioning;
