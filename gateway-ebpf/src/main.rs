@@ -161,17 +161,26 @@ fn log_drop(ctx: &XdpContext, wan: bool) {
             .contains(&r) =>
         {
             if level >= LOG_WARN {
-                warn!(ctx, "xdp drop reason={} side={} ifindex={}", reason, side, ifindex);
+                warn!(
+                    ctx,
+                    "xdp drop reason={} side={} ifindex={}", reason, side, ifindex
+                );
             }
         }
         r if r == DropReason::UnknownSpi as u32 || r == DropReason::ReplayLeftOfWindow as u32 => {
             if level >= LOG_INFO {
-                info!(ctx, "xdp drop reason={} side={} ifindex={}", reason, side, ifindex);
+                info!(
+                    ctx,
+                    "xdp drop reason={} side={} ifindex={}", reason, side, ifindex
+                );
             }
         }
         _ => {
             if level >= LOG_DEBUG {
-                debug!(ctx, "xdp drop reason={} side={} ifindex={}", reason, side, ifindex);
+                debug!(
+                    ctx,
+                    "xdp drop reason={} side={} ifindex={}", reason, side, ifindex
+                );
             }
         }
     }
