@@ -491,12 +491,44 @@ impl DropReason {
         }
     }
 
+    /// The level its drop event is sent at (`drop_event_level`):
+    /// malformed headers warn, unknown SPIs and replays info, packets too
+    /// big for their tunnel debug.
+    pub const fn event_level(self) -> u32 {
+        match self {
+            DropReason::Ipv4HeaderTruncated
+            | DropReason::Ipv4BadVersion
+            | DropReason::Ipv4BadIhl
+            | DropReason::Ipv4BadTotalLength
+            | DropReason::Ipv6HeaderTruncated
+            | DropReason::Ipv6BadVersion
+            | DropReason::Ipv6BadPayloadLength
+            | DropReason::Ipv6ExtHeaderTruncated
+            | DropReason::UdpHeaderTruncated
+            | DropReason::UdpBadLength
+            | DropReason::EspHeaderTruncated => drop_event_level::WARN,
+            DropReason::UnknownSpi | DropReason::ReplayLeftOfWindow => drop_event_level::INFO,
+            DropReason::PacketTooBig
+            | DropReason::PacketTooBigRateLimited
+            | DropReason::PacketTooBigNoReply => drop_event_level::DEBUG,
+        }
+    }
+
     /// The reason with this discriminant, if any.
     pub fn from_u32(v: u32) -> Option<Self> {
         Self::ALL.iter().copied().find(|r| *r as u32 == v)
     }
 }
 const _: () = assert!(DropReason::ALL.len() as u32 <= DROPS_MAX_ENTRIES);
+
+/// Drop-event levels, as aya-log numbers them (error 1 ... trace 5): the
+/// value of `DROP_LOG` is the most verbose one sent, 0 for none.
+pub mod drop_event_level {
+    pub const OFF: u32 = 0;
+    pub const WARN: u32 = 2;
+    pub const INFO: u32 = 3;
+    pub const DEBUG: u32 = 4;
+}
 
 #[cfg(feature = "user")]
 mod pod {

@@ -23,9 +23,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{debug, info, warn};
 use gateway_common::{
-    icmp_allow, stats_index, Direction, DropReason, IcmpBucket, IcmpBucketKey, LanConfig,
-    LocalAddrKey, LocalAddrValue, RouteValue, SaInKey, SaInValue, TunnelStats, TunnelValue,
-    XdpMeta, DROPS_MAX_ENTRIES, FAMILY_V4, ICMP4_QUOTE_LEN, ICMP6_QUOTE_LEN,
+    drop_event_level, icmp_allow, stats_index, Direction, DropReason, IcmpBucket, IcmpBucketKey,
+    LanConfig, LocalAddrKey, LocalAddrValue, RouteValue, SaInKey, SaInValue, TunnelStats,
+    TunnelValue, XdpMeta, DROPS_MAX_ENTRIES, FAMILY_V4, ICMP4_QUOTE_LEN, ICMP6_QUOTE_LEN,
     ICMP_BUCKETS_MAX_ENTRIES, IPPROTO_ESP, IPPROTO_UDP, LAN_HAS_V4, LAN_HAS_V6, LAN_REPLY_REDIRECT,
     LOCAL_ADDRS_MAX_ENTRIES, MAX_IPV6_EXT_HEADERS, NAT_T_PORT, ROUTES_V4_MAX_ENTRIES,
     ROUTES_V6_MAX_ENTRIES, SA_FLAG_ESN, SA_INDEX_NONE, SA_IN_MAX_ENTRIES, STATS_MAX_ENTRIES,
@@ -53,13 +53,13 @@ static STATS: PerCpuArray<TunnelStats> = PerCpuArray::with_max_entries(STATS_MAX
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROPS_MAX_ENTRIES, 0);
 #[map]
 static LAN_CONFIG: Array<LanConfig> = Array::with_max_entries(1, 0);
-/// Drop events: the most verbose aya-log level sent to the daemon's log
-/// (`DropLogLevel`: 0, the default, sends none). Written by the daemon at
-/// start and on reload.
+/// Drop events: the most verbose level sent to the daemon's log
+/// (`drop_event_level`; 0, the default, sends none). Written by the daemon
+/// at start and on reload.
 #[map]
 static DROP_LOG: Array<u32> = Array::with_max_entries(1, 0);
-/// The reason of this CPU's last drop (reason + 1; 0: none), kept only
-/// while drop events are on, for the entry point to log.
+/// This CPU's last drop whose event is due (reason + 1, its level in the
+/// upper 16 bits; 0: none), for the entry point to log.
 #[map]
 static LAST_DROP: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[map]
@@ -119,10 +119,12 @@ fn count_drop(reason: DropReason) -> Verdict {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *p += 1 };
     }
-    if drop_log_level() != 0 {
+    // `reason` is a constant at each inlined call: so is its level.
+    let level = reason.event_level();
+    if level <= drop_log_level() {
         if let Some(p) = LAST_DROP.get_ptr_mut(0) {
             // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-            unsafe { *p = reason as u32 + 1 };
+            unsafe { *p = (level << 16) | (reason as u32 + 1) };
         }
     }
     XDP_DROP
@@ -134,11 +136,10 @@ fn drop_log_level() -> u32 {
 }
 
 /// After a verdict that may follow a drop (`XDP_DROP`, or `XDP_TX` for
-/// the packet-too-big reply): sends the drop's event through aya-log if
-/// drop events are on at its level. Malformed packets are `warn`, unknown
-/// SPIs and replays `info`, packets too big for their tunnel `debug`.
-/// Verdicts that send a packet on (`XDP_REDIRECT`, `XDP_PASS`) never come
-/// here: the forwarding path pays nothing for the feature.
+/// the packet-too-big reply): sends the event `count_drop` left due, at
+/// its level (`DropReason::event_level`). Verdicts that send a packet on
+/// (`XDP_REDIRECT`, `XDP_PASS`) never come here: the forwarding path pays
+/// nothing for the feature.
 #[inline(always)]
 fn log_drop(ctx: &XdpContext, wan: bool) {
     let Some(p) = LAST_DROP.get_ptr_mut(0) else {
@@ -151,44 +152,25 @@ fn log_drop(ctx: &XdpContext, wan: bool) {
     }
     // SAFETY: as above.
     unsafe { *p = 0 };
-    let reason = last - 1;
-    let level = drop_log_level();
+    let reason = (last & 0xffff) - 1;
     // SAFETY: reads a field of the context the kernel passed us.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let side: u32 = if wan { 0 } else { 1 };
-    match reason {
-        r if (DropReason::Ipv4HeaderTruncated as u32..=DropReason::EspHeaderTruncated as u32)
-            .contains(&r) =>
-        {
-            if level >= LOG_WARN {
-                warn!(
-                    ctx,
-                    "xdp drop reason={} side={} ifindex={}", reason, side, ifindex
-                );
-            }
-        }
-        r if r == DropReason::UnknownSpi as u32 || r == DropReason::ReplayLeftOfWindow as u32 => {
-            if level >= LOG_INFO {
-                info!(
-                    ctx,
-                    "xdp drop reason={} side={} ifindex={}", reason, side, ifindex
-                );
-            }
-        }
-        _ => {
-            if level >= LOG_DEBUG {
-                debug!(
-                    ctx,
-                    "xdp drop reason={} side={} ifindex={}", reason, side, ifindex
-                );
-            }
-        }
+    match last >> 16 {
+        drop_event_level::WARN => warn!(
+            ctx,
+            "xdp drop reason={} side={} ifindex={}", reason, side, ifindex
+        ),
+        drop_event_level::INFO => info!(
+            ctx,
+            "xdp drop reason={} side={} ifindex={}", reason, side, ifindex
+        ),
+        _ => debug!(
+            ctx,
+            "xdp drop reason={} side={} ifindex={}", reason, side, ifindex
+        ),
     }
 }
-
-const LOG_WARN: u32 = 2;
-const LOG_INFO: u32 = 3;
-const LOG_DEBUG: u32 = 4;
 
 /// Parses Ethernet with at most one 802.1Q tag. Returns (EtherType, L3
 /// offset); anything unrecognisable is not ours: XDP_PASS.

@@ -282,14 +282,15 @@ pub enum DropEvents {
 }
 
 impl DropEvents {
-    /// The most verbose aya-log level (error 1 ... trace 5) the XDP
-    /// programs send; 0 for none.
+    /// The most verbose level the XDP programs send
+    /// (`gateway_common::drop_event_level`, aya-log's numbers); 0 for none.
     pub fn aya_level(self) -> u32 {
+        use gateway_common::drop_event_level as level;
         match self {
-            DropEvents::Off => 0,
-            DropEvents::Warn => 2,
-            DropEvents::Info => 3,
-            DropEvents::Debug => 4,
+            DropEvents::Off => level::OFF,
+            DropEvents::Warn => level::WARN,
+            DropEvents::Info => level::INFO,
+            DropEvents::Debug => level::DEBUG,
         }
     }
 
