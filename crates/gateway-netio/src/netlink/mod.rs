@@ -2,13 +2,13 @@
 //! addresses, routes (only those tagged with our own protocol number),
 //! neighbours and route lookups, over a synchronous `NETLINK_ROUTE` socket.
 //!
-//! Why raw netlink over `libc` rather than the `rtnetlink`/`netlink-packet-route`
-//! crates: those crates change their public types on almost every release, they
-//! require tokio for every call (the neighbour refresher and the TUN setup want a
-//! plain blocking call from a worker thread), and the handful of messages we need
-//! is a few hundred lines with checked decoding we control and fuzz
-//! ([`wire`]). Async callers can use `tokio::task::spawn_blocking`; every
-//! receive has a timeout so no call blocks forever.
+//! Messages are encoded and decoded by the `netlink-packet-route` family
+//! (`netlink-packet-core`, `netlink-sys` for the socket), pinned to one version
+//! in the workspace; the `rtnetlink` crate's async handle is not used because
+//! every caller here wants a plain blocking call (the neighbour refresher and
+//! the TUN setup run on worker threads, the agent uses `spawn_blocking`).
+//! [`wire`] frames received datagrams and converts the library's types into
+//! ours; every receive has a timeout so no call blocks forever.
 //!
 //! This module never touches routes whose protocol is not the caller's: listing
 //! and deletion filter on [`Route::protocol`].
@@ -20,10 +20,25 @@ pub use cache::{NeighbourCache, NeighbourRefresher, NextHop};
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use wire::*;
+use netlink_packet_core::{
+    NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_MULTIPART, NLM_F_REPLACE,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourFlags, NeighbourMessage};
+use netlink_packet_route::route::{
+    RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
+
+use wire::Body;
+
+/// `RT_TABLE_UNSPEC`: the table id goes in `RTA_TABLE` when it exceeds a byte.
+const RT_TABLE_UNSPEC: u8 = 0;
 
 /// Our routing protocol number (`rtm_protocol`), between the kernel's reserved
 /// values and the ones routing daemons use (bird 12, zebra 11, bgp 186, ...).
@@ -109,16 +124,6 @@ impl Route {
     }
 }
 
-fn to_link(l: &LinkFields<'_>) -> Link {
-    Link {
-        index: l.index,
-        name: String::from_utf8_lossy(l.name.unwrap_or_default()).into_owned(),
-        mac: l.address.and_then(|a| <[u8; 6]>::try_from(a).ok()),
-        mtu: l.mtu.unwrap_or(0),
-        up: l.flags & IFF_UP != 0,
-    }
-}
-
 /// The answer of a route lookup (`ip route get`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteLookup {
@@ -175,12 +180,31 @@ impl Neighbour {
 /// A synchronous `NETLINK_ROUTE` socket. Not shared between threads: open one per
 /// thread that needs it (the agent, the neighbour refresher).
 pub struct Netlink {
-    fd: OwnedFd,
+    socket: Socket,
     seq: u32,
     buf: Vec<u8>,
 }
 
 const RECV_BUF: usize = 64 * 1024;
+
+/// What a request waits for after sending.
+enum Expect {
+    /// The kernel's ACK (the request carries `NLM_F_ACK`).
+    Ack,
+    /// Reply messages until `NLMSG_DONE` (dumps) or the first one (gets).
+    Replies,
+}
+
+fn index_of(op: &'static str, index: u32) -> Result<u32, NetlinkError> {
+    // The kernel's ifindex is an int: anything above i32::MAX names no device.
+    if i32::try_from(index).is_err() {
+        return Err(NetlinkError::Kernel {
+            op,
+            errno: libc::ENODEV,
+        });
+    }
+    Ok(index)
+}
 
 impl Netlink {
     /// Open a socket in the current network namespace with a 5 s receive timeout.
@@ -190,36 +214,17 @@ impl Netlink {
 
     pub fn open_with_timeout(timeout: Duration) -> Result<Self, NetlinkError> {
         let io_err = |op| move |source| NetlinkError::Io { op, source };
-        // SAFETY: plain syscall with constant arguments; the result is checked.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(io_err("socket")(io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a freshly created descriptor we exclusively own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_nl is plain data; all-zero is a valid "kernel assigns port" address.
-        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        let sa_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        // SAFETY: `sa` is a valid sockaddr_nl of the given length, alive across the call.
-        let rc = unsafe { libc::bind(fd.as_raw_fd(), (&raw const sa).cast(), sa_len) };
-        if rc < 0 {
-            return Err(io_err("bind")(io::Error::last_os_error()));
-        }
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(io_err("socket"))?;
+        socket.bind_auto().map_err(io_err("bind"))?;
         let tv = libc::timeval {
             tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
             tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
         };
-        // SAFETY: SO_RCVTIMEO takes a struct timeval; pointer and length match.
+        // SAFETY: SO_RCVTIMEO takes a struct timeval; pointer and length match,
+        // and the descriptor is the socket's own, open for the call.
         let rc = unsafe {
             libc::setsockopt(
-                fd.as_raw_fd(),
+                socket.as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_RCVTIMEO,
                 (&raw const tv).cast(),
@@ -230,122 +235,82 @@ impl Netlink {
             return Err(io_err("setsockopt")(io::Error::last_os_error()));
         }
         Ok(Self {
-            fd,
+            socket,
             seq: 1,
-            buf: vec![0; RECV_BUF],
+            buf: Vec::with_capacity(RECV_BUF),
         })
     }
 
-    fn next_seq(&mut self) -> u32 {
+    fn recv(&mut self, op: &'static str) -> Result<(), NetlinkError> {
+        loop {
+            self.buf.clear();
+            match self.socket.recv(&mut self.buf, 0) {
+                Ok(_) => return Ok(()),
+                Err(e) => match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                        return Err(NetlinkError::Timeout { op })
+                    }
+                    _ => return Err(NetlinkError::Io { op, source: e }),
+                },
+            }
+        }
+    }
+
+    /// Send `msg` and hand every reply message to `f` until the request is
+    /// answered: its ACK or error, `NLMSG_DONE`, or a single (non-multipart)
+    /// reply. Replies to earlier, timed-out requests are skipped by sequence.
+    fn request(
+        &mut self,
+        op: &'static str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        expect: Expect,
+        mut f: impl FnMut(RouteNetlinkMessage),
+    ) -> Result<(), NetlinkError> {
         self.seq = self.seq.wrapping_add(1);
-        self.seq
-    }
-
-    fn send(&self, op: &'static str, msg: &[u8]) -> Result<(), NetlinkError> {
-        // SAFETY: `msg` is a valid readable buffer of `msg.len()` bytes. A netlink
-        // socket with no destination set sends to the kernel (port 0).
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        if n < 0 {
-            return Err(NetlinkError::Io {
-                op,
-                source: io::Error::last_os_error(),
-            });
-        }
-        Ok(())
-    }
-
-    fn recv(&mut self, op: &'static str) -> Result<usize, NetlinkError> {
+        let seq = self.seq;
+        let flags = match expect {
+            Expect::Ack => flags | NLM_F_ACK,
+            Expect::Replies => flags,
+        };
+        let bytes = wire::encode(msg, flags, seq);
+        self.socket
+            .send(&bytes, 0)
+            .map_err(|source| NetlinkError::Io { op, source })?;
         loop {
-            // SAFETY: `self.buf` is a writable buffer of `self.buf.len()` bytes.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if n >= 0 {
-                return usize::try_from(n).map_err(|_| NetlinkError::Malformed { op });
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                    return Err(NetlinkError::Timeout { op })
-                }
-                _ => return Err(NetlinkError::Io { op, source: e }),
-            }
-        }
-    }
-
-    /// Send a request and wait for its ACK (or error).
-    fn request_ack(
-        &mut self,
-        op: &'static str,
-        msg: Vec<u8>,
-        seq: u32,
-    ) -> Result<(), NetlinkError> {
-        self.send(op, &msg)?;
-        loop {
-            let n = self.recv(op)?;
-            for m in Messages::new(&self.buf[..n]) {
-                if m.seq != seq {
-                    continue; // a stale reply to an earlier, timed-out request
-                }
-                if m.msg_type == NLMSG_ERROR {
-                    let errno = decode_error(m.payload).ok_or(NetlinkError::Malformed { op })?;
-                    return if errno == 0 {
-                        Ok(())
-                    } else {
-                        Err(NetlinkError::Kernel { op, errno })
-                    };
-                }
-            }
-        }
-    }
-
-    /// Send a request and hand every reply message of type `want` to `f`, until
-    /// `NLMSG_DONE` (dumps) or the first reply (single gets).
-    fn request_collect(
-        &mut self,
-        op: &'static str,
-        msg: Vec<u8>,
-        seq: u32,
-        want: u16,
-        mut f: impl FnMut(&[u8]),
-    ) -> Result<(), NetlinkError> {
-        self.send(op, &msg)?;
-        loop {
-            let n = self.recv(op)?;
+            self.recv(op)?;
             let mut done = false;
-            for m in Messages::new(&self.buf[..n]) {
-                if m.seq != seq {
+            for r in wire::replies(&self.buf) {
+                if r.seq != seq {
                     continue;
                 }
-                match m.msg_type {
-                    NLMSG_DONE => done = true,
-                    NLMSG_ERROR => {
-                        let errno =
-                            decode_error(m.payload).ok_or(NetlinkError::Malformed { op })?;
-                        if errno != 0 {
-                            return Err(NetlinkError::Kernel { op, errno });
-                        }
-                        done = true;
+                match r.body {
+                    Body::Ack | Body::Done => done = true,
+                    Body::Error(errno) => return Err(NetlinkError::Kernel { op, errno }),
+                    Body::Undecodable(NLMSG_ERROR) => return Err(NetlinkError::Malformed { op }),
+                    Body::Message(m) => {
+                        f(m);
+                        done |= matches!(expect, Expect::Replies) && r.flags & NLM_F_MULTIPART == 0;
                     }
-                    t if t == want => {
-                        f(m.payload);
-                        if m.flags & NLM_F_MULTI == 0 {
-                            done = true;
-                        }
+                    Body::Undecodable(_) | Body::Other => {
+                        done |= matches!(expect, Expect::Replies) && r.flags & NLM_F_MULTIPART == 0;
                     }
-                    _ => {}
                 }
             }
             if done {
                 return Ok(());
             }
         }
+    }
+
+    fn ack(
+        &mut self,
+        op: &'static str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<(), NetlinkError> {
+        self.request(op, msg, flags, Expect::Ack, |_| {})
     }
 
     // ----- links -----
@@ -355,47 +320,37 @@ impl Netlink {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
             return Err(NetlinkError::BadName(name.to_owned()));
         }
-        let mut cname = name.as_bytes().to_vec();
-        cname.push(0);
-        let seq = self.next_seq();
-        let msg = Request::new(RTM_GETLINK, 0, seq)
-            .header(&ifinfomsg(AF_UNSPEC, 0, 0, 0))
-            .attr(IFLA_IFNAME, &cname)
-            .finish();
-        self.get_link("get link by name", msg, seq)
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        self.get_link("get link by name", m)
     }
 
     /// Look a link up by index.
     pub fn link_by_index(&mut self, index: u32) -> Result<Link, NetlinkError> {
-        let seq = self.next_seq();
-        let idx = i32::try_from(index).map_err(|_| NetlinkError::Kernel {
-            op: "get link by index",
-            errno: libc::ENODEV,
-        })?;
-        let msg = Request::new(RTM_GETLINK, 0, seq)
-            .header(&ifinfomsg(AF_UNSPEC, idx, 0, 0))
-            .finish();
-        self.get_link("get link by index", msg, seq)
+        let op = "get link by index";
+        let mut m = LinkMessage::default();
+        m.header.index = index_of(op, index)?;
+        self.get_link(op, m)
     }
 
     /// Every link of the namespace (`ip link show`).
     pub fn list_links(&mut self) -> Result<Vec<Link>, NetlinkError> {
-        let seq = self.next_seq();
-        let msg = Request::new(RTM_GETLINK, NLM_F_DUMP, seq)
-            .header(&ifinfomsg(AF_UNSPEC, 0, 0, 0))
-            .finish();
         let mut out = Vec::new();
-        self.request_collect("list links", msg, seq, RTM_NEWLINK, |p| {
-            out.extend(decode_link(p).map(|l| to_link(&l)));
+        let msg = RouteNetlinkMessage::GetLink(LinkMessage::default());
+        self.request("list links", msg, NLM_F_DUMP, Expect::Replies, |m| {
+            if let RouteNetlinkMessage::NewLink(l) = m {
+                out.push(wire::to_link(&l));
+            }
         })?;
         Ok(out)
     }
 
-    fn get_link(&mut self, op: &'static str, msg: Vec<u8>, seq: u32) -> Result<Link, NetlinkError> {
+    fn get_link(&mut self, op: &'static str, m: LinkMessage) -> Result<Link, NetlinkError> {
         let mut out = None;
-        self.request_collect(op, msg, seq, RTM_NEWLINK, |p| {
-            if let Some(l) = decode_link(p) {
-                out = Some(to_link(&l));
+        let msg = RouteNetlinkMessage::GetLink(m);
+        self.request(op, msg, 0, Expect::Replies, |m| {
+            if let RouteNetlinkMessage::NewLink(l) = m {
+                out = Some(wire::to_link(&l));
             }
         })?;
         out.ok_or(NetlinkError::Malformed { op })
@@ -404,30 +359,23 @@ impl Netlink {
     /// Set a link administratively up or down.
     pub fn set_link_up(&mut self, index: u32, up: bool) -> Result<(), NetlinkError> {
         let op = "set link up/down";
-        let idx = i32::try_from(index).map_err(|_| NetlinkError::Kernel {
-            op,
-            errno: libc::ENODEV,
-        })?;
-        let seq = self.next_seq();
-        let flags = if up { IFF_UP } else { 0 };
-        let msg = Request::new(RTM_NEWLINK, NLM_F_ACK, seq)
-            .header(&ifinfomsg(AF_UNSPEC, idx, flags, IFF_UP))
-            .finish();
-        self.request_ack(op, msg, seq)
+        let mut m = LinkMessage::default();
+        m.header.index = index_of(op, index)?;
+        m.header.flags = if up {
+            LinkFlags::Up
+        } else {
+            LinkFlags::empty()
+        };
+        m.header.change_mask = LinkFlags::Up;
+        self.ack(op, RouteNetlinkMessage::NewLink(m), 0)
     }
 
     pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
         let op = "set mtu";
-        let idx = i32::try_from(index).map_err(|_| NetlinkError::Kernel {
-            op,
-            errno: libc::ENODEV,
-        })?;
-        let seq = self.next_seq();
-        let msg = Request::new(RTM_NEWLINK, NLM_F_ACK, seq)
-            .header(&ifinfomsg(AF_UNSPEC, idx, 0, 0))
-            .attr_u32(IFLA_MTU, mtu)
-            .finish();
-        self.request_ack(op, msg, seq)
+        let mut m = LinkMessage::default();
+        m.header.index = index_of(op, index)?;
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+        self.ack(op, RouteNetlinkMessage::NewLink(m), 0)
     }
 
     // ----- addresses -----
@@ -436,56 +384,22 @@ impl Netlink {
     /// point-to-point interconnection addresses, and duplicate address detection
     /// would hold them unusable ("tentative") for a second or more.
     pub fn add_address(&mut self, a: &Address) -> Result<(), NetlinkError> {
-        self.address_op("add address", RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, a)
+        let msg = RouteNetlinkMessage::NewAddress(address_msg(a));
+        self.ack("add address", msg, NLM_F_CREATE | NLM_F_REPLACE)
     }
 
     pub fn del_address(&mut self, a: &Address) -> Result<(), NetlinkError> {
-        self.address_op("delete address", RTM_DELADDR, 0, a)
-    }
-
-    fn address_op(
-        &mut self,
-        op: &'static str,
-        kind: u16,
-        flags: u16,
-        a: &Address,
-    ) -> Result<(), NetlinkError> {
-        let seq = self.next_seq();
-        let fam = family_of(&a.addr);
-        let bytes = addr_bytes(&a.addr);
-        let nodad = if fam == AF_INET6 { IFA_F_NODAD } else { 0 };
-        let mut req = Request::new(kind, NLM_F_ACK | flags, seq)
-            .header(&ifaddrmsg(
-                fam,
-                a.prefix_len,
-                0,
-                RT_SCOPE_UNIVERSE,
-                a.ifindex,
-            ))
-            .attr(IFA_ADDRESS, &bytes);
-        if fam == AF_INET {
-            req = req.attr(IFA_LOCAL, &bytes);
-        }
-        let msg = req.attr_u32(IFA_FLAGS, nodad).finish();
-        self.request_ack(op, msg, seq)
+        let msg = RouteNetlinkMessage::DelAddress(address_msg(a));
+        self.ack("delete address", msg, 0)
     }
 
     /// List the addresses of one interface (both families).
     pub fn list_addresses(&mut self, ifindex: u32) -> Result<Vec<Address>, NetlinkError> {
-        let seq = self.next_seq();
-        let msg = Request::new(RTM_GETADDR, NLM_F_DUMP, seq)
-            .header(&ifaddrmsg(AF_UNSPEC, 0, 0, 0, 0))
-            .finish();
         let mut out = Vec::new();
-        self.request_collect("list addresses", msg, seq, RTM_NEWADDR, |p| {
-            if let Some((_, prefix_len, idx, addr)) = decode_addr_msg(p) {
-                if idx == ifindex {
-                    out.push(Address {
-                        ifindex: idx,
-                        addr,
-                        prefix_len,
-                    });
-                }
+        let msg = RouteNetlinkMessage::GetAddress(AddressMessage::default());
+        self.request("list addresses", msg, NLM_F_DUMP, Expect::Replies, |m| {
+            if let RouteNetlinkMessage::NewAddress(a) = m {
+                out.extend(wire::to_address(&a).filter(|a| a.ifindex == ifindex));
             }
         })?;
         Ok(out)
@@ -493,65 +407,23 @@ impl Netlink {
 
     // ----- routes -----
 
-    fn route_msg(&mut self, kind: u16, flags: u16, r: &Route) -> (Vec<u8>, u32) {
-        let seq = self.next_seq();
-        let fam = family_of(&r.dst);
-        // On delete the kernel matches scope and type exactly unless they are
-        // "nowhere"/"unspec" (what `ip route del` sends), so wildcard them.
-        let (scope, rtype) = match (kind, r.gateway) {
-            (RTM_NEWROUTE, None) => (RT_SCOPE_LINK, RTN_UNICAST),
-            (RTM_NEWROUTE, Some(_)) => (RT_SCOPE_UNIVERSE, RTN_UNICAST),
-            _ => (RT_SCOPE_NOWHERE, 0),
-        };
-        let hdr = RtMsg {
-            family: fam,
-            dst_len: r.prefix_len,
-            table: u8::try_from(r.table).unwrap_or(RT_TABLE_UNSPEC),
-            protocol: r.protocol,
-            scope,
-            kind: rtype,
-            flags: 0,
-        };
-        let mut req = Request::new(kind, NLM_F_ACK | flags, seq)
-            .header(&hdr.encode())
-            .attr(RTA_DST, &addr_bytes(&r.dst))
-            .attr_u32(RTA_TABLE, r.table);
-        if let Some(gw) = r.gateway {
-            if family_of(&gw) == fam {
-                req = req.attr(RTA_GATEWAY, &addr_bytes(&gw));
-            } else {
-                // IPv4 prefix via an IPv6 next hop (RFC 5549 style): struct rtvia.
-                let mut via = u16::from(family_of(&gw)).to_ne_bytes().to_vec();
-                via.extend_from_slice(&addr_bytes(&gw));
-                req = req.attr(RTA_VIA, &via);
-            }
-        }
-        if let Some(oif) = r.oif {
-            req = req.attr_u32(RTA_OIF, oif);
-        }
-        if let Some(m) = r.metric {
-            req = req.attr_u32(RTA_PRIORITY, m);
-        }
-        (req.finish(), seq)
-    }
-
     /// Add a route; fails with `EEXIST` if an identical one exists.
     pub fn add_route(&mut self, r: &Route) -> Result<(), NetlinkError> {
-        let (msg, seq) = self.route_msg(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, r);
-        self.request_ack("add route", msg, seq)
+        let msg = RouteNetlinkMessage::NewRoute(route_msg(r, true));
+        self.ack("add route", msg, NLM_F_CREATE | NLM_F_EXCL)
     }
 
     /// Add or replace the route for this prefix/table/metric.
     pub fn replace_route(&mut self, r: &Route) -> Result<(), NetlinkError> {
-        let (msg, seq) = self.route_msg(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, r);
-        self.request_ack("replace route", msg, seq)
+        let msg = RouteNetlinkMessage::NewRoute(route_msg(r, true));
+        self.ack("replace route", msg, NLM_F_CREATE | NLM_F_REPLACE)
     }
 
     /// Delete a route. The kernel matches on the protocol too, so a route of
     /// another owner with the same prefix is left alone (`ESRCH`).
     pub fn del_route(&mut self, r: &Route) -> Result<(), NetlinkError> {
-        let (msg, seq) = self.route_msg(RTM_DELROUTE, 0, r);
-        self.request_ack("delete route", msg, seq)
+        let msg = RouteNetlinkMessage::DelRoute(route_msg(r, false));
+        self.ack("delete route", msg, 0)
     }
 
     /// List the routes of `protocol` in `table` for one family (`v6` selects IPv6).
@@ -561,40 +433,23 @@ impl Netlink {
         table: u32,
         protocol: u8,
     ) -> Result<Vec<Route>, NetlinkError> {
-        let seq = self.next_seq();
-        let fam = if v6 { AF_INET6 } else { AF_INET };
-        let hdr = RtMsg {
-            family: fam,
-            dst_len: 0,
-            table: RT_TABLE_UNSPEC,
-            protocol: 0,
-            scope: 0,
-            kind: 0,
-            flags: 0,
+        let family = if v6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
         };
-        let msg = Request::new(RTM_GETROUTE, NLM_F_DUMP, seq)
-            .header(&hdr.encode())
-            .finish();
+        let mut m = RouteMessage::default();
+        m.header.address_family = family;
         let mut out = Vec::new();
-        self.request_collect("list routes", msg, seq, RTM_NEWROUTE, |p| {
-            let Some(r) = decode_route(p) else { return };
-            if r.header.protocol != protocol || r.table != table || r.header.family != fam {
+        let msg = RouteNetlinkMessage::GetRoute(m);
+        self.request("list routes", msg, NLM_F_DUMP, Expect::Replies, |m| {
+            let RouteNetlinkMessage::NewRoute(m) = m else {
                 return;
-            }
-            let unspecified = if v6 {
-                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
-            } else {
-                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
             };
-            out.push(Route {
-                dst: r.dst.unwrap_or(unspecified),
-                prefix_len: r.header.dst_len,
-                gateway: r.gateway,
-                oif: r.oif,
-                table: r.table,
-                metric: r.priority,
-                protocol: r.header.protocol,
-            });
+            let r = wire::to_route(&m);
+            if r.family == family && r.route.protocol == protocol && r.route.table == table {
+                out.push(r.route);
+            }
         })?;
         Ok(out)
     }
@@ -603,29 +458,16 @@ impl Netlink {
     /// (`ip route get dst`).
     pub fn route_get(&mut self, dst: IpAddr) -> Result<RouteLookup, NetlinkError> {
         let op = "route lookup";
-        let seq = self.next_seq();
-        let fam = family_of(&dst);
-        let hdr = RtMsg {
-            family: fam,
-            dst_len: if fam == AF_INET { 32 } else { 128 },
-            table: RT_TABLE_UNSPEC,
-            protocol: 0,
-            scope: 0,
-            kind: 0,
-            flags: RTM_F_LOOKUP_TABLE,
-        };
-        let msg = Request::new(RTM_GETROUTE, 0, seq)
-            .header(&hdr.encode())
-            .attr(RTA_DST, &addr_bytes(&dst))
-            .finish();
+        let mut m = RouteMessage::default();
+        m.header.address_family = wire::family_of(&dst);
+        m.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
+        m.header.flags = RouteFlags::LookupTable;
+        m.attributes.push(RouteAttribute::Destination(dst.into()));
         let mut out = None;
-        self.request_collect(op, msg, seq, RTM_NEWROUTE, |p| {
-            if let Some(r) = decode_route(p) {
-                out = r.oif.map(|oif| RouteLookup {
-                    oif,
-                    gateway: r.gateway,
-                    prefsrc: r.prefsrc,
-                });
+        let msg = RouteNetlinkMessage::GetRoute(m);
+        self.request(op, msg, 0, Expect::Replies, |m| {
+            if let RouteNetlinkMessage::NewRoute(m) = m {
+                out = wire::to_lookup(&m);
             }
         })?;
         out.ok_or(NetlinkError::Malformed { op })
@@ -639,20 +481,11 @@ impl Netlink {
         ifindex: u32,
         addr: IpAddr,
     ) -> Result<Option<Neighbour>, NetlinkError> {
-        let seq = self.next_seq();
-        let msg = Request::new(RTM_GETNEIGH, 0, seq)
-            .header(&ndmsg(family_of(&addr), ifindex, 0, 0))
-            .attr(NDA_DST, &addr_bytes(&addr))
-            .finish();
         let mut out = None;
-        let res = self.request_collect("neighbour lookup", msg, seq, RTM_NEWNEIGH, |p| {
-            if let Some(n) = decode_neigh(p) {
-                out = Some(Neighbour {
-                    ifindex: n.ifindex,
-                    addr: n.dst.unwrap_or(addr),
-                    mac: n.lladdr,
-                    state: n.state,
-                });
+        let msg = RouteNetlinkMessage::GetNeighbour(neighbour_msg(ifindex, addr));
+        let res = self.request("neighbour lookup", msg, 0, Expect::Replies, |m| {
+            if let RouteNetlinkMessage::NewNeighbour(n) = m {
+                out = Some(wire::to_neighbour(&n, addr));
             }
         });
         match res {
@@ -671,11 +504,75 @@ impl Netlink {
     /// this over sending a dummy UDP datagram because it puts nothing on the wire
     /// except the resolution itself and needs no socket or port.
     pub fn neighbour_resolve(&mut self, ifindex: u32, addr: IpAddr) -> Result<(), NetlinkError> {
-        let seq = self.next_seq();
-        let msg = Request::new(RTM_NEWNEIGH, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, seq)
-            .header(&ndmsg(family_of(&addr), ifindex, nud::NONE, NTF_USE))
-            .attr(NDA_DST, &addr_bytes(&addr))
-            .finish();
-        self.request_ack("trigger neighbour resolution", msg, seq)
+        let mut m = neighbour_msg(ifindex, addr);
+        m.header.flags = NeighbourFlags::Use;
+        let msg = RouteNetlinkMessage::NewNeighbour(m);
+        self.ack(
+            "trigger neighbour resolution",
+            msg,
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
     }
+}
+
+fn address_msg(a: &Address) -> AddressMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = wire::family_of(&a.addr);
+    m.header.prefix_len = a.prefix_len;
+    m.header.scope = AddressScope::Universe;
+    m.header.index = a.ifindex;
+    m.attributes.push(AddressAttribute::Address(a.addr));
+    if a.addr.is_ipv4() {
+        m.attributes.push(AddressAttribute::Local(a.addr));
+    }
+    let flags = if a.addr.is_ipv6() {
+        AddressFlags::Nodad
+    } else {
+        AddressFlags::empty()
+    };
+    m.attributes.push(AddressAttribute::Flags(flags));
+    m
+}
+
+/// The message for adding (`new`) or deleting a route.
+fn route_msg(r: &Route, new: bool) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    let h = &mut m.header;
+    h.address_family = wire::family_of(&r.dst);
+    h.destination_prefix_length = r.prefix_len;
+    h.table = u8::try_from(r.table).unwrap_or(RT_TABLE_UNSPEC);
+    h.protocol = RouteProtocol::from(r.protocol);
+    // On delete the kernel matches scope and type exactly unless they are
+    // "nowhere"/"unspec" (what `ip route del` sends), so wildcard them.
+    (h.scope, h.kind) = match (new, r.gateway) {
+        (true, None) => (RouteScope::Link, RouteType::Unicast),
+        (true, Some(_)) => (RouteScope::Universe, RouteType::Unicast),
+        (false, _) => (RouteScope::NoWhere, RouteType::Unspec),
+    };
+    m.attributes.push(RouteAttribute::Destination(r.dst.into()));
+    m.attributes.push(RouteAttribute::Table(r.table));
+    if let Some(gw) = r.gateway {
+        m.attributes.push(if gw.is_ipv4() == r.dst.is_ipv4() {
+            RouteAttribute::Gateway(gw.into())
+        } else {
+            // An IPv4 prefix via an IPv6 next hop (RFC 5549 style): struct rtvia.
+            RouteAttribute::Via(gw.into())
+        });
+    }
+    if let Some(oif) = r.oif {
+        m.attributes.push(RouteAttribute::Oif(oif));
+    }
+    if let Some(metric) = r.metric {
+        m.attributes.push(RouteAttribute::Priority(metric));
+    }
+    m
+}
+
+fn neighbour_msg(ifindex: u32, addr: IpAddr) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = wire::family_of(&addr);
+    m.header.ifindex = ifindex;
+    m.attributes
+        .push(NeighbourAttribute::Destination(addr.into()));
+    m
 }
