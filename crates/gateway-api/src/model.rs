@@ -685,32 +685,70 @@ pub const INTERCO_V6_POOL: Ipv6Net =
 
 /// Allocates the first interconnection subnet of `family` (IPv4 /30 with
 /// .1 ours and .2 the peer's; IPv6 /127 with ::0 ours and ::1 the peer's)
-/// that overlaps none of `taken`.
+/// that overlaps none of `taken`. One sort and one sweep over `taken`
+/// (checking each candidate against every taken subnet made N creates
+/// cost N² steps each).
 pub fn allocate_interco(family: Family, taken: &[Interco]) -> Option<Interco> {
+    // The pool as candidates: `base + i * unit` for i below `count`.
+    let (base, unit, count) = match family {
+        // 2^14 /30s in the /16.
+        Family::V4 => (u128::from(u32::from(INTERCO_V4_POOL.network())), 4, 1 << 14),
+        // Bounded: the first 2^16 /127s are plenty for one host.
+        Family::V6 => (u128::from(INTERCO_V6_POOL.network()), 2, 1 << 16),
+    };
+    let mut used: Vec<(u128, u128)> = taken
+        .iter()
+        .filter(|t| Family::of(&t.local.addr()) == family)
+        .map(|t| span(t.subnet()))
+        .collect();
+    used.sort_unstable();
+    let end = base + unit * count;
+    let mut at = base;
+    for (first, last) in used {
+        if last < at {
+            continue;
+        }
+        if first >= at + unit {
+            break;
+        }
+        // Overlaps the candidate: the next one after this subnet.
+        let past = last.checked_add(1)?;
+        at = base + (past - base).div_ceil(unit) * unit;
+        if at >= end {
+            return None;
+        }
+    }
+    (at < end).then(|| interco_at(family, at))
+}
+
+/// The first and last address of a subnet, as numbers.
+fn span(net: IpNet) -> (u128, u128) {
+    match net {
+        IpNet::V4(n) => (
+            u128::from(u32::from(n.network())),
+            u128::from(u32::from(n.broadcast())),
+        ),
+        IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
+    }
+}
+
+/// The pool's interconnection subnet that starts at `net`.
+fn interco_at(family: Family, net: u128) -> Interco {
     match family {
         Family::V4 => {
-            let base = u32::from(INTERCO_V4_POOL.network());
-            // 2^14 /30s in the /16.
-            (0u32..(1 << 14)).find_map(|i| {
-                let net = base + i * 4;
-                let c = Interco {
-                    local: IpNet::V4(Ipv4Net::new(Ipv4Addr::from(net + 1), 30).ok()?),
-                    peer: IpNet::V4(Ipv4Net::new(Ipv4Addr::from(net + 2), 30).ok()?),
-                };
-                (!taken.iter().any(|t| t.overlaps(&c))).then_some(c)
-            })
+            let n = u32::try_from(net).unwrap_or(u32::MAX);
+            let v4 = |a: u32| IpNet::V4(Ipv4Net::new(Ipv4Addr::from(a), 30).unwrap_or_default());
+            Interco {
+                local: v4(n + 1),
+                peer: v4(n + 2),
+            }
         }
         Family::V6 => {
-            let base = u128::from(INTERCO_V6_POOL.network());
-            // Bounded: the first 2^16 /127s are plenty for one host.
-            (0u128..(1 << 16)).find_map(|i| {
-                let net = base + i * 2;
-                let c = Interco {
-                    local: IpNet::V6(Ipv6Net::new(Ipv6Addr::from(net), 127).ok()?),
-                    peer: IpNet::V6(Ipv6Net::new(Ipv6Addr::from(net + 1), 127).ok()?),
-                };
-                (!taken.iter().any(|t| t.overlaps(&c))).then_some(c)
-            })
+            let v6 = |a: u128| IpNet::V6(Ipv6Net::new(Ipv6Addr::from(a), 127).unwrap_or_default());
+            Interco {
+                local: v6(net),
+                peer: v6(net + 1),
+            }
         }
     }
 }
@@ -986,5 +1024,79 @@ mod tests {
             assert!(!t6.iter().any(|t: &Interco| t.overlaps(&c)));
             t6.push(c);
         }
+    }
+
+    /// The sweep picks what checking each candidate against every taken
+    /// subnet picks, over random mixes of allocated, caller-given (any
+    /// size, inside the pool or not) and other-family subnets, and an
+    /// exhausted pool gives none.
+    #[test]
+    fn interco_allocation_is_the_first_free_subnet() {
+        fn naive(family: Family, taken: &[Interco]) -> Option<Interco> {
+            let (base, unit, count) = match family {
+                Family::V4 => (
+                    u128::from(u32::from(INTERCO_V4_POOL.network())),
+                    4,
+                    1u128 << 14,
+                ),
+                Family::V6 => (u128::from(INTERCO_V6_POOL.network()), 2, 1 << 16),
+            };
+            (0..count)
+                .map(|i| interco_at(family, base + i * unit))
+                .find(|c| !taken.iter().any(|t| t.overlaps(c)))
+        }
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..300 {
+            let mut taken = Vec::new();
+            for _ in 0..(next() % 40) {
+                let r = next();
+                let c = match r % 4 {
+                    0 => allocate_interco(Family::V4, &taken),
+                    1 => allocate_interco(Family::V6, &taken),
+                    2 => {
+                        // A caller-given IPv4 subnet near the pool's start,
+                        // /26 to /31, sometimes just outside the pool.
+                        let len = 26 + (next() % 6) as u8;
+                        let a = u32::from(Ipv4Addr::new(169, 254, 0, 0))
+                            .wrapping_add((next() % 300) as u32)
+                            .wrapping_sub(if r % 8 == 2 { 256 } else { 0 });
+                        let n = Ipv4Net::new(Ipv4Addr::from(a), len).unwrap().trunc();
+                        let hosts: Vec<Ipv4Addr> = n.hosts().take(2).collect();
+                        (hosts.len() == 2).then(|| Interco {
+                            local: IpNet::V4(Ipv4Net::new(hosts[0], len).unwrap()),
+                            peer: IpNet::V4(Ipv4Net::new(hosts[1], len).unwrap()),
+                        })
+                    }
+                    _ => {
+                        let len = 120 + (next() % 8) as u8;
+                        let a = u128::from(INTERCO_V6_POOL.network()) + u128::from(next() % 500);
+                        let n = Ipv6Net::new(Ipv6Addr::from(a), len).unwrap().trunc();
+                        let first = u128::from(n.network());
+                        Some(Interco {
+                            local: IpNet::V6(Ipv6Net::new(Ipv6Addr::from(first), len).unwrap()),
+                            peer: IpNet::V6(Ipv6Net::new(Ipv6Addr::from(first + 1), len).unwrap()),
+                        })
+                    }
+                };
+                taken.extend(c);
+            }
+            for family in [Family::V4, Family::V6] {
+                assert_eq!(
+                    allocate_interco(family, &taken),
+                    naive(family, &taken),
+                    "round {round}, {family:?}, taken {taken:?}"
+                );
+            }
+        }
+        // The whole IPv4 pool given away as one subnet: nothing left.
+        let all = parse_interco("b", "169.254.0.1/16", "169.254.0.2/16", Family::V4).unwrap();
+        assert_eq!(allocate_interco(Family::V4, &[all]), None);
+        assert!(allocate_interco(Family::V6, &[all]).is_some());
     }
 }

@@ -20,6 +20,7 @@
 //! interconnection subnets never overlap). Async callers use the `*_async`
 //! helpers, which run the closure on tokio's blocking pool.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
@@ -37,6 +38,18 @@ use crate::model::{
 use crate::secrets::{MasterKey, Psk, Sealed, SecretError};
 
 pub const DB_FILE: &str = "gateway.db";
+
+/// A VPN gateway with its public addresses and private network resolved
+/// through `config`.
+fn vpn_gateway_spec(config: &Config, gateway: VpnGateway) -> VpnGatewaySpec {
+    let (public_ipv4, public_ipv6) = crate::ops::vpn_gateway_addresses(config, &gateway);
+    VpnGatewaySpec {
+        public_ipv4,
+        public_ipv6,
+        private_network: config.private_network(&gateway.private_network_id).cloned(),
+        gateway,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -410,22 +423,27 @@ impl Store {
             let gateways = tx.vpn_gateways()?;
             let customers = tx.customer_gateways()?;
             let policies = tx.routing_policies()?;
+            // By id: every connection looks its three kinds up (a scan of
+            // each list per connection made a pass quadratic).
+            let gateway_by_id: HashMap<&str, &VpnGateway> =
+                gateways.iter().map(|g| (g.id.as_str(), g)).collect();
+            let customer_by_id: HashMap<&str, &CustomerGateway> =
+                customers.iter().map(|g| (g.id.as_str(), g)).collect();
+            let policy_by_id: HashMap<&str, &RoutingPolicy> =
+                policies.iter().map(|p| (p.id.as_str(), p)).collect();
             let mut connections = Vec::new();
             for row in tx.connections()? {
-                let find_pol = |id: Option<&str>| {
-                    id.and_then(|id| policies.iter().find(|p| p.id == id).cloned())
-                };
-                let Some(vpn_gateway) = gateways
-                    .iter()
-                    .find(|g| g.id == row.conn.vpn_gateway_id)
-                    .cloned()
+                let find_pol =
+                    |id: Option<&str>| id.and_then(|id| policy_by_id.get(id).map(|p| (*p).clone()));
+                let Some(vpn_gateway) = gateway_by_id
+                    .get(row.conn.vpn_gateway_id.as_str())
+                    .map(|g| (*g).clone())
                 else {
                     continue;
                 };
-                let Some(customer_gateway) = customers
-                    .iter()
-                    .find(|g| g.id == row.conn.customer_gateway_id)
-                    .cloned()
+                let Some(customer_gateway) = customer_by_id
+                    .get(row.conn.customer_gateway_id.as_str())
+                    .map(|g| (*g).clone())
                 else {
                     continue;
                 };
@@ -475,25 +493,27 @@ impl Store {
                     customer_gateway,
                 });
             }
+            drop((gateway_by_id, customer_by_id, policy_by_id));
             let vpn_gateways = gateways
                 .into_iter()
-                .map(|gateway| {
-                    let (public_ipv4, public_ipv6) =
-                        crate::ops::vpn_gateway_addresses(config, &gateway);
-                    VpnGatewaySpec {
-                        public_ipv4,
-                        public_ipv6,
-                        private_network: config
-                            .private_network(&gateway.private_network_id)
-                            .cloned(),
-                        gateway,
-                    }
-                })
+                .map(|g| vpn_gateway_spec(config, g))
                 .collect();
             Ok(DesiredState {
                 vpn_gateways,
                 connections,
             })
+        })
+    }
+
+    /// The VPN gateways part of [`Store::desired_state`] alone, without
+    /// reading a connection (the gateways' statuses need no more).
+    pub fn vpn_gateway_specs(&self, config: &Config) -> Result<Vec<VpnGatewaySpec>, StoreError> {
+        self.read(|tx| {
+            Ok(tx
+                .vpn_gateways()?
+                .into_iter()
+                .map(|g| vpn_gateway_spec(config, g))
+                .collect())
         })
     }
 
@@ -851,6 +871,39 @@ impl Tx<'_> {
         for row in rows {
             let (id, body, interco) = row?;
             out.push(Self::connection_from(id, body, interco)?);
+        }
+        Ok(out)
+    }
+
+    /// How many connections a VPN gateway has (the quota check), counted
+    /// on the index without reading a connection.
+    pub fn connection_count_on(&self, vpn_gateway_id: &str) -> Result<usize, StoreError> {
+        let n: i64 = self.tx.query_row(
+            "SELECT COUNT(*) FROM connections WHERE vpn_gateway_id = ?1",
+            [vpn_gateway_id],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    /// The interconnection subnets of every connection but `except` (for
+    /// allocating one), read without the connections' bodies.
+    pub fn intercos(&self, except: Option<&str>) -> Result<Vec<Interco>, StoreError> {
+        let mut stmt = self.tx.prepare("SELECT id, interco FROM connections")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, interco) = row?;
+            if Some(id.as_str()) == except {
+                continue;
+            }
+            let set: IntercoSet =
+                serde_json::from_str(&interco).map_err(|source| StoreError::Corrupt {
+                    table: "connections",
+                    id,
+                    source,
+                })?;
+            out.extend([set.v4, set.v6].into_iter().flatten());
         }
         Ok(out)
     }

@@ -43,16 +43,6 @@ pub(super) fn initiation_policy(field: &str, s: &str) -> Result<InitiationPolicy
     Ok(p)
 }
 
-/// All interconnection subnets in use, except those of `except`.
-pub(super) fn taken_intercos(conns: &[ConnectionRow], except: Option<&str>) -> Vec<Interco> {
-    conns
-        .iter()
-        .filter(|c| Some(c.conn.id.as_str()) != except)
-        .flat_map(|c| [c.interco.v4, c.interco.v6])
-        .flatten()
-        .collect()
-}
-
 /// Checks a routing policy for the session of `family`.
 pub(super) fn policy_for(
     tx: &Tx<'_>,
@@ -213,11 +203,7 @@ pub fn create_connection(
             ),
         ));
     }
-    let conns = tx.connections()?;
-    let on_gateway = conns
-        .iter()
-        .filter(|c| c.conn.vpn_gateway_id == vgw.id)
-        .count();
+    let on_gateway = tx.connection_count_on(&vgw.id)?;
     let allowed = config
         .gateway_type(&vgw.gateway_type)
         .map(|t| t.allowed_connections)
@@ -235,7 +221,7 @@ pub fn create_connection(
             "at least one routing policy is required: set bgp_config_ipv4 and/or bgp_config_ipv6",
         ));
     }
-    let mut taken = taken_intercos(&conns, None);
+    let mut taken = tx.intercos(None)?;
     let mut interco = IntercoSet::default();
     let mut sessions = [None, None];
     for (i, (field, fam, cfg)) in [
@@ -623,8 +609,7 @@ pub fn set_routing_policy(
     let ic = match row.interco.get(fam) {
         Some(ic) => ic,
         None => {
-            let conns = tx.connections()?;
-            let mut taken = taken_intercos(&conns, Some(id));
+            let mut taken = tx.intercos(Some(id))?;
             taken.extend([row.interco.v4, row.interco.v6].into_iter().flatten());
             let ic = allocate_interco(fam, &taken).ok_or_else(|| {
                 ApiError::constraint(field, "no free interconnection subnet left")

@@ -22,7 +22,7 @@ use crate::model::{
     allocate_interco, parse_interco, validate_ciphers, validate_customer_asn, validate_name,
     validate_prefixes, validate_public_ip, validate_tags, BgpSession, BgpSessionStatus,
     CipherRequest, CipherUse, Connection, ConnectionStatus, CustomerGateway, Family, GatewayType,
-    InitiationPolicy, Interco, RoutingPolicy, TunnelStatus, VpnGateway, VpnGatewayPublicConfig,
+    InitiationPolicy, RoutingPolicy, TunnelStatus, VpnGateway, VpnGatewayPublicConfig,
     VpnGatewayStatus,
 };
 use crate::secrets::Psk;
