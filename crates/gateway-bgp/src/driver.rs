@@ -157,6 +157,7 @@ enum Command {
         oneshot::Sender<Result<(), DriverError>>,
     ),
     SetPropagation(SessionId, bool, oneshot::Sender<Result<(), DriverError>>),
+    SetReachable(SessionId, bool),
     SetExported(
         SessionId,
         Vec<IpNet>,
@@ -303,6 +304,16 @@ impl BgpHandle {
     ) -> Result<(), DriverError> {
         self.call(|r| Command::SetPropagation(id, enabled, r))
             .await?
+    }
+
+    /// Tells a session whether its peer can be reached (see
+    /// [`Input::Reachable`](crate::neighbor::Input::Reachable)), without
+    /// waiting: false if the command queue is full (the caller tries again
+    /// later; an untold session keeps connecting as before).
+    pub fn try_set_reachable(&self, id: SessionId, reachable: bool) -> bool {
+        self.tx
+            .try_send(Command::SetReachable(id, reachable))
+            .is_ok()
     }
 
     pub async fn set_exported_prefixes(
@@ -646,6 +657,12 @@ impl Main {
             Command::SetPropagation(id, on, reply) => {
                 let r = self.speaker.set_route_propagation(id, on, actions);
                 let _ = reply.send(r.map_err(DriverError::from));
+            }
+            Command::SetReachable(id, r) => {
+                // An unknown session (removed meanwhile) has nothing to do.
+                let _ = self
+                    .speaker
+                    .handle(id, crate::neighbor::Input::Reachable(r), now, actions);
             }
             Command::SetExported(id, e, reply) => {
                 let r = self.speaker.set_exported_prefixes(id, e, actions);

@@ -296,6 +296,80 @@ fn connect_failure_then_retry() {
     assert_eq!(h.state(1), State::Connect);
 }
 
+/// A session whose peer cannot be reached (its tunnel is down) stops
+/// connecting after the attempt under way and arms nothing more; it
+/// connects at once when the peer is reachable again, and still accepts
+/// the peer's connection meanwhile.
+#[test]
+fn an_unreachable_peer_is_not_dialled_until_it_is_reachable() {
+    let mut h = Harness::new();
+    let a = h.add(
+        1,
+        config("169.254.0.1", "169.254.0.2"),
+        SessionPolicy::default(),
+    );
+    let retry = deadline(&a, Timer::ConnectRetry).unwrap();
+    assert!(h.input(1, Input::Reachable(false)).is_empty());
+    h.input(1, Input::TcpConnectFailed);
+    assert_eq!(h.state(1), State::Active);
+    h.now = retry;
+    let a = h.input(1, Input::TimerExpired(Timer::ConnectRetry));
+    assert!(
+        a.is_empty(),
+        "no connect and no timer while unreachable: {a:?}"
+    );
+    assert_eq!(h.state(1), State::Active);
+    // Reachable again: a connect at once, with its retry timer.
+    let a = h.input(1, Input::Reachable(true));
+    assert!(a.iter().any(|x| matches!(x, Action::Connect { .. })));
+    assert_eq!(
+        deadline(&a, Timer::ConnectRetry),
+        Some(h.now + Duration::from_secs(5))
+    );
+    assert_eq!(h.state(1), State::Connect);
+    // Told twice: nothing more.
+    assert!(h.input(1, Input::Reachable(true)).is_empty());
+    // Unreachable while waiting: the peer may still connect to us.
+    h.input(1, Input::Reachable(false));
+    h.input(1, Input::TcpConnectFailed);
+    let a = h.input(
+        1,
+        Input::TcpConnected {
+            conn: 4,
+            direction: Direction::Incoming,
+        },
+    );
+    assert!(matches!(sent(&a, 4)[..], [Message::Open(_)]));
+    assert_eq!(h.state(1), State::OpenSent);
+}
+
+/// A session added while its peer is unreachable dials nothing after an
+/// error sends it back to Idle.
+#[test]
+fn an_unreachable_peer_is_not_dialled_after_an_error() {
+    let mut h = Harness::new();
+    h.add(
+        1,
+        config("169.254.0.1", "169.254.0.2"),
+        SessionPolicy::default(),
+    );
+    h.input(1, Input::Reachable(false));
+    h.input(
+        1,
+        Input::TcpConnected {
+            conn: 1,
+            direction: Direction::Outgoing,
+        },
+    );
+    let a = h.recv(1, 1, &peer_open(65002, 90, AfiSafi::Ipv4Unicast));
+    assert_eq!(h.state(1), State::Idle);
+    let retry = deadline(&a, Timer::ConnectRetry).expect("restart armed");
+    h.now = retry;
+    let a = h.input(1, Input::TimerExpired(Timer::ConnectRetry));
+    assert!(!a.iter().any(|x| matches!(x, Action::Connect { .. })));
+    assert_eq!(h.state(1), State::Active);
+}
+
 #[test]
 fn open_errors_send_the_right_notification() {
     for (open, code, subcode) in [

@@ -11,9 +11,9 @@ impl Session {
         self.sync_adj_rib_out(out);
     }
 
-    /// Leaves Idle: active open unless passive.
+    /// Leaves Idle: active open unless passive or the peer is unreachable.
     pub(super) fn start(&mut self, now: Instant, out: &mut Out) {
-        if self.config.passive {
+        if self.config.passive || !self.reachable {
             self.state = State::Active;
         } else {
             out.push(Action::Connect {
@@ -24,6 +24,25 @@ impl Session {
             });
             self.state = State::Connect;
             self.arm(Timer::ConnectRetry, now + self.config.connect_retry, out);
+        }
+    }
+
+    /// [`Input::Reachable`]: a session waiting in Active for its peer to
+    /// become reachable connects at once (as its connect-retry timer
+    /// would); one that can no longer reach it stops trying after the
+    /// attempt under way.
+    pub(super) fn set_reachable(&mut self, reachable: bool, now: Instant, out: &mut Out) {
+        if self.reachable == reachable {
+            return;
+        }
+        self.reachable = reachable;
+        if reachable
+            && self.admin_up
+            && !self.config.passive
+            && self.state == State::Active
+            && self.primary.is_none()
+        {
+            self.start(now, out);
         }
     }
 

@@ -118,6 +118,11 @@ pub enum Input<'a> {
     SendQueueFull {
         conn: ConnId,
     },
+    /// Whether the peer can be reached at all (the tunnel that carries the
+    /// session is up). While it cannot, the session opens no connection of
+    /// its own and arms no connect-retry timer (it still accepts the
+    /// peer's); once it can, it connects at once.
+    Reachable(bool),
 }
 
 /// RFC 4271 §8.1 events, as far as this implementation distinguishes them.
@@ -348,6 +353,8 @@ pub struct Session {
     /// A ROUTE-REFRESH arrived inside the interval and waits for
     /// [`Timer::RouteRefresh`].
     refresh_pending: bool,
+    /// See [`Input::Reachable`]; true until told otherwise.
+    reachable: bool,
 }
 
 impl Session {
@@ -374,6 +381,7 @@ impl Session {
             received_notification: None,
             refresh_pending: false,
             restarting: config_restarting,
+            reachable: true,
         }
     }
 
@@ -439,6 +447,7 @@ impl Session {
         match input {
             Input::ManualStart => self.fsm_event(Event::ManualStart, now, out),
             Input::ManualStop => self.fsm_event(Event::ManualStop, now, out),
+            Input::Reachable(r) => self.set_reachable(r, now, out),
             Input::TcpConnected { conn, direction } => {
                 self.fsm_event(Event::TcpConnectionConfirmed(conn, direction), now, out)
             }
@@ -557,7 +566,7 @@ impl Session {
                 }
             }
             (Connect | Active, Event::ConnectRetryTimerExpires) => {
-                if self.config.passive {
+                if self.config.passive || !self.reachable {
                     self.state = Active;
                 } else {
                     out.push(Action::Connect {
