@@ -1,7 +1,10 @@
 //! The reconciler: desired state (the store) → running state (maps,
-//! tunnels, BGP sessions, routes) → statuses written back to the store. It
-//! runs on every store change and on a periodic resync, so state is
-//! recovered from the store after a restart without operator action.
+//! tunnels, BGP sessions, routes) → statuses written back to the store. A
+//! full pass runs on every store change, configuration reload and change
+//! of the WAN interface's addresses, so state is recovered from the store
+//! after a restart without operator action; the periodic resync runs a full
+//! pass only when the last one left something to retry, and otherwise only
+//! the runtime's timed part (stale routes, initiations due, statuses).
 //!
 //! Two layers: the VPN gateway lifecycle here (provisioning → active when
 //! its public addresses are present on the WAN interface, failed when one is
@@ -33,8 +36,9 @@ use crate::dataplane::xdp::{XdpDataplane, XdpError};
 use crate::metrics::SharedSnapshot;
 use runtime::Runtime;
 
-/// How often the agent reconciles even without a store change (addresses
-/// appearing on the WAN interface are not store changes).
+/// How often the agent wakes without a store change: to look at the WAN
+/// interface's addresses (not store changes), retry what failed and run
+/// the timed part of the runtime.
 const RESYNC: Duration = Duration::from_secs(5);
 /// Events from the IKE driver waiting for the agent. Bounded: when it is
 /// full the driver keeps CHILD SA installs and removals and IKE SA state
@@ -149,66 +153,44 @@ impl Agent {
             }
         });
         let mut bound: Vec<IpAddr> = Vec::new();
+        // What the last full pass was computed from, and whether it left
+        // nothing to retry: while both hold, a resync only runs the
+        // runtime's timed part instead of reading the whole store again.
+        let mut last: Option<PassInputs> = None;
+        let mut settled = false;
         loop {
-            let me = self.clone();
             let config = self.config.get();
-            let pass = Arc::clone(&config);
-            let state = tokio::task::spawn_blocking(move || {
-                me.reconcile(&pass)?;
-                Ok::<_, AgentError>(me.store.desired_state(&pass)?)
-            })
-            .await;
-            match state {
-                Ok(Ok(state)) => {
-                    let plan = plan::plan(&state, &config);
-                    let addrs = Runtime::local_addresses(&plan);
-                    if let (Some(_), false) = (&ike_rx, addrs.is_empty()) {
-                        match UdpDriver::bind_with_esp_sink(
-                            &addrs,
-                            IKE_PORT,
-                            NAT_T_PORT,
-                            Some(esp_tx.clone()),
-                        )
-                        .await
-                        {
-                            Ok(mut driver) => {
-                                // New inbound SPIs avoid every SPI in the
-                                // data plane (also old SAs in their grace).
-                                let table = Arc::clone(datapath.dataplane.table());
-                                driver.manager_mut().set_spi_in_use(Arc::new(move |spi| {
-                                    table.inbound(spi).is_some()
-                                }));
-                                // The peer learns of a CHILD SA only once it
-                                // is in the data plane (acknowledged in
-                                // `Runtime::on_ike`).
-                                driver.hold_sends_until_applied(APPLY_WAIT);
-                                tracing::info!(addresses = ?addrs, "IKE listening on UDP 500 and 4500");
-                                if let Some(rx) = ike_rx.take() {
-                                    tokio::spawn(driver.run(rx, ike_events_tx.clone()));
-                                }
-                                bound = addrs.clone();
-                            }
-                            Err(e) => {
-                                tracing::warn!(addresses = ?addrs, error = %e, "IKE cannot bind; will retry")
-                            }
-                        }
-                    }
-                    if let Some(missing) = addrs.iter().find(|a| !bound.contains(a)) {
-                        if ike_rx.is_none() {
-                            tracing::warn!(address = %missing, "IKE is not listening on a new public address: restart the daemon");
-                        }
-                    }
-                    if ike_rx.is_none() {
-                        if let Err(e) = rt.apply(&plan).await {
-                            tracing::error!(error = %e, "applying the plan failed");
-                        }
-                        // SA and prefix counts for /metrics (the IKE
-                        // driver runs: it answers).
-                        rt.refresh_counts().await;
-                    }
+            // Read before the store is: a write during the pass wakes the
+            // next one.
+            let generation = *changes.borrow_and_update();
+            let wan_name = config.interfaces.wan.clone();
+            let wan = tokio::task::spawn_blocking(move || wan_addresses(&wan_name))
+                .await
+                .ok()
+                .and_then(Result::ok);
+            let inputs = wan.map(|wan| PassInputs {
+                generation,
+                config: Arc::clone(&config),
+                wan,
+            });
+            if settled && last.is_some() && last == inputs {
+                if let Err(e) = rt.tick().await {
+                    tracing::error!(error = %e, "the periodic pass failed");
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "reconcile failed; will retry"),
-                Err(e) => tracing::error!(error = %e, "reconcile task panicked"),
+                rt.refresh_counts().await;
+            } else {
+                settled = self
+                    .full_pass(
+                        &config,
+                        &mut rt,
+                        &mut ike_rx,
+                        &mut bound,
+                        &ike_events_tx,
+                        &esp_tx,
+                        &datapath,
+                    )
+                    .await;
+                last = inputs;
             }
             // Protocol events are handled as they come; a store change, the
             // resync tick or shutdown ends the wait.
@@ -238,12 +220,95 @@ impl Agent {
         rt.shutdown(drain).await;
     }
 
+    /// A pass over the whole desired state: VPN gateway statuses, the IKE
+    /// driver started once the public addresses are known, the plan
+    /// applied. True if it left nothing to retry.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the run loop's state the pass reads and updates, passed by reference"
+    )]
+    async fn full_pass(
+        &self,
+        config: &Arc<Config>,
+        rt: &mut Runtime,
+        ike_rx: &mut Option<mpsc::Receiver<gateway_ike::driver::Command>>,
+        bound: &mut Vec<IpAddr>,
+        ike_events_tx: &mpsc::Sender<gateway_ike::Action>,
+        esp_tx: &mpsc::Sender<EspDatagram>,
+        datapath: &DataPathHandle,
+    ) -> bool {
+        let me = self.clone();
+        let pass = Arc::clone(config);
+        let state = tokio::task::spawn_blocking(move || {
+            me.reconcile(&pass)?;
+            Ok::<_, AgentError>(me.store.desired_state(&pass)?)
+        })
+        .await;
+        let state = match state {
+            Ok(Ok(state)) => state,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "reconcile failed; will retry");
+                return false;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reconcile task panicked");
+                return false;
+            }
+        };
+        let plan = plan::plan(&state, config);
+        let addrs = Runtime::local_addresses(&plan);
+        if let (Some(_), false) = (&*ike_rx, addrs.is_empty()) {
+            match UdpDriver::bind_with_esp_sink(&addrs, IKE_PORT, NAT_T_PORT, Some(esp_tx.clone()))
+                .await
+            {
+                Ok(mut driver) => {
+                    // New inbound SPIs avoid every SPI in the data plane
+                    // (also old SAs in their grace).
+                    let table = Arc::clone(datapath.dataplane.table());
+                    driver
+                        .manager_mut()
+                        .set_spi_in_use(Arc::new(move |spi| table.inbound(spi).is_some()));
+                    // The peer learns of a CHILD SA only once it is in the
+                    // data plane (acknowledged in `Runtime::on_ike`).
+                    driver.hold_sends_until_applied(APPLY_WAIT);
+                    tracing::info!(addresses = ?addrs, "IKE listening on UDP 500 and 4500");
+                    if let Some(rx) = ike_rx.take() {
+                        tokio::spawn(driver.run(rx, ike_events_tx.clone()));
+                    }
+                    bound.clone_from(&addrs);
+                }
+                Err(e) => {
+                    tracing::warn!(addresses = ?addrs, error = %e, "IKE cannot bind; will retry")
+                }
+            }
+        }
+        if let Some(missing) = addrs.iter().find(|a| !bound.contains(a)) {
+            if ike_rx.is_none() {
+                tracing::warn!(address = %missing, "IKE is not listening on a new public address: restart the daemon");
+            }
+        }
+        if ike_rx.is_some() {
+            // Nothing runs before the IKE driver does.
+            return false;
+        }
+        let applied = match rt.apply(&plan).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "applying the plan failed");
+                false
+            }
+        };
+        // SA and prefix counts for /metrics (the IKE driver runs: it answers).
+        rt.refresh_counts().await;
+        applied && rt.settled()
+    }
+
     /// One pass over the desired state.
     pub fn reconcile(&self, config: &Config) -> Result<(), AgentError> {
-        let state = self.store.desired_state(config)?;
+        let gateways = self.store.vpn_gateway_specs(config)?;
         let present = wan_addresses(&config.interfaces.wan)?;
         let mut local = BTreeSet::new();
-        for spec in &state.vpn_gateways {
+        for spec in &gateways {
             let g = &spec.gateway;
             let wanted: Vec<IpAddr> = spec
                 .public_ipv4
@@ -296,6 +361,25 @@ impl Agent {
             xdp.set_local_addrs(&local)?;
         }
         Ok(())
+    }
+}
+
+/// What a full pass is computed from besides the runtime's own state.
+struct PassInputs {
+    /// The store's generation (bumped by every API write).
+    generation: u64,
+    /// The configuration (a reload replaces it).
+    config: Arc<Config>,
+    /// The addresses on the WAN interface (a VPN gateway is active once its
+    /// public addresses are there).
+    wan: BTreeSet<IpAddr>,
+}
+
+impl PartialEq for PassInputs {
+    fn eq(&self, other: &Self) -> bool {
+        self.generation == other.generation
+            && Arc::ptr_eq(&self.config, &other.config)
+            && self.wan == other.wan
     }
 }
 

@@ -286,6 +286,8 @@ pub struct SaBook {
     /// Outbound SPIs out of reserved numbers with no entry to vouch for
     /// them: since when, and whether that was logged.
     pub starved: BTreeMap<u32, (std::time::Instant, bool)>,
+    /// When the tunnels were last looked at for starved SAs.
+    pub starved_scan: Option<std::time::Instant>,
 }
 
 impl SaBook {
@@ -300,6 +302,7 @@ impl SaBook {
             edges: BTreeMap::new(),
             urgent: false,
             starved: BTreeMap::new(),
+            starved_scan: None,
         }
     }
 

@@ -44,7 +44,7 @@ use ipnet::IpNet;
 use tokio::sync::mpsc;
 
 use super::ids::IdPool;
-use super::plan::{Plan, SessionPlan, TunnelName, TunnelPlan};
+use super::plan::{tunnel_name, Plan, SessionPlan, TunnelName, TunnelPlan};
 use super::sa_state::{self, SaBook};
 use crate::daemon::DataPathHandle;
 use crate::dataplane::backend::GatewayDataPlane;
@@ -214,6 +214,9 @@ struct RunningSession {
     /// While the session's own tunnel is down: the tunnel the host route to
     /// the BGP peer's interconnection address goes through instead.
     detour: Option<TunnelId>,
+    /// What the BGP driver was last told of the peer's reachability (a
+    /// usable tunnel of the connection); `None`: nothing yet.
+    told_reachable: Option<bool>,
 }
 
 /// The running state of every connection of this host.
@@ -236,6 +239,9 @@ pub struct Runtime {
     tunnels_created: u64,
     /// The last `apply` left every planned tunnel and session running.
     converged: bool,
+    /// A change of the last plan failed and is tried again by the next
+    /// full pass (a tunnel's interconnection addresses).
+    retry: bool,
     /// IKE SAs never established, by reason (`/metrics`).
     negotiation_failures: BTreeMap<&'static str, u64>,
     /// Rekeys seen since the daemon started: IKE SAs, CHILD SAs (`/metrics`).
@@ -285,6 +291,9 @@ struct StaleRoutes {
 /// How long an outbound SA may stay without sequence numbers and without
 /// an SA-state entry before the agent logs it.
 const STARVED_WARN_AFTER: Duration = Duration::from_secs(5);
+/// How often the tunnels are looked at for starved outbound SAs (the SA
+/// state tick is much shorter).
+const STARVED_SCAN_EVERY: Duration = Duration::from_secs(1);
 /// How long stale routes wait for their session to come back (our restart
 /// time, as announced).
 const STALE_UNTIL_UP: Duration = Duration::from_secs(GRACEFUL_RESTART_TIME as u64);
@@ -316,6 +325,7 @@ impl Runtime {
             ids: IdPool::new(gateway_common::TUNNELS_MAX_ENTRIES),
             tunnels_created: 0,
             converged: false,
+            retry: false,
             negotiation_failures: BTreeMap::new(),
             rekeys: (0, 0),
             census: None,
@@ -337,6 +347,7 @@ impl Runtime {
     /// planned (or planned differently), then adds what is missing, then
     /// updates BGP policy and propagation in place (no session drop).
     pub async fn apply(&mut self, plan: &Plan) -> Result<(), RuntimeError> {
+        self.retry = false;
         if self.resume.is_none() {
             self.resume = Some(plan.resume.clone());
             self.restarted = plan.resume.clone();
@@ -389,6 +400,7 @@ impl Runtime {
                         update_addresses(&running.plan.tun, &running.plan.interco, &t.interco)
                     {
                         tracing::warn!(tunnel = %name, error = %e, "cannot update interconnection addresses");
+                        self.retry = true;
                     } else {
                         running.plan.interco = t.interco.clone();
                     }
@@ -426,6 +438,46 @@ impl Runtime {
                 Some(_) => {}
             }
         }
+        // Our own addresses never go to the workers' neighbour cache.
+        let mut local: Vec<IpAddr> = self
+            .tunnels
+            .values()
+            .flat_map(|t| {
+                t.plan
+                    .interco
+                    .iter()
+                    .map(|n| n.addr())
+                    .chain([t.plan.local])
+            })
+            .collect();
+        local.sort();
+        local.dedup();
+        self.datapath.set_local_addresses(local);
+        // Before the rebalance (in `tick`): the detours it puts back are
+        // not in `routes`, and must not be taken for leftovers.
+        self.prune_kept_routes();
+        self.converged = plan.tunnels.keys().all(|n| self.tunnels.contains_key(n))
+            && plan.sessions.keys().all(|n| self.sessions.contains_key(n));
+        self.restarted.clear();
+        if !self.orphans_checked {
+            self.orphans_checked = true;
+            delete_orphan_tuns(plan);
+        }
+        self.tick().await
+    }
+
+    /// Whether the last plan is applied whole: every planned tunnel and
+    /// BGP session runs (`/readyz`) and no change is left to retry. A pass
+    /// that leaves something out is repeated whole at the next resync.
+    pub fn settled(&self) -> bool {
+        self.converged && !self.retry
+    }
+
+    /// The time-driven part of a pass, which needs no new plan: stale
+    /// routes past their deadline, initiations due again, the routes'
+    /// placement and the statuses. The periodic resync runs only this when
+    /// neither the store, the configuration nor the WAN addresses changed.
+    pub async fn tick(&mut self) -> Result<(), RuntimeError> {
         let now = Instant::now();
         let expired: Vec<SessionId> = self
             .stale
@@ -453,32 +505,7 @@ impl Runtime {
                 .await
                 .map_err(|_| RuntimeError::DriverStopped("IKE"))?;
         }
-        // Our own addresses never go to the workers' neighbour cache.
-        let mut local: Vec<IpAddr> = self
-            .tunnels
-            .values()
-            .flat_map(|t| {
-                t.plan
-                    .interco
-                    .iter()
-                    .map(|n| n.addr())
-                    .chain([t.plan.local])
-            })
-            .collect();
-        local.sort();
-        local.dedup();
-        self.datapath.set_local_addresses(local);
-        // Before the rebalance: the detours it puts back are not in
-        // `routes`, and must not be taken for leftovers.
-        self.prune_kept_routes();
         self.rebalance(true);
-        self.converged = plan.tunnels.keys().all(|n| self.tunnels.contains_key(n))
-            && plan.sessions.keys().all(|n| self.sessions.contains_key(n));
-        self.restarted.clear();
-        if !self.orphans_checked {
-            self.orphans_checked = true;
-            delete_orphan_tuns(plan);
-        }
         self.report_statuses();
         Ok(())
     }

@@ -87,8 +87,40 @@ impl Runtime {
         let t = self.tunnels.get(planned)?;
         Some(pick_carrier(
             TunnelState::of(t),
-            self.tunnels.values().map(TunnelState::of),
+            self.siblings(&t.plan.connection).map(TunnelState::of),
         ))
+    }
+
+    /// The tunnels of `connection` (one per family), looked up by name
+    /// rather than found among every tunnel of the host.
+    fn siblings<'a>(&'a self, connection: &str) -> impl Iterator<Item = &'a RunningTunnel> + 'a {
+        [Family::V4, Family::V6]
+            .map(|f| tunnel_name(connection, f))
+            .into_iter()
+            .filter_map(|n| self.tunnels.get(&n))
+    }
+
+    /// Tells each BGP session whether its peer can be reached, that is
+    /// whether a tunnel of its connection is usable: one that cannot be
+    /// reached is not dialled every connect-retry interval for nothing (a
+    /// host with thousands of connections and no peers would otherwise
+    /// open hundreds of TCP connections a second into tunnels without
+    /// SAs), and one that becomes reachable connects at once. Only changes
+    /// are sent; one the driver's queue could not take is sent again at the
+    /// next call.
+    pub(super) fn tell_reachability(&mut self) {
+        let mut told = Vec::new();
+        for (name, s) in &self.sessions {
+            let want = self.siblings(&s.plan.connection).any(RunningTunnel::usable);
+            if s.told_reachable != Some(want) && self.bgp.try_set_reachable(s.id, want) {
+                told.push((name.clone(), want));
+            }
+        }
+        for (name, want) in told {
+            if let Some(s) = self.sessions.get_mut(&name) {
+                s.told_reachable = Some(want);
+            }
+        }
     }
 
     /// The carrier of a BGP session's planned tunnel.
@@ -111,6 +143,7 @@ impl Runtime {
             return;
         }
         self.placed_on = usable;
+        self.tell_reachability();
         let moves: Vec<(IpNet, TunnelId, TunnelId, SessionId)> = self
             .routes
             .iter()

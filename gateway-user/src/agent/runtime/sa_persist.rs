@@ -45,11 +45,10 @@ impl Runtime {
         };
         book.urgent = false;
         let table = Arc::clone(self.dataplane.table());
-        let tunnel_ids: HashMap<&str, TunnelId> = self
-            .tunnels
-            .iter()
-            .map(|(n, t)| (n.as_str(), t.id))
-            .collect();
+        // Looked up per reported IKE SA: the tick costs nothing for the
+        // tunnels that have none.
+        let tunnels = &self.tunnels;
+        let tunnel_id = |name: &str| tunnels.get(name).map(|t| t.id);
         // Where each CHILD SA's numbers stand (outbound SPI → the mark to
         // write; inbound SPI → right edge); entries are copied only when
         // the file is written.
@@ -57,7 +56,7 @@ impl Runtime {
         let mut need_seq = false;
         let mut edges = BTreeMap::new();
         for e in book.current.values() {
-            let Some(&tid) = tunnel_ids.get(e.tunnel.as_str()) else {
+            let Some(tid) = tunnel_id(&e.tunnel) else {
                 continue;
             };
             let out = table.outbound(tid);
@@ -83,9 +82,16 @@ impl Runtime {
         // CHILD SA vouches for sends nothing (each packet is refused, never
         // sent with a number that could repeat) until one does. A resumed
         // SA is in that state until its first report, a moment; one still
-        // in it after STARVED_WARN_AFTER is logged, once.
+        // in it after STARVED_WARN_AFTER is logged, once. Every tunnel is
+        // looked at, so at most once per STARVED_SCAN_EVERY, not every tick.
+        let scan_due = book
+            .starved_scan
+            .is_none_or(|t| t.elapsed() >= STARVED_SCAN_EVERY);
         let mut starved = BTreeMap::new();
-        for (name, t) in &self.tunnels {
+        if scan_due {
+            book.starved_scan = Some(Instant::now());
+        }
+        for (name, t) in self.tunnels.iter().filter(|_| scan_due) {
             let Some(o) = table.outbound(t.id) else {
                 continue;
             };
@@ -110,7 +116,9 @@ impl Runtime {
             }
             starved.insert(spi, (since, warned || warn));
         }
-        book.starved = starved;
+        if scan_due {
+            book.starved = starved;
+        }
         let edge_due = edges != book.edges
             && book
                 .last_write
@@ -121,7 +129,7 @@ impl Runtime {
         let entries: Vec<sa_state::Entry> = book
             .current
             .values()
-            .filter(|e| tunnel_ids.contains_key(e.tunnel.as_str()))
+            .filter(|e| tunnel_id(&e.tunnel).is_some())
             .map(|e| {
                 let mut e = e.clone();
                 e.snapshot.children.retain_mut(|c| {

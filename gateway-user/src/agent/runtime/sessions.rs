@@ -35,6 +35,7 @@ impl Runtime {
                 id,
                 up: false,
                 detour: None,
+                told_reachable: None,
             },
         );
         self.keep_stale_routes(plan, id);

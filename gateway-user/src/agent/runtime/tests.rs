@@ -456,12 +456,21 @@ async fn the_state_file_reserves_sequence_numbers_before_they_are_sent() {
     assert!(sa_state::load(&store, &dir).unwrap().entries.is_empty());
     // Its outbound SA still in the table, its reservation used up:
     // nothing vouches for more, so it is tracked as starved (logged
-    // after STARVED_WARN_AFTER), and no longer once it has numbers.
+    // after STARVED_WARN_AFTER), and no longer once it has numbers. The
+    // tunnels are looked at once per STARVED_SCAN_EVERY, not every tick:
+    // `starved_scan = None` stands for that time having passed.
     assert_eq!(out.sa.spi(), 0x1100);
     out.sa.set_last_seq(out.sa.reserved());
+    rt.sa.as_mut().unwrap().starved_scan = None;
     rt.persist_sa_state(false).await;
     assert!(rt.sa.as_ref().unwrap().starved.contains_key(&0x1100));
     out.sa.reserve_through(out.sa.last_seq() + 10);
+    rt.persist_sa_state(false).await;
+    assert!(
+        rt.sa.as_ref().unwrap().starved.contains_key(&0x1100),
+        "looked at again before STARVED_SCAN_EVERY"
+    );
+    rt.sa.as_mut().unwrap().starved_scan = None;
     rt.persist_sa_state(false).await;
     assert!(rt.sa.as_ref().unwrap().starved.is_empty());
 }
