@@ -11,12 +11,21 @@ use crate::setup;
 use crate::util::{build, cargo, sh, step, workspace_root};
 
 /// Benchmarks in the order the report shows them.
-const ALL: &[&str] = &["xdp", "esp", "capture", "ike", "bgp", "tunnel", "restart"];
+const ALL: &[&str] = &[
+    "xdp",
+    "esp",
+    "capture",
+    "ike",
+    "bgp",
+    "tunnel",
+    "restart",
+    "control-plane",
+];
 
 /// Runs of each case in `bench restart` (the median of 3 is reported).
 const RESTART_RUNS: u32 = 3;
 
-pub fn run(names: &[String]) -> anyhow::Result<()> {
+pub fn run(names: &[String], args: &[String]) -> anyhow::Result<()> {
     setup::run()?;
     let available = available()?;
     let selected: Vec<String> = if names.is_empty() {
@@ -46,6 +55,9 @@ pub fn run(names: &[String]) -> anyhow::Result<()> {
                 "bench: boringtun-cli unavailable, its case will be recorded as missing: {e}"
             );
         }
+    } else if selected.iter().any(|n| n == "control-plane") {
+        // It drives the release daemon next to it.
+        build(true)?;
     }
     for name in &selected {
         step(&format!("bench {name}"));
@@ -58,15 +70,18 @@ pub fn run(names: &[String]) -> anyhow::Result<()> {
             )?;
             continue;
         }
-        sh(cargo().args([
-            "run",
-            "--release",
-            "--quiet",
-            "--package",
-            "benches",
-            "--bin",
-            name,
-        ]))?;
+        sh(cargo()
+            .args([
+                "run",
+                "--release",
+                "--quiet",
+                "--package",
+                "benches",
+                "--bin",
+                name,
+                "--",
+            ])
+            .args(args))?;
     }
     if names.is_empty() {
         let missing: Vec<&str> = ALL

@@ -56,7 +56,13 @@ enum Command {
         check: bool,
     },
     /// Run benchmarks (all when no name is given): xdp, esp, bgp, ...
-    Bench { names: Vec<String> },
+    Bench {
+        names: Vec<String>,
+        /// Arguments after `--` go to each benchmark binary (e.g.
+        /// `bench control-plane -- --connections 300`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Run every fuzz target of every fuzz crate (libFuzzer via cargo-fuzz)
     /// for a bounded time each, from the corpus kept in the repository.
     Fuzz {
@@ -96,7 +102,7 @@ fn main() -> ExitCode {
         Command::Package { check } => setup::run()
             .and_then(|()| package::build())
             .and_then(|deb| if check { package::check(&deb) } else { Ok(()) }),
-        Command::Bench { names } => bench::run(&names),
+        Command::Bench { names, args } => bench::run(&names, &args),
         Command::Fuzz {
             seconds,
             update_corpus,

@@ -230,6 +230,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// An error if the daemon has exited.
     pub fn check(&mut self) -> anyhow::Result<()> {
         if let Some(c) = &mut self.child {
