@@ -886,6 +886,15 @@ impl Tx<'_> {
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
+    /// How many connections the host has (its `connections_per_host`
+    /// quota).
+    pub fn connection_count(&self) -> Result<usize, StoreError> {
+        let n: i64 = self
+            .tx
+            .query_row("SELECT COUNT(*) FROM connections", [], |r| r.get(0))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     /// The interconnection subnets of every connection but `except` (for
     /// allocating one), read without the connections' bodies.
     pub fn intercos(&self, except: Option<&str>) -> Result<Vec<Interco>, StoreError> {

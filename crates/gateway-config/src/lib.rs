@@ -96,6 +96,12 @@ pub struct GatewaySection {
     /// NOTIFICATION (RFC 4271 §6.7, maximum number of prefixes reached).
     #[serde(default = "default_max_prefixes")]
     pub bgp_max_prefixes: u32,
+    /// Connections this host accepts in all (every VPN gateway together),
+    /// on top of each gateway type's `allowed_connections`; creating one
+    /// more answers `quotas_exceeded`. Unset: no host-wide limit. Takes
+    /// effect on SIGHUP.
+    #[serde(default)]
+    pub connections_per_host: Option<u32>,
 }
 
 impl Default for GatewaySection {
@@ -106,6 +112,7 @@ impl Default for GatewaySection {
             state_dir: default_state_dir(),
             bpf_pin_dir: default_pin_dir(),
             bgp_max_prefixes: default_max_prefixes(),
+            connections_per_host: None,
         }
     }
 }
@@ -407,6 +414,12 @@ impl Config {
         if self.interfaces.wan == self.interfaces.lan {
             bad("interfaces.wan and interfaces.lan must differ".into());
         }
+        if self.gateway.connections_per_host == Some(0) {
+            bad(
+                "gateway.connections_per_host must be at least 1 (leave it out for no limit)"
+                    .into(),
+            );
+        }
         if self.datapath.icmp_too_big_per_second == 0 || self.datapath.icmp_too_big_burst == 0 {
             bad(
                 "datapath.icmp_too_big_per_second and icmp_too_big_burst must be at least 1".into(),
@@ -550,8 +563,8 @@ pub enum ReloadError {
 impl Config {
     /// The keys that differ between `self` and `new` among those a
     /// running daemon cannot take: everything except `api.tokens`,
-    /// `api.tokens_file`, `[[gateway_types]]`, `[[public_ips]]` and
-    /// `[[private_networks]]`.
+    /// `api.tokens_file`, `gateway.connections_per_host`,
+    /// `[[gateway_types]]`, `[[public_ips]]` and `[[private_networks]]`.
     pub fn fixed_changes(&self, new: &Config) -> Vec<&'static str> {
         let (a, b) = (self, new);
         [
@@ -686,6 +699,10 @@ mod tests {
         assert_eq!(c.gateway.asn, DEFAULT_ASN);
         assert!(c.gateway_type("VGW-S").is_some());
         assert!(!c.public_ips.is_empty());
+        assert_eq!(c.gateway.connections_per_host, Some(10_000));
+        let live = Config::parse(&text.replace("connections_per_host = 10000", "")).unwrap();
+        assert_eq!(live.gateway.connections_per_host, None);
+        assert!(c.fixed_changes(&live).is_empty(), "a live key");
     }
 
     #[test]
@@ -711,7 +728,8 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_in_one_pass_with_its_key() {
-        let text = "[interfaces]\nwan = \"eth0\"\nlan = \"eth0\"\n\
+        let text = "[gateway]\nconnections_per_host = 0\n\
+                    [interfaces]\nwan = \"eth0\"\nlan = \"eth0\"\n\
                     [api]\ntokens = [\"short\"]\nmax_connections = 0\n\
                     [child_sa]\nsoft_packets = 10\nhard_packets = 5\n\
                     [[public_ips]]\nid = \"a\"\naddress = \"192.0.2.1\"\n\
@@ -729,13 +747,14 @@ mod tests {
             "api.max_connections",
             "child_sa.soft_packets (10)",
             "public_ips: duplicate id a",
+            "gateway.connections_per_host",
         ] {
             assert!(
                 found.iter().any(|f| f.contains(key)),
                 "{key} not in {found:#?}"
             );
         }
-        assert_eq!(found.len(), 5, "{found:#?}");
+        assert_eq!(found.len(), 6, "{found:#?}");
         // A parse error names the key and stops there.
         std::fs::write(&path, "[interfaces]\nwan = \"a\"\nlan = \"b\"\nbogus = 1\n").unwrap();
         let found = Config::check_file(&path);

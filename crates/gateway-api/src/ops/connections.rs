@@ -203,17 +203,13 @@ pub fn create_connection(
             ),
         ));
     }
-    let on_gateway = tx.connection_count_on(&vgw.id)?;
     let allowed = config
         .gateway_type(&vgw.gateway_type)
         .map(|t| t.allowed_connections)
         .unwrap_or(0);
-    if on_gateway >= usize::try_from(allowed).unwrap_or(usize::MAX) {
-        return Err(ApiError::QuotaExceeded {
-            resource: "connections",
-            quota: u64::from(allowed),
-            current: u64::try_from(on_gateway).unwrap_or(u64::MAX),
-        });
+    quota("connections", tx.connection_count_on(&vgw.id)?, allowed)?;
+    if let Some(limit) = config.gateway.connections_per_host {
+        quota("connections_per_host", tx.connection_count()?, limit)?;
     }
     if req.bgp_config_ipv4.is_none() && req.bgp_config_ipv6.is_none() {
         return Err(ApiError::constraint(
@@ -369,6 +365,18 @@ pub(super) fn usable_psk(tx: &Tx<'_>, id: &str, rev: u32, field: &str) -> Result
 pub(super) fn load_connection(tx: &Tx<'_>, id: &str) -> Result<ConnectionRow, ApiError> {
     tx.connection(id)?
         .ok_or_else(|| ApiError::not_found("connection", id))
+}
+
+/// `quotas_exceeded` once `used` reaches `allowed`.
+fn quota(resource: &'static str, used: usize, allowed: u32) -> Result<(), ApiError> {
+    if used >= usize::try_from(allowed).unwrap_or(usize::MAX) {
+        return Err(ApiError::QuotaExceeded {
+            resource,
+            quota: u64::from(allowed),
+            current: u64::try_from(used).unwrap_or(u64::MAX),
+        });
+    }
+    Ok(())
 }
 
 pub fn get_connection(tx: &mut Tx<'_>, id: &str) -> Result<Value, ApiError> {

@@ -45,11 +45,15 @@ struct Fx {
 }
 
 fn fx() -> Fx {
+    fx_with(CFG)
+}
+
+fn fx_with(cfg: &str) -> Fx {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     Fx {
         store,
-        config: Config::parse(CFG).unwrap(),
+        config: Config::parse(cfg).unwrap(),
         _dir: dir,
     }
 }
@@ -111,7 +115,11 @@ struct World {
 }
 
 fn world() -> World {
-    let f = fx();
+    world_with(CFG)
+}
+
+fn world_with(cfg: &str) -> World {
+    let f = fx_with(cfg);
     let gw_dual = id(&f
         .vgw(
             json!({"name": "d", "gateway_type": "VGW-M", "private_network_id": "pn-dual",
@@ -153,6 +161,64 @@ fn conn_body(w: &World, vgw: &str, cgw: &str, is_ipv6: bool) -> Value {
            "ikev2_ciphers": ike, "esp_ciphers": esp, "enable_route_propagation": false,
            "vpn_gateway_id": vgw, "customer_gateway_id": cgw,
            "bgp_config_ipv4": {"routing_policy_id": w.rp4}})
+}
+
+/// The connections in the store, by id, and their interconnections.
+fn stored(f: &Fx) -> (Vec<String>, usize) {
+    f.store
+        .read(|tx| {
+            let ids = tx.connections()?.into_iter().map(|c| c.conn.id).collect();
+            Ok::<_, StoreError>((ids, tx.intercos(None)?.len()))
+        })
+        .unwrap()
+}
+
+#[test]
+fn creating_past_a_quota_answers_quotas_exceeded_and_leaves_nothing_behind() {
+    let cfg = CFG.replace("asn = 12876", "asn = 12876\nconnections_per_host = 2");
+    let w = world_with(&cfg);
+    let f = &w.f;
+    // VGW-S allows one connection, the host two.
+    let first = id(&f.conn(conn_body(&w, &w.gw_v4, &w.cg_dual, false)).unwrap()["connection"]);
+    let before = stored(f);
+    match f.conn(conn_body(&w, &w.gw_v4, &w.cg_dual, false)) {
+        Err(e @ ApiError::QuotaExceeded { .. }) => {
+            assert_eq!(e.status(), 403);
+            let body = e.body();
+            assert_eq!(body["type"], "quotas_exceeded");
+            assert_eq!(
+                body["details"],
+                json!([{"resource": "connections", "quota": 1, "current": 1}])
+            );
+        }
+        other => panic!("wanted quotas_exceeded, got {other:?}"),
+    }
+    assert_eq!(stored(f), before, "a refused create leaves nothing");
+
+    let second = id(&f
+        .conn(conn_body(&w, &w.gw_dual, &w.cg_dual, false))
+        .unwrap()["connection"]);
+    let before = stored(f);
+    assert_eq!(before.0.len(), 2);
+    match f.conn(conn_body(&w, &w.gw_dual, &w.cg_dual, false)) {
+        Err(e @ ApiError::QuotaExceeded { .. }) => assert_eq!(
+            e.body()["details"],
+            json!([{"resource": "connections_per_host", "quota": 2, "current": 2}])
+        ),
+        other => panic!("wanted the host's quota, got {other:?}"),
+    }
+    assert_eq!(stored(f), before, "a refused create leaves nothing");
+
+    // Room again once one goes: the new one takes the freed interconnection.
+    let freed =
+        f.w(|tx, _| get_connection(tx, &first)).unwrap()["bgp_session_ipv4"]["private_ip"].clone();
+    f.w(|tx, _| delete_connection(tx, &first).map(|_| Value::Null))
+        .unwrap();
+    let third = f
+        .conn(conn_body(&w, &w.gw_dual, &w.cg_dual, false))
+        .unwrap();
+    assert_eq!(third["connection"]["bgp_session_ipv4"]["private_ip"], freed);
+    assert_ne!(id(&third["connection"]), second);
 }
 
 #[test]
