@@ -24,6 +24,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use benches::quantile_ms;
 use labkit::gateway::{Api, Daemon};
 use labkit::Ns;
 use serde_json::{json, Value};
@@ -165,16 +166,6 @@ fn usage_of(pid: u32) -> anyhow::Result<(Duration, u64)> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
     Ok((Duration::from_millis(ticks * 1000 / hz.max(1)), rss_kib))
-}
-
-/// The `q` quantile (0..=1) of `v`, in milliseconds.
-fn quantile_ms(v: &mut [Duration], q: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort();
-    let rank = (q * (v.len() - 1) as f64).round() as usize;
-    v[rank.min(v.len() - 1)].as_secs_f64() * 1000.0
 }
 
 fn id(v: &Value) -> anyhow::Result<String> {
