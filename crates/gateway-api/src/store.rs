@@ -594,36 +594,68 @@ impl Store {
         update: &ConnectionStatusUpdate,
     ) -> Result<(), StoreError> {
         self.read(|tx| {
-            let mut row = tx
-                .connection(id)?
-                .ok_or_else(|| StoreError::NotFound(format!("connection {id}")))?;
-            let c = &mut row.conn;
-            c.status = update.status;
-            if c.tunnel_status_ipv4.is_some() {
-                c.tunnel_status_ipv4 = Some(update.tunnel_status_ipv4);
-            }
-            if c.tunnel_status_ipv6.is_some() {
-                c.tunnel_status_ipv6 = Some(update.tunnel_status_ipv6);
-            }
-            c.tunnel_mtu_ipv4 = update
-                .tunnel_mtu_ipv4
-                .filter(|_| c.tunnel_status_ipv4.is_some());
-            c.tunnel_mtu_ipv6 = update
-                .tunnel_mtu_ipv6
-                .filter(|_| c.tunnel_status_ipv6.is_some());
-            c.tunnel_status = if c.is_ipv6 {
-                update.tunnel_status_ipv6
+            if tx.apply_connection_status(id, update)? {
+                Ok(())
             } else {
-                update.tunnel_status_ipv4
-            };
-            if c.bgp_session_ipv4.is_some() {
-                c.bgp_status_ipv4 = update.bgp_status_ipv4;
+                Err(StoreError::NotFound(format!("connection {id}")))
             }
-            if c.bgp_session_ipv6.is_some() {
-                c.bgp_status_ipv6 = update.bgp_status_ipv6;
-            }
-            tx.put_connection(&row)
         })
+    }
+
+    /// [`Store::set_connection_status`] for many connections in one
+    /// transaction (the agent's batches); a connection deleted meanwhile is
+    /// skipped. Returns how many were written.
+    pub fn set_connection_statuses(
+        &self,
+        updates: &[(String, ConnectionStatusUpdate)],
+    ) -> Result<usize, StoreError> {
+        self.read(|tx| {
+            let mut written = 0;
+            for (id, update) in updates {
+                written += usize::from(tx.apply_connection_status(id, update)?);
+            }
+            Ok(written)
+        })
+    }
+}
+
+impl Tx<'_> {
+    /// Writes `update` into connection `id`; false if there is none.
+    fn apply_connection_status(
+        &mut self,
+        id: &str,
+        update: &ConnectionStatusUpdate,
+    ) -> Result<bool, StoreError> {
+        let Some(mut row) = self.connection(id)? else {
+            return Ok(false);
+        };
+        let c = &mut row.conn;
+        c.status = update.status;
+        if c.tunnel_status_ipv4.is_some() {
+            c.tunnel_status_ipv4 = Some(update.tunnel_status_ipv4);
+        }
+        if c.tunnel_status_ipv6.is_some() {
+            c.tunnel_status_ipv6 = Some(update.tunnel_status_ipv6);
+        }
+        c.tunnel_mtu_ipv4 = update
+            .tunnel_mtu_ipv4
+            .filter(|_| c.tunnel_status_ipv4.is_some());
+        c.tunnel_mtu_ipv6 = update
+            .tunnel_mtu_ipv6
+            .filter(|_| c.tunnel_status_ipv6.is_some());
+        c.tunnel_status = if c.is_ipv6 {
+            update.tunnel_status_ipv6
+        } else {
+            update.tunnel_status_ipv4
+        };
+        if c.bgp_session_ipv4.is_some() {
+            c.bgp_status_ipv4 = update.bgp_status_ipv4;
+        }
+        if c.bgp_session_ipv6.is_some() {
+            c.bgp_status_ipv6 = update.bgp_status_ipv6;
+        }
+        self.put_connection(&row)?;
+        Ok(true)
     }
 }
 

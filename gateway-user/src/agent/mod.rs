@@ -209,7 +209,11 @@ impl Agent {
                     }
                     Some(e) = bgp_events.recv() => rt.on_bgp(e),
                     Some(e) = limits.recv() => rt.on_limit(e).await,
-                    _ = persist.tick() => rt.persist_sa_state(false).await,
+                    _ = persist.tick() => {
+                        // Statuses the events since the last tick changed.
+                        rt.flush_statuses();
+                        rt.persist_sa_state(false).await;
+                    }
                 }
             };
             if stop || *shutdown.borrow() != Stop::No {

@@ -1154,3 +1154,37 @@ fn tunnel_mtus_are_stored_served_and_advised() {
         .unwrap();
     assert!(!dc.contains("ip link set"), "{dc}");
 }
+
+#[test]
+fn statuses_are_written_in_one_batch_skipping_connections_gone() {
+    let w = world();
+    let f = &w.f;
+    let a = id(&f
+        .conn(conn_body(&w, &w.gw_dual, &w.cg_dual, false))
+        .unwrap()["connection"]);
+    let b = id(&f
+        .conn(conn_body(&w, &w.gw_dual, &w.cg_dual, false))
+        .unwrap()["connection"]);
+    let up = ConnectionStatusUpdate {
+        status: ConnectionStatus::Active,
+        tunnel_status_ipv4: TunnelStatus::Up,
+        tunnel_status_ipv6: TunnelStatus::Down,
+        bgp_status_ipv4: BgpSessionStatus::Up,
+        bgp_status_ipv6: BgpSessionStatus::Down,
+        tunnel_mtu_ipv4: None,
+        tunnel_mtu_ipv6: None,
+    };
+    let batch = vec![(a.clone(), up), ("gone".to_owned(), up), (b.clone(), up)];
+    assert_eq!(f.store.set_connection_statuses(&batch).unwrap(), 2);
+    for cid in [&a, &b] {
+        let c = f.w(|tx, _| get_connection(tx, cid)).unwrap();
+        assert_eq!(c["status"], "active", "{cid}");
+        assert_eq!(c["tunnel_status_ipv4"], "up", "{cid}");
+        assert_eq!(c["bgp_status_ipv4"], "up", "{cid}");
+    }
+    // One at a time, a connection that is not there is an error.
+    assert!(matches!(
+        f.store.set_connection_status("gone", &up),
+        Err(StoreError::NotFound(_))
+    ));
+}

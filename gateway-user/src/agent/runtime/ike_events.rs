@@ -256,7 +256,7 @@ impl Runtime {
             IkeAction::Send { .. } | IkeAction::ArmTimer { .. } | IkeAction::ComputeDh(_) => return,
         }
         self.rebalance(false);
-        self.report_statuses();
+        self.statuses_changed();
     }
 
     pub(super) fn install_child(&mut self, c: ChildSaInstall) {

@@ -264,6 +264,10 @@ pub struct Runtime {
     lifetime: Lifetime,
     /// Last statuses written, per connection.
     reported: HashMap<String, ConnectionStatusUpdate>,
+    /// Something may have changed them since (`flush_statuses`).
+    statuses_due: bool,
+    /// Writes statuses and events off the async runtime.
+    status_sink: status::StatusSink,
     /// The IKE and ESP state a restart resumes, when enabled
     /// (`enable_sa_state`).
     sa: Option<SaBook>,
@@ -311,6 +315,7 @@ impl Runtime {
         lifetime: Lifetime,
     ) -> Self {
         Self {
+            status_sink: status::StatusSink::start(store.clone()),
             snapshot,
             store,
             dataplane: Arc::clone(&datapath.dataplane),
@@ -336,6 +341,7 @@ impl Runtime {
             next_session: 1,
             lifetime,
             reported: HashMap::new(),
+            statuses_due: false,
             sa: None,
             stale: HashMap::new(),
             kept_tuns: Vec::new(),
@@ -850,6 +856,10 @@ impl Runtime {
     /// routes; one without it still gets a Cease (a session whose TCP
     /// vanished silently would end only at the customer's hold timer).
     pub async fn shutdown(&mut self, drain: bool) {
+        // The last statuses reach the store before anything stops (the
+        // next start resumes from them).
+        self.flush_statuses();
+        self.status_sink.finish().await;
         if drain {
             tracing::warn!(
                 tunnels = self.tunnels.len(),

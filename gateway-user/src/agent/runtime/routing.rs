@@ -77,7 +77,7 @@ impl Runtime {
                 self.withdraw_route(prefix)
             }
         }
-        self.report_statuses();
+        self.statuses_changed();
     }
 
     /// The tunnel that carries what is planned through `planned`: itself

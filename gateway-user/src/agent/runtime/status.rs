@@ -3,9 +3,128 @@
 
 use super::*;
 
+/// What one report leaves for the store: the statuses that changed and
+/// the events since the last one.
+#[derive(Debug, Default)]
+struct StatusBatch {
+    statuses: Vec<(String, ConnectionStatusUpdate)>,
+    events: Vec<(String, String, String)>,
+}
+
+impl StatusBatch {
+    /// `later` folded in: its statuses replace ours, its events follow.
+    fn merge(&mut self, later: StatusBatch) {
+        for (id, update) in later.statuses {
+            match self.statuses.iter_mut().find(|(i, _)| *i == id) {
+                Some(slot) => slot.1 = update,
+                None => self.statuses.push((id, update)),
+            }
+        }
+        self.events.extend(later.events);
+    }
+}
+
+/// Writes the agent's statuses and events to the store on a thread of its
+/// own, in the order they were reported, batches that queued up while it
+/// wrote folded into one transaction: the async runtime never waits on
+/// SQLite for them.
+pub(super) struct StatusSink {
+    tx: Option<std::sync::mpsc::Sender<StatusBatch>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    /// Connections whose last write failed: reported again next time.
+    failed: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl StatusSink {
+    pub(super) fn start(store: Store) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<StatusBatch>();
+        let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let failures = Arc::clone(&failed);
+        let writer = std::thread::Builder::new()
+            .name("status-writer".into())
+            .spawn(move || {
+                while let Ok(mut batch) = rx.recv() {
+                    while let Ok(later) = rx.try_recv() {
+                        batch.merge(later);
+                    }
+                    write_batch(&store, batch, &failures);
+                }
+            })
+            .map_err(|e| tracing::error!(error = %e, "cannot start the status writer: statuses are written inline"))
+            .ok();
+        Self {
+            tx: writer.is_some().then_some(tx),
+            writer,
+            failed,
+        }
+    }
+
+    /// Queues `batch`; written inline if the writer is gone.
+    fn send(&self, batch: StatusBatch, store: &Store) {
+        match &self.tx {
+            Some(tx) => {
+                if let Err(std::sync::mpsc::SendError(batch)) = tx.send(batch) {
+                    write_batch(store, batch, &self.failed);
+                }
+            }
+            None => write_batch(store, batch, &self.failed),
+        }
+    }
+
+    /// The connections whose write failed since the last call.
+    fn take_failed(&self) -> Vec<String> {
+        std::mem::take(&mut *self.failed.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Waits until everything queued is written (shutdown); later reports
+    /// are written inline.
+    pub(super) async fn finish(&mut self) {
+        self.tx = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+    }
+}
+
+fn write_batch(store: &Store, batch: StatusBatch, failed: &std::sync::Mutex<Vec<String>>) {
+    if !batch.statuses.is_empty() {
+        if let Err(e) = store.set_connection_statuses(&batch.statuses) {
+            tracing::warn!(error = %e, connections = batch.statuses.len(), "cannot record statuses");
+            failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(batch.statuses.into_iter().map(|(id, _)| id));
+        }
+    }
+    if !batch.events.is_empty() {
+        if let Err(e) = store.add_connection_events(&batch.events) {
+            tracing::warn!(error = %e, events = batch.events.len(), "cannot record connection events");
+        }
+    }
+}
+
 impl Runtime {
-    /// Writes each connection's statuses to the store when they changed.
+    /// Statuses may have changed: [`Runtime::flush_statuses`] reports them
+    /// (protocol events come in bursts; one report per burst, not one
+    /// pass over every connection per event).
+    pub(super) fn statuses_changed(&mut self) {
+        self.statuses_due = true;
+    }
+
+    /// Reports the statuses if something changed since the last report.
+    pub fn flush_statuses(&mut self) {
+        if self.statuses_due {
+            self.report_statuses();
+        }
+    }
+
+    /// Hands each connection's statuses to the store writer when they
+    /// changed, with the pending events, and publishes the snapshot.
     pub(super) fn report_statuses(&mut self) {
+        self.statuses_due = false;
+        for id in self.status_sink.take_failed() {
+            self.reported.remove(&id);
+        }
         let mut per_conn: BTreeMap<String, ConnectionStatusUpdate> = BTreeMap::new();
         for t in self.tunnels.values() {
             let e = per_conn
@@ -30,6 +149,10 @@ impl Runtime {
             }
         }
         let mut connections = Vec::new();
+        let mut batch = StatusBatch {
+            statuses: Vec::new(),
+            events: std::mem::take(&mut self.pending_events),
+        };
         for (conn, mut update) in per_conn {
             update.status = connection_status(&update);
             connections.push(ConnectionInfo {
@@ -39,19 +162,12 @@ impl Runtime {
             if self.reported.get(&conn) == Some(&update) {
                 continue;
             }
-            match self.store.set_connection_status(&conn, &update) {
-                Ok(()) => {
-                    tracing::info!(connection = %conn, status = %update.status, "connection status");
-                    self.reported.insert(conn, update);
-                }
-                Err(e) => tracing::warn!(connection = %conn, error = %e, "cannot record status"),
-            }
+            tracing::info!(connection = %conn, status = %update.status, "connection status");
+            self.reported.insert(conn.clone(), update);
+            batch.statuses.push((conn, update));
         }
-        if !self.pending_events.is_empty() {
-            let events = std::mem::take(&mut self.pending_events);
-            if let Err(e) = self.store.add_connection_events(&events) {
-                tracing::warn!(error = %e, events = events.len(), "cannot record connection events");
-            }
+        if !batch.statuses.is_empty() || !batch.events.is_empty() {
+            self.status_sink.send(batch, &self.store);
         }
         self.publish(connections);
     }
@@ -65,6 +181,7 @@ impl Runtime {
         let family = tunnel.rsplit('/').next().unwrap_or("");
         self.pending_events
             .push((conn, kind.to_owned(), format!("{family}: {message}")));
+        self.statuses_due = true;
     }
 
     /// Publishes what runs for `/metrics`.
@@ -219,5 +336,36 @@ pub fn connection_status(u: &ConnectionStatusUpdate) -> ConnectionStatus {
         ConnectionStatus::LimitedConnectivity
     } else {
         ConnectionStatus::Down
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_later_batch_replaces_statuses_and_appends_events() {
+        let up = ConnectionStatusUpdate {
+            status: ConnectionStatus::Active,
+            ..down_update()
+        };
+        let ev = |c: &str, m: &str| (c.to_owned(), "kind".to_owned(), m.to_owned());
+        let mut first = StatusBatch {
+            statuses: vec![("a".into(), down_update()), ("b".into(), down_update())],
+            events: vec![ev("a", "1")],
+        };
+        first.merge(StatusBatch {
+            statuses: vec![("b".into(), up), ("c".into(), up)],
+            events: vec![ev("b", "2"), ev("a", "3")],
+        });
+        assert_eq!(
+            first.statuses,
+            vec![
+                ("a".to_owned(), down_update()),
+                ("b".to_owned(), up),
+                ("c".to_owned(), up)
+            ]
+        );
+        assert_eq!(first.events, vec![ev("a", "1"), ev("b", "2"), ev("a", "3")]);
     }
 }
