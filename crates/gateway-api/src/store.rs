@@ -659,6 +659,54 @@ impl Tx<'_> {
     }
 }
 
+/// What a connection list selects: every field set must match (`tags`:
+/// all of them; the id sets and `statuses`: any of theirs), in `order`,
+/// `limit` rows from `offset`.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionQuery<'a> {
+    pub project_id: Option<&'a str>,
+    pub organization_id: Option<&'a str>,
+    /// A substring of the name.
+    pub name_contains: Option<&'a str>,
+    pub tags: Vec<&'a str>,
+    pub statuses: Vec<ConnectionStatus>,
+    pub is_ipv6: Option<bool>,
+    pub route_propagation_enabled: Option<bool>,
+    /// The routing policy of either BGP session.
+    pub routing_policy_ids: Vec<&'a str>,
+    pub vpn_gateway_ids: Vec<&'a str>,
+    pub customer_gateway_ids: Vec<&'a str>,
+    pub order: ConnectionOrder,
+    pub descending: bool,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// The two gateways a connection hangs from, each indexed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayKind {
+    Vpn,
+    Customer,
+}
+
+impl GatewayKind {
+    fn column(self) -> &'static str {
+        match self {
+            GatewayKind::Vpn => "vpn_gateway_id",
+            GatewayKind::Customer => "customer_gateway_id",
+        }
+    }
+}
+
+/// The orders of a connection list (ties in creation order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConnectionOrder {
+    #[default]
+    Created,
+    Name,
+    Status,
+}
+
 /// The running state the agent reports for one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionStatusUpdate {
@@ -903,6 +951,174 @@ impl Tx<'_> {
         for row in rows {
             let (id, body, interco) = row?;
             out.push(Self::connection_from(id, body, interco)?);
+        }
+        Ok(out)
+    }
+
+    /// One page of the connections `q` selects, in its order, and how many
+    /// it selects in all. The filters and the order are evaluated by
+    /// SQLite on the stored bodies (the VPN and customer gateway ids on
+    /// their indexes); only the page's rows are decoded, so a page costs
+    /// about the same wherever it is in the list.
+    pub fn connection_page(
+        &self,
+        q: &ConnectionQuery<'_>,
+    ) -> Result<(Vec<ConnectionRow>, usize), StoreError> {
+        use rusqlite::types::Value as Sql;
+        let text = |s: &str| Sql::Text(s.to_owned());
+        let placeholders = |n: usize| vec!["?"; n].join(", ");
+        let mut clauses: Vec<String> = Vec::new();
+        let mut args: Vec<Sql> = Vec::new();
+        for (path, value) in [
+            ("$.project_id", q.project_id),
+            ("$.organization_id", q.organization_id),
+        ] {
+            if let Some(v) = value {
+                clauses.push(format!("json_extract(body, '{path}') = ?"));
+                args.push(text(v));
+            }
+        }
+        if let Some(n) = q.name_contains {
+            // Bytes, as `str::contains` compares (a NUL included).
+            clauses.push("instr(CAST(json_extract(body, '$.name') AS BLOB), ?) > 0".into());
+            args.push(Sql::Blob(n.as_bytes().to_vec()));
+        }
+        for tag in &q.tags {
+            clauses.push("EXISTS (SELECT 1 FROM json_each(body, '$.tags') WHERE value = ?)".into());
+            args.push(text(tag));
+        }
+        if !q.statuses.is_empty() {
+            clauses.push(format!(
+                "json_extract(body, '$.status') IN ({})",
+                placeholders(q.statuses.len())
+            ));
+            args.extend(q.statuses.iter().map(|s| text(s.as_str())));
+        }
+        for (path, value) in [
+            ("$.is_ipv6", q.is_ipv6),
+            ("$.route_propagation_enabled", q.route_propagation_enabled),
+        ] {
+            if let Some(v) = value {
+                clauses.push(format!("json_extract(body, '{path}') = ?"));
+                args.push(Sql::Integer(i64::from(v)));
+            }
+        }
+        if !q.routing_policy_ids.is_empty() {
+            let set = placeholders(q.routing_policy_ids.len());
+            clauses.push(format!(
+                "(json_extract(body, '$.bgp_session_ipv4.routing_policy_id') IN ({set}) \
+                  OR json_extract(body, '$.bgp_session_ipv6.routing_policy_id') IN ({set}))"
+            ));
+            for _ in 0..2 {
+                args.extend(q.routing_policy_ids.iter().map(|p| text(p)));
+            }
+        }
+        for (column, ids) in [
+            ("vpn_gateway_id", &q.vpn_gateway_ids),
+            ("customer_gateway_id", &q.customer_gateway_ids),
+        ] {
+            if !ids.is_empty() {
+                clauses.push(format!("{column} IN ({})", placeholders(ids.len())));
+                args.extend(ids.iter().map(|i| text(i)));
+            }
+        }
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", clauses.join(" AND "))
+        };
+        let total: i64 = self.tx.query_row(
+            &format!("SELECT COUNT(*) FROM connections{filter}"),
+            rusqlite::params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?;
+        // Ties stay in creation order, reversed with the order (a stable
+        // sort then a reversal).
+        let dir = if q.descending { "DESC" } else { "ASC" };
+        let order = match q.order {
+            ConnectionOrder::Created => format!("rowid {dir}"),
+            ConnectionOrder::Name => format!("json_extract(body, '$.name') {dir}, rowid {dir}"),
+            ConnectionOrder::Status => {
+                format!("json_extract(body, '$.status') {dir}, rowid {dir}")
+            }
+        };
+        let clamp = |v: u64| Sql::Integer(i64::try_from(v).unwrap_or(i64::MAX));
+        args.push(clamp(q.limit));
+        args.push(clamp(q.offset));
+        let mut stmt = self.tx.prepare(&format!(
+            "SELECT id, body, interco FROM connections{filter} ORDER BY {order} LIMIT ? OFFSET ?"
+        ))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, body, interco) = row?;
+            out.push(Self::connection_from(id, body, interco)?);
+        }
+        Ok((out, usize::try_from(total).unwrap_or(0)))
+    }
+
+    /// The connections on one gateway, in creation order, found on the
+    /// gateway's index (only theirs are decoded).
+    pub fn connections_on(
+        &self,
+        kind: GatewayKind,
+        gateway_id: &str,
+    ) -> Result<Vec<ConnectionRow>, StoreError> {
+        let mut stmt = self.tx.prepare(&format!(
+            "SELECT id, body, interco FROM connections WHERE {} = ?1 ORDER BY rowid",
+            kind.column()
+        ))?;
+        let rows = stmt.query_map([gateway_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, body, interco) = row?;
+            out.push(Self::connection_from(id, body, interco)?);
+        }
+        Ok(out)
+    }
+
+    /// The ids of one gateway's connections (its `connection_ids`), in
+    /// creation order, read on the index without a connection's body.
+    pub fn connection_ids_on(
+        &self,
+        kind: GatewayKind,
+        gateway_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.tx.prepare(&format!(
+            "SELECT id FROM connections WHERE {} = ?1 ORDER BY rowid",
+            kind.column()
+        ))?;
+        let rows = stmt.query_map([gateway_id], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every gateway's connection ids (for a list of gateways), in creation
+    /// order, without a connection's body.
+    pub fn connection_ids_by(
+        &self,
+        kind: GatewayKind,
+    ) -> Result<HashMap<String, Vec<String>>, StoreError> {
+        let mut stmt = self.tx.prepare(&format!(
+            "SELECT id, {} FROM connections ORDER BY rowid",
+            kind.column()
+        ))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for row in rows {
+            let (id, gateway) = row?;
+            out.entry(gateway).or_default().push(id);
         }
         Ok(out)
     }

@@ -1,6 +1,7 @@
 //! Connections: their gateways, tunnels and BGP sessions, PSKs, routing policies and route propagation, events.
 
 use super::*;
+use crate::store::ConnectionOrder;
 
 #[derive(Debug, Deserialize, Default, Clone)]
 pub struct BgpConfigRequest {
@@ -430,30 +431,29 @@ pub fn list_connections(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiErro
         .into_iter()
         .map(|s| ConnectionStatus::parse_field("statuses", s))
         .collect::<Result<Vec<_>, _>>()?;
-    let is_ipv6 = q.bool("is_ipv6")?;
-    let prop = q.bool("route_propagation_enabled")?;
-    let rps = q.many("routing_policy_ids");
-    let vgws = q.many("vpn_gateway_ids");
-    let cgws = q.many("customer_gateway_ids");
-    let items: Vec<Connection> = tx
-        .connections()?
-        .into_iter()
-        .map(|r| r.conn)
-        .filter(|c| {
-            q.common_match(&c.project_id, &c.organization_id, &c.name, &c.tags)
-                && (statuses.is_empty() || statuses.contains(&c.status))
-                && is_ipv6.is_none_or(|v| v == c.is_ipv6)
-                && prop.is_none_or(|v| v == c.route_propagation_enabled)
-                && (rps.is_empty() || c.routing_policy_ids().any(|p| rps.contains(&p)))
-                && (vgws.is_empty() || vgws.contains(&c.vpn_gateway_id.as_str()))
-                && (cgws.is_empty() || cgws.contains(&c.customer_gateway_id.as_str()))
-        })
-        .collect();
-    list_response(items, order, (page, size), "connections", |f, c| match f {
-        "name" => Some(c.name.clone()),
-        "status" => Some(c.status.as_str().to_owned()),
-        _ => None,
-    })
+    let query = ConnectionQuery {
+        project_id: q.one("project_id"),
+        organization_id: q.one("organization_id"),
+        name_contains: q.one("name"),
+        tags: q.many("tags"),
+        statuses,
+        is_ipv6: q.bool("is_ipv6")?,
+        route_propagation_enabled: q.bool("route_propagation_enabled")?,
+        routing_policy_ids: q.many("routing_policy_ids"),
+        vpn_gateway_ids: q.many("vpn_gateway_ids"),
+        customer_gateway_ids: q.many("customer_gateway_ids"),
+        order: match order.trim_end_matches("_asc").trim_end_matches("_desc") {
+            "name" => ConnectionOrder::Name,
+            "status" => ConnectionOrder::Status,
+            _ => ConnectionOrder::Created,
+        },
+        descending: order.ends_with("_desc"),
+        offset: u64::from(page - 1) * u64::from(size),
+        limit: u64::from(size),
+    };
+    let (rows, total) = tx.connection_page(&query)?;
+    let items: Vec<Connection> = rows.into_iter().map(|r| r.conn).collect();
+    Ok(json!({"connections": to_value(&items)?, "total_count": total}))
 }
 
 #[derive(Debug, Deserialize, Default)]

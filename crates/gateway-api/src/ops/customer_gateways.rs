@@ -94,18 +94,21 @@ pub fn get_customer_gateway(tx: &mut Tx<'_>, id: &str) -> Result<Value, ApiError
     let g = tx
         .customer_gateway(id)?
         .ok_or_else(|| ApiError::not_found("customer_gateway", id))?;
-    to_value(&render_customer_gateway(g, &tx.connections()?))
+    to_value(&render_customer_gateway(tx, g)?)
 }
 
 pub fn list_customer_gateways(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiError> {
     let (page, size) = q.page()?;
     let order = q.order_by(&["created_at_asc", "created_at_desc", "name_asc", "name_desc"])?;
-    let conns = tx.connections()?;
+    let mut ids = tx.connection_ids_by(GatewayKind::Customer)?;
     let items: Vec<CustomerGateway> = tx
         .customer_gateways()?
         .into_iter()
         .filter(|g| q.common_match(&g.project_id, &g.organization_id, &g.name, &g.tags))
-        .map(|g| render_customer_gateway(g, &conns))
+        .map(|mut g| {
+            g.connection_ids = ids.remove(&g.id).unwrap_or_default();
+            g
+        })
         .collect();
     list_response(items, order, (page, size), "gateways", |f, g| {
         (f == "name").then(|| g.name.clone())
@@ -149,10 +152,9 @@ pub fn update_customer_gateway(
         g.public_ipv4 = v4;
         g.public_ipv6 = v6;
     }
-    let conns = tx.connections()?;
     // Connections must keep their primary tunnel family; a family added or
     // removed adds or removes their secondary tunnel.
-    for c in conns.iter().filter(|c| c.conn.customer_gateway_id == g.id) {
+    for c in &tx.connections_on(GatewayKind::Customer, &g.id)? {
         if let Some(vgw) = tx.vpn_gateway(&c.conn.vpn_gateway_id)? {
             let fams = tunnel_families(config, &vgw, &g);
             let mut row = c.clone();
@@ -190,7 +192,7 @@ pub fn update_customer_gateway(
     }
     g.updated_at = crate::now_rfc3339();
     tx.put_customer_gateway(&g)?;
-    to_value(&render_customer_gateway(g, &conns))
+    to_value(&render_customer_gateway(tx, g)?)
 }
 
 pub fn delete_customer_gateway(tx: &mut Tx<'_>, id: &str) -> Result<(), ApiError> {
@@ -198,11 +200,10 @@ pub fn delete_customer_gateway(tx: &mut Tx<'_>, id: &str) -> Result<(), ApiError
         return Err(ApiError::not_found("customer_gateway", id));
     }
     refuse_while_used(
-        tx,
         "customer_gateway",
         "customer gateway is used by",
         "delete them first",
-        |c| c.customer_gateway_id == id,
+        tx.connection_ids_on(GatewayKind::Customer, id)?,
     )?;
     tx.delete_customer_gateway(id)?;
     Ok(())

@@ -26,7 +26,7 @@ use crate::model::{
     VpnGatewayStatus,
 };
 use crate::secrets::Psk;
-use crate::store::{ConnectionRow, IntercoSet, Tx};
+use crate::store::{ConnectionQuery, ConnectionRow, GatewayKind, IntercoSet, Tx};
 
 mod connections;
 mod customer_gateways;
@@ -181,21 +181,14 @@ fn list_response<T: serde::Serialize>(
 }
 
 /// Refuses to delete a resource (`resource`, its API name) while
-/// connections use it (`uses`): the error lists them, as in "the
-/// {`what`} connection(s) A, B: {`then`}".
+/// connections use it (`users`, their ids): the error lists them, as in
+/// "the {`what`} connection(s) A, B: {`then`}".
 fn refuse_while_used(
-    tx: &Tx<'_>,
     resource: &'static str,
     what: &str,
     then: &str,
-    uses: impl Fn(&Connection) -> bool,
+    users: Vec<String>,
 ) -> Result<(), ApiError> {
-    let users: Vec<String> = tx
-        .connections()?
-        .into_iter()
-        .filter(|c| uses(&c.conn))
-        .map(|c| c.conn.id)
-        .collect();
     if users.is_empty() {
         return Ok(());
     }
@@ -229,22 +222,17 @@ fn sort_by_key<T, K: Ord>(items: &mut [T], order: &str, key: impl Fn(&T) -> K) {
 // Rendering: fill the computed `connection_ids`
 // ---------------------------------------------------------------------------
 
-fn render_vpn_gateway(mut g: VpnGateway, conns: &[ConnectionRow]) -> VpnGateway {
-    g.connection_ids = conns
-        .iter()
-        .filter(|c| c.conn.vpn_gateway_id == g.id)
-        .map(|c| c.conn.id.clone())
-        .collect();
-    g
+fn render_vpn_gateway(tx: &Tx<'_>, mut g: VpnGateway) -> Result<VpnGateway, ApiError> {
+    g.connection_ids = tx.connection_ids_on(GatewayKind::Vpn, &g.id)?;
+    Ok(g)
 }
 
-fn render_customer_gateway(mut g: CustomerGateway, conns: &[ConnectionRow]) -> CustomerGateway {
-    g.connection_ids = conns
-        .iter()
-        .filter(|c| c.conn.customer_gateway_id == g.id)
-        .map(|c| c.conn.id.clone())
-        .collect();
-    g
+fn render_customer_gateway(
+    tx: &Tx<'_>,
+    mut g: CustomerGateway,
+) -> Result<CustomerGateway, ApiError> {
+    g.connection_ids = tx.connection_ids_on(GatewayKind::Customer, &g.id)?;
+    Ok(g)
 }
 
 /// Deserialises a JSON body into a request, as `invalid_request_error`.

@@ -122,12 +122,17 @@ pub fn delete_routing_policy(tx: &mut Tx<'_>, id: &str) -> Result<(), ApiError> 
     if tx.routing_policy(id)?.is_none() {
         return Err(ApiError::not_found("routing_policy", id));
     }
+    let attached = ConnectionQuery {
+        routing_policy_ids: vec![id],
+        limit: u64::MAX,
+        ..ConnectionQuery::default()
+    };
+    let (users, _) = tx.connection_page(&attached)?;
     refuse_while_used(
-        tx,
         "routing_policy",
         "routing policy is attached to",
         "detach it first",
-        |c| c.routing_policy_ids().any(|p| p == id),
+        users.into_iter().map(|c| c.conn.id).collect(),
     )?;
     tx.delete_routing_policy(id)?;
     Ok(())

@@ -1188,3 +1188,221 @@ fn statuses_are_written_in_one_batch_skipping_connections_gone() {
         Err(StoreError::NotFound(_))
     ));
 }
+
+/// The list as it was computed before the store answered it: every
+/// connection decoded, filtered and sorted in memory. The oracle of the
+/// test below.
+fn list_connections_by_scan(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiError> {
+    let (page, size) = q.page()?;
+    let order = q.order_by(&[
+        "created_at_asc",
+        "created_at_desc",
+        "name_asc",
+        "name_desc",
+        "status_asc",
+        "status_desc",
+    ])?;
+    let statuses = q
+        .many("statuses")
+        .into_iter()
+        .map(|s| ConnectionStatus::parse_field("statuses", s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let is_ipv6 = q.bool("is_ipv6")?;
+    let prop = q.bool("route_propagation_enabled")?;
+    let rps = q.many("routing_policy_ids");
+    let vgws = q.many("vpn_gateway_ids");
+    let cgws = q.many("customer_gateway_ids");
+    let items: Vec<Connection> = tx
+        .connections()?
+        .into_iter()
+        .map(|r| r.conn)
+        .filter(|c| {
+            q.common_match(&c.project_id, &c.organization_id, &c.name, &c.tags)
+                && (statuses.is_empty() || statuses.contains(&c.status))
+                && is_ipv6.is_none_or(|v| v == c.is_ipv6)
+                && prop.is_none_or(|v| v == c.route_propagation_enabled)
+                && (rps.is_empty() || c.routing_policy_ids().any(|p| rps.contains(&p)))
+                && (vgws.is_empty() || vgws.contains(&c.vpn_gateway_id.as_str()))
+                && (cgws.is_empty() || cgws.contains(&c.customer_gateway_id.as_str()))
+        })
+        .collect();
+    list_response(items, order, (page, size), "connections", |f, c| match f {
+        "name" => Some(c.name.clone()),
+        "status" => Some(c.status.as_str().to_owned()),
+        _ => None,
+    })
+}
+
+#[test]
+fn connection_pages_from_the_store_match_a_scan_of_every_connection() {
+    let cfg = CFG
+        .replace("allowed_connections = 10", "allowed_connections = 100")
+        .replace("allowed_connections = 1\n", "allowed_connections = 100\n");
+    let w = world_with(&cfg);
+    let f = &w.f;
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    const NAMES: [&str; 6] = ["alpha", "beta", "alp", "Beta", "gamma-1", "beta"];
+    const TAGS: [&str; 3] = ["t1", "t2", "t3"];
+    const PROJECTS: [&str; 2] = [
+        "11111111-1111-4111-8111-111111111111",
+        "22222222-2222-4222-8222-222222222222",
+    ];
+    let mut created = Vec::new();
+    for _ in 0..60 {
+        let (vgw, cgw, v6) = match next(3) {
+            0 => (&w.gw_v4, &w.cg_dual, false),
+            1 => (&w.gw_dual, &w.cg_dual, next(2) == 1),
+            _ => (&w.gw_dual, &w.cg_v6, true),
+        };
+        let mut b = conn_body(&w, vgw, cgw, v6);
+        b["name"] = json!(NAMES[next(6) as usize]);
+        b["tags"] = json!(TAGS
+            .iter()
+            .filter(|_| next(2) == 1)
+            .copied()
+            .collect::<Vec<_>>());
+        b["project_id"] = json!(PROJECTS[next(2) as usize]);
+        b["enable_route_propagation"] = json!(next(2) == 1);
+        if v6 && next(2) == 1 {
+            b["bgp_config_ipv6"] = json!({"routing_policy_id": w.rp6});
+        }
+        if let Ok(c) = f.conn(b) {
+            created.push(id(&c["connection"]));
+        }
+    }
+    assert!(created.len() >= 40, "only {} created", created.len());
+    for cid in &created {
+        let status = [
+            ConnectionStatus::Active,
+            ConnectionStatus::LimitedConnectivity,
+            ConnectionStatus::Down,
+        ][next(3) as usize];
+        let mut u = crate::store::ConnectionStatusUpdate {
+            status,
+            tunnel_status_ipv4: TunnelStatus::Down,
+            tunnel_status_ipv6: TunnelStatus::Down,
+            bgp_status_ipv4: BgpSessionStatus::Down,
+            bgp_status_ipv6: BgpSessionStatus::Down,
+            tunnel_mtu_ipv4: None,
+            tunnel_mtu_ipv6: None,
+        };
+        if next(2) == 1 {
+            u.tunnel_status_ipv4 = TunnelStatus::Up;
+        }
+        f.store.set_connection_status(cid, &u).unwrap();
+    }
+    let orders = [
+        "created_at_asc",
+        "created_at_desc",
+        "name_asc",
+        "name_desc",
+        "status_asc",
+        "status_desc",
+    ];
+    let statuses = ["active", "limited_connectivity", "down"];
+    let mut nonempty = 0;
+    for _ in 0..600 {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        let mut add = |k: &str, v: &str| pairs.push((k.to_owned(), v.to_owned()));
+        add("order_by", orders[next(6) as usize]);
+        add("page", &(1 + next(4)).to_string());
+        add("page_size", &(1 + next(12)).to_string());
+        if next(4) == 0 {
+            add(
+                "project_id",
+                [PROJECTS[0], PROJECTS[1], "nope"][next(3) as usize],
+            );
+        }
+        if next(4) == 0 {
+            add(
+                "name",
+                ["al", "beta", "a", "zzz", "-", "\u{fffd}\0"][next(6) as usize],
+            );
+        }
+        for t in TAGS {
+            if next(5) == 0 {
+                add("tags", t);
+            }
+        }
+        for s in statuses {
+            if next(4) == 0 {
+                add("statuses", s);
+            }
+        }
+        if next(4) == 0 {
+            add("is_ipv6", ["true", "false"][next(2) as usize]);
+        }
+        if next(4) == 0 {
+            add(
+                "route_propagation_enabled",
+                ["true", "false"][next(2) as usize],
+            );
+        }
+        if next(5) == 0 {
+            add("routing_policy_ids", [&w.rp4, &w.rp6][next(2) as usize]);
+        }
+        if next(4) == 0 {
+            add("vpn_gateway_ids", [&w.gw_dual, &w.gw_v4][next(2) as usize]);
+        }
+        if next(4) == 0 {
+            add(
+                "customer_gateway_ids",
+                [&w.cg_dual, &w.cg_v6][next(2) as usize],
+            );
+        }
+        let q = ListQuery { pairs };
+        let ours = f.w(|tx, _| list_connections(tx, &q)).unwrap();
+        let scan = f.w(|tx, _| list_connections_by_scan(tx, &q)).unwrap();
+        assert_eq!(ours, scan, "{:?}", q.pairs);
+        nonempty += usize::from(!ours["connections"].as_array().unwrap().is_empty());
+    }
+    assert!(nonempty > 200, "only {nonempty} queries selected anything");
+
+    // The gateways' connection_ids, read on the indexes: the connections
+    // that use them, in creation order, in a get and in a list.
+    let all = f.store.read(|tx| tx.connections()).unwrap();
+    let using = |pick: &dyn Fn(&Connection) -> &str, gw: &str| -> Value {
+        json!(all
+            .iter()
+            .filter(|c| pick(&c.conn) == gw)
+            .map(|c| c.conn.id.clone())
+            .collect::<Vec<_>>())
+    };
+    let everything = ListQuery::from_query("page_size=100");
+    let vgws = f.w(|tx, _| list_vpn_gateways(tx, &everything)).unwrap();
+    for gw in [&w.gw_dual, &w.gw_v4] {
+        let want = using(&|c| c.vpn_gateway_id.as_str(), gw);
+        assert_eq!(
+            f.w(|tx, _| get_vpn_gateway(tx, gw)).unwrap()["connection_ids"],
+            want
+        );
+        let listed = vgws["gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["id"] == **gw);
+        assert_eq!(listed.unwrap()["connection_ids"], want);
+    }
+    let cgws = f
+        .w(|tx, _| list_customer_gateways(tx, &everything))
+        .unwrap();
+    for gw in [&w.cg_dual, &w.cg_v6] {
+        let want = using(&|c| c.customer_gateway_id.as_str(), gw);
+        assert_eq!(
+            f.w(|tx, _| get_customer_gateway(tx, gw)).unwrap()["connection_ids"],
+            want
+        );
+        let listed = cgws["gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["id"] == **gw);
+        assert_eq!(listed.unwrap()["connection_ids"], want);
+    }
+}

@@ -300,7 +300,7 @@ pub fn get_vpn_gateway(tx: &mut Tx<'_>, id: &str) -> Result<Value, ApiError> {
     let g = tx
         .vpn_gateway(id)?
         .ok_or_else(|| ApiError::not_found("vpn_gateway", id))?;
-    to_value(&render_vpn_gateway(g, &tx.connections()?))
+    to_value(&render_vpn_gateway(tx, g)?)
 }
 
 pub fn list_vpn_gateways(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiError> {
@@ -322,7 +322,7 @@ pub fn list_vpn_gateways(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiErr
         .collect::<Result<Vec<_>, _>>()?;
     let types = q.many("gateway_types");
     let pns = q.many("private_network_ids");
-    let conns = tx.connections()?;
+    let mut ids = tx.connection_ids_by(GatewayKind::Vpn)?;
     let items: Vec<VpnGateway> = tx
         .vpn_gateways()?
         .into_iter()
@@ -332,7 +332,10 @@ pub fn list_vpn_gateways(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiErr
                 && (types.is_empty() || types.contains(&g.gateway_type.as_str()))
                 && (pns.is_empty() || pns.contains(&g.private_network_id.as_str()))
         })
-        .map(|g| render_vpn_gateway(g, &conns))
+        .map(|mut g| {
+            g.connection_ids = ids.remove(&g.id).unwrap_or_default();
+            g
+        })
         .collect();
     list_response(items, order, (page, size), "gateways", |f, g| match f {
         "name" => Some(g.name.clone()),
@@ -382,7 +385,7 @@ pub fn update_vpn_gateway(tx: &mut Tx<'_>, id: &str, body: Value) -> Result<Valu
     }
     g.updated_at = crate::now_rfc3339();
     tx.put_vpn_gateway(&g)?;
-    to_value(&render_vpn_gateway(g, &tx.connections()?))
+    to_value(&render_vpn_gateway(tx, g)?)
 }
 
 pub fn delete_vpn_gateway(tx: &mut Tx<'_>, id: &str) -> Result<Value, ApiError> {
@@ -390,11 +393,10 @@ pub fn delete_vpn_gateway(tx: &mut Tx<'_>, id: &str) -> Result<Value, ApiError> 
         .vpn_gateway(id)?
         .ok_or_else(|| ApiError::not_found("vpn_gateway", id))?;
     refuse_while_used(
-        tx,
         "vpn_gateway",
         "VPN gateway is used by",
         "delete them first",
-        |c| c.vpn_gateway_id == id,
+        tx.connection_ids_on(GatewayKind::Vpn, id)?,
     )?;
     // The agent tears the gateway down and removes it
     // (`Store::finish_vpn_gateway_deletion`).
