@@ -59,6 +59,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
+use tokio_util::time::{delay_queue, DelayQueue};
 
 use crate::message::Notification;
 use crate::{
@@ -244,7 +245,8 @@ pub fn spawn_with(limits: DriverLimits) -> (BgpHandle, mpsc::Receiver<BgpEvent>)
     let main = Main {
         speaker: Speaker::new(),
         conns: HashMap::new(),
-        timers: HashMap::new(),
+        timers: DelayQueue::new(),
+        timer_keys: HashMap::new(),
         listeners: HashMap::new(),
         net_tx,
         next_conn: 1,
@@ -568,10 +570,18 @@ async fn write_loop(q: Arc<OutQueue>, mut wr: OwnedWriteHalf) {
     }
 }
 
+/// The latest a timer is armed for (`DelayQueue` refuses beyond ~2 years).
+const TIMER_HORIZON: Duration = Duration::from_secs(365 * 24 * 3600);
+
 struct Main {
     speaker: Speaker,
     conns: HashMap<ConnId, ConnHandle>,
-    timers: HashMap<(SessionId, Timer), Instant>,
+    /// Armed timers (keepalive, hold, connect retry... per session): a
+    /// timing wheel (tokio-util's `DelayQueue`) and each timer's entry in
+    /// it, so that arming, stopping and firing cost the same whatever the
+    /// number of sessions.
+    timers: DelayQueue<(SessionId, Timer)>,
+    timer_keys: HashMap<(SessionId, Timer), delay_queue::Key>,
     listeners: HashMap<SocketAddr, JoinHandle<()>>,
     net_tx: mpsc::Sender<NetEvent>,
     next_conn: ConnId,
@@ -588,31 +598,23 @@ impl Main {
     ) {
         let mut actions = Vec::new();
         loop {
-            let next = self.timers.values().min().copied();
-            let sleep = async {
-                match next {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => self.command(cmd, &mut actions).await,
                     None => break,
                 },
                 Some(ev) = net.recv() => self.net_event(ev, &mut actions),
-                () = sleep => {
-                    let now = Instant::now();
-                    let due: Vec<(SessionId, Timer)> = self
-                        .timers
-                        .iter()
-                        .filter(|(_, d)| **d <= now)
-                        .map(|(k, _)| *k)
-                        .collect();
-                    for (session, timer) in due {
-                        self.timers.remove(&(session, timer));
-                        let _ = self.speaker.handle(session, Input::TimerExpired(timer), now, &mut actions);
-                    }
+                Some(expired) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)),
+                    if !self.timers.is_empty() =>
+                {
+                    let (session, timer) = expired.into_inner();
+                    self.timer_keys.remove(&(session, timer));
+                    let _ = self.speaker.handle(
+                        session,
+                        Input::TimerExpired(timer),
+                        Instant::now(),
+                        &mut actions,
+                    );
                 }
             }
             self.apply(&mut actions).await;
@@ -623,6 +625,22 @@ impl Main {
         for (_, c) in self.conns.drain() {
             c.reader.abort();
             c.out.close();
+        }
+    }
+
+    /// Stops the armed timers that `which` picks (a scan: for removing a
+    /// session, not for one timer).
+    fn stop_timers(&mut self, which: impl Fn(&(SessionId, Timer)) -> bool) {
+        let keys: Vec<(SessionId, Timer)> = self
+            .timer_keys
+            .keys()
+            .filter(|k| which(k))
+            .copied()
+            .collect();
+        for k in keys {
+            if let Some(key) = self.timer_keys.remove(&k) {
+                self.timers.remove(&key);
+            }
         }
     }
 
@@ -647,7 +665,7 @@ impl Main {
             }
             Command::RemoveSession(id, reply) => {
                 let r = self.speaker.remove_session(id, now, actions);
-                self.timers.retain(|(s, _), _| *s != id);
+                self.stop_timers(|(s, _)| *s == id);
                 let _ = reply.send(r.map_err(DriverError::from));
             }
             Command::SetPolicy(id, p, reply) => {
@@ -954,10 +972,20 @@ impl Main {
                     timer,
                     deadline,
                 } => {
-                    self.timers.insert((session, timer), deadline);
+                    // The wheel spans about two years: later is never.
+                    let at = deadline.min(Instant::now() + TIMER_HORIZON).into();
+                    match self.timer_keys.get(&(session, timer)) {
+                        Some(key) => self.timers.reset_at(key, at),
+                        None => {
+                            let key = self.timers.insert_at((session, timer), at);
+                            self.timer_keys.insert((session, timer), key);
+                        }
+                    }
                 }
                 Action::StopTimer { session, timer } => {
-                    self.timers.remove(&(session, timer));
+                    if let Some(key) = self.timer_keys.remove(&(session, timer)) {
+                        self.timers.remove(&key);
+                    }
                 }
                 Action::SessionUp { session } => {
                     let _ = self.events.send(BgpEvent::SessionUp(session)).await;

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use gateway_bgp::attribute::AfiSafi;
 use gateway_bgp::driver::{self, BgpEvent, BgpHandle};
+use gateway_bgp::message::{Codec, Message, Open};
 use gateway_bgp::{Route, RouteChange, RoutingPolicy, SessionConfig, SessionPolicy, State};
 use ipnet::IpNet;
 use tokio::sync::mpsc::Receiver;
@@ -36,11 +38,25 @@ async fn start(
     filter_in: &str,
     export: &str,
 ) -> (BgpHandle, Receiver<BgpEvent>) {
+    start_with_hold(local, peer, local_asn, peer_asn, port, filter_in, export, 6).await
+}
+
+#[expect(clippy::too_many_arguments, reason = "a test's session, spelled out")]
+async fn start_with_hold(
+    local: &str,
+    peer: &str,
+    local_asn: u32,
+    peer_asn: u32,
+    port: u16,
+    filter_in: &str,
+    export: &str,
+    hold_time: u16,
+) -> (BgpHandle, Receiver<BgpEvent>) {
     let (handle, events) = driver::spawn();
     let mut config = SessionConfig::new(local.parse().unwrap(), peer.parse().unwrap(), peer_asn);
     config.local_asn = local_asn;
     config.port = port;
-    config.hold_time = 6;
+    config.hold_time = hold_time;
     config.connect_retry = Duration::from_millis(500);
     handle
         .add_session(
@@ -193,4 +209,118 @@ async fn missing_local_address_is_waited_for() {
     assert_eq!(h.session_status(8).await.unwrap(), None);
     h.remove_session(7).await.unwrap();
     assert_eq!(h.session_status(7).await.unwrap(), None);
+}
+
+/// Reads one BGP message off `r`.
+async fn read_message(r: &mut tokio::net::tcp::OwnedReadHalf) -> Option<Message> {
+    use tokio::io::AsyncReadExt as _;
+    let mut frame = vec![0u8; 19];
+    r.read_exact(&mut frame).await.ok()?;
+    let len = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+    frame.resize(len.max(19), 0);
+    r.read_exact(&mut frame[19..]).await.ok()?;
+    Message::decode(&frame, Codec::default()).ok()
+}
+
+/// The timers fire and re-arm, against a peer played here: with a hold
+/// time of 3 s we send a KEEPALIVE every second (the keepalive timer fires
+/// and is armed again) and restart the hold timer on each one the peer
+/// sends, so the session outlives two hold times of the peer's
+/// KEEPALIVEs; when the peer falls silent without closing, the hold timer
+/// expires and we close with NOTIFICATION 4 (Hold Timer Expired).
+#[tokio::test(flavor = "current_thread")]
+async fn the_hold_timer_is_restarted_by_keepalives_and_expires_on_silence() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::AsyncWriteExt as _;
+
+    let port = 20_000 + ((std::process::id() + 7_919) % 20_000) as u16;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.4", port))
+        .await
+        .unwrap();
+    let (h, mut events) = driver::spawn();
+    let mut config = SessionConfig::new(
+        "127.0.0.1".parse().unwrap(),
+        "127.0.0.4".parse().unwrap(),
+        65001,
+    );
+    config.port = port;
+    config.hold_time = 3;
+    config.connect_retry = Duration::from_millis(500);
+    h.add_session(1, config, SessionPolicy::default())
+        .await
+        .unwrap();
+    let (stream, _) = timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("no connection from the speaker")
+        .unwrap();
+    let (mut r, mut w) = stream.into_split();
+    assert!(matches!(read_message(&mut r).await, Some(Message::Open(_))));
+    let open = Message::Open(Open::new(
+        65001,
+        3,
+        "127.0.0.4".parse().unwrap(),
+        &[AfiSafi::Ipv4Unicast],
+    ));
+    w.write_all(&open.encode(Codec::default())).await.unwrap();
+    w.write_all(&Message::Keepalive.encode(Codec::default()))
+        .await
+        .unwrap();
+    // What the speaker sends from now on, counted.
+    let keepalives = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&keepalives);
+    let reader = tokio::spawn(async move {
+        let mut last = None;
+        while let Some(m) = read_message(&mut r).await {
+            match m {
+                Message::Keepalive => {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                }
+                other => last = Some(other),
+            }
+        }
+        last
+    });
+    expect_event(&mut events, BgpEvent::SessionUp(1)).await;
+
+    // Two hold times of KEEPALIVEs from the peer: the session stays.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        w.write_all(&Message::Keepalive.encode(Codec::default()))
+            .await
+            .unwrap();
+    }
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(e, BgpEvent::SessionDown(..)),
+            "{e:?} while the peer sent KEEPALIVEs"
+        );
+    }
+    assert_eq!(
+        h.session_status(1).await.unwrap().unwrap().state,
+        State::Established
+    );
+    let sent = keepalives.load(Ordering::Relaxed);
+    assert!(sent >= 4, "{sent} KEEPALIVEs in 6 s with a 3 s hold time");
+
+    // Silence (the connection stays open): the hold timer expires.
+    let hold_expired = gateway_bgp::message::Notification::new(4, 0);
+    loop {
+        match next_event(&mut events).await {
+            BgpEvent::SessionDown(1, cause) => {
+                assert_eq!(
+                    cause,
+                    Some(gateway_bgp::DownCause::Sent(hold_expired.clone()))
+                );
+                break;
+            }
+            e => assert!(matches!(e, BgpEvent::Route(_)), "{e:?}"),
+        }
+    }
+    let last = timeout(Duration::from_secs(10), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last, Some(Message::Notification(hold_expired)));
+    drop(w);
 }

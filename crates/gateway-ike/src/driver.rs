@@ -36,7 +36,7 @@
 //! has no AF_XDP socket bound — is not IKE: it goes to the optional ESP
 //! sink (the data plane's slow path) instead of the IKE core.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Semaphore};
+use tokio_util::time::{delay_queue, DelayQueue};
 
 use crate::action::{Action, TimerId};
 use crate::config::ConnectionConfig;
@@ -186,10 +187,17 @@ struct JobDone {
     unauthenticated: Option<IpAddr>,
 }
 
+/// The latest a timer is armed for (`DelayQueue` refuses beyond ~2 years).
+const TIMER_HORIZON: Duration = Duration::from_secs(365 * 24 * 3600);
+
 pub struct UdpDriver {
     mgr: IkeManager,
     sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
-    timers: BTreeMap<TimerId, Instant>,
+    /// Armed timers, one per IKE SA at most: a timing wheel (tokio-util's
+    /// `DelayQueue`) and each id's entry in it, so that arming,
+    /// re-arming and firing cost the same whatever the number of SAs.
+    timers: DelayQueue<TimerId>,
+    timer_keys: HashMap<TimerId, delay_queue::Key>,
     rx: mpsc::Receiver<Received>,
     pool: DhPool,
     workers: Arc<Semaphore>,
@@ -279,7 +287,8 @@ impl UdpDriver {
         Ok(Self {
             mgr,
             sockets,
-            timers: BTreeMap::new(),
+            timers: DelayQueue::new(),
+            timer_keys: HashMap::new(),
             rx,
             workers: Arc::new(Semaphore::new(pool.workers)),
             pool,
@@ -389,7 +398,15 @@ impl UdpDriver {
                     self.outbox.push_back(Action::InstallChildSa(c));
                 }
                 Action::ArmTimer { id, at } => {
-                    self.timers.insert(id, at);
+                    // The wheel spans about two years: later is never.
+                    let at = tokio::time::Instant::from_std(at.min(Instant::now() + TIMER_HORIZON));
+                    match self.timer_keys.get(&id) {
+                        Some(key) => self.timers.reset_at(key, at),
+                        None => {
+                            let key = self.timers.insert_at(id, at);
+                            self.timer_keys.insert(id, key);
+                        }
+                    }
                 }
                 Action::ComputeDh(job) => {
                     if let Some(refused) = self.start_job(job) {
@@ -459,19 +476,6 @@ impl UdpDriver {
         events: mpsc::Sender<Action>,
     ) {
         loop {
-            let next = self
-                .timers
-                .iter()
-                .min_by_key(|(_, at)| **at)
-                .map(|(id, at)| (*id, *at));
-            let sleep = async {
-                match next {
-                    Some((_, at)) => {
-                        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
             let gate_until = self.gate.as_ref().map(|g| g.until);
             let gate_sleep = async {
                 match gate_until {
@@ -533,12 +537,13 @@ impl UdpDriver {
                     self.stats.sends_released_unapplied.fetch_add(1, Ordering::Relaxed);
                     self.release().await;
                 }
-                () = sleep => {
-                    if let Some((id, _)) = next {
-                        self.timers.remove(&id);
-                        let acts = self.mgr.handle_timer(id, Instant::now());
-                        self.apply(acts, &events).await;
-                    }
+                Some(expired) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)),
+                    if !self.timers.is_empty() =>
+                {
+                    let id = expired.into_inner();
+                    self.timer_keys.remove(&id);
+                    let acts = self.mgr.handle_timer(id, Instant::now());
+                    self.apply(acts, &events).await;
                 }
             }
         }
