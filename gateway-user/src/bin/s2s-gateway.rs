@@ -378,7 +378,41 @@ fn reload(path: &std::path::Path, live: &LiveConfig, store: &gateway_api::Store)
     }
 }
 
+/// Each tunnel holds its TUN's descriptor and each gateway address its IKE
+/// sockets: systemd's default soft limit (1,024 open files) would stop a
+/// host near a thousand tunnels. Raises the soft limit to the hard one,
+/// and says so.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+        return;
+    }
+    let before = lim.rlim_cur;
+    if before < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) } != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
+            return;
+        }
+        tracing::info!(
+            from = before,
+            to = lim.rlim_max,
+            "open-file limit raised to the hard limit (a descriptor per tunnel)"
+        );
+    }
+    if lim.rlim_max < 65_536 {
+        tracing::warn!(limit = lim.rlim_max, "the open-file limit caps the tunnels this host can run (one descriptor each): raise LimitNOFILE");
+    }
+}
+
 async fn run(path: &std::path::Path, no_xdp: bool) -> anyhow::Result<()> {
+    raise_open_files_limit();
     // From here on SIGHUP no longer terminates the process; reloads are
     // handled once everything runs.
     let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
