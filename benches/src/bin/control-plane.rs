@@ -44,6 +44,9 @@ const SETTLE: Duration = Duration::from_secs(12);
 
 struct Args {
     connections: usize,
+    /// Customer gateways played by `s2s-loadgen` for the bring-up run (the
+    /// first `peers` connections), 0 for none.
+    peers: usize,
     step: usize,
     idle: Duration,
     gateway: PathBuf,
@@ -51,13 +54,14 @@ struct Args {
 }
 
 fn usage() -> &'static str {
-    "usage: control-plane [--connections N] [--step N] [--idle SECONDS] [--gateway PATH] [--label TEXT]"
+    "usage: control-plane [--connections N] [--peers N] [--step N] [--idle SECONDS] [--gateway PATH] [--label TEXT]"
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let me = std::env::current_exe()?;
     let mut a = Args {
         connections: 1000,
+        peers: 100,
         step: 100,
         idle: Duration::from_secs(20),
         gateway: me.with_file_name("s2s-gateway"),
@@ -71,6 +75,7 @@ fn parse_args() -> anyhow::Result<Args> {
         };
         match k.as_str() {
             "--connections" => a.connections = v()?.parse().context("--connections")?,
+            "--peers" => a.peers = v()?.parse().context("--peers")?,
             "--step" => a.step = v()?.parse().context("--step")?,
             "--idle" => a.idle = Duration::from_secs(v()?.parse().context("--idle")?),
             "--gateway" => a.gateway = PathBuf::from(v()?),
@@ -80,6 +85,13 @@ fn parse_args() -> anyhow::Result<Args> {
     }
     if a.connections == 0 || a.step == 0 {
         bail!("--connections and --step must be at least 1");
+    }
+    if a.peers > a.connections {
+        bail!(
+            "--peers ({}) cannot exceed --connections ({})",
+            a.peers,
+            a.connections
+        );
     }
     if !a.gateway.exists() {
         bail!(
@@ -267,6 +279,7 @@ fn run(args: &Args) -> anyhow::Result<Value> {
     let mut steps = Vec::new();
     let mut latencies = Vec::with_capacity(args.step);
     let mut cgw_ids = Vec::with_capacity(args.connections);
+    let mut connections = Vec::with_capacity(args.peers);
     let started = Instant::now();
     for i in 0..args.connections {
         let cgw = api.ok(
@@ -280,7 +293,7 @@ fn run(args: &Args) -> anyhow::Result<Value> {
         )?;
         let cgw_id = id(&cgw)?;
         let t = Instant::now();
-        api.ok(
+        let created = api.ok(
             "POST",
             "connections",
             Some(json!({
@@ -296,6 +309,9 @@ fn run(args: &Args) -> anyhow::Result<Value> {
         )?;
         latencies.push(t.elapsed());
         cgw_ids.push(cgw_id);
+        if connections.len() < args.peers {
+            connections.push(created["connection"].clone());
+        }
         if latencies.len() == args.step || i + 1 == args.connections {
             daemon.check()?;
             let (cpu, rss) = usage_of(pid)?;
@@ -366,7 +382,13 @@ fn run(args: &Args) -> anyhow::Result<Value> {
             bail!("the page filtered on customer gateway {cgw} holds {n} connections, not 1");
         }
     }
+    let bring_up = if connections.is_empty() {
+        Value::Null
+    } else {
+        bring_up(&api, &mut daemon, pid, &connections, args.idle)?
+    };
     let result = json!({
+        "bring_up": bring_up,
         "label": args.label,
         "gateway": args.gateway.display().to_string(),
         "connections": args.connections,
@@ -389,6 +411,147 @@ fn run(args: &Args) -> anyhow::Result<Value> {
     Ok(result)
 }
 
+/// Tunnels reported up by the API, counted over every page.
+fn tunnels_up(api: &Api) -> anyhow::Result<usize> {
+    let mut up = 0;
+    for page in 1.. {
+        let v = api.ok(
+            "GET",
+            &format!("connections?page={page}&page_size={PAGE}"),
+            None,
+        )?;
+        let list = v["connections"].as_array().cloned().unwrap_or_default();
+        up += list
+            .iter()
+            .filter(|c| c["tunnel_status_ipv6"] == "up")
+            .count();
+        if list.len() < PAGE {
+            break;
+        }
+    }
+    Ok(up)
+}
+
+/// `connections.len()` customer gateways played by `s2s-loadgen` in the
+/// peer namespace start at once, each from its own address (2001:db8:c::N,
+/// routed to the gateway through the peer's link address as behind an
+/// upstream router), initiating IKEv2 with its connection's PSK. Measures
+/// how long until every CHILD SA is up on both sides (the loadgen's and
+/// the API's statuses), then the daemon's idle CPU with those tunnels up
+/// (DPD and rekey timers running; the load generator speaks no BGP, so
+/// the sessions stay down).
+fn bring_up(
+    api: &Api,
+    daemon: &mut Daemon,
+    pid: u32,
+    connections: &[Value],
+    idle: Duration,
+) -> anyhow::Result<Value> {
+    use s2s_loadgen::{Customer, PeerSpec};
+    let n = connections.len();
+    GW.exec(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "2001:db8:c::/64",
+        "via",
+        "2001:db8::2",
+        "dev",
+        "wan0",
+    ])?;
+    let mut batch = String::new();
+    for i in 0..n {
+        batch.push_str(&format!(
+            "addr add 2001:db8:c::{:x}/128 dev wan0 nodad\n",
+            i + 1
+        ));
+    }
+    let mut ip = PEER.cmd("ip");
+    ip.args(["-batch", "-"]).stdin(std::process::Stdio::piped());
+    let mut child = ip.spawn().context("ip -batch")?;
+    std::io::Write::write_all(
+        child.stdin.as_mut().context("ip -batch stdin")?,
+        batch.as_bytes(),
+    )?;
+    drop(child.stdin.take());
+    if !child.wait()?.success() {
+        bail!("adding the peers' addresses failed");
+    }
+    let mut peers = Vec::with_capacity(n);
+    for (i, conn) in connections.iter().enumerate() {
+        peers.push(PeerSpec {
+            name: format!("peer-{i}"),
+            local: format!("2001:db8:c::{:x}", i + 1).parse()?,
+            remote: "2001:db8::1".parse()?,
+            psk: api.psk(conn)?,
+            ike: (
+                "aes256gcm".into(),
+                Some("sha256".into()),
+                "curve25519".into(),
+            ),
+            esp: ("aes256gcm".into(), None),
+            initiate: true,
+        });
+    }
+    let names: Vec<String> = peers.iter().map(|p| p.name.clone()).collect();
+    eprintln!("control-plane: bring-up of {n} tunnels from s2s-loadgen");
+    let t0 = Instant::now();
+    let customer = Customer::start(Some(&PEER.name()), peers)?;
+    let deadline = t0 + Duration::from_secs(120);
+    let mut peers_up_s = None;
+    let gateway_up_s = loop {
+        daemon.check()?;
+        if peers_up_s.is_none()
+            && names
+                .iter()
+                .all(|p| customer.state(p).is_some_and(|s| s.child.is_some()))
+        {
+            peers_up_s = Some(t0.elapsed().as_secs_f64());
+        }
+        let up = tunnels_up(api)?;
+        if up >= n {
+            break t0.elapsed().as_secs_f64();
+        }
+        if Instant::now() > deadline {
+            bail!("{up} of {n} tunnels up after 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The loadgen's side may finish after the API reports.
+    while peers_up_s.is_none() && Instant::now() < deadline {
+        if names
+            .iter()
+            .all(|p| customer.state(p).is_some_and(|s| s.child.is_some()))
+        {
+            peers_up_s = Some(t0.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(SETTLE);
+    let (cpu0, _) = usage_of(pid)?;
+    let t = Instant::now();
+    std::thread::sleep(idle);
+    let (cpu1, rss) = usage_of(pid)?;
+    let idle_pct = (cpu1 - cpu0).as_secs_f64() / t.elapsed().as_secs_f64() * 100.0;
+    let still_up = tunnels_up(api)?;
+    customer.stop()?;
+    eprintln!(
+        "control-plane: {n} tunnels up in {gateway_up_s:.2} s ({:.0} per second), idle with them up {idle_pct:.2} % of a core, {still_up} still up after {} s",
+        n as f64 / gateway_up_s,
+        idle.as_secs()
+    );
+    Ok(json!({
+        "peers": n,
+        "all_up_api_s": gateway_up_s,
+        "all_up_peers_s": peers_up_s,
+        "tunnels_per_second": n as f64 / gateway_up_s,
+        "idle_cpu_percent_established": idle_pct,
+        "rss_mib_established": rss as f64 / 1024.0,
+        "still_up_after_idle": still_up,
+    }))
+}
+
 /// A run in one row: the first and the last step's create latencies, then
 /// the idle, memory and list figures.
 fn summary(run: &Value) -> Value {
@@ -407,6 +570,9 @@ fn summary(run: &Value) -> Value {
         "rss_per_connection_kib": run["rss_per_connection_kib"],
         "list_all_s": run["list_all_s"],
         "filtered_page_ms": run["filtered_page_ms"],
+        "bring_up_peers": run["bring_up"]["peers"],
+        "bring_up_s": run["bring_up"]["all_up_api_s"],
+        "idle_cpu_percent_established": run["bring_up"]["idle_cpu_percent_established"],
     })
 }
 
