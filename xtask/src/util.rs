@@ -41,7 +41,14 @@ pub fn build(release: bool) -> anyhow::Result<()> {
         "cargo build (eBPF object + user binaries)"
     });
     let mut cmd = cargo();
-    cmd.args(["build", "--package", "gateway-user", "--bins"]);
+    cmd.args([
+        "build",
+        "--package",
+        "gateway-user",
+        "--package",
+        "s2s-loadgen",
+        "--bins",
+    ]);
     if release {
         cmd.arg("--release");
     }
