@@ -13,7 +13,7 @@
 //! (p50, p99), the kernel memory taken so far (MemAvailable, Slab and
 //! Percpu from /proc/meminfo, host-wide: run it on a quiet host), and what
 //! other tools pay: a netlink link dump (ours), `ip -br link`, `ip -br
-//! addr`, reading /proc/net/dev (what node_exporter reads) and walking
+//! addr`, reading /proc/net/dev (what node_exporter reads; the measuring thread's) and walking
 //! /proc/sys/net (what `sysctl -a` walks). Then it deletes them all (timed)
 //! and does the same for the alternative: one TUN, every tunnel's two
 //! addresses and its route on it. Writes `target/bench/tun-scale.json`.
@@ -166,7 +166,7 @@ fn tools(nl: &mut Netlink) -> anyhow::Result<Value> {
     };
     let mut net_dev_lines = 0;
     let proc_net_dev = timed_ms(|| {
-        net_dev_lines = fs::read_to_string("/proc/net/dev")?.lines().count();
+        net_dev_lines = fs::read_to_string("/proc/thread-self/net/dev")?.lines().count();
         Ok(())
     })?;
     let mut sysctl_files = 0;
