@@ -166,7 +166,9 @@ fn tools(nl: &mut Netlink) -> anyhow::Result<Value> {
     };
     let mut net_dev_lines = 0;
     let proc_net_dev = timed_ms(|| {
-        net_dev_lines = fs::read_to_string("/proc/thread-self/net/dev")?.lines().count();
+        net_dev_lines = fs::read_to_string("/proc/thread-self/net/dev")?
+            .lines()
+            .count();
         Ok(())
     })?;
     let mut sysctl_files = 0;
