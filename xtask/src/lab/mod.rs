@@ -36,7 +36,6 @@ use crate::util::{output, sh, step, workspace_root};
 mod observe;
 mod probes;
 mod restart;
-mod scale;
 mod scenarios;
 use observe::*;
 use probes::*;

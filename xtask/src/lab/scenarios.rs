@@ -81,11 +81,6 @@ const SCENARIOS: &[Scenario] = &[
         title: "scenario 10: the Debian package installed, then upgraded, with tunnels up → the daemon restarted from the installed files each time (as the package's postinst does under systemd), SAs resumed, pings lost counted",
         run: package_upgraded,
     },
-    Scenario {
-        name: "scenario 11: many connections",
-        title: "scenario 11: 200 more connections created, listed in pages and filtered; 100 of them brought up at once by s2s-loadgen; all deleted → their interfaces gone, the lab's connection active throughout",
-        run: many_connections,
-    },
 ];
 
 /// Runs every scenario in order; `current` names the one running, for
@@ -550,10 +545,6 @@ fn rekeys_during_traffic(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
         all_up,
     )?;
     Ok(())
-}
-
-fn many_connections(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    super::scale::many_connections(cx.lab, cx.stop, cx.conn_id)
 }
 
 fn package_upgraded(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
