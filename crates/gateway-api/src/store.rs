@@ -936,11 +936,12 @@ impl Tx<'_> {
         Ok(ConnectionRow { conn, interco })
     }
 
-    pub fn connections(&self) -> Result<Vec<ConnectionRow>, StoreError> {
-        let mut stmt = self
-            .tx
-            .prepare("SELECT id, body, interco FROM connections ORDER BY rowid")?;
-        let rows = stmt.query_map([], |r| {
+    /// Decodes every row of `stmt` (`SELECT id, body, interco ...`).
+    fn connection_rows(
+        stmt: &mut rusqlite::Statement<'_>,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<ConnectionRow>, StoreError> {
+        let rows = stmt.query_map(params, |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -952,6 +953,14 @@ impl Tx<'_> {
             let (id, body, interco) = row?;
             out.push(Self::connection_from(id, body, interco)?);
         }
+        Ok(out)
+    }
+
+    pub fn connections(&self) -> Result<Vec<ConnectionRow>, StoreError> {
+        let mut stmt = self
+            .tx
+            .prepare("SELECT id, body, interco FROM connections ORDER BY rowid")?;
+        let out = Self::connection_rows(&mut stmt, [])?;
         Ok(out)
     }
 
@@ -1048,18 +1057,7 @@ impl Tx<'_> {
         let mut stmt = self.tx.prepare(&format!(
             "SELECT id, body, interco FROM connections{filter} ORDER BY {order} LIMIT ? OFFSET ?"
         ))?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, body, interco) = row?;
-            out.push(Self::connection_from(id, body, interco)?);
-        }
+        let out = Self::connection_rows(&mut stmt, rusqlite::params_from_iter(args.iter()))?;
         Ok((out, usize::try_from(total).unwrap_or(0)))
     }
 
@@ -1074,18 +1072,7 @@ impl Tx<'_> {
             "SELECT id, body, interco FROM connections WHERE {} = ?1 ORDER BY rowid",
             kind.column()
         ))?;
-        let rows = stmt.query_map([gateway_id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, body, interco) = row?;
-            out.push(Self::connection_from(id, body, interco)?);
-        }
+        let out = Self::connection_rows(&mut stmt, [gateway_id])?;
         Ok(out)
     }
 
