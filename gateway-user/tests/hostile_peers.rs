@@ -1142,3 +1142,92 @@ fn restart_case(tag: &str, stop: Stop) -> anyhow::Result<()> {
 
 /// The shape of our TUN names, for a connection that no longer exists.
 const ORPHAN_TUN: &str = "s2s0000beefv4";
+
+/// A VPN gateway created while the daemon runs, on a public address that
+/// no gateway used when it started: IKE starts listening there (it used
+/// to bind its sockets once, at the first pass, and such a gateway's
+/// tunnels never came up), and the first gateway's tunnel is untouched.
+#[test]
+#[ignore = "needs root: network namespaces, XDP, the daemon"]
+fn a_gateway_created_while_running_on_a_new_public_address_comes_up() -> anyhow::Result<()> {
+    const IPAM_V4_B: &str = "aaaaaaaa-0000-4000-8000-000000000002";
+    const GW_WAN_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+    const CGW_WAN_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 4);
+    let extra = format!("[[public_ips]]\nid = \"{IPAM_V4_B}\"\naddress = \"{GW_WAN_B}\"\n");
+    let mut site = Site::start("n", &extra)?;
+    site.gw.exec(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{GW_WAN_B}/24"),
+        "dev",
+        "wan0",
+    ])?;
+    site.cgw.exec(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{CGW_WAN_B}/24"),
+        "dev",
+        "wan0",
+    ])?;
+    let ids = site.resources()?;
+    let conn = site.connection("first", &ids)?;
+    let first = site.customer(&conn)?;
+    site.wait_tunnel_up(&id(&conn)?)?;
+
+    // The second VPN gateway, its customer gateway and connection, all
+    // created now.
+    let vgw_b = site.api.ok(
+        "POST",
+        "vpn-gateways",
+        Some(json!({
+            "name": "vgw-b",
+            "gateway_type": "VGW-S",
+            "private_network_id": PRIVATE_NETWORK,
+            "public_config": {"ipam_ipv4_id": IPAM_V4_B},
+        })),
+    )?;
+    let cgw_b = site.api.ok(
+        "POST",
+        "customer-gateways",
+        Some(json!({"name": "cgw-b", "asn": 65011, "ipv4_public": CGW_WAN_B.to_string()})),
+    )?;
+    let ids_b = (id(&vgw_b)?, id(&cgw_b)?, ids.2.clone());
+    let conn_b = site.connection("second", &ids_b)?;
+    let psk = site.api.psk(&conn_b)?;
+    let second = Customer::start(
+        Some(&site.cgw.name()),
+        vec![PeerSpec {
+            name: "b".into(),
+            local: IpAddr::V4(CGW_WAN_B),
+            remote: IpAddr::V4(GW_WAN_B),
+            psk,
+            ike: (
+                "aes256gcm".into(),
+                Some("sha256".into()),
+                "curve25519".into(),
+            ),
+            esp: ("aes256gcm".into(), None),
+            initiate: true,
+        }],
+    )?;
+    second
+        .wait_established("b", Duration::from_secs(30))
+        .with_context(|| site.daemon.log_tail(30))?;
+    site.wait_tunnel_up(&id(&conn_b)?)?;
+    // The first tunnel was never touched: still its first (and only) one.
+    assert_eq!(
+        site.api
+            .ok("GET", &format!("connections/{}", id(&conn)?), None)?["tunnel_status"],
+        "up"
+    );
+    assert_eq!(
+        site.tunnels_created()?,
+        2.0,
+        "one tunnel each, none rebuilt"
+    );
+    second.stop()?;
+    first.stop()?;
+    Ok(())
+}

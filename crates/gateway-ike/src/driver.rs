@@ -1,5 +1,6 @@
 //! The thin tokio driver around `IkeManager`: UDP sockets on the IKE port
-//! (500) and the NAT-T port (4500) of each public address, timers, a
+//! (500) and the NAT-T port (4500) of each public address (bound and
+//! closed as addresses come and go: [`Command::Listen`]), timers, a
 //! command channel from the agent, and a bounded pool of blocking workers
 //! for the manager's Diffie-Hellman jobs. Everything that is not a
 //! datagram, a timer or a job (CHILD SA install/remove, IKE SA
@@ -88,6 +89,15 @@ pub enum Command {
     },
     /// Counts the IKE and CHILD SAs by state ([`IkeManager::census`]).
     Census(tokio::sync::oneshot::Sender<crate::manager::Census>),
+    /// Listens on exactly these public addresses from now on: binds the
+    /// IKE and NAT-T ports of the new ones and closes the sockets of
+    /// those no longer wanted (a VPN gateway created or deleted while the
+    /// daemon runs). `reply` gets the addresses that could not be bound,
+    /// with why; they are not listened on (ask again to retry).
+    Listen {
+        addrs: Vec<IpAddr>,
+        reply: tokio::sync::oneshot::Sender<Vec<(IpAddr, std::io::Error)>>,
+    },
 }
 
 /// Datagrams held back until the agent has applied the CHILD SAs that
@@ -187,12 +197,100 @@ struct JobDone {
     unauthenticated: Option<IpAddr>,
 }
 
+/// The sockets of the listened addresses and their receive loops.
+struct Listener {
+    ike_port: u16,
+    natt_port: u16,
+    esp: Option<mpsc::Sender<EspDatagram>>,
+    /// Where the receive loops put what they read.
+    tx: mpsc::Sender<Received>,
+    /// Per address, the receive loops of its two sockets (each loop owns
+    /// its socket with the driver: aborting it and dropping the driver's
+    /// copy closes the socket).
+    bound: HashMap<IpAddr, Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Listener {
+    /// Binds both ports of `ip` (both or neither) and starts their loops.
+    async fn bind(&mut self, ip: IpAddr) -> std::io::Result<Vec<(SocketAddr, Arc<UdpSocket>)>> {
+        let mut socks = Vec::new();
+        for port in [self.ike_port, self.natt_port] {
+            let local = SocketAddr::new(ip, port);
+            // On failure the first socket is dropped, closed, with `socks`.
+            socks.push((local, Arc::new(UdpSocket::bind(local).await?)));
+        }
+        let loops = socks
+            .iter()
+            .map(|(local, sock)| {
+                let esp = if local.port() == self.natt_port {
+                    self.esp.clone()
+                } else {
+                    None
+                };
+                tokio::spawn(receive(Arc::clone(sock), *local, self.tx.clone(), esp))
+            })
+            .collect();
+        self.bound.insert(ip, loops);
+        Ok(socks)
+    }
+
+    fn release(&mut self, ip: IpAddr) {
+        for task in self.bound.remove(&ip).into_iter().flatten() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        for task in self.bound.values().flatten() {
+            task.abort();
+        }
+    }
+}
+
+/// A socket's receive loop: IKE to the driver, UDP-encapsulated ESP to
+/// the sink if there is one.
+async fn receive(
+    s: Arc<UdpSocket>,
+    local: SocketAddr,
+    tx: mpsc::Sender<Received>,
+    esp: Option<mpsc::Sender<EspDatagram>>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let Ok((n, from)) = s.recv_from(&mut buf).await else {
+            continue;
+        };
+        if let Some(sink) = &esp {
+            if is_udp_esp(&buf[..n]) {
+                let _ = sink.try_send(EspDatagram {
+                    esp: buf[..n].to_vec(),
+                    from,
+                    to: local,
+                });
+                continue;
+            }
+        }
+        let msg = Received {
+            bytes: buf[..n].to_vec(),
+            from,
+            to: local,
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// The latest a timer is armed for (`DelayQueue` refuses beyond ~2 years).
 const TIMER_HORIZON: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub struct UdpDriver {
     mgr: IkeManager,
+    /// What a datagram is sent from: the sockets of the listened addresses.
     sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+    listener: Listener,
     /// Armed timers, one per IKE SA at most: a timing wheel (tokio-util's
     /// `DelayQueue`) and each id's entry in it, so that arming,
     /// re-arming and firing cost the same whatever the number of SAs.
@@ -242,51 +340,31 @@ impl UdpDriver {
         natt_port: u16,
         esp: Option<mpsc::Sender<EspDatagram>>,
     ) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel(1024);
-        let mut sockets = HashMap::new();
-        for ip in addrs {
-            for port in [ike_port, natt_port] {
-                let local = SocketAddr::new(*ip, port);
-                let sock = Arc::new(UdpSocket::bind(local).await?);
-                let s = sock.clone();
-                let tx = tx.clone();
-                let esp = if port == natt_port { esp.clone() } else { None };
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; MAX_DATAGRAM];
-                    loop {
-                        let Ok((n, from)) = s.recv_from(&mut buf).await else {
-                            continue;
-                        };
-                        if let Some(sink) = &esp {
-                            if is_udp_esp(&buf[..n]) {
-                                let _ = sink.try_send(EspDatagram {
-                                    esp: buf[..n].to_vec(),
-                                    from,
-                                    to: local,
-                                });
-                                continue;
-                            }
-                        }
-                        let msg = Received {
-                            bytes: buf[..n].to_vec(),
-                            from,
-                            to: local,
-                        };
-                        if tx.send(msg).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-                sockets.insert(local, sock);
-            }
+        let mut driver = Self::new(ike_port, natt_port, esp);
+        match driver.listen(addrs).await.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(driver),
         }
+    }
+
+    /// A driver listening nowhere yet: [`UdpDriver::listen`] (or
+    /// [`Command::Listen`] once it runs) gives it its addresses.
+    pub fn new(ike_port: u16, natt_port: u16, esp: Option<mpsc::Sender<EspDatagram>>) -> Self {
+        let (tx, rx) = mpsc::channel(1024);
         let mut mgr = IkeManager::new();
         mgr.set_dh_offload(true);
         let pool = DhPool::default();
         let (jobs_tx, jobs_rx) = mpsc::channel(64);
-        Ok(Self {
+        Self {
             mgr,
-            sockets,
+            sockets: HashMap::new(),
+            listener: Listener {
+                ike_port,
+                natt_port,
+                esp,
+                tx,
+                bound: HashMap::new(),
+            },
             timers: DelayQueue::new(),
             timer_keys: HashMap::new(),
             rx,
@@ -299,7 +377,43 @@ impl UdpDriver {
             stats: Arc::new(Stats::default()),
             hold_max: None,
             gate: None,
-        })
+        }
+    }
+
+    /// Listens on exactly `addrs` from now on (see [`Command::Listen`]);
+    /// returns the addresses that could not be bound, with why.
+    pub async fn listen(&mut self, addrs: &[IpAddr]) -> Vec<(IpAddr, std::io::Error)> {
+        let gone: Vec<IpAddr> = self
+            .listener
+            .bound
+            .keys()
+            .filter(|ip| !addrs.contains(ip))
+            .copied()
+            .collect();
+        for ip in gone {
+            self.listener.release(ip);
+            for port in [self.listener.ike_port, self.listener.natt_port] {
+                self.sockets.remove(&SocketAddr::new(ip, port));
+            }
+        }
+        let mut failed = Vec::new();
+        for ip in addrs {
+            if self.listener.bound.contains_key(ip) {
+                continue;
+            }
+            match self.listener.bind(*ip).await {
+                Ok(socks) => self.sockets.extend(socks),
+                Err(e) => failed.push((*ip, e)),
+            }
+        }
+        failed
+    }
+
+    /// The addresses listened on.
+    pub fn listening(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self.listener.bound.keys().copied().collect();
+        v.sort();
+        v
     }
 
     /// The IKE manager, to configure before `run` (limits, the data
@@ -528,6 +642,10 @@ impl UdpDriver {
                         }
                         Some(Command::Census(reply)) => {
                             let _ = reply.send(self.mgr.census());
+                            continue;
+                        }
+                        Some(Command::Listen { addrs, reply }) => {
+                            let _ = reply.send(self.listen(&addrs).await);
                             continue;
                         }
                     };

@@ -71,9 +71,15 @@ struct Side {
 
 impl Side {
     async fn start(addr: IpAddr, port: u16, setup: impl FnOnce(&mut UdpDriver)) -> Self {
-        let mut d = UdpDriver::bind(&[addr], port, port + 1)
-            .await
-            .expect("bind");
+        Self::start_listening(&[addr], port, setup).await
+    }
+
+    async fn start_listening(
+        addrs: &[IpAddr],
+        port: u16,
+        setup: impl FnOnce(&mut UdpDriver),
+    ) -> Self {
+        let mut d = UdpDriver::bind(addrs, port, port + 1).await.expect("bind");
         setup(&mut d);
         let stats = d.stats();
         let (cmd, cmd_rx) = mpsc::channel(16);
@@ -87,6 +93,20 @@ impl Side {
         });
         tokio::spawn(d.run(cmd_rx, ev_tx));
         Self { cmd, events, stats }
+    }
+
+    /// Asks the running driver to listen on exactly `addrs`; the ones it
+    /// could not bind.
+    async fn listen(&self, addrs: &[IpAddr]) -> Vec<IpAddr> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.cmd
+            .send(Command::Listen {
+                addrs: addrs.to_vec(),
+                reply,
+            })
+            .await
+            .unwrap();
+        answer.await.unwrap().into_iter().map(|(a, _)| a).collect()
     }
 
     fn count(&self, f: impl Fn(&Action) -> bool) -> usize {
@@ -360,4 +380,59 @@ async fn the_peer_learns_of_a_child_sa_only_once_it_is_applied() {
     .await;
     assert_eq!(b.stats.sends_released_unapplied(), 0);
     assert_eq!(a.lost_an_sa() + b.lost_an_sa(), 0);
+}
+
+/// A VPN gateway created while the daemon runs: the responder's driver
+/// starts listening nowhere, and its connection on a public address it
+/// does not listen on yet gets no answer; once told to listen there
+/// (`Command::Listen`), the initiator's retransmissions bring the SA up.
+/// Told to listen nowhere again, the driver closes the sockets (the
+/// address's ports can be bound by someone else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_are_listened_on_as_gateways_come_and_go() {
+    let a_ip: IpAddr = "127.0.6.1".parse().unwrap();
+    let b_ip: IpAddr = "127.0.6.2".parse().unwrap();
+    let port = free_port(a_ip, b_ip);
+    let b = Side::start_listening(&[], port, |_| {}).await;
+    let a = Side::start(a_ip, port, |_| {}).await;
+    b.cmd
+        .send(Command::AddConnection(Box::new(conn(
+            "b", b_ip, a_ip, port, false,
+        ))))
+        .await
+        .unwrap();
+    a.cmd
+        .send(Command::AddConnection(Box::new(conn(
+            "a", a_ip, b_ip, port, true,
+        ))))
+        .await
+        .unwrap();
+    // The first request and a retransmission (after 1 s) go unanswered.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(b.count(is_install), 0, "B answered on an unbound address");
+    assert!(b.listen(&[b_ip]).await.is_empty(), "bind {b_ip}");
+    a.wait(10, "A's CHILD SA", |e| e.iter().any(is_install))
+        .await;
+    b.wait(10, "B's CHILD SA", |e| e.iter().any(is_install))
+        .await;
+    // An address that is not on this host cannot be bound: reported, and
+    // the others stay.
+    let elsewhere: IpAddr = "192.0.2.77".parse().unwrap();
+    let failed = b.listen(&[b_ip, elsewhere]).await;
+    assert_eq!(failed, vec![elsewhere], "only the foreign address fails");
+    assert!(b.listen(&[]).await.is_empty());
+    // The driver's sockets are closed: the ports are free again (the
+    // aborted receive loops drop theirs shortly after).
+    let mut free = false;
+    for _ in 0..50 {
+        if [port, port + 1]
+            .iter()
+            .all(|p| UdpSocket::bind(SocketAddr::new(b_ip, *p)).is_ok())
+        {
+            free = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(free, "the released address's ports are still bound");
 }

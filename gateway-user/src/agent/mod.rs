@@ -106,8 +106,12 @@ impl Agent {
     ) {
         let mut changes = self.store.subscribe();
         let (ike_tx, ike_rx) = mpsc::channel(256);
-        // Handed to the IKE driver once it has bound the public addresses.
-        let mut ike_rx = Some(ike_rx);
+        // The receiver is handed to the IKE driver on the first pass.
+        let mut ike = IkeListen {
+            rx: Some(ike_rx),
+            tx: ike_tx.clone(),
+            bound: Vec::new(),
+        };
         let (ike_events_tx, mut ike_events) = mpsc::channel(IKE_EVENTS);
         let (bgp, mut bgp_events) = gateway_bgp::driver::spawn();
         // Neither may change while the daemon runs (`Config::fixed_changes`).
@@ -152,7 +156,6 @@ impl Agent {
                 }
             }
         });
-        let mut bound: Vec<IpAddr> = Vec::new();
         // What the last full pass was computed from, and whether it left
         // nothing to retry: while both hold, a resync only runs the
         // runtime's timed part instead of reading the whole store again.
@@ -183,8 +186,7 @@ impl Agent {
                     .full_pass(
                         &config,
                         &mut rt,
-                        &mut ike_rx,
-                        &mut bound,
+                        &mut ike,
                         &ike_events_tx,
                         &esp_tx,
                         &datapath,
@@ -225,18 +227,13 @@ impl Agent {
     }
 
     /// A pass over the whole desired state: VPN gateway statuses, the IKE
-    /// driver started once the public addresses are known, the plan
-    /// applied. True if it left nothing to retry.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the run loop's state the pass reads and updates, passed by reference"
-    )]
+    /// driver started (first pass) and listening on the public addresses
+    /// in use, the plan applied. True if it left nothing to retry.
     async fn full_pass(
         &self,
         config: &Arc<Config>,
         rt: &mut Runtime,
-        ike_rx: &mut Option<mpsc::Receiver<gateway_ike::driver::Command>>,
-        bound: &mut Vec<IpAddr>,
+        ike: &mut IkeListen,
         ike_events_tx: &mpsc::Sender<gateway_ike::Action>,
         esp_tx: &mpsc::Sender<EspDatagram>,
         datapath: &DataPathHandle,
@@ -261,40 +258,22 @@ impl Agent {
         };
         let plan = plan::plan(&state, config);
         let addrs = Runtime::local_addresses(&plan);
-        if let (Some(_), false) = (&*ike_rx, addrs.is_empty()) {
-            match UdpDriver::bind_with_esp_sink(&addrs, IKE_PORT, NAT_T_PORT, Some(esp_tx.clone()))
-                .await
-            {
-                Ok(mut driver) => {
-                    // New inbound SPIs avoid every SPI in the data plane
-                    // (also old SAs in their grace).
-                    let table = Arc::clone(datapath.dataplane.table());
-                    driver
-                        .manager_mut()
-                        .set_spi_in_use(Arc::new(move |spi| table.inbound(spi).is_some()));
-                    // The peer learns of a CHILD SA only once it is in the
-                    // data plane (acknowledged in `Runtime::on_ike`).
-                    driver.hold_sends_until_applied(APPLY_WAIT);
-                    tracing::info!(addresses = ?addrs, "IKE listening on UDP 500 and 4500");
-                    if let Some(rx) = ike_rx.take() {
-                        tokio::spawn(driver.run(rx, ike_events_tx.clone()));
-                    }
-                    bound.clone_from(&addrs);
-                }
-                Err(e) => {
-                    tracing::warn!(addresses = ?addrs, error = %e, "IKE cannot bind; will retry")
-                }
-            }
+        if let Some(rx) = ike.rx.take() {
+            let mut driver = UdpDriver::new(IKE_PORT, NAT_T_PORT, Some(esp_tx.clone()));
+            // New inbound SPIs avoid every SPI in the data plane (also old
+            // SAs in their grace).
+            let table = Arc::clone(datapath.dataplane.table());
+            driver
+                .manager_mut()
+                .set_spi_in_use(Arc::new(move |spi| table.inbound(spi).is_some()));
+            // The peer learns of a CHILD SA only once it is in the data
+            // plane (acknowledged in `Runtime::on_ike`).
+            driver.hold_sends_until_applied(APPLY_WAIT);
+            tokio::spawn(driver.run(rx, ike_events_tx.clone()));
         }
-        if let Some(missing) = addrs.iter().find(|a| !bound.contains(a)) {
-            if ike_rx.is_none() {
-                tracing::warn!(address = %missing, "IKE is not listening on a new public address: restart the daemon");
-            }
-        }
-        if ike_rx.is_some() {
-            // Nothing runs before the IKE driver does.
-            return false;
-        }
+        // The public addresses of the VPN gateways with tunnels, bound as
+        // gateways appear and released as they go.
+        let listening = ike.listen(addrs).await;
         let applied = match rt.apply(&plan).await {
             Ok(()) => true,
             Err(e) => {
@@ -304,7 +283,7 @@ impl Agent {
         };
         // SA and prefix counts for /metrics (the IKE driver runs: it answers).
         rt.refresh_counts().await;
-        applied && rt.settled()
+        applied && listening && rt.settled()
     }
 
     /// One pass over the desired state.
@@ -365,6 +344,53 @@ impl Agent {
             xdp.set_local_addrs(&local)?;
         }
         Ok(())
+    }
+}
+
+/// The IKE driver's command channel as the agent's passes see it.
+struct IkeListen {
+    /// Handed to the driver on the first pass.
+    rx: Option<mpsc::Receiver<gateway_ike::driver::Command>>,
+    tx: mpsc::Sender<gateway_ike::driver::Command>,
+    /// The addresses the driver listens on, sorted.
+    bound: Vec<IpAddr>,
+}
+
+impl IkeListen {
+    /// Makes the driver listen on exactly `addrs` (sorted); true if it
+    /// does (an address that cannot be bound is retried on the next pass).
+    async fn listen(&mut self, addrs: Vec<IpAddr>) -> bool {
+        if addrs == self.bound {
+            return true;
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let asked = gateway_ike::driver::Command::Listen {
+            addrs: addrs.clone(),
+            reply,
+        };
+        if self.tx.send(asked).await.is_err() {
+            tracing::error!("the IKE driver has stopped");
+            return false;
+        }
+        let Ok(failed) = answer.await else {
+            tracing::error!("the IKE driver has stopped");
+            return false;
+        };
+        for (address, e) in &failed {
+            tracing::warn!(%address, error = %e, "IKE cannot bind UDP 500 and 4500 on this address; will retry");
+        }
+        let now: Vec<IpAddr> = addrs
+            .into_iter()
+            .filter(|a| failed.iter().all(|(f, _)| f != a))
+            .collect();
+        for a in now.iter().filter(|a| !self.bound.contains(a)) {
+            tracing::info!(address = %a, "IKE listening on UDP 500 and 4500");
+        }
+        for a in self.bound.iter().filter(|a| !now.contains(a)) {
+            tracing::info!(address = %a, "IKE no longer listening on this address");
+        }
+        self.bound = now;
+        failed.is_empty()
     }
 }
 
