@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -36,8 +36,8 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::ops::{self, ListQuery};
-use crate::store::Store;
+use crate::ops::{self, ListQuery, Scope};
+use crate::store::{Owned, Store};
 
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -109,10 +109,11 @@ fn json_body(body: &Bytes) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// Finds the caller's key and hands its [`Scope`] to the handlers.
 async fn auth(
     State(st): State<AppState>,
     headers: HeaderMap,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let Some(token) = headers.get("x-auth-token") else {
@@ -122,18 +123,26 @@ async fn auth(
         .into_response();
     };
     let token = token.as_bytes();
-    // Compare against every token, in constant time per token, without
-    // stopping at the first match.
-    let mut matched = subtle::Choice::from(0);
-    for t in st.live.tokens().iter() {
-        matched |= t.as_slice().ct_eq(token);
+    // Compare against every key, in constant time per key, without
+    // stopping at the first match (keys are unique: the configuration
+    // refuses a token given twice).
+    let keys = st.live.keys();
+    let mut found = 0u64;
+    for (i, k) in keys.iter().enumerate() {
+        let eq = k.secret.as_slice().ct_eq(token);
+        found = subtle::ConditionallySelectable::conditional_select(&found, &(i as u64 + 1), eq);
     }
-    if !bool::from(matched) {
+    let Some(key) = found.checked_sub(1).and_then(|i| keys.get(i as usize)) else {
         return ApiError::Unauthenticated {
             reason: "invalid_argument",
         }
         .into_response();
-    }
+    };
+    let scope = match &key.scope {
+        None => Scope::all(),
+        Some(s) => Scope::projects(&s.projects),
+    };
+    req.extensions_mut().insert(scope);
     next.run(req).await
 }
 
@@ -284,7 +293,7 @@ pub fn router(config: Config, store: Store) -> Result<Router, ServeError> {
 /// ([`LiveConfig::replace`]): tokens, gateway types, public IPs and
 /// private networks are read per request.
 pub fn router_live(live: LiveConfig, store: Store) -> Result<Router, ServeError> {
-    if live.tokens().is_empty() {
+    if live.keys().is_empty() {
         return Err(ServeError::NoTokens);
     }
     let st = AppState { store, live };
@@ -474,11 +483,13 @@ macro_rules! list_handler {
     ($name:ident, $op:path) => {
         async fn $name(
             State(st): State<AppState>,
+            Extension(scope): Extension<Scope>,
             Path(region): Path<String>,
             RawQuery(q): RawQuery,
         ) -> ApiResult {
             check_region(&st, &region)?;
-            let q = ListQuery::from_query(q.as_deref().unwrap_or(""));
+            let mut q = ListQuery::from_query(q.as_deref().unwrap_or(""));
+            q.scope = scope;
             ok(st.store.read_async(move |tx| $op(tx, &q)).await?)
         }
     };
@@ -489,42 +500,65 @@ list_handler!(list_rp, ops::list_routing_policies);
 list_handler!(list_conn, ops::list_connections);
 
 macro_rules! get_handler {
-    ($name:ident, $op:path) => {
+    ($name:ident, $kind:expr, $op:path) => {
         async fn $name(
             State(st): State<AppState>,
+            Extension(scope): Extension<Scope>,
             Path((region, id)): Path<(String, String)>,
         ) -> ApiResult {
             check_region(&st, &region)?;
-            ok(st.store.read_async(move |tx| $op(tx, &id)).await?)
+            ok(st
+                .store
+                .read_async(move |tx| {
+                    scope.may_see(tx, $kind, &id)?;
+                    $op(tx, &id)
+                })
+                .await?)
         }
     };
 }
-get_handler!(get_vgw, ops::get_vpn_gateway);
-get_handler!(get_cgw, ops::get_customer_gateway);
-get_handler!(get_rp, ops::get_routing_policy);
-get_handler!(get_conn, ops::get_connection);
+get_handler!(get_vgw, Owned::VpnGateway, ops::get_vpn_gateway);
+get_handler!(get_cgw, Owned::CustomerGateway, ops::get_customer_gateway);
+get_handler!(get_rp, Owned::RoutingPolicy, ops::get_routing_policy);
+get_handler!(get_conn, Owned::Connection, ops::get_connection);
+
+/// A create's body, confined to the caller's projects.
+fn create_body(scope: &Scope, kind: Owned, body: &Bytes) -> Result<Value, ApiError> {
+    let mut body = json_body(body)?;
+    if body.is_null() {
+        body = Value::Object(Default::default());
+    }
+    scope.creating_in(kind.resource(), &mut body)?;
+    Ok(body)
+}
 
 macro_rules! create_handler {
-    ($name:ident, $op:path) => {
+    ($name:ident, $kind:expr, $op:path) => {
         async fn $name(
             State(st): State<AppState>,
+            Extension(scope): Extension<Scope>,
             Path(region): Path<String>,
             body: Bytes,
         ) -> ApiResult {
             check_region(&st, &region)?;
-            let req = ops::parse_body(json_body(&body)?)?;
+            let req = ops::parse_body(create_body(&scope, $kind, &body)?)?;
             let cfg = st.live.get();
             ok(st.store.write_async(move |tx| $op(tx, &cfg, req)).await?)
         }
     };
 }
-create_handler!(create_vgw, ops::create_vpn_gateway);
-create_handler!(create_cgw, ops::create_customer_gateway);
-create_handler!(create_rp, ops::create_routing_policy);
-create_handler!(create_conn, ops::create_connection);
+create_handler!(create_vgw, Owned::VpnGateway, ops::create_vpn_gateway);
+create_handler!(
+    create_cgw,
+    Owned::CustomerGateway,
+    ops::create_customer_gateway
+);
+create_handler!(create_rp, Owned::RoutingPolicy, ops::create_routing_policy);
+create_handler!(create_conn, Owned::Connection, ops::create_connection);
 
 async fn update_vgw(
     State(st): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((region, id)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
@@ -532,12 +566,16 @@ async fn update_vgw(
     let body = json_body(&body)?;
     ok(st
         .store
-        .write_async(move |tx| ops::update_vpn_gateway(tx, &id, body))
+        .write_async(move |tx| {
+            scope.may_see(tx, Owned::VpnGateway, &id)?;
+            ops::update_vpn_gateway(tx, &id, body)
+        })
         .await?)
 }
 
 async fn update_cgw(
     State(st): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((region, id)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
@@ -546,12 +584,16 @@ async fn update_cgw(
     let cfg = st.live.get();
     ok(st
         .store
-        .write_async(move |tx| ops::update_customer_gateway(tx, &cfg, &id, req))
+        .write_async(move |tx| {
+            scope.may_see(tx, Owned::CustomerGateway, &id)?;
+            ops::update_customer_gateway(tx, &cfg, &id, req)
+        })
         .await?)
 }
 
 async fn update_rp(
     State(st): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((region, id)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
@@ -559,12 +601,16 @@ async fn update_rp(
     let body = json_body(&body)?;
     ok(st
         .store
-        .write_async(move |tx| ops::update_routing_policy(tx, &id, body))
+        .write_async(move |tx| {
+            scope.may_see(tx, Owned::RoutingPolicy, &id)?;
+            ops::update_routing_policy(tx, &id, body)
+        })
         .await?)
 }
 
 async fn update_conn(
     State(st): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((region, id)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
@@ -572,53 +618,53 @@ async fn update_conn(
     let body = json_body(&body)?;
     ok(st
         .store
-        .write_async(move |tx| ops::update_connection(tx, &id, body))
+        .write_async(move |tx| {
+            scope.may_see(tx, Owned::Connection, &id)?;
+            ops::update_connection(tx, &id, body)
+        })
         .await?)
 }
 
 async fn delete_vgw(
     State(st): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((region, id)): Path<(String, String)>,
 ) -> ApiResult {
     check_region(&st, &region)?;
     ok(st
         .store
-        .write_async(move |tx| ops::delete_vpn_gateway(tx, &id))
+        .write_async(move |tx| {
+            scope.may_see(tx, Owned::VpnGateway, &id)?;
+            ops::delete_vpn_gateway(tx, &id)
+        })
         .await?)
 }
 
-async fn delete_cgw(
-    State(st): State<AppState>,
-    Path((region, id)): Path<(String, String)>,
-) -> ApiResult {
-    check_region(&st, &region)?;
-    st.store
-        .write_async(move |tx| ops::delete_customer_gateway(tx, &id))
-        .await?;
-    no_content()
+macro_rules! delete_handler {
+    ($name:ident, $kind:expr, $op:path) => {
+        async fn $name(
+            State(st): State<AppState>,
+            Extension(scope): Extension<Scope>,
+            Path((region, id)): Path<(String, String)>,
+        ) -> ApiResult {
+            check_region(&st, &region)?;
+            st.store
+                .write_async(move |tx| {
+                    scope.may_see(tx, $kind, &id)?;
+                    $op(tx, &id)
+                })
+                .await?;
+            no_content()
+        }
+    };
 }
-
-async fn delete_rp(
-    State(st): State<AppState>,
-    Path((region, id)): Path<(String, String)>,
-) -> ApiResult {
-    check_region(&st, &region)?;
-    st.store
-        .write_async(move |tx| ops::delete_routing_policy(tx, &id))
-        .await?;
-    no_content()
-}
-
-async fn delete_conn(
-    State(st): State<AppState>,
-    Path((region, id)): Path<(String, String)>,
-) -> ApiResult {
-    check_region(&st, &region)?;
-    st.store
-        .write_async(move |tx| ops::delete_connection(tx, &id))
-        .await?;
-    no_content()
-}
+delete_handler!(
+    delete_cgw,
+    Owned::CustomerGateway,
+    ops::delete_customer_gateway
+);
+delete_handler!(delete_rp, Owned::RoutingPolicy, ops::delete_routing_policy);
+delete_handler!(delete_conn, Owned::Connection, ops::delete_connection);
 
 /// `GET .../connections/{id}/device-config?vendor=strongswan|bird|frr`:
 /// the customer device's configuration, as text (it holds the PSK, so it is
@@ -626,6 +672,7 @@ async fn delete_conn(
 /// .../connections/{id}/events`: see [`ops::connection_events`].
 async fn conn_get_action(
     State(st): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((region, id, action)): Path<(String, String, String)>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
@@ -640,6 +687,7 @@ async fn conn_get_action(
         return ok(st
             .store
             .read_async(move |tx| {
+                scope.may_see(tx, Owned::Connection, &id)?;
                 ops::connection_events(tx, &id, after.as_deref(), limit.as_deref())
             })
             .await?);
@@ -651,7 +699,10 @@ async fn conn_get_action(
     let cfg = st.live.get();
     let text = st
         .store
-        .read_async(move |tx| crate::device_config::for_connection(tx, &cfg, &id, &vendor))
+        .read_async(move |tx| {
+            scope.may_see(tx, Owned::Connection, &id)?;
+            crate::device_config::for_connection(tx, &cfg, &id, &vendor)
+        })
         .await?;
     Ok((
         StatusCode::OK,
@@ -666,70 +717,70 @@ async fn conn_get_action(
 
 async fn conn_action(
     State(st): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((region, id, action)): Path<(String, String, String)>,
     body: Bytes,
 ) -> ApiResult {
     check_region(&st, &region)?;
     let body = json_body(&body)?;
     let cfg = st.live.get();
-    let v = match action.as_str() {
+    // Every action acts on one connection of the caller's projects; what
+    // it refers to (a routing policy, a secret) must be of the
+    // connection's project (checked by the operation).
+    type Op = Box<dyn FnOnce(&mut crate::store::Tx<'_>, &str) -> Result<Value, ApiError> + Send>;
+    let op: Op = match action.as_str() {
         "renew-psk" => {
             let req = ops::parse_body(body)?;
-            st.store
-                .write_async(move |tx| ops::renew_psk(tx, &id, req))
-                .await?
+            Box::new(move |tx, id| ops::renew_psk(tx, id, req))
         }
         "change-psk" => {
             let req = ops::parse_body(body)?;
-            st.store
-                .write_async(move |tx| ops::change_psk(tx, &id, req))
-                .await?
+            Box::new(move |tx, id| ops::change_psk(tx, id, req))
         }
         "set-routing-policy" => {
             let req = ops::parse_body(body)?;
-            st.store
-                .write_async(move |tx| ops::set_routing_policy(tx, &cfg, &id, req))
-                .await?
+            Box::new(move |tx, id| ops::set_routing_policy(tx, &cfg, id, req))
         }
         "detach-routing-policy" => {
             let req = ops::parse_body(body)?;
-            st.store
-                .write_async(move |tx| ops::detach_routing_policy(tx, &id, req))
-                .await?
+            Box::new(move |tx, id| ops::detach_routing_policy(tx, id, req))
         }
-        "enable-route-propagation" => {
-            st.store
-                .write_async(move |tx| ops::set_route_propagation(tx, &id, true))
-                .await?
-        }
-        "disable-route-propagation" => {
-            st.store
-                .write_async(move |tx| ops::set_route_propagation(tx, &id, false))
-                .await?
-        }
+        "enable-route-propagation" => Box::new(|tx, id| ops::set_route_propagation(tx, id, true)),
+        "disable-route-propagation" => Box::new(|tx, id| ops::set_route_propagation(tx, id, false)),
         _ => return Ok(fallback().await),
     };
-    ok(v)
+    ok(st
+        .store
+        .write_async(move |tx| {
+            scope.may_see(tx, Owned::Connection, &id)?;
+            op(tx, &id)
+        })
+        .await?)
 }
 
 async fn access_secret(
     State(st): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((region, id, revision)): Path<(String, String, String)>,
 ) -> ApiResult {
     check_region(&st, &region)?;
     ok(st
         .store
-        .read_async(move |tx| ops::access_secret(tx, &id, &revision))
+        .read_async(move |tx| {
+            scope.may_see(tx, Owned::Secret, &id)?;
+            ops::access_secret(tx, &id, &revision)
+        })
         .await?)
 }
 
 async fn create_secret(
     State(st): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path(region): Path<String>,
     body: Bytes,
 ) -> ApiResult {
     check_region(&st, &region)?;
-    let req = ops::parse_body(json_body(&body)?)?;
+    let req = ops::parse_body(create_body(&scope, Owned::Secret, &body)?)?;
     let cfg = st.live.get();
     ok(st
         .store
@@ -739,18 +790,23 @@ async fn create_secret(
 
 async fn get_secret(
     State(st): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((region, id)): Path<(String, String)>,
 ) -> ApiResult {
     check_region(&st, &region)?;
     let cfg = st.live.get();
     ok(st
         .store
-        .read_async(move |tx| ops::get_secret(tx, &cfg, &id))
+        .read_async(move |tx| {
+            scope.may_see(tx, Owned::Secret, &id)?;
+            ops::get_secret(tx, &cfg, &id)
+        })
         .await?)
 }
 
 async fn create_secret_version(
     State(st): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((region, id)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
@@ -759,6 +815,9 @@ async fn create_secret_version(
     let cfg = st.live.get();
     ok(st
         .store
-        .write_async(move |tx| ops::create_secret_version(tx, &cfg, &id, req))
+        .write_async(move |tx| {
+            scope.may_see(tx, Owned::Secret, &id)?;
+            ops::create_secret_version(tx, &cfg, &id, req)
+        })
         .await?)
 }

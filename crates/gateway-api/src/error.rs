@@ -50,6 +50,13 @@ pub enum ApiError {
         quota: u64,
         current: u64,
     },
+    /// The caller's key may not act there (a project outside its scope).
+    #[error("insufficient permissions: {action} {resource}: {help}")]
+    PermissionsDenied {
+        resource: &'static str,
+        action: &'static str,
+        help: String,
+    },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -106,7 +113,7 @@ impl ApiError {
         match self {
             ApiError::InvalidArguments(_) | ApiError::InvalidRequest(_) => 400,
             ApiError::Unauthenticated { .. } => 401,
-            ApiError::QuotaExceeded { .. } => 403,
+            ApiError::QuotaExceeded { .. } | ApiError::PermissionsDenied { .. } => 403,
             ApiError::NotFound { .. } => 404,
             ApiError::TransientState { .. } => 409,
             ApiError::StillInUse { .. } => 412,
@@ -171,6 +178,13 @@ impl ApiError {
                 "type": "quotas_exceeded",
                 "message": message,
                 "details": [{"resource": resource, "quota": quota, "current": current}],
+            }),
+            ApiError::PermissionsDenied {
+                resource, action, ..
+            } => json!({
+                "type": "permissions_denied",
+                "message": message,
+                "details": [{"resource": resource, "action": action}],
             }),
             ApiError::Internal(_) => json!({
                 "type": "internal_error",

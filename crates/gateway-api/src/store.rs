@@ -664,6 +664,8 @@ impl Tx<'_> {
 /// `limit` rows from `offset`.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionQuery<'a> {
+    /// Only these projects (the caller's scope); `None`: every one.
+    pub projects: Option<&'a [String]>,
     pub project_id: Option<&'a str>,
     pub organization_id: Option<&'a str>,
     /// A substring of the name.
@@ -680,6 +682,39 @@ pub struct ConnectionQuery<'a> {
     pub descending: bool,
     pub offset: u64,
     pub limit: u64,
+}
+
+/// The resources that belong to a project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owned {
+    VpnGateway,
+    CustomerGateway,
+    RoutingPolicy,
+    Connection,
+    Secret,
+}
+
+impl Owned {
+    fn table(self) -> &'static str {
+        match self {
+            Owned::VpnGateway => "vpn_gateways",
+            Owned::CustomerGateway => "customer_gateways",
+            Owned::RoutingPolicy => "routing_policies",
+            Owned::Connection => "connections",
+            Owned::Secret => "secret_meta",
+        }
+    }
+
+    /// Its name in `not_found` errors.
+    pub fn resource(self) -> &'static str {
+        match self {
+            Owned::VpnGateway => "vpn_gateway",
+            Owned::CustomerGateway => "customer_gateway",
+            Owned::RoutingPolicy => "routing_policy",
+            Owned::Connection => "connection",
+            Owned::Secret => "secret",
+        }
+    }
 }
 
 /// The two gateways a connection hangs from, each indexed.
@@ -978,6 +1013,13 @@ impl Tx<'_> {
         let placeholders = |n: usize| vec!["?"; n].join(", ");
         let mut clauses: Vec<String> = Vec::new();
         let mut args: Vec<Sql> = Vec::new();
+        if let Some(ps) = q.projects {
+            clauses.push(format!(
+                "json_extract(body, '$.project_id') IN ({})",
+                placeholders(ps.len())
+            ));
+            args.extend(ps.iter().map(|p| text(p)));
+        }
         for (path, value) in [
             ("$.project_id", q.project_id),
             ("$.organization_id", q.organization_id),
@@ -1296,6 +1338,24 @@ impl Tx<'_> {
         self.changed |= n > 0;
         self.delete_row("secret_meta", secret_id)?;
         Ok(())
+    }
+
+    /// The project of a resource (`None` if there is no such resource, or
+    /// a secret has no metadata).
+    pub fn project_of(&self, kind: Owned, id: &str) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension as _;
+        Ok(self
+            .tx
+            .query_row(
+                &format!(
+                    "SELECT json_extract(body, '$.project_id') FROM {} WHERE id = ?1",
+                    kind.table()
+                ),
+                [id],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     /// Secret Manager metadata of a secret (JSON of the SDK's `Secret`).

@@ -1,7 +1,8 @@
 //! Drives `s2s-apiserver` with the official Scaleway Python SDK
 //! (`scaleway==2.12.0`, installed into a venv under the target dir), kills
 //! the server with SIGKILL right after an acknowledged write, restarts it
-//! and checks everything survived. Needs python3 and PyPI (first run only),
+//! and checks everything survived; then two tenants' keys, each confined
+//! to its project, drive it side by side. Needs python3 and PyPI (first run only),
 //! hence ignored in the plain offline `cargo test`.
 
 use std::net::TcpListener;
@@ -66,6 +67,17 @@ lan = "lan0"
 listen = "127.0.0.1:{port}"
 tokens = ["{TOKEN}"]
 
+# Two tenants for the `tenants` phase, each confined to its project.
+[[api.keys]]
+token = "a5a5a5a5-5555-4555-8555-55555555555a"
+organization_id = "aaaaaaaa-0000-4000-8000-00000000000a"
+projects = ["aaaaaaaa-1111-4111-8111-111111111111"]
+
+[[api.keys]]
+token = "b5b5b5b5-5555-4555-8555-55555555555b"
+organization_id = "bbbbbbbb-0000-4000-8000-00000000000b"
+projects = ["bbbbbbbb-2222-4222-8222-222222222222"]
+
 [[gateway_types]]
 name = "VGW-S"
 bandwidth = 100000000
@@ -106,6 +118,14 @@ address = "2001:db8::2"
 [[public_ips]]
 id = "9f726e54-b081-4c23-a5f6-071829304152"
 address = "192.0.2.3"
+
+[[public_ips]]
+id = "a0837f65-c192-4d34-b607-18293041526a"
+address = "192.0.2.4"
+
+[[public_ips]]
+id = "b1948076-d2a3-4e45-8718-293041526374"
+address = "192.0.2.5"
 "#,
         state = dir.join("state").display(),
     );
@@ -185,4 +205,6 @@ fn sdk_drives_every_endpoint_and_state_survives_kill_9() {
 
     let _server = start(&config, port);
     run_phase(&py, "phase2", port, &state);
+    // Two keys on two projects, through the SDK.
+    run_phase(&py, "tenants", port, &state);
 }

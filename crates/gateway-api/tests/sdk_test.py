@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Drives s2s-apiserver with the official Scaleway SDK (scaleway==2.12.0).
 
-Usage: sdk_test.py phase1|phase2 API_URL TOKEN STATE_FILE
+Usage: sdk_test.py phase1|phase2|tenants API_URL TOKEN STATE_FILE
 
 phase1 exercises every endpoint and every validation rule, then ends on an
 acknowledged write and records what it created in STATE_FILE; the Rust
 harness then SIGKILLs the server, restarts it, and runs phase2, which checks
-everything survived. Exits non-zero on any failure, prints a summary line.
+everything survived. tenants drives two keys confined to two projects
+(api.keys in the harness's config) and checks that neither sees nor
+touches the other's resources. Exits non-zero on any failure, prints a
+summary line.
 """
 
 import base64
@@ -36,6 +39,16 @@ IP6_A = "6c4f3b21-8d5e-4f90-b2c3-d4e5f6071829"  # 2001:db8::1
 IP4_B = "7d504c32-9e6f-4a01-83d4-e5f607182930"  # 192.0.2.2
 IP6_B = "8e615d43-af70-4b12-94e5-f60718293041"  # 2001:db8::2
 IP4_C = "9f726e54-b081-4c23-a5f6-071829304152"  # 192.0.2.3
+IP4_D = "a0837f65-c192-4d34-b607-18293041526a"  # 192.0.2.4
+IP4_E = "b1948076-d2a3-4e45-8718-293041526374"  # 192.0.2.5
+# Two tenants: a key, a project and an organization each (the harness's
+# [[api.keys]]).
+TENANTS = {
+    "a": ("a5a5a5a5-5555-4555-8555-55555555555a", "aaaaaaaa-1111-4111-8111-111111111111",
+          "aaaaaaaa-0000-4000-8000-00000000000a"),
+    "b": ("b5b5b5b5-5555-4555-8555-55555555555b", "bbbbbbbb-2222-4222-8222-222222222222",
+          "bbbbbbbb-0000-4000-8000-00000000000b"),
+}
 
 passed = 0
 failures = []
@@ -502,6 +515,81 @@ def phase2(api, secrets, bad_api, state):
     check(r.connection.secret_revision == 4, "renew after restart")
 
 
+def tenants(url, operator_api):
+    """Two tenants through the SDK, each with its key and default project."""
+    apis, secret_apis, made = {}, {}, {}
+    for t, (key, project, org) in TENANTS.items():
+        c = Client(api_url=url, access_key=ACCESS_KEY, secret_key=key, default_region="fr-par",
+                   default_project_id=project, default_organization_id=org)
+        apis[t], secret_apis[t] = S2SVpnV1Alpha1API(c), SecretV1Beta1API(c)
+    for t, ip, peer in (("a", IP4_D, "203.0.113.40"), ("b", IP4_E, "203.0.113.50")):
+        api = apis[t]
+        gw = api.create_vpn_gateway(name=f"gw-{t}", gateway_type="VGW-S", private_network_id=PN_V4,
+                                    public_config=CreateVpnGatewayRequestPublicConfig(ipam_ipv4_id=ip))
+        cg = api.create_customer_gateway(name=f"cg-{t}", asn=65100, ipv4_public=peer)
+        rp = api.create_routing_policy(name=f"rp-{t}", is_ipv6=False, prefix_filter_in=["10.50.0.0/16"])
+        conn = api.create_connection(
+            name=f"conn-{t}", is_ipv6=False, initiation_policy="customer_gateway", ikev2_ciphers=IKE,
+            esp_ciphers=ESP, enable_route_propagation=True, vpn_gateway_id=gw.id, customer_gateway_id=cg.id,
+            bgp_config_ipv4=CreateConnectionRequestBgpConfig(routing_policy_id=rp.id)).connection
+        made[t] = dict(gw=gw, cg=cg, rp=rp, conn=conn)
+        _, project, org = TENANTS[t]
+        check(all(x.project_id == project and x.organization_id == org for x in (gw, cg, rp, conn)),
+              f"tenant {t}: created in its project and organization")
+    a, b = made["a"], made["b"]
+    api_a, api_b = apis["a"], apis["b"]
+    # Lists: each its own; the operator sees both (and its own).
+    check([g.id for g in api_a.list_vpn_gateways().gateways] == [a["gw"].id], "A lists its gateway only")
+    check([c.id for c in api_b.list_connections().connections] == [b["conn"].id], "B lists its connection only")
+    check([p.id for p in api_b.list_routing_policies().routing_policies] == [b["rp"].id], "B lists its policy only")
+    check(api_a.list_customer_gateways().total_count == 1, "A's customer gateway count")
+    check(api_a.list_connections(project_id=TENANTS["b"][1]).total_count == 0, "A filtering on B's project")
+    everything = {g.id for g in operator_api.list_vpn_gateways(page_size=100).gateways}
+    check({a["gw"].id, b["gw"].id} <= everything, "the operator's key lists both tenants")
+    # B on A's resources: not found, every call.
+    conn_a = a["conn"].id
+    for what, call in (
+        ("get gateway", lambda: api_b.get_vpn_gateway(gateway_id=a["gw"].id)),
+        ("update gateway", lambda: api_b.update_vpn_gateway(gateway_id=a["gw"].id, name="x")),
+        ("delete gateway", lambda: api_b.delete_vpn_gateway(gateway_id=a["gw"].id)),
+        ("get customer gateway", lambda: api_b.get_customer_gateway(gateway_id=a["cg"].id)),
+        ("delete customer gateway", lambda: api_b.delete_customer_gateway(gateway_id=a["cg"].id)),
+        ("get policy", lambda: api_b.get_routing_policy(routing_policy_id=a["rp"].id)),
+        ("update policy", lambda: api_b.update_routing_policy(routing_policy_id=a["rp"].id, name="x")),
+        ("get connection", lambda: api_b.get_connection(connection_id=conn_a)),
+        ("update connection", lambda: api_b.update_connection(connection_id=conn_a, name="x")),
+        ("delete connection", lambda: api_b.delete_connection(connection_id=conn_a)),
+        ("renew psk", lambda: api_b.renew_connection_psk(connection_id=conn_a)),
+        ("disable propagation", lambda: api_b.disable_route_propagation(connection_id=conn_a)),
+        ("detach policy", lambda: api_b.detach_routing_policy(connection_id=conn_a,
+                                                              routing_policy_v4=a["rp"].id)),
+        ("access secret", lambda: secret_apis["b"].access_secret_version(
+            secret_id=a["conn"].secret_id, revision="latest")),
+        ("get secret", lambda: secret_apis["b"].get_secret(secret_id=a["conn"].secret_id)),
+    ):
+        expect_error(f"B: {what} of A's", call, 404, "not_found")
+    check(api_a.get_connection(connection_id=conn_a).route_propagation_enabled, "A's connection untouched")
+    # B creating in A's project: permission denied.
+    expect_error("B creates in A's project", lambda: api_b.create_customer_gateway(
+        name="x", asn=65101, ipv4_public="203.0.113.60", project_id=TENANTS["a"][1]), 403, "permissions_denied")
+    # A connection of B's that names A's gateway: refused.
+    expect_error("B's connection on A's gateway", lambda: api_b.create_connection(
+        name="x", is_ipv6=False, initiation_policy="vpn_gateway", ikev2_ciphers=IKE, esp_ciphers=ESP,
+        enable_route_propagation=False, vpn_gateway_id=a["gw"].id, customer_gateway_id=b["cg"].id,
+        bgp_config_ipv4=CreateConnectionRequestBgpConfig(routing_policy_id=b["rp"].id)),
+        400, "invalid_arguments", "vpn_gateway_id")
+    # Each tenant's own calls work; clean up through them.
+    r = secret_apis["a"].access_secret_version(secret_id=a["conn"].secret_id, revision="latest")
+    check(len(base64.b64decode(r.data)) >= 32, "A reads its own PSK")
+    for t in ("a", "b"):
+        api, m = apis[t], made[t]
+        api.delete_connection(connection_id=m["conn"].id)
+        api.delete_customer_gateway(gateway_id=m["cg"].id)
+        api.delete_routing_policy(routing_policy_id=m["rp"].id)
+        api.delete_vpn_gateway(gateway_id=m["gw"].id)
+    check(api_a.list_connections().total_count == 0, "A's connection deleted by A")
+
+
 def main():
     phase, url, token, state_file = sys.argv[1:5]
     client = Client(api_url=url, access_key=ACCESS_KEY, secret_key=token, default_region="fr-par")
@@ -516,6 +604,8 @@ def main():
             phase1(api, secrets, bad_api, state)
             with open(state_file, "w") as f:
                 json.dump(state, f)
+        elif phase == "tenants":
+            tenants(url, api)
         else:
             with open(state_file) as f:
                 state = json.load(f)

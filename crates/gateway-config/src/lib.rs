@@ -41,6 +41,8 @@ pub enum ConfigError {
     ShortToken { key: String, len: usize },
     #[error("api.tokens_file {path} has mode {mode:o}: it must not be readable or writable by group or others (chmod 600)")]
     LooseTokensFile { path: PathBuf, mode: u32 },
+    #[error("{key}: {reason}")]
+    BadKey { key: String, reason: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,6 +63,11 @@ pub struct Config {
     pub public_ips: Vec<PublicIp>,
     #[serde(default)]
     pub child_sa: ChildSaSection,
+    /// Project → organization, from every confined key (`tokens_file`
+    /// included), filled when the configuration is loaded for serving
+    /// ([`LiveConfig`]).
+    #[serde(skip)]
+    organizations: std::collections::HashMap<String, String>,
 }
 
 /// Volume lifetimes of every CHILD SA (`[child_sa]`, RFC 4301 §4.4.2.1).
@@ -165,7 +172,12 @@ pub struct ApiSection {
     /// Secret keys accepted in `X-Auth-Token` (the SDK sends its secret key).
     #[serde(default)]
     pub tokens: Vec<String>,
-    /// Optional file holding one token per line, read at start.
+    /// Keys confined to projects: each acts on its `projects` only.
+    #[serde(default)]
+    pub keys: Vec<ProjectKey>,
+    /// Optional file holding one key per line, read at start and on
+    /// reload: `TOKEN` (every project, as `tokens`) or `TOKEN
+    /// ORGANIZATION_ID PROJECT_ID[,PROJECT_ID...]` (as `keys`).
     #[serde(default)]
     pub tokens_file: Option<PathBuf>,
     /// Prometheus exposition address.
@@ -192,6 +204,7 @@ impl Default for ApiSection {
         Self {
             listen: default_listen(),
             tokens: Vec::new(),
+            keys: Vec::new(),
             tokens_file: None,
             metrics_listen: None,
             header_timeout_secs: default_header_timeout(),
@@ -208,6 +221,7 @@ impl std::fmt::Debug for ApiSection {
         f.debug_struct("ApiSection")
             .field("listen", &self.listen)
             .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
+            .field("keys", &self.keys)
             .field("tokens_file", &self.tokens_file)
             .field("metrics_listen", &self.metrics_listen)
             .field("header_timeout_secs", &self.header_timeout_secs)
@@ -215,6 +229,63 @@ impl std::fmt::Debug for ApiSection {
             .field("max_connections", &self.max_connections)
             .finish()
     }
+}
+
+/// A secret key confined to projects (`[[api.keys]]`).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectKey {
+    /// The secret key the SDK sends in `X-Auth-Token`.
+    pub token: String,
+    /// The organization its projects belong to: the `organization_id` of
+    /// the resources created in them.
+    pub organization_id: String,
+    /// The projects it may read and write; the first is where a request
+    /// without `project_id` creates.
+    pub projects: Vec<String>,
+}
+
+/// The token is a secret: only the projects show.
+impl std::fmt::Debug for ProjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectKey")
+            .field("token", &"<redacted>")
+            .field("organization_id", &self.organization_id)
+            .field("projects", &self.projects)
+            .finish()
+    }
+}
+
+/// A key as the API checks it: its secret and what it may act on.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub secret: Vec<u8>,
+    /// `None`: every project (an operator's key, from `api.tokens` or a
+    /// one-word `tokens_file` line).
+    pub scope: Option<KeyScope>,
+}
+
+/// The projects of a confined key, and their organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyScope {
+    pub organization_id: String,
+    /// Never empty.
+    pub projects: Vec<String>,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("secret", &"<redacted>")
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// Whether `s` can be a project or organization id (a UUID in Scaleway's
+/// API; any id of letters, digits and dashes here, as `project_id` is).
+fn is_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 impl ApiSection {
@@ -472,23 +543,44 @@ impl Config {
         if self.api.max_connections == 0 {
             bad("api.max_connections must be at least 1".into());
         }
-        for (i, t) in self.api.tokens.iter().enumerate() {
-            if let Err(e) = check_token(t, || format!("api.tokens[{i}]")) {
-                out.push(e);
-            }
-        }
-        // A loose or malformed tokens file fails the load, not the first request.
-        if let Err(e) = self.api_tokens() {
+        // A short token, a loose or malformed tokens file fails the load,
+        // not the first request.
+        if let Err(e) = self.api_keys() {
             out.push(e);
         }
         out
     }
 
-    /// The token list with `tokens_file` merged in. The file must not be
-    /// readable or writable by group or others, and every token in it
-    /// follows the same rules as `api.tokens`.
-    pub fn api_tokens(&self) -> Result<Vec<String>, ConfigError> {
-        let mut tokens = self.api.tokens.clone();
+    /// Every API key: `api.tokens` (every project), `api.keys` and the
+    /// lines of `tokens_file`. The file must not be readable or writable
+    /// by group or others; every token follows the length rule, a token
+    /// appears once, a confined key names at least one project, and a
+    /// project belongs to one organization whatever key names it.
+    pub fn api_keys(&self) -> Result<Vec<ApiKey>, ConfigError> {
+        let mut keys: Vec<(String, ApiKey)> = Vec::new();
+        for (i, t) in self.api.tokens.iter().enumerate() {
+            let at = format!("api.tokens[{i}]");
+            check_token(t, || at.clone())?;
+            keys.push((
+                at,
+                ApiKey {
+                    secret: t.clone().into_bytes(),
+                    scope: None,
+                },
+            ));
+        }
+        for (i, k) in self.api.keys.iter().enumerate() {
+            let at = format!("api.keys[{i}]");
+            let scope = key_scope(&at, &k.organization_id, &k.projects)?;
+            check_token(&k.token, || format!("{at}.token"))?;
+            keys.push((
+                at,
+                ApiKey {
+                    secret: k.token.clone().into_bytes(),
+                    scope: Some(scope),
+                },
+            ));
+        }
         if let Some(path) = &self.api.tokens_file {
             let read = |source| ConfigError::Read {
                 path: path.clone(),
@@ -506,17 +598,80 @@ impl Config {
             }
             let text = std::io::read_to_string(file).map_err(read)?;
             for (n, line) in text.lines().enumerate() {
-                let t = line.trim();
-                if t.is_empty() || t.starts_with('#') {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                check_token(t, || {
-                    format!("api.tokens_file {} line {}", path.display(), n + 1)
-                })?;
-                tokens.push(t.to_owned());
+                let at = format!("api.tokens_file {} line {}", path.display(), n + 1);
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let scope = match words[..] {
+                    [_] => None,
+                    [_, org, projects] => {
+                        let projects: Vec<String> =
+                            projects.split(',').map(str::to_owned).collect();
+                        Some(key_scope(&at, org, &projects)?)
+                    }
+                    _ => return Err(ConfigError::BadKey {
+                        key: at,
+                        reason:
+                            "expected TOKEN, or TOKEN ORGANIZATION_ID PROJECT_ID[,PROJECT_ID...]"
+                                .into(),
+                    }),
+                };
+                check_token(words[0], || at.clone())?;
+                keys.push((
+                    at,
+                    ApiKey {
+                        secret: words[0].as_bytes().to_vec(),
+                        scope,
+                    },
+                ));
             }
         }
-        Ok(tokens)
+        let mut orgs: std::collections::HashMap<&str, (&str, &str)> = Default::default();
+        for (i, (at, k)) in keys.iter().enumerate() {
+            if let Some((first, _)) = keys[..i].iter().find(|(_, o)| o.secret == k.secret) {
+                return Err(ConfigError::BadKey {
+                    key: at.clone(),
+                    reason: format!("the same token as {first}: a token has one scope"),
+                });
+            }
+            for p in k.scope.iter().flat_map(|s| &s.projects) {
+                let org = k.scope.as_ref().map_or("", |s| s.organization_id.as_str());
+                match orgs.get(p.as_str()) {
+                    Some((o, first)) if *o != org => {
+                        return Err(ConfigError::BadKey {
+                            key: at.clone(),
+                            reason: format!(
+                                "project {p} is in organization {org} here and {o} in {first}"
+                            ),
+                        })
+                    }
+                    Some(_) => {}
+                    None => {
+                        orgs.insert(p, (org, at));
+                    }
+                }
+            }
+        }
+        Ok(keys.into_iter().map(|(_, k)| k).collect())
+    }
+
+    /// The organization of `project`: the one of the confined keys that
+    /// name it (they agree), or the project's own id if none does (as
+    /// before keys had scopes).
+    pub fn organization_of(&self, project: &str) -> String {
+        self.organizations
+            .get(project)
+            .cloned()
+            .or_else(|| {
+                self.api
+                    .keys
+                    .iter()
+                    .find(|k| k.projects.iter().any(|p| p == project))
+                    .map(|k| k.organization_id.clone())
+            })
+            .unwrap_or_else(|| project.to_owned())
     }
 
     pub fn public_ip(&self, id: &str) -> Option<&PublicIp> {
@@ -537,6 +692,31 @@ impl Config {
             .and_then(|t| t.mss_clamp)
             .unwrap_or(self.datapath.mss_clamp)
     }
+}
+
+/// The scope of a confined key, its ids checked.
+fn key_scope(at: &str, org: &str, projects: &[String]) -> Result<KeyScope, ConfigError> {
+    let bad = |reason: String| ConfigError::BadKey {
+        key: at.to_owned(),
+        reason,
+    };
+    if !is_id(org) {
+        return Err(bad(format!(
+            "organization_id {org:?} is not an id (letters, digits and dashes)"
+        )));
+    }
+    if projects.is_empty() {
+        return Err(bad("a key confined to projects needs at least one".into()));
+    }
+    if let Some(p) = projects.iter().find(|p| !is_id(p)) {
+        return Err(bad(format!(
+            "project {p:?} is not an id (letters, digits and dashes)"
+        )));
+    }
+    Ok(KeyScope {
+        organization_id: org.to_owned(),
+        projects: projects.to_vec(),
+    })
 }
 
 fn check_token(token: &str, key: impl FnOnce() -> String) -> Result<(), ConfigError> {
@@ -628,7 +808,7 @@ impl Config {
 /// A configuration with its API tokens read (`api.tokens_file` included).
 struct Loaded {
     config: Arc<Config>,
-    tokens: Arc<Vec<Vec<u8>>>,
+    keys: Arc<Vec<ApiKey>>,
 }
 
 /// The configuration a running daemon serves from, shared by the API and
@@ -644,15 +824,20 @@ impl LiveConfig {
         Ok(Self(Arc::new(RwLock::new(Arc::new(Self::load(config)?)))))
     }
 
-    fn load(config: Config) -> Result<Loaded, ConfigError> {
-        let tokens = config
-            .api_tokens()?
-            .into_iter()
-            .map(String::into_bytes)
+    fn load(mut config: Config) -> Result<Loaded, ConfigError> {
+        let keys = config.api_keys()?;
+        config.organizations = keys
+            .iter()
+            .filter_map(|k| k.scope.as_ref())
+            .flat_map(|s| {
+                s.projects
+                    .iter()
+                    .map(|p| (p.clone(), s.organization_id.clone()))
+            })
             .collect();
         Ok(Loaded {
             config: Arc::new(config),
-            tokens: Arc::new(tokens),
+            keys: Arc::new(keys),
         })
     }
 
@@ -665,9 +850,9 @@ impl LiveConfig {
         Arc::clone(&self.current().config)
     }
 
-    /// The API tokens now.
-    pub fn tokens(&self) -> Arc<Vec<Vec<u8>>> {
-        Arc::clone(&self.current().tokens)
+    /// The API keys now.
+    pub fn keys(&self) -> Arc<Vec<ApiKey>> {
+        Arc::clone(&self.current().keys)
     }
 
     /// Takes `new` if it is valid, keeps at least one API token, and
@@ -680,7 +865,7 @@ impl LiveConfig {
             return Err(ReloadError::Fixed(fixed));
         }
         let loaded = Self::load(new)?;
-        if loaded.tokens.is_empty() {
+        if loaded.keys.is_empty() {
             return Err(ReloadError::NoTokens);
         }
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
@@ -787,10 +972,7 @@ mod tests {
         live.replace(Config::parse(&next).unwrap()).unwrap();
         assert!(live.get().gateway_type("VGW-XL").is_some());
         assert!(live.get().public_ip("p").is_some());
-        assert_eq!(
-            live.tokens().as_slice(),
-            [b"second-token-0123456789".to_vec()]
-        );
+        assert_eq!(secrets(&live), [b"second-token-0123456789".to_vec()]);
         // The old one stays whole for whoever still holds it.
         assert!(first.gateway_type("VGW-XL").is_none());
         // A key that needs a restart refuses the whole reload.
@@ -801,10 +983,7 @@ mod tests {
             Err(ReloadError::Fixed(keys)) => assert_eq!(keys, ["interfaces.wan"]),
             other => panic!("expected a refusal, got {other:?}"),
         }
-        assert_eq!(
-            live.tokens().as_slice(),
-            [b"second-token-0123456789".to_vec()]
-        );
+        assert_eq!(secrets(&live), [b"second-token-0123456789".to_vec()]);
         // So does leaving no token.
         let open = next.replace("tokens = [\"second-token-0123456789\"]", "tokens = []");
         assert!(matches!(
@@ -879,6 +1058,84 @@ mod tests {
         assert!(err.to_string().contains("api.tokens[1]"), "{err}");
     }
 
+    fn secrets(live: &LiveConfig) -> Vec<Vec<u8>> {
+        live.keys().iter().map(|k| k.secret.clone()).collect()
+    }
+
+    #[test]
+    fn keys_are_confined_to_their_projects_and_checked() {
+        let text = format!(
+            "{BASE}[api]\ntokens = [\"operator-token-0123456789\"]\n\
+             [[api.keys]]\ntoken = \"tenant-a-token-0123456789\"\norganization_id = \"org-a\"\nprojects = [\"p-a1\", \"p-a2\"]\n\
+             [[api.keys]]\ntoken = \"tenant-b-token-0123456789\"\norganization_id = \"org-b\"\nprojects = [\"p-b\"]\n"
+        );
+        let live = LiveConfig::new(Config::parse(&text).unwrap()).unwrap();
+        let keys = live.keys();
+        assert_eq!(keys.len(), 3);
+        assert_eq!(keys[0].scope, None, "api.tokens act on every project");
+        let a = keys[1].scope.as_ref().unwrap();
+        assert_eq!((a.organization_id.as_str(), a.projects.len()), ("org-a", 2));
+        let config = live.get();
+        assert_eq!(config.organization_of("p-a2"), "org-a");
+        assert_eq!(config.organization_of("p-b"), "org-b");
+        assert_eq!(config.organization_of("p-other"), "p-other");
+        // The token never shows in the config's Debug output.
+        let shown = format!("{:?} {:?}", Config::parse(&text).unwrap(), keys);
+        assert!(!shown.contains("tenant-a-token"), "{shown}");
+
+        let refused = |text: &str, what: &str| {
+            let err = Config::parse(text).unwrap_err();
+            assert!(err.to_string().contains(what), "{what}: {err}");
+        };
+        refused(
+            &text.replace("projects = [\"p-b\"]", "projects = []"),
+            "at least one",
+        );
+        refused(
+            &text.replace("tenant-b-token-0123456789", "tenant-a-token-0123456789"),
+            "same token as api.keys[0]",
+        );
+        refused(
+            &text.replace("projects = [\"p-b\"]", "projects = [\"p-a1\"]"),
+            "project p-a1 is in organization org-b here and org-a in api.keys[0]",
+        );
+        refused(&text.replace("org-b", "org b"), "not an id");
+        refused(
+            &text.replace("tenant-b-token-0123456789", "short"),
+            "api.keys[1].token",
+        );
+    }
+
+    #[test]
+    fn tokens_file_lines_may_confine_a_key() {
+        let dir = std::env::temp_dir().join(format!("gwcfg-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens");
+        std::fs::write(
+            &path,
+            "operator-token-0123456789\ntenant-token-0123456789 org-1 p-1,p-2\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!("{BASE}[api]\ntokens_file = \"{}\"\n", path.display());
+        let keys = Config::parse(&text).unwrap().api_keys().unwrap();
+        assert_eq!(keys[0].scope, None);
+        // The file's organizations name the resources of its projects.
+        let live = LiveConfig::new(Config::parse(&text).unwrap()).unwrap();
+        assert_eq!(live.get().organization_of("p-2"), "org-1");
+        assert_eq!(
+            keys[1].scope,
+            Some(KeyScope {
+                organization_id: "org-1".into(),
+                projects: vec!["p-1".into(), "p-2".into()]
+            })
+        );
+        std::fs::write(&path, "tenant-token-0123456789 org-1\n").unwrap();
+        let err = Config::parse(&text).unwrap_err();
+        assert!(err.to_string().contains("line 1: expected TOKEN"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn tokens_file_mode_and_length_checked() {
         let dir = std::env::temp_dir().join(format!("gwcfg-tokens-{}", std::process::id()));
@@ -888,10 +1145,13 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let text = format!("{BASE}[api]\ntokens_file = \"{}\"\n", path.display());
         let c = Config::parse(&text).unwrap();
-        assert_eq!(c.api_tokens().unwrap(), vec!["0123456789abcdef0123"]);
+        let keys = c.api_keys().unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].secret, b"0123456789abcdef0123");
+        assert_eq!(keys[0].scope, None);
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let err = c.api_tokens().unwrap_err();
+        let err = c.api_keys().unwrap_err();
         assert!(
             matches!(err, ConfigError::LooseTokensFile { mode: 0o640, .. }),
             "{err}"
@@ -900,7 +1160,7 @@ mod tests {
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::write(&path, "0123456789abcdef0123\nshort\n").unwrap();
-        let err = c.api_tokens().unwrap_err();
+        let err = c.api_keys().unwrap_err();
         assert!(
             matches!(&err, ConfigError::ShortToken { key, len: 5 } if key.ends_with("line 2")),
             "{err}"

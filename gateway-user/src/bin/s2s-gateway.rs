@@ -364,7 +364,7 @@ fn reload(path: &std::path::Path, live: &LiveConfig, store: &gateway_api::Store)
             let c = live.get();
             tracing::info!(
                 path = %path.display(),
-                tokens = live.tokens().len(),
+                keys = live.keys().len(),
                 gateway_types = c.gateway_types.len(),
                 public_ips = c.public_ips.len(),
                 private_networks = c.private_networks.len(),

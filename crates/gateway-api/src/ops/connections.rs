@@ -158,6 +158,21 @@ pub fn create_connection(
     let cgw = tx
         .customer_gateway(&cgw_id)?
         .ok_or_else(|| ApiError::not_found("customer_gateway", &cgw_id))?;
+    let project_id = project(req.project_id)?;
+    same_project(
+        tx,
+        "vpn_gateway_id",
+        Owned::VpnGateway,
+        &vgw_id,
+        &project_id,
+    )?;
+    same_project(
+        tx,
+        "customer_gateway_id",
+        Owned::CustomerGateway,
+        &cgw_id,
+        &project_id,
+    )?;
     if vgw.status == VpnGatewayStatus::Deprovisioning {
         return Err(ApiError::TransientState {
             resource: "vpn_gateway",
@@ -233,7 +248,9 @@ pub fn create_connection(
             .routing_policy_id
             .as_deref()
             .ok_or_else(|| ApiError::required(format!("{field}.routing_policy_id")))?;
-        policy_for(tx, &format!("{field}.routing_policy_id"), pid, fam)?;
+        let pfield = format!("{field}.routing_policy_id");
+        policy_for(tx, &pfield, pid, fam)?;
+        same_project(tx, &pfield, Owned::RoutingPolicy, pid, &project_id)?;
         check_private_network_family(config, &vgw, field, fam)?;
         let ic = match (&cfg.private_ip, &cfg.peer_private_ip) {
             (Some(a), Some(b)) => {
@@ -267,16 +284,19 @@ pub fn create_connection(
     let [bgp_session_ipv4, bgp_session_ipv6] = sessions;
     let id = crate::new_id()?;
     let (secret_id, secret_revision) = match req.secret {
-        Some(s) => resolve_secret_ref(tx, "secret", &s)?,
+        Some(s) => {
+            let (sid, rev) = resolve_secret_ref(tx, "secret", &s)?;
+            same_project(tx, "secret.id", Owned::Secret, &sid, &project_id)?;
+            (sid, rev)
+        }
         None => {
             let sid = crate::new_id()?;
             let psk = Psk::generate().map_err(ApiError::internal)?;
             let rev = tx.add_secret_revision(&sid, &psk)?;
-            record_generated_secret(tx, config, &sid, &id, &project(req.project_id.clone())?)?;
+            record_generated_secret(tx, config, &sid, &id, &project_id)?;
             (sid, rev)
         }
     };
-    let project_id = project(req.project_id)?;
     let now = crate::now_rfc3339();
     let tstat = |f: Family| families.contains(&f).then_some(TunnelStatus::Down);
     let bstat = |s: &Option<BgpSession>| {
@@ -288,7 +308,7 @@ pub fn create_connection(
     };
     let conn = Connection {
         id,
-        organization_id: project_id.clone(),
+        organization_id: config.organization_of(&project_id),
         project_id,
         name,
         tags,
@@ -432,6 +452,7 @@ pub fn list_connections(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiErro
         .map(|s| ConnectionStatus::parse_field("statuses", s))
         .collect::<Result<Vec<_>, _>>()?;
     let query = ConnectionQuery {
+        projects: q.scope.project_list(),
         project_id: q.one("project_id"),
         organization_id: q.one("organization_id"),
         name_contains: q.one("name"),
@@ -570,6 +591,7 @@ pub fn change_psk(tx: &mut Tx<'_>, id: &str, req: ChangePskRequest) -> Result<Va
     let mut row = load_connection(tx, id)?;
     let s = req.secret.ok_or_else(|| ApiError::required("secret"))?;
     let (sid, rev) = resolve_secret_ref(tx, "secret", &s)?;
+    same_project(tx, "secret.id", Owned::Secret, &sid, &row.conn.project_id)?;
     let message = format!(
         "PSK changed: secret {} revision {} → secret {sid} revision {rev} (the tunnels renegotiate with it)",
         row.conn.secret_id, row.conn.secret_revision
@@ -610,6 +632,7 @@ pub fn set_routing_policy(
     let (fam, pid, field) = req.one()?;
     let mut row = load_connection(tx, id)?;
     policy_for(tx, field, pid, fam)?;
+    same_project(tx, field, Owned::RoutingPolicy, pid, &row.conn.project_id)?;
     let vgw = tx
         .vpn_gateway(&row.conn.vpn_gateway_id)?
         .ok_or_else(|| ApiError::not_found("vpn_gateway", &row.conn.vpn_gateway_id))?;

@@ -74,7 +74,7 @@ pub fn create_customer_gateway(
     let now = crate::now_rfc3339();
     let g = CustomerGateway {
         id: crate::new_id()?,
-        organization_id: project_id.clone(),
+        organization_id: config.organization_of(&project_id),
         project_id,
         name,
         tags,

@@ -26,7 +26,7 @@ use crate::model::{
     VpnGatewayStatus,
 };
 use crate::secrets::Psk;
-use crate::store::{ConnectionQuery, ConnectionRow, GatewayKind, IntercoSet, Tx};
+use crate::store::{ConnectionQuery, ConnectionRow, GatewayKind, IntercoSet, Owned, Tx};
 
 mod connections;
 mod customer_gateways;
@@ -44,6 +44,116 @@ pub use vpn_gateways::*;
 pub const DEFAULT_PROJECT_ID: &str = "00000000-0000-0000-0000-000000000000";
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const MAX_PAGE_SIZE: u32 = 100;
+
+/// What the caller's key may act on: every project (an operator's key)
+/// or some projects (a tenant's). The API confines every call to it:
+/// lists show only its projects, a resource of another project answers
+/// `not_found` as if it did not exist, and creating in another project is
+/// refused with `permissions_denied`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// `None`: every project. Never empty.
+    projects: Option<std::sync::Arc<[String]>>,
+}
+
+impl Scope {
+    /// Every project.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// These projects (at least one: a key with none is refused by the
+    /// configuration).
+    pub fn projects(projects: &[String]) -> Self {
+        Self {
+            projects: Some(projects.into()),
+        }
+    }
+
+    /// The projects, or `None` for every one.
+    pub fn project_list(&self) -> Option<&[String]> {
+        self.projects.as_deref()
+    }
+
+    pub fn allows(&self, project: &str) -> bool {
+        self.projects
+            .as_deref()
+            .is_none_or(|ps| ps.iter().any(|p| p == project))
+    }
+
+    /// The project a create asks for in `body` (`project_id`; absent or
+    /// empty means the key's first project, or the default one for an
+    /// operator's key), written back into `body`; refused if the key may
+    /// not create there.
+    pub fn creating_in(&self, resource: &'static str, body: &mut Value) -> Result<(), ApiError> {
+        let Some(projects) = self.projects.as_deref() else {
+            return Ok(());
+        };
+        let asked = body
+            .get("project_id")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty());
+        match asked {
+            Some(p) if self.allows(p) => Ok(()),
+            Some(p) => Err(ApiError::PermissionsDenied {
+                resource,
+                action: "write",
+                help: format!("this key may not create in project {p}"),
+            }),
+            None => {
+                if let (Some(obj), Some(first)) = (body.as_object_mut(), projects.first()) {
+                    obj.insert("project_id".into(), Value::String(first.clone()));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Refuses (as `not_found`, like a resource that does not exist) a
+    /// resource of a project outside the scope; one that does not exist
+    /// passes, for the operation to answer `not_found` itself.
+    pub fn may_see(&self, tx: &Tx<'_>, kind: Owned, id: &str) -> Result<(), ApiError> {
+        if self.projects.is_none() {
+            return Ok(());
+        }
+        match project_of(tx, kind, id)? {
+            Some(p) if !self.allows(&p) => Err(ApiError::not_found(kind.resource(), id)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The project of a resource, `None` if there is no such resource.
+fn project_of(tx: &Tx<'_>, kind: Owned, id: &str) -> Result<Option<String>, ApiError> {
+    Ok(match tx.project_of(kind, id)? {
+        // A PSK stored before secrets had metadata: the default project.
+        None if kind == Owned::Secret && tx.latest_secret_revision(id)?.is_some() => {
+            Some(DEFAULT_PROJECT_ID.to_owned())
+        }
+        p => p,
+    })
+}
+
+/// What a connection refers to (its gateways, routing policies, secret)
+/// must be of the connection's project.
+fn same_project(
+    tx: &Tx<'_>,
+    field: &str,
+    kind: Owned,
+    id: &str,
+    project: &str,
+) -> Result<(), ApiError> {
+    match project_of(tx, kind, id)? {
+        Some(p) if p != project => Err(ApiError::constraint(
+            field,
+            format!(
+                "{} {id} is not in the connection's project {project}: a connection only joins resources of its own project",
+                kind.resource()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
 
 fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, ApiError> {
     serde_json::to_value(v).map_err(ApiError::internal)
@@ -69,6 +179,8 @@ fn project(p: Option<String>) -> Result<String, ApiError> {
 #[derive(Debug, Default, Clone)]
 pub struct ListQuery {
     pub pairs: Vec<(String, String)>,
+    /// The caller's projects: nothing outside them is listed.
+    pub scope: Scope,
 }
 
 impl ListQuery {
@@ -77,6 +189,7 @@ impl ListQuery {
             pairs: form_urlencoded::parse(q.as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect(),
+            scope: Scope::all(),
         }
     }
     fn one(&self, k: &str) -> Option<&str> {
@@ -152,7 +265,8 @@ impl ListQuery {
         name: &str,
         tags: &[String],
     ) -> bool {
-        self.one("project_id").is_none_or(|p| p == project_id)
+        self.scope.allows(project_id)
+            && self.one("project_id").is_none_or(|p| p == project_id)
             && self
                 .one("organization_id")
                 .is_none_or(|o| o == organization_id)

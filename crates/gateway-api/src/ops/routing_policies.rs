@@ -41,7 +41,7 @@ pub fn create_routing_policy(
     let now = crate::now_rfc3339();
     let p = RoutingPolicy {
         id: crate::new_id()?,
-        organization_id: project_id.clone(),
+        organization_id: config.organization_of(&project_id),
         project_id,
         name,
         tags,

@@ -1267,7 +1267,6 @@ fn connection_pages_from_the_store_match_a_scan_of_every_connection() {
             .filter(|_| next(2) == 1)
             .copied()
             .collect::<Vec<_>>());
-        b["project_id"] = json!(PROJECTS[next(2) as usize]);
         b["enable_route_propagation"] = json!(next(2) == 1);
         if v6 && next(2) == 1 {
             b["bgp_config_ipv6"] = json!({"routing_policy_id": w.rp6});
@@ -1296,6 +1295,17 @@ fn connection_pages_from_the_store_match_a_scan_of_every_connection() {
             u.tunnel_status_ipv4 = TunnelStatus::Up;
         }
         f.store.set_connection_status(cid, &u).unwrap();
+        // Moved to a project of its own afterwards (a connection is
+        // created in its gateways' project): the filters see both.
+        let project = PROJECTS[next(2) as usize];
+        f.store
+            .write(|tx| {
+                let mut row = tx.connection(cid)?.expect("created");
+                row.conn.project_id = project.to_owned();
+                row.conn.organization_id = project.to_owned();
+                tx.put_connection(&row)
+            })
+            .unwrap();
     }
     let orders = [
         "created_at_asc",
@@ -1356,10 +1366,21 @@ fn connection_pages_from_the_store_match_a_scan_of_every_connection() {
                 [&w.cg_dual, &w.cg_v6][next(2) as usize],
             );
         }
-        let q = ListQuery { pairs };
+        // A key of one project, of both, or an operator's key.
+        let scope = match next(4) {
+            0 => Scope::projects(&[PROJECTS[0].to_owned()]),
+            1 => Scope::projects(&[PROJECTS[1].to_owned()]),
+            2 => Scope::projects(&[PROJECTS[1].to_owned(), PROJECTS[0].to_owned()]),
+            _ => Scope::all(),
+        };
+        let q = ListQuery { pairs, scope };
         let ours = f.w(|tx, _| list_connections(tx, &q)).unwrap();
         let scan = f.w(|tx, _| list_connections_by_scan(tx, &q)).unwrap();
-        assert_eq!(ours, scan, "{:?}", q.pairs);
+        assert_eq!(ours, scan, "{:?} {:?}", q.pairs, q.scope);
+        for c in ours["connections"].as_array().unwrap() {
+            let p = c["project_id"].as_str().unwrap();
+            assert!(q.scope.allows(p), "{p} listed for {:?}", q.scope);
+        }
         nonempty += usize::from(!ours["connections"].as_array().unwrap().is_empty());
     }
     assert!(nonempty > 200, "only {nonempty} queries selected anything");

@@ -265,7 +265,7 @@ pub fn create_vpn_gateway(
     let now = crate::now_rfc3339();
     let g = VpnGateway {
         id: id.clone(),
-        organization_id: project_id.clone(),
+        organization_id: config.organization_of(&project_id),
         project_id,
         name,
         tags,
