@@ -472,6 +472,39 @@ pub fn render_packet_sizes(snapshot: &Snapshot, dataplane: &GatewayDataPlane) ->
         "s2s_tcp_mss_clamped_total {}",
         dataplane.tunnel_params().clamped_syns()
     );
+    let police = dataplane.tunnel_params().police();
+    header(
+        &mut out,
+        "s2s_tunnel_bandwidth_bits_per_second",
+        "gauge",
+        "The bandwidth a tunnel is policed at, both ways: its VPN gateway's type's, shared by the gateway's tunnels (absent: unlimited).",
+    );
+    for t in &snapshot.tunnels {
+        if let Some(rate) = police.rate(t.id) {
+            let _ = writeln!(
+                out,
+                "s2s_tunnel_bandwidth_bits_per_second{{tunnel=\"{}\"}} {rate}",
+                esc(&t.name)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "s2s_bandwidth_drops_total",
+        "counter",
+        "Inner packets dropped because their VPN gateway was past its bandwidth, fast and slow path.",
+    );
+    let d = police.dropped();
+    let _ = writeln!(
+        out,
+        "s2s_bandwidth_drops_total{{direction=\"inbound\"}} {}",
+        d.inbound
+    );
+    let _ = writeln!(
+        out,
+        "s2s_bandwidth_drops_total{{direction=\"outbound\"}} {}",
+        d.outbound
+    );
     out
 }
 
@@ -522,6 +555,11 @@ mod tests {
             }),
         };
         let table = crate::dataplane::backend::GatewayDataPlane::new(Arc::new(SaTable::new()));
+        let c1 = snap.tunnels.iter().find(|t| t.name == "c1/v4").unwrap().id;
+        table.set_bandwidth(c1, "vgw-1", 100_000_000);
+        let sizes = render_packet_sizes(&snap, &table);
+        assert!(sizes.contains("s2s_tunnel_bandwidth_bits_per_second{tunnel=\"c1/v4\"} 100000000"));
+        assert!(sizes.contains("s2s_bandwidth_drops_total{direction=\"outbound\"} 0"));
         let text = render(&snap, &table, None);
         assert!(text.contains("s2s_tunnel_up{tunnel=\"c1/v4\",connection=\"c1\",family=\"v4\"} 1"));
         assert!(text.contains("s2s_child_sa_installs_total{tunnel=\"c1/v4\"} 2"));

@@ -169,12 +169,20 @@ impl Site {
     /// 192.0.2.2 and an IPv4 routing policy accepting 203.0.113.0/24.
     /// Returns their ids.
     fn resources(&mut self) -> anyhow::Result<(String, String, String)> {
+        self.resources_of_type("VGW-S")
+    }
+
+    /// [`Site::resources`] with a VPN gateway of `gateway_type`.
+    fn resources_of_type(
+        &mut self,
+        gateway_type: &str,
+    ) -> anyhow::Result<(String, String, String)> {
         let vgw = self.api.ok(
             "POST",
             "vpn-gateways",
             Some(json!({
                 "name": "vgw",
-                "gateway_type": "VGW-S",
+                "gateway_type": gateway_type,
                 "private_network_id": PRIVATE_NETWORK,
                 "public_config": {"ipam_ipv4_id": IPAM_V4},
             })),
@@ -1229,5 +1237,134 @@ fn a_gateway_created_while_running_on_a_new_public_address_comes_up() -> anyhow:
     );
     second.stop()?;
     first.stop()?;
+    Ok(())
+}
+
+/// The bandwidth of a VPN gateway's type, enforced both ways: the customer
+/// sends far more than the rate into the tunnel (fast path: XDP and a
+/// worker), the VPC far more toward the customer (slow path: the kernel
+/// routes the interconnection address into the TUN); what gets through is
+/// never more than the rate over the time it took plus the policer's
+/// burst, and the excess is counted as bandwidth drops. Upper bounds only:
+/// a slow machine delivers less, never more.
+#[test]
+#[ignore = "needs root: network namespaces, XDP, the daemon"]
+fn a_gateway_types_bandwidth_is_enforced_both_ways() -> anyhow::Result<()> {
+    // 4 Mbit/s: 500 kB/s, a 20 ms burst of 10 kB.
+    const RATE: f64 = 4_000_000.0 / 8.0;
+    const BURST: f64 = RATE * 0.020 + 1500.0;
+    const SENT: usize = 2000;
+    const PAYLOAD: usize = 1000;
+    let mut site = Site::start(
+        "bw",
+        "[[gateway_types]]\nname = \"VGW-T\"\nbandwidth = 4000000\nallowed_connections = 10\n",
+    )?;
+    let ids = site.resources_of_type("VGW-T")?;
+    let conn = site.connection("bw", &ids)?;
+    let customer = site.customer(&conn)?;
+    let sock = site.vpc_socket(&customer)?;
+    let m = site.metrics()?;
+    assert_eq!(
+        sum_series(&m, "s2s_tunnel_bandwidth_bits_per_second{", &[]),
+        4_000_000.0,
+        "the tunnel's rate in /metrics"
+    );
+    let drops = |m: &str, way: &str| {
+        sum_series(
+            m,
+            "s2s_bandwidth_drops_total{",
+            &[&format!("direction=\"{way}\"")],
+        )
+    };
+    let in_before = drops(&m, "inbound");
+
+    // Customer → VPC, as fast as the customer can encrypt; the VPC host
+    // reads all along (its socket buffer must not be the limit).
+    let start = Instant::now();
+    let reader = std::thread::spawn(move || {
+        let (mut got, mut last) = (0usize, Instant::now());
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut quiet_since = Instant::now();
+        while Instant::now() < deadline && quiet_since.elapsed() < Duration::from_secs(1) {
+            if let Ok(n) = sock.recv(&mut buf) {
+                got += n + 28;
+                last = Instant::now();
+                quiet_since = last;
+            }
+        }
+        (got, last)
+    });
+    for i in 0..SENT {
+        let mut payload = vec![0x5a; PAYLOAD];
+        payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        customer.send_inner("c", &probe(REMOTE_HOST, &payload))?;
+    }
+    let offered = start.elapsed();
+    let (got, last) = reader
+        .join()
+        .map_err(|_| anyhow!("the VPC reader panicked"))?;
+    let window = last.duration_since(start).as_secs_f64();
+    let bound = RATE * window + BURST;
+    eprintln!("inbound: {got} bytes in {window:.2} s (bound {bound:.0}), offered in {offered:?}");
+    assert!(
+        (got as f64) <= bound,
+        "inbound: {got} bytes in {window:.2} s, more than the rate allows ({bound:.0})"
+    );
+    assert!(got > 0, "nothing got through");
+    let m = site.metrics()?;
+    let dropped = drops(&m, "inbound") - in_before;
+    // Offered at well above the rate (the customer encrypts far faster
+    // than 4 Mbit/s): the policer must have dropped the excess.
+    if offered.as_secs_f64() < (SENT * (PAYLOAD + 28)) as f64 / RATE / 2.0 {
+        assert!(dropped > 0.0, "offered in {offered:?}, nothing dropped");
+    }
+
+    // VPC → customer through the slow path (the TUN).
+    let ns = NsThread::new(&site.vpc.name())?;
+    let to = std::net::SocketAddr::from((peer_interco(&conn)?, PROBE_PORT));
+    let out_before = drops(&m, "outbound");
+    let _ = customer.take_received("c");
+    let start = Instant::now();
+    let sent = ns.run(move || -> std::io::Result<usize> {
+        let s = UdpSocket::bind((VPC_HOST, 0))?;
+        let payload = vec![0xa5; PAYLOAD];
+        let mut ok = 0;
+        for _ in 0..SENT {
+            if s.send_to(&payload, to).is_ok() {
+                ok += 1;
+            }
+        }
+        Ok(ok)
+    })??;
+    anyhow::ensure!(sent > SENT / 2, "the VPC host could send only {sent}");
+    let mut got = 0usize;
+    let mut last = start;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline && quiet_since.elapsed() < Duration::from_secs(1) {
+        let batch = customer.take_received("c");
+        if batch.is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        got += batch.iter().map(Vec::len).sum::<usize>();
+        last = Instant::now();
+        quiet_since = last;
+    }
+    let window = last.duration_since(start).as_secs_f64();
+    let bound = RATE * window + BURST;
+    eprintln!("outbound: {got} bytes of {sent} datagrams in {window:.2} s (bound {bound:.0})");
+    assert!(
+        (got as f64) <= bound,
+        "outbound: {got} bytes in {window:.2} s, more than the rate allows ({bound:.0})"
+    );
+    assert!(got > 0, "nothing reached the customer");
+    let dropped = drops(&site.metrics()?, "outbound") - out_before;
+    assert!(
+        dropped > 0.0 || (got as f64) >= (sent * (PAYLOAD + 28)) as f64,
+        "outbound: {got} of {sent} datagrams' bytes arrived and nothing was dropped by the policer"
+    );
+    customer.stop()?;
     Ok(())
 }

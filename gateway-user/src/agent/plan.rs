@@ -68,7 +68,13 @@ pub struct TunnelPlan {
     /// (new PSK revision, other proposals, other initiation policy).
     pub ike_fingerprint: String,
     /// Clamp the TCP MSS through this tunnel (config, per gateway type).
+    /// Changes apply in place.
     pub mss_clamp: bool,
+    /// The VPN gateway the tunnel belongs to, and its type's bandwidth
+    /// (bits per second, both ways, shared by the gateway's tunnels; 0:
+    /// unlimited). Changes of the rate apply in place.
+    pub vpn_gateway: String,
+    pub bandwidth: u64,
     /// Inner sources the customer may send through this tunnel: its
     /// routing policies' `prefix_filter_in` and the BGP peers'
     /// interconnection subnets (both families: after a failover either
@@ -148,6 +154,10 @@ pub fn plan(state: &DesiredState, config: &Config) -> Plan {
                     esp_ciphers: conn.esp_ciphers.clone(),
                     ike_fingerprint: ike_fingerprint.clone(),
                     mss_clamp: config.mss_clamp(&vgw.gateway_type),
+                    vpn_gateway: vgw.id.clone(),
+                    bandwidth: config
+                        .gateway_type(&vgw.gateway_type)
+                        .map_or(0, |t| t.bandwidth),
                     allowed_sources: allowed_sources.clone(),
                 },
             );

@@ -231,6 +231,13 @@ impl GatewayDataPlane {
         self.params.set_mss_clamp(tunnel, on);
     }
 
+    /// Polices a tunnel's traffic, both ways, at its VPN gateway's
+    /// bandwidth (bits per second, 0: unlimited), shared by all the
+    /// gateway's tunnels; a new rate applies to all of them at once.
+    pub fn set_bandwidth(&self, tunnel: TunnelId, vpn_gateway: &str, bits_per_s: u64) {
+        self.params.police().set(tunnel, vpn_gateway, bits_per_s);
+    }
+
     /// The inner MTU of a tunnel with an outbound SA.
     pub fn tunnel_inner_mtu(&self, tunnel: TunnelId) -> Option<u32> {
         lock(&self.state).tunnels.get(&tunnel).map(|t| t.inner_mtu)
@@ -267,6 +274,7 @@ impl GatewayDataPlane {
     /// gone already.
     pub fn forget_tunnel(&self, tunnel: TunnelId) -> Result<(), DataPlaneError> {
         self.table.forget_tunnel(tunnel);
+        self.params.police().remove(tunnel);
         {
             let mut st = lock(&self.state);
             st.tun_ifindex.remove(&tunnel);

@@ -11,6 +11,7 @@ pub mod backend;
 pub mod drop_events;
 pub mod mtu;
 pub mod packet;
+pub mod police;
 pub mod slowpath;
 pub mod test_run;
 /// A harness of the worker pipeline for tests and fuzzing.

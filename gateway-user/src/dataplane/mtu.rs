@@ -67,6 +67,8 @@ const NO_CLAMP: u32 = 1 << 16;
 pub struct TunnelParams {
     slots: Box<[AtomicU32]>,
     clamped: AtomicU64,
+    /// The VPN gateways' bandwidth, per tunnel (any tunnel id).
+    police: crate::dataplane::police::Policers,
 }
 
 impl Default for TunnelParams {
@@ -76,6 +78,7 @@ impl Default for TunnelParams {
                 .map(|_| AtomicU32::new(0))
                 .collect(),
             clamped: AtomicU64::new(0),
+            police: Default::default(),
         }
     }
 }
@@ -83,6 +86,11 @@ impl Default for TunnelParams {
 impl TunnelParams {
     fn slot(&self, tunnel: u32) -> Option<&AtomicU32> {
         self.slots.get(tunnel as usize)
+    }
+
+    /// The policers of the VPN gateways' bandwidth.
+    pub fn police(&self) -> &crate::dataplane::police::Policers {
+        &self.police
     }
 
     /// Sets a tunnel's inner MTU (0: the default).

@@ -51,6 +51,7 @@ use gateway_esp::{DecapError, EncapError, MAX_HEADROOM, MAX_TAILROOM};
 use gateway_netio::tun::Tun;
 
 use super::mtu::TunnelParams;
+use super::police::Way;
 
 /// Largest IP packet read from a TUN or an IKE socket.
 const MAX_PACKET: usize = 65_535;
@@ -485,6 +486,15 @@ impl SlowPath {
                 return Err(e.into());
             }
         };
+        if !self
+            .shared
+            .params
+            .police()
+            .admit(rx.tunnel, Way::In, rx.decap.inner.len())
+        {
+            // Counted by the policer.
+            return Ok(rx.tunnel);
+        }
         self.shared
             .params
             .clamp(rx.tunnel, &mut self.buf[rx.decap.inner.clone()]);
@@ -627,6 +637,9 @@ fn drain_tun(sh: &Shared, tunnel: TunnelId, tun: &Tun, buf: &mut [u8]) {
             }
         };
         bump(&sh.counters.tun_rx);
+        if !sh.params.police().admit(tunnel, Way::Out, n) {
+            continue;
+        }
         sh.params
             .clamp(tunnel, &mut buf[MAX_HEADROOM..MAX_HEADROOM + n]);
         match sh.table.encap(tunnel, buf, MAX_HEADROOM..MAX_HEADROOM + n) {
@@ -702,6 +715,13 @@ fn esp_receiver(sh: &Shared, v4: &OwnedFd, v6: Option<&OwnedFd>, stop: &AtomicBo
                 };
                 match sh.table.decap_esp(&mut buf, esp) {
                     Ok(rx) => {
+                        if !sh
+                            .params
+                            .police()
+                            .admit(rx.tunnel, Way::In, rx.decap.inner.len())
+                        {
+                            continue;
+                        }
                         sh.params.clamp(rx.tunnel, &mut buf[rx.decap.inner.clone()]);
                         let tuns = sh.tuns.load();
                         let written = tuns

@@ -71,6 +71,7 @@ use gateway_netio::afxdp::{Batch, Umem, UmemConfig, XskConfig, XskError, XskSock
 use gateway_netio::netlink::{NeighbourCache, Netlink, NetlinkError, NextHop};
 
 use super::mtu::{build_too_big, source_key, too_big, IcmpLimiter, TunnelParams};
+use super::police::Way;
 use super::slowpath::{SlowPathError, SlowPathHandle};
 use super::xdp::{XdpDataplane, XdpError};
 use gateway_esp::checksum::{add, fold};
@@ -188,11 +189,13 @@ pub enum WorkerDrop {
     /// (source past its rate limit, not unicast, an ICMP error itself, no
     /// LAN address of its family, or the error could not be sent).
     TooBigNoReply = 8,
+    /// Past its VPN gateway's bandwidth (the gateway type's), either way.
+    Bandwidth = 9,
 }
 
 impl WorkerDrop {
     /// Every reason, in order.
-    pub const ALL: [WorkerDrop; 9] = [
+    pub const ALL: [WorkerDrop; 10] = [
         WorkerDrop::BadMetadata,
         WorkerDrop::NotIp,
         WorkerDrop::Decap,
@@ -202,6 +205,7 @@ impl WorkerDrop {
         WorkerDrop::TxFull,
         WorkerDrop::TooBig,
         WorkerDrop::TooBigNoReply,
+        WorkerDrop::Bandwidth,
     ];
 
     /// Metrics label.
@@ -216,6 +220,7 @@ impl WorkerDrop {
             WorkerDrop::TxFull => "tx_full",
             WorkerDrop::TooBig => "too_big",
             WorkerDrop::TooBigNoReply => "too_big_no_reply",
+            WorkerDrop::Bandwidth => "bandwidth",
         }
     }
 }
@@ -515,6 +520,10 @@ impl<R: Resolver, S: SlowSink> Pipeline<R, S> {
             c.drop_frame(WorkerDrop::NotIp);
             return Verdict::Consumed;
         };
+        if !self.params.police().admit(rx.tunnel, Way::In, inner.len()) {
+            c.drop_frame(WorkerDrop::Bandwidth);
+            return Verdict::Consumed;
+        }
         self.params.clamp(rx.tunnel, &mut chunk[inner.clone()]);
         self.capture(rx.tunnel, &chunk[inner.clone()]);
         match too_big(&chunk[inner.clone()], self.lan_mtu) {
@@ -589,6 +598,11 @@ impl<R: Resolver, S: SlowSink> Pipeline<R, S> {
         let inner = l3..l3 + len;
         if ttl(&chunk[inner.clone()]).is_none_or(|t| t <= 1) {
             c.drop_frame(WorkerDrop::TtlExpired);
+            return Verdict::Consumed;
+        }
+        // Before any crypto work: what exceeds the rate costs nothing more.
+        if !self.params.police().admit(m.tunnel_id, Way::Out, len) {
+            c.drop_frame(WorkerDrop::Bandwidth);
             return Verdict::Consumed;
         }
         decrement_ttl(&mut chunk[inner.clone()]);

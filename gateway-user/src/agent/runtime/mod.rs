@@ -391,6 +391,17 @@ impl Runtime {
                     running.plan.allowed_sources = t.allowed_sources.clone();
                     tracing::info!(tunnel = %name, prefixes = t.allowed_sources.len(), "inner sources allowed from the customer updated");
                 }
+                if running.plan.mss_clamp != t.mss_clamp {
+                    self.dataplane.set_mss_clamp(running.id, t.mss_clamp);
+                    running.plan.mss_clamp = t.mss_clamp;
+                    tracing::info!(tunnel = %name, on = t.mss_clamp, "TCP MSS clamping changed");
+                }
+                if running.plan.bandwidth != t.bandwidth {
+                    self.dataplane
+                        .set_bandwidth(running.id, &t.vpn_gateway, t.bandwidth);
+                    running.plan.bandwidth = t.bandwidth;
+                    tracing::info!(tunnel = %name, vpn_gateway = %t.vpn_gateway, bits_per_s = t.bandwidth, "bandwidth changed (the gateway type's)");
+                }
             }
             match self.tunnels.get_mut(name) {
                 None => match self.add_tunnel(t).await {
@@ -655,6 +666,8 @@ impl Runtime {
         self.tunnels_created += 1;
         self.dataplane.set_tunnel_interface(id, ifindex);
         self.dataplane.set_mss_clamp(id, plan.mss_clamp);
+        self.dataplane
+            .set_bandwidth(id, &plan.vpn_gateway, plan.bandwidth);
         set_source_filter(&self.dataplane, id, &plan.allowed_sources);
         let fingerprint = sa_state::fingerprint(plan);
         let (snapshots, elapsed, why_not) = match self.sa.as_mut() {
@@ -955,14 +968,17 @@ fn delete_orphan_tuns(plan: &Plan) {
 }
 
 fn same_tunnel(a: &TunnelPlan, b: &TunnelPlan) -> bool {
-    // Interconnection addresses change in place (see `apply`).
-    TunnelPlan {
+    // Interconnection addresses, the inner sources allowed, MSS clamping
+    // and the bandwidth change in place (see `apply`): the tunnel and its
+    // SAs stay.
+    let in_place = |p: &TunnelPlan| TunnelPlan {
         interco: Vec::new(),
-        ..a.clone()
-    } == TunnelPlan {
-        interco: Vec::new(),
-        ..b.clone()
-    }
+        allowed_sources: Vec::new(),
+        mss_clamp: false,
+        bandwidth: 0,
+        ..p.clone()
+    };
+    in_place(a) == in_place(b)
 }
 
 fn to_address(n: &IpNet, ifindex: u32) -> Address {

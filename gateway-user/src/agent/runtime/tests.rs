@@ -129,6 +129,8 @@ fn a_usable_tunnel_reports_the_inner_mtu_of_its_suite_and_wan_mtu() {
             ike_fingerprint: String::new(),
             allowed_sources: Vec::new(),
             mss_clamp: true,
+            vpn_gateway: "vgw".into(),
+            bandwidth: 0,
         },
         id: 1,
         ike_up: true,
@@ -242,6 +244,8 @@ fn harness(tag: &str) -> Harness {
                 ike_fingerprint: "fp".into(),
                 allowed_sources: Vec::new(),
                 mss_clamp: true,
+                vpn_gateway: "vgw".into(),
+                bandwidth: 0,
             },
             id: 1,
             ike_up: false,
@@ -473,4 +477,45 @@ async fn the_state_file_reserves_sequence_numbers_before_they_are_sent() {
     rt.sa.as_mut().unwrap().starved_scan = None;
     rt.persist_sa_state(false).await;
     assert!(rt.sa.as_ref().unwrap().starved.is_empty());
+}
+
+/// What an API change of a routing policy's `prefix_filter_in` or of a
+/// VPN gateway's type changes in a tunnel (the inner sources allowed, the
+/// bandwidth, MSS clamping) is applied in place: the tunnel, its id and
+/// its SAs stay (they used to be torn down and rebuilt, which cut the
+/// customer's traffic for a handshake).
+#[tokio::test]
+#[ignore = "needs root: the slow path opens raw sockets"]
+async fn policy_and_gateway_type_changes_apply_in_place() {
+    let mut h = harness("inplace");
+    let rt = &mut h.rt;
+    let mut t = rt.tunnels["conn/v4"].plan.clone();
+    t.allowed_sources = vec!["203.0.113.0/24".parse().unwrap()];
+    t.bandwidth = 100_000_000;
+    t.mss_clamp = false;
+    let plan = Plan {
+        tunnels: [(t.name.clone(), t.clone())].into_iter().collect(),
+        ..Plan::default()
+    };
+    rt.apply(&plan).await.unwrap();
+    let running = &rt.tunnels["conn/v4"];
+    assert_eq!(running.id, 1, "the tunnel was rebuilt");
+    assert_eq!(rt.tunnels_created, 0, "a tunnel was created");
+    assert_eq!(running.plan, t);
+    let params = rt.dataplane.tunnel_params();
+    assert_eq!(params.police().rate(1), Some(100_000_000));
+    assert!(!params.mss_clamp(1));
+    // Another gateway type: the new rate, still the same tunnel.
+    let mut faster = t.clone();
+    faster.bandwidth = 1_000_000_000;
+    let plan = Plan {
+        tunnels: [(t.name.clone(), faster)].into_iter().collect(),
+        ..Plan::default()
+    };
+    rt.apply(&plan).await.unwrap();
+    assert_eq!(rt.tunnels["conn/v4"].id, 1);
+    assert_eq!(
+        rt.dataplane.tunnel_params().police().rate(1),
+        Some(1_000_000_000)
+    );
 }
