@@ -18,6 +18,7 @@ const ALL: &[&str] = &[
     "ike",
     "bgp",
     "tunnel",
+    "bandwidth",
     "restart",
     "control-plane",
 ];
@@ -44,7 +45,7 @@ pub fn run(names: &[String], args: &[String]) -> anyhow::Result<()> {
         }
         names.to_vec()
     };
-    if selected.iter().any(|n| n == "tunnel") {
+    if selected.iter().any(|n| n == "tunnel" || n == "bandwidth") {
         // The tunnel benchmark drives our daemon, s2sctl, trafficgen and
         // xdpfwd as separate processes in namespaces: build them all (release)
         // next to it, and boringtun-cli into target/tools.
@@ -61,6 +62,23 @@ pub fn run(names: &[String], args: &[String]) -> anyhow::Result<()> {
     }
     for name in &selected {
         step(&format!("bench {name}"));
+        if name == "bandwidth" {
+            // A mode of the tunnel benchmark (its topology and gateways).
+            sh(cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "--package",
+                    "benches",
+                    "--bin",
+                    "tunnel",
+                    "--",
+                    "--bandwidth",
+                ])
+                .args(args))?;
+            continue;
+        }
         if name == "restart" {
             // Our daemon restarted under the lab's traffic: the lab's
             // topology and peers, in xtask (src/lab/).
@@ -108,6 +126,8 @@ fn available() -> anyhow::Result<Vec<String>> {
     }
     // Not a binary: the lab runs it (`lab::Then::BenchRestart`).
     names.push("restart".into());
+    // Not a binary: a mode of `tunnel`.
+    names.push("bandwidth".into());
     names.sort();
     Ok(names)
 }

@@ -397,7 +397,8 @@ fn default_icmp_burst() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct GatewayType {
     pub name: String,
-    /// Bandwidth in bit/s.
+    /// Bandwidth in bit/s, enforced per VPN gateway and direction on its
+    /// tunnels' inner packets; 0 enforces nothing.
     pub bandwidth: u64,
     pub allowed_connections: u32,
     /// Overrides `datapath.mss_clamp` for gateways of this type.

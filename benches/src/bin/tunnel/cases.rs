@@ -116,11 +116,14 @@ pub(crate) fn measure_all(
     })
 }
 
-pub(crate) fn case_ours_pair(
+/// Our gateway on A and B, a VPN gateway of `gateway_type` on each, the
+/// tunnel up and routes exchanged; the environment and A's daemon pid.
+pub(crate) fn ours_pair(
     stop: &AtomicBool,
     case: &str,
     no_xdp: bool,
-) -> anyhow::Result<CaseOut> {
+    gateway_type: &str,
+) -> anyhow::Result<(Env, u32)> {
     let mut env = Env::new(case, &[])?;
     let pid = start_gateway(
         &mut env,
@@ -144,6 +147,7 @@ pub(crate) fn case_ours_pair(
         &mut env,
         stop,
         A,
+        gateway_type,
         "192.0.2.2",
         ASN_B,
         "203.0.113.0/24",
@@ -154,6 +158,7 @@ pub(crate) fn case_ours_pair(
         &mut env,
         stop,
         B,
+        gateway_type,
         "192.0.2.1",
         ASN_A,
         "198.51.100.0/24",
@@ -194,6 +199,16 @@ pub(crate) fn case_ours_pair(
     wait_route(&mut env, stop, A, "203.0.113.0/24")?;
     wait_route(&mut env, stop, B, "198.51.100.0/24")?;
     env.ping_through(stop)?;
+    Ok((env, pid))
+}
+
+pub(crate) fn case_ours_pair(
+    stop: &AtomicBool,
+    case: &str,
+    no_xdp: bool,
+) -> anyhow::Result<CaseOut> {
+    // A type without a bandwidth: the engine's own throughput.
+    let (mut env, pid) = ours_pair(stop, case, no_xdp, UNLIMITED_TYPE)?;
     let mut out = measure_all(
         &mut env,
         case,
@@ -219,6 +234,7 @@ pub(crate) fn case_ours_vs_strongswan(stop: &AtomicBool, case: &str) -> anyhow::
         &mut env,
         stop,
         A,
+        UNLIMITED_TYPE,
         "192.0.2.2",
         ASN_B,
         "203.0.113.0/24",

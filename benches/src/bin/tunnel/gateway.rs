@@ -32,6 +32,17 @@ name = "VGW-S"
 bandwidth = 100000000
 allowed_connections = 5
 
+[[gateway_types]]
+name = "VGW-M"
+bandwidth = 1000000000
+allowed_connections = 5
+
+# No bandwidth enforced: what the tunnel cases measure is the engine.
+[[gateway_types]]
+name = "{UNLIMITED_TYPE}"
+bandwidth = 0
+allowed_connections = 5
+
 [[private_networks]]
 id = "{PRIVATE_NETWORK}"
 interface = "{name}lan0"
@@ -105,6 +116,7 @@ pub(crate) fn provision(
     env: &mut Env,
     stop: &AtomicBool,
     ns: Ns,
+    gateway_type: &str,
     peer_ip: &str,
     peer_asn: u32,
     prefix_in: &str,
@@ -119,7 +131,7 @@ pub(crate) fn provision(
             "--name",
             "bench",
             "--gateway-type",
-            "VGW-S",
+            gateway_type,
             "--private-network-id",
             PRIVATE_NETWORK,
             "--ipam-ipv4-id",

@@ -36,6 +36,7 @@ use anyhow::{anyhow, bail, Context};
 use labkit::{charon, output, veth, Ns};
 use serde_json::{json, Value};
 
+mod bandwidth;
 mod cases;
 mod gateway;
 mod measure;
@@ -48,6 +49,8 @@ use report::*;
 use strongswan::*;
 
 const PREFIX: &str = "s2sbench-";
+/// The gateway type of the throughput cases: no bandwidth enforced.
+const UNLIMITED_TYPE: &str = "VGW-BENCH";
 const TOKEN: &str = "bench-0000-token";
 const PRIVATE_NETWORK: &str = "11111111-2222-4333-8444-555555555555";
 const IPAM_V4: &str = "aaaaaaaa-0000-4000-8000-000000000001";
@@ -376,6 +379,16 @@ const CASES: [CaseDef; 6] = [
 ];
 
 fn main() -> ExitCode {
+    if std::env::args().any(|a| a == "--bandwidth") {
+        return match bandwidth::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                teardown();
+                eprintln!("bandwidth: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run() {
         Ok(all_ok) => {
             if all_ok {
