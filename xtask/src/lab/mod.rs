@@ -390,7 +390,7 @@ fn steps(
         "--name",
         "lab-vgw",
         "--gateway-type",
-        "VGW-S",
+        "VGW-M",
         "--private-network-id",
         PRIVATE_NETWORK,
         "--ipam-ipv4-id",
