@@ -1365,6 +1365,30 @@ fn a_gateway_types_bandwidth_is_enforced_both_ways() -> anyhow::Result<()> {
         dropped > 0.0 || (got as f64) >= (sent * (PAYLOAD + 28)) as f64,
         "outbound: {got} of {sent} datagrams' bytes arrived and nothing was dropped by the policer"
     );
+
+    // Another type through the API: the new rate, the same tunnel.
+    let created = site.tunnels_created()?;
+    site.api.ok(
+        "PATCH",
+        &format!("vpn-gateways/{}", ids.0),
+        Some(json!({"gateway_type": "VGW-S"})),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let m = site.metrics()?;
+        if sum_series(&m, "s2s_tunnel_bandwidth_bits_per_second{", &[]) == 100_000_000.0 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the new type's rate never reached the tunnel:\n{}",
+            site.daemon.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(site.tunnels_created()?, created, "the tunnel was rebuilt");
+    let replies = ping_through(&customer, &conn, 5, 5, Duration::from_secs(5))?;
+    assert_eq!(replies.len(), 5, "traffic after the change: {replies:?}");
     customer.stop()?;
     Ok(())
 }

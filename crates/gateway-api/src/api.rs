@@ -564,11 +564,12 @@ async fn update_vgw(
 ) -> ApiResult {
     check_region(&st, &region)?;
     let body = json_body(&body)?;
+    let cfg = st.live.get();
     ok(st
         .store
         .write_async(move |tx| {
             scope.may_see(tx, Owned::VpnGateway, &id)?;
-            ops::update_vpn_gateway(tx, &id, body)
+            ops::update_vpn_gateway(tx, &cfg, &id, body)
         })
         .await?)
 }

@@ -180,6 +180,10 @@ pub(super) enum VgwCmd {
         tags: Vec<String>,
         #[arg(long)]
         clear_tags: bool,
+        /// Another gateway type of the host (its bandwidth applies to the
+        /// running tunnels at once).
+        #[arg(long)]
+        gateway_type: Option<String>,
     },
     Delete {
         id: String,

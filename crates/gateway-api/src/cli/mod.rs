@@ -159,15 +159,22 @@ where
                 name,
                 tags,
                 clear_tags,
-            } => (
-                c.call(
-                    "PATCH",
-                    &c.s2s(&format!("vpn-gateways/{id}")),
-                    &none,
-                    Some(Value::Object(name_tags(&name, &tags, clear_tags))),
-                )?,
-                Shape::One(None),
-            ),
+                gateway_type,
+            } => {
+                let mut body = name_tags(&name, &tags, clear_tags);
+                if let Some(t) = gateway_type {
+                    body.insert("gateway_type".into(), json!(t));
+                }
+                (
+                    c.call(
+                        "PATCH",
+                        &c.s2s(&format!("vpn-gateways/{id}")),
+                        &none,
+                        Some(Value::Object(body)),
+                    )?,
+                    Shape::One(None),
+                )
+            }
             VgwCmd::Delete { id } => (
                 c.call("DELETE", &c.s2s(&format!("vpn-gateways/{id}")), &none, None)?,
                 Shape::One(None),

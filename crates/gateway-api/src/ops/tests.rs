@@ -435,20 +435,55 @@ fn vpn_gateway_host_mapping_rules() {
     // The private network is immutable; unknown update fields are refused.
     let gid = id(&g);
     refused(
-        f.w(|tx, _| update_vpn_gateway(tx, &gid, json!({"private_network_id": "pn-v4"}))),
+        f.w(|tx, c| update_vpn_gateway(tx, c, &gid, json!({"private_network_id": "pn-v4"}))),
         "private_network_id",
     );
     refused(
-        f.w(|tx, _| update_vpn_gateway(tx, &gid, json!({"name": ""}))),
+        f.w(|tx, c| update_vpn_gateway(tx, c, &gid, json!({"name": ""}))),
         "name",
     );
     let u = f
-        .w(|tx, _| update_vpn_gateway(tx, &gid, json!({"name": "z", "tags": ["t"]})))
+        .w(|tx, c| update_vpn_gateway(tx, c, &gid, json!({"name": "z", "tags": ["t"]})))
         .unwrap();
     assert_eq!(
         (u["name"].as_str(), u["tags"][0].as_str()),
         (Some("z"), Some("t"))
     );
+}
+
+/// The gateway type changes through an update (our extension): to a
+/// type of the host that still allows the gateway's connections.
+#[test]
+fn a_vpn_gateways_type_changes_within_its_connections() {
+    let w = world();
+    let f = &w.f;
+    let gid = w.gw_dual.clone();
+    assert_eq!(
+        f.w(|tx, _| get_vpn_gateway(tx, &gid)).unwrap()["gateway_type"],
+        "VGW-M"
+    );
+    for _ in 0..2 {
+        f.conn(conn_body(&w, &gid, &w.cg_dual, false)).unwrap();
+    }
+    refused(
+        f.w(|tx, c| update_vpn_gateway(tx, c, &gid, json!({"gateway_type": "VGW-XL"}))),
+        "gateway_type",
+    );
+    // VGW-S allows one connection; the gateway has two.
+    let e = f
+        .w(|tx, c| update_vpn_gateway(tx, c, &gid, json!({"gateway_type": "VGW-S"})))
+        .unwrap_err();
+    assert!(e.to_string().contains("allows 1 connections"), "{e}");
+    assert_eq!(
+        f.w(|tx, _| get_vpn_gateway(tx, &gid)).unwrap()["gateway_type"],
+        "VGW-M"
+    );
+    // The other one, with none, may.
+    let other = w.gw_v4.clone();
+    let u = f
+        .w(|tx, c| update_vpn_gateway(tx, c, &other, json!({"gateway_type": "VGW-M"})))
+        .unwrap();
+    assert_eq!(u["gateway_type"], "VGW-M");
 }
 
 #[test]

@@ -345,12 +345,6 @@ pub fn list_vpn_gateways(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiErr
     })
 }
 
-#[derive(Debug, Deserialize, Default)]
-pub struct UpdateNameTags {
-    pub name: Option<String>,
-    pub tags: Option<Vec<String>>,
-}
-
 /// Refuses fields of a PATCH that are immutable, naming them.
 pub(super) fn refuse_immutable(body: &Value, allowed: &[&str], what: &str) -> Result<(), ApiError> {
     if let Some(obj) = body.as_object() {
@@ -369,12 +363,57 @@ pub(super) fn refuse_immutable(body: &Value, allowed: &[&str], what: &str) -> Re
     Ok(())
 }
 
-pub fn update_vpn_gateway(tx: &mut Tx<'_>, id: &str, body: Value) -> Result<Value, ApiError> {
-    refuse_immutable(&body, &["name", "tags"], "VPN gateway")?;
-    let req: UpdateNameTags = parse_body(body)?;
+#[derive(Debug, Deserialize, Default)]
+pub struct UpdateVpnGatewayRequest {
+    pub name: Option<String>,
+    pub tags: Option<Vec<String>>,
+    /// An extension of Scaleway's API (whose update takes only the name
+    /// and tags): another type of this host, whose bandwidth applies to
+    /// the running tunnels in place.
+    pub gateway_type: Option<String>,
+}
+
+/// `PATCH .../vpn-gateways/{id}`: name, tags and (our extension) the
+/// gateway type; a smaller type must still allow the gateway's
+/// connections.
+pub fn update_vpn_gateway(
+    tx: &mut Tx<'_>,
+    config: &Config,
+    id: &str,
+    body: Value,
+) -> Result<Value, ApiError> {
+    refuse_immutable(&body, &["name", "tags", "gateway_type"], "VPN gateway")?;
+    let req: UpdateVpnGatewayRequest = parse_body(body)?;
     let mut g = tx
         .vpn_gateway(id)?
         .ok_or_else(|| ApiError::not_found("vpn_gateway", id))?;
+    if let Some(t) = req.gateway_type {
+        let Some(ty) = config.gateway_type(&t) else {
+            return Err(ApiError::unknown(
+                "gateway_type",
+                format!(
+                    "unknown gateway type {t:?}; this host offers: {}",
+                    config
+                        .gateway_types
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        let used = tx.connection_count_on(&g.id)?;
+        if used as u64 > u64::from(ty.allowed_connections) {
+            return Err(ApiError::constraint(
+                "gateway_type",
+                format!(
+                    "{t} allows {} connections and this VPN gateway has {used}: delete some first",
+                    ty.allowed_connections
+                ),
+            ));
+        }
+        g.gateway_type = t;
+    }
     if let Some(name) = req.name {
         validate_name("name", &name)?;
         g.name = name;
