@@ -1,26 +1,19 @@
 //! `s2sctl` against an in-process API server on 127.0.0.1 (no network
 //! beyond loopback): every subcommand, tables and `-o json`.
 
-use std::sync::mpsc;
-
 use gateway_api::cli::{run, run_with_input, run_with_io, CliError};
 use gateway_api::Store;
 use serde_json::Value;
 
 const TOKEN: &str = "11111111-1111-1111-1111-111111111111";
 
-struct Server {
-    url: String,
-    store: Store,
-    config: gateway_config::Config,
-    _dir: tempfile::TempDir,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
-}
+mod common;
+use common::InProcess as Server;
 
 fn server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        r#"
+    common::serve(|state| {
+        format!(
+            r#"
 [gateway]
 state_dir = "{}"
 [interfaces]
@@ -44,37 +37,9 @@ address = "192.0.2.1"
 id = "ip6"
 address = "2001:db8::1"
 "#,
-        dir.path().join("state").display()
-    );
-    let config = gateway_config::Config::parse(&cfg).unwrap();
-    let store = Store::open(&config.gateway.state_dir).unwrap();
-    let (kept_store, kept_config) = (store.clone(), config.clone());
-    let (tx, rx) = mpsc::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            gateway_api::serve_with_shutdown(config, l, store, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-    });
-    let addr = rx.recv().unwrap();
-    Server {
-        url: format!("http://{addr}"),
-        store: kept_store,
-        config: kept_config,
-        _dir: dir,
-        _shutdown: stop,
-    }
+            state.display()
+        )
+    })
 }
 
 fn ctl(s: &Server, args: &[&str]) -> Result<String, CliError> {
@@ -281,7 +246,7 @@ fn every_subcommand() {
         !renewed.contains(psk2.trim()),
         "the PSK itself is never in an event"
     );
-    let store = Store::open(&s._dir.path().join("state")).unwrap();
+    let store = Store::open(&s.dir.path().join("state")).unwrap();
     store
         .add_connection_events(&[
             (id.clone(), "ike_sa_up".into(), "v4: IKE SA up".into()),

@@ -7,23 +7,23 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::mpsc;
+
+mod common;
 use std::time::{Duration, Instant};
 
-use gateway_api::Store;
 use serde_json::Value;
 
 const TOKEN: &str = "11111111-1111-1111-1111-111111111111";
 
-fn server() -> (String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
+fn server() -> common::InProcess {
     server_with("")
 }
 
 /// A server whose `[api]` section gets `api_extra` lines.
-fn server_with(api_extra: &str) -> (String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        r#"
+fn server_with(api_extra: &str) -> common::InProcess {
+    common::serve(|state| {
+        format!(
+            r#"
 [gateway]
 state_dir = "{}"
 [interfaces]
@@ -48,30 +48,9 @@ address = "192.0.2.1"
 id = "ip6"
 address = "2001:db8::1"
 "#,
-        dir.path().join("state").display()
-    );
-    let config = gateway_config::Config::parse(&cfg).unwrap();
-    let store = Store::open(&config.gateway.state_dir).unwrap();
-    let (tx, rx) = mpsc::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            gateway_api::serve_with_shutdown(config, l, store, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-    });
-    let addr = rx.recv().unwrap();
-    (format!("http://{addr}"), dir, stop)
+            state.display()
+        )
+    })
 }
 
 struct Rng(u64);
@@ -90,7 +69,8 @@ impl Rng {
 
 #[test]
 fn hostile_requests_get_4xx_never_5xx() {
-    let (url, _dir, _stop) = server();
+    let server = server();
+    let url = server.url.clone();
     let agent = ureq::AgentBuilder::new()
         .timeout(std::time::Duration::from_secs(10))
         .build();
@@ -289,7 +269,8 @@ fn read_response(s: &mut TcpStream) -> u16 {
 
 #[test]
 fn slow_headers_and_idle_connections_are_closed() {
-    let (url, _dir, _stop) = server_with(TIGHT);
+    let server = server_with(TIGHT);
+    let url = server.url.clone();
     // A connection that never sends anything.
     let idle = connect(&url);
     // Slowloris: headers one byte every 100 ms, never finished (bounded:
@@ -333,7 +314,8 @@ fn slow_headers_and_idle_connections_are_closed() {
 
 #[test]
 fn slow_body_is_refused() {
-    let (url, _dir, _stop) = server_with(TIGHT);
+    let server = server_with(TIGHT);
+    let url = server.url.clone();
     let mut s = connect(&url);
     let head = format!(
         "POST /s2s-vpn/v1alpha1/regions/fr-par/routing-policies HTTP/1.1\r\nHost: x\r\n\
@@ -363,7 +345,8 @@ fn slow_body_is_refused() {
 
 #[test]
 fn connections_beyond_the_limit_wait_for_a_free_slot() {
-    let (url, _dir, _stop) = server_with(TIGHT);
+    let server = server_with(TIGHT);
+    let url = server.url.clone();
     let path = "/s2s-vpn/v1alpha1/regions/fr-par/vpn-gateways";
     // Three keep-alive connections, each served once, then left idle: the
     // limit is reached.
@@ -391,7 +374,8 @@ fn connections_beyond_the_limit_wait_for_a_free_slot() {
 
 #[test]
 fn clients_that_do_not_read_their_answers_lose_their_slot() {
-    let (url, _dir, _stop) = server_with(TIGHT);
+    let server = server_with(TIGHT);
+    let url = server.url.clone();
     let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
     // A big answer: 100 routing policies with the longest tags (~900 KB
     // for one list page); asked for ten times in a row (pipelined), far

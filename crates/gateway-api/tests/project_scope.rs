@@ -7,9 +7,8 @@
 //! project is `permissions_denied`, and a connection only joins resources
 //! of its own project.
 
-use std::sync::mpsc;
+mod common;
 
-use gateway_api::Store;
 use serde_json::{json, Value};
 
 const OPERATOR: &str = "operator-key-0123456789";
@@ -23,17 +22,15 @@ const P: &str = "/s2s-vpn/v1alpha1/regions/fr-par";
 const SM: &str = "/secret-manager/v1beta1/regions/fr-par";
 
 struct Server {
-    url: String,
+    server: common::InProcess,
     agent: ureq::Agent,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Server {
     fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = format!(
-            r#"
+        let server = common::serve(|state| {
+            format!(
+                r#"
 [gateway]
 state_dir = "{}"
 [interfaces]
@@ -64,36 +61,14 @@ address = "192.0.2.1"
 id = "ip-b"
 address = "192.0.2.2"
 "#,
-            dir.path().join("state").display()
-        );
-        let config = gateway_config::Config::parse(&cfg).unwrap();
-        let store = Store::open(&config.gateway.state_dir).unwrap();
-        let (tx, rx) = mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(l.local_addr().unwrap()).unwrap();
-                gateway_api::serve_with_shutdown(config, l, store, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-            });
+                state.display()
+            )
         });
-        let addr = rx.recv().unwrap();
         Self {
-            url: format!("http://{addr}"),
+            server,
             agent: ureq::AgentBuilder::new()
                 .timeout(std::time::Duration::from_secs(10))
                 .build(),
-            _dir: dir,
-            _stop: stop,
         }
     }
 
@@ -102,7 +77,7 @@ address = "192.0.2.2"
     fn call(&self, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let req = self
             .agent
-            .request(method, &format!("{}{path}", self.url))
+            .request(method, &format!("{}{path}", self.server.url))
             .set("X-Auth-Token", key);
         let r = match body {
             Some(b) => req.send_json(b),

@@ -2,6 +2,27 @@
 
 use super::*;
 
+/// A gateway type this host offers, or `gateway_type`'s error naming them.
+fn known_type<'a>(
+    config: &'a Config,
+    name: &str,
+) -> Result<&'a gateway_config::GatewayType, ApiError> {
+    config.gateway_type(name).ok_or_else(|| {
+        ApiError::unknown(
+            "gateway_type",
+            format!(
+                "unknown gateway type {name:?}, expected one of: {}",
+                config
+                    .gateway_types
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    })
+}
+
 pub fn gateway_types(config: &Config) -> Vec<GatewayType> {
     config
         .gateway_types
@@ -158,20 +179,7 @@ pub fn create_vpn_gateway(
         .gateway_type
         .clone()
         .ok_or_else(|| ApiError::required("gateway_type"))?;
-    if config.gateway_type(&gateway_type).is_none() {
-        return Err(ApiError::unknown(
-            "gateway_type",
-            format!(
-                "unknown gateway type {gateway_type:?}, expected one of: {}",
-                config
-                    .gateway_types
-                    .iter()
-                    .map(|t| t.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ));
-    }
+    known_type(config, &gateway_type)?;
     let pn_id = req
         .private_network_id
         .clone()
@@ -388,20 +396,7 @@ pub fn update_vpn_gateway(
         .vpn_gateway(id)?
         .ok_or_else(|| ApiError::not_found("vpn_gateway", id))?;
     if let Some(t) = req.gateway_type {
-        let Some(ty) = config.gateway_type(&t) else {
-            return Err(ApiError::unknown(
-                "gateway_type",
-                format!(
-                    "unknown gateway type {t:?}; this host offers: {}",
-                    config
-                        .gateway_types
-                        .iter()
-                        .map(|t| t.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        };
+        let ty = known_type(config, &t)?;
         let used = tx.connection_count_on(&g.id)?;
         if used as u64 > u64::from(ty.allowed_connections) {
             return Err(ApiError::constraint(
