@@ -241,13 +241,24 @@ impl Site {
     /// Our customer for `conn`, started and waited for until its CHILD SA
     /// is up.
     fn customer(&self, conn: &Value) -> anyhow::Result<Customer> {
+        self.customer_at(conn, "c", CGW_WAN, GW_WAN)
+    }
+
+    /// [`Site::customer`] as peer `name`, from `local` to our `remote`.
+    fn customer_at(
+        &self,
+        conn: &Value,
+        name: &str,
+        local: Ipv4Addr,
+        remote: Ipv4Addr,
+    ) -> anyhow::Result<Customer> {
         let psk = self.api.psk(conn)?;
         let c = Customer::start(
             Some(&self.cgw.name()),
             vec![PeerSpec {
-                name: "c".into(),
-                local: IpAddr::V4(CGW_WAN),
-                remote: IpAddr::V4(GW_WAN),
+                name: name.into(),
+                local: IpAddr::V4(local),
+                remote: IpAddr::V4(remote),
                 psk,
                 ike: (
                     "aes256gcm".into(),
@@ -258,7 +269,7 @@ impl Site {
                 initiate: true,
             }],
         )?;
-        c.wait_established("c", Duration::from_secs(30))
+        c.wait_established(name, Duration::from_secs(30))
             .with_context(|| self.daemon.log_tail(30))?;
         Ok(c)
     }
@@ -1203,26 +1214,7 @@ fn a_gateway_created_while_running_on_a_new_public_address_comes_up() -> anyhow:
     )?;
     let ids_b = (id(&vgw_b)?, id(&cgw_b)?, ids.2.clone());
     let conn_b = site.connection("second", &ids_b)?;
-    let psk = site.api.psk(&conn_b)?;
-    let second = Customer::start(
-        Some(&site.cgw.name()),
-        vec![PeerSpec {
-            name: "b".into(),
-            local: IpAddr::V4(CGW_WAN_B),
-            remote: IpAddr::V4(GW_WAN_B),
-            psk,
-            ike: (
-                "aes256gcm".into(),
-                Some("sha256".into()),
-                "curve25519".into(),
-            ),
-            esp: ("aes256gcm".into(), None),
-            initiate: true,
-        }],
-    )?;
-    second
-        .wait_established("b", Duration::from_secs(30))
-        .with_context(|| site.daemon.log_tail(30))?;
+    let second = site.customer_at(&conn_b, "b", CGW_WAN_B, GW_WAN_B)?;
     site.wait_tunnel_up(&id(&conn_b)?)?;
     // The first tunnel was never touched: still its first (and only) one.
     assert_eq!(

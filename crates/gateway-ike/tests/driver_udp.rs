@@ -153,6 +153,23 @@ impl Side {
     }
 }
 
+/// Connection "a" on A (initiating) and "b" on B (responding) to each
+/// other.
+async fn connect(a: &Side, a_ip: IpAddr, b: &Side, b_ip: IpAddr, port: u16) {
+    b.cmd
+        .send(Command::AddConnection(Box::new(conn(
+            "b", b_ip, a_ip, port, false,
+        ))))
+        .await
+        .unwrap();
+    a.cmd
+        .send(Command::AddConnection(Box::new(conn(
+            "a", a_ip, b_ip, port, true,
+        ))))
+        .await
+        .unwrap();
+}
+
 fn is_install(a: &Action) -> bool {
     matches!(a, Action::InstallChildSa(_))
 }
@@ -184,18 +201,7 @@ async fn ike_sa_init_flood_does_not_starve_dpd() {
     })
     .await;
     let a = Side::start(a_ip, port, |_| {}).await;
-    b.cmd
-        .send(Command::AddConnection(Box::new(conn(
-            "b", b_ip, a_ip, port, false,
-        ))))
-        .await
-        .unwrap();
-    a.cmd
-        .send(Command::AddConnection(Box::new(conn(
-            "a", a_ip, b_ip, port, true,
-        ))))
-        .await
-        .unwrap();
+    connect(&a, a_ip, &b, b_ip, port).await;
     a.wait(10, "A's CHILD SA", |e| e.iter().any(is_install))
         .await;
     b.wait(10, "B's CHILD SA", |e| e.iter().any(is_install))
@@ -347,18 +353,7 @@ async fn the_peer_learns_of_a_child_sa_only_once_it_is_applied() {
     })
     .await;
     let a = Side::start(a_ip, port, |_| {}).await;
-    b.cmd
-        .send(Command::AddConnection(Box::new(conn(
-            "b", b_ip, a_ip, port, false,
-        ))))
-        .await
-        .unwrap();
-    a.cmd
-        .send(Command::AddConnection(Box::new(conn(
-            "a", a_ip, b_ip, port, true,
-        ))))
-        .await
-        .unwrap();
+    connect(&a, a_ip, &b, b_ip, port).await;
     b.wait(10, "B's CHILD SA", |e| e.iter().any(is_install))
         .await;
     // B installed; its response is held: A has nothing (several of its
@@ -395,18 +390,7 @@ async fn addresses_are_listened_on_as_gateways_come_and_go() {
     let port = free_port(a_ip, b_ip);
     let b = Side::start_listening(&[], port, |_| {}).await;
     let a = Side::start(a_ip, port, |_| {}).await;
-    b.cmd
-        .send(Command::AddConnection(Box::new(conn(
-            "b", b_ip, a_ip, port, false,
-        ))))
-        .await
-        .unwrap();
-    a.cmd
-        .send(Command::AddConnection(Box::new(conn(
-            "a", a_ip, b_ip, port, true,
-        ))))
-        .await
-        .unwrap();
+    connect(&a, a_ip, &b, b_ip, port).await;
     // The first request and a retransmission (after 1 s) go unanswered.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(b.count(is_install), 0, "B answered on an unbound address");

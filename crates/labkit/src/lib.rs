@@ -59,6 +59,19 @@ pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
 /// the server sends): (received Mbit/s, retransmits of the sender).
 /// Bounded: a stalled connection ends with the timeout, not a hang.
 pub fn iperf3(ns: Ns, target: &str, reverse: bool) -> anyhow::Result<(f64, u64)> {
+    let v = iperf3_json(ns, target, if reverse { &["-R"] } else { &[] })?;
+    let end = &v["end"];
+    let bps = end["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let retr = end["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+    Ok((bps / 1e6, retr))
+}
+
+/// One iperf3 client run of 3 s from `ns` to `target` with `extra`
+/// arguments (`-u -b RATE`, `-R`, ...): its JSON report. Bounded by a
+/// 30 s timeout; iperf3's own error is the error.
+pub fn iperf3_json(ns: Ns, target: &str, extra: &[&str]) -> anyhow::Result<serde_json::Value> {
     let mut cmd = ns.cmd("timeout");
     cmd.args([
         "30",
@@ -70,10 +83,8 @@ pub fn iperf3(ns: Ns, target: &str, reverse: bool) -> anyhow::Result<(f64, u64)>
         "-J",
         "--connect-timeout",
         "3000",
-    ]);
-    if reverse {
-        cmd.arg("-R");
-    }
+    ])
+    .args(extra);
     let out = cmd
         .stdin(std::process::Stdio::null())
         .output()
@@ -89,12 +100,7 @@ pub fn iperf3(ns: Ns, target: &str, reverse: bool) -> anyhow::Result<(f64, u64)>
     if let Some(e) = v.get("error").and_then(serde_json::Value::as_str) {
         bail!("iperf3 to {target}: {e}");
     }
-    let end = &v["end"];
-    let bps = end["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or(0.0);
-    let retr = end["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
-    Ok((bps / 1e6, retr))
+    Ok(v)
 }
 
 /// A network namespace named `<prefix><short>`.

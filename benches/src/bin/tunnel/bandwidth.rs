@@ -17,41 +17,11 @@ const TYPES: [(&str, f64); 2] = [("VGW-S", 100e6), ("VGW-M", 1e9)];
 /// datagrams; the rate the receiver got (bits/s) and the loss (%).
 fn iperf3_udp(reverse: bool, offered: f64) -> anyhow::Result<(f64, f64)> {
     let rate = format!("{}", offered.round() as u64);
-    let mut args = vec![
-        "30",
-        "iperf3",
-        "-c",
-        "203.0.113.10",
-        "-u",
-        "-b",
-        &rate,
-        "-l",
-        "1400",
-        "-t",
-        "3",
-        "-J",
-        "--connect-timeout",
-        "3000",
-    ];
+    let mut args = vec!["-u", "-b", &rate, "-l", "1400"];
     if reverse {
         args.push("-R");
     }
-    let out = SRC
-        .cmd("timeout")
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .context("starting iperf3")?;
-    let v: Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "iperf3 -u: no JSON ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-    })?;
-    if let Some(e) = v.get("error").and_then(Value::as_str) {
-        bail!("iperf3 -u: {e}");
-    }
+    let v = labkit::iperf3_json(SRC, "203.0.113.10", &args)?;
     // The receiver's view: what crossed the tunnel.
     let sum = &v["end"]["sum_received"];
     let sum = if sum.is_object() {
