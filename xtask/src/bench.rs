@@ -62,23 +62,6 @@ pub fn run(names: &[String], args: &[String]) -> anyhow::Result<()> {
     }
     for name in &selected {
         step(&format!("bench {name}"));
-        if name == "bandwidth" {
-            // A mode of the tunnel benchmark (its topology and gateways).
-            sh(cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "--quiet",
-                    "--package",
-                    "benches",
-                    "--bin",
-                    "tunnel",
-                    "--",
-                    "--bandwidth",
-                ])
-                .args(args))?;
-            continue;
-        }
         if name == "restart" {
             // Our daemon restarted under the lab's traffic: the lab's
             // topology and peers, in xtask (src/lab/).
@@ -88,6 +71,12 @@ pub fn run(names: &[String], args: &[String]) -> anyhow::Result<()> {
             )?;
             continue;
         }
+        // `bandwidth` is a mode of the tunnel benchmark (its topology and
+        // gateways).
+        let (bin, mode): (&str, &[&str]) = match name.as_str() {
+            "bandwidth" => ("tunnel", &["--bandwidth"]),
+            other => (other, &[]),
+        };
         sh(cargo()
             .args([
                 "run",
@@ -96,9 +85,10 @@ pub fn run(names: &[String], args: &[String]) -> anyhow::Result<()> {
                 "--package",
                 "benches",
                 "--bin",
-                name,
+                bin,
                 "--",
             ])
+            .args(mode)
             .args(args))?;
     }
     if names.is_empty() {
