@@ -94,8 +94,17 @@ impl Policers {
     /// Puts `tunnel` under the policer of `gateway` and sets that
     /// gateway's rate (bits per second, 0: unlimited) for all its tunnels.
     /// A rate change takes effect at once and drops nothing by itself.
+    /// An unlimited tunnel is left out of the per-packet map altogether.
     pub fn set(&self, tunnel: u32, gateway: &str, bits_per_s: u64) {
         let mut gateways = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
+        if bits_per_s == 0 {
+            if let Some(b) = gateways.get(gateway).and_then(Weak::upgrade) {
+                b.rate.store(0, Ordering::Relaxed);
+            }
+            drop(gateways);
+            self.remove(tunnel);
+            return;
+        }
         let bucket = match gateways.get(gateway).and_then(Weak::upgrade) {
             Some(b) => b,
             None => {

@@ -39,15 +39,7 @@ fn round3(x: f64) -> f64 {
 }
 
 pub(crate) fn run() -> anyhow::Result<()> {
-    if output(Command::new("id").arg("-u"))?.trim() != "0" {
-        bail!("needs root (network namespaces, XDP, AF_XDP)");
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
-            .context("installing the Ctrl-C handler")?;
-    }
+    let stop = start()?;
     let out_dir = root().join("target/bench");
     fs::create_dir_all(&out_dir)?;
     let mut types = Vec::new();

@@ -413,16 +413,20 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Value {
     }
 }
 
-fn run() -> anyhow::Result<bool> {
+/// Checks for root and installs the Ctrl-C handler: the flag it sets.
+fn start() -> anyhow::Result<Arc<AtomicBool>> {
     if output(Command::new("id").arg("-u"))?.trim() != "0" {
         bail!("needs root (network namespaces, XDP, AF_XDP)");
     }
     let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
-            .context("installing the Ctrl-C handler")?;
-    }
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+    Ok(stop)
+}
+
+fn run() -> anyhow::Result<bool> {
+    let stop = start()?;
     let only: Vec<String> = std::env::var("S2S_BENCH_CASES")
         .map(|s| s.split(',').map(str::to_owned).collect())
         .unwrap_or_default();
