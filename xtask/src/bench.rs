@@ -108,7 +108,11 @@ fn available() -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "rs") {
+        // `name.rs`, or a directory `name/` with a `main.rs` (Cargo's two
+        // shapes of an auto-discovered binary).
+        let binary = path.extension().is_some_and(|e| e == "rs")
+            || (path.is_dir() && path.join("main.rs").exists());
+        if binary {
             if let Some(stem) = path.file_stem() {
                 names.push(stem.to_string_lossy().into_owned());
             }
@@ -323,6 +327,14 @@ fn tunnel_section(md: &mut String, path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_benchmark_of_the_report_is_found_single_file_or_directory() {
+        let found = available().unwrap();
+        for name in ALL {
+            assert!(found.iter().any(|f| f == name), "{name} not in {found:?}");
+        }
+    }
 
     #[test]
     fn tunnel_section_renders_rows_ratios_and_settings() {

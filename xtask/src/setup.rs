@@ -43,9 +43,11 @@ const APT_PACKAGES: &[&str] = &[
     // the IKE test with strongSwan behind a NAT router (masquerade)
     "nftables",
     // tunnel benchmark: NAPI/GRO settings, WireGuard keys and UAPI
-    // configuration of boringtun, the worker profile
+    // configuration of boringtun and wireguard-go, the worker profile;
+    // wireguard-go (Go's userspace WireGuard) as a baseline pair
     "ethtool",
     "wireguard-tools",
+    "wireguard-go",
     "linux-perf",
 ];
 

@@ -317,11 +317,38 @@ pub(crate) fn boringtun() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-pub(crate) fn case_boringtun(stop: &AtomicBool, case: &str) -> anyhow::Result<CaseOut> {
-    let Some(bt) = boringtun() else {
-        let why = fs::read_to_string(root().join("target/tools/boringtun-failed.txt"))
-            .unwrap_or_else(|_| "not installed (cargo xtask bench tunnel installs it)".into());
-        bail!("boringtun-cli unavailable: {why}");
+/// The userspace WireGuard implementations paired up as baselines.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wg {
+    /// Cloudflare's boringtun-cli (Rust), from crates.io.
+    Boringtun,
+    /// The Go reference implementation, from Debian's `wireguard-go`.
+    Go,
+}
+
+/// A WireGuard pair of `which` on A and B, set up as both projects'
+/// READMEs describe: the daemon creates the TUN device and its UAPI socket,
+/// `wg set` gives it keys, port and peer, `ip` the address, MTU 1420 and
+/// the route to the other site.
+pub(crate) fn case_wireguard(stop: &AtomicBool, case: &str, which: Wg) -> anyhow::Result<CaseOut> {
+    let program = match which {
+        Wg::Boringtun => match boringtun() {
+            Some(bt) => bt,
+            None => {
+                let why = fs::read_to_string(root().join("target/tools/boringtun-failed.txt"))
+                    .unwrap_or_else(|_| {
+                        "not installed (cargo xtask bench tunnel installs it)".into()
+                    });
+                bail!("boringtun-cli unavailable: {why}");
+            }
+        },
+        Wg::Go => {
+            let p = PathBuf::from("/usr/bin/wireguard-go");
+            if !p.exists() {
+                bail!("wireguard-go unavailable: not installed (cargo xtask setup installs Debian's wireguard-go)");
+            }
+            p
+        }
     };
     let mut env = Env::new(case, &[A, B])?;
     let mut keys = Vec::new();
@@ -362,19 +389,26 @@ pub(crate) fn case_boringtun(stop: &AtomicBool, case: &str) -> anyhow::Result<Ca
     ];
     for (ns, dev, addr, peer, remote_net, key, peer_pub) in sides {
         let _ = fs::remove_file(format!("/run/wireguard/{dev}.sock"));
-        env.spawn(
-            &format!("boringtun-{}", ns.short()),
-            ns,
-            &format!(
-                "exec {} --foreground --disable-drop-privileges --log {}/{dev}.out {dev}",
-                bt.display(),
-                env.dir.display()
+        let (name, script) = match which {
+            Wg::Boringtun => (
+                "boringtun",
+                format!(
+                    "exec {} --foreground --disable-drop-privileges --log {}/{dev}.out {dev}",
+                    program.display(),
+                    env.dir.display()
+                ),
             ),
-        )?;
+            // -f: stay in the foreground (logs to stderr, into the case's log).
+            Wg::Go => (
+                "wireguard-go",
+                format!("exec {} -f {dev}", program.display()),
+            ),
+        };
+        env.spawn(&format!("{name}-{}", ns.short()), ns, &script)?;
         let sock = PathBuf::from(format!("/run/wireguard/{dev}.sock"));
         env.wait_for(
             stop,
-            "boringtun's UAPI socket",
+            "the WireGuard UAPI socket",
             Duration::from_secs(10),
             || Ok(sock.exists().then_some(())),
         )?;

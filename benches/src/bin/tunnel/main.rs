@@ -351,7 +351,7 @@ struct CaseDef {
     what: &'static str,
 }
 
-const CASES: [CaseDef; 6] = [
+const CASES: [CaseDef; 7] = [
     CaseDef {
         name: "ours-fastpath",
         what: "s2s-gateway on A and B, XDP + AF_XDP workers, AES-256-GCM, UDP-encap ESP",
@@ -371,6 +371,10 @@ const CASES: [CaseDef; 6] = [
     CaseDef {
         name: "boringtun-pair",
         what: "boringtun-cli (userspace WireGuard, ChaCha20-Poly1305) on A and B, default threads",
+    },
+    CaseDef {
+        name: "wireguard-go-pair",
+        what: "wireguard-go (Go's userspace WireGuard, ChaCha20-Poly1305) on A and B, defaults (GOMAXPROCS = all CPUs)",
     },
     CaseDef {
         name: "xdpfwd-nocrypto",
@@ -454,7 +458,8 @@ fn run() -> anyhow::Result<bool> {
             "ours-slowpath" => case_ours_pair(&stop, def.name, true),
             "ours-vs-strongswan" => case_ours_vs_strongswan(&stop, def.name),
             "strongswan-pair" => case_strongswan_pair(&stop, def.name),
-            "boringtun-pair" => case_boringtun(&stop, def.name),
+            "boringtun-pair" => case_wireguard(&stop, def.name, Wg::Boringtun),
+            "wireguard-go-pair" => case_wireguard(&stop, def.name, Wg::Go),
             _ => case_xdpfwd(&stop, def.name),
         };
         // The Env of the case is dropped inside; make sure nothing is left.
@@ -538,7 +543,15 @@ fn run() -> anyhow::Result<bool> {
                 "Gbit/s at 1400 B",
             ),
             ("ours-fastpath", "boringtun-pair", 0, 1.5, "pps at 64 B"),
-            ("ours-fastpath", "xdpfwd-nocrypto", 0, 0.7, "pps at 64 B"),
+            (
+                "ours-fastpath",
+                "wireguard-go-pair",
+                1,
+                2.0,
+                "Gbit/s at 1400 B",
+            ),
+            ("ours-fastpath", "wireguard-go-pair", 0, 1.5, "pps at 64 B"),
+            ("ours-fastpath", "xdpfwd-nocrypto", 0, 0.85, "pps at 64 B"),
         ] {
             ratios.push(json!({
                 "ratio": format!("{num} / {den}, {what}, {how}"),
