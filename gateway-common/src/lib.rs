@@ -382,8 +382,10 @@ pub const XDP_META_MAGIC: u32 = u32::from_le_bytes(*b"S2S1");
 /// current outbound SA).
 pub const SA_INDEX_NONE: u32 = u32::MAX;
 
-/// Metadata placed in front of a steered frame by `bpf_xdp_adjust_meta`,
-/// read by the AF_XDP workers (at `data - size_of::<XdpMeta>()`).
+/// Metadata the XDP programs put in front of a steered frame's Ethernet
+/// header (`bpf_xdp_adjust_head`, in the frame's headroom, not the XDP
+/// metadata area: some kernels refuse `bpf_xdp_adjust_meta`); the AF_XDP
+/// workers read it from the frame's first 16 bytes and process the rest.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XdpMeta {
@@ -396,8 +398,9 @@ pub struct XdpMeta {
     pub direction: u32,
 }
 const _: () = assert!(size_of::<XdpMeta>() == 16);
-// bpf_xdp_adjust_meta wants a multiple of 4 and at most 32 bytes.
-const _: () = assert!(size_of::<XdpMeta>().is_multiple_of(4) && size_of::<XdpMeta>() <= 32);
+// Keeps the Ethernet header (and the IP header behind it) 4-byte aligned
+// as the frame's start was.
+const _: () = assert!(size_of::<XdpMeta>().is_multiple_of(4));
 
 impl XdpMeta {
     /// Decodes the metadata from bytes (e.g. a BPF_PROG_TEST_RUN output).

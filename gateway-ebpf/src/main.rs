@@ -14,7 +14,7 @@ use core::mem::size_of;
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     helpers::{
-        bpf_csum_diff, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta,
+        bpf_csum_diff, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head,
         bpf_xdp_adjust_tail,
     },
     macros::{map, xdp},
@@ -271,22 +271,23 @@ fn steer(ctx: &XdpContext, tunnel_id: u32, sa_index: u32, direction: Direction) 
             (*s).bytes += len;
         }
     }
-    // Size the metadata area to exactly one XdpMeta whatever was there
-    // before, so the result does not depend on earlier programs (or on
-    // BPF_PROG_TEST_RUN's repeat, which reruns on the same buffer).
-    let current = ctx.data().wrapping_sub(ctx.metadata()) as i32;
-    let delta = current - size_of::<XdpMeta>() as i32;
+    // The metadata travels in the frame itself, in front of the Ethernet
+    // header (`bpf_xdp_adjust_head`), not in the XDP metadata area: some
+    // kernels refuse `bpf_xdp_adjust_meta` at load time ("program of this
+    // type cannot use helper"; Linux 6.18 as built for this project's CI
+    // host), and the frame's own headroom works everywhere.
+    const META: i32 = size_of::<XdpMeta>() as i32;
     // SAFETY: helper call on our own context.
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, delta) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -META) } != 0 {
         return XDP_PASS;
     }
-    let meta = ctx.metadata();
-    if meta + size_of::<XdpMeta>() > ctx.data() {
-        return XDP_PASS;
+    let data = ctx.data();
+    if data + size_of::<XdpMeta>() > ctx.data_end() {
+        return unsteer(ctx, stats);
     }
-    // SAFETY: the metadata area [meta, meta + 16) was just checked against data.
+    // SAFETY: [data, data + 16) was just checked against data_end.
     unsafe {
-        (meta as *mut XdpMeta).write_unaligned(XdpMeta {
+        (data as *mut XdpMeta).write_unaligned(XdpMeta {
             magic: XDP_META_MAGIC,
             tunnel_id,
             sa_index,
@@ -299,14 +300,24 @@ fn steer(ctx: &XdpContext, tunnel_id: u32, sa_index: u32, direction: Direction) 
     };
     match XSKS.redirect(key, XDP_PASS as u64) {
         Ok(action) => action,
-        Err(_) => {
-            if let Some(s) = stats {
-                // SAFETY: as above.
-                unsafe { (*s).no_socket += 1 };
-            }
-            XDP_PASS
-        }
+        Err(_) => unsteer(ctx, stats),
     }
+}
+
+/// No socket took the frame: takes the metadata off again and passes the
+/// frame to the kernel as it came.
+#[inline(always)]
+fn unsteer(ctx: &XdpContext, stats: Option<*mut TunnelStats>) -> Verdict {
+    if let Some(s) = stats {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { (*s).no_socket += 1 };
+    }
+    // SAFETY: helper call on our own context; it only moves `data` back
+    // over the 16 bytes added in `steer`.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, size_of::<XdpMeta>() as i32) } != 0 {
+        return XDP_DROP;
+    }
+    XDP_PASS
 }
 
 #[inline(always)]

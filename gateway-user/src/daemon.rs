@@ -19,6 +19,7 @@ use std::time::Duration;
 use gateway_common::XSKS_LAN_BASE;
 use gateway_config::Config;
 use gateway_esp::table::SaTable;
+use gateway_netio::afxdp::BusyPoll;
 use gateway_netio::netlink::{NeighbourCache, Netlink, NetlinkError};
 
 use crate::dataplane::backend::GatewayDataPlane;
@@ -214,8 +215,20 @@ impl DataPath {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .handle();
+        let busy_poll = config
+            .datapath
+            .busy_poll()
+            .map(|(usecs, budget)| BusyPoll { usecs, budget });
+        if let Some(bp) = busy_poll {
+            tracing::info!(
+                usecs = bp.usecs,
+                budget = bp.budget,
+                "AF_XDP sockets busy-poll (SO_PREFER_BUSY_POLL); the NICs' napi_defer_hard_irqs and gro_flush_timeout are left as they are"
+            );
+        }
         for queue in 0..queues {
             let mut wcfg = WorkerConfig::new(wan, lan, queue);
+            wcfg.xsk.busy_poll = busy_poll;
             wcfg.tunnel_params = Some(Arc::clone(me.dataplane.tunnel_params()));
             wcfg.icmp_rate = rate;
             wcfg.capture = Some(Arc::clone(&me.capture));

@@ -76,6 +76,12 @@ struct Lab {
 
 impl Lab {
     fn new(tag: &str) -> Self {
+        Self::with_queues(tag, 1)
+    }
+
+    /// The lab with `queues` receive and transmit queues on every veth.
+    fn with_queues(tag: &str, queues: u32) -> Self {
+        let q = queues.to_string();
         let p = format!("s2s-dp-{}-{tag}", std::process::id());
         let lab = Lab {
             ha: format!("{p}-ha"),
@@ -87,7 +93,8 @@ impl Lab {
             run(&["ip", "netns", "add", ns]);
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
-        // veth pairs with one queue each (one AF_XDP socket serves it).
+        // veth pairs with `queues` queues each (one AF_XDP socket serves
+        // each queue).
         let pair = |a: &str, ns_a: &str, b: &str, ns_b: &str| {
             run(&[
                 "ip",
@@ -95,9 +102,9 @@ impl Lab {
                 "add",
                 a,
                 "numtxqueues",
-                "1",
+                &q,
                 "numrxqueues",
-                "1",
+                &q,
                 "netns",
                 ns_a,
                 "type",
@@ -106,9 +113,9 @@ impl Lab {
                 "name",
                 b,
                 "numtxqueues",
-                "1",
+                &q,
                 "numrxqueues",
-                "1",
+                &q,
                 "netns",
                 ns_b,
             ]);
@@ -239,10 +246,10 @@ fn install_sas(
     }
 }
 
-/// One gateway: backend, slow path, optionally XDP + a worker. Stops
-/// everything in order on drop (worker first so XSKS is emptied).
+/// One gateway: backend, slow path, optionally XDP + a worker per queue.
+/// Stops everything in order on drop (workers first so XSKS is emptied).
 struct Gateway {
-    worker: Option<Worker>,
+    workers: Vec<Worker>,
     xdp: Vec<Arc<Mutex<XdpDataplane>>>,
     dp: Arc<GatewayDataPlane>,
     slow: Arc<Mutex<SlowPath>>,
@@ -253,7 +260,7 @@ struct Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(w) = self.worker.take() {
+        for w in self.workers.drain(..) {
             let _ = w.stop();
         }
         for t in self.threads.drain(..) {
@@ -279,6 +286,8 @@ struct GwSpec {
     far: &'static [&'static str],
     /// UDP encapsulation (RFC 3948) or plain ESP.
     udp: bool,
+    /// Workers: one per queue, 0..queues.
+    queues: u32,
 }
 
 fn start_gateway(ns: &str, spec: GwSpec, fast: bool) -> Gateway {
@@ -346,7 +355,7 @@ fn start_gateway(ns: &str, spec: GwSpec, fast: bool) -> Gateway {
         slow.add_tunnel(TUNNEL, tun).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
-        let mut worker = None;
+        let mut workers = Vec::new();
         if fast {
             let (cache, mut refresher) = NeighbourCache::new(256);
             refresher.want(spec.remote.into());
@@ -360,26 +369,28 @@ fn start_gateway(ns: &str, spec: GwSpec, fast: bool) -> Gateway {
             // Our own TUN address never goes to the neighbour cache.
             let (resolver, local) = SkipLocal::new(cache);
             local.set(vec![spec.tun_addr.into()]);
-            let mut cfg = WorkerConfig::new(spec.wan, spec.lan, 0);
-            cfg.tunnel_params = Some(Arc::clone(dp.tunnel_params()));
-            worker = Some(
-                Worker::spawn(
-                    &cfg,
-                    Arc::clone(&table),
-                    resolver,
-                    slow.handle(),
-                    Some(XskSlot {
-                        maps: xdp[0].clone(),
-                        key: 0,
-                    }),
-                    Some(XskSlot {
-                        maps: xdp[1].clone(),
-                        key: XSKS_LAN_BASE,
-                    }),
-                    Arc::clone(&stop),
-                )
-                .expect("worker"),
-            );
+            for queue in 0..spec.queues {
+                let mut cfg = WorkerConfig::new(spec.wan, spec.lan, queue);
+                cfg.tunnel_params = Some(Arc::clone(dp.tunnel_params()));
+                workers.push(
+                    Worker::spawn(
+                        &cfg,
+                        Arc::clone(&table),
+                        resolver.clone(),
+                        slow.handle(),
+                        Some(XskSlot {
+                            maps: xdp[0].clone(),
+                            key: queue,
+                        }),
+                        Some(XskSlot {
+                            maps: xdp[1].clone(),
+                            key: XSKS_LAN_BASE + queue,
+                        }),
+                        Arc::clone(&stop),
+                    )
+                    .expect("worker"),
+                );
+            }
             let d = Arc::clone(&dp);
             let s = Arc::clone(&stop);
             threads.push(std::thread::spawn(move || {
@@ -390,7 +401,7 @@ fn start_gateway(ns: &str, spec: GwSpec, fast: bool) -> Gateway {
             }));
         }
         Gateway {
-            worker,
+            workers,
             xdp,
             dp,
             slow: Arc::new(Mutex::new(slow)),
@@ -543,6 +554,7 @@ fn g1_spec() -> GwSpec {
         spi_out: SPI_1_TO_2,
         far: &["203.0.113.0/24", "2001:db8:200::/64"],
         udp: true,
+        queues: 1,
     }
 }
 
@@ -557,11 +569,12 @@ fn g2_spec() -> GwSpec {
         spi_out: SPI_2_TO_1,
         far: &["198.51.100.0/24", "2001:db8:100::/64"],
         udp: true,
+        queues: 1,
     }
 }
 
 fn worker_counters(g: &Gateway) -> WorkerCountersSnapshot {
-    g.worker.as_ref().unwrap().counters()
+    g.workers[0].counters()
 }
 
 #[test]
@@ -822,6 +835,173 @@ fn fast_path(tag: &str, udp: bool) {
     drop(g1);
     drop(g2);
     drop(lab);
+}
+
+/// Two queues on every veth and a worker per queue on g1: the flows from
+/// hA spread over both LAN queues, so both workers encrypt for the one
+/// outbound SA at once. g2 runs no gateway here: a UDP socket on its port
+/// 4500 takes the ESP-in-UDP as it arrives. Every sequence number arrives
+/// exactly once (the SA's shared counter never gives one number to two
+/// packets), every packet decrypts (here, with the SA's key and a replay
+/// window), and each flow arrives whole and in order: a flow stays on one
+/// queue and one worker, only different flows interleave.
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn two_workers_encrypt_for_one_sa_without_reusing_sequence_numbers() {
+    const FLOWS: u16 = 16;
+    const PER_FLOW: u32 = 200;
+    const MARK: &[u8; 4] = b"2wk1";
+    let lab = Lab::with_queues("mq", 2);
+    // NAPI on g2's WAN keeps each queue's packets in order (without XDP or
+    // GRO, veth hands them to the backlog of whichever CPU sent them).
+    run(&[
+        "ip", "netns", "exec", &lab.g2, "ethtool", "-K", "wan2", "gro", "on",
+    ]);
+    let g1 = start_gateway(
+        &lab.g1,
+        GwSpec {
+            queues: 2,
+            ..g1_spec()
+        },
+        true,
+    );
+    assert_eq!(g1.workers.len(), 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let got: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let reader = {
+        let (stop, got, ns) = (Arc::clone(&stop), Arc::clone(&got), lab.g2.clone());
+        std::thread::spawn(move || {
+            enter(&ns);
+            let sock = UdpSocket::bind((G2_WAN, 4500)).unwrap();
+            // Room for the whole run: this thread must not be what loses packets.
+            let size: libc::c_int = 8 << 20;
+            // SAFETY: a live c_int and its size, on our own socket.
+            let rc = unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    std::ptr::from_ref(&size).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0, "SO_RCVBUFFORCE");
+            sock.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    lock(&got).push(buf[..n].to_vec());
+                }
+            }
+        })
+    };
+    let socks = in_ns(&lab.ha, || {
+        (0..FLOWS)
+            .map(|_| {
+                let s = UdpSocket::bind((HOST_A, 0)).unwrap();
+                s.connect((HOST_B, ECHO_PORT)).unwrap();
+                s
+            })
+            .collect::<Vec<_>>()
+    });
+    // Warm up until both workers have encrypted (neighbours resolved, the
+    // flows hashed onto both queues): bounded, 50 rounds 100 ms apart.
+    let mut both = false;
+    for _ in 0..50 {
+        for s in &socks {
+            let _ = s.send(b"warm-up");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if g1.workers.iter().all(|w| w.counters().wan_tx > 0) {
+            both = true;
+            break;
+        }
+    }
+    assert!(
+        both,
+        "the flows never reached both workers: {:?}",
+        g1.workers.iter().map(Worker::counters).collect::<Vec<_>>()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    lock(&got).clear();
+    let before: Vec<u64> = g1.workers.iter().map(|w| w.counters().wan_tx).collect();
+    for n in 0..PER_FLOW {
+        for (flow, s) in socks.iter().enumerate() {
+            let mut payload = MARK.to_vec();
+            payload.extend_from_slice(&(flow as u16).to_be_bytes());
+            payload.extend_from_slice(&n.to_be_bytes());
+            s.send(&payload).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let total = usize::from(FLOWS) * PER_FLOW as usize;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lock(&got).len() < total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Stragglers of the warm-up, or duplicates, would show up here.
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let per_worker: Vec<u64> = g1
+        .workers
+        .iter()
+        .zip(&before)
+        .map(|(w, b)| w.counters().wan_tx - b)
+        .collect();
+    eprintln!("packets encrypted per worker: {per_worker:?}");
+    assert!(
+        per_worker.iter().all(|&n| n > 0),
+        "one worker carried every flow: {per_worker:?}"
+    );
+
+    let table = SaTable::new();
+    table
+        .install_inbound(&InboundSaConfig {
+            tunnel: TUNNEL,
+            spi: SPI_1_TO_2,
+            keys: keys(SPI_1_TO_2 as u8),
+            esn: false,
+            replay_window: 4096,
+            selectors: TrafficSelectors::any(),
+        })
+        .unwrap();
+    let mut seqs = std::collections::HashSet::new();
+    let mut next = vec![0u32; usize::from(FLOWS)];
+    let mut out_of_order = 0;
+    let mut ours = 0;
+    for mut d in std::mem::take(&mut *lock(&got)) {
+        assert!(d.len() > 8, "a datagram too short for ESP: {d:?}");
+        assert_eq!(d[..4], SPI_1_TO_2.to_be_bytes(), "another SPI");
+        let seq = u32::from_be_bytes(d[4..8].try_into().unwrap());
+        assert!(seqs.insert(seq), "sequence number {seq} sent twice");
+        let len = d.len();
+        let r = table
+            .decap_esp(&mut d, 0..len)
+            .unwrap_or_else(|e| panic!("ESP with sequence {seq} does not decrypt: {e:?}"));
+        let inner = &d[r.decap.inner];
+        // IPv4 (no options) + UDP: the payload from byte 28.
+        let Some(payload) = inner.get(28..) else {
+            continue;
+        };
+        if !payload.starts_with(MARK) || payload.len() < 10 {
+            continue;
+        }
+        ours += 1;
+        let flow = usize::from(u16::from_be_bytes([payload[4], payload[5]]));
+        let n = u32::from_be_bytes(payload[6..10].try_into().unwrap());
+        if n != next[flow] {
+            out_of_order += 1;
+        }
+        next[flow] = next[flow].max(n + 1);
+    }
+    assert_eq!(ours, total, "flows' packets received (of {total})");
+    assert!(
+        next.iter().all(|&n| n == PER_FLOW),
+        "a flow lost packets: {next:?}"
+    );
+    assert_eq!(out_of_order, 0, "packets of one flow reordered");
 }
 
 #[test]

@@ -735,16 +735,14 @@ fn af_xdp_socket_receives_steered_esp_with_metadata() {
             while got.len() < to_send.len() && start.elapsed() < Duration::from_secs(3) {
                 let mut batch = rx.receive(FRAMES);
                 while let Some(desc) = batch.read() {
+                    // The metadata, then the frame as it was sent.
                     let meta_len = size_of::<gateway_common::XdpMeta>();
-                    let frame = area
+                    let all = area
                         .bytes(desc.addr, desc.len as usize)
                         .expect("frame in UMEM");
-                    let meta = desc
-                        .addr
-                        .checked_sub(meta_len as u64)
-                        .and_then(|a| area.bytes(a, meta_len))
-                        .expect("metadata in UMEM");
-                    got.push((meta, frame));
+                    assert!(all.len() >= meta_len, "{} bytes", all.len());
+                    let (meta, frame) = all.split_at(meta_len);
+                    got.push((meta.to_vec(), frame.to_vec()));
                 }
                 batch.release();
                 drop(batch);

@@ -12,9 +12,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use gateway_common::{
-    Direction, DropReason, LanConfig, SaInValue, TunnelValue, XdpMeta, FAMILY_V4, FAMILY_V6,
+    Direction, DropReason, LanConfig, SaInValue, TunnelValue, FAMILY_V4, FAMILY_V6,
     ICMP4_QUOTE_LEN, ICMP6_QUOTE_LEN, LAN_HAS_V4, LAN_HAS_V6, LAN_REPLY_REDIRECT, SA_FLAG_ESN,
-    SA_INDEX_NONE, TUNNEL_DOWN, TUNNEL_INNER_MTU, TUNNEL_UP, XDP_META_MAGIC,
+    SA_INDEX_NONE, TUNNEL_DOWN, TUNNEL_INNER_MTU, TUNNEL_UP,
 };
 use gateway_user::dataplane::{
     packet::*,
@@ -258,22 +258,18 @@ fn run_case(dp: &XdpDataplane, c: &Case) -> Result<(), String> {
                 return Err("tunnel counters changed on a drop".into());
             }
         }
+        // Steered, found no socket: the 16 bytes of metadata put in front
+        // of the frame came off again (the frame is unchanged, checked
+        // above) and the frame counts for its tunnel and direction, as
+        // passed for want of a socket. What a socket receives (metadata
+        // included) is `xdp_netns.rs`'s to check.
         Expect::Steer {
             tunnel_id,
-            sa_index,
+            sa_index: _,
             direction,
         } => {
-            let meta = XdpMeta::from_bytes(&out.meta)
-                .filter(|_| out.meta.len() == size_of::<XdpMeta>())
-                .ok_or_else(|| format!("metadata of {} bytes", out.meta.len()))?;
-            let want = XdpMeta {
-                magic: XDP_META_MAGIC,
-                tunnel_id,
-                sa_index,
-                direction: direction as u32,
-            };
-            if meta != want {
-                return Err(format!("metadata {meta:?}, expected {want:?}"));
+            if !out.meta.is_empty() {
+                return Err(format!("the XDP metadata area was used: {:?}", out.meta));
             }
             let mut expected = stats_before.clone();
             let slot = &mut expected[(tunnel_id * 2 + direction as u32) as usize];

@@ -330,6 +330,16 @@ pub struct DatapathSection {
     /// default; changes on reload (SIGHUP).
     #[serde(default)]
     pub drop_events: DropEvents,
+    /// Preferred busy polling on the AF_XDP workers' sockets
+    /// (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL`): microseconds one receive
+    /// may busy-poll the queue for; 0 (the default) leaves it off. Pair it
+    /// with the NIC's `napi_defer_hard_irqs` and `gro_flush_timeout`
+    /// (README, "Busy polling"); the daemon does not change them.
+    #[serde(default)]
+    pub busy_poll_usecs: u32,
+    /// `SO_BUSY_POLL_BUDGET`: packets per NAPI poll when busy polling.
+    #[serde(default = "default_busy_poll_budget")]
+    pub busy_poll_budget: u16,
 }
 
 impl Default for DatapathSection {
@@ -339,8 +349,25 @@ impl Default for DatapathSection {
             icmp_too_big_per_second: default_icmp_rate(),
             icmp_too_big_burst: default_icmp_burst(),
             drop_events: DropEvents::default(),
+            busy_poll_usecs: 0,
+            busy_poll_budget: default_busy_poll_budget(),
         }
     }
+}
+
+impl DatapathSection {
+    /// Busy polling's (microseconds, budget) when it is on.
+    pub fn busy_poll(&self) -> Option<(u32, u16)> {
+        (self.busy_poll_usecs > 0).then_some((self.busy_poll_usecs, self.busy_poll_budget))
+    }
+}
+
+/// Longest busy poll accepted (`datapath.busy_poll_usecs`): a worker
+/// blocked longer than this in one receive would delay its other socket.
+pub const MAX_BUSY_POLL_USECS: u32 = 1000;
+
+fn default_busy_poll_budget() -> u16 {
+    64
 }
 
 /// Which XDP drops are sent to the daemon's log, by level: each level
@@ -496,6 +523,14 @@ impl Config {
             bad(
                 "datapath.icmp_too_big_per_second and icmp_too_big_burst must be at least 1".into(),
             );
+        }
+        if self.datapath.busy_poll_usecs > MAX_BUSY_POLL_USECS {
+            bad(format!(
+                "datapath.busy_poll_usecs must be at most {MAX_BUSY_POLL_USECS} (0 turns busy polling off)"
+            ));
+        }
+        if self.datapath.busy_poll_budget == 0 || self.datapath.busy_poll_budget > 1024 {
+            bad("datapath.busy_poll_budget must be between 1 and 1024".into());
         }
         let l = &self.child_sa;
         for (what, soft, hard) in [
@@ -798,6 +833,14 @@ impl Config {
                 "datapath.icmp_too_big_burst",
                 a.datapath.icmp_too_big_burst == b.datapath.icmp_too_big_burst,
             ),
+            (
+                "datapath.busy_poll_usecs",
+                a.datapath.busy_poll_usecs == b.datapath.busy_poll_usecs,
+            ),
+            (
+                "datapath.busy_poll_budget",
+                a.datapath.busy_poll_budget == b.datapath.busy_poll_budget,
+            ),
             ("child_sa", a.child_sa == b.child_sa),
         ]
         .into_iter()
@@ -1018,6 +1061,30 @@ mod tests {
         let err =
             Config::parse(&format!("{base}[datapath]\nicmp_too_big_burst = 0\n")).unwrap_err();
         assert!(err.to_string().contains("icmp_too_big"), "{err}");
+    }
+
+    #[test]
+    fn busy_polling_is_off_by_default_and_bounded() {
+        let base = "[interfaces]\nwan = \"a\"\nlan = \"b\"\n[datapath]\n";
+        assert_eq!(Config::parse(base).unwrap().datapath.busy_poll(), None);
+        let c = Config::parse(&format!("{base}busy_poll_usecs = 50\n")).unwrap();
+        assert_eq!(c.datapath.busy_poll(), Some((50, 64)));
+        let c = Config::parse(&format!(
+            "{base}busy_poll_usecs = 20\nbusy_poll_budget = 16\n"
+        ))
+        .unwrap();
+        assert_eq!(c.datapath.busy_poll(), Some((20, 16)));
+        for bad in [
+            "busy_poll_usecs = 1001",
+            "busy_poll_budget = 0",
+            "busy_poll_budget = 2000",
+        ] {
+            let err = Config::parse(&format!("{base}{bad}\n")).unwrap_err();
+            assert!(
+                err.to_string().contains("datapath.busy_poll"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -1025,10 +1025,18 @@ where
     F: FnMut(&mut [u8], Range<usize>, Option<XdpMeta>) -> Verdict,
 {
     while let Some(mut frame) = rx.pop() {
-        let meta = umem
-            .metadata(&frame, META_LEN)
-            .and_then(XdpMeta::from_bytes);
         let (chunk, range) = umem.chunk_mut(&frame);
+        // The XDP programs put the metadata in front of the Ethernet
+        // header (`steer` in gateway-ebpf): the frame starts after it.
+        let meta = chunk
+            .get(range.start..range.start.saturating_add(META_LEN).min(range.end))
+            .filter(|m| m.len() == META_LEN)
+            .and_then(XdpMeta::from_bytes);
+        let range = if meta.is_some() {
+            range.start + META_LEN..range.end
+        } else {
+            range
+        };
         match f(chunk, range, meta) {
             Verdict::Forward(r) => {
                 if umem.set_packet(&mut frame, r).is_err() {
@@ -1067,12 +1075,19 @@ fn run<R: Resolver, S: SlowSink>(
         // `process` pops from the end: reverse first so flows keep their
         // order (the replay window would tolerate it; receivers may not).
         let n_wan = s.wan.recv(&mut s.umem, &mut rx);
+        if n_wan == 0 {
+            // Busy polling: run the queue's NAPI (no-op otherwise).
+            s.wan.busy_poll_rx();
+        }
         rx.frames_mut().reverse();
         process(&mut s.umem, &mut rx, &mut lan_tx, &counters, |c, r, m| {
             p.inbound(c, r, m)
         });
         s.lan.send(&mut s.umem, &mut lan_tx);
         let n_lan = s.lan.recv(&mut s.umem, &mut rx);
+        if n_lan == 0 {
+            s.lan.busy_poll_rx();
+        }
         rx.frames_mut().reverse();
         process(&mut s.umem, &mut rx, &mut wan_tx, &counters, |c, r, m| {
             p.outbound(c, r, m)

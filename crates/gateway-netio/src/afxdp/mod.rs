@@ -28,9 +28,12 @@
 //! `headroom + XDP_PACKET_HEADROOM (256)` into the chunk, where `headroom` is
 //! [`UmemConfig::headroom`]. If the XDP program grew the metadata area with
 //! `bpf_xdp_adjust_meta(ctx, -N)`, those `N` bytes sit immediately in front of
-//! the packet data (copy mode copies them too; see the privileged test), and
-//! [`Umem::metadata`] returns them; the descriptor does not carry `N`, so the
-//! reader must know the metadata size it agreed with the program. Everything in
+//! the packet data, and [`Umem::metadata`] returns them; the descriptor does
+//! not carry `N`, so the reader must know the metadata size it agreed with the
+//! program. (Some kernels refuse that helper: the gateway's programs prepend
+//! their metadata to the frame with `bpf_xdp_adjust_head` instead, as the
+//! privileged test's program does, and the reader moves the packet's start
+//! past it with [`Umem::set_packet`].) Everything in
 //! front of the data is free headroom for prepending outer headers (outer
 //! IP + UDP + ESP), everything after it up to the chunk end is tailroom (ESP
 //! trailer + ICV). A transmit descriptor may start anywhere in its chunk.
@@ -466,6 +469,21 @@ pub struct XskConfig {
     /// How long to keep retrying a bind that fails with `EBUSY` (the kernel
     /// releases a queue asynchronously, ~1-2 s after the previous socket closed).
     pub busy_retry: Duration,
+    /// Preferred busy polling on the socket (`None`: interrupts and NAPI
+    /// as the device is set up).
+    pub busy_poll: Option<BusyPoll>,
+}
+
+/// Preferred busy polling (kernel `Documentation/networking/napi.rst`):
+/// the application's `recvfrom`/`sendto`/`poll` run the queue's NAPI
+/// instead of the softirq, and with the device's `napi_defer_hard_irqs`
+/// and `gro_flush_timeout` set, interrupts stay off while it keeps up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusyPoll {
+    /// `SO_BUSY_POLL`: microseconds one call may busy-poll for.
+    pub usecs: u32,
+    /// `SO_BUSY_POLL_BUDGET`: packets per NAPI poll from a busy-poll.
+    pub budget: u16,
 }
 
 impl Default for XskConfig {
@@ -475,6 +493,7 @@ impl Default for XskConfig {
             tx_size: 2048,
             mode: BindMode::Auto,
             busy_retry: Duration::from_secs(5),
+            busy_poll: None,
         }
     }
 }
@@ -512,6 +531,50 @@ pub struct XskSocket {
     queue: u32,
     /// Frames in the TX ring or awaiting completion.
     tx_in_flight: u32,
+    /// Preferred busy polling is set on the socket.
+    busy_poll: bool,
+}
+
+fn setsockopt(fd: RawFd, opt: libc::c_int, value: i32, op: &'static str) -> Result<(), XskError> {
+    // SAFETY: `value` is a live i32 for the duration of the call and its
+    // size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(XskError::Os {
+            op,
+            source: io::Error::last_os_error(),
+        })
+    }
+}
+
+fn getsockopt(fd: RawFd, opt: libc::c_int) -> io::Result<i32> {
+    let mut value: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live and sized as the kernel expects.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            std::ptr::from_mut(&mut value).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 impl XskSocket {
@@ -594,9 +657,60 @@ impl XskSocket {
             ifindex: info.ifindex(),
             queue,
             tx_in_flight: 0,
+            busy_poll: cfg.busy_poll.is_some(),
         };
+        if let Some(bp) = cfg.busy_poll {
+            let fd = s.rx.as_raw_fd();
+            setsockopt(
+                fd,
+                libc::SO_PREFER_BUSY_POLL,
+                1,
+                "setsockopt(SO_PREFER_BUSY_POLL)",
+            )?;
+            let usecs = i32::try_from(bp.usecs).unwrap_or(i32::MAX);
+            setsockopt(fd, libc::SO_BUSY_POLL, usecs, "setsockopt(SO_BUSY_POLL)")?;
+            let budget = i32::from(bp.budget);
+            setsockopt(
+                fd,
+                libc::SO_BUSY_POLL_BUDGET,
+                budget,
+                "setsockopt(SO_BUSY_POLL_BUDGET)",
+            )?;
+        }
         s.refill(umem);
         Ok(s)
+    }
+
+    /// The busy-poll time the kernel holds for this socket, in
+    /// microseconds, when preferred busy polling is on (`None` otherwise).
+    /// The budget has no getter in the kernel.
+    pub fn busy_poll_usecs(&self) -> io::Result<Option<u32>> {
+        let fd = self.rx.as_raw_fd();
+        let usecs = getsockopt(fd, libc::SO_BUSY_POLL)?;
+        if usecs == 0 || getsockopt(fd, libc::SO_PREFER_BUSY_POLL)? == 0 {
+            return Ok(None);
+        }
+        Ok(u32::try_from(usecs).ok())
+    }
+
+    /// With busy polling on, a non-blocking `recvfrom` that runs the
+    /// queue's NAPI (what fills the RX ring when interrupts are deferred);
+    /// nothing otherwise. Call when the RX ring came back empty.
+    pub fn busy_poll_rx(&self) {
+        if self.busy_poll {
+            // SAFETY: a zero-length receive into no buffer on our own fd;
+            // its result (EAGAIN, mostly) carries nothing we need.
+            unsafe {
+                libc::recvfrom(
+                    self.rx.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                );
+            }
+        }
     }
 
     /// The socket fd: insert it into the `XSKMAP` at [`Self::queue`], or poll it.
