@@ -14,8 +14,7 @@ use core::mem::size_of;
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     helpers::{
-        bpf_csum_diff, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head,
-        bpf_xdp_adjust_tail,
+        bpf_csum_diff, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, XskMap},
