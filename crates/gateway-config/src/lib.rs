@@ -334,7 +334,7 @@ pub struct DatapathSection {
     /// (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL`): microseconds one receive
     /// may busy-poll the queue for; 0 (the default) leaves it off. Pair it
     /// with the NIC's `napi_defer_hard_irqs` and `gro_flush_timeout`
-    /// (README, "Busy polling"); the daemon does not change them.
+    /// (README, "Polling"); the daemon does not change them.
     #[serde(default)]
     pub busy_poll_usecs: u32,
     /// `SO_BUSY_POLL_BUDGET`: packets per NAPI poll when busy polling.
