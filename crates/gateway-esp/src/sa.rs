@@ -348,6 +348,7 @@ impl OutboundSa {
     /// writes outer IP (+ UDP) header, ESP header and IV into the headroom
     /// before it, encrypts it in place and appends padding, trailer and ICV
     /// in the tailroom after it. Returns the outer packet's range.
+    #[inline]
     pub fn encap(&self, buf: &mut [u8], inner: Range<usize>) -> Result<Encapsulated, EncapError> {
         let outer_len = self.outer.len();
         let (esp, seq, tos, df, soft) = self.seal(buf, inner, outer_len)?;
@@ -450,6 +451,7 @@ impl OutboundSa {
     /// Lays out and seals the ESP packet; returns its range, the sequence
     /// number, the inner TOS/traffic class and DF to copy outward, and
     /// whether a soft limit is passed.
+    #[inline]
     fn seal(
         &self,
         buf: &mut [u8],
@@ -612,6 +614,7 @@ impl InboundSa {
 
     /// Decapsulates an ESP packet (SPI through ICV) in place: replay check,
     /// ICV, decryption, replay mark, trailer, inner packet and selectors.
+    #[inline(always)]
     pub fn decap_esp(&self, buf: &mut [u8], esp: Range<usize>) -> Result<Decapsulated, DecapError> {
         let suite = self.cipher.suite();
         if esp.start > esp.end || esp.end > buf.len() {

@@ -133,6 +133,7 @@ impl TrafficSelectors {
     }
 
     /// True if an inbound packet from `src` to `dst` is allowed.
+    #[inline]
     pub fn allows_inbound(&self, src: IpAddr, dst: IpAddr) -> bool {
         self.remote.iter().any(|p| p.contains(src)) && self.local.iter().any(|p| p.contains(dst))
     }

@@ -370,9 +370,13 @@ type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
 pub struct InboundEntry {
     /// Tunnel the SA belongs to.
     pub tunnel: TunnelId,
-    /// The SA.
-    pub sa: InboundSa,
+    /// The SA (shared with the entry that replaces this one when the
+    /// tunnel's source filter changes, so the replay window is one).
+    pub sa: Arc<InboundSa>,
     shared: Arc<TunnelShared>,
+    /// The tunnel's source filter when this entry was published: read
+    /// without an atomic per packet; a change publishes new entries.
+    sources: Option<Arc<SourceFilter>>,
 }
 
 /// An installed outbound SA with its tunnel.
@@ -582,7 +586,28 @@ impl SaTable {
     /// the tunnel, installed or to come (`None`: whatever the SAs'
     /// selectors allow).
     pub fn set_source_filter(&self, tunnel: TunnelId, filter: Option<SourceFilter>) {
-        self.shared_for(tunnel).sources.store(filter.map(Arc::new));
+        let filter = filter.map(Arc::new);
+        // Under the writer lock: an install reads the filter under it too,
+        // so it either sees this one or is republished below.
+        let _w = lock(&self.writer);
+        self.shared_for(tunnel).sources.store(filter.clone());
+        let cur = self.inbound.load();
+        if !cur.values().any(|e| e.tunnel == tunnel) {
+            return;
+        }
+        // The entries of the tunnel are replaced by ones that carry the new
+        // filter and the same SAs: the workers see it at their next packet
+        // and the hot path reads no shared atomic for it.
+        let mut next = IdMap::clone(&cur);
+        for e in next.values_mut().filter(|e| e.tunnel == tunnel) {
+            *e = Arc::new(InboundEntry {
+                tunnel,
+                sa: Arc::clone(&e.sa),
+                shared: Arc::clone(&e.shared),
+                sources: filter.clone(),
+            });
+        }
+        self.inbound.store(Arc::new(next));
     }
 
     /// Forgets a tunnel's counters and source filter, so that its id can be
@@ -604,16 +629,18 @@ impl SaTable {
         if let Some(edge) = lock(&self.resume_in).remove(&cfg.spi) {
             sa.resume_at(edge);
         }
-        let entry = Arc::new(InboundEntry {
-            tunnel: cfg.tunnel,
-            sa,
-            shared: self.shared_for(cfg.tunnel),
-        });
+        let shared = self.shared_for(cfg.tunnel);
         let _w = lock(&self.writer);
         let cur = self.inbound.load();
         if cur.contains_key(&cfg.spi) {
             return Err(DataPlaneError::SpiInUse { spi: cfg.spi });
         }
+        let entry = Arc::new(InboundEntry {
+            tunnel: cfg.tunnel,
+            sa: Arc::new(sa),
+            sources: shared.sources.load_full(),
+            shared,
+        });
         let mut next = IdMap::clone(&cur);
         next.insert(cfg.spi, entry);
         self.inbound.store(Arc::new(next));
@@ -829,7 +856,7 @@ fn decap_in(
     let r = e.sa.decap_esp(buf, esp).and_then(|d| {
         // The packet is authentic; whether its connection may send from
         // this source is the tunnel's filter's call.
-        match e.shared.sources.load().as_deref() {
+        match e.sources.as_deref() {
             Some(f) if !f.allows(d.src) => Err(DecapError::SourceRefused { src: d.src }),
             _ => Ok(d),
         }

@@ -615,6 +615,61 @@ fn source_filter_refuses_spoofed_inner_sources_and_counts_them() {
     assert_eq!(b.counters(TUNNEL).unwrap().rx_source_refused, 4);
 }
 
+/// A filter change republishes the tunnel's inbound entries: a worker's
+/// reader (which caches the map) sees it at its next packet, and the new
+/// entry keeps the SA's replay window (a packet accepted before the change
+/// is a replay after it, not a new packet).
+#[test]
+fn a_filter_change_reaches_cached_readers_and_keeps_the_replay_window() {
+    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
+    let (a, b) = (SaTable::new(), SaTable::new());
+    let (inb, out) = cfgs(suite, 0x3050, 7);
+    a.install_outbound(&out).unwrap();
+    b.install_inbound(&inb).unwrap();
+    let mut reader = b.reader();
+    let spoofed = inner_v4(100, "10.1.2.3", "192.0.2.20");
+    let allowed = inner_v4(100, "198.51.100.10", "192.0.2.20");
+    let seal = |pkt: &[u8]| {
+        let (mut buf, range) = framed(pkt);
+        let e = a.encap(TUNNEL, &mut buf, range).unwrap();
+        (buf, e.packet)
+    };
+    let (first, first_range) = seal(&allowed);
+    let mut copy = first.clone();
+    assert_eq!(
+        reader.decap(&mut copy, first_range.clone()).map(|r| r.spi),
+        Ok(0x3050)
+    );
+    let (mut buf, range) = seal(&spoofed);
+    let mut early = buf.clone();
+    assert!(reader.decap(&mut early, range.clone()).is_ok());
+    b.set_source_filter(
+        TUNNEL,
+        Some(gateway_esp::SourceFilter::new(&["198.51.100.0/24"
+            .parse()
+            .unwrap()])),
+    );
+    let (mut buf2, range2) = seal(&spoofed);
+    assert!(matches!(
+        reader.decap(&mut buf2, range2),
+        Err(DecapError::SourceRefused { .. })
+    ));
+    // The same SA object: its window remembers what it accepted.
+    let mut again = first.clone();
+    assert!(matches!(
+        reader.decap(&mut again, first_range),
+        Err(DecapError::Replay(_))
+    ));
+    assert!(matches!(
+        reader.decap(&mut buf, range),
+        Err(DecapError::Replay(_))
+    ));
+    // Lifting the filter reaches the reader too.
+    b.set_source_filter(TUNNEL, None);
+    let (mut buf3, range3) = seal(&spoofed);
+    assert_eq!(reader.decap(&mut buf3, range3).map(|r| r.spi), Ok(0x3050));
+}
+
 #[test]
 fn decap_drops_are_counted_by_reason() {
     let suite = Suite::from_api_names("aes256gcm", None).unwrap();
