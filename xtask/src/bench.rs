@@ -160,12 +160,166 @@ fn report(ran: &[String], missing: &[&str]) -> anyhow::Result<()> {
             table(&mut md, name, &path)?;
         }
     }
+    if ran.iter().any(|n| n == "tunnel") {
+        let load = |name: &str| -> Option<serde_json::Value> {
+            if !ran.iter().any(|n| n == name) {
+                return None;
+            }
+            let text = std::fs::read_to_string(dir.join(format!("{name}.json"))).ok()?;
+            serde_json::from_str(&text).ok()
+        };
+        let (xdp, esp, tunnel) = (load("xdp"), load("esp"), load("tunnel"));
+        if let Some(tunnel) = &tunnel {
+            stages_section(&mut md, xdp.as_ref(), esp.as_ref(), tunnel)?;
+        }
+    }
     if !missing.is_empty() {
         writeln!(md, "\nNot yet implemented: {}", missing.join(", "))?;
     }
     let out = dir.join("report.md");
     std::fs::write(&out, md)?;
     println!("xtask: wrote {}", out.display());
+    Ok(())
+}
+
+/// One row of the per-stage table: what, where it was measured, ns per
+/// packet (`None`: not measured in this run).
+struct Stage {
+    what: String,
+    source: &'static str,
+    ns: Option<f64>,
+}
+
+/// The per-packet cost of each stage at 64 bytes and its share of the
+/// budget: the time one packet may take at the rate the fast path reached
+/// in `bench tunnel` (1 / received pps of `ours-fastpath` at 64 B, the
+/// encrypting worker saturated). `None` when that run has no such row.
+fn stages(
+    xdp: Option<&serde_json::Value>,
+    esp: Option<&serde_json::Value>,
+    tunnel: &serde_json::Value,
+) -> Option<(f64, Vec<Stage>)> {
+    let rows = |v: Option<&serde_json::Value>| -> Vec<serde_json::Value> {
+        v.and_then(|v| v["results"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let pps = rows(Some(tunnel))
+        .iter()
+        .find(|r| r["case"] == "ours-fastpath" && r["frame_bytes"] == 64)
+        .and_then(|r| r["rx_pps"].as_f64())
+        .filter(|p| *p > 0.0)?;
+    let budget = 1e9 / pps;
+    let xdp_rows = rows(xdp);
+    let xdp_ns = |name: &str| {
+        xdp_rows
+            .iter()
+            .find(|r| r["name"] == name)
+            .and_then(|r| r["ns_per_packet"].as_f64())
+    };
+    let esp_rows = rows(esp);
+    let esp_ns = |suffix: &str| {
+        esp_rows
+            .iter()
+            .find(|r| {
+                r["bytes"] == 64
+                    && r["name"]
+                        .as_str()
+                        .is_some_and(|n| n == format!("aes256gcm/{suffix}"))
+            })
+            .and_then(|r| r["ns_per_packet"].as_f64())
+    };
+    let share = |key: &str| {
+        tunnel["profile_shares"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["category"] == key))
+            .and_then(|c| c["pct"].as_f64())
+            .map(|pct| pct / 100.0 * budget)
+    };
+    let mut v = vec![
+        Stage {
+            what: "XDP `lan_ingress`, route hit (1 route), encrypting side".into(),
+            source: "bench xdp",
+            ns: xdp_ns("lan_route_hit_1_route"),
+        },
+        Stage {
+            what: "XDP `wan_ingress`, ESP steering, decrypting side".into(),
+            source: "bench xdp",
+            ns: xdp_ns("wan_esp_steer"),
+        },
+        Stage {
+            what: "ESP encap, aes256gcm (framing + AEAD)".into(),
+            source: "bench esp",
+            ns: esp_ns("encap"),
+        },
+        Stage {
+            what: "of which the raw AEAD seal (ring)".into(),
+            source: "bench esp",
+            ns: esp_ns("seal_raw_ring"),
+        },
+        Stage {
+            what: "ESP decap, aes256gcm (framing + AEAD)".into(),
+            source: "bench esp",
+            ns: esp_ns("decap"),
+        },
+    ];
+    for (key, what) in [
+        (
+            "worker",
+            "worker: our code (steering, SA lookup, framing, rings)",
+        ),
+        ("crypto", "worker: crypto"),
+        ("kernel_tx", "worker: kernel AF_XDP TX / veth / skb"),
+        ("scheduling", "worker: scheduling, poll(2), syscalls"),
+        ("kernel_other", "worker: other kernel"),
+    ] {
+        v.push(Stage {
+            what: what.into(),
+            source: "bench tunnel profile",
+            ns: share(key),
+        });
+    }
+    Some((budget, v))
+}
+
+/// The per-stage table of the report (see [`stages`]).
+fn stages_section(
+    md: &mut String,
+    xdp: Option<&serde_json::Value>,
+    esp: Option<&serde_json::Value>,
+    tunnel: &serde_json::Value,
+) -> anyhow::Result<()> {
+    writeln!(
+        md,
+        "## Per stage at 64 bytes
+"
+    )?;
+    let Some((budget, rows)) = stages(xdp, esp, tunnel) else {
+        writeln!(
+            md,
+            "No 64-byte `ours-fastpath` rate in this run's tunnel benchmark: no budget to share.\n"
+        )?;
+        return Ok(());
+    };
+    writeln!(
+        md,
+        "Budget: {budget:.0} ns per packet (1 / the rate `ours-fastpath` received at 64 B in `bench tunnel`, its encrypting worker saturated).\n"
+    )?;
+    writeln!(
+        md,
+        "| stage | measured by | ns/packet | share of the budget |"
+    )?;
+    writeln!(md, "| --- | --- | --- | --- |")?;
+    for s in &rows {
+        let (ns, pct) = match s.ns {
+            Some(ns) => (format!("{ns:.0}"), format!("{:.0} %", ns / budget * 100.0)),
+            None => ("not measured in this run".into(), String::new()),
+        };
+        writeln!(md, "| {} | {} | {ns} | {pct} |", s.what, s.source)?;
+    }
+    writeln!(
+        md,
+        "\nThe XDP and ESP rows are micro-benchmarks (one program run by BPF_PROG_TEST_RUN, the ESP engine in a loop, caches warm); the worker rows split the saturated worker's time by the profile's categories, so the ESP engine's cost is inside its \"our code\" and \"crypto\" rows. XDP runs in the kernel's receive path, outside the worker's time.\n"
+    )?;
     Ok(())
 }
 
@@ -334,6 +488,64 @@ mod tests {
         for name in ALL {
             assert!(found.iter().any(|f| f == name), "{name} not in {found:?}");
         }
+    }
+
+    #[test]
+    fn stage_table_shares_the_64_byte_budget() {
+        let tunnel = serde_json::json!({
+            "results": [
+                {"case": "ours-fastpath", "frame_bytes": 1400, "rx_pps": 1.0},
+                {"case": "xdpfwd-nocrypto", "frame_bytes": 64, "rx_pps": 1.0},
+                {"case": "ours-fastpath", "frame_bytes": 64, "rx_pps": 100_000.0},
+            ],
+            "profile_shares": [
+                {"category": "kernel_tx", "pct": 35.0},
+                {"category": "worker", "pct": 23.0},
+            ],
+        });
+        let xdp = serde_json::json!({"results": [
+            {"name": "trivial_xdp_pass", "ns_per_packet": 10.0},
+            {"name": "wan_esp_steer", "ns_per_packet": 30.0},
+            {"name": "lan_route_hit_1_route", "ns_per_packet": 40.0},
+        ]});
+        let esp = serde_json::json!({"results": [
+            {"name": "aes256gcm/encap", "bytes": 1400, "ns_per_packet": 999.0},
+            {"name": "aes128gcm/encap", "bytes": 64, "ns_per_packet": 999.0},
+            {"name": "aes256gcm/encap", "bytes": 64, "ns_per_packet": 150.0},
+            {"name": "aes256gcm/seal_raw_ring", "bytes": 64, "ns_per_packet": 120.0},
+        ]});
+        let (budget, rows) = stages(Some(&xdp), Some(&esp), &tunnel).unwrap();
+        assert_eq!(budget, 10_000.0);
+        let ns = |prefix: &str| {
+            rows.iter()
+                .find(|r| r.what.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no row {prefix}"))
+                .ns
+        };
+        assert_eq!(ns("XDP `lan_ingress`"), Some(40.0));
+        assert_eq!(ns("XDP `wan_ingress`"), Some(30.0));
+        assert_eq!(ns("ESP encap"), Some(150.0));
+        assert_eq!(ns("of which the raw AEAD"), Some(120.0));
+        assert_eq!(ns("ESP decap"), None);
+        assert_eq!(ns("worker: our code"), Some(2300.0));
+        assert_eq!(ns("worker: kernel AF_XDP"), Some(3500.0));
+        assert_eq!(ns("worker: crypto"), None);
+        let mut md = String::new();
+        stages_section(&mut md, Some(&xdp), None, &tunnel).unwrap();
+        assert!(md.contains("Budget: 10000 ns"), "{md}");
+        assert!(md.contains("| 2300 | 23 % |"), "{md}");
+        assert!(
+            md.contains(
+                "ESP encap, aes256gcm (framing + AEAD) | bench esp | not measured in this run"
+            ),
+            "{md}"
+        );
+        // No 64-byte rate of ours: no budget, said so.
+        let none = serde_json::json!({"results": []});
+        assert!(stages(None, None, &none).is_none());
+        let mut md = String::new();
+        stages_section(&mut md, None, None, &none).unwrap();
+        assert!(md.contains("no budget"), "{md}");
     }
 
     #[test]

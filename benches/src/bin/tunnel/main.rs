@@ -444,6 +444,7 @@ fn run() -> anyhow::Result<bool> {
     let mut best: Vec<(String, [f64; 2], [f64; 2])> = Vec::new();
     let mut all_ok = true;
     let mut profiled = false;
+    let mut profile_shares: Vec<Value> = Vec::new();
     for def in &CASES {
         if !only.is_empty() && !only.iter().any(|o| o == def.name) {
             continue;
@@ -497,9 +498,14 @@ fn run() -> anyhow::Result<bool> {
                 if def.name == "ours-fastpath" {
                     let dir = out_dir.join("tunnel").join(def.name);
                     match profile_summary(&dir, &out_dir.join("tunnel-profile.txt")) {
-                        Ok(summary) => {
-                            print!("{summary}");
+                        Ok(profile) => {
+                            print!("{}", profile.summary);
                             profiled = true;
+                            profile_shares = profile
+                                .shares
+                                .iter()
+                                .map(|(key, pct)| json!({"category": key, "pct": pct}))
+                                .collect();
                         }
                         Err(e) => eprintln!("tunnel: no profile: {e:#}"),
                     }
@@ -597,6 +603,7 @@ fn run() -> anyhow::Result<bool> {
         "tcp": tcp_json,
         "tcp_method": "iperf3 -t 3 from src to dst and with -R, 3 runs each way; median, min, max of received Mbit/s and sender retransmits",
         "profile": if profiled { json!("target/bench/tunnel-profile.txt") } else { Value::Null },
+        "profile_shares": profile_shares,
     });
     fs::write(
         out_dir.join("tunnel.json"),

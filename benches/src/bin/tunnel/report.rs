@@ -83,8 +83,22 @@ pub(crate) fn xml(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// The buckets of the worker's self time: a stable key (`tunnel.json`'s
+/// `profile_shares`, read by `cargo xtask bench`'s per-stage table) and
+/// the label the profile summary prints.
+pub(crate) const CATEGORIES: [(&str, &str); 5] = [
+    ("crypto", "crypto (AES-GCM seal: ring)"),
+    ("scheduling", "scheduling, poll(2), syscalls"),
+    ("kernel_tx", "kernel AF_XDP copy-mode TX / veth / skb"),
+    ("kernel_other", "other kernel"),
+    (
+        "worker",
+        "our worker (steering, SA lookup, ESP framing, rings, neighbours)",
+    ),
+];
+
 /// Buckets of self time, by symbol and object: what a reader of the
-/// profile wants first.
+/// profile wants first. Returns a key of [`CATEGORIES`].
 pub(crate) fn category(dso: &str, sym: &str) -> &'static str {
     let l = sym.to_ascii_lowercase();
     let crypto = [
@@ -108,16 +122,30 @@ pub(crate) fn category(dso: &str, sym: &str) -> &'static str {
         "napi", "page", "xmit", "eth_type", "spin", "rcu", "bh_",
     ];
     if crypto.iter().any(|k| l.contains(k)) {
-        "crypto (AES-GCM seal: ring)"
+        "crypto"
     } else if dso.contains("kernel") && sched.iter().any(|k| l.contains(k)) {
-        "scheduling, poll(2), syscalls"
+        "scheduling"
     } else if dso.contains("kernel") && xmit.iter().any(|k| l.contains(k)) {
-        "kernel AF_XDP copy-mode TX / veth / skb"
+        "kernel_tx"
     } else if dso.contains("kernel") {
-        "other kernel"
+        "kernel_other"
     } else {
-        "our worker (steering, SA lookup, ESP framing, rings, neighbours)"
+        "worker"
     }
+}
+
+fn label(key: &str) -> &'static str {
+    CATEGORIES
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or("?", |(_, l)| l)
+}
+
+/// What the profile summary found: the text it printed and the worker's
+/// self time per [`CATEGORIES`] key, in percent, largest first.
+pub(crate) struct Profile {
+    pub(crate) summary: String,
+    pub(crate) shares: Vec<(&'static str, f64)>,
 }
 
 pub(crate) fn perf_report(data: &str, args: &[&str]) -> String {
@@ -129,7 +157,7 @@ pub(crate) fn perf_report(data: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-pub(crate) fn profile_summary(env_dir: &Path, out: &Path) -> anyhow::Result<String> {
+pub(crate) fn profile_summary(env_dir: &Path, out: &Path) -> anyhow::Result<Profile> {
     let data = env_dir.join("perf.data");
     if !data.exists() {
         bail!("no perf.data");
@@ -169,7 +197,7 @@ pub(crate) fn profile_summary(env_dir: &Path, out: &Path) -> anyhow::Result<Stri
     let mut summary = String::new();
     let _ = writeln!(summary, "######## A's worker, self time by category\n");
     for (c, p) in &buckets {
-        let _ = writeln!(summary, "{p:6.1}%  {c}");
+        let _ = writeln!(summary, "{p:6.1}%  {}", label(c));
     }
     text.push_str(&summary);
     let cpu_data = env_dir.join("perf-cpu.data");
@@ -236,5 +264,8 @@ pub(crate) fn profile_summary(env_dir: &Path, out: &Path) -> anyhow::Result<Stri
         }
     }
     fs::write(out, text)?;
-    Ok(summary)
+    Ok(Profile {
+        summary,
+        shares: buckets,
+    })
 }
