@@ -8,18 +8,36 @@
 //! round is reported. XSKS is empty, so the ESP-steer and LAN-hit paths do
 //! all their work (lookups, counters, metadata, the redirect attempt) and
 //! end in the no-socket XDP_PASS fallback.
+//!
+//! Then the steering path with a socket to go to ([`redirect`]): an AF_XDP
+//! socket bound (copy mode) to queue 0 of a veth in a namespace of its own
+//! and registered in XSKS, drained back into the fill ring by a thread. A
+//! repeated test run reuses one buffer, which a successful steer leaves with
+//! the 16-byte metadata in front (so the second run would see another
+//! frame); live-frame mode (`BPF_F_TEST_XDP_LIVE_FRAMES`) gives every run a
+//! fresh frame and carries the redirect out into the socket's ring, copy
+//! included. Next to it, in the same rounds: live frames that end in a drop
+//! (unknown SPI), the live mode's own per-frame cost, and the trivial
+//! program as everywhere else.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
+    os::fd::AsRawFd,
     path::PathBuf,
-    process::ExitCode,
+    process::{Command, ExitCode},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
 };
 
 use gateway_common::{program_names, SaInValue, TunnelValue, FAMILY_V4, TUNNEL_UP};
+use gateway_netio::afxdp::{Batch, BindMode, Umem, UmemConfig, XskConfig, XskSocket};
 use gateway_user::dataplane::{
     packet::*,
-    test_run::{action, run_xdp, TestRun},
-    xdp::{XdpDataplane, XdpError},
+    test_run::{action, run_xdp, run_xdp_live, TestRun},
+    xdp::{ifindex, XdpDataplane, XdpError},
 };
 
 const REPEAT: u32 = 1_000_000;
@@ -104,6 +122,148 @@ fn measure(dp: &XdpDataplane, paths: &mut [Path]) -> Result<(), Box<dyn std::err
     Ok(())
 }
 
+/// Runs of the live-frame path per test run: each is a page allocation, a
+/// copy into the socket's UMEM and a ring entry, so fewer than `REPEAT`.
+const LIVE_REPEAT: u32 = 200_000;
+/// Frames per live-frame batch (the kernel's NAPI weight).
+const LIVE_BATCH: u32 = 64;
+
+/// Deletes the benchmark's namespace, also when the benchmark fails.
+struct NsGuard(String);
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// What [`redirect`] measured.
+struct RedirectRun {
+    /// (path, median ns per packet), the trivial program first.
+    rows: Vec<(&'static str, f64)>,
+    /// Live runs started, and frames the draining thread took off the ring.
+    sent: u64,
+    delivered: u64,
+}
+
+/// The ESP steering path when XSKS holds a bound socket (see the module
+/// documentation). Moves the calling thread into the benchmark's namespace
+/// (the live test run looks its ingress device up there) and leaves XSKS
+/// empty again.
+fn redirect(
+    dp: &mut XdpDataplane,
+    esp: &[u8],
+    unknown: &[u8],
+) -> Result<RedirectRun, Box<dyn std::error::Error>> {
+    let ns = labkit::Ns::new("s2sbench-", "xdp");
+    // A namespace left by a killed run would make `create` fail.
+    let _ = Command::new("ip")
+        .args(["netns", "del", &ns.name()])
+        .output();
+    ns.create()?;
+    let _guard = NsGuard(ns.name());
+    ns.exec(&[
+        "ip",
+        "link",
+        "add",
+        "xr0",
+        "numtxqueues",
+        "1",
+        "numrxqueues",
+        "1",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "xr1",
+        "numtxqueues",
+        "1",
+        "numrxqueues",
+        "1",
+    ])?;
+    ns.exec(&["ip", "link", "set", "xr0", "up"])?;
+    ns.exec(&["ip", "link", "set", "xr1", "up"])?;
+    labkit::enter_netns(&ns.name())?;
+    let dev = ifindex("xr0").ok_or("xr0 has no ifindex in the benchmark's namespace")?;
+    let mut umem = Umem::new(UmemConfig::default())?;
+    let cfg = XskConfig {
+        mode: BindMode::Copy,
+        ..XskConfig::default()
+    };
+    let sock = XskSocket::bind(&mut umem, "xr0", 0, &cfg)?;
+    dp.set_xsk(0, sock.fd().as_raw_fd())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let drained = Arc::new(AtomicU64::new(0));
+    let drain = {
+        let (stop, drained) = (Arc::clone(&stop), Arc::clone(&drained));
+        std::thread::spawn(move || {
+            let (mut sock, mut umem) = (sock, umem);
+            let mut batch = Batch::with_capacity(256);
+            loop {
+                let n = sock.recv(&mut umem, &mut batch);
+                if n == 0 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let _ = sock.wait_readable(Duration::from_millis(1));
+                    continue;
+                }
+                drained.fetch_add(n as u64, Ordering::Relaxed);
+                for f in batch.drain() {
+                    umem.release(f);
+                }
+            }
+        })
+    };
+    let trivial = dp.program_fd(program_names::XDP_PASS)?;
+    let wan = dp.program_fd(program_names::WAN_INGRESS)?;
+    let (mut base, mut drop_live, mut live) = (Vec::new(), Vec::new(), Vec::new());
+    let mut sent = 0u64;
+    let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+        for _ in 0..ROUNDS {
+            base.push(
+                run_xdp(
+                    trivial,
+                    &TestRun {
+                        repeat: REPEAT,
+                        ..TestRun::new(esp)
+                    },
+                )?
+                .duration_ns,
+            );
+            let live_run = |frame| TestRun {
+                ingress_ifindex: dev,
+                rx_queue_index: 0,
+                repeat: LIVE_REPEAT,
+                ..TestRun::new(frame)
+            };
+            drop_live.push(run_xdp_live(wan, &live_run(unknown), LIVE_BATCH)?);
+            live.push(run_xdp_live(wan, &live_run(esp), LIVE_BATCH)?);
+            sent += u64::from(LIVE_REPEAT);
+        }
+        Ok(())
+    })();
+    // Let the thread empty the ring, then stop it.
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let _ = drain.join();
+    dp.unset_xsk(0)?;
+    result?;
+    let delivered = drained.load(Ordering::Relaxed);
+    if delivered == 0 {
+        return Err("live-frame runs: no frame reached the AF_XDP socket".into());
+    }
+    Ok(RedirectRun {
+        rows: vec![
+            ("trivial_xdp_pass_redirect_rounds", median(&mut base)),
+            ("wan_drop_unknown_spi_live", median(&mut drop_live)),
+            ("wan_esp_steer_redirect_live", median(&mut live)),
+        ],
+        sent,
+        delivered,
+    })
+}
+
 fn bench() -> Result<(), Box<dyn std::error::Error>> {
     let mut dp = XdpDataplane::load_unattached().map_err(|e| match e {
         XdpError::PermissionDenied { .. } => format!("{e}"),
@@ -178,7 +338,7 @@ fn bench() -> Result<(), Box<dyn std::error::Error>> {
         Path {
             name: "wan_drop_unknown_spi_no_hook",
             prog: program_names::WAN_INGRESS_NO_EVENTS,
-            frame: unknown,
+            frame: unknown.clone(),
             action: action::XDP_DROP,
             samples: Vec::new(),
         },
@@ -233,6 +393,37 @@ fn bench() -> Result<(), Box<dyn std::error::Error>> {
     }
     let ns = median(&mut big[1].samples);
     results.push((big[1].name, ns, ns / base_1m));
+    // With a socket to go to; last, since it moves this thread into the
+    // benchmark's namespace. Ratios against the trivial program measured
+    // in the same rounds.
+    eprintln!("steering into a bound AF_XDP socket...");
+    let redirect_json = match redirect(&mut dp, &esp, &unknown) {
+        Ok(r) => {
+            let base = r.rows[0].1;
+            for (name, ns) in &r.rows[1..] {
+                results.push((name, *ns, ns / base));
+            }
+            println!(
+                "(redirect rows: trivial baseline in their rounds {base:.1} ns; live-frame runs {} x {LIVE_REPEAT}, {} of {} frames reached the socket)",
+                ROUNDS, r.delivered, r.sent
+            );
+            serde_json::json!({
+                "trivial_baseline_ns": base,
+                "live_runs": r.sent,
+                "delivered_to_socket": r.delivered,
+                "socket": "AF_XDP, copy mode, queue 0 of a veth in namespace s2sbench-xdp, drained by a second thread",
+                "wan_drop_unknown_spi_live": "live frames ending in XDP_DROP (unknown SPI): the live mode's own per-frame cost, the baseline of the row below",
+                "wan_esp_steer_redirect_live": "BPF_F_TEST_XDP_LIVE_FRAMES: a fresh page per frame, the redirect carried out, the copy into the socket's UMEM included",
+                "ratio_to_trivial": "against the non-live trivial XDP_PASS of the same rounds",
+            })
+        }
+        // Some kernels refuse live frames (this project's CI host answers
+        // EPERM): the rest of the benchmark stands, the gap is recorded.
+        Err(e) => {
+            eprintln!("redirect paths not measured: {e}");
+            serde_json::json!({ "not_measured": e.to_string() })
+        }
+    };
 
     println!(
         "{:<26} {:>12} {:>18}",
@@ -273,6 +464,7 @@ fn bench() -> Result<(), Box<dyn std::error::Error>> {
                 "ratio_to_trivial": ratio,
             }))
             .collect::<Vec<_>>(),
+        "redirect": redirect_json,
         "drop_event_hook_events_off": hook
             .iter()
             .map(|(path, ratio)| serde_json::json!({
