@@ -445,6 +445,7 @@ fn run() -> anyhow::Result<bool> {
     let mut all_ok = true;
     let mut profiled = false;
     let mut profile_shares: Vec<Value> = Vec::new();
+    let mut worker_ns_per_packet = Value::Null;
     for def in &CASES {
         if !only.is_empty() && !only.iter().any(|o| o == def.name) {
             continue;
@@ -506,6 +507,12 @@ fn run() -> anyhow::Result<bool> {
                                 .iter()
                                 .map(|(key, pct)| json!({"category": key, "pct": pct}))
                                 .collect();
+                            // The recording spans DURATION - 1 s of the
+                            // 64-byte point at saturation (`measure`).
+                            let packets = sat[0] * (DURATION - 1.0);
+                            if let Some(ns) = profile.worker_cpu_ns.filter(|_| packets > 0.0) {
+                                worker_ns_per_packet = json!(ns / packets);
+                            }
                         }
                         Err(e) => eprintln!("tunnel: no profile: {e:#}"),
                     }
@@ -604,6 +611,7 @@ fn run() -> anyhow::Result<bool> {
         "tcp_method": "iperf3 -t 3 from src to dst and with -R, 3 runs each way; median, min, max of received Mbit/s and sender retransmits",
         "profile": if profiled { json!("target/bench/tunnel-profile.txt") } else { Value::Null },
         "profile_shares": profile_shares,
+        "worker_cpu_ns_per_packet_64b": worker_ns_per_packet,
     });
     fs::write(
         out_dir.join("tunnel.json"),

@@ -146,6 +146,24 @@ fn label(key: &str) -> &'static str {
 pub(crate) struct Profile {
     pub(crate) summary: String,
     pub(crate) shares: Vec<(&'static str, f64)>,
+    /// CPU time of the daemon's `xdp-worker-*` threads over the recording,
+    /// in ns (perf's cpu-clock event count is nanoseconds).
+    pub(crate) worker_cpu_ns: Option<f64>,
+}
+
+/// The `xdp-worker-*` threads' part of a `perf report --sort comm` output:
+/// the event count times their summed overhead.
+fn worker_cpu_ns(by_comm: &str) -> Option<f64> {
+    let total: f64 = by_comm
+        .lines()
+        .find_map(|l| l.split_once("Event count (approx.):"))
+        .and_then(|(_, n)| n.trim().parse().ok())?;
+    let pct: f64 = by_comm
+        .lines()
+        .filter(|l| l.contains("xdp-worker"))
+        .filter_map(|l| l.split('%').next()?.trim().parse::<f64>().ok())
+        .sum();
+    (pct > 0.0).then_some(total * pct / 100.0)
 }
 
 pub(crate) fn perf_report(data: &str, args: &[&str]) -> String {
@@ -267,5 +285,29 @@ pub(crate) fn profile_summary(env_dir: &Path, out: &Path) -> anyhow::Result<Prof
     Ok(Profile {
         summary,
         shares: buckets,
+        worker_cpu_ns: worker_cpu_ns(&perf_report(&d, &["--sort", "comm", "-g", "none"])),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_cpu_time_is_its_share_of_the_event_count() {
+        let out = "# Samples: 3K of event 'cpu-clock:ppp'\n\
+                   # Event count (approx.): 875250000\n\
+                   #\n\
+                   # Children      Self  Command\n\
+                       90.00%    90.00%  xdp-worker-0\n\
+                        8.00%     8.00%  xdp-worker-1\n\
+                        2.00%     2.00%  tokio-rt-worker\n";
+        let ns = worker_cpu_ns(out).unwrap();
+        assert!((ns - 857_745_000.0).abs() < 1.0, "{ns}");
+        assert_eq!(
+            worker_cpu_ns("# Event count (approx.): 10\n 100.00% 100.00% perf\n"),
+            None
+        );
+        assert_eq!(worker_cpu_ns(""), None);
+    }
 }
