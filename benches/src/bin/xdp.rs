@@ -162,25 +162,7 @@ fn redirect(
         .output();
     ns.create()?;
     let _guard = NsGuard(ns.name());
-    ns.exec(&[
-        "ip",
-        "link",
-        "add",
-        "xr0",
-        "numtxqueues",
-        "1",
-        "numrxqueues",
-        "1",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "xr1",
-        "numtxqueues",
-        "1",
-        "numrxqueues",
-        "1",
-    ])?;
+    labkit::veth(ns, "xr0", ns, "xr1")?;
     ns.exec(&["ip", "link", "set", "xr0", "up"])?;
     ns.exec(&["ip", "link", "set", "xr1", "up"])?;
     labkit::enter_netns(&ns.name())?;

@@ -81,6 +81,21 @@ pub struct TestRun<'a> {
 }
 
 impl<'a> TestRun<'a> {
+    /// The frame's length and the input context that describes it.
+    fn input(&self) -> Result<(u32, XdpMd), TestRunError> {
+        let len =
+            u32::try_from(self.data.len()).map_err(|_| TestRunError::TooLarge(self.data.len()))?;
+        let ctx = XdpMd {
+            data: 0,
+            data_end: len,
+            data_meta: 0,
+            ingress_ifindex: self.ingress_ifindex,
+            rx_queue_index: self.rx_queue_index,
+            egress_ifindex: 0,
+        };
+        Ok((len, ctx))
+    }
+
     pub fn new(data: &'a [u8]) -> Self {
         Self {
             data,
@@ -121,16 +136,8 @@ pub enum TestRunError {
 
 /// Runs the XDP program `prog` once per `run.repeat` on `run.data`.
 pub fn run_xdp(prog: BorrowedFd<'_>, run: &TestRun<'_>) -> Result<TestRunOutput, TestRunError> {
-    let len = u32::try_from(run.data.len()).map_err(|_| TestRunError::TooLarge(run.data.len()))?;
+    let (len, ctx_in) = run.input()?;
     let mut out = vec![0u8; run.data.len() + OUT_SLACK];
-    let ctx_in = XdpMd {
-        data: 0,
-        data_end: len,
-        data_meta: 0,
-        ingress_ifindex: run.ingress_ifindex,
-        rx_queue_index: run.rx_queue_index,
-        egress_ifindex: 0,
-    };
     let mut ctx_out = XdpMd::default();
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
@@ -147,17 +154,7 @@ pub fn run_xdp(prog: BorrowedFd<'_>, run: &TestRun<'_>) -> Result<TestRunOutput,
     };
     // SAFETY: attr points at live buffers whose sizes it states; the kernel
     // writes at most data_size_out / ctx_size_out bytes into them.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            size_of::<TestRunAttr>() as libc::c_uint,
-        )
-    };
-    if rc < 0 {
-        return Err(TestRunError::Syscall(std::io::Error::last_os_error()));
-    }
+    unsafe { prog_test_run(&mut attr) }?;
     // The kernel copies from data_meta; ctx_out's offsets are relative to it.
     let out_len = (attr.data_size_out as usize).min(out.len());
     let (meta_len, end) = (ctx_out.data as usize, ctx_out.data_end as usize);
@@ -192,15 +189,7 @@ pub fn run_xdp_live(
     run: &TestRun<'_>,
     batch_size: u32,
 ) -> Result<u32, TestRunError> {
-    let len = u32::try_from(run.data.len()).map_err(|_| TestRunError::TooLarge(run.data.len()))?;
-    let ctx_in = XdpMd {
-        data: 0,
-        data_end: len,
-        data_meta: 0,
-        ingress_ifindex: run.ingress_ifindex,
-        rx_queue_index: run.rx_queue_index,
-        egress_ifindex: 0,
-    };
+    let (len, ctx_in) = run.input()?;
     // Live mode refuses an output buffer or an output context.
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
@@ -215,16 +204,27 @@ pub fn run_xdp_live(
     };
     // SAFETY: attr points at live input buffers whose sizes it states; with
     // no output buffers the kernel writes only into attr.
+    unsafe { prog_test_run(&mut attr) }?;
+    Ok(attr.duration)
+}
+
+/// `BPF_PROG_TEST_RUN` with `attr`.
+///
+/// # Safety
+/// Every pointer in `attr` must point at a live buffer of the size `attr`
+/// states for it (or be null with a zero size).
+unsafe fn prog_test_run(attr: &mut TestRunAttr) -> Result<(), TestRunError> {
+    // SAFETY: the caller vouches for the buffers; attr itself is live.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
+            attr as *mut TestRunAttr,
             size_of::<TestRunAttr>() as libc::c_uint,
         )
     };
     if rc < 0 {
         return Err(TestRunError::Syscall(std::io::Error::last_os_error()));
     }
-    Ok(attr.duration)
+    Ok(())
 }
