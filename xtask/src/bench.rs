@@ -206,24 +206,20 @@ fn stages(
     esp: Option<&serde_json::Value>,
     tunnel: &serde_json::Value,
 ) -> Option<(f64, Vec<Stage>)> {
-    let rows = |v: Option<&serde_json::Value>| -> Vec<serde_json::Value> {
-        v.and_then(|v| v["results"].as_array().cloned())
-            .unwrap_or_default()
-    };
-    let pps = rows(Some(tunnel))
+    let pps = results(Some(tunnel))
         .iter()
         .find(|r| r["case"] == "ours-fastpath" && r["frame_bytes"] == 64)
         .and_then(|r| r["rx_pps"].as_f64())
         .filter(|p| *p > 0.0)?;
     let budget = 1e9 / pps;
-    let xdp_rows = rows(xdp);
+    let xdp_rows = results(xdp);
     let xdp_ns = |name: &str| {
         xdp_rows
             .iter()
             .find(|r| r["name"] == name)
             .and_then(|r| r["ns_per_packet"].as_f64())
     };
-    let esp_rows = rows(esp);
+    let esp_rows = results(esp);
     let esp_ns = |suffix: &str| {
         esp_rows
             .iter()
@@ -294,6 +290,12 @@ fn stages(
         });
     }
     Some((budget, v))
+}
+
+/// The `results` array of a benchmark's JSON (empty when absent).
+fn results(v: Option<&serde_json::Value>) -> &[serde_json::Value] {
+    v.and_then(|v| v["results"].as_array())
+        .map_or(&[], Vec::as_slice)
 }
 
 /// The per-stage table of the report (see [`stages`]).

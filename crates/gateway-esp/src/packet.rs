@@ -277,7 +277,8 @@ pub(crate) fn write_ipv4(
     let (s, d) = (u32::from(src), u32::from(dst));
     // The checksum from the field values, not by reading the header back:
     // an 8-byte load over the narrow stores just made cannot be forwarded
-    // from them and stalls (it was a fifth of the framing cost at 64 B).
+    // from them and stalls (half of this function's samples in a profile
+    // of `bench esp` at 64 B).
     let words = [
         0x4500 | u16::from(tos),
         total_len,

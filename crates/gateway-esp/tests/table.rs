@@ -554,6 +554,22 @@ fn fake_data_plane_moves_the_udp_port() {
     ));
 }
 
+/// A sender `a` and a receiver `b` with one aes256gcm SA `spi` between
+/// them (keys from `seed`).
+fn installed_pair(spi: u32, seed: u8) -> (SaTable, SaTable) {
+    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
+    let (a, b) = (SaTable::new(), SaTable::new());
+    let (inb, out) = cfgs(suite, spi, seed);
+    a.install_outbound(&out).unwrap();
+    b.install_inbound(&inb).unwrap();
+    (a, b)
+}
+
+/// A source filter that admits one prefix.
+fn only_from(prefix: &str) -> Option<gateway_esp::SourceFilter> {
+    Some(gateway_esp::SourceFilter::new(&[prefix.parse().unwrap()]))
+}
+
 /// Seals `pkt` with `a`'s outbound SA and opens it with `b`.
 fn send_packet(a: &SaTable, b: &SaTable, pkt: &[u8]) -> Result<u32, DecapError> {
     let (mut buf, range) = framed(pkt);
@@ -573,12 +589,7 @@ fn source_filter_refuses_spoofed_inner_sources_and_counts_them() {
     let spoofed6 = inner_v6(100, "2001:db8:100::99", "2001:db8:1::10");
     // No filter: the SA's selectors (any) decide.
     assert_eq!(send_packet(&a, &b, &spoofed), Ok(0x3000));
-    b.set_source_filter(
-        TUNNEL,
-        Some(gateway_esp::SourceFilter::new(&["198.51.100.0/24"
-            .parse()
-            .unwrap()])),
-    );
+    b.set_source_filter(TUNNEL, only_from("198.51.100.0/24"));
     assert_eq!(send_packet(&a, &b, &allowed), Ok(0x3000));
     assert!(matches!(
         send_packet(&a, &b, &spoofed),
@@ -621,11 +632,7 @@ fn source_filter_refuses_spoofed_inner_sources_and_counts_them() {
 /// is a replay after it, not a new packet).
 #[test]
 fn a_filter_change_reaches_cached_readers_and_keeps_the_replay_window() {
-    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
-    let (a, b) = (SaTable::new(), SaTable::new());
-    let (inb, out) = cfgs(suite, 0x3050, 7);
-    a.install_outbound(&out).unwrap();
-    b.install_inbound(&inb).unwrap();
+    let (a, b) = installed_pair(0x3050, 7);
     let mut reader = b.reader();
     let spoofed = inner_v4(100, "10.1.2.3", "192.0.2.20");
     let allowed = inner_v4(100, "198.51.100.10", "192.0.2.20");
@@ -643,12 +650,7 @@ fn a_filter_change_reaches_cached_readers_and_keeps_the_replay_window() {
     let (mut buf, range) = seal(&spoofed);
     let mut early = buf.clone();
     assert!(reader.decap(&mut early, range.clone()).is_ok());
-    b.set_source_filter(
-        TUNNEL,
-        Some(gateway_esp::SourceFilter::new(&["198.51.100.0/24"
-            .parse()
-            .unwrap()])),
-    );
+    b.set_source_filter(TUNNEL, only_from("198.51.100.0/24"));
     let (mut buf2, range2) = seal(&spoofed);
     assert!(matches!(
         reader.decap(&mut buf2, range2),
@@ -672,11 +674,7 @@ fn a_filter_change_reaches_cached_readers_and_keeps_the_replay_window() {
 
 #[test]
 fn decap_drops_are_counted_by_reason() {
-    let suite = Suite::from_api_names("aes256gcm", None).unwrap();
-    let (a, b) = (SaTable::new(), SaTable::new());
-    let (inb, out) = cfgs(suite, 0x3100, 6);
-    a.install_outbound(&out).unwrap();
-    b.install_inbound(&inb).unwrap();
+    let (a, b) = installed_pair(0x3100, 6);
     let pkt = inner_v4(100, "198.51.100.10", "192.0.2.20");
     let (mut buf, range) = framed(&pkt);
     let e = a.encap(TUNNEL, &mut buf, range).unwrap();
@@ -799,12 +797,7 @@ fn forgotten_tunnel_ids_start_from_zero() {
     let (inb, out) = cfgs(suite, 0x5000, 8);
     a.install_outbound(&out).unwrap();
     b.install_inbound(&inb).unwrap();
-    b.set_source_filter(
-        TUNNEL,
-        Some(gateway_esp::SourceFilter::new(&["203.0.113.0/24"
-            .parse()
-            .unwrap()])),
-    );
+    b.set_source_filter(TUNNEL, only_from("203.0.113.0/24"));
     assert!(send(&a, &b, false).is_err());
     a.remove_outbound(TUNNEL, 0x5000).unwrap();
     b.remove_inbound(0x5000).unwrap();
