@@ -94,7 +94,10 @@ pub const MAX_IPV6_EXT_HEADERS: u32 = 4;
 pub mod map_names {
     pub const SA_IN: &str = "SA_IN";
     pub const TUNNELS: &str = "TUNNELS";
-    pub const ROUTES_V4: &str = "ROUTES_V4";
+    /// The IPv4 route table's first level (DIR-24-8, see [`crate::route4`]).
+    pub const ROUTES_V4_TBL24: &str = "ROUTES_V4_TBL24";
+    /// Its second level: 256-entry groups for the /24s with longer prefixes.
+    pub const ROUTES_V4_TBL8: &str = "ROUTES_V4_TBL8";
     pub const ROUTES_V6: &str = "ROUTES_V6";
     pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
     pub const XSKS: &str = "XSKS";
@@ -105,10 +108,11 @@ pub mod map_names {
     /// Drop events' level (not pinned: each daemon sets it at start).
     pub const DROP_LOG: &str = "DROP_LOG";
     /// Every map the daemon pins (and unpins).
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         SA_IN,
         TUNNELS,
-        ROUTES_V4,
+        ROUTES_V4_TBL24,
+        ROUTES_V4_TBL8,
         ROUTES_V6,
         LOCAL_ADDRS,
         XSKS,
@@ -134,9 +138,78 @@ pub mod program_names {
 pub const SA_IN_MAX_ENTRIES: u32 = 8192;
 /// Tunnel ids are indexes `0..TUNNELS_MAX_ENTRIES` into the `TUNNELS` array.
 pub const TUNNELS_MAX_ENTRIES: u32 = 1024;
-/// LPM routes per family; the test suite installs 1,000,000 IPv4 routes.
-pub const ROUTES_V4_MAX_ENTRIES: u32 = 1 << 20;
+/// IPv6 LPM routes.
 pub const ROUTES_V6_MAX_ENTRIES: u32 = 1 << 20;
+
+/// The IPv4 route table: DIR-24-8 (Gupta, Lin and McKeown, "Routing lookups
+/// in hardware at memory access speeds", 1998; the layout of DPDK's
+/// `rte_lpm`) over two BPF array maps, so that a lookup is one or two array
+/// reads whatever the number of routes. `ROUTES_V4_TBL24` has one entry per
+/// /24; an entry either answers for its whole /24 or names a group of 256
+/// entries in `ROUTES_V4_TBL8`, one per address of that /24. Both maps are
+/// memory-mapped by the daemon, which writes them in place (one aligned
+/// 4-byte store per entry, a group filled before it is linked), so the data
+/// path never sees a half-written route: each lookup sees an entry from
+/// before or after a change.
+pub mod route4 {
+    /// Entries of `ROUTES_V4_TBL24`: one per /24.
+    pub const TBL24_ENTRIES: u32 = 1 << 24;
+    /// Groups of `ROUTES_V4_TBL8`: how many /24s may hold prefixes longer
+    /// than /24 at once (prefixes up to /24 need none).
+    pub const TBL8_GROUPS: u32 = 1 << 16;
+    /// Entries per group: one per address of a /24.
+    pub const TBL8_GROUP_ENTRIES: u32 = 256;
+    pub const TBL8_ENTRIES: u32 = TBL8_GROUPS * TBL8_GROUP_ENTRIES;
+    /// A BPF array rounds each element up to 8 bytes, so the maps hold
+    /// `u64` elements of two entries each: entry `i` is the low half
+    /// (even `i`) or the high half (odd `i`) of element `i / 2`, which on
+    /// a little-endian host puts entry `i` at byte `4 * i` of the mapped
+    /// array, as in a plain `u32` array.
+    pub const ENTRIES_PER_ELEMENT: u32 = 2;
+    /// Elements of `ROUTES_V4_TBL24` and `ROUTES_V4_TBL8`.
+    pub const TBL24_ELEMENTS: u32 = TBL24_ENTRIES / ENTRIES_PER_ELEMENT;
+    pub const TBL8_ELEMENTS: u32 = TBL8_ENTRIES / ENTRIES_PER_ELEMENT;
+    /// The entry holds a route (else: no route, the kernel decides).
+    pub const VALID: u32 = 1 << 31;
+    /// A `TBL24` entry that names a `TBL8` group (its index in
+    /// [`VALUE_MASK`]) instead of a route.
+    pub const GROUP: u32 = 1 << 30;
+    /// The prefix length of the route the entry holds (bits 24..30).
+    pub const DEPTH_SHIFT: u32 = 24;
+    pub const DEPTH_MASK: u32 = 0x3f << DEPTH_SHIFT;
+    /// The tunnel id of a route, or the group index of a [`GROUP`] entry.
+    pub const VALUE_MASK: u32 = (1 << DEPTH_SHIFT) - 1;
+    /// `BPF_F_MMAPABLE`: the daemon writes the tables through `mmap`.
+    pub const MAP_FLAGS: u32 = 1 << 10;
+
+    /// The entry of a route of `depth` bits into `tunnel_id`.
+    pub const fn route(tunnel_id: u32, depth: u8) -> u32 {
+        VALID | ((depth as u32) << DEPTH_SHIFT) | (tunnel_id & VALUE_MASK)
+    }
+
+    /// The `TBL24` entry naming group `group`.
+    pub const fn group(group: u32) -> u32 {
+        GROUP | (group & VALUE_MASK)
+    }
+
+    /// The route an entry holds: (tunnel id, prefix length).
+    pub const fn decode(entry: u32) -> Option<(u32, u8)> {
+        if entry & VALID == 0 || entry & GROUP != 0 {
+            return None;
+        }
+        Some((
+            entry & VALUE_MASK,
+            ((entry & DEPTH_MASK) >> DEPTH_SHIFT) as u8,
+        ))
+    }
+
+    const _: () = assert!(crate::TUNNELS_MAX_ENTRIES <= VALUE_MASK + 1);
+    const _: () = assert!(TBL8_GROUPS <= VALUE_MASK + 1);
+    const _: () = assert!(
+        cfg!(target_endian = "little"),
+        "route4 packs entries little-endian"
+    );
+}
 pub const LOCAL_ADDRS_MAX_ENTRIES: u32 = 64;
 /// The inner MTU of a tunnel whose [`TunnelValue::inner_mtu`] is not set:
 /// the largest that fits a 1500-byte outer packet with the largest overhead
@@ -300,9 +373,9 @@ pub const fn icmp_allow(tat_ns: u64, now_ns: u64, interval_ns: u64, burst_ns: u6
     }
 }
 
-/// Value of `ROUTES_V4` / `ROUTES_V6`. The keys are the LPM trie keys of
-/// aya (`prefix_len: u32` then the address as network-order bytes,
-/// `[u8; 4]` or `[u8; 16]`), identical on both sides.
+/// Value of `ROUTES_V6`. The keys are the LPM trie keys of aya
+/// (`prefix_len: u32` then the address as network-order bytes, `[u8; 16]`),
+/// identical on both sides.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouteValue {

@@ -21,23 +21,29 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use aya_log_ebpf::{debug, info, warn};
+use gateway_common::route4;
 use gateway_common::{
     drop_event_level, icmp_allow, stats_index, Direction, DropReason, IcmpBucket, IcmpBucketKey,
     LanConfig, LocalAddrKey, LocalAddrValue, RouteValue, SaInKey, SaInValue, TunnelStats,
     TunnelValue, XdpMeta, DROPS_MAX_ENTRIES, FAMILY_V4, ICMP4_QUOTE_LEN, ICMP6_QUOTE_LEN,
     ICMP_BUCKETS_MAX_ENTRIES, IPPROTO_ESP, IPPROTO_UDP, LAN_HAS_V4, LAN_HAS_V6, LAN_REPLY_REDIRECT,
-    LOCAL_ADDRS_MAX_ENTRIES, MAX_IPV6_EXT_HEADERS, NAT_T_PORT, ROUTES_V4_MAX_ENTRIES,
-    ROUTES_V6_MAX_ENTRIES, SA_FLAG_ESN, SA_INDEX_NONE, SA_IN_MAX_ENTRIES, STATS_MAX_ENTRIES,
-    TUNNELS_MAX_ENTRIES, TUNNEL_UP, XDP_META_MAGIC, XSKS_LAN_BASE, XSKS_MAX_ENTRIES,
+    LOCAL_ADDRS_MAX_ENTRIES, MAX_IPV6_EXT_HEADERS, NAT_T_PORT, ROUTES_V6_MAX_ENTRIES, SA_FLAG_ESN,
+    SA_INDEX_NONE, SA_IN_MAX_ENTRIES, STATS_MAX_ENTRIES, TUNNELS_MAX_ENTRIES, TUNNEL_UP,
+    XDP_META_MAGIC, XSKS_LAN_BASE, XSKS_MAX_ENTRIES,
 };
 
 #[map]
 static SA_IN: HashMap<SaInKey, SaInValue> = HashMap::with_max_entries(SA_IN_MAX_ENTRIES, 0);
 #[map]
 static TUNNELS: Array<TunnelValue> = Array::with_max_entries(TUNNELS_MAX_ENTRIES, 0);
+/// The IPv4 routes, DIR-24-8 (`gateway_common::route4`): one entry per /24 ...
 #[map]
-static ROUTES_V4: LpmTrie<[u8; 4], RouteValue> =
-    LpmTrie::with_max_entries(ROUTES_V4_MAX_ENTRIES, 0);
+static ROUTES_V4_TBL24: Array<u64> =
+    Array::with_max_entries(route4::TBL24_ELEMENTS, route4::MAP_FLAGS);
+/// ... and 256-entry groups for the /24s that hold longer prefixes.
+#[map]
+static ROUTES_V4_TBL8: Array<u64> =
+    Array::with_max_entries(route4::TBL8_ELEMENTS, route4::MAP_FLAGS);
 #[map]
 static ROUTES_V6: LpmTrie<[u8; 16], RouteValue> =
     LpmTrie::with_max_entries(ROUTES_V6_MAX_ENTRIES, 0);
@@ -526,13 +532,39 @@ fn wan_ingress_verdict(ctx: &XdpContext) -> u32 {
 
 /// The tunnel a LAN destination is routed into, if it is up.
 #[inline(always)]
-fn lan_route(route: Option<&RouteValue>) -> Option<(u32, TunnelValue)> {
-    let tunnel_id = route?.tunnel_id;
+fn lan_route(tunnel_id: Option<u32>) -> Option<(u32, TunnelValue)> {
+    let tunnel_id = tunnel_id?;
     match TUNNELS.get(tunnel_id) {
         Some(t) if t.state == TUNNEL_UP => Some((tunnel_id, *t)),
         // Down or never set: the kernel routes through the TUN slow path.
         _ => None,
     }
+}
+
+/// Entry `i` of a route table: a half of element `i / 2`
+/// (`route4::ENTRIES_PER_ELEMENT`).
+#[inline(always)]
+fn entry(table: &Array<u64>, i: u32) -> Option<u32> {
+    let w = *table.get(i >> 1)?;
+    Some((w >> ((i & 1) * 32)) as u32)
+}
+
+/// The tunnel of the longest IPv4 prefix holding `dst`: one array read,
+/// two for a /24 that holds prefixes longer than /24.
+#[inline(always)]
+fn route_v4(dst: [u8; 4]) -> Option<u32> {
+    let a = u32::from_be_bytes(dst);
+    let mut e = entry(&ROUTES_V4_TBL24, a >> 8)?;
+    if e & route4::GROUP != 0 {
+        e = entry(
+            &ROUTES_V4_TBL8,
+            ((e & route4::VALUE_MASK) << 8) | (a & 0xff),
+        )?;
+    }
+    if e & route4::VALID == 0 {
+        return None;
+    }
+    Some(e & route4::VALUE_MASK)
 }
 
 #[inline(always)]
@@ -851,7 +883,7 @@ fn lan_ingress_verdict(ctx: &XdpContext) -> u32 {
             if ip.ttl <= 1 {
                 return XDP_PASS;
             }
-            let Some((tunnel_id, t)) = lan_route(ROUTES_V4.get(Key::new(32, ip.dst))) else {
+            let Some((tunnel_id, t)) = lan_route(route_v4(ip.dst)) else {
                 return XDP_PASS;
             };
             let mtu = t.effective_inner_mtu();
@@ -872,7 +904,9 @@ fn lan_ingress_verdict(ctx: &XdpContext) -> u32 {
             if ip.hop_limit <= 1 {
                 return XDP_PASS;
             }
-            let Some((tunnel_id, t)) = lan_route(ROUTES_V6.get(Key::new(128, ip.dst))) else {
+            let Some((tunnel_id, t)) =
+                lan_route(ROUTES_V6.get(Key::new(128, ip.dst)).map(|r| r.tunnel_id))
+            else {
                 return XDP_PASS;
             };
             let mtu = t.effective_inner_mtu();

@@ -1454,6 +1454,66 @@ fn lan_route_table_of_one_million() {
     run_cases(&dp, &cases);
 }
 
+/// The IPv4 table under changes: random prefixes of /8 to /32 around a few
+/// /24s (so that both levels and their interplay are exercised) added and
+/// removed; after each burst `lan_ingress` steers every probe to the
+/// tunnel the writer's own lookup names (the writer is checked against a
+/// reference longest-prefix match in its unit tests), and a removed
+/// route's addresses fall back or pass.
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn lan_route_table_follows_adds_and_removes() {
+    let mut dp = load();
+    program_maps(&mut dp);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    // Map data only, nothing is sent.
+    let addr = |r: u64| Ipv4Addr::from(0x0a0a_0000 | (r as u32 & 0x03ff));
+    let mut live: Vec<(Ipv4Addr, u8)> = Vec::new();
+    for burst in 0..8 {
+        for _ in 0..40 {
+            let r = rnd();
+            if live.is_empty() || r % 3 != 0 {
+                let len = [8u8, 16, 23, 24, 25, 27, 30, 32][(r >> 32) as usize % 8];
+                let a = addr(rnd());
+                // Tunnels 1 and 2 are up.
+                dp.add_route_v4(a, len, 1 + (r >> 40) as u32 % 2)
+                    .expect("route");
+                live.push((a, len));
+            } else {
+                let (a, len) = live.swap_remove((r >> 8) as usize % live.len());
+                dp.remove_route_v4(a, len).expect("remove");
+            }
+        }
+        let cases: Vec<_> = (0..64)
+            .map(|_| {
+                let a = addr(rnd());
+                let want = match dp.route_v4(a) {
+                    Some((t, _)) => steer_out(t),
+                    None => Expect::Pass,
+                };
+                let frame = ethernet(
+                    ETH_P_IP,
+                    None,
+                    &Ipv4::new(VPC4, a, IPPROTO_UDP).build(&udp(1, 2, &[0; 16])),
+                );
+                case(format!("burst {burst}: {a}"), LAN, frame, want)
+            })
+            .collect();
+        run_cases(&dp, &cases);
+    }
+    for (a, len) in live {
+        dp.remove_route_v4(a, len).expect("remove");
+    }
+    assert_eq!(dp.route_v4(Ipv4Addr::new(10, 10, 1, 1)), None);
+    assert_eq!(dp.routes_v4_len(), 3, "the routes of program_maps remain");
+}
+
 /// The records aya-log delivers: level and text.
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<(log::Level, String)>>>);

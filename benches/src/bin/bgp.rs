@@ -3,7 +3,7 @@
 //! to them) over one session; we measure the time until the receiver's
 //! Loc-RIB holds them all and the receiver's peak memory, for our speaker
 //! and for BIRD 2 receiving the same byte stream in the same run; for our
-//! speaker also the time until the XDP `ROUTES_V4` LPM map holds them all
+//! speaker also the time until the XDP IPv4 route table holds them all
 //! (each Loc-RIB install goes to a map-writer thread, as the agent's data
 //! plane would; kernel routes are not part of it).
 //!
@@ -216,7 +216,7 @@ fn receive() {
                 let Ok((addr, len)) = map_rx.recv() else {
                     panic!("map writer stopped after {n} routes");
                 };
-                xdp.add_route_v4(addr, len, 1).expect("LPM insert");
+                xdp.add_route_v4(addr, len, 1).expect("route table insert");
                 n += 1;
             }
             println!("LPM");

@@ -21,7 +21,7 @@
 //! program as everywhere else.
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::AsRawFd,
     path::PathBuf,
     process::{Command, ExitCode},
@@ -45,8 +45,10 @@ const ROUNDS: usize = 7;
 const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const VPC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+const VPC6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0x10);
 const SPI: u32 = 0x1001;
 const ONE_MILLION: u32 = 1_000_000;
+const V6_ROUTES: u32 = 100_000;
 
 struct Path {
     name: &'static str,
@@ -90,6 +92,11 @@ fn median(v: &mut [u32]) -> f64 {
     } else {
         (v[n / 2 - 1] as f64 + v[n / 2] as f64) / 2.0
     }
+}
+
+/// The i-th of the 100k distinct IPv6 /48s, in fd00::/16 (ULA).
+fn v6_route(i: u32) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, (i >> 16) as u16, i as u16, 0, 0, 0, 0, 0)
 }
 
 /// The i-th of the 1M distinct host routes, spread over 10.0.0.0/8.
@@ -342,10 +349,23 @@ fn bench() -> Result<(), Box<dyn std::error::Error>> {
     measure(&dp, &mut paths)?;
 
     // 1,000,000 host routes in 10.0.0.0/8 (map data only) plus the /24;
-    // the probe hits one of the /32s, the deepest walk of the trie.
+    // the probe hits one of the /32s, a lookup through both levels.
     eprintln!("installing {ONE_MILLION} routes...");
+    let t0 = std::time::Instant::now();
     dp.add_routes_v4((0..ONE_MILLION).map(|i| (host_route(i), 32, 1)))?;
+    let install_s = t0.elapsed().as_secs_f64();
     let probe = host_route(777_777);
+    eprintln!("installing {V6_ROUTES} IPv6 routes...");
+    for i in 0..V6_ROUTES {
+        dp.add_route_v6(v6_route(i), 48, 1)?;
+    }
+    let mut probe6 = v6_route(77_777).octets();
+    probe6[15] = 1;
+    let lan6 = ethernet(
+        ETH_P_IPV6,
+        None,
+        &Ipv6::new(VPC6, Ipv6Addr::from(probe6), IPPROTO_UDP).build(&udp(1000, 2000, &[0; 64])),
+    );
     let mut big = vec![
         Path {
             name: "trivial_xdp_pass_1m",
@@ -361,6 +381,13 @@ fn bench() -> Result<(), Box<dyn std::error::Error>> {
             action: action::XDP_PASS,
             samples: Vec::new(),
         },
+        Path {
+            name: "lan_route_hit_100k_v6_routes",
+            prog: program_names::LAN_INGRESS,
+            frame: lan6,
+            action: action::XDP_PASS,
+            samples: Vec::new(),
+        },
     ];
     measure(&dp, &mut big)?;
     // The trivial baseline is measured again next to the 1M case so the
@@ -373,8 +400,23 @@ fn bench() -> Result<(), Box<dyn std::error::Error>> {
         let ns = median(&mut p.samples);
         results.push((p.name, ns, ns / base));
     }
-    let ns = median(&mut big[1].samples);
-    results.push((big[1].name, ns, ns / base_1m));
+    for p in &mut big[1..] {
+        let ns = median(&mut p.samples);
+        results.push((p.name, ns, ns / base_1m));
+    }
+    // The table's update time: every route moved to another tunnel, then
+    // every route removed (the /24 of the small case stays).
+    let t0 = std::time::Instant::now();
+    dp.add_routes_v4((0..ONE_MILLION).map(|i| (host_route(i), 32, 2)))?;
+    let replace_s = t0.elapsed().as_secs_f64();
+    let t0 = std::time::Instant::now();
+    for i in 0..ONE_MILLION {
+        dp.remove_route_v4(host_route(i), 32)?;
+    }
+    let remove_s = t0.elapsed().as_secs_f64();
+    println!(
+        "IPv4 route table, {ONE_MILLION} host routes: install {install_s:.3} s, replace {replace_s:.3} s, remove {remove_s:.3} s"
+    );
     // With a socket to go to; last, since it moves this thread into the
     // benchmark's namespace. Ratios against the trivial program measured
     // in the same rounds.
@@ -447,6 +489,13 @@ fn bench() -> Result<(), Box<dyn std::error::Error>> {
             }))
             .collect::<Vec<_>>(),
         "redirect": redirect_json,
+        "routes_v4_update_1m": {
+            "routes": ONE_MILLION,
+            "install_s": install_s,
+            "replace_s": replace_s,
+            "remove_s": remove_s,
+            "what": "host routes spread over 10.0.0.0/8 written into the DIR-24-8 table (ROUTES_V4_TBL24/TBL8) through the daemon's mapping, from an empty table; replace: every route to another tunnel; remove: all of them",
+        },
         "drop_event_hook_events_off": hook
             .iter()
             .map(|(path, ratio)| serde_json::json!({

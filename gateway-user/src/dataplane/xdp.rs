@@ -31,12 +31,13 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use gateway_common::{
-    map_names, program_names, stats_index, Direction, DropReason, LanConfig, LocalAddrKey,
+    map_names, program_names, route4, stats_index, Direction, DropReason, LanConfig, LocalAddrKey,
     LocalAddrValue, RouteValue, SaInKey, SaInValue, TunnelStats, TunnelValue, TUNNELS_MAX_ENTRIES,
 };
 use gateway_config::{Config, XdpMode};
 use thiserror::Error;
 
+use super::route4::{MappedArray, Route4Error, Route4Table};
 use super::EBPF_OBJECT;
 
 /// Errors of the XDP loader. Each Display is one line meant for an operator.
@@ -106,6 +107,14 @@ pub enum XdpError {
     TunnelIdOutOfRange(u32),
     #[error("prefix length {len} too long for {family}")]
     BadPrefixLen { len: u8, family: &'static str },
+    #[error("mapping {map} into the daemon: {source}")]
+    MapMemory {
+        map: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    RoutesV4(#[from] Route4Error),
 }
 
 /// First OS error code found walking the source chain.
@@ -159,6 +168,8 @@ pub struct XdpDataplane {
     links: Vec<XdpLinkId>,
     pin_dir: Option<PathBuf>,
     pinned: Vec<PathBuf>,
+    /// The IPv4 routes: `ROUTES_V4_TBL24` / `ROUTES_V4_TBL8`, mapped.
+    routes_v4: Route4Table<MappedArray>,
 }
 
 impl std::fmt::Debug for XdpDataplane {
@@ -223,12 +234,18 @@ impl XdpDataplane {
                 XdpError::Load(e)
             }
         })?;
+        let routes_v4 = Route4Table::new(
+            map_array(&ebpf, map_names::ROUTES_V4_TBL24, route4::TBL24_ELEMENTS)?,
+            map_array(&ebpf, map_names::ROUTES_V4_TBL8, route4::TBL8_ELEMENTS)?,
+            route4::TBL8_GROUPS,
+        );
         let mut dp = Self {
             ebpf,
             attachments: Vec::new(),
             links: Vec::new(),
             pin_dir: None,
             pinned: Vec::new(),
+            routes_v4,
         };
         for &name in names {
             let prog = dp.xdp_program(name)?;
@@ -660,14 +677,27 @@ impl XdpDataplane {
         len: u8,
         tunnel_id: u32,
     ) -> Result<(), XdpError> {
-        let mut m = self.routes_v4()?;
-        m.insert(&key_v4(prefix, len)?, RouteValue { tunnel_id }, 0)
-            .map_err(map_err(map_names::ROUTES_V4))
+        if tunnel_id >= TUNNELS_MAX_ENTRIES {
+            return Err(XdpError::TunnelIdOutOfRange(tunnel_id));
+        }
+        check_len_v4(len)?;
+        Ok(self.routes_v4.insert(prefix, len, tunnel_id)?)
     }
 
     pub fn remove_route_v4(&mut self, prefix: Ipv4Addr, len: u8) -> Result<(), XdpError> {
-        let mut m = self.routes_v4()?;
-        ignore_missing(m.remove(&key_v4(prefix, len)?)).map_err(map_err(map_names::ROUTES_V4))
+        check_len_v4(len)?;
+        Ok(self.routes_v4.remove(prefix, len)?)
+    }
+
+    /// The IPv4 route `lan_ingress` finds for `addr` (tunnel id, prefix
+    /// length), read from the maps.
+    pub fn route_v4(&self, addr: Ipv4Addr) -> Option<(u32, u8)> {
+        self.routes_v4.lookup(addr)
+    }
+
+    /// How many IPv4 prefixes the table holds.
+    pub fn routes_v4_len(&self) -> usize {
+        self.routes_v4.len()
     }
 
     pub fn add_route_v6(
@@ -686,25 +716,18 @@ impl XdpDataplane {
         ignore_missing(m.remove(&key_v6(prefix, len)?)).map_err(map_err(map_names::ROUTES_V6))
     }
 
-    /// Bulk insert for large tables (one syscall per route; LPM tries have
-    /// no batch update).
+    /// Bulk insert for large tables (memory writes into the mapped
+    /// tables, no syscall per route).
     pub fn add_routes_v4(
         &mut self,
         routes: impl IntoIterator<Item = (Ipv4Addr, u8, u32)>,
     ) -> Result<usize, XdpError> {
-        let mut m = self.routes_v4()?;
         let mut n = 0;
         for (prefix, len, tunnel_id) in routes {
-            m.insert(&key_v4(prefix, len)?, RouteValue { tunnel_id }, 0)
-                .map_err(map_err(map_names::ROUTES_V4))?;
+            self.add_route_v4(prefix, len, tunnel_id)?;
             n += 1;
         }
         Ok(n)
-    }
-
-    fn routes_v4(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 4], RouteValue>, XdpError> {
-        let name = map_names::ROUTES_V4;
-        LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name))
     }
 
     fn routes_v6(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 16], RouteValue>, XdpError> {
@@ -890,14 +913,25 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
     }
 }
 
-fn key_v4(prefix: Ipv4Addr, len: u8) -> Result<Key<[u8; 4]>, XdpError> {
+fn check_len_v4(len: u8) -> Result<(), XdpError> {
     if len > 32 {
         return Err(XdpError::BadPrefixLen {
             len,
             family: "IPv4",
         });
     }
-    Ok(Key::new(len.into(), prefix.octets()))
+    Ok(())
+}
+
+/// Maps the route table `name` of `elements` two-entry elements into the
+/// daemon.
+fn map_array(ebpf: &Ebpf, name: &'static str, elements: u32) -> Result<MappedArray, XdpError> {
+    let Some(Map::Array(data)) = ebpf.map(name) else {
+        return Err(XdpError::MissingMap(name));
+    };
+    let entries = elements as usize * route4::ENTRIES_PER_ELEMENT as usize;
+    MappedArray::map(data.fd().as_fd(), entries)
+        .map_err(|source| XdpError::MapMemory { map: name, source })
 }
 
 fn key_v6(prefix: Ipv6Addr, len: u8) -> Result<Key<[u8; 16]>, XdpError> {

@@ -1,0 +1,489 @@
+//! The writer of the IPv4 route table that `lan_ingress` reads: DIR-24-8
+//! over two BPF array maps (layout and entry encoding in
+//! `gateway_common::route4`), written in place through `mmap` while the
+//! data path reads it.
+//!
+//! The update rules are those of DPDK's `rte_lpm`: every entry carries the
+//! prefix length of the route it holds, so a route overwrites exactly the
+//! entries whose route is shorter than itself, and a removed route's
+//! entries fall back to the longest remaining prefix that covers it. A
+//! reader never sees a half-written table because every change is a
+//! sequence of single aligned 4-byte stores, each of which leaves a
+//! correct table for the addresses it covers: a new group is filled before
+//! the `TBL24` entry that names it is written (release ordering), and a
+//! group that is unlinked is not reused before [`GROUP_GRACE`] has passed,
+//! so a lookup that read the old `TBL24` entry still finds its group
+//! intact. The daemon keeps the set of prefixes itself (the maps hold only
+//! what the lookups need).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use gateway_common::route4::{
+    decode, group, route, GROUP, TBL8_GROUPS, TBL8_GROUP_ENTRIES, VALID, VALUE_MASK,
+};
+
+/// How long an unlinked group stays unused: far longer than any lookup
+/// (an XDP program runs for one packet inside an RCU read section).
+pub const GROUP_GRACE: Duration = Duration::from_secs(1);
+
+/// Storage of one level of the table: the mapped BPF array, or a vector in
+/// unit tests.
+pub trait Cells {
+    fn get(&self, i: usize) -> u32;
+    /// One aligned 4-byte store, ordered after every store before it.
+    fn set(&mut self, i: usize, v: u32);
+}
+
+impl Cells for Vec<u32> {
+    fn get(&self, i: usize) -> u32 {
+        self[i]
+    }
+    fn set(&mut self, i: usize, v: u32) {
+        self[i] = v;
+    }
+}
+
+/// A BPF array map mapped into this process (`BPF_F_MMAPABLE`) and seen as
+/// `u32` entries (two per 8-byte element, `route4::ENTRIES_PER_ELEMENT`).
+pub struct MappedArray {
+    ptr: *mut AtomicU32,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value; access goes through atomics.
+unsafe impl Send for MappedArray {}
+unsafe impl Sync for MappedArray {}
+
+impl MappedArray {
+    /// Maps the first `len` 4-byte entries of the array map `fd`, shared
+    /// with the kernel.
+    pub fn map(fd: std::os::fd::BorrowedFd<'_>, len: usize) -> std::io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let bytes = len * 4;
+        // SAFETY: a fresh shared mapping of the map's memory; the kernel
+        // checks the size against the map and keeps the map alive while
+        // it is mapped.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    fn cell(&self, i: usize) -> &AtomicU32 {
+        assert!(i < self.len, "route table index {i} out of {}", self.len);
+        // SAFETY: in bounds (checked above) of a live, 4-byte aligned
+        // (page-aligned start) mapping.
+        unsafe { &*self.ptr.add(i) }
+    }
+}
+
+impl Drop for MappedArray {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len * 4) };
+    }
+}
+
+impl Cells for MappedArray {
+    fn get(&self, i: usize) -> u32 {
+        self.cell(i).load(Ordering::Relaxed)
+    }
+    fn set(&mut self, i: usize, v: u32) {
+        self.cell(i).store(v, Ordering::Release);
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Route4Error {
+    #[error("IPv4 prefix length {0} is longer than 32")]
+    BadLength(u8),
+    #[error("tunnel id {0} does not fit a route entry")]
+    BadTunnel(u32),
+    #[error(
+        "the IPv4 route table is full: all {groups} groups for /24s holding prefixes longer than /24 are in use ({waiting} freed less than {grace:?} ago)"
+    )]
+    Full {
+        groups: u32,
+        waiting: usize,
+        grace: Duration,
+    },
+}
+
+/// The IPv4 route table and the prefixes it was built from.
+pub struct Route4Table<C> {
+    tbl24: C,
+    tbl8: C,
+    /// Per prefix length: prefix (host order, host bits zero) → tunnel id.
+    prefixes: Vec<HashMap<u32, u32>>,
+    /// Groups never used yet start at `next_group`; freed ones wait in
+    /// `freed` for their grace period.
+    next_group: u32,
+    groups: u32,
+    freed: VecDeque<(u32, Instant)>,
+    grace: Duration,
+}
+
+impl<C: Cells> Route4Table<C> {
+    /// A table over zeroed storage with room for `groups` groups.
+    pub fn new(tbl24: C, tbl8: C, groups: u32) -> Self {
+        Self {
+            tbl24,
+            tbl8,
+            prefixes: vec![HashMap::new(); 33],
+            next_group: 0,
+            groups: groups.min(TBL8_GROUPS),
+            freed: VecDeque::new(),
+            grace: GROUP_GRACE,
+        }
+    }
+
+    /// How many prefixes the table holds.
+    pub fn len(&self) -> usize {
+        self.prefixes.iter().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Groups in use (linked from `TBL24`).
+    pub fn groups_in_use(&self) -> u32 {
+        self.next_group - self.freed.len() as u32
+    }
+
+    /// Routes `prefix/len` into `tunnel_id`, replacing any route of that
+    /// prefix. On error the table is unchanged.
+    pub fn insert(&mut self, prefix: Ipv4Addr, len: u8, tunnel_id: u32) -> Result<(), Route4Error> {
+        if len > 32 {
+            return Err(Route4Error::BadLength(len));
+        }
+        if tunnel_id > VALUE_MASK {
+            return Err(Route4Error::BadTunnel(tunnel_id));
+        }
+        let p = masked(prefix, len);
+        let new = route(tunnel_id, len);
+        if len <= 24 {
+            let first = (p >> 8) as usize;
+            for i in first..first + (1usize << (24 - len)) {
+                let e = self.tbl24.get(i);
+                if e & GROUP != 0 {
+                    let base = group_base(e);
+                    for j in base..base + TBL8_GROUP_ENTRIES as usize {
+                        if covered(self.tbl8.get(j), len) {
+                            self.tbl8.set(j, new);
+                        }
+                    }
+                } else if covered(e, len) {
+                    self.tbl24.set(i, new);
+                }
+            }
+        } else {
+            let i = (p >> 8) as usize;
+            let e = self.tbl24.get(i);
+            let base = if e & GROUP != 0 {
+                group_base(e)
+            } else {
+                // Filled with what the /24 answers today, then linked.
+                let g = self.alloc_group()?;
+                let base = (g * TBL8_GROUP_ENTRIES) as usize;
+                for j in base..base + TBL8_GROUP_ENTRIES as usize {
+                    self.tbl8.set(j, e);
+                }
+                self.tbl24.set(i, group(g));
+                base
+            };
+            let first = base + (p & 0xff) as usize;
+            for j in first..first + (1usize << (32 - len)) {
+                if covered(self.tbl8.get(j), len) {
+                    self.tbl8.set(j, new);
+                }
+            }
+        }
+        self.prefixes[len as usize].insert(p, tunnel_id);
+        Ok(())
+    }
+
+    /// Removes the route of `prefix/len` (absent: nothing happens); its
+    /// addresses fall back to the longest remaining prefix that covers it.
+    pub fn remove(&mut self, prefix: Ipv4Addr, len: u8) -> Result<(), Route4Error> {
+        if len > 32 {
+            return Err(Route4Error::BadLength(len));
+        }
+        let p = masked(prefix, len);
+        if self.prefixes[len as usize].remove(&p).is_none() {
+            return Ok(());
+        }
+        let fallback = self.covering(p, len).map_or(0, |(t, l)| route(t, l));
+        let mine = |e: u32| decode(e).is_some_and(|(_, d)| d == len);
+        if len <= 24 {
+            let first = (p >> 8) as usize;
+            for i in first..first + (1usize << (24 - len)) {
+                let e = self.tbl24.get(i);
+                if e & GROUP != 0 {
+                    let base = group_base(e);
+                    for j in base..base + TBL8_GROUP_ENTRIES as usize {
+                        if mine(self.tbl8.get(j)) {
+                            self.tbl8.set(j, fallback);
+                        }
+                    }
+                } else if mine(e) {
+                    self.tbl24.set(i, fallback);
+                }
+            }
+        } else {
+            let i = (p >> 8) as usize;
+            let e = self.tbl24.get(i);
+            debug_assert!(e & GROUP != 0, "a /{len} without its group");
+            if e & GROUP == 0 {
+                return Ok(());
+            }
+            let base = group_base(e);
+            let first = base + (p & 0xff) as usize;
+            for j in first..first + (1usize << (32 - len)) {
+                if mine(self.tbl8.get(j)) {
+                    self.tbl8.set(j, fallback);
+                }
+            }
+            // No prefix longer than /24 left in this /24: every entry of
+            // the group holds the same route, which the TBL24 entry takes
+            // back before the group is freed.
+            let whole = self.tbl8.get(base);
+            if (base..base + TBL8_GROUP_ENTRIES as usize).all(|j| self.tbl8.get(j) == whole)
+                && decode(whole).is_none_or(|(_, d)| d <= 24)
+            {
+                self.tbl24.set(i, whole);
+                self.freed
+                    .push_back(((base / TBL8_GROUP_ENTRIES as usize) as u32, Instant::now()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The route `lan_ingress` would find for `addr`: (tunnel id, prefix
+    /// length), read from the table itself.
+    pub fn lookup(&self, addr: Ipv4Addr) -> Option<(u32, u8)> {
+        let a = u32::from(addr);
+        let mut e = self.tbl24.get((a >> 8) as usize);
+        if e & GROUP != 0 {
+            e = self.tbl8.get(group_base(e) + (a & 0xff) as usize);
+        }
+        decode(e)
+    }
+
+    /// The longest prefix shorter than `len` that covers `p`.
+    fn covering(&self, p: u32, len: u8) -> Option<(u32, u8)> {
+        (0..len).rev().find_map(|l| {
+            self.prefixes[l as usize]
+                .get(&masked(Ipv4Addr::from(p), l))
+                .map(|&t| (t, l))
+        })
+    }
+
+    fn alloc_group(&mut self) -> Result<u32, Route4Error> {
+        if let Some(&(g, at)) = self.freed.front() {
+            if at.elapsed() >= self.grace {
+                self.freed.pop_front();
+                return Ok(g);
+            }
+        }
+        if self.next_group < self.groups {
+            self.next_group += 1;
+            return Ok(self.next_group - 1);
+        }
+        Err(Route4Error::Full {
+            groups: self.groups,
+            waiting: self.freed.len(),
+            grace: self.grace,
+        })
+    }
+}
+
+/// The prefix's address in host order with its host bits cleared.
+fn masked(prefix: Ipv4Addr, len: u8) -> u32 {
+    let a = u32::from(prefix);
+    if len == 0 {
+        0
+    } else {
+        a & (u32::MAX << (32 - len as u32))
+    }
+}
+
+fn group_base(e: u32) -> usize {
+    ((e & VALUE_MASK) * TBL8_GROUP_ENTRIES) as usize
+}
+
+/// Whether a route of `len` bits takes an entry: it is empty or holds a
+/// route no longer than `len`.
+fn covered(e: u32, len: u8) -> bool {
+    e & VALID == 0 || decode(e).is_some_and(|(_, d)| d <= len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway_common::route4::{TBL24_ENTRIES, TBL8_ENTRIES};
+
+    fn table(groups: u32) -> Route4Table<Vec<u32>> {
+        Route4Table::new(
+            vec![0; TBL24_ENTRIES as usize],
+            vec![0; (groups * TBL8_GROUP_ENTRIES) as usize],
+            groups,
+        )
+    }
+
+    /// Longest-prefix match over the prefix sets: the reference.
+    fn reference(t: &Route4Table<Vec<u32>>, a: Ipv4Addr) -> Option<(u32, u8)> {
+        (0..=32u8)
+            .rev()
+            .find_map(|l| t.prefixes[l as usize].get(&masked(a, l)).map(|&v| (v, l)))
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn longest_prefix_wins_in_both_levels_and_removal_falls_back() {
+        let mut t = table(4);
+        t.insert(ip("10.0.0.0"), 8, 1).unwrap();
+        t.insert(ip("10.1.2.0"), 24, 2).unwrap();
+        t.insert(ip("10.1.2.128"), 25, 3).unwrap();
+        t.insert(ip("10.1.2.200"), 32, 4).unwrap();
+        assert_eq!(t.lookup(ip("10.9.9.9")), Some((1, 8)));
+        assert_eq!(t.lookup(ip("10.1.2.1")), Some((2, 24)));
+        assert_eq!(t.lookup(ip("10.1.2.129")), Some((3, 25)));
+        assert_eq!(t.lookup(ip("10.1.2.200")), Some((4, 32)));
+        assert_eq!(t.lookup(ip("11.0.0.1")), None);
+        assert_eq!(t.groups_in_use(), 1);
+        // A shorter prefix added later does not override longer ones.
+        t.insert(ip("10.1.0.0"), 16, 5).unwrap();
+        assert_eq!(t.lookup(ip("10.1.2.200")), Some((4, 32)));
+        assert_eq!(t.lookup(ip("10.1.3.1")), Some((5, 16)));
+        t.remove(ip("10.1.2.0"), 24).unwrap();
+        assert_eq!(t.lookup(ip("10.1.2.1")), Some((5, 16)));
+        assert_eq!(t.lookup(ip("10.1.2.129")), Some((3, 25)));
+        t.remove(ip("10.1.2.200"), 32).unwrap();
+        assert_eq!(t.lookup(ip("10.1.2.200")), Some((3, 25)));
+        t.remove(ip("10.1.2.128"), 25).unwrap();
+        // Nothing longer than /24 left: the group is unlinked and freed.
+        assert_eq!(t.groups_in_use(), 0);
+        assert_eq!(t.tbl24[0x0a0102], route(5, 16));
+        assert_eq!(t.lookup(ip("10.1.2.200")), Some((5, 16)));
+        t.remove(ip("10.1.0.0"), 16).unwrap();
+        t.remove(ip("10.0.0.0"), 8).unwrap();
+        assert!(t.is_empty());
+        assert!(t.tbl24.iter().all(|&e| e == 0));
+    }
+
+    #[test]
+    fn default_route_and_host_bits_and_replacement() {
+        let mut t = table(2);
+        t.insert(ip("0.0.0.0"), 0, 7).unwrap();
+        assert_eq!(t.lookup(ip("198.51.100.1")), Some((7, 0)));
+        // Host bits are ignored; the same prefix again replaces its route.
+        t.insert(ip("198.51.100.77"), 24, 8).unwrap();
+        t.insert(ip("198.51.100.0"), 24, 9).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.lookup(ip("198.51.100.1")), Some((9, 24)));
+        t.remove(ip("198.51.100.3"), 24).unwrap();
+        assert_eq!(t.lookup(ip("198.51.100.1")), Some((7, 0)));
+        // Absent prefixes and bad input.
+        t.remove(ip("192.0.2.0"), 24).unwrap();
+        assert_eq!(
+            t.insert(ip("1.2.3.4"), 33, 1),
+            Err(Route4Error::BadLength(33))
+        );
+        assert_eq!(
+            t.insert(ip("1.2.3.4"), 32, VALUE_MASK + 1),
+            Err(Route4Error::BadTunnel(VALUE_MASK + 1))
+        );
+    }
+
+    #[test]
+    fn a_full_table_refuses_and_is_unchanged_and_freed_groups_wait_their_grace() {
+        let mut t = table(1);
+        t.insert(ip("192.0.2.1"), 32, 1).unwrap();
+        let before = (t.tbl24.clone(), t.tbl8.clone());
+        let err = t.insert(ip("203.0.113.1"), 32, 2).unwrap_err();
+        assert!(matches!(
+            err,
+            Route4Error::Full {
+                groups: 1,
+                waiting: 0,
+                ..
+            }
+        ));
+        assert_eq!((t.tbl24.clone(), t.tbl8.clone()), before);
+        assert_eq!(t.len(), 1);
+        t.remove(ip("192.0.2.1"), 32).unwrap();
+        // Freed, but a reader may still be inside it.
+        let err = t.insert(ip("203.0.113.1"), 32, 2).unwrap_err();
+        assert!(matches!(err, Route4Error::Full { waiting: 1, .. }));
+        t.grace = Duration::ZERO;
+        t.insert(ip("203.0.113.1"), 32, 2).unwrap();
+        assert_eq!(t.lookup(ip("203.0.113.1")), Some((2, 32)));
+        assert_eq!(t.lookup(ip("192.0.2.1")), None);
+    }
+
+    /// Random routes concentrated in a few /16s (so that levels interact),
+    /// inserted and removed in random order: every lookup agrees with the
+    /// reference, and removing everything leaves empty tables.
+    #[test]
+    fn random_changes_agree_with_a_reference_lpm() {
+        let mut t = table(64);
+        t.grace = Duration::ZERO;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut live: Vec<(Ipv4Addr, u8)> = Vec::new();
+        let addr = |r: u64| {
+            let base = [0xc000_0200u32, 0xc633_6400, 0xcb00_7100][(r % 3) as usize];
+            Ipv4Addr::from(base & 0xffff_0000 | (r >> 8) as u32 & 0x03ff)
+        };
+        for round in 0..3000 {
+            let r = rnd();
+            if live.is_empty() || r % 3 != 0 {
+                let len = [8u8, 16, 20, 23, 24, 25, 26, 28, 30, 31, 32][(r >> 40) as usize % 11];
+                let a = addr(rnd());
+                t.insert(a, len, (r >> 20) as u32 % 1024).unwrap();
+                live.push((a, len));
+            } else {
+                let (a, len) = live.swap_remove((r >> 8) as usize % live.len());
+                t.remove(a, len).unwrap();
+            }
+            if round % 50 == 0 {
+                for _ in 0..200 {
+                    let a = addr(rnd());
+                    assert_eq!(t.lookup(a), reference(&t, a), "{a} after round {round}");
+                }
+            }
+        }
+        for (a, len) in live.drain(..) {
+            t.remove(a, len).unwrap();
+        }
+        assert!(t.is_empty());
+        assert_eq!(t.groups_in_use(), 0);
+        assert!(t.tbl24.iter().all(|&e| e == 0));
+        let _ = TBL8_ENTRIES;
+    }
+}
