@@ -98,7 +98,10 @@ pub mod map_names {
     pub const ROUTES_V4_TBL24: &str = "ROUTES_V4_TBL24";
     /// Its second level: 256-entry groups for the /24s with longer prefixes.
     pub const ROUTES_V4_TBL8: &str = "ROUTES_V4_TBL8";
+    /// The IPv6 routes: one hash of every prefix length ([`crate::route6`]).
     pub const ROUTES_V6: &str = "ROUTES_V6";
+    /// The prefix lengths in use in `ROUTES_V6`, a bitmap.
+    pub const ROUTES_V6_LENGTHS: &str = "ROUTES_V6_LENGTHS";
     pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
     pub const XSKS: &str = "XSKS";
     pub const STATS: &str = "STATS";
@@ -108,12 +111,13 @@ pub mod map_names {
     /// Drop events' level (not pinned: each daemon sets it at start).
     pub const DROP_LOG: &str = "DROP_LOG";
     /// Every map the daemon pins (and unpins).
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         SA_IN,
         TUNNELS,
         ROUTES_V4_TBL24,
         ROUTES_V4_TBL8,
         ROUTES_V6,
+        ROUTES_V6_LENGTHS,
         LOCAL_ADDRS,
         XSKS,
         STATS,
@@ -138,8 +142,84 @@ pub mod program_names {
 pub const SA_IN_MAX_ENTRIES: u32 = 8192;
 /// Tunnel ids are indexes `0..TUNNELS_MAX_ENTRIES` into the `TUNNELS` array.
 pub const TUNNELS_MAX_ENTRIES: u32 = 1024;
-/// IPv6 LPM routes.
+/// IPv6 routes (`ROUTES_V6`, allocated as they are inserted).
 pub const ROUTES_V6_MAX_ENTRIES: u32 = 1 << 20;
+
+/// The IPv6 route table: one hash map keyed by (prefix length, prefix)
+/// for every length at once, and a bitmap of the lengths in use
+/// (`ROUTES_V6_LENGTHS`, three `u64` words, bit `l % 64` of word `l / 64`
+/// for length `l`). A lookup tries the lengths in use from the longest
+/// down and stops at the first hit: as many hash lookups as there are
+/// lengths in use longer than the match, one for a table of /48s, where
+/// the kernel's LPM trie walks a node per distinguishing bit. The daemon
+/// inserts a prefix before it sets its length's bit and clears the bit
+/// after the last prefix of that length is gone (the bitmap is mapped and
+/// written with single 8-byte stores), so a lookup sees each route from
+/// before or after a change.
+pub mod route6 {
+    /// Words of `ROUTES_V6_LENGTHS`: lengths 0..=128.
+    pub const LENGTH_WORDS: u32 = 3;
+    /// `BPF_F_NO_PREALLOC` for the hash map (entries allocated on insert,
+    /// as the LPM trie did), `BPF_F_MMAPABLE` for the bitmap.
+    pub const HASH_FLAGS: u32 = 1;
+    pub const LENGTHS_FLAGS: u32 = 1 << 10;
+
+    /// Key of `ROUTES_V6`: the prefix length and the prefix, host bits
+    /// zero, in network order.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Key {
+        pub len: u32,
+        pub prefix: [u8; 16],
+    }
+    const _: () = assert!(core::mem::size_of::<Key>() == 20);
+
+    /// `addr` (as two big-endian halves) with all but its first `len`
+    /// bits cleared.
+    #[inline(always)]
+    pub fn masked(hi: u64, lo: u64, len: u32) -> (u64, u64) {
+        let hi_mask = if len >= 64 { !0 } else { !(!0u64 >> len) };
+        let lo_mask = if len <= 64 {
+            0
+        } else if len >= 128 {
+            !0
+        } else {
+            !(!0u64 >> (len - 64))
+        };
+        (hi & hi_mask, lo & lo_mask)
+    }
+
+    /// The key of `addr/len`.
+    #[inline(always)]
+    pub fn key(hi: u64, lo: u64, len: u32) -> Key {
+        let (hi, lo) = masked(hi, lo, len);
+        key_of_masked(hi, lo, len)
+    }
+
+    /// The key of a prefix whose host bits are already zero.
+    #[inline(always)]
+    pub fn key_of_masked(hi: u64, lo: u64, len: u32) -> Key {
+        let mut prefix = [0u8; 16];
+        let (a, b) = prefix.split_at_mut(8);
+        a.copy_from_slice(&hi.to_be_bytes());
+        b.copy_from_slice(&lo.to_be_bytes());
+        Key { len, prefix }
+    }
+
+    /// The highest set bit of a non-zero `w` (without branches: the
+    /// verifier and the pipeline both like it better).
+    #[inline(always)]
+    pub fn top_bit(mut w: u64) -> u32 {
+        let mut n = 0u64;
+        // (x + 0xffff_ffff) >> 32 is 1 exactly when 0 < x < 2^32.
+        for step in [32u64, 16, 8, 4, 2, 1] {
+            let s = (((w >> step) + 0xffff_ffff) >> 32) * step;
+            w >>= s;
+            n += s;
+        }
+        n as u32
+    }
+}
 
 /// The IPv4 route table: DIR-24-8 (Gupta, Lin and McKeown, "Routing lookups
 /// in hardware at memory access speeds", 1998; the layout of DPDK's
@@ -373,9 +453,7 @@ pub const fn icmp_allow(tat_ns: u64, now_ns: u64, interval_ns: u64, burst_ns: u6
     }
 }
 
-/// Value of `ROUTES_V6`. The keys are the LPM trie keys of aya
-/// (`prefix_len: u32` then the address as network-order bytes, `[u8; 16]`),
-/// identical on both sides.
+/// Value of `ROUTES_V6` (keys: [`route6::Key`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouteValue {
@@ -615,6 +693,7 @@ mod pod {
     unsafe impl aya::Pod for SaInValue {}
     unsafe impl aya::Pod for TunnelValue {}
     unsafe impl aya::Pod for RouteValue {}
+    unsafe impl aya::Pod for crate::route6::Key {}
     unsafe impl aya::Pod for LocalAddrKey {}
     unsafe impl aya::Pod for LocalAddrValue {}
     unsafe impl aya::Pod for TunnelStats {}
@@ -626,6 +705,37 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route6_top_bit_and_masks() {
+        for b in 0..64 {
+            assert_eq!(route6::top_bit(1 << b), b);
+            assert_eq!(route6::top_bit((1 << b) | 1), b);
+            assert_eq!(route6::top_bit(u64::MAX >> (63 - b)), b);
+        }
+        let a = 0x2001_0db8_ffff_ffffu128 << 64 | 0xffff_ffff_ffff_ffff;
+        let (hi, lo) = ((a >> 64) as u64, a as u64);
+        for len in 0..=128u32 {
+            let (h, l) = route6::masked(hi, lo, len);
+            let want = if len == 0 {
+                0
+            } else {
+                a & (u128::MAX << (128 - len))
+            };
+            assert_eq!((h as u128) << 64 | l as u128, want, "/{len}");
+            let k = route6::key(hi, lo, len);
+            assert_eq!(k.len, len);
+            assert_eq!(u128::from_be_bytes(k.prefix), want, "/{len}");
+        }
+    }
+
+    #[test]
+    fn route4_entries_round_trip() {
+        assert_eq!(route4::decode(route4::route(1023, 32)), Some((1023, 32)));
+        assert_eq!(route4::decode(route4::route(0, 0)), Some((0, 0)));
+        assert_eq!(route4::decode(0), None);
+        assert_eq!(route4::decode(route4::group(7)), None);
+    }
 
     #[test]
     fn drop_reasons_are_dense_and_named_uniquely() {

@@ -17,11 +17,11 @@ use aya_ebpf::{
         bpf_csum_diff, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     macros::{map, xdp},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, XskMap},
+    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
 use aya_log_ebpf::{debug, info, warn};
-use gateway_common::route4;
+use gateway_common::{route4, route6};
 use gateway_common::{
     drop_event_level, icmp_allow, stats_index, Direction, DropReason, IcmpBucket, IcmpBucketKey,
     LanConfig, LocalAddrKey, LocalAddrValue, RouteValue, SaInKey, SaInValue, TunnelStats,
@@ -45,8 +45,12 @@ static ROUTES_V4_TBL24: Array<u64> =
 static ROUTES_V4_TBL8: Array<u64> =
     Array::with_max_entries(route4::TBL8_ELEMENTS, route4::MAP_FLAGS);
 #[map]
-static ROUTES_V6: LpmTrie<[u8; 16], RouteValue> =
-    LpmTrie::with_max_entries(ROUTES_V6_MAX_ENTRIES, 0);
+static ROUTES_V6: HashMap<route6::Key, RouteValue> =
+    HashMap::with_max_entries(ROUTES_V6_MAX_ENTRIES, route6::HASH_FLAGS);
+/// The prefix lengths in use in `ROUTES_V6` (`gateway_common::route6`).
+#[map]
+static ROUTES_V6_LENGTHS: Array<u64> =
+    Array::with_max_entries(route6::LENGTH_WORDS, route6::LENGTHS_FLAGS);
 #[map]
 static LOCAL_ADDRS: HashMap<LocalAddrKey, LocalAddrValue> =
     HashMap::with_max_entries(LOCAL_ADDRS_MAX_ENTRIES, 0);
@@ -567,6 +571,59 @@ fn route_v4(dst: [u8; 4]) -> Option<u32> {
     Some(e & route4::VALUE_MASK)
 }
 
+/// The tunnel of the longest IPv6 prefix holding `dst`: the lengths in
+/// use, longest first, one hash lookup each until one hits.
+#[inline(always)]
+fn route_v6(dst: [u8; 16]) -> Option<u32> {
+    let a = u128::from_be_bytes(dst);
+    let (hi, lo) = ((a >> 64) as u64, a as u64);
+    let w0 = *ROUTES_V6_LENGTHS.get(0)?;
+    let w1 = *ROUTES_V6_LENGTHS.get(1)?;
+    let w2 = *ROUTES_V6_LENGTHS.get(2)?;
+    if w2 & 1 != 0 {
+        if let Some(t) = lookup_v6(128, hi, lo) {
+            return Some(t);
+        }
+    }
+    if let Some(t) = probe_lengths(w1, 64, hi, lo) {
+        return Some(t);
+    }
+    probe_lengths(w0, 0, hi, lo)
+}
+
+/// Probes the lengths `base + bit` for the bits set in `w`, highest
+/// first. One path goes on from each iteration (a miss), so the verifier
+/// walks 64 iterations, not a tree of them.
+#[inline(always)]
+fn probe_lengths(mut w: u64, base: u32, hi: u64, lo: u64) -> Option<u32> {
+    for _ in 0..64 {
+        if w == 0 {
+            return None;
+        }
+        let bit = route6::top_bit(w);
+        w &= !(1u64 << bit);
+        // The first `bit` bits of the half this word's lengths end in.
+        let mask = !(!0u64 >> bit);
+        let t = if base == 64 {
+            lookup_v6(64 + bit, hi, lo & mask)
+        } else {
+            lookup_v6(bit, hi & mask, 0)
+        };
+        if t.is_some() {
+            return t;
+        }
+    }
+    None
+}
+
+/// The route of the prefix `hi:lo` (host bits already zero) of `len` bits.
+#[inline(always)]
+fn lookup_v6(len: u32, hi: u64, lo: u64) -> Option<u32> {
+    let key = route6::key_of_masked(hi, lo, len);
+    // SAFETY: the value is copied out at once.
+    unsafe { ROUTES_V6.get(&key) }.map(|r| r.tunnel_id)
+}
+
 #[inline(always)]
 fn store<T>(p: *mut u8, off: usize, v: T) {
     // SAFETY: callers pass a pointer checked by ptr_at for a range that
@@ -905,7 +962,7 @@ fn lan_ingress_verdict(ctx: &XdpContext) -> u32 {
                 return XDP_PASS;
             }
             let Some((tunnel_id, t)) =
-                lan_route(ROUTES_V6.get(Key::new(128, ip.dst)).map(|r| r.tunnel_id))
+                lan_route(route_v6(ip.dst))
             else {
                 return XDP_PASS;
             };

@@ -1514,6 +1514,80 @@ fn lan_route_table_follows_adds_and_removes() {
     assert_eq!(dp.routes_v4_len(), 3, "the routes of program_maps remain");
 }
 
+/// The IPv6 table under changes: random prefixes from /0 to /128 around
+/// one /64 added, replaced and removed; after each burst `lan_ingress`
+/// steers every probe to the tunnel of the longest installed prefix that
+/// holds it (a reference computed here), or passes it.
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn lan_route_table_v6_follows_adds_and_removes() {
+    let mut dp = load();
+    program_maps(&mut dp);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    // 2001:db8:7::/64 and the addresses near it (map data only).
+    let base = u128::from(Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 0));
+    let addr = |r: u64| Ipv6Addr::from(base | (r as u128 & 0xff) | ((r as u128 >> 8 & 3) << 64));
+    let masked = |a: Ipv6Addr, len: u8| {
+        let a = u128::from(a);
+        if len == 0 {
+            0
+        } else {
+            a & (u128::MAX << (128 - len))
+        }
+    };
+    let mut live: std::collections::HashMap<(u128, u8), u32> = Default::default();
+    for burst in 0..8 {
+        for _ in 0..30 {
+            let r = rnd();
+            if live.is_empty() || r % 3 != 0 {
+                let len = [0u8, 32, 48, 63, 64, 65, 100, 120, 127, 128][(r >> 32) as usize % 10];
+                let a = addr(rnd());
+                let t = 1 + (r >> 40) as u32 % 2;
+                dp.add_route_v6(a, len, t).expect("route");
+                live.insert((masked(a, len), len), t);
+            } else {
+                let keys: Vec<_> = live.keys().copied().collect();
+                let (p, len) = keys[(r >> 8) as usize % keys.len()];
+                dp.remove_route_v6(Ipv6Addr::from(p), len).expect("remove");
+                live.remove(&(p, len));
+            }
+        }
+        let cases: Vec<_> = (0..64)
+            .map(|_| {
+                let a = addr(rnd());
+                let best = (0..=128u8).rev().find_map(|l| live.get(&(masked(a, l), l)));
+                let want = match best {
+                    Some(&t) => steer_out(t),
+                    // 2001:db8:200::/48 of program_maps is elsewhere.
+                    None => Expect::Pass,
+                };
+                let frame = ethernet(
+                    ETH_P_IPV6,
+                    None,
+                    &Ipv6::new(VPC6, a, IPPROTO_UDP).build(&udp(1, 2, &[0; 16])),
+                );
+                case(format!("burst {burst}: {a}"), LAN, frame, want)
+            })
+            .collect();
+        run_cases(&dp, &cases);
+    }
+    assert_eq!(
+        dp.routes_v6_len(),
+        live.len() + 1,
+        "with the /48 of program_maps"
+    );
+    for (p, len) in live.into_keys() {
+        dp.remove_route_v6(Ipv6Addr::from(p), len).expect("remove");
+    }
+    assert_eq!(dp.routes_v6_len(), 1);
+}
+
 /// The records aya-log delivers: level and text.
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<(log::Level, String)>>>);

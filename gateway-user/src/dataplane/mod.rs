@@ -3,8 +3,8 @@
 //! running them on synthetic frames through BPF_PROG_TEST_RUN
 //! ([`test_run`]), and the one place where test and benchmark frames are
 //! built ([`packet`]). User side: the agent-facing backend that keeps the SA
-//! table and the maps in step ([`backend`]), the writer of the IPv4 route
-//! table that `lan_ingress` reads ([`route4`]), the AF_XDP workers
+//! table and the maps in step ([`backend`]), the writers of the route
+//! tables that `lan_ingress` reads ([`routes`]), the AF_XDP workers
 //! ([`worker`]), the TUN slow path ([`slowpath`]), and packet sizes through
 //! a tunnel: inner MTU, MSS clamping, ICMP too-big errors ([`mtu`]).
 
@@ -13,7 +13,7 @@ pub mod drop_events;
 pub mod mtu;
 pub mod packet;
 pub mod police;
-pub mod route4;
+pub mod routes;
 pub mod slowpath;
 pub mod test_run;
 /// A harness of the worker pipeline for tests and fuzzing.

@@ -19,10 +19,7 @@ use std::{
 };
 
 use aya::{
-    maps::{
-        lpm_trie::{Key, LpmTrie},
-        Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, XskMap,
-    },
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, XskMap},
     programs::{
         links::{FdLink, PinnedLink},
         xdp::{XdpLink, XdpLinkId},
@@ -31,13 +28,14 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use gateway_common::{
-    map_names, program_names, route4, stats_index, Direction, DropReason, LanConfig, LocalAddrKey,
-    LocalAddrValue, RouteValue, SaInKey, SaInValue, TunnelStats, TunnelValue, TUNNELS_MAX_ENTRIES,
+    map_names, program_names, route4, route6, stats_index, Direction, DropReason, LanConfig,
+    LocalAddrKey, LocalAddrValue, RouteValue, SaInKey, SaInValue, TunnelStats, TunnelValue,
+    TUNNELS_MAX_ENTRIES,
 };
 use gateway_config::{Config, XdpMode};
 use thiserror::Error;
 
-use super::route4::{MappedArray, Route4Error, Route4Table};
+use super::routes::{MappedArray, Route4Error, Route4Table, Route6Lengths};
 use super::EBPF_OBJECT;
 
 /// Errors of the XDP loader. Each Display is one line meant for an operator.
@@ -170,6 +168,8 @@ pub struct XdpDataplane {
     pinned: Vec<PathBuf>,
     /// The IPv4 routes: `ROUTES_V4_TBL24` / `ROUTES_V4_TBL8`, mapped.
     routes_v4: Route4Table<MappedArray>,
+    /// The IPv6 prefixes and `ROUTES_V6_LENGTHS`, mapped.
+    lengths_v6: Route6Lengths<MappedArray>,
 }
 
 impl std::fmt::Debug for XdpDataplane {
@@ -239,6 +239,11 @@ impl XdpDataplane {
             map_array(&ebpf, map_names::ROUTES_V4_TBL8, route4::TBL8_ELEMENTS)?,
             route4::TBL8_GROUPS,
         );
+        let lengths_v6 = Route6Lengths::new(map_array(
+            &ebpf,
+            map_names::ROUTES_V6_LENGTHS,
+            route6::LENGTH_WORDS,
+        )?);
         let mut dp = Self {
             ebpf,
             attachments: Vec::new(),
@@ -246,6 +251,7 @@ impl XdpDataplane {
             pin_dir: None,
             pinned: Vec::new(),
             routes_v4,
+            lengths_v6,
         };
         for &name in names {
             let prog = dp.xdp_program(name)?;
@@ -700,20 +706,41 @@ impl XdpDataplane {
         self.routes_v4.len()
     }
 
+    /// Routes `prefix/len` into `tunnel_id` (replacing any previous route of
+    /// that prefix): the prefix into `ROUTES_V6`, then its length into the
+    /// bitmap that lookups follow.
     pub fn add_route_v6(
         &mut self,
         prefix: Ipv6Addr,
         len: u8,
         tunnel_id: u32,
     ) -> Result<(), XdpError> {
+        if tunnel_id >= TUNNELS_MAX_ENTRIES {
+            return Err(XdpError::TunnelIdOutOfRange(tunnel_id));
+        }
+        let key = key_v6(prefix, len)?;
         let mut m = self.routes_v6()?;
-        m.insert(&key_v6(prefix, len)?, RouteValue { tunnel_id }, 0)
-            .map_err(map_err(map_names::ROUTES_V6))
+        m.insert(key, RouteValue { tunnel_id }, 0)
+            .map_err(map_err(map_names::ROUTES_V6))?;
+        self.lengths_v6
+            .inserted(u128::from_be_bytes(key.prefix), len);
+        Ok(())
     }
 
+    /// Removes the route of `prefix/len` (absent is not an error); its
+    /// length leaves the bitmap after its last prefix.
     pub fn remove_route_v6(&mut self, prefix: Ipv6Addr, len: u8) -> Result<(), XdpError> {
+        let key = key_v6(prefix, len)?;
         let mut m = self.routes_v6()?;
-        ignore_missing(m.remove(&key_v6(prefix, len)?)).map_err(map_err(map_names::ROUTES_V6))
+        ignore_missing(m.remove(&key)).map_err(map_err(map_names::ROUTES_V6))?;
+        self.lengths_v6
+            .removed(u128::from_be_bytes(key.prefix), len);
+        Ok(())
+    }
+
+    /// How many IPv6 prefixes the table holds.
+    pub fn routes_v6_len(&self) -> usize {
+        self.lengths_v6.len()
     }
 
     /// Bulk insert for large tables (memory writes into the mapped
@@ -730,9 +757,9 @@ impl XdpDataplane {
         Ok(n)
     }
 
-    fn routes_v6(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 16], RouteValue>, XdpError> {
+    fn routes_v6(&mut self) -> Result<HashMap<&mut MapData, route6::Key, RouteValue>, XdpError> {
         let name = map_names::ROUTES_V6;
-        LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name))
+        HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))
     }
 
     /// Replaces the set of our public addresses (ESP to anything else is
@@ -923,7 +950,7 @@ fn check_len_v4(len: u8) -> Result<(), XdpError> {
     Ok(())
 }
 
-/// Maps the route table `name` of `elements` two-entry elements into the
+/// Maps the route table `name` of `elements` 8-byte elements into the
 /// daemon.
 fn map_array(ebpf: &Ebpf, name: &'static str, elements: u32) -> Result<MappedArray, XdpError> {
     let Some(Map::Array(data)) = ebpf.map(name) else {
@@ -934,14 +961,16 @@ fn map_array(ebpf: &Ebpf, name: &'static str, elements: u32) -> Result<MappedArr
         .map_err(|source| XdpError::MapMemory { map: name, source })
 }
 
-fn key_v6(prefix: Ipv6Addr, len: u8) -> Result<Key<[u8; 16]>, XdpError> {
+/// The `ROUTES_V6` key of `prefix/len` (host bits cleared).
+fn key_v6(prefix: Ipv6Addr, len: u8) -> Result<route6::Key, XdpError> {
     if len > 128 {
         return Err(XdpError::BadPrefixLen {
             len,
             family: "IPv6",
         });
     }
-    Ok(Key::new(len.into(), prefix.octets()))
+    let a = u128::from(prefix);
+    Ok(route6::key((a >> 64) as u64, a as u64, len.into()))
 }
 
 /// The `LOCAL_ADDRS` key of an address.

@@ -1,7 +1,15 @@
-//! The writer of the IPv4 route table that `lan_ingress` reads: DIR-24-8
-//! over two BPF array maps (layout and entry encoding in
-//! `gateway_common::route4`), written in place through `mmap` while the
-//! data path reads it.
+//! The writers of the route tables that `lan_ingress` reads, written in
+//! place while the data path reads them.
+//!
+//! IPv4 ([`Route4Table`]): DIR-24-8 over two BPF array maps (layout and
+//! entry encoding in `gateway_common::route4`), written through `mmap`.
+//!
+//! IPv6 ([`Route6Lengths`]): the prefixes go into one BPF hash map keyed
+//! by (length, prefix) (`gateway_common::route6`), written by the caller;
+//! this keeps the bitmap of the lengths in use, set after a length's first
+//! prefix is in and cleared after its last is out.
+//!
+//! IPv4 in detail.
 //!
 //! The update rules are those of DPDK's `rte_lpm`: every entry carries the
 //! prefix length of the route it holds, so a route overwrites exactly the
@@ -16,9 +24,9 @@
 //! intact. The daemon keeps the set of prefixes itself (the maps hold only
 //! what the lookups need).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gateway_common::route4::{
@@ -47,7 +55,8 @@ impl Cells for Vec<u32> {
 }
 
 /// A BPF array map mapped into this process (`BPF_F_MMAPABLE`) and seen as
-/// `u32` entries (two per 8-byte element, `route4::ENTRIES_PER_ELEMENT`).
+/// `u32` entries (two per 8-byte element, `route4::ENTRIES_PER_ELEMENT`)
+/// or as its `u64` elements.
 pub struct MappedArray {
     ptr: *mut AtomicU32,
     len: usize,
@@ -83,6 +92,13 @@ impl MappedArray {
             ptr: ptr.cast(),
             len,
         })
+    }
+
+    /// Element `i` of the array seen as `u64` elements.
+    fn word(&self, i: usize) -> &AtomicU64 {
+        assert!(2 * i + 1 < self.len, "word {i} out of {}", self.len / 2);
+        // SAFETY: in bounds (checked above) of a live, page-aligned mapping.
+        unsafe { &*self.ptr.cast::<AtomicU64>().add(i) }
     }
 
     fn cell(&self, i: usize) -> &AtomicU32 {
@@ -314,6 +330,96 @@ impl<C: Cells> Route4Table<C> {
     }
 }
 
+/// The bitmap words of `ROUTES_V6_LENGTHS`: the mapped array, or an array
+/// in unit tests.
+pub trait Words {
+    fn word(&self, i: usize) -> u64;
+    /// One aligned 8-byte store, ordered after every store before it
+    /// (and so after the hash map update that preceded it).
+    fn set_word(&mut self, i: usize, v: u64);
+}
+
+impl Words for [u64; 3] {
+    fn word(&self, i: usize) -> u64 {
+        self[i]
+    }
+    fn set_word(&mut self, i: usize, v: u64) {
+        self[i] = v;
+    }
+}
+
+impl Words for MappedArray {
+    fn word(&self, i: usize) -> u64 {
+        MappedArray::word(self, i).load(Ordering::Relaxed)
+    }
+    fn set_word(&mut self, i: usize, v: u64) {
+        MappedArray::word(self, i).store(v, Ordering::Release);
+    }
+}
+
+/// The IPv6 prefixes installed and the bitmap of their lengths.
+pub struct Route6Lengths<W> {
+    words: W,
+    /// Prefixes per length.
+    counts: [u32; 129],
+    /// Every prefix installed (host bits zero), to tell a new prefix from
+    /// a replaced route.
+    prefixes: HashSet<(u128, u8)>,
+}
+
+impl<W: Words> Route6Lengths<W> {
+    /// Over zeroed words.
+    pub fn new(words: W) -> Self {
+        Self {
+            words,
+            counts: [0; 129],
+            prefixes: HashSet::new(),
+        }
+    }
+
+    /// After `prefix/len` went into the hash map: its length's bit is set.
+    pub fn inserted(&mut self, prefix: u128, len: u8) {
+        let len = len.min(128);
+        if self.prefixes.insert((prefix, len)) {
+            self.counts[len as usize] += 1;
+            if self.counts[len as usize] == 1 {
+                let (i, bit) = (len as usize / 64, len % 64);
+                self.words.set_word(i, self.words.word(i) | 1 << bit);
+            }
+        }
+    }
+
+    /// After `prefix/len` left the hash map: its length's bit is cleared
+    /// if it was the last of that length.
+    pub fn removed(&mut self, prefix: u128, len: u8) {
+        let len = len.min(128);
+        if self.prefixes.remove(&(prefix, len)) {
+            self.counts[len as usize] -= 1;
+            if self.counts[len as usize] == 0 {
+                let (i, bit) = (len as usize / 64, len % 64);
+                self.words.set_word(i, self.words.word(i) & !(1 << bit));
+            }
+        }
+    }
+
+    /// How many prefixes are installed.
+    pub fn len(&self) -> usize {
+        self.prefixes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.prefixes.is_empty()
+    }
+
+    /// The lengths in use, longest first: the order a lookup probes them.
+    pub fn lengths(&self) -> Vec<u8> {
+        (0..=128u8)
+            .rev()
+            .filter(|&l| self.words.word(l as usize / 64) & 1 << (l % 64) != 0)
+            .collect()
+    }
+}
+
 /// The prefix's address in host order with its host bits cleared.
 fn masked(prefix: Ipv4Addr, len: u8) -> u32 {
     let a = u32::from(prefix);
@@ -389,6 +495,31 @@ mod tests {
         t.remove(ip("10.0.0.0"), 8).unwrap();
         assert!(t.is_empty());
         assert!(t.tbl24.iter().all(|&e| e == 0));
+    }
+
+    #[test]
+    fn v6_length_bits_follow_the_first_and_last_prefix_of_each_length() {
+        let mut l = Route6Lengths::new([0u64; 3]);
+        let p = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
+        l.inserted(p("2001:db8:1::"), 48);
+        l.inserted(p("2001:db8:2::"), 48);
+        l.inserted(p("2001:db8:2::"), 48); // a replaced route
+        l.inserted(p("::"), 0);
+        l.inserted(p("2001:db8::1"), 128);
+        l.inserted(p("2001:db8::"), 64);
+        assert_eq!(l.lengths(), vec![128, 64, 48, 0]);
+        assert_eq!(l.words, [1 | 1 << 48, 1, 1]);
+        assert_eq!(l.len(), 5);
+        l.removed(p("2001:db8:1::"), 48);
+        assert_eq!(l.lengths(), vec![128, 64, 48, 0], "one /48 is left");
+        l.removed(p("2001:db8:9::"), 48); // never installed
+        l.removed(p("2001:db8:2::"), 48);
+        l.removed(p("2001:db8::1"), 128);
+        assert_eq!(l.lengths(), vec![64, 0]);
+        l.removed(p("2001:db8::"), 64);
+        l.removed(p("::"), 0);
+        assert!(l.is_empty());
+        assert_eq!(l.words, [0; 3]);
     }
 
     #[test]
