@@ -21,7 +21,6 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use aya_log_ebpf::{debug, info, warn};
-use gateway_common::{route4, route6};
 use gateway_common::{
     drop_event_level, icmp_allow, stats_index, Direction, DropReason, IcmpBucket, IcmpBucketKey,
     LanConfig, LocalAddrKey, LocalAddrValue, RouteValue, SaInKey, SaInValue, TunnelStats,
@@ -31,6 +30,7 @@ use gateway_common::{
     SA_INDEX_NONE, SA_IN_MAX_ENTRIES, STATS_MAX_ENTRIES, TUNNELS_MAX_ENTRIES, TUNNEL_UP,
     XDP_META_MAGIC, XSKS_LAN_BASE, XSKS_MAX_ENTRIES,
 };
+use gateway_common::{route4, route6};
 
 #[map]
 static SA_IN: HashMap<SaInKey, SaInValue> = HashMap::with_max_entries(SA_IN_MAX_ENTRIES, 0);
@@ -961,9 +961,7 @@ fn lan_ingress_verdict(ctx: &XdpContext) -> u32 {
             if ip.hop_limit <= 1 {
                 return XDP_PASS;
             }
-            let Some((tunnel_id, t)) =
-                lan_route(route_v6(ip.dst))
-            else {
+            let Some((tunnel_id, t)) = lan_route(route_v6(ip.dst)) else {
                 return XDP_PASS;
             };
             let mtu = t.effective_inner_mtu();
