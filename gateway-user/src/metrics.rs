@@ -344,6 +344,46 @@ pub fn render(
                 );
             }
         }
+        let routes = xdp.route_table_usage();
+        header(
+            &mut out,
+            "s2s_xdp_routes",
+            "gauge",
+            "Prefixes in the XDP route tables, by family.",
+        );
+        let _ = writeln!(
+            out,
+            "s2s_xdp_routes{{family=\"ipv4\"}} {}",
+            routes.v4_prefixes
+        );
+        let _ = writeln!(
+            out,
+            "s2s_xdp_routes{{family=\"ipv6\"}} {}",
+            routes.v6_prefixes
+        );
+        header(
+            &mut out,
+            "s2s_xdp_route_groups_v4",
+            "gauge",
+            "Groups of the IPv4 table (one per /24 holding prefixes longer than /24) in use, and the limit.",
+        );
+        let _ = writeln!(
+            out,
+            "s2s_xdp_route_groups_v4{{state=\"used\"}} {}",
+            routes.v4_groups_used
+        );
+        let _ = writeln!(
+            out,
+            "s2s_xdp_route_groups_v4{{state=\"limit\"}} {}",
+            routes.v4_groups_limit
+        );
+        header(
+            &mut out,
+            "s2s_xdp_route_slow_24s_v4",
+            "gauge",
+            "IPv4 /24s whose packets the XDP route table leaves to the kernel (slow path) because no group was free.",
+        );
+        let _ = writeln!(out, "s2s_xdp_route_slow_24s_v4 {}", routes.v4_punted);
     }
     header(
         &mut out,

@@ -1514,6 +1514,64 @@ fn lan_route_table_follows_adds_and_removes() {
     assert_eq!(dp.routes_v4_len(), 3, "the routes of program_maps remain");
 }
 
+/// A table sized for two groups (`datapath.route_groups_v4 = 2`): a third
+/// /24 with a longer prefix has no group, so `lan_ingress` leaves that
+/// whole /24 to the kernel (never steering by a route the longer prefix
+/// overrides), while the other /24s keep their fast path; once a group is
+/// freed and its grace has passed, the next change gives the /24 its group
+/// back, built from the routes.
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn a_small_route_table_leaves_a_24_to_the_kernel_until_a_group_frees() {
+    let mut dp = XdpDataplane::load_unattached_with_groups(2).expect("load");
+    program_maps(&mut dp);
+    // program_maps holds two /25s in two /24s: both groups in use.
+    assert_eq!(dp.route_table_usage().v4_groups_used, 2);
+    assert_eq!(dp.route_table_usage().v4_groups_limit, 2);
+    dp.add_route_v4(Ipv4Addr::new(198, 51, 100, 0), 24, 2)
+        .expect("a /24 needs no group");
+    dp.add_route_v4(Ipv4Addr::new(198, 51, 100, 7), 32, 1)
+        .expect("a third group: the /24 goes to the kernel");
+    assert_eq!(dp.route_table_usage().v4_punted, 1);
+    let to = |dst: Ipv4Addr| {
+        ethernet(
+            ETH_P_IP,
+            None,
+            &Ipv4::new(VPC4, dst, IPPROTO_UDP).build(&udp(1, 2, &[0; 16])),
+        )
+    };
+    let (host, other) = (
+        Ipv4Addr::new(198, 51, 100, 7),
+        Ipv4Addr::new(198, 51, 100, 9),
+    );
+    run_cases(
+        &dp,
+        &[
+            case(
+                "the /24 of program_maps",
+                LAN,
+                to(Ipv4Addr::new(203, 0, 113, 10)),
+                steer_out(1),
+            ),
+            case("the /32 without a group", LAN, to(host), Expect::Pass),
+            case("its /24 without a group", LAN, to(other), Expect::Pass),
+        ],
+    );
+    dp.remove_route_v4(Ipv4Addr::new(192, 0, 2, 128), 25)
+        .expect("remove");
+    std::thread::sleep(gateway_user::dataplane::routes::GROUP_GRACE);
+    dp.add_route_v4(Ipv4Addr::new(192, 0, 2, 0), 24, 1)
+        .expect("a change");
+    assert_eq!(dp.route_table_usage().v4_punted, 0);
+    run_cases(
+        &dp,
+        &[
+            case("the /32 with its group", LAN, to(host), steer_out(1)),
+            case("its /24 with its group", LAN, to(other), steer_out(2)),
+        ],
+    );
+}
+
 /// The IPv6 table under changes: random prefixes from /0 to /128 around
 /// one /64 added, replaced and removed; after each burst `lan_ingress`
 /// steers every probe to the tunnel of the longest installed prefix that

@@ -340,6 +340,11 @@ pub struct DatapathSection {
     /// `SO_BUSY_POLL_BUDGET`: packets per NAPI poll when busy polling.
     #[serde(default = "default_busy_poll_budget")]
     pub busy_poll_budget: u16,
+    /// How many /24s may hold IPv4 prefixes longer than /24 at once in the
+    /// XDP route table (1 KiB of kernel memory each; prefixes up to /24
+    /// need none). Read at start.
+    #[serde(default = "default_route_groups_v4")]
+    pub route_groups_v4: u32,
 }
 
 impl Default for DatapathSection {
@@ -351,6 +356,7 @@ impl Default for DatapathSection {
             drop_events: DropEvents::default(),
             busy_poll_usecs: 0,
             busy_poll_budget: default_busy_poll_budget(),
+            route_groups_v4: default_route_groups_v4(),
         }
     }
 }
@@ -368,6 +374,14 @@ pub const MAX_BUSY_POLL_USECS: u32 = 1000;
 
 fn default_busy_poll_budget() -> u16 {
     64
+}
+
+/// Most groups `datapath.route_groups_v4` may ask for (the size the XDP
+/// object declares).
+pub const MAX_ROUTE_GROUPS_V4: u32 = 65_536;
+
+fn default_route_groups_v4() -> u32 {
+    4096
 }
 
 /// Which XDP drops are sent to the daemon's log, by level: each level
@@ -531,6 +545,12 @@ impl Config {
         }
         if self.datapath.busy_poll_budget == 0 || self.datapath.busy_poll_budget > 1024 {
             bad("datapath.busy_poll_budget must be between 1 and 1024".into());
+        }
+        if self.datapath.route_groups_v4 == 0 || self.datapath.route_groups_v4 > MAX_ROUTE_GROUPS_V4
+        {
+            bad(format!(
+                "datapath.route_groups_v4 must be between 1 and {MAX_ROUTE_GROUPS_V4}"
+            ));
         }
         let l = &self.child_sa;
         for (what, soft, hard) in [
@@ -841,6 +861,10 @@ impl Config {
                 "datapath.busy_poll_budget",
                 a.datapath.busy_poll_budget == b.datapath.busy_poll_budget,
             ),
+            (
+                "datapath.route_groups_v4",
+                a.datapath.route_groups_v4 == b.datapath.route_groups_v4,
+            ),
             ("child_sa", a.child_sa == b.child_sa),
         ]
         .into_iter()
@@ -1082,6 +1106,22 @@ mod tests {
             let err = Config::parse(&format!("{base}{bad}\n")).unwrap_err();
             assert!(
                 err.to_string().contains("datapath.busy_poll"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn route_groups_default_and_bounds() {
+        let base = "[interfaces]\nwan = \"a\"\nlan = \"b\"\n[datapath]\n";
+        assert_eq!(Config::parse(base).unwrap().datapath.route_groups_v4, 4096);
+        let c = Config::parse(&format!("{base}route_groups_v4 = 65536\n")).unwrap();
+        assert_eq!(c.datapath.route_groups_v4, MAX_ROUTE_GROUPS_V4);
+        for bad in ["route_groups_v4 = 0", "route_groups_v4 = 65537"] {
+            let err = Config::parse(&format!("{base}{bad}\n")).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("datapath.route_groups_v4 must be between 1 and 65536"),
                 "{bad}: {err}"
             );
         }

@@ -8,7 +8,7 @@
 //! the SA; the replay window takes a short per-SA spin lock to mark (see
 //! [`crate::replay`]).
 //! Per-tunnel counters are relaxed atomics shared by all workers of a
-//! tunnel; the table does not own routes (they live in the XDP LPM maps).
+//! tunnel; the table does not own routes (they live in the XDP route tables).
 //! When a NAT'd peer's mapping changes (RFC 3948, RFC 7296 §2.23), the
 //! UDP destination port of an installed outbound SA moves in place (an
 //! atomic in its entry), so its keys and sequence numbers carry on.
@@ -967,7 +967,7 @@ impl DataPlane for SaTable {
     ) -> Result<(), DataPlaneError> {
         SaTable::set_outbound_udp_dst_port(self, tunnel, spi, port)
     }
-    /// Routes live in the XDP LPM maps and the kernel table, not here: the
+    /// Routes live in the XDP route tables and the kernel table, not here: the
     /// real data plane composes an `SaTable` with those. Standalone, the
     /// table accepts and ignores route calls.
     fn install_route(&self, _prefix: IpPrefix, _tunnel: TunnelId) -> Result<(), DataPlaneError> {

@@ -150,7 +150,7 @@ struct State {
     free_slots: Vec<u32>,
     next_slot: u32,
     /// Per prefix, the tunnels that announced it, oldest first; the last
-    /// one is programmed (a prefix maps to one tunnel in the LPM maps).
+    /// one is programmed (a prefix maps to one tunnel in the XDP route tables).
     routes: BTreeMap<IpPrefix, Vec<TunnelId>>,
     /// TUN interface of each tunnel, for kernel routes.
     tun_ifindex: HashMap<TunnelId, u32>,

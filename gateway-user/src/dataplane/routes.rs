@@ -24,7 +24,7 @@
 //! intact. The daemon keeps the set of prefixes itself (the maps hold only
 //! what the lookups need).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -131,14 +131,6 @@ pub enum Route4Error {
     BadLength(u8),
     #[error("tunnel id {0} does not fit a route entry")]
     BadTunnel(u32),
-    #[error(
-        "the IPv4 route table is full: all {groups} groups for /24s holding prefixes longer than /24 are in use ({waiting} freed less than {grace:?} ago)"
-    )]
-    Full {
-        groups: u32,
-        waiting: usize,
-        grace: Duration,
-    },
 }
 
 /// The IPv4 route table and the prefixes it was built from.
@@ -153,6 +145,9 @@ pub struct Route4Table<C> {
     groups: u32,
     freed: VecDeque<(u32, Instant)>,
     grace: Duration,
+    /// /24s (by number, address >> 8) left to the kernel for want of a
+    /// group: their `TBL24` entry is 0 whatever the routes say.
+    punted: BTreeSet<u32>,
 }
 
 impl<C: Cells> Route4Table<C> {
@@ -166,6 +161,7 @@ impl<C: Cells> Route4Table<C> {
             groups: groups.min(TBL8_GROUPS),
             freed: VecDeque::new(),
             grace: GROUP_GRACE,
+            punted: BTreeSet::new(),
         }
     }
 
@@ -178,13 +174,29 @@ impl<C: Cells> Route4Table<C> {
         self.len() == 0
     }
 
+    /// Groups the table has room for.
+    pub fn groups(&self) -> u32 {
+        self.groups
+    }
+
     /// Groups in use (linked from `TBL24`).
     pub fn groups_in_use(&self) -> u32 {
         self.next_group - self.freed.len() as u32
     }
 
+    /// /24s left to the kernel because no group was free for them.
+    pub fn punted(&self) -> usize {
+        self.punted.len()
+    }
+
     /// Routes `prefix/len` into `tunnel_id`, replacing any route of that
-    /// prefix. On error the table is unchanged.
+    /// prefix. A prefix longer than /24 in a /24 that has no group yet
+    /// takes one; when none is free, that /24 is left to the kernel (its
+    /// entry says "no route", so `lan_ingress` passes its packets and the
+    /// kernel routes them through the tunnel's TUN by the same routes) and
+    /// gets its group back at a later change once one is free. The fast
+    /// path never steers a packet where the routes do not send it. On
+    /// error the table is unchanged.
     pub fn insert(&mut self, prefix: Ipv4Addr, len: u8, tunnel_id: u32) -> Result<(), Route4Error> {
         if len > 32 {
             return Err(Route4Error::BadLength(len));
@@ -192,47 +204,65 @@ impl<C: Cells> Route4Table<C> {
         if tunnel_id > VALUE_MASK {
             return Err(Route4Error::BadTunnel(tunnel_id));
         }
+        self.restore_punted();
         let p = masked(prefix, len);
         let new = route(tunnel_id, len);
+        self.prefixes[len as usize].insert(p, tunnel_id);
         if len <= 24 {
             let first = (p >> 8) as usize;
             for i in first..first + (1usize << (24 - len)) {
+                if !self.punted.is_empty() && self.punted.contains(&(i as u32)) {
+                    continue;
+                }
                 let e = self.tbl24.get(i);
                 if e & GROUP != 0 {
                     let base = group_base(e);
-                    for j in base..base + TBL8_GROUP_ENTRIES as usize {
-                        if covered(self.tbl8.get(j), len) {
-                            self.tbl8.set(j, new);
-                        }
-                    }
+                    self.write_range(base, base + TBL8_GROUP_ENTRIES as usize, new, len);
                 } else if covered(e, len) {
                     self.tbl24.set(i, new);
                 }
             }
+            return Ok(());
+        }
+        let i = (p >> 8) as usize;
+        if self.punted.contains(&(i as u32)) {
+            return Ok(());
+        }
+        let e = self.tbl24.get(i);
+        let base = if e & GROUP != 0 {
+            group_base(e)
         } else {
-            let i = (p >> 8) as usize;
-            let e = self.tbl24.get(i);
-            let base = if e & GROUP != 0 {
-                group_base(e)
-            } else {
-                // Filled with what the /24 answers today, then linked.
-                let g = self.alloc_group()?;
-                let base = (g * TBL8_GROUP_ENTRIES) as usize;
-                for j in base..base + TBL8_GROUP_ENTRIES as usize {
-                    self.tbl8.set(j, e);
-                }
-                self.tbl24.set(i, group(g));
-                base
+            let Some(g) = self.alloc_group() else {
+                tracing::warn!(
+                    prefix = %Ipv4Addr::from(p), len, groups = self.groups,
+                    waiting = self.freed.len(),
+                    "IPv4 route table full: this /24 is left to the kernel (slow path) until a group is free; raise datapath.route_groups_v4"
+                );
+                self.tbl24.set(i, 0);
+                self.punted.insert(i as u32);
+                return Ok(());
             };
-            let first = base + (p & 0xff) as usize;
-            for j in first..first + (1usize << (32 - len)) {
-                if covered(self.tbl8.get(j), len) {
-                    self.tbl8.set(j, new);
-                }
+            // Filled with what the /24 answers today, then linked.
+            let base = (g * TBL8_GROUP_ENTRIES) as usize;
+            for j in base..base + TBL8_GROUP_ENTRIES as usize {
+                self.tbl8.set(j, e);
+            }
+            self.tbl24.set(i, group(g));
+            base
+        };
+        let first = base + (p & 0xff) as usize;
+        self.write_range(first, first + (1usize << (32 - len)), new, len);
+        Ok(())
+    }
+
+    /// Writes the route `new` of `len` bits over the entries of `TBL8`
+    /// in `range` that hold nothing or a shorter route.
+    fn write_range(&mut self, from: usize, to: usize, new: u32, len: u8) {
+        for j in from..to {
+            if covered(self.tbl8.get(j), len) {
+                self.tbl8.set(j, new);
             }
         }
-        self.prefixes[len as usize].insert(p, tunnel_id);
-        Ok(())
     }
 
     /// Removes the route of `prefix/len` (absent: nothing happens); its
@@ -241,6 +271,7 @@ impl<C: Cells> Route4Table<C> {
         if len > 32 {
             return Err(Route4Error::BadLength(len));
         }
+        self.restore_punted();
         let p = masked(prefix, len);
         if self.prefixes[len as usize].remove(&p).is_none() {
             return Ok(());
@@ -250,6 +281,9 @@ impl<C: Cells> Route4Table<C> {
         if len <= 24 {
             let first = (p >> 8) as usize;
             for i in first..first + (1usize << (24 - len)) {
+                if !self.punted.is_empty() && self.punted.contains(&(i as u32)) {
+                    continue;
+                }
                 let e = self.tbl24.get(i);
                 if e & GROUP != 0 {
                     let base = group_base(e);
@@ -262,33 +296,76 @@ impl<C: Cells> Route4Table<C> {
                     self.tbl24.set(i, fallback);
                 }
             }
-        } else {
-            let i = (p >> 8) as usize;
-            let e = self.tbl24.get(i);
-            debug_assert!(e & GROUP != 0, "a /{len} without its group");
-            if e & GROUP == 0 {
-                return Ok(());
-            }
-            let base = group_base(e);
-            let first = base + (p & 0xff) as usize;
-            for j in first..first + (1usize << (32 - len)) {
-                if mine(self.tbl8.get(j)) {
-                    self.tbl8.set(j, fallback);
-                }
-            }
-            // No prefix longer than /24 left in this /24: every entry of
-            // the group holds the same route, which the TBL24 entry takes
-            // back before the group is freed.
-            let whole = self.tbl8.get(base);
-            if (base..base + TBL8_GROUP_ENTRIES as usize).all(|j| self.tbl8.get(j) == whole)
-                && decode(whole).is_none_or(|(_, d)| d <= 24)
-            {
+            return Ok(());
+        }
+        let i = (p >> 8) as usize;
+        if self.punted.contains(&(i as u32)) {
+            // Its last long prefix gone, the /24 needs no group any more.
+            if !self.has_long_prefixes(i as u32) {
+                self.punted.remove(&(i as u32));
+                let whole = self.covering(p, 25).map_or(0, |(t, l)| route(t, l));
                 self.tbl24.set(i, whole);
-                self.freed
-                    .push_back(((base / TBL8_GROUP_ENTRIES as usize) as u32, Instant::now()));
+            }
+            return Ok(());
+        }
+        let e = self.tbl24.get(i);
+        debug_assert!(e & GROUP != 0, "a /{len} without its group");
+        if e & GROUP == 0 {
+            return Ok(());
+        }
+        let base = group_base(e);
+        let first = base + (p & 0xff) as usize;
+        for j in first..first + (1usize << (32 - len)) {
+            if mine(self.tbl8.get(j)) {
+                self.tbl8.set(j, fallback);
             }
         }
+        // No prefix longer than /24 left in this /24: every entry of the
+        // group holds the same route, which the TBL24 entry takes back
+        // before the group is freed.
+        let whole = self.tbl8.get(base);
+        if (base..base + TBL8_GROUP_ENTRIES as usize).all(|j| self.tbl8.get(j) == whole)
+            && decode(whole).is_none_or(|(_, d)| d <= 24)
+        {
+            self.tbl24.set(i, whole);
+            self.freed
+                .push_back(((base / TBL8_GROUP_ENTRIES as usize) as u32, Instant::now()));
+        }
         Ok(())
+    }
+
+    /// Whether /24 number `i` holds a prefix longer than /24.
+    fn has_long_prefixes(&self, i: u32) -> bool {
+        (25..=32u8).any(|len| {
+            let step = 1u32 << (32 - len);
+            (0..256 / step)
+                .any(|k| self.prefixes[len as usize].contains_key(&((i << 8) | (k * step))))
+        })
+    }
+
+    /// Gives punted /24s their group back while groups are free: built
+    /// from the prefixes (the covering route, then the longer prefixes by
+    /// length), then linked.
+    fn restore_punted(&mut self) {
+        while let Some(&i) = self.punted.first() {
+            let Some(g) = self.alloc_group() else { return };
+            let base = (g * TBL8_GROUP_ENTRIES) as usize;
+            let whole = self.covering(i << 8, 25).map_or(0, |(t, l)| route(t, l));
+            for j in base..base + TBL8_GROUP_ENTRIES as usize {
+                self.tbl8.set(j, whole);
+            }
+            for len in 25..=32u8 {
+                let step = 1u32 << (32 - len);
+                for k in 0..256 / step {
+                    if let Some(&t) = self.prefixes[len as usize].get(&((i << 8) | (k * step))) {
+                        let first = base + (k * step) as usize;
+                        self.write_range(first, first + step as usize, route(t, len), len);
+                    }
+                }
+            }
+            self.tbl24.set(i as usize, group(g));
+            self.punted.remove(&i);
+        }
     }
 
     /// The route `lan_ingress` would find for `addr`: (tunnel id, prefix
@@ -311,22 +388,19 @@ impl<C: Cells> Route4Table<C> {
         })
     }
 
-    fn alloc_group(&mut self) -> Result<u32, Route4Error> {
+    /// A free group: never used, or freed more than the grace ago.
+    fn alloc_group(&mut self) -> Option<u32> {
         if let Some(&(g, at)) = self.freed.front() {
             if at.elapsed() >= self.grace {
                 self.freed.pop_front();
-                return Ok(g);
+                return Some(g);
             }
         }
         if self.next_group < self.groups {
             self.next_group += 1;
-            return Ok(self.next_group - 1);
+            return Some(self.next_group - 1);
         }
-        Err(Route4Error::Full {
-            groups: self.groups,
-            waiting: self.freed.len(),
-            grace: self.grace,
-        })
+        None
     }
 }
 
@@ -443,7 +517,7 @@ fn covered(e: u32, len: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway_common::route4::{TBL24_ENTRIES, TBL8_ENTRIES};
+    use gateway_common::route4::TBL24_ENTRIES;
 
     fn table(groups: u32) -> Route4Table<Vec<u32>> {
         Route4Table::new(
@@ -547,37 +621,66 @@ mod tests {
     }
 
     #[test]
-    fn a_full_table_refuses_and_is_unchanged_and_freed_groups_wait_their_grace() {
+    fn without_a_free_group_a_24_goes_to_the_kernel_until_one_frees() {
         let mut t = table(1);
         t.insert(ip("192.0.2.1"), 32, 1).unwrap();
-        let before = (t.tbl24.clone(), t.tbl8.clone());
-        let err = t.insert(ip("203.0.113.1"), 32, 2).unwrap_err();
-        assert!(matches!(
-            err,
-            Route4Error::Full {
-                groups: 1,
-                waiting: 0,
-                ..
-            }
-        ));
-        assert_eq!((t.tbl24.clone(), t.tbl8.clone()), before);
-        assert_eq!(t.len(), 1);
-        t.remove(ip("192.0.2.1"), 32).unwrap();
-        // Freed, but a reader may still be inside it.
-        let err = t.insert(ip("203.0.113.1"), 32, 2).unwrap_err();
-        assert!(matches!(err, Route4Error::Full { waiting: 1, .. }));
-        t.grace = Duration::ZERO;
+        t.insert(ip("203.0.113.0"), 24, 3).unwrap();
+        assert_eq!(t.lookup(ip("203.0.113.9")), Some((3, 24)));
+        // No group for this one: the whole /24 says "no route" (the
+        // kernel's), never the /24's route for the /32's address.
         t.insert(ip("203.0.113.1"), 32, 2).unwrap();
+        assert_eq!(t.punted(), 1);
+        assert_eq!(t.lookup(ip("203.0.113.1")), None);
+        assert_eq!(t.lookup(ip("203.0.113.9")), None);
+        // Routes over it leave it alone; next to it they work.
+        t.insert(ip("203.0.0.0"), 16, 4).unwrap();
+        assert_eq!(t.lookup(ip("203.0.113.9")), None);
+        assert_eq!(t.lookup(ip("203.0.114.9")), Some((4, 16)));
+        // A freed group waits for its grace: a reader may still be in it.
+        t.remove(ip("192.0.2.1"), 32).unwrap();
+        t.insert(ip("198.51.100.0"), 24, 5).unwrap();
+        assert_eq!(t.punted(), 1);
+        t.grace = Duration::ZERO;
+        // The next change gives the /24 its group, built from the routes.
+        t.insert(ip("198.51.100.0"), 24, 5).unwrap();
+        assert_eq!(t.punted(), 0);
+        assert_eq!(t.groups_in_use(), 1);
         assert_eq!(t.lookup(ip("203.0.113.1")), Some((2, 32)));
+        assert_eq!(t.lookup(ip("203.0.113.9")), Some((3, 24)));
         assert_eq!(t.lookup(ip("192.0.2.1")), None);
+    }
+
+    #[test]
+    fn a_punted_24_whose_long_prefixes_go_needs_no_group() {
+        let mut t = table(0);
+        t.insert(ip("198.51.0.0"), 16, 1).unwrap();
+        t.insert(ip("198.51.100.128"), 25, 2).unwrap();
+        t.insert(ip("198.51.100.7"), 32, 3).unwrap();
+        assert_eq!(t.punted(), 1);
+        assert_eq!(t.lookup(ip("198.51.100.1")), None);
+        t.remove(ip("198.51.100.128"), 25).unwrap();
+        assert_eq!(t.punted(), 1, "a /32 is left");
+        t.remove(ip("198.51.100.7"), 32).unwrap();
+        assert_eq!(t.punted(), 0);
+        assert_eq!(t.lookup(ip("198.51.100.1")), Some((1, 16)));
+        assert_eq!(t.tbl24[0xc63364], route(1, 16));
     }
 
     /// Random routes concentrated in a few /16s (so that levels interact),
     /// inserted and removed in random order: every lookup agrees with the
-    /// reference, and removing everything leaves empty tables.
+    /// reference (with enough groups), or with the reference outside the
+    /// /24s left to the kernel and "no route" inside them (with three
+    /// groups for twelve /24s); removing everything leaves empty tables.
     #[test]
     fn random_changes_agree_with_a_reference_lpm() {
-        let mut t = table(64);
+        assert_eq!(random_changes(64), 0);
+        assert!(random_changes(3) > 0, "the small table never punted");
+    }
+
+    /// Returns the most /24s punted at once.
+    fn random_changes(groups: u32) -> usize {
+        let mut most_punted = 0;
+        let mut t = table(groups);
         t.grace = Duration::ZERO;
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut rnd = move || {
@@ -602,10 +705,16 @@ mod tests {
                 let (a, len) = live.swap_remove((r >> 8) as usize % live.len());
                 t.remove(a, len).unwrap();
             }
+            most_punted = most_punted.max(t.punted());
             if round % 50 == 0 {
                 for _ in 0..200 {
                     let a = addr(rnd());
-                    assert_eq!(t.lookup(a), reference(&t, a), "{a} after round {round}");
+                    let want = if t.punted.contains(&(u32::from(a) >> 8)) {
+                        None
+                    } else {
+                        reference(&t, a)
+                    };
+                    assert_eq!(t.lookup(a), want, "{a} after round {round}");
                 }
             }
         }
@@ -614,7 +723,8 @@ mod tests {
         }
         assert!(t.is_empty());
         assert_eq!(t.groups_in_use(), 0);
+        assert_eq!(t.punted(), 0);
         assert!(t.tbl24.iter().all(|&e| e == 0));
-        let _ = TBL8_ENTRIES;
+        most_punted
     }
 }

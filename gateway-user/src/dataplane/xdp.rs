@@ -38,6 +38,8 @@ use thiserror::Error;
 use super::routes::{MappedArray, Route4Error, Route4Table, Route6Lengths};
 use super::EBPF_OBJECT;
 
+const _: () = assert!(gateway_config::MAX_ROUTE_GROUPS_V4 == route4::TBL8_GROUPS);
+
 /// Errors of the XDP loader. Each Display is one line meant for an operator.
 #[derive(Debug, Error)]
 pub enum XdpError {
@@ -158,6 +160,19 @@ fn pinned_ifindex(name: &str) -> Option<u32> {
     rest.split_once('-')?.0.parse().ok()
 }
 
+/// How full the XDP route tables are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteTableUsage {
+    pub v4_prefixes: usize,
+    pub v6_prefixes: usize,
+    /// `ROUTES_V4_TBL8` groups linked (freed ones waiting for reuse are
+    /// not counted), and how many there are.
+    pub v4_groups_used: u32,
+    pub v4_groups_limit: u32,
+    /// /24s left to the kernel (slow path) for want of a free group.
+    pub v4_punted: usize,
+}
+
 /// The loaded XDP programs and their maps.
 pub struct XdpDataplane {
     ebpf: Ebpf,
@@ -193,8 +208,10 @@ impl XdpDataplane {
                 return Err(XdpError::InterfaceNotFound { name: name.clone() });
             }
         }
-        let mut dp =
-            Self::load_programs(&[program_names::WAN_INGRESS, program_names::LAN_INGRESS])?;
+        let mut dp = Self::load_programs(
+            &[program_names::WAN_INGRESS, program_names::LAN_INGRESS],
+            config.datapath.route_groups_v4,
+        )?;
         let mode = config.interfaces.xdp_mode;
         // Pinned first: the pin directory also holds the links a restart
         // kept, which `attach` takes over.
@@ -210,34 +227,50 @@ impl XdpDataplane {
     /// Loads every program into the kernel (verifier included) without
     /// attaching or pinning: for BPF_PROG_TEST_RUN tests and benchmarks
     /// (their baselines, `xdp_pass` and `wan_ingress_no_events`, too).
+    /// Its IPv4 route table has every group the object declares.
     pub fn load_unattached() -> Result<Self, XdpError> {
-        Self::load_programs(&[
-            program_names::WAN_INGRESS,
-            program_names::LAN_INGRESS,
-            program_names::XDP_PASS,
-            program_names::WAN_INGRESS_NO_EVENTS,
-        ])
+        Self::load_unattached_with_groups(route4::TBL8_GROUPS)
+    }
+
+    /// [`Self::load_unattached`] with `groups_v4` groups in the IPv4 route
+    /// table, as `datapath.route_groups_v4` gives the daemon.
+    pub fn load_unattached_with_groups(groups_v4: u32) -> Result<Self, XdpError> {
+        Self::load_programs(
+            &[
+                program_names::WAN_INGRESS,
+                program_names::LAN_INGRESS,
+                program_names::XDP_PASS,
+                program_names::WAN_INGRESS_NO_EVENTS,
+            ],
+            groups_v4,
+        )
     }
 
     /// Loads the object's maps and the programs `names` (the verifier runs
     /// on each: the longest part of a start, and of a restart's outage, so
-    /// the daemon loads only the two it attaches).
-    fn load_programs(names: &[&'static str]) -> Result<Self, XdpError> {
+    /// the daemon loads only the two it attaches), with `groups_v4` groups
+    /// in the IPv4 route table (`datapath.route_groups_v4`).
+    fn load_programs(names: &[&'static str], groups_v4: u32) -> Result<Self, XdpError> {
         let started = std::time::Instant::now();
-        let ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(|e| {
-            if is_eperm(&e) {
-                XdpError::PermissionDenied {
-                    op: "loading eBPF maps",
-                    source: Box::new(e),
+        let groups_v4 = groups_v4.clamp(1, route4::TBL8_GROUPS);
+        let tbl8_elements = groups_v4 * route4::TBL8_GROUP_ENTRIES / route4::ENTRIES_PER_ELEMENT;
+        let ebpf = EbpfLoader::new()
+            .map_max_entries(map_names::ROUTES_V4_TBL8, tbl8_elements)
+            .load(EBPF_OBJECT)
+            .map_err(|e| {
+                if is_eperm(&e) {
+                    XdpError::PermissionDenied {
+                        op: "loading eBPF maps",
+                        source: Box::new(e),
+                    }
+                } else {
+                    XdpError::Load(e)
                 }
-            } else {
-                XdpError::Load(e)
-            }
-        })?;
+            })?;
         let routes_v4 = Route4Table::new(
             map_array(&ebpf, map_names::ROUTES_V4_TBL24, route4::TBL24_ELEMENTS)?,
-            map_array(&ebpf, map_names::ROUTES_V4_TBL8, route4::TBL8_ELEMENTS)?,
-            route4::TBL8_GROUPS,
+            map_array(&ebpf, map_names::ROUTES_V4_TBL8, tbl8_elements)?,
+            groups_v4,
         );
         let lengths_v6 = Route6Lengths::new(map_array(
             &ebpf,
@@ -699,6 +732,17 @@ impl XdpDataplane {
     /// length), read from the maps.
     pub fn route_v4(&self, addr: Ipv4Addr) -> Option<(u32, u8)> {
         self.routes_v4.lookup(addr)
+    }
+
+    /// The route tables' fill, for metrics.
+    pub fn route_table_usage(&self) -> RouteTableUsage {
+        RouteTableUsage {
+            v4_prefixes: self.routes_v4.len(),
+            v6_prefixes: self.lengths_v6.len(),
+            v4_groups_used: self.routes_v4.groups_in_use(),
+            v4_groups_limit: self.routes_v4.groups(),
+            v4_punted: self.routes_v4.punted(),
+        }
     }
 
     /// How many IPv4 prefixes the table holds.
