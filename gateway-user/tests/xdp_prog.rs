@@ -1465,13 +1465,8 @@ fn lan_route_table_of_one_million() {
 fn lan_route_table_follows_adds_and_removes() {
     let mut dp = load();
     program_maps(&mut dp);
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rnd = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15u64);
+    let mut rnd = move || rng.u64(..);
     // Map data only, nothing is sent.
     let addr = |r: u64| Ipv4Addr::from(0x0a0a_0000 | (r as u32 & 0x03ff));
     let mut live: Vec<(Ipv4Addr, u8)> = Vec::new();
@@ -1581,13 +1576,8 @@ fn a_small_route_table_leaves_a_24_to_the_kernel_until_a_group_frees() {
 fn lan_route_table_v6_follows_adds_and_removes() {
     let mut dp = load();
     program_maps(&mut dp);
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut rnd = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = fastrand::Rng::with_seed(0x2545_f491_4f6c_dd1du64);
+    let mut rnd = move || rng.u64(..);
     // 2001:db8:7::/64 and the addresses near it (map data only).
     let base = u128::from(Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 0));
     let addr = |r: u64| Ipv6Addr::from(base | (r as u128 & 0xff) | ((r as u128 >> 8 & 3) << 64));

@@ -208,20 +208,9 @@ impl<C: Cells> Route4Table<C> {
         let p = masked(prefix, len);
         let new = route(tunnel_id, len);
         self.prefixes[len as usize].insert(p, tunnel_id);
+        let take = |e: u32| covered(e, len).then_some(new);
         if len <= 24 {
-            let first = (p >> 8) as usize;
-            for i in first..first + (1usize << (24 - len)) {
-                if !self.punted.is_empty() && self.punted.contains(&(i as u32)) {
-                    continue;
-                }
-                let e = self.tbl24.get(i);
-                if e & GROUP != 0 {
-                    let base = group_base(e);
-                    self.write_range(base, base + TBL8_GROUP_ENTRIES as usize, new, len);
-                } else if covered(e, len) {
-                    self.tbl24.set(i, new);
-                }
-            }
+            self.rewrite_span(p, len, take);
             return Ok(());
         }
         let i = (p >> 8) as usize;
@@ -251,16 +240,38 @@ impl<C: Cells> Route4Table<C> {
             base
         };
         let first = base + (p & 0xff) as usize;
-        self.write_range(first, first + (1usize << (32 - len)), new, len);
+        self.rewrite_tbl8(first..first + (1usize << (32 - len)), &take);
         Ok(())
     }
 
-    /// Writes the route `new` of `len` bits over the entries of `TBL8`
-    /// in `range` that hold nothing or a shorter route.
-    fn write_range(&mut self, from: usize, to: usize, new: u32, len: u8) {
-        for j in from..to {
-            if covered(self.tbl8.get(j), len) {
-                self.tbl8.set(j, new);
+    /// Whether `TBL24` entry `i` is left to the kernel.
+    fn is_punted(&self, i: usize) -> bool {
+        !self.punted.is_empty() && self.punted.contains(&(i as u32))
+    }
+
+    /// Over the entries `p/len` (at most /24) spans, in both levels (the
+    /// /24s left to the kernel excepted), writes `f(e)` over each entry
+    /// `e` for which it is `Some`.
+    fn rewrite_span(&mut self, p: u32, len: u8, f: impl Fn(u32) -> Option<u32>) {
+        for i in tbl24_span(p, len) {
+            if self.is_punted(i) {
+                continue;
+            }
+            let e = self.tbl24.get(i);
+            if e & GROUP != 0 {
+                let base = group_base(e);
+                self.rewrite_tbl8(base..base + TBL8_GROUP_ENTRIES as usize, &f);
+            } else if let Some(v) = f(e) {
+                self.tbl24.set(i, v);
+            }
+        }
+    }
+
+    /// [`Self::rewrite_span`] over a range of `TBL8`.
+    fn rewrite_tbl8(&mut self, range: std::ops::Range<usize>, f: &impl Fn(u32) -> Option<u32>) {
+        for j in range {
+            if let Some(v) = f(self.tbl8.get(j)) {
+                self.tbl8.set(j, v);
             }
         }
     }
@@ -277,25 +288,10 @@ impl<C: Cells> Route4Table<C> {
             return Ok(());
         }
         let fallback = self.covering(p, len).map_or(0, |(t, l)| route(t, l));
-        let mine = |e: u32| decode(e).is_some_and(|(_, d)| d == len);
+        // The entries this prefix holds: its length, inside its span.
+        let mine = |e: u32| decode(e).is_some_and(|(_, d)| d == len).then_some(fallback);
         if len <= 24 {
-            let first = (p >> 8) as usize;
-            for i in first..first + (1usize << (24 - len)) {
-                if !self.punted.is_empty() && self.punted.contains(&(i as u32)) {
-                    continue;
-                }
-                let e = self.tbl24.get(i);
-                if e & GROUP != 0 {
-                    let base = group_base(e);
-                    for j in base..base + TBL8_GROUP_ENTRIES as usize {
-                        if mine(self.tbl8.get(j)) {
-                            self.tbl8.set(j, fallback);
-                        }
-                    }
-                } else if mine(e) {
-                    self.tbl24.set(i, fallback);
-                }
-            }
+            self.rewrite_span(p, len, mine);
             return Ok(());
         }
         let i = (p >> 8) as usize;
@@ -315,11 +311,7 @@ impl<C: Cells> Route4Table<C> {
         }
         let base = group_base(e);
         let first = base + (p & 0xff) as usize;
-        for j in first..first + (1usize << (32 - len)) {
-            if mine(self.tbl8.get(j)) {
-                self.tbl8.set(j, fallback);
-            }
-        }
+        self.rewrite_tbl8(first..first + (1usize << (32 - len)), &mine);
         // No prefix longer than /24 left in this /24: every entry of the
         // group holds the same route, which the TBL24 entry takes back
         // before the group is freed.
@@ -359,7 +351,10 @@ impl<C: Cells> Route4Table<C> {
                 for k in 0..256 / step {
                     if let Some(&t) = self.prefixes[len as usize].get(&((i << 8) | (k * step))) {
                         let first = base + (k * step) as usize;
-                        self.write_range(first, first + step as usize, route(t, len), len);
+                        let new = route(t, len);
+                        self.rewrite_tbl8(first..first + step as usize, &|e| {
+                            covered(e, len).then_some(new)
+                        });
                     }
                 }
             }
@@ -502,6 +497,12 @@ fn masked(prefix: Ipv4Addr, len: u8) -> u32 {
     } else {
         a & (u32::MAX << (32 - len as u32))
     }
+}
+
+/// The `TBL24` entries of the prefix `p/len` (at most /24).
+fn tbl24_span(p: u32, len: u8) -> std::ops::Range<usize> {
+    let first = (p >> 8) as usize;
+    first..first + (1usize << (24 - len))
 }
 
 fn group_base(e: u32) -> usize {
@@ -682,13 +683,8 @@ mod tests {
         let mut most_punted = 0;
         let mut t = table(groups);
         t.grace = Duration::ZERO;
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = fastrand::Rng::with_seed(0x2545_f491_4f6c_dd1d);
+        let mut rnd = move || rng.u64(..);
         let mut live: Vec<(Ipv4Addr, u8)> = Vec::new();
         let addr = |r: u64| {
             let base = [0xc000_0200u32, 0xc633_6400, 0xcb00_7100][(r % 3) as usize];
