@@ -93,6 +93,10 @@ pub const MAX_IPV6_EXT_HEADERS: u32 = 4;
 /// Map names, as declared by the `#[map]` statics of `gateway-ebpf`.
 pub mod map_names {
     pub const SA_IN: &str = "SA_IN";
+    /// Inbound SAs by the low bits of their SPI ([`crate::sa_slots`]).
+    pub const SA_SLOTS: &str = "SA_SLOTS";
+    /// How many inbound SAs are in `SA_IN` (not in a slot).
+    pub const SA_IN_SPILL: &str = "SA_IN_SPILL";
     pub const TUNNELS: &str = "TUNNELS";
     /// The IPv4 route table's first level (DIR-24-8, see [`crate::route4`]).
     pub const ROUTES_V4_TBL24: &str = "ROUTES_V4_TBL24";
@@ -111,8 +115,10 @@ pub mod map_names {
     /// Drop events' level (not pinned: each daemon sets it at start).
     pub const DROP_LOG: &str = "DROP_LOG";
     /// Every map the daemon pins (and unpins).
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         SA_IN,
+        SA_SLOTS,
+        SA_IN_SPILL,
         TUNNELS,
         ROUTES_V4_TBL24,
         ROUTES_V4_TBL8,
@@ -140,6 +146,71 @@ pub mod program_names {
 
 /// Inbound SAs (keyed by SPI).
 pub const SA_IN_MAX_ENTRIES: u32 = 8192;
+
+/// The inbound SAs as `wan_ingress` finds them first: an array indexed by
+/// the low bits of the SPI (`SA_SLOTS`), one array read inlined by the
+/// verifier where `SA_IN`, a hash, costs a hash and a bucket walk. We pick
+/// our inbound SPIs, and the IKE SPI allocator avoids SPIs whose slot is
+/// taken, so every SA we negotiate has a slot; an SA whose slot is taken
+/// anyway (restored from an older run, installed by a test) goes to
+/// `SA_IN`, which `wan_ingress` reads only when `SA_IN_SPILL` says it holds
+/// something. The daemon writes the slots through `mmap`: a slot's fields
+/// first and its SPI last, the SPI cleared first on removal, and a slot is
+/// reused only after a grace period, so a lookup that matched an SPI reads
+/// that SA's fields.
+pub mod sa_slots {
+    /// Slots: as many as `SA_IN` entries.
+    pub const ENTRIES: u32 = crate::SA_IN_MAX_ENTRIES;
+    /// The slot of an SPI: `spi & MASK`.
+    pub const MASK: u32 = ENTRIES - 1;
+    /// `BPF_F_MMAPABLE`.
+    pub const MAP_FLAGS: u32 = 1 << 10;
+    const _: () = assert!(ENTRIES.is_power_of_two());
+
+    /// The slot of `spi`.
+    pub const fn slot(spi: u32) -> u32 {
+        spi & MASK
+    }
+}
+
+/// Value of `SA_SLOTS`: an inbound SA and its SPI (0: empty; SPI 0 is
+/// reserved, RFC 4303 §2.1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SaSlot {
+    pub spi: u32,
+    pub tunnel_id: u32,
+    pub sa_index: u32,
+    pub flags: u32,
+    pub replay_window: u32,
+    pub _pad: u32,
+    pub replay_right_edge: u64,
+}
+const _: () = assert!(size_of::<SaSlot>() == 32);
+
+impl SaSlot {
+    /// Offsets of the fields in 4-byte words, for the daemon's stores.
+    pub const SPI_WORD: usize = 0;
+    pub const TUNNEL_ID_WORD: usize = 1;
+    pub const SA_INDEX_WORD: usize = 2;
+    pub const FLAGS_WORD: usize = 3;
+    pub const REPLAY_WINDOW_WORD: usize = 4;
+    /// `replay_right_edge`, in 8-byte words.
+    pub const EDGE_DWORD: usize = 3;
+    /// Words per slot.
+    pub const WORDS: usize = 8;
+
+    #[inline(always)]
+    pub fn value(&self) -> SaInValue {
+        SaInValue {
+            tunnel_id: self.tunnel_id,
+            sa_index: self.sa_index,
+            replay_right_edge: self.replay_right_edge,
+            replay_window: self.replay_window,
+            flags: self.flags,
+        }
+    }
+}
 /// Tunnel ids are indexes `0..TUNNELS_MAX_ENTRIES` into the `TUNNELS` array.
 pub const TUNNELS_MAX_ENTRIES: u32 = 1024;
 /// IPv6 routes (`ROUTES_V6`, allocated as they are inserted).
@@ -691,6 +762,7 @@ mod pod {
     // no implicit padding (sizes asserted above), every bit pattern valid.
     unsafe impl aya::Pod for SaInKey {}
     unsafe impl aya::Pod for SaInValue {}
+    unsafe impl aya::Pod for SaSlot {}
     unsafe impl aya::Pod for TunnelValue {}
     unsafe impl aya::Pod for RouteValue {}
     unsafe impl aya::Pod for crate::route6::Key {}

@@ -30,10 +30,16 @@ use gateway_common::{
     SA_INDEX_NONE, SA_IN_MAX_ENTRIES, STATS_MAX_ENTRIES, TUNNELS_MAX_ENTRIES, TUNNEL_UP,
     XDP_META_MAGIC, XSKS_LAN_BASE, XSKS_MAX_ENTRIES,
 };
-use gateway_common::{route4, route6};
+use gateway_common::{route4, route6, sa_slots, SaSlot};
 
 #[map]
 static SA_IN: HashMap<SaInKey, SaInValue> = HashMap::with_max_entries(SA_IN_MAX_ENTRIES, 0);
+/// The inbound SAs by the low bits of their SPI (`gateway_common::sa_slots`).
+#[map]
+static SA_SLOTS: Array<SaSlot> = Array::with_max_entries(sa_slots::ENTRIES, sa_slots::MAP_FLAGS);
+/// How many inbound SAs are in `SA_IN` rather than in a slot.
+#[map]
+static SA_IN_SPILL: Array<u64> = Array::with_max_entries(1, sa_slots::MAP_FLAGS);
 #[map]
 static TUNNELS: Array<TunnelValue> = Array::with_max_entries(TUNNELS_MAX_ENTRIES, 0);
 /// The IPv4 routes, DIR-24-8 (`gateway_common::route4`): one entry per /24 ...
@@ -369,6 +375,30 @@ fn is_local_for_tunnel(tunnel_id: u32, dst: &LocalAddrKey) -> bool {
     is_local(dst)
 }
 
+/// The inbound SA of `spi`: its slot, else `SA_IN` if anything is there.
+#[inline(always)]
+fn inbound_sa(spi: u32) -> Option<SaInValue> {
+    if spi != 0 {
+        if let Some(slot) = SA_SLOTS.get(sa_slots::slot(spi)) {
+            // The SPI first: the daemon writes it after the other fields
+            // and clears it before them.
+            // SAFETY: a valid reference to the map value.
+            let owner = unsafe { core::ptr::read_volatile(&slot.spi) };
+            if owner == spi {
+                // SAFETY: as above; volatile, so read after the SPI.
+                return Some(unsafe { core::ptr::read_volatile(slot) }.value());
+            }
+        }
+    }
+    if *SA_IN_SPILL.get(0)? == 0 {
+        return None;
+    }
+    // SAFETY: the value is copied out at once; a concurrent update by
+    // userspace can at worst give a stale window edge, which only makes the
+    // early check weaker (userspace checks again after authentication).
+    (unsafe { SA_IN.get(SaInKey { spi }) }).copied()
+}
+
 /// ESP (bare or after the UDP header): steer it if it is addressed to us
 /// and its SPI is known and its sequence number is not left of the window.
 #[inline(always)]
@@ -381,10 +411,7 @@ fn wan_esp(ctx: &XdpContext, esp_off: usize, esp_len: usize, dst: &LocalAddrKey)
     };
     let spi = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
     let seq = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as u64;
-    // SAFETY: the value is copied out at once; a concurrent update by
-    // userspace can at worst give a stale window edge, which only makes the
-    // early check weaker (userspace checks again after authentication).
-    let Some(sa) = (unsafe { SA_IN.get(SaInKey { spi }) }).copied() else {
+    let Some(sa) = inbound_sa(spi) else {
         return drop_if_local(dst, DropReason::UnknownSpi);
     };
     if !is_local_for_tunnel(sa.tunnel_id, dst) {

@@ -1509,6 +1509,73 @@ fn lan_route_table_follows_adds_and_removes() {
     assert_eq!(dp.routes_v4_len(), 3, "the routes of program_maps remain");
 }
 
+/// Two SPIs with the same slot of `SA_SLOTS`: the first takes the slot,
+/// the second goes to the `SA_IN` hash, and `wan_ingress` steers both to
+/// their own SA; a third SPI of that slot is unknown; removing either
+/// leaves the other served; with the hash empty again, lookups stop there.
+#[test]
+#[ignore = "privileged: run by cargo xtask test"]
+fn colliding_spis_are_served_by_the_slot_and_the_hash() {
+    let mut dp = load();
+    program_maps(&mut dp);
+    assert_eq!(
+        dp.sa_in_spilled(),
+        0,
+        "program_maps' SPIs have slots of their own"
+    );
+    let twin = SPI_V4 + 0x1_0000;
+    let value = SaInValue {
+        tunnel_id: 1,
+        sa_index: 11,
+        replay_right_edge: RIGHT_EDGE,
+        replay_window: WINDOW,
+        flags: 0,
+    };
+    dp.install_sa_in(twin, value).expect("SA_IN");
+    assert_eq!(dp.sa_in_spilled(), 1);
+    assert_eq!(dp.sa_in(twin).expect("read"), Some(value));
+    let esp = |spi| esp_v4(PEER4, LOCAL4, spi, 1000);
+    let third = SPI_V4 + 0x2_0000;
+    run_cases(
+        &dp,
+        &[
+            case("the slot's SPI", WAN, esp(SPI_V4), steer_in(1, 10)),
+            case("the hash's SPI", WAN, esp(twin), steer_in(1, 11)),
+            case(
+                "a third SPI of the slot",
+                WAN,
+                esp(third),
+                Expect::Drop(DropReason::UnknownSpi),
+            ),
+        ],
+    );
+    dp.remove_sa_in(SPI_V4).expect("remove");
+    run_cases(
+        &dp,
+        &[
+            case(
+                "the slot's SPI removed",
+                WAN,
+                esp(SPI_V4),
+                Expect::Drop(DropReason::UnknownSpi),
+            ),
+            case("the hash's SPI still", WAN, esp(twin), steer_in(1, 11)),
+        ],
+    );
+    dp.remove_sa_in(twin).expect("remove");
+    assert_eq!(dp.sa_in_spilled(), 0);
+    assert_eq!(dp.sa_in(twin).expect("read"), None);
+    run_cases(
+        &dp,
+        &[case(
+            "the hash's SPI removed",
+            WAN,
+            esp(twin),
+            Expect::Drop(DropReason::UnknownSpi),
+        )],
+    );
+}
+
 /// A table sized for two groups (`datapath.route_groups_v4 = 2`): a third
 /// /24 with a longer prefix has no group, so `lan_ingress` leaves that
 /// whole /24 to the kernel (never steering by a route the longer prefix

@@ -742,6 +742,11 @@ impl SaTable {
         self.outbound.load().get(&tunnel).cloned()
     }
 
+    /// Whether `f` holds for the SPI of some inbound SA.
+    pub fn any_inbound(&self, mut f: impl FnMut(u32) -> bool) -> bool {
+        self.inbound.load().keys().any(|&spi| f(spi))
+    }
+
     /// Calls `f(spi, right_edge)` for every inbound SA, for the worker that
     /// writes the replay window's right edge back to the XDP `SA_IN` map.
     pub fn for_each_right_edge(&self, mut f: impl FnMut(u32, u64)) {

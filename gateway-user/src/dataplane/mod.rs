@@ -4,7 +4,8 @@
 //! ([`test_run`]), and the one place where test and benchmark frames are
 //! built ([`packet`]). User side: the agent-facing backend that keeps the SA
 //! table and the maps in step ([`backend`]), the writers of the route
-//! tables that `lan_ingress` reads ([`routes`]), the AF_XDP workers
+//! tables that `lan_ingress` reads ([`routes`]) and of the inbound SA
+//! slots `wan_ingress` reads ([`sa_slots`]), the AF_XDP workers
 //! ([`worker`]), the TUN slow path ([`slowpath`]), and packet sizes through
 //! a tunnel: inner MTU, MSS clamping, ICMP too-big errors ([`mtu`]).
 
@@ -14,6 +15,7 @@ pub mod mtu;
 pub mod packet;
 pub mod police;
 pub mod routes;
+pub mod sa_slots;
 pub mod slowpath;
 pub mod test_run;
 /// A harness of the worker pipeline for tests and fuzzing.

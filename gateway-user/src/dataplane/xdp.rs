@@ -10,6 +10,7 @@
 //! owns no policy: the agent decides what goes in the maps.
 
 use std::{
+    collections::HashSet,
     error::Error as StdError,
     fmt::Write as _,
     io,
@@ -28,14 +29,15 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use gateway_common::{
-    map_names, program_names, route4, route6, stats_index, Direction, DropReason, LanConfig,
-    LocalAddrKey, LocalAddrValue, RouteValue, SaInKey, SaInValue, TunnelStats, TunnelValue,
-    TUNNELS_MAX_ENTRIES,
+    map_names, program_names, route4, route6, sa_slots, stats_index, Direction, DropReason,
+    LanConfig, LocalAddrKey, LocalAddrValue, RouteValue, SaInKey, SaInValue, SaSlot, TunnelStats,
+    TunnelValue, TUNNELS_MAX_ENTRIES,
 };
 use gateway_config::{Config, XdpMode};
 use thiserror::Error;
 
-use super::routes::{MappedArray, Route4Error, Route4Table, Route6Lengths};
+use super::routes::{MappedArray, Route4Error, Route4Table, Route6Lengths, Words};
+use super::sa_slots::{Placement, SaSlots};
 use super::EBPF_OBJECT;
 
 const _: () = assert!(gateway_config::MAX_ROUTE_GROUPS_V4 == route4::TBL8_GROUPS);
@@ -185,6 +187,11 @@ pub struct XdpDataplane {
     routes_v4: Route4Table<MappedArray>,
     /// The IPv6 prefixes and `ROUTES_V6_LENGTHS`, mapped.
     lengths_v6: Route6Lengths<MappedArray>,
+    /// `SA_SLOTS`, mapped.
+    sa_slots: SaSlots<MappedArray>,
+    /// `SA_IN_SPILL`, mapped, and the SPIs in `SA_IN`.
+    sa_spill: MappedArray,
+    sa_hashed: HashSet<u32>,
 }
 
 impl std::fmt::Debug for XdpDataplane {
@@ -277,6 +284,12 @@ impl XdpDataplane {
             map_names::ROUTES_V6_LENGTHS,
             route6::LENGTH_WORDS,
         )?);
+        let sa_slots = SaSlots::new(map_array(
+            &ebpf,
+            map_names::SA_SLOTS,
+            sa_slots::ENTRIES * (SaSlot::WORDS as u32 / route4::ENTRIES_PER_ELEMENT),
+        )?);
+        let sa_spill = map_array(&ebpf, map_names::SA_IN_SPILL, 1)?;
         let mut dp = Self {
             ebpf,
             attachments: Vec::new(),
@@ -285,6 +298,9 @@ impl XdpDataplane {
             pinned: Vec::new(),
             routes_v4,
             lengths_v6,
+            sa_slots,
+            sa_spill,
+            sa_hashed: HashSet::new(),
         };
         for &name in names {
             let prog = dp.xdp_program(name)?;
@@ -651,24 +667,56 @@ impl XdpDataplane {
         self.ebpf.map(name).ok_or(XdpError::MissingMap(name))
     }
 
-    /// Installs (or replaces) the inbound SA with this SPI.
+    /// Installs (or replaces) the inbound SA with this SPI: into its slot
+    /// of `SA_SLOTS` if it can, else into `SA_IN` (and `SA_IN_SPILL` counts
+    /// it, so that `wan_ingress` looks there).
     pub fn install_sa_in(&mut self, spi: u32, value: SaInValue) -> Result<(), XdpError> {
+        if !self.sa_hashed.contains(&spi) {
+            match self.sa_slots.install(spi, &value) {
+                Placement::Slot => return Ok(()),
+                Placement::Spill => {}
+                Placement::Move => {
+                    // In the hash first: a lookup finds it all along.
+                    self.hash_sa_in(spi, value)?;
+                    self.sa_slots.remove(spi);
+                    return Ok(());
+                }
+            }
+        }
+        self.hash_sa_in(spi, value)
+    }
+
+    /// `SA_IN[spi] = value`, then `SA_IN_SPILL` counts it.
+    fn hash_sa_in(&mut self, spi: u32, value: SaInValue) -> Result<(), XdpError> {
         let name = map_names::SA_IN;
         let mut m: HashMap<_, SaInKey, SaInValue> =
             HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
-        m.insert(SaInKey { spi }, value, 0).map_err(map_err(name))
+        m.insert(SaInKey { spi }, value, 0).map_err(map_err(name))?;
+        self.sa_hashed.insert(spi);
+        self.sa_spill.set_word(0, self.sa_hashed.len() as u64);
+        Ok(())
     }
 
     /// Removes the inbound SA with this SPI (absent is not an error).
     pub fn remove_sa_in(&mut self, spi: u32) -> Result<(), XdpError> {
+        if !self.sa_hashed.contains(&spi) {
+            self.sa_slots.remove(spi);
+            return Ok(());
+        }
         let name = map_names::SA_IN;
         let mut m: HashMap<_, SaInKey, SaInValue> =
             HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
-        ignore_missing(m.remove(&SaInKey { spi })).map_err(map_err(name))
+        ignore_missing(m.remove(&SaInKey { spi })).map_err(map_err(name))?;
+        self.sa_hashed.remove(&spi);
+        self.sa_spill.set_word(0, self.sa_hashed.len() as u64);
+        Ok(())
     }
 
     /// The inbound SA with this SPI, if installed.
     pub fn sa_in(&self, spi: u32) -> Result<Option<SaInValue>, XdpError> {
+        if let Some(v) = self.sa_slots.get(spi) {
+            return Ok(Some(v));
+        }
         let name = map_names::SA_IN;
         let m: HashMap<_, SaInKey, SaInValue> =
             HashMap::try_from(self.map_ref(name)?).map_err(map_err(name))?;
@@ -677,6 +725,11 @@ impl XdpDataplane {
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(map_err(name)(e)),
         }
+    }
+
+    /// How many inbound SAs are in `SA_IN` rather than in their slot.
+    pub fn sa_in_spilled(&self) -> usize {
+        self.sa_hashed.len()
     }
 
     /// Sets the state and addresses of a tunnel.
@@ -994,8 +1047,8 @@ fn check_len_v4(len: u8) -> Result<(), XdpError> {
     Ok(())
 }
 
-/// Maps the route table `name` of `elements` 8-byte elements into the
-/// daemon.
+/// Maps the array map `name` of `elements` 8-byte elements (or their
+/// equivalent: 4 for a 32-byte `SaSlot`) into the daemon.
 fn map_array(ebpf: &Ebpf, name: &'static str, elements: u32) -> Result<MappedArray, XdpError> {
     let Some(Map::Array(data)) = ebpf.map(name) else {
         return Err(XdpError::MissingMap(name));
