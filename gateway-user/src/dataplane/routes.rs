@@ -222,13 +222,18 @@ impl<C: Cells> Route4Table<C> {
             group_base(e)
         } else {
             let Some(g) = self.alloc_group() else {
-                tracing::warn!(
-                    prefix = %Ipv4Addr::from(p), len, groups = self.groups,
-                    waiting = self.freed.len(),
-                    "IPv4 route table full: this /24 is left to the kernel (slow path) until a group is free; raise datapath.route_groups_v4"
-                );
                 self.tbl24.set(i, 0);
                 self.punted.insert(i as u32);
+                // Once, then at each doubling: a peer announcing many long
+                // prefixes must not flood the log.
+                let n = self.punted.len();
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        prefix = %Ipv4Addr::from(p), len, groups = self.groups,
+                        waiting = self.freed.len(), slow_24s = n,
+                        "IPv4 route table full: /24s without a group are left to the kernel (slow path) until one is free; raise datapath.route_groups_v4"
+                    );
+                }
                 return Ok(());
             };
             // Filled with what the /24 answers today, then linked.
