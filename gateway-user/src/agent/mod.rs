@@ -260,14 +260,15 @@ impl Agent {
         let addrs = Runtime::local_addresses(&plan);
         if let Some(rx) = ike.rx.take() {
             let mut driver = UdpDriver::new(IKE_PORT, NAT_T_PORT, Some(esp_tx.clone()));
-            // New inbound SPIs avoid every SPI in the data plane (also old
-            // SAs in their grace), and the slot in `SA_SLOTS` of each, so
-            // that every SA we negotiate is found by one array read in XDP
-            // (a collision still works, through the `SA_IN` hash).
+            // New inbound SPIs avoid the `SA_SLOTS` slot of every SPI in the
+            // data plane (also old SAs in their grace; an equal SPI has the
+            // same slot), so that every SA we negotiate is found by one
+            // array read in XDP (a collision still works, through the
+            // `SA_IN` hash).
             let table = Arc::clone(datapath.dataplane.table());
             driver.manager_mut().set_spi_in_use(Arc::new(move |spi| {
                 let slot = gateway_common::sa_slots::slot(spi);
-                table.any_inbound(|s| s == spi || gateway_common::sa_slots::slot(s) == slot)
+                table.any_inbound(|s| gateway_common::sa_slots::slot(s) == slot)
             }));
             // The peer learns of a CHILD SA only once it is in the data
             // plane (acknowledged in `Runtime::on_ike`).

@@ -287,7 +287,7 @@ impl XdpDataplane {
         let sa_slots = SaSlots::new(map_array(
             &ebpf,
             map_names::SA_SLOTS,
-            sa_slots::ENTRIES * (SaSlot::WORDS as u32 / route4::ENTRIES_PER_ELEMENT),
+            sa_slots::ENTRIES * (size_of::<SaSlot>() / size_of::<u64>()) as u32,
         )?);
         let sa_spill = map_array(&ebpf, map_names::SA_IN_SPILL, 1)?;
         let mut dp = Self {
