@@ -90,6 +90,19 @@ pub const IPPROTO_UDP: u8 = 17;
 /// (`XDP_PASS`); keeps the program's loop bounded for the verifier.
 pub const MAX_IPV6_EXT_HEADERS: u32 = 4;
 
+/// Ethernet framing: the one definition for the XDP programs, the workers,
+/// the test frame builders and the benchmarks' generators.
+pub mod eth {
+    /// An untagged Ethernet header.
+    pub const ETH_HLEN: usize = 14;
+    /// One 802.1Q tag.
+    pub const VLAN_HLEN: usize = 4;
+    pub const ETH_P_IP: u16 = 0x0800;
+    pub const ETH_P_IPV6: u16 = 0x86dd;
+    pub const ETH_P_ARP: u16 = 0x0806;
+    pub const ETH_P_8021Q: u16 = 0x8100;
+}
+
 /// Map names, as declared by the `#[map]` statics of `gateway-ebpf`.
 pub mod map_names {
     pub const SA_IN: &str = "SA_IN";

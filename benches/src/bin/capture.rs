@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use gateway_common::eth::ETH_P_IP;
 use gateway_common::{Direction, XdpMeta, SA_INDEX_NONE, XDP_META_MAGIC};
 use gateway_esp::table::{OutboundSaConfig, SaKeys, SaTable, TunnelId};
 use gateway_esp::{Lifetime, OuterHeader, Suite, UdpEncap};
@@ -75,7 +76,7 @@ struct Report {
 /// An Ethernet frame with an IPv4/UDP packet of `bytes` from the VPC.
 fn lan_frame(bytes: usize) -> Vec<u8> {
     let mut f = vec![0u8; 14 + bytes];
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    f[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
     let ip = &mut f[14..];
     ip[0] = 0x45;
     ip[2..4].copy_from_slice(&(bytes as u16).to_be_bytes());

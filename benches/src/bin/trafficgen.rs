@@ -33,11 +33,12 @@ use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use gateway_esp::checksum::{add, checksum, fold};
 use gateway_netio::afxdp::{Batch, BindMode, Umem, UmemConfig, XskConfig, XskSocket};
 
 const MAGIC: [u8; 4] = *b"TGEN";
 const PAYLOAD_MIN: usize = 16;
-const ETH_LEN: usize = 14;
+use gateway_common::eth::{ETH_HLEN as ETH_LEN, ETH_P_IP, ETH_P_IPV6};
 const UDP_LEN: usize = 8;
 
 // ---------------------------------------------------------------------------
@@ -51,36 +52,11 @@ struct Template {
     udp: usize,
     /// One's-complement sum (unfolded) of the UDP pseudo-header, header and
     /// payload with source port, flow id, sequence number and checksum zero.
-    base_sum: u32,
-}
-
-fn sum16(data: &[u8]) -> u32 {
-    let mut s = 0u32;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        s = s.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-        s = fold_once(s);
-    }
-    if let [b] = chunks.remainder() {
-        s = fold_once(s.wrapping_add(u32::from(*b) << 8));
-    }
-    s
-}
-
-/// Keep the running sum below 2^17 so adding 16-bit words never overflows.
-fn fold_once(s: u32) -> u32 {
-    (s & 0xffff) + (s >> 16)
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
+    base_sum: u64,
 }
 
 /// The final checksum field value from a sum (UDP: 0 is sent as 0xffff).
-fn finish_udp(s: u32) -> u16 {
+fn finish_udp(s: u64) -> u16 {
     match !fold(s) {
         0 => 0xffff,
         c => c,
@@ -136,10 +112,10 @@ impl Template {
         f[6..12].copy_from_slice(&src_mac);
         let udp_len = size - ETH_LEN - if v6 { 40 } else { 20 };
         let udp_len16 = u16::try_from(udp_len).map_err(|_| BuildError::SizeTooLarge(MAX))?;
-        let mut pseudo = 0u32;
+        let pseudo: u64;
         let udp = match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
-                f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+                f[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
                 let ip = &mut f[ETH_LEN..ETH_LEN + 20];
                 ip[0] = 0x45;
                 ip[2..4].copy_from_slice(&(udp_len16 + 20).to_be_bytes());
@@ -148,13 +124,13 @@ impl Template {
                 ip[9] = 17;
                 ip[12..16].copy_from_slice(&s.octets());
                 ip[16..20].copy_from_slice(&d.octets());
-                let c = !fold(sum16(ip));
+                let c = checksum(ip);
                 ip[10..12].copy_from_slice(&c.to_be_bytes());
-                pseudo += sum16(&s.octets()) + sum16(&d.octets()) + 17 + u32::from(udp_len16);
+                pseudo = add(add(17 + u64::from(udp_len16), &s.octets()), &d.octets());
                 ETH_LEN + 20
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
-                f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+                f[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
                 let ip = &mut f[ETH_LEN..ETH_LEN + 40];
                 ip[0] = 0x60;
                 ip[4..6].copy_from_slice(&udp_len16.to_be_bytes());
@@ -162,7 +138,7 @@ impl Template {
                 ip[7] = 64;
                 ip[8..24].copy_from_slice(&s.octets());
                 ip[24..40].copy_from_slice(&d.octets());
-                pseudo += sum16(&s.octets()) + sum16(&d.octets()) + 17 + u32::from(udp_len16);
+                pseudo = add(add(17 + u64::from(udp_len16), &s.octets()), &d.octets());
                 ETH_LEN + 40
             }
             _ => return Err(BuildError::FamilyMismatch),
@@ -170,7 +146,7 @@ impl Template {
         f[udp + 2..udp + 4].copy_from_slice(&dport.to_be_bytes());
         f[udp + 4..udp + 6].copy_from_slice(&udp_len16.to_be_bytes());
         f[udp + 8..udp + 12].copy_from_slice(&MAGIC);
-        let base_sum = fold_once(fold_once(pseudo) + sum16(&f[udp..]));
+        let base_sum = add(pseudo, &f[udp..]);
         Ok(Self {
             frame: f,
             udp,
@@ -185,9 +161,8 @@ impl Template {
         pkt[u..u + 2].copy_from_slice(&sport.to_be_bytes());
         pkt[u + 12..u + 16].copy_from_slice(&flow.to_be_bytes());
         pkt[u + 16..u + 24].copy_from_slice(&seq.to_be_bytes());
-        let mut s = self.base_sum + u32::from(sport);
-        s = fold_once(s) + sum16(&flow.to_be_bytes());
-        s = fold_once(s) + sum16(&seq.to_be_bytes());
+        let s = add(self.base_sum + u64::from(sport), &flow.to_be_bytes());
+        let s = add(s, &seq.to_be_bytes());
         pkt[u + 6..u + 8].copy_from_slice(&finish_udp(s).to_be_bytes());
     }
 }
@@ -617,17 +592,17 @@ mod tests {
         let v6 = f[12..14] == [0x86, 0xdd];
         let (udp, pseudo) = if v6 {
             let ip = &f[ETH_LEN..ETH_LEN + 40];
-            (ETH_LEN + 40, sum16(&ip[8..40]))
+            (ETH_LEN + 40, add(0, &ip[8..40]))
         } else {
             let ip = &f[ETH_LEN..ETH_LEN + 20];
-            if fold(sum16(ip)) != 0xffff {
+            if fold(add(0, ip)) != 0xffff {
                 return false;
             }
-            (ETH_LEN + 20, sum16(&ip[12..20]))
+            (ETH_LEN + 20, add(0, &ip[12..20]))
         };
-        let len = (f.len() - udp) as u32;
-        assert_eq!(u32::from(u16::from_be_bytes([f[udp + 4], f[udp + 5]])), len);
-        fold(fold_once(pseudo) + 17 + len + sum16(&f[udp..])) == 0xffff
+        let len = (f.len() - udp) as u64;
+        assert_eq!(u64::from(u16::from_be_bytes([f[udp + 4], f[udp + 5]])), len);
+        fold(add(pseudo + 17 + len, &f[udp..])) == 0xffff
     }
 
     fn templates() -> Vec<Template> {

@@ -94,7 +94,7 @@ fn median(v: &mut [u32]) -> f64 {
     }
 }
 
-/// Issue 14's goals, as ratios to the trivial program.
+/// The goals for the XDP paths, as ratios to the trivial program.
 fn goal_ratio(path: &str) -> Option<f64> {
     match path {
         "wan_esp_steer" => Some(1.5),

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{mac_of, NetNs};
+use gateway_esp::checksum::{self, add};
 use gateway_netio::afxdp::{
     xskmap, Batch, BindMode, BusyPoll, Umem, UmemConfig, XskConfig, XskSocket, XDP_PACKET_HEADROOM,
 };
@@ -163,20 +164,11 @@ fn fix_udp4_checksum(pkt: &mut [u8]) {
         return;
     };
     pkt[l4 + 6..l4 + 8].fill(0);
-    let mut sum: u32 = 17 + u32::try_from(udp_len).unwrap();
-    for c in pkt[ip + 12..ip + 20]
-        .chunks_exact(2)
-        .chain(pkt[l4..end].chunks(2))
-    {
-        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let mut c = !u16::try_from(sum).unwrap();
-    if c == 0 {
-        c = 0xffff;
-    }
+    let pseudo = add(17 + udp_len as u64, &pkt[ip + 12..ip + 20]);
+    let c = match checksum::finish(add(pseudo, &pkt[l4..end])) {
+        0 => 0xffff,
+        c => c,
+    };
     pkt[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
 }
 

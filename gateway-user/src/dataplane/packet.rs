@@ -7,10 +7,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_IPV6: u16 = 0x86dd;
-pub const ETH_P_ARP: u16 = 0x0806;
-pub const ETH_P_8021Q: u16 = 0x8100;
+pub use gateway_common::eth::{ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6};
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ESP: u8 = 50;
 pub const IPPROTO_TCP: u8 = 6;

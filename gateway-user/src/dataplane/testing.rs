@@ -123,7 +123,7 @@ const WAN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x3a, 0x01];
 /// starts in it (`XDP_PACKET_HEADROOM` plus the UMEM headroom).
 const CHUNK: usize = 4096;
 const START: usize = 256 + 128;
-const ETH_HLEN: usize = 14;
+use gateway_common::eth::ETH_HLEN;
 
 fn prefixes(list: &[&str]) -> Vec<IpPrefix> {
     list.iter()
