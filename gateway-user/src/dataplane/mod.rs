@@ -12,11 +12,15 @@
 pub mod backend;
 pub mod drop_events;
 pub mod mtu;
+/// Test frame builders (tests, fuzzing and the benchmarks).
+#[cfg(feature = "testing")]
 pub mod packet;
 pub mod police;
 pub mod routes;
 pub mod sa_slots;
 pub mod slowpath;
+/// `BPF_PROG_TEST_RUN` for the XDP programs (tests and the benchmarks).
+#[cfg(feature = "testing")]
 pub mod test_run;
 /// A harness of the worker pipeline for tests and fuzzing.
 #[cfg(feature = "testing")]
