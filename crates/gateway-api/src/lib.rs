@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod device_config;
 pub mod error;
 pub mod model;

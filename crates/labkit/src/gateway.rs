@@ -2,7 +2,8 @@
 //! namespace with a config of the test's, stopped (SIGTERM) when dropped,
 //! and its HTTP API and `/metrics` reached from inside that namespace (the
 //! API listens on the namespace's loopback). Requests run on a thread that
-//! lives in the namespace; the caller gets parsed JSON.
+//! lives in the namespace: typed, through `gateway_api::client` (the
+//! server's own wire types), or raw for the tests that probe error answers.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use gateway_api::client::{Client, ClientError};
 use serde_json::Value;
 
 /// The region the harness's configs serve.
@@ -90,6 +92,7 @@ pub struct Api {
     ns: NsThread,
     base: String,
     token: String,
+    client: std::sync::Arc<Client>,
 }
 
 impl Api {
@@ -99,7 +102,17 @@ impl Api {
             ns: NsThread::new(netns)?,
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
+            client: std::sync::Arc::new(Client::new(base, token, REGION)),
         })
+    }
+
+    /// Runs `f` with the typed client in the namespace.
+    pub fn typed<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Client) -> Result<T, ClientError> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let client = std::sync::Arc::clone(&self.client);
+        Ok(self.ns.run(move || f(&client))??)
     }
 
     /// One request; `path` below the s2s-vpn API of [`REGION`] unless it
@@ -177,6 +190,19 @@ fn request(method: &str, url: &str, token: &str, body: Option<Value>) -> anyhow:
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(s).ok()
+}
+
+/// Runs `f` with a typed client of the API at `base` in `netns`, on a
+/// thread of its own for this call (nothing holds the namespace after).
+pub fn with_api<T: Send + 'static>(
+    netns: &str,
+    base: &str,
+    token: &str,
+    f: impl FnOnce(&Client) -> Result<T, ClientError> + Send + 'static,
+) -> anyhow::Result<T> {
+    let client = Client::new(base, token, REGION);
+    let ns = NsThread::new(netns)?;
+    Ok(ns.run(move || f(&client))??)
 }
 
 /// A running `s2s-gateway run`, stopped with SIGTERM when dropped.

@@ -29,9 +29,18 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 
+use gateway_api::client::{Client, ClientError};
+use gateway_api::model::{
+    BgpSessionStatus, CipherRequest, Connection, ConnectionStatus, TunnelStatus, VpnGatewayStatus,
+};
+use gateway_api::ops::{
+    BgpConfigRequest, CreateConnectionRequest, CreateCustomerGatewayRequest,
+    CreateRoutingPolicyRequest, CreateVpnGatewayRequest, IpamPair, RenewPskRequest,
+    RoutingPolicyOneOf, UpdateConnectionRequest,
+};
 use labkit::{charon, veth, Ns};
 
-use crate::util::{output, sh, step, workspace_root};
+use crate::util::{sh, step, workspace_root};
 
 mod observe;
 mod probes;
@@ -48,7 +57,7 @@ const TOKEN: &str = "lab-0000-0000-token";
 const PRIVATE_NETWORK: &str = "11111111-2222-4333-8444-555555555555";
 const IPAM_V4: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 const IPAM_V6: &str = "aaaaaaaa-0000-4000-8000-000000000002";
-const CUSTOMER_ASN: &str = "65010";
+const CUSTOMER_ASN: i64 = 65010;
 
 const VPC: Ns = Ns::new(PREFIX, "vpc");
 const GW: Ns = Ns::new(PREFIX, "gw");
@@ -249,31 +258,62 @@ impl Lab {
     }
 }
 
-/// Runs s2sctl against the lab gateway's API; returns the parsed JSON.
-fn s2sctl(args: &[&str]) -> anyhow::Result<Value> {
-    let bin = workspace_root().join("target/release/s2sctl");
-    let out = output(
-        GW.cmd(&bin.display().to_string())
-            .args(["--token", TOKEN, "-o", "json"])
-            .args(args),
-    )?;
-    serde_json::from_str(&out)
-        .with_context(|| format!("s2sctl {}: not JSON: {out}", args.join(" ")))
+/// The API as the lab's gateway serves it, inside gw.
+const API_URL: &str = "http://127.0.0.1:8080";
+
+/// Runs `f` with the typed API client inside gw.
+fn api<T: Send + 'static>(
+    f: impl FnOnce(&Client) -> Result<T, ClientError> + Send + 'static,
+) -> anyhow::Result<T> {
+    labkit::gateway::with_api(&GW.name(), API_URL, TOKEN, f)
 }
 
-fn s2sctl_text(args: &[&str]) -> anyhow::Result<String> {
-    let bin = workspace_root().join("target/release/s2sctl");
-    output(
-        GW.cmd(&bin.display().to_string())
-            .args(["--token", TOKEN])
-            .args(args),
+/// The connection as the API reports it.
+fn connection(id: &str) -> anyhow::Result<Connection> {
+    let id = id.to_owned();
+    api(move |c| c.connection(&id))
+}
+
+/// The connection's device config for `vendor`, as the API serves it.
+fn device_config(id: &str, vendor: &'static str) -> anyhow::Result<String> {
+    let id = id.to_owned();
+    api(move |c| c.device_config(&id, vendor))
+}
+
+fn set_route_propagation(id: &str, enabled: bool) -> anyhow::Result<()> {
+    let id = id.to_owned();
+    api(move |c| c.set_route_propagation(&id, enabled)).map(|_| ())
+}
+
+fn update_connection(id: &str, req: UpdateConnectionRequest) -> anyhow::Result<()> {
+    let id = id.to_owned();
+    api(move |c| c.update_connection(&id, &req)).map(|_| ())
+}
+
+/// The IPv6 routing policy `id` as `set-`/`detach-routing-policy` name it.
+fn v6_policy(id: &str) -> RoutingPolicyOneOf {
+    RoutingPolicyOneOf {
+        routing_policy_v6: Some(id.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// A cipher in s2sctl's compact form (`aes256gcm-sha256-curve25519`).
+fn cipher(s: &str) -> anyhow::Result<CipherRequest> {
+    CipherRequest::parse_compact(s).map_err(|e| anyhow!(e))
+}
+
+/// One line of a connection's statuses, for progress output.
+fn status_line(c: &Connection) -> String {
+    let opt = |t: Option<TunnelStatus>| t.map_or("-", TunnelStatus::as_str);
+    format!(
+        "status={} tunnel_ipv4={} tunnel_ipv6={} bgp_ipv4={} bgp_ipv6={}",
+        c.status,
+        opt(c.tunnel_status_ipv4),
+        opt(c.tunnel_status_ipv6),
+        c.bgp_status_ipv4,
+        c.bgp_status_ipv6,
     )
-}
-
-fn field<'a>(v: &'a Value, key: &str) -> anyhow::Result<&'a str> {
-    v[key]
-        .as_str()
-        .ok_or_else(|| anyhow!("API response without {key}: {v}"))
 }
 
 /// Polls `f` every 500 ms until it returns `Some`, up to `limit`; also
@@ -380,86 +420,75 @@ fn steps(
 
     *current = "API: resources";
     step("lab: VPN gateway, customer gateway, routing policies, connection (API)");
-    // `--wait`: s2sctl polls until the agent has made it active.
-    let vgw = s2sctl(&[
-        "--wait",
-        "--wait-timeout",
-        "30",
-        "vpn-gateway",
-        "create",
-        "--name",
-        "lab-vgw",
-        "--gateway-type",
-        "VGW-M",
-        "--private-network-id",
-        PRIVATE_NETWORK,
-        "--ipam-ipv4-id",
-        IPAM_V4,
-        "--ipam-ipv6-id",
-        IPAM_V6,
-    ])?;
-    let vgw_id = field(&vgw, "id")?.to_owned();
-    if vgw["status"] != "active" {
-        bail!("s2sctl --wait returned VPN gateway {vgw_id} not active: {vgw}");
-    }
+    let vgw = api(|c| {
+        c.create_vpn_gateway(&CreateVpnGatewayRequest {
+            name: Some("lab-vgw".into()),
+            gateway_type: Some("VGW-M".into()),
+            private_network_id: Some(PRIVATE_NETWORK.into()),
+            public_config: Some(IpamPair {
+                ipam_ipv4_id: Some(IPAM_V4.into()),
+                ipam_ipv6_id: Some(IPAM_V6.into()),
+            }),
+            ..Default::default()
+        })
+    })?;
+    let vgw_id = vgw.id.clone();
+    // The agent makes it active once it has set the gateway up.
+    wait_for(
+        lab,
+        stop,
+        "the VPN gateway to be active",
+        Duration::from_secs(30),
+        || {
+            let id = vgw_id.clone();
+            let g = api(move |c| c.vpn_gateway(&id))?;
+            Ok((g.status == VpnGatewayStatus::Active).then_some(()))
+        },
+    )?;
     println!("lab: VPN gateway {vgw_id} active");
-    let cgw = s2sctl(&[
-        "customer-gateway",
-        "create",
-        "--name",
-        "lab-cgw",
-        "--asn",
-        CUSTOMER_ASN,
-        "--ipv4",
-        "192.0.2.2",
-        "--ipv6",
-        "2001:db8::2",
-    ])?;
-    let cgw_id = field(&cgw, "id")?.to_owned();
-    let rp4 = s2sctl(&[
-        "routing-policy",
-        "create",
-        "--name",
-        "lab-v4",
-        "--in",
-        "203.0.113.0/24",
-        "--out",
-        "198.51.100.0/24",
-    ])?;
-    let rp6 = s2sctl(&[
-        "routing-policy",
-        "create",
-        "--name",
-        "lab-v6",
-        "--ipv6",
-        "--in",
-        "2001:db8:200::/48",
-        "--out",
-        "2001:db8:100::/48",
-    ])?;
-    let conn = s2sctl(&[
-        "connection",
-        "create",
-        "--name",
-        "lab",
-        "--vpn-gateway-id",
-        &vgw_id,
-        "--customer-gateway-id",
-        &cgw_id,
-        "--initiation-policy",
-        "vpn_gateway",
-        "--ike",
-        "aes256gcm-sha256-curve25519",
-        "--esp",
-        "aes256gcm",
-        "--routing-policy-v4",
-        field(&rp4, "id")?,
-        "--routing-policy-v6",
-        field(&rp6, "id")?,
-    ])?;
-    // CreateConnectionResponse wraps the connection.
-    let conn_id = field(&conn["connection"], "id")?.to_owned();
-    s2sctl(&["connection", "enable-route-propagation", &conn_id])?;
+    let cgw = api(|c| {
+        c.create_customer_gateway(&CreateCustomerGatewayRequest {
+            name: Some("lab-cgw".into()),
+            asn: Some(CUSTOMER_ASN),
+            ipv4_public: Some("192.0.2.2".into()),
+            ipv6_public: Some("2001:db8::2".into()),
+            ..Default::default()
+        })
+    })?;
+    let policy = |name: &str, v6: bool, filter_in: &str, filter_out: &str| {
+        let req = CreateRoutingPolicyRequest {
+            name: Some(name.into()),
+            is_ipv6: Some(v6),
+            prefix_filter_in: Some(vec![filter_in.into()]),
+            prefix_filter_out: Some(vec![filter_out.into()]),
+            ..Default::default()
+        };
+        api(move |c| c.create_routing_policy(&req))
+    };
+    let rp4 = policy("lab-v4", false, "203.0.113.0/24", "198.51.100.0/24")?;
+    let rp6 = policy("lab-v6", true, "2001:db8:200::/48", "2001:db8:100::/48")?;
+    let req = CreateConnectionRequest {
+        name: Some("lab".into()),
+        vpn_gateway_id: Some(vgw_id.clone()),
+        customer_gateway_id: Some(cgw.id.clone()),
+        initiation_policy: Some("vpn_gateway".into()),
+        ikev2_ciphers: Some(vec![cipher("aes256gcm-sha256-curve25519")?]),
+        esp_ciphers: Some(vec![cipher("aes256gcm")?]),
+        bgp_config_ipv4: Some(BgpConfigRequest {
+            routing_policy_id: Some(rp4.id.clone()),
+            ..Default::default()
+        }),
+        bgp_config_ipv6: Some(BgpConfigRequest {
+            routing_policy_id: Some(rp6.id.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let conn_id = api(move |c| c.create_connection(&req))?.connection.id;
+    {
+        let id = conn_id.clone();
+        api(move |c| c.set_route_propagation(&id, true))?;
+    }
     println!("lab: connection {conn_id} created, route propagation enabled");
 
     *current = "customer side";
@@ -476,11 +505,11 @@ fn steps(
     start_charon(lab, stop)?;
     interco_on_ipsec0(lab, stop, &conn_id)?;
     if peer == "bird" {
-        let conf = s2sctl_text(&["connection", "device-config", &conn_id, "--vendor", "bird"])?;
+        let conf = device_config(&conn_id, "bird")?;
         fs::write(dir.join("bird.conf"), conf)?;
         start_bird(lab)?;
     } else {
-        let conf = s2sctl_text(&["connection", "device-config", &conn_id, "--vendor", "frr"])?;
+        let conf = device_config(&conn_id, "frr")?;
         fs::write(dir.join("frr.conf"), conf)?;
         fs::create_dir_all(dir.join("frr"))?;
         sh(Command::new("chown").args(["-R", "frr:frr", &format!("{d}/frr")]))?;
@@ -506,20 +535,13 @@ fn steps(
         "the connection to be active",
         Duration::from_secs(120),
         || {
-            let c = s2sctl(&["connection", "get", &conn_id])?;
-            let line = format!(
-                "status={} tunnel_ipv4={} tunnel_ipv6={} bgp_ipv4={} bgp_ipv6={}",
-                c["status"].as_str().unwrap_or("?"),
-                c["tunnel_status_ipv4"].as_str().unwrap_or("-"),
-                c["tunnel_status_ipv6"].as_str().unwrap_or("-"),
-                c["bgp_status_ipv4"].as_str().unwrap_or("?"),
-                c["bgp_status_ipv6"].as_str().unwrap_or("?"),
-            );
+            let c = connection(&conn_id)?;
+            let line = status_line(&c);
             if line != last {
                 println!("  [{:>5.1}s] {line}", started.elapsed().as_secs_f64());
                 last = line;
             }
-            Ok((c["status"] == "active").then_some(()))
+            Ok((c.status == ConnectionStatus::Active).then_some(()))
         },
     )?;
 
@@ -577,8 +599,7 @@ fn steps(
         scenarios: true, ..
     } = then
     {
-        let rp6_id = field(&rp6, "id")?.to_owned();
-        run_scenarios(lab, stop, &conn_id, &rp6_id, current)?;
+        run_scenarios(lab, stop, &conn_id, &rp6.id, current)?;
     }
     println!("\nlab: every step passed");
     if matches!(then, Then::Lab { once: true, .. }) {
@@ -598,7 +619,7 @@ fn steps(
 }
 
 fn status_table(conn_id: &str, peer: &str, dir: &Path) -> anyhow::Result<()> {
-    let c = s2sctl(&["connection", "get", conn_id])?;
+    let c = serde_json::to_value(connection(conn_id)?)?;
     println!("\n  connection {conn_id}");
     for key in [
         "status",
@@ -660,19 +681,13 @@ fn start_gateway(lab: &mut Lab, stop: &AtomicBool, bin: &str) -> anyhow::Result<
     );
     lab.spawn("s2s-gateway", GW, &script)?;
     wait_for(lab, stop, "the API", Duration::from_secs(30), || {
-        Ok(s2sctl(&["gateway-type", "list"]).ok().map(|_| ()))
+        Ok(api(|c| c.gateway_types()).ok().map(|_| ()))
     })
 }
 
 /// Writes the connection's strongSwan device config as it is.
 fn write_swanctl(dir: &Path, conn_id: &str) -> anyhow::Result<String> {
-    let swanctl = s2sctl_text(&[
-        "connection",
-        "device-config",
-        conn_id,
-        "--vendor",
-        "strongswan",
-    ])?;
+    let swanctl = device_config(conn_id, "strongswan")?;
     fs::write(dir.join("swanctl.conf"), &swanctl)?;
     Ok(swanctl)
 }
@@ -711,9 +726,9 @@ fn interco_on_ipsec0(lab: &mut Lab, stop: &AtomicBool, conn_id: &str) -> anyhow:
     wait_for(lab, stop, "ipsec0 in cgw", Duration::from_secs(15), || {
         Ok(CGW.out(&["ip", "link", "show", "ipsec0"]).ok().map(|_| ()))
     })?;
-    let conn = s2sctl(&["connection", "get", conn_id])?;
-    for key in ["bgp_session_ipv4", "bgp_session_ipv6"] {
-        if let Some(peer_ip) = conn[key]["peer_private_ip"].as_str() {
+    let conn = connection(conn_id)?;
+    for session in [&conn.bgp_session_ipv4, &conn.bgp_session_ipv6] {
+        if let Some(peer_ip) = session.as_ref().map(|s| s.peer_private_ip.as_str()) {
             let mut cmd = vec!["ip", "addr", "add", peer_ip, "dev", "ipsec0"];
             if peer_ip.contains(':') {
                 cmd.push("nodad");
@@ -783,17 +798,21 @@ fn failover_while_cut(
     cut_family: &str,
     other: &str,
 ) -> anyhow::Result<()> {
-    let (down_key, up_key) = (
-        format!("tunnel_status_ip{cut_family}"),
-        format!("tunnel_status_ip{other}"),
-    );
+    // `v4` / `v6`: the tunnel of that outer family.
+    let tunnel = |c: &Connection, family: &str| match family {
+        "v4" => c.tunnel_status_ipv4,
+        _ => c.tunnel_status_ipv6,
+    };
     wait_connection(
         lab,
         stop,
         conn_id,
         &format!("our side to notice the {cut_family} tunnel is gone (DPD)"),
         Duration::from_secs(40),
-        |c| c[&down_key] == "down" && c[&up_key] == "up",
+        |c| {
+            tunnel(c, cut_family) == Some(TunnelStatus::Down)
+                && tunnel(c, other) == Some(TunnelStatus::Up)
+        },
     )?;
     println!("  {cut_family} tunnel down after {:.1?}", cut.elapsed());
     let prefix = route_of(cut_family);
@@ -827,9 +846,12 @@ fn failover_while_cut(
         "  traffic continues in both families ({:.1?} after the cut)",
         cut.elapsed()
     );
-    let c = s2sctl(&["connection", "get", conn_id])?;
-    if c["bgp_status_ipv4"] != "up" || c["bgp_status_ipv6"] != "up" {
-        bail!("BGP sessions not both up while failed over: {c}");
+    let c = connection(conn_id)?;
+    if c.bgp_status_ipv4 != BgpSessionStatus::Up || c.bgp_status_ipv6 != BgpSessionStatus::Up {
+        bail!(
+            "BGP sessions not both up while failed over: {}",
+            status_line(&c)
+        );
     }
     let counters = tunnel_counters(conn_id)?;
     println!("  per-tunnel ESP packets (in, out): {counters:?}");
@@ -867,20 +889,13 @@ fn wait_connection(
     conn_id: &str,
     what: &str,
     limit: Duration,
-    done: impl Fn(&Value) -> bool,
-) -> anyhow::Result<Value> {
+    done: impl Fn(&Connection) -> bool,
+) -> anyhow::Result<Connection> {
     let mut last = String::new();
     let started = Instant::now();
     wait_for(lab, stop, what, limit, || {
-        let c = s2sctl(&["connection", "get", conn_id])?;
-        let line = format!(
-            "status={} tunnel_ipv4={} tunnel_ipv6={} bgp_ipv4={} bgp_ipv6={}",
-            c["status"].as_str().unwrap_or("?"),
-            c["tunnel_status_ipv4"].as_str().unwrap_or("-"),
-            c["tunnel_status_ipv6"].as_str().unwrap_or("-"),
-            c["bgp_status_ipv4"].as_str().unwrap_or("?"),
-            c["bgp_status_ipv6"].as_str().unwrap_or("?"),
-        );
+        let c = connection(conn_id)?;
+        let line = status_line(&c);
         if line != last {
             println!("  [{:>5.1}s] {line}", started.elapsed().as_secs_f64());
             last = line;
@@ -919,12 +934,12 @@ fn wait_new_ike_sas(
     })
 }
 
-fn all_up(c: &Value) -> bool {
-    c["status"] == "active"
-        && c["tunnel_status_ipv4"] == "up"
-        && c["tunnel_status_ipv6"] == "up"
-        && c["bgp_status_ipv4"] == "up"
-        && c["bgp_status_ipv6"] == "up"
+fn all_up(c: &Connection) -> bool {
+    c.status == ConnectionStatus::Active
+        && c.tunnel_status_ipv4 == Some(TunnelStatus::Up)
+        && c.tunnel_status_ipv6 == Some(TunnelStatus::Up)
+        && c.bgp_status_ipv4 == BgpSessionStatus::Up
+        && c.bgp_status_ipv6 == BgpSessionStatus::Up
 }
 
 /// Our routes (proto 196) in gw's kernel table, both families.

@@ -311,13 +311,13 @@ pub(super) fn switch_policy(
 ) -> anyhow::Result<()> {
     lab.stop_daemon("bird", "-TERM")?;
     lab.stop_daemon("charon", "-TERM")?;
-    s2sctl(&[
-        "connection",
-        "update",
+    update_connection(
         conn_id,
-        "--initiation-policy",
-        policy,
-    ])?;
+        UpdateConnectionRequest {
+            initiation_policy: Some(policy.to_owned()),
+            ..Default::default()
+        },
+    )?;
     // charon starts with nothing to initiate: a connection it starts at
     // once (start_action = start) would find ipsec0 without the
     // interconnection addresses and fail to install its CHILD SA's route.

@@ -175,7 +175,7 @@ fn route_propagation(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let lab = &mut *cx.lab;
     let sessions = bird_sessions(&dir)?;
     println!("  BIRD sessions: {sessions:?}");
-    s2sctl(&["connection", "disable-route-propagation", conn_id])?;
+    set_route_propagation(conn_id, false)?;
     wait_for(
         lab,
         stop,
@@ -201,7 +201,7 @@ fn route_propagation(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
         }
         println!("  ping vpc → {target}: fails, as it must");
     }
-    s2sctl(&["connection", "enable-route-propagation", conn_id])?;
+    set_route_propagation(conn_id, true)?;
     wait_gw_routes(lab, stop, Duration::from_secs(20))?;
     wait_for(
         lab,
@@ -227,13 +227,10 @@ fn routing_policy_detached(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let conn_id = cx.conn_id;
     let rp6_id = cx.rp6_id;
     let lab = &mut *cx.lab;
-    s2sctl(&[
-        "connection",
-        "detach-routing-policy",
-        conn_id,
-        "--v6",
-        rp6_id,
-    ])?;
+    {
+        let (id, req) = (conn_id.to_owned(), v6_policy(rp6_id));
+        api(move |c| c.detach_routing_policy(&id, &req))?;
+    }
     wait_connection(
         lab,
         stop,
@@ -241,9 +238,9 @@ fn routing_policy_detached(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
         "bgp_status_ipv6 disabled with the connection active (IPv4 session up)",
         Duration::from_secs(20),
         |c| {
-            c["bgp_status_ipv6"] == "disabled"
-                && c["bgp_status_ipv4"] == "up"
-                && c["status"] == "active"
+            c.bgp_status_ipv6 == BgpSessionStatus::Disabled
+                && c.bgp_status_ipv4 == BgpSessionStatus::Up
+                && c.status == ConnectionStatus::Active
         },
     )?;
     wait_for(
@@ -254,7 +251,10 @@ fn routing_policy_detached(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
         || Ok((!gw_routes()?.contains("2001:db8:200::/48")).then_some(())),
     )?;
     println!("  gw: 2001:db8:200::/48 withdrawn");
-    s2sctl(&["connection", "set-routing-policy", conn_id, "--v6", rp6_id])?;
+    {
+        let (id, req) = (conn_id.to_owned(), v6_policy(rp6_id));
+        api(move |c| c.set_routing_policy(&id, &req))?;
+    }
     recovered(
         lab,
         stop,
@@ -274,7 +274,10 @@ fn psk_renewed(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let lab = &mut *cx.lab;
     let established = count_in_log(&gw_log, "IKE SA established");
     let old = fs::read_to_string(dir.join("swanctl.conf"))?;
-    s2sctl(&["connection", "renew-psk", conn_id])?;
+    {
+        let id = conn_id.to_owned();
+        api(move |c| c.renew_psk(&id, &RenewPskRequest::default()))?;
+    }
     let new = write_swanctl(&dir, conn_id)?;
     if new == old {
         bail!("the strongSwan device config did not change with the new PSK");
@@ -468,7 +471,14 @@ fn every_proposal(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let lab = &mut *cx.lab;
     for (ike, esp, strongswan) in SUITES {
         let established = count_in_log(&gw_log, "IKE SA established");
-        s2sctl(&["connection", "update", conn_id, "--ike", ike, "--esp", esp])?;
+        update_connection(
+            conn_id,
+            UpdateConnectionRequest {
+                ikev2_ciphers: Some(vec![cipher(ike)?]),
+                esp_ciphers: Some(vec![cipher(esp)?]),
+                ..Default::default()
+            },
+        )?;
         let conf = write_swanctl(&dir, conn_id)?;
         if !conf.contains(strongswan) {
             bail!("the device config does not propose {strongswan}:\n{conf}");

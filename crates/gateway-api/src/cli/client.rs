@@ -1,19 +1,39 @@
-//! The HTTP client of the API (plain HTTP through `ureq`) and the request
-//! pieces the commands build: queries, cipher proposals, BGP configs, names
-//! and tags.
+//! The CLI's handle on the API (the typed client's transport,
+//! [`crate::client::Client`]) and the request pieces the commands build:
+//! queries, cipher proposals, BGP configs, names and tags.
 
 use super::*;
+use crate::client::ClientError;
 
 pub(super) struct Client {
-    pub(super) base: String,
-    pub(super) token: String,
+    pub(super) api: crate::client::Client,
     pub(super) region: String,
-    pub(super) agent: ureq::Agent,
 }
 
 pub(super) type Query = Vec<(&'static str, String)>;
 
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Api {
+                status,
+                message,
+                body,
+            } => CliError::Api {
+                status,
+                message,
+                body,
+            },
+            ClientError::Transport { url, reason } | ClientError::Decode { url, reason } => {
+                CliError::Transport { url, reason }
+            }
+        }
+    }
+}
+
 impl Client {
+    /// A JSON request through the typed client's transport; an empty
+    /// answer (204) is `null`.
     pub(super) fn call(
         &self,
         method: &str,
@@ -21,14 +41,7 @@ impl Client {
         query: &Query,
         body: Option<Value>,
     ) -> Result<Value, CliError> {
-        let (url, text) = self.send(method, path, query, body, "application/json")?;
-        if text.trim().is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&text).map_err(|e| CliError::Transport {
-            url,
-            reason: format!("response is not JSON: {e}"),
-        })
+        Ok(self.api.call(method, path, query, body)?)
     }
 
     /// One request; the raw body of a success (empty for 204), Scaleway's
@@ -41,49 +54,11 @@ impl Client {
         body: Option<Value>,
         accept: &str,
     ) -> Result<(String, String), CliError> {
-        let url = format!("{}{}", self.base.trim_end_matches('/'), path);
-        let mut req = self
-            .agent
-            .request(method, &url)
-            .set("X-Auth-Token", &self.token)
-            .set("Accept", accept);
-        for (k, v) in query {
-            req = req.query(k, v);
-        }
-        let resp = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        match resp {
-            Ok(r) => {
-                if r.status() == 204 {
-                    return Ok((url, String::new()));
-                }
-                let text = r.into_string().map_err(CliError::Output)?;
-                Ok((url, text))
-            }
-            Err(ureq::Error::Status(status, r)) => {
-                let body: Value = r.into_json().unwrap_or(Value::Null);
-                let message = body
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("no message")
-                    .to_owned();
-                Err(CliError::Api {
-                    status,
-                    message,
-                    body,
-                })
-            }
-            Err(e) => Err(CliError::Transport {
-                url,
-                reason: e.to_string(),
-            }),
-        }
+        Ok(self.api.send(method, path, query, body, accept)?)
     }
 
     pub(super) fn s2s(&self, rest: &str) -> String {
-        format!("/s2s-vpn/v1alpha1/regions/{}/{rest}", self.region)
+        self.api.s2s(rest)
     }
 }
 
@@ -115,35 +90,15 @@ pub(super) fn common_query(c: &Common) -> Query {
 
 /// Parses `aes256-sha256-modp2048` / `aes256gcm-ecp256` into a cipher.
 pub fn parse_cipher(s: &str) -> Result<Value, CliError> {
-    let mut out = Map::new();
-    for part in s.split(['-', '/', '+']).filter(|p| !p.is_empty()) {
-        let (key, ok) = if Encryption::parse(part).is_some() {
-            ("encryption", true)
-        } else if Integrity::parse(part).is_some() {
-            ("integrity", true)
-        } else if DhGroup::parse(part).is_some() {
-            ("dh_group", true)
-        } else {
-            ("", false)
-        };
-        if !ok {
-            return Err(CliError::Argument(format!(
-                "{part:?} in cipher {s:?} is not an encryption, integrity or DH group name"
-            )));
-        }
-        if out
-            .insert(key.to_owned(), Value::String(part.to_owned()))
-            .is_some()
-        {
-            return Err(CliError::Argument(format!("cipher {s:?} names two {key}s")));
-        }
-    }
-    if !out.contains_key("encryption") {
-        return Err(CliError::Argument(format!(
-            "cipher {s:?} has no encryption"
-        )));
-    }
-    Ok(Value::Object(out))
+    let c = crate::model::CipherRequest::parse_compact(s).map_err(CliError::Argument)?;
+    serde_json::to_value(c)
+        .map(|mut v| {
+            if let Value::Object(m) = &mut v {
+                m.retain(|_, x| !x.is_null());
+            }
+            v
+        })
+        .map_err(|e| CliError::Argument(e.to_string()))
 }
 
 pub(super) fn ciphers(list: &[String]) -> Result<Vec<Value>, CliError> {

@@ -14,8 +14,6 @@ use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Map, Value};
 
-use crate::model::{DhGroup, Encryption, Integrity};
-
 mod args;
 mod client;
 mod commands;
@@ -104,12 +102,8 @@ where
         .clone()
         .ok_or_else(|| CliError::Argument("no API token: pass --token or set S2S_TOKEN".into()))?;
     let c = Client {
-        base: cli.api_url.clone(),
-        token,
+        api: crate::client::Client::new(&cli.api_url, &token, &cli.region),
         region: cli.region.clone(),
-        agent: ureq::AgentBuilder::new()
-            .timeout(std::time::Duration::from_secs(30))
-            .build(),
     };
     let none = Query::new();
     let (v, shape) = match cli.cmd {

@@ -513,11 +513,41 @@ pub fn validate_prefixes(
 }
 
 /// A cipher as received: strings, so unknown enum values name the field.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct CipherRequest {
     pub encryption: Option<String>,
     pub integrity: Option<String>,
     pub dh_group: Option<String>,
+}
+
+impl CipherRequest {
+    /// The compact form `s2sctl --ike/--esp` take: names joined by `-`,
+    /// `/` or `+` (`aes256-sha256-modp2048`, `aes256gcm/ecp256`), each an
+    /// encryption, integrity or DH group name, one of each at most, an
+    /// encryption always.
+    pub fn parse_compact(s: &str) -> Result<Self, String> {
+        let mut out = CipherRequest::default();
+        for part in s.split(['-', '/', '+']).filter(|p| !p.is_empty()) {
+            let (slot, key) = if Encryption::parse(part).is_some() {
+                (&mut out.encryption, "encryption")
+            } else if Integrity::parse(part).is_some() {
+                (&mut out.integrity, "integrity")
+            } else if DhGroup::parse(part).is_some() {
+                (&mut out.dh_group, "dh_group")
+            } else {
+                return Err(format!(
+                    "{part:?} in cipher {s:?} is not an encryption, integrity or DH group name"
+                ));
+            };
+            if slot.replace(part.to_owned()).is_some() {
+                return Err(format!("cipher {s:?} names two {key}s"));
+            }
+        }
+        if out.encryption.is_none() {
+            return Err(format!("cipher {s:?} has no encryption"));
+        }
+        Ok(out)
+    }
 }
 
 /// Which proposal list a cipher belongs to: IKE needs a PRF (so an

@@ -3,20 +3,20 @@
 use super::*;
 use crate::store::ConnectionOrder;
 
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Serialize, Deserialize, Default, Clone)]
 pub struct BgpConfigRequest {
     pub routing_policy_id: Option<String>,
     pub private_ip: Option<String>,
     pub peer_private_ip: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Serialize, Deserialize, Default, Clone)]
 pub struct SecretRef {
     pub id: Option<String>,
     pub revision: Option<u32>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 pub struct CreateConnectionRequest {
     pub name: Option<String>,
     pub is_ipv6: Option<bool>,
@@ -477,7 +477,7 @@ pub fn list_connections(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, ApiErro
     Ok(json!({"connections": to_value(&items)?, "total_count": total}))
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 pub struct UpdateConnectionRequest {
     pub name: Option<String>,
     pub tags: Option<Vec<String>>,
@@ -546,7 +546,7 @@ pub fn delete_connection(tx: &mut Tx<'_>, id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 pub struct RenewPskRequest {
     pub generate_revision: Option<bool>,
 }
@@ -580,7 +580,7 @@ pub fn renew_psk(tx: &mut Tx<'_>, id: &str, req: RenewPskRequest) -> Result<Valu
     Ok(json!({"connection": render_connection(&row)?, "pre_shared_key": null}))
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 pub struct ChangePskRequest {
     pub secret: Option<SecretRef>,
 }
@@ -604,7 +604,7 @@ pub fn change_psk(tx: &mut Tx<'_>, id: &str, req: ChangePskRequest) -> Result<Va
     Ok(json!({"connection": render_connection(&row)?}))
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 pub struct RoutingPolicyOneOf {
     pub routing_policy_v4: Option<String>,
     pub routing_policy_v6: Option<String>,

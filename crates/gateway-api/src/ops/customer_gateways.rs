@@ -2,7 +2,7 @@
 
 use super::*;
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 pub struct CreateCustomerGatewayRequest {
     pub name: Option<String>,
     pub asn: Option<i64>,
@@ -115,7 +115,7 @@ pub fn list_customer_gateways(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, A
     })
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 pub struct UpdateCustomerGatewayRequest {
     pub name: Option<String>,
     pub tags: Option<Vec<String>>,

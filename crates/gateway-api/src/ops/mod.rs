@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 
 use gateway_config::Config;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;

@@ -2,7 +2,7 @@
 
 use super::*;
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 pub struct CreateRoutingPolicyRequest {
     pub name: Option<String>,
     pub is_ipv6: Option<bool>,
@@ -80,7 +80,7 @@ pub fn list_routing_policies(tx: &mut Tx<'_>, q: &ListQuery) -> Result<Value, Ap
     })
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 pub struct UpdateRoutingPolicyRequest {
     pub name: Option<String>,
     pub tags: Option<Vec<String>>,

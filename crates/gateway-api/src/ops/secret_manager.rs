@@ -6,7 +6,7 @@ use super::*;
 /// rule is [`crate::secrets::check_psk`]).
 pub const MIN_PSK_LEN: usize = crate::secrets::MIN_PSK_LEN;
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 pub struct CreateSecretRequest {
     pub name: Option<String>,
     pub project_id: Option<String>,
@@ -138,7 +138,7 @@ pub fn get_secret(tx: &mut Tx<'_>, config: &Config, id: &str) -> Result<Value, A
     Ok(meta)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Serialize, Deserialize, Default)]
 pub struct CreateSecretVersionRequest {
     /// The PSK, base64: never printed.
     pub data: Option<String>,

@@ -51,25 +51,25 @@ pub fn list_vpn_gateway_types(config: &Config, q: &ListQuery) -> Result<Value, A
 // VPN gateways
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 pub struct IpamPair {
     pub ipam_ipv4_id: Option<String>,
     pub ipam_ipv6_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 pub struct SingleIpTunnel {
     pub ipam_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 pub struct PublicTunnelConfig {
     pub single_ipv4_tunnel: Option<SingleIpTunnel>,
     pub single_ipv6_tunnel: Option<SingleIpTunnel>,
     pub dual_ipv4v6_tunnel: Option<IpamPair>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 pub struct CreateVpnGatewayRequest {
     pub name: Option<String>,
     pub gateway_type: Option<String>,
@@ -371,7 +371,7 @@ pub(super) fn refuse_immutable(body: &Value, allowed: &[&str], what: &str) -> Re
     Ok(())
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 pub struct UpdateVpnGatewayRequest {
     pub name: Option<String>,
     pub tags: Option<Vec<String>>,
