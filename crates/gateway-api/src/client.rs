@@ -14,8 +14,10 @@ use serde_json::Value;
 
 use crate::model::{Connection, CustomerGateway, GatewayType, RoutingPolicy, VpnGateway};
 use crate::ops::{
-    CreateConnectionRequest, CreateCustomerGatewayRequest, CreateRoutingPolicyRequest,
-    CreateVpnGatewayRequest, RenewPskRequest, RoutingPolicyOneOf, UpdateConnectionRequest,
+    ChangePskRequest, CreateConnectionRequest, CreateCustomerGatewayRequest,
+    CreateRoutingPolicyRequest, CreateSecretRequest, CreateSecretVersionRequest,
+    CreateVpnGatewayRequest, RenewPskRequest, RoutingPolicyOneOf, SecretRef,
+    UpdateConnectionRequest,
 };
 
 /// Query parameters, in order (repeated keys for lists).
@@ -53,6 +55,15 @@ pub struct CreateConnectionResponse {
     pub connection: Connection,
     #[serde(default)]
     pub pre_shared_key: Option<String>,
+}
+
+/// The fields of the Secret Manager's `Secret` the callers use (the rest
+/// of the SDK's message is ignored).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Secret {
+    pub id: String,
+    pub name: String,
+    pub project_id: String,
 }
 
 /// One page of a list and the total the filters match.
@@ -372,6 +383,46 @@ impl Client {
         req: &RenewPskRequest,
     ) -> Result<CreateConnectionResponse, ClientError> {
         self.connection_action(id, "renew-psk", req)
+    }
+
+    /// Points the connection at revision `revision` (the latest if `None`)
+    /// of a secret of the caller's.
+    pub fn change_psk(
+        &self,
+        id: &str,
+        secret_id: &str,
+        revision: Option<u32>,
+    ) -> Result<Connection, ClientError> {
+        let req = ChangePskRequest {
+            secret: Some(SecretRef {
+                id: Some(secret_id.to_owned()),
+                revision,
+            }),
+        };
+        self.connection_action(id, "change-psk", &req)
+    }
+
+    pub fn create_secret(&self, req: &CreateSecretRequest) -> Result<Secret, ClientError> {
+        self.post(&self.secrets("secrets"), req)
+    }
+
+    /// Adds `psk` as the secret's new latest version; its revision. The PSK
+    /// travels base64 in the body and is never logged.
+    pub fn add_secret_version(&self, secret_id: &str, psk: &[u8]) -> Result<u32, ClientError> {
+        use base64::Engine as _;
+        let req = CreateSecretVersionRequest {
+            data: Some(base64::engine::general_purpose::STANDARD.encode(psk)),
+            ..Default::default()
+        };
+        let path = self.secrets(&format!("secrets/{secret_id}/versions"));
+        let v: Value = self.post(&path, &req)?;
+        v["revision"]
+            .as_u64()
+            .and_then(|r| u32::try_from(r).ok())
+            .ok_or_else(|| ClientError::Decode {
+                url: format!("{}{path}", self.base),
+                reason: "no revision in the answer".into(),
+            })
     }
 
     /// The configuration of the customer's device for `vendor` (`bird`,

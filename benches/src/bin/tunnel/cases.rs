@@ -1,6 +1,7 @@
 //! The cases: each builds its pair of tunnel ends and measures them.
 
 use crate::*;
+use gateway_api::ops::CreateSecretRequest;
 
 pub(crate) struct CaseOut {
     pub(crate) points: Vec<Point>,
@@ -166,33 +167,25 @@ pub(crate) fn ours_pair(
         Some("169.254.10.2/30,169.254.10.1/30"),
     )?;
     // B uses A's server-generated PSK: a secret of its own, then change-psk.
-    // Never printed; only piped to s2sctl on B.
-    let psk = s2sctl_text(A, &["connection", "get-psk", &ca])?;
-    let secret = s2sctl(B, &["secret", "create", "--name", "bench-psk"])?;
-    let sid = field(&secret, "id")?;
+    // Never printed.
+    let sid = {
+        let c = connection(A, &ca)?;
+        let psk = api(A, move |api| api.psk(&c.secret_id, c.secret_revision))?;
+        let secret = api(B, |c| {
+            c.create_secret(&CreateSecretRequest {
+                name: Some("bench-psk".into()),
+                ..Default::default()
+            })
+        })?;
+        let sid = secret.id;
+        let id = sid.clone();
+        api(B, move |c| c.add_secret_version(&id, &psk))?;
+        sid
+    };
     {
-        let mut c = B
-            .cmd(&bin("s2sctl")?)
-            .args(["--token", TOKEN, "secret", "add-version", &sid])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        use std::io::Write as _;
-        c.stdin
-            .take()
-            .context("stdin")?
-            .write_all(psk.trim().as_bytes())?;
-        let out = c.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "s2sctl secret add-version: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        let cb = cb.clone();
+        api(B, move |c| c.change_psk(&cb, &sid, None))?;
     }
-    drop(psk);
-    s2sctl(B, &["connection", "change-psk", &cb, "--secret-id", &sid])?;
     initiate(A, &ca)?;
     wait_active(&mut env, stop, A, &ca)?;
     wait_active(&mut env, stop, B, &cb)?;
@@ -241,18 +234,15 @@ pub(crate) fn case_ours_vs_strongswan(stop: &AtomicBool, case: &str) -> anyhow::
         "198.51.100.0/24",
         None,
     )?;
-    let swanctl = s2sctl_text(
-        A,
-        &["connection", "device-config", &ca, "--vendor", "strongswan"],
-    )?;
-    let bird = s2sctl_text(A, &["connection", "device-config", &ca, "--vendor", "bird"])?;
+    let swanctl = device_config(A, &ca, "strongswan")?;
+    let bird = device_config(A, &ca, "bird")?;
     let dir = start_charon(&mut env, stop, B, &swanctl)?;
     env.wait_for(stop, "ipsec0 in b", Duration::from_secs(15), || {
         Ok(B.out(&["ip", "link", "show", "ipsec0"]).ok().map(|_| ()))
     })?;
-    let conn = s2sctl(A, &["connection", "get", &ca])?;
-    if let Some(ip) = conn["bgp_session_ipv4"]["peer_private_ip"].as_str() {
-        B.exec(&["ip", "addr", "add", ip, "dev", "ipsec0"])?;
+    let conn = connection(A, &ca)?;
+    if let Some(s) = &conn.bgp_session_ipv4 {
+        B.exec(&["ip", "addr", "add", &s.peer_private_ip, "dev", "ipsec0"])?;
     }
     B.exec(&["ip", "link", "set", "ipsec0", "up"])?;
     let d = env.dir.display().to_string();

@@ -1,7 +1,13 @@
 //! Our gateway in a namespace: its config, start, provisioning through
-//! s2sctl, waits and metrics.
+//! the typed API client, waits and metrics.
 
 use crate::*;
+use gateway_api::client::{Client, ClientError};
+use gateway_api::model::{CipherRequest, Connection, ConnectionStatus, VpnGatewayStatus};
+use gateway_api::ops::{
+    BgpConfigRequest, CreateConnectionRequest, CreateCustomerGatewayRequest,
+    CreateRoutingPolicyRequest, CreateVpnGatewayRequest, IpamPair, UpdateConnectionRequest,
+};
 
 pub(crate) fn gateway_config(
     ns: Ns,
@@ -57,25 +63,24 @@ address = "{wan_ip}"
     )
 }
 
-pub(crate) fn s2sctl_text(ns: Ns, args: &[&str]) -> anyhow::Result<String> {
-    output(ns.cmd(&bin("s2sctl")?).args(["--token", TOKEN]).args(args))
+/// Runs `f` with the typed API client of our gateway in `ns`.
+pub(crate) fn api<T: Send + 'static>(
+    ns: Ns,
+    f: impl FnOnce(&Client) -> Result<T, ClientError> + Send + 'static,
+) -> anyhow::Result<T> {
+    labkit::gateway::with_api(&ns.name(), "http://127.0.0.1:8080", TOKEN, f)
 }
 
-pub(crate) fn s2sctl(ns: Ns, args: &[&str]) -> anyhow::Result<Value> {
-    let out = output(
-        ns.cmd(&bin("s2sctl")?)
-            .args(["--token", TOKEN, "-o", "json"])
-            .args(args),
-    )?;
-    serde_json::from_str(&out)
-        .with_context(|| format!("s2sctl {}: not JSON: {out}", args.join(" ")))
+/// The connection `id` of our gateway in `ns`.
+pub(crate) fn connection(ns: Ns, id: &str) -> anyhow::Result<Connection> {
+    let id = id.to_owned();
+    api(ns, move |c| c.connection(&id))
 }
 
-pub(crate) fn field(v: &Value, key: &str) -> anyhow::Result<String> {
-    v[key]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow!("API response without {key}: {v}"))
+/// The device config of connection `id` for `vendor`.
+pub(crate) fn device_config(ns: Ns, id: &str, vendor: &'static str) -> anyhow::Result<String> {
+    let id = id.to_owned();
+    api(ns, move |c| c.device_config(&id, vendor))
 }
 
 /// Starts our daemon in `ns` and waits for its API; returns its pid.
@@ -100,7 +105,7 @@ pub(crate) fn start_gateway(
     );
     let pid = env.spawn(&format!("gateway-{}", ns.short()), ns, &script)?;
     env.wait_for(stop, "the API", Duration::from_secs(30), || {
-        Ok(s2sctl(ns, &["gateway-type", "list"]).ok().map(|_| ()))
+        Ok(api(ns, |c| c.gateway_types()).ok().map(|_| ()))
     })?;
     Ok(pid)
 }
@@ -123,93 +128,75 @@ pub(crate) fn provision(
     prefix_out: &str,
     bgp: Option<&str>,
 ) -> anyhow::Result<String> {
-    let vgw = s2sctl(
-        ns,
-        &[
-            "vpn-gateway",
-            "create",
-            "--name",
-            "bench",
-            "--gateway-type",
-            gateway_type,
-            "--private-network-id",
-            PRIVATE_NETWORK,
-            "--ipam-ipv4-id",
-            IPAM_V4,
-        ],
-    )?;
-    let vgw_id = field(&vgw, "id")?;
+    let req = CreateVpnGatewayRequest {
+        name: Some("bench".into()),
+        gateway_type: Some(gateway_type.into()),
+        private_network_id: Some(PRIVATE_NETWORK.into()),
+        public_config: Some(IpamPair {
+            ipam_ipv4_id: Some(IPAM_V4.into()),
+            ipam_ipv6_id: None,
+        }),
+        ..Default::default()
+    };
+    let vgw_id = api(ns, move |c| c.create_vpn_gateway(&req))?.id;
     env.wait_for(
         stop,
         "the VPN gateway to be active",
         Duration::from_secs(30),
-        || Ok((s2sctl(ns, &["vpn-gateway", "get", &vgw_id])?["status"] == "active").then_some(())),
+        || {
+            let id = vgw_id.clone();
+            let g = api(ns, move |c| c.vpn_gateway(&id))?;
+            Ok((g.status == VpnGatewayStatus::Active).then_some(()))
+        },
     )?;
-    let cgw = s2sctl(
-        ns,
-        &[
-            "customer-gateway",
-            "create",
-            "--name",
-            "peer",
-            "--asn",
-            &peer_asn.to_string(),
-            "--ipv4",
-            peer_ip,
-        ],
-    )?;
-    let rp = s2sctl(
-        ns,
-        &[
-            "routing-policy",
-            "create",
-            "--name",
-            "bench",
-            "--in",
-            prefix_in,
-            "--out",
-            prefix_out,
-        ],
-    )?;
-    let (cgw_id, rp_id) = (field(&cgw, "id")?, field(&rp, "id")?);
-    let mut args = vec![
-        "connection",
-        "create",
-        "--name",
-        "bench",
-        "--vpn-gateway-id",
-        &vgw_id,
-        "--customer-gateway-id",
-        &cgw_id,
-        "--initiation-policy",
-        "customer_gateway",
-        "--ike",
-        "aes256gcm-sha256-curve25519",
-        "--esp",
-        "aes256gcm",
-        "--routing-policy-v4",
-        &rp_id,
-        "--route-propagation",
-    ];
-    if let Some(b) = bgp {
-        args.extend(["--bgp-v4", b]);
-    }
-    let conn = s2sctl(ns, &args)?;
-    field(&conn["connection"], "id")
+    let req = CreateCustomerGatewayRequest {
+        name: Some("peer".into()),
+        asn: Some(peer_asn.into()),
+        ipv4_public: Some(peer_ip.into()),
+        ..Default::default()
+    };
+    let cgw_id = api(ns, move |c| c.create_customer_gateway(&req))?.id;
+    let req = CreateRoutingPolicyRequest {
+        name: Some("bench".into()),
+        prefix_filter_in: Some(vec![prefix_in.into()]),
+        prefix_filter_out: Some(vec![prefix_out.into()]),
+        ..Default::default()
+    };
+    let rp_id = api(ns, move |c| c.create_routing_policy(&req))?.id;
+    // `bgp`: "OURS,PEER" interconnection addresses, else the pool's.
+    let (ours, peer) = match bgp.map(|b| b.split_once(',')) {
+        None => (None, None),
+        Some(Some((a, b))) => (Some(a.to_owned()), Some(b.to_owned())),
+        Some(None) => bail!("bgp addresses are OURS,PEER: {bgp:?}"),
+    };
+    let cipher = |s: &str| CipherRequest::parse_compact(s).map_err(|e| anyhow!(e));
+    let req = CreateConnectionRequest {
+        name: Some("bench".into()),
+        vpn_gateway_id: Some(vgw_id),
+        customer_gateway_id: Some(cgw_id),
+        initiation_policy: Some("customer_gateway".into()),
+        ikev2_ciphers: Some(vec![cipher("aes256gcm-sha256-curve25519")?]),
+        esp_ciphers: Some(vec![cipher("aes256gcm")?]),
+        enable_route_propagation: Some(true),
+        bgp_config_ipv4: Some(BgpConfigRequest {
+            routing_policy_id: Some(rp_id),
+            private_ip: ours,
+            peer_private_ip: peer,
+        }),
+        ..Default::default()
+    };
+    Ok(api(ns, move |c| c.create_connection(&req))?.connection.id)
 }
 
 pub(crate) fn initiate(ns: Ns, conn: &str) -> anyhow::Result<()> {
-    s2sctl(
-        ns,
-        &[
-            "connection",
-            "update",
-            conn,
-            "--initiation-policy",
-            "vpn_gateway",
-        ],
-    )
-    .map(drop)
+    let (id, req) = (
+        conn.to_owned(),
+        UpdateConnectionRequest {
+            initiation_policy: Some("vpn_gateway".into()),
+            ..Default::default()
+        },
+    );
+    api(ns, move |c| c.update_connection(&id, &req)).map(drop)
 }
 
 pub(crate) fn wait_active(
@@ -225,12 +212,12 @@ pub(crate) fn wait_active(
         "the connection to be active",
         Duration::from_secs(90),
         || {
-            let c = s2sctl(ns, &["connection", "get", conn])?;
+            let c = connection(ns, conn)?;
             let line = format!(
                 "status={} tunnel={} bgp_ipv4={}",
-                c["status"].as_str().unwrap_or("?"),
-                c["tunnel_status_ipv4"].as_str().unwrap_or("-"),
-                c["bgp_status_ipv4"].as_str().unwrap_or("?"),
+                c.status,
+                c.tunnel_status_ipv4.map_or("-", |t| t.as_str()),
+                c.bgp_status_ipv4,
             );
             if line != last {
                 println!(
@@ -240,7 +227,7 @@ pub(crate) fn wait_active(
                 );
                 last = line;
             }
-            Ok((c["status"] == "active").then_some(()))
+            Ok((c.status == ConnectionStatus::Active).then_some(()))
         },
     )
 }
