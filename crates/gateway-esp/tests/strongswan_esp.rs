@@ -10,6 +10,7 @@
 //! packets; a tampered one is not counted). Needs root; run by
 //! `cargo xtask test`.
 
+use labkit::charon::dumped_key;
 use std::fs;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -193,46 +194,6 @@ secrets {{
     )
 }
 
-/// Parses charon's level-4 dump following `label` (last occurrence):
-/// "<label> => N bytes @ 0x..." then lines "  0: 01 02 ...  ascii".
-fn charon_key(log: &str, label: &str) -> Option<Vec<u8>> {
-    let start = log.rfind(&format!("{label} =>"))?;
-    let mut lines = log[start..].lines();
-    let n: usize = lines
-        .next()?
-        .split("=>")
-        .nth(1)?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    let mut out = Vec::new();
-    for l in lines {
-        if out.len() >= n {
-            break;
-        }
-        let Some(pos) = l.find(": ") else { break };
-        if l[..pos]
-            .split_whitespace()
-            .last()?
-            .parse::<usize>()
-            .is_err()
-        {
-            break;
-        }
-        for tok in l[pos + 2..].split_whitespace() {
-            if out.len() >= n || tok.len() != 2 {
-                break;
-            }
-            match u8::from_str_radix(tok, 16) {
-                Ok(b) => out.push(b),
-                Err(_) => break,
-            }
-        }
-    }
-    (out.len() == n).then_some(out)
-}
-
 /// `(in SPI, in packets)` of the CHILD SA from `swanctl --list-sas`.
 fn child_in(list: &str) -> Option<(u32, u64)> {
     let l = list.lines().find(|l| l.trim_start().starts_with("in "))?;
@@ -371,15 +332,15 @@ fn scenario(tag: &str, v6: bool, cbc: bool) {
     };
     // A initiated the CHILD SA: its "initiator" keys protect A -> B, the
     // direction of B's inbound SA.
-    let key = charon_key(&lab.a.log(), "encryption initiator key").expect("key in A's log");
+    let key = dumped_key(&lab.a.log(), "encryption initiator key").expect("key in A's log");
     assert_eq!(
         key,
-        charon_key(&lab.b.log(), "encryption initiator key").unwrap(),
+        dumped_key(&lab.b.log(), "encryption initiator key").unwrap(),
         "both sides derived the same key"
     );
     assert_eq!(key.len(), suite.encr_keymat_len());
     let integ = if cbc {
-        charon_key(&lab.a.log(), "integrity initiator key").expect("integrity key")
+        dumped_key(&lab.a.log(), "integrity initiator key").expect("integrity key")
     } else {
         Vec::new()
     };

@@ -10,6 +10,7 @@
 //! and decrypts charon's ESP with `gateway_esp` and the keys we derived
 //! (without ESN: kernel-libipsec cannot install ESN SAs).
 
+use labkit::charon::dumped_key;
 use std::fs;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
@@ -560,52 +561,11 @@ fn our_conf(
     c
 }
 
-/// Parses charon's level-4 dumps following `label` (the last occurrence):
-/// "<label> => N bytes @ 0x..." then lines "  0: 01 02 ...  ascii".
-fn charon_key(log: &str, label: &str) -> Option<Vec<u8>> {
-    let start = log.rfind(&format!("{label} =>"))?;
-    let mut lines = log[start..].lines();
-    let head = lines.next()?;
-    let n: usize = head
-        .split("=>")
-        .nth(1)?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    let mut out = Vec::new();
-    for l in lines {
-        if out.len() >= n {
-            break;
-        }
-        // Strip any logger prefix: the dump starts at "<offset>: ".
-        let Some(pos) = l.find(": ") else { break };
-        if l[..pos]
-            .split_whitespace()
-            .last()?
-            .parse::<usize>()
-            .is_err()
-        {
-            break;
-        }
-        for tok in l[pos + 2..].split_whitespace() {
-            if out.len() >= n || tok.len() != 2 {
-                break;
-            }
-            match u8::from_str_radix(tok, 16) {
-                Ok(b) => out.push(b),
-                Err(_) => break,
-            }
-        }
-    }
-    (out.len() == n).then_some(out)
-}
-
 fn check_keys(lab: &Lab, inst: &ChildSaInstall, we_initiated: bool, ctx: &str) {
     let log = lab.log();
-    let ei = charon_key(&log, "encryption initiator key")
+    let ei = dumped_key(&log, "encryption initiator key")
         .unwrap_or_else(|| panic!("{ctx}: no key in charon log"));
-    let er = charon_key(&log, "encryption responder key").unwrap();
+    let er = dumped_key(&log, "encryption responder key").unwrap();
     // Initiator-to-responder keys protect what the initiator sends.
     let (our_out, our_in) = if we_initiated { (&ei, &er) } else { (&er, &ei) };
     assert_eq!(
@@ -617,8 +577,8 @@ fn check_keys(lab: &Lab, inst: &ChildSaInstall, we_initiated: bool, ctx: &str) {
         "{ctx}: inbound encryption key"
     );
     if inst.integrity.is_some() {
-        let ii = charon_key(&log, "integrity initiator key").unwrap();
-        let ir = charon_key(&log, "integrity responder key").unwrap();
+        let ii = dumped_key(&log, "integrity initiator key").unwrap();
+        let ir = dumped_key(&log, "integrity responder key").unwrap();
         let (o, i) = if we_initiated { (&ii, &ir) } else { (&ir, &ii) };
         assert_eq!(
             &*inst.keys_out.integrity_key, o,

@@ -62,6 +62,48 @@ pub fn load(ns: Ns, dir: &Path) -> anyhow::Result<String> {
     ])
 }
 
+/// Key material from charon's level-4 dump in `log` following `label`
+/// (the last occurrence): "<label> => N bytes @ 0x..." then lines
+/// "  0: 01 02 ...  ascii". For interop tests that check the keys both
+/// sides derived; `None` when the dump is absent or cut short.
+pub fn dumped_key(log: &str, label: &str) -> Option<Vec<u8>> {
+    let start = log.rfind(&format!("{label} =>"))?;
+    let mut lines = log[start..].lines();
+    let n: usize = lines
+        .next()?
+        .split("=>")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let mut out = Vec::new();
+    for l in lines {
+        if out.len() >= n {
+            break;
+        }
+        let Some(pos) = l.find(": ") else { break };
+        if l[..pos]
+            .split_whitespace()
+            .last()?
+            .parse::<usize>()
+            .is_err()
+        {
+            break;
+        }
+        for tok in l[pos + 2..].split_whitespace() {
+            if out.len() >= n || tok.len() != 2 {
+                break;
+            }
+            match u8::from_str_radix(tok, 16) {
+                Ok(b) => out.push(b),
+                Err(_) => break,
+            }
+        }
+    }
+    (out.len() == n).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +117,17 @@ mod tests {
         assert!(conf.contains("path = /tmp/x/charon-detail.log"));
         assert_eq!(vici_uri(dir), "unix:///tmp/x/charon.vici");
         assert!(command(dir).starts_with("mount --bind /tmp/x/run /run && "));
+    }
+
+    #[test]
+    fn dumped_keys_are_read_whole_or_not_at_all() {
+        let log = "07[IKE] encryption initiator key => 20 bytes @ 0x7f00\n\
+                   07[IKE]    0: 00 01 02 03 04 05 06 07 08 09 0A 0B 0C 0D 0E 0F  ................\n\
+                   07[IKE]   16: 10 11 12 13                                      ....\n";
+        let key = super::dumped_key(log, "encryption initiator key").unwrap();
+        assert_eq!(key, (0u8..20).collect::<Vec<_>>());
+        let cut = &log[..log.rfind("   16:").unwrap()];
+        assert_eq!(super::dumped_key(cut, "encryption initiator key"), None);
+        assert_eq!(super::dumped_key(log, "integrity initiator key"), None);
     }
 }
