@@ -11,35 +11,7 @@ mod common;
 use common::InProcess as Server;
 
 fn server() -> Server {
-    common::serve(|state| {
-        format!(
-            r#"
-[gateway]
-state_dir = "{}"
-[interfaces]
-wan = "wan0"
-lan = "lan0"
-[api]
-tokens = ["{TOKEN}"]
-[[gateway_types]]
-name = "VGW-S"
-bandwidth = 100000000
-allowed_connections = 5
-[[private_networks]]
-id = "pn1"
-interface = "lan0"
-ipv4_subnet = "198.51.100.0/24"
-ipv6_subnet = "2001:db8:100::/64"
-[[public_ips]]
-id = "ip4"
-address = "192.0.2.1"
-[[public_ips]]
-id = "ip6"
-address = "2001:db8::1"
-"#,
-            state.display()
-        )
-    })
+    common::serve(|state| common::one_host_config(state, TOKEN, "", 5))
 }
 
 fn ctl(s: &Server, args: &[&str]) -> Result<String, CliError> {

@@ -21,36 +21,7 @@ fn server() -> common::InProcess {
 
 /// A server whose `[api]` section gets `api_extra` lines.
 fn server_with(api_extra: &str) -> common::InProcess {
-    common::serve(|state| {
-        format!(
-            r#"
-[gateway]
-state_dir = "{}"
-[interfaces]
-wan = "wan0"
-lan = "lan0"
-[api]
-tokens = ["{TOKEN}"]
-{api_extra}
-[[gateway_types]]
-name = "VGW-S"
-bandwidth = 100000000
-allowed_connections = 50
-[[private_networks]]
-id = "pn1"
-interface = "lan0"
-ipv4_subnet = "198.51.100.0/24"
-ipv6_subnet = "2001:db8:100::/64"
-[[public_ips]]
-id = "ip4"
-address = "192.0.2.1"
-[[public_ips]]
-id = "ip6"
-address = "2001:db8::1"
-"#,
-            state.display()
-        )
-    })
+    common::serve(|state| common::one_host_config(state, TOKEN, api_extra, 50))
 }
 
 struct Rng(u64);

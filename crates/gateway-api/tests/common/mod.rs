@@ -53,3 +53,43 @@ pub fn serve(text: impl FnOnce(&Path) -> String) -> InProcess {
         _stop: stop,
     }
 }
+
+/// The one-host config most API tests serve: one gateway type `VGW-S`
+/// (100 Mbit/s, `allowed_connections`), private network `pn1` on `lan0`,
+/// public IPs `ip4` (192.0.2.1) and `ip6` (2001:db8::1), one token;
+/// `api_extra`: more lines for the `[api]` section.
+pub fn one_host_config(
+    state: &Path,
+    token: &str,
+    api_extra: &str,
+    allowed_connections: u32,
+) -> String {
+    format!(
+        r#"
+[gateway]
+state_dir = "{}"
+[interfaces]
+wan = "wan0"
+lan = "lan0"
+[api]
+tokens = ["{token}"]
+{api_extra}
+[[gateway_types]]
+name = "VGW-S"
+bandwidth = 100000000
+allowed_connections = {allowed_connections}
+[[private_networks]]
+id = "pn1"
+interface = "lan0"
+ipv4_subnet = "198.51.100.0/24"
+ipv6_subnet = "2001:db8:100::/64"
+[[public_ips]]
+id = "ip4"
+address = "192.0.2.1"
+[[public_ips]]
+id = "ip6"
+address = "2001:db8::1"
+"#,
+        state.display()
+    )
+}
