@@ -4,6 +4,8 @@
 
 use super::*;
 use crate::client::ClientError;
+use crate::model::CipherRequest;
+use crate::ops::BgpConfigRequest;
 
 pub(super) struct Client {
     pub(super) api: crate::client::Client,
@@ -89,53 +91,57 @@ pub(super) fn common_query(c: &Common) -> Query {
 }
 
 /// Parses `aes256-sha256-modp2048` / `aes256gcm-ecp256` into a cipher.
-pub fn parse_cipher(s: &str) -> Result<Value, CliError> {
-    let c = crate::model::CipherRequest::parse_compact(s).map_err(CliError::Argument)?;
-    serde_json::to_value(c)
-        .map(|mut v| {
-            if let Value::Object(m) = &mut v {
-                m.retain(|_, x| !x.is_null());
-            }
-            v
-        })
-        .map_err(|e| CliError::Argument(e.to_string()))
+/// A request body: the typed request as the client sends it.
+pub(super) fn body(req: &impl serde::Serialize) -> Result<Value, CliError> {
+    Ok(crate::client::body_of(req)?)
 }
 
-pub(super) fn ciphers(list: &[String]) -> Result<Vec<Value>, CliError> {
-    list.iter().map(|s| parse_cipher(s)).collect()
+/// `--ike` / `--esp` values in the compact form (`aes256-sha256-modp2048`).
+pub(super) fn ciphers(list: &[String]) -> Result<Vec<CipherRequest>, CliError> {
+    list.iter()
+        .map(|s| CipherRequest::parse_compact(s).map_err(CliError::Argument))
+        .collect()
+}
+
+/// `--ike` / `--esp` of an update: only when given.
+pub(super) fn ciphers_if_any(list: &[String]) -> Result<Option<Vec<CipherRequest>>, CliError> {
+    Ok(if list.is_empty() {
+        None
+    } else {
+        Some(ciphers(list)?)
+    })
 }
 
 pub(super) fn bgp_config(
     policy: &Option<String>,
     interco: &Option<String>,
     flag: &str,
-) -> Result<Option<Value>, CliError> {
+) -> Result<Option<BgpConfigRequest>, CliError> {
     match (policy, interco) {
         (None, None) => Ok(None),
         (None, Some(_)) => Err(CliError::Argument(format!(
             "--bgp-{flag} needs --routing-policy-{flag}"
         ))),
-        (Some(p), None) => Ok(Some(json!({"routing_policy_id": p}))),
+        (Some(p), None) => Ok(Some(BgpConfigRequest {
+            routing_policy_id: Some(p.clone()),
+            ..Default::default()
+        })),
         (Some(p), Some(i)) => {
             let (a, b) = i.split_once(',').ok_or_else(|| {
                 CliError::Argument(format!(
                     "--bgp-{flag} is OURS,PEER (e.g. 169.254.0.1/30,169.254.0.2/30)"
                 ))
             })?;
-            Ok(Some(
-                json!({"routing_policy_id": p, "private_ip": a, "peer_private_ip": b}),
-            ))
+            Ok(Some(BgpConfigRequest {
+                routing_policy_id: Some(p.clone()),
+                private_ip: Some(a.to_owned()),
+                peer_private_ip: Some(b.to_owned()),
+            }))
         }
     }
 }
 
-pub(super) fn name_tags(name: &Option<String>, tags: &[String], clear: bool) -> Map<String, Value> {
-    let mut m = Map::new();
-    if let Some(n) = name {
-        m.insert("name".into(), json!(n));
-    }
-    if !tags.is_empty() || clear {
-        m.insert("tags".into(), json!(tags));
-    }
-    m
+/// The tags of an update: sent when given, or (`clear`) as an empty list.
+pub(super) fn tags_update(tags: Vec<String>, clear: bool) -> Option<Vec<String>> {
+    (!tags.is_empty() || clear).then_some(tags)
 }

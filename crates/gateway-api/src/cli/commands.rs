@@ -115,19 +115,21 @@ pub(super) fn connection(c: &Client, cmd: ConnCmd) -> Result<(Value, Shape), Cli
             tags,
             project_id,
         } => {
-            let mut b = json!({
-                "name": name, "is_ipv6": ipv6, "initiation_policy": initiation_policy,
-                "ikev2_ciphers": ciphers(&ike)?, "esp_ciphers": ciphers(&esp)?,
-                "enable_route_propagation": route_propagation,
-                "vpn_gateway_id": vpn_gateway_id, "customer_gateway_id": customer_gateway_id,
-                "tags": tags, "project_id": project_id,
-            });
-            if let Some(x) = bgp_config(&routing_policy_v4, &bgp_v4, "v4")? {
-                b["bgp_config_ipv4"] = x;
-            }
-            if let Some(x) = bgp_config(&routing_policy_v6, &bgp_v6, "v6")? {
-                b["bgp_config_ipv6"] = x;
-            }
+            let b = body(&ops::CreateConnectionRequest {
+                name: Some(name),
+                is_ipv6: Some(ipv6),
+                initiation_policy: Some(initiation_policy),
+                ikev2_ciphers: Some(ciphers(&ike)?),
+                esp_ciphers: Some(ciphers(&esp)?),
+                enable_route_propagation: Some(route_propagation),
+                vpn_gateway_id: Some(vpn_gateway_id),
+                customer_gateway_id: Some(customer_gateway_id),
+                tags: Some(tags),
+                project_id,
+                secret: None,
+                bgp_config_ipv4: bgp_config(&routing_policy_v4, &bgp_v4, "v4")?,
+                bgp_config_ipv6: bgp_config(&routing_policy_v6, &bgp_v6, "v6")?,
+            })?;
             (
                 c.call("POST", &c.s2s("connections"), &none, Some(b))?,
                 Shape::One(Some("connection")),
@@ -141,18 +143,15 @@ pub(super) fn connection(c: &Client, cmd: ConnCmd) -> Result<(Value, Shape), Cli
             esp,
             tags,
         } => {
-            let mut b = name_tags(&name, &tags, false);
-            if let Some(p) = initiation_policy {
-                b.insert("initiation_policy".into(), json!(p));
-            }
-            if !ike.is_empty() {
-                b.insert("ikev2_ciphers".into(), json!(ciphers(&ike)?));
-            }
-            if !esp.is_empty() {
-                b.insert("esp_ciphers".into(), json!(ciphers(&esp)?));
-            }
+            let b = body(&ops::UpdateConnectionRequest {
+                name,
+                tags: tags_update(tags, false),
+                initiation_policy,
+                ikev2_ciphers: ciphers_if_any(&ike)?,
+                esp_ciphers: ciphers_if_any(&esp)?,
+            })?;
             (
-                c.call("PATCH", &path(&id, ""), &none, Some(Value::Object(b)))?,
+                c.call("PATCH", &path(&id, ""), &none, Some(b))?,
                 Shape::One(None),
             )
         }
@@ -168,7 +167,9 @@ pub(super) fn connection(c: &Client, cmd: ConnCmd) -> Result<(Value, Shape), Cli
                 "POST",
                 &path(&id, "renew-psk"),
                 &none,
-                Some(json!({"generate_revision": generate_revision})),
+                Some(body(&ops::RenewPskRequest {
+                    generate_revision: Some(generate_revision),
+                })?),
             )?,
             Shape::One(Some("connection")),
         ),
@@ -181,7 +182,12 @@ pub(super) fn connection(c: &Client, cmd: ConnCmd) -> Result<(Value, Shape), Cli
                 "POST",
                 &path(&id, "change-psk"),
                 &none,
-                Some(json!({"secret": {"id": secret_id, "revision": revision}})),
+                Some(body(&ops::ChangePskRequest {
+                    secret: Some(ops::SecretRef {
+                        id: Some(secret_id),
+                        revision,
+                    }),
+                })?),
             )?,
             Shape::One(Some("connection")),
         ),
@@ -190,7 +196,7 @@ pub(super) fn connection(c: &Client, cmd: ConnCmd) -> Result<(Value, Shape), Cli
                 "POST",
                 &path(&id, "set-routing-policy"),
                 &none,
-                Some(one_of(v4, v6)),
+                Some(body(&one_of(v4, v6))?),
             )?,
             Shape::One(None),
         ),
@@ -199,7 +205,7 @@ pub(super) fn connection(c: &Client, cmd: ConnCmd) -> Result<(Value, Shape), Cli
                 "POST",
                 &path(&id, "detach-routing-policy"),
                 &none,
-                Some(one_of(v4, v6)),
+                Some(body(&one_of(v4, v6))?),
             )?,
             Shape::One(None),
         ),
@@ -274,11 +280,20 @@ pub(super) fn secret(
                 "POST",
                 &base,
                 &none,
-                Some(json!({"name": name, "description": description, "tags": tags, "protected": false})),
+                Some(body(&ops::CreateSecretRequest {
+                    name: Some(name),
+                    description,
+                    tags: Some(tags),
+                    protected: Some(false),
+                    ..Default::default()
+                })?),
             )?,
             Shape::One(None),
         ),
-        SecretCmd::Get { id } => (c.call("GET", &format!("{base}/{id}"), &none, None)?, Shape::One(None)),
+        SecretCmd::Get { id } => (
+            c.call("GET", &format!("{base}/{id}"), &none, None)?,
+            Shape::One(None),
+        ),
         SecretCmd::AddVersion { id, description } => {
             let mut data = zeroize::Zeroizing::new(Vec::new());
             let limit = u64::try_from(crate::secrets::MAX_PSK_LEN).unwrap_or(u64::MAX) + 2;
@@ -286,7 +301,9 @@ pub(super) fn secret(
             while data.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                 data.pop();
             }
-            let b64 = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&data[..]));
+            let b64 = zeroize::Zeroizing::new(
+                base64::engine::general_purpose::STANDARD.encode(&data[..]),
+            );
             (
                 c.call(
                     "POST",
@@ -298,19 +315,32 @@ pub(super) fn secret(
             )
         }
         SecretCmd::Access { id, revision } => {
-            let r = c.call("GET", &format!("{base}/{id}/versions/{revision}/access"), &none, None)?;
+            let r = c.call(
+                "GET",
+                &format!("{base}/{id}/versions/{revision}/access"),
+                &none,
+                None,
+            )?;
             let data = base64::engine::general_purpose::STANDARD
                 .decode(r["data"].as_str().unwrap_or_default())
                 .map_err(|e| CliError::Argument(format!("secret data is not base64: {e}")))?;
-            (Value::String(String::from_utf8_lossy(&data).into_owned()), Shape::Psk)
+            (
+                Value::String(String::from_utf8_lossy(&data).into_owned()),
+                Shape::Psk,
+            )
         }
     })
 }
 
-pub(super) fn one_of(v4: Option<String>, v6: Option<String>) -> Value {
+pub(super) fn one_of(v4: Option<String>, v6: Option<String>) -> ops::RoutingPolicyOneOf {
     match (v4, v6) {
-        (Some(a), _) => json!({"routing_policy_v4": a}),
-        (None, Some(b)) => json!({"routing_policy_v6": b}),
-        (None, None) => json!({}),
+        (Some(a), _) => ops::RoutingPolicyOneOf {
+            routing_policy_v4: Some(a),
+            routing_policy_v6: None,
+        },
+        (None, b) => ops::RoutingPolicyOneOf {
+            routing_policy_v4: None,
+            routing_policy_v6: b,
+        },
     }
 }

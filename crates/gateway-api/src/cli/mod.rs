@@ -12,7 +12,9 @@ use std::process::ExitCode;
 
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+
+use crate::ops;
 
 mod args;
 mod client;
@@ -107,7 +109,9 @@ where
     };
     let none = Query::new();
     let (v, shape) = match cli.cmd {
-        Cmd::GatewayType { cmd: TypeCmd::List(p) } => (
+        Cmd::GatewayType {
+            cmd: TypeCmd::List(p),
+        } => (
             c.call("GET", &c.s2s("vpn-gateway-types"), &page_query(&p), None)?,
             Shape::List("gateway_types", TYPE_COLS),
         ),
@@ -122,7 +126,10 @@ where
                 push_all(&mut q, "statuses", &statuses);
                 push_all(&mut q, "gateway_types", &gateway_types);
                 push_all(&mut q, "private_network_ids", &private_network_ids);
-                (c.call("GET", &c.s2s("vpn-gateways"), &q, None)?, Shape::List("gateways", VGW_COLS))
+                (
+                    c.call("GET", &c.s2s("vpn-gateways"), &q, None)?,
+                    Shape::List("gateways", VGW_COLS),
+                )
             }
             VgwCmd::Get { id } => (
                 c.call("GET", &c.s2s(&format!("vpn-gateways/{id}")), &none, None)?,
@@ -138,15 +145,25 @@ where
                 tags,
                 project_id,
             } => {
-                let mut b = json!({
-                    "name": name, "gateway_type": gateway_type,
-                    "private_network_id": private_network_id, "tags": tags,
-                    "project_id": project_id, "zone": zone,
-                });
-                if ipam_ipv4_id.is_some() || ipam_ipv6_id.is_some() {
-                    b["public_config"] = json!({"ipam_ipv4_id": ipam_ipv4_id, "ipam_ipv6_id": ipam_ipv6_id});
-                }
-                (c.call("POST", &c.s2s("vpn-gateways"), &none, Some(b))?, Shape::One(None))
+                let public_config =
+                    (ipam_ipv4_id.is_some() || ipam_ipv6_id.is_some()).then_some(ops::IpamPair {
+                        ipam_ipv4_id,
+                        ipam_ipv6_id,
+                    });
+                let b = body(&ops::CreateVpnGatewayRequest {
+                    name: Some(name),
+                    gateway_type: Some(gateway_type),
+                    private_network_id: Some(private_network_id),
+                    tags: Some(tags),
+                    project_id,
+                    zone,
+                    public_config,
+                    ..Default::default()
+                })?;
+                (
+                    c.call("POST", &c.s2s("vpn-gateways"), &none, Some(b))?,
+                    Shape::One(None),
+                )
             }
             VgwCmd::Update {
                 id,
@@ -155,16 +172,17 @@ where
                 clear_tags,
                 gateway_type,
             } => {
-                let mut body = name_tags(&name, &tags, clear_tags);
-                if let Some(t) = gateway_type {
-                    body.insert("gateway_type".into(), json!(t));
-                }
+                let b = body(&ops::UpdateVpnGatewayRequest {
+                    name,
+                    tags: tags_update(tags, clear_tags),
+                    gateway_type,
+                })?;
                 (
                     c.call(
                         "PATCH",
                         &c.s2s(&format!("vpn-gateways/{id}")),
                         &none,
-                        Some(Value::Object(body)),
+                        Some(b),
                     )?,
                     Shape::One(None),
                 )
@@ -176,11 +194,21 @@ where
         },
         Cmd::CustomerGateway { cmd } => match cmd {
             CgwCmd::List { common } => (
-                c.call("GET", &c.s2s("customer-gateways"), &common_query(&common), None)?,
+                c.call(
+                    "GET",
+                    &c.s2s("customer-gateways"),
+                    &common_query(&common),
+                    None,
+                )?,
                 Shape::List("gateways", CGW_COLS),
             ),
             CgwCmd::Get { id } => (
-                c.call("GET", &c.s2s(&format!("customer-gateways/{id}")), &none, None)?,
+                c.call(
+                    "GET",
+                    &c.s2s(&format!("customer-gateways/{id}")),
+                    &none,
+                    None,
+                )?,
                 Shape::One(None),
             ),
             CgwCmd::Create {
@@ -190,16 +218,20 @@ where
                 ipv6,
                 tags,
                 project_id,
-            } => (
-                c.call(
-                    "POST",
-                    &c.s2s("customer-gateways"),
-                    &none,
-                    Some(json!({"name": name, "asn": asn, "ipv4_public": ipv4, "ipv6_public": ipv6,
-                                "tags": tags, "project_id": project_id})),
-                )?,
-                Shape::One(None),
-            ),
+            } => {
+                let b = body(&ops::CreateCustomerGatewayRequest {
+                    name: Some(name),
+                    asn: Some(asn),
+                    ipv4_public: ipv4,
+                    ipv6_public: ipv6,
+                    tags: Some(tags),
+                    project_id,
+                })?;
+                (
+                    c.call("POST", &c.s2s("customer-gateways"), &none, Some(b))?,
+                    Shape::One(None),
+                )
+            }
             CgwCmd::Update {
                 id,
                 name,
@@ -209,23 +241,30 @@ where
                 tags,
                 clear_tags,
             } => {
-                let mut b = name_tags(&name, &tags, clear_tags);
-                if let Some(a) = asn {
-                    b.insert("asn".into(), json!(a));
-                }
-                if let Some(a) = ipv4 {
-                    b.insert("ipv4_public".into(), json!(a));
-                }
-                if let Some(a) = ipv6 {
-                    b.insert("ipv6_public".into(), json!(a));
-                }
+                let b = body(&ops::UpdateCustomerGatewayRequest {
+                    name,
+                    tags: tags_update(tags, clear_tags),
+                    ipv4_public: ipv4,
+                    ipv6_public: ipv6,
+                    asn,
+                })?;
                 (
-                    c.call("PATCH", &c.s2s(&format!("customer-gateways/{id}")), &none, Some(Value::Object(b)))?,
+                    c.call(
+                        "PATCH",
+                        &c.s2s(&format!("customer-gateways/{id}")),
+                        &none,
+                        Some(b),
+                    )?,
                     Shape::One(None),
                 )
             }
             CgwCmd::Delete { id } => {
-                c.call("DELETE", &c.s2s(&format!("customer-gateways/{id}")), &none, None)?;
+                c.call(
+                    "DELETE",
+                    &c.s2s(&format!("customer-gateways/{id}")),
+                    &none,
+                    None,
+                )?;
                 (Value::Null, Shape::Nothing("customer gateway"))
             }
         },
@@ -233,10 +272,18 @@ where
             RpCmd::List { common, ipv6 } => {
                 let mut q = common_query(&common);
                 push_opt(&mut q, "ipv6", &ipv6);
-                (c.call("GET", &c.s2s("routing-policies"), &q, None)?, Shape::List("routing_policies", RP_COLS))
+                (
+                    c.call("GET", &c.s2s("routing-policies"), &q, None)?,
+                    Shape::List("routing_policies", RP_COLS),
+                )
             }
             RpCmd::Get { id } => (
-                c.call("GET", &c.s2s(&format!("routing-policies/{id}")), &none, None)?,
+                c.call(
+                    "GET",
+                    &c.s2s(&format!("routing-policies/{id}")),
+                    &none,
+                    None,
+                )?,
                 Shape::One(None),
             ),
             RpCmd::Create {
@@ -246,16 +293,20 @@ where
                 prefix_out,
                 tags,
                 project_id,
-            } => (
-                c.call(
-                    "POST",
-                    &c.s2s("routing-policies"),
-                    &none,
-                    Some(json!({"name": name, "is_ipv6": ipv6, "prefix_filter_in": prefix_in,
-                                "prefix_filter_out": prefix_out, "tags": tags, "project_id": project_id})),
-                )?,
-                Shape::One(None),
-            ),
+            } => {
+                let b = body(&ops::CreateRoutingPolicyRequest {
+                    name: Some(name),
+                    is_ipv6: Some(ipv6),
+                    prefix_filter_in: Some(prefix_in),
+                    prefix_filter_out: Some(prefix_out),
+                    tags: Some(tags),
+                    project_id,
+                })?;
+                (
+                    c.call("POST", &c.s2s("routing-policies"), &none, Some(b))?,
+                    Shape::One(None),
+                )
+            }
             RpCmd::Update {
                 id,
                 name,
@@ -263,20 +314,29 @@ where
                 prefix_out,
                 tags,
             } => {
-                let mut b = name_tags(&name, &tags, false);
-                if !prefix_in.is_empty() {
-                    b.insert("prefix_filter_in".into(), json!(prefix_in));
-                }
-                if !prefix_out.is_empty() {
-                    b.insert("prefix_filter_out".into(), json!(prefix_out));
-                }
+                let b = body(&ops::UpdateRoutingPolicyRequest {
+                    name,
+                    tags: tags_update(tags, false),
+                    prefix_filter_in: (!prefix_in.is_empty()).then_some(prefix_in),
+                    prefix_filter_out: (!prefix_out.is_empty()).then_some(prefix_out),
+                })?;
                 (
-                    c.call("PATCH", &c.s2s(&format!("routing-policies/{id}")), &none, Some(Value::Object(b)))?,
+                    c.call(
+                        "PATCH",
+                        &c.s2s(&format!("routing-policies/{id}")),
+                        &none,
+                        Some(b),
+                    )?,
                     Shape::One(None),
                 )
             }
             RpCmd::Delete { id } => {
-                c.call("DELETE", &c.s2s(&format!("routing-policies/{id}")), &none, None)?;
+                c.call(
+                    "DELETE",
+                    &c.s2s(&format!("routing-policies/{id}")),
+                    &none,
+                    None,
+                )?;
                 (Value::Null, Shape::Nothing("routing policy"))
             }
         },
@@ -340,17 +400,18 @@ mod tests {
 
     #[test]
     fn cipher_syntax() {
+        let one = |s: &str| body(&ciphers(&[s.to_owned()]).unwrap()[0]).unwrap();
         assert_eq!(
-            parse_cipher("aes256-sha256-modp2048").unwrap(),
+            one("aes256-sha256-modp2048"),
             json!({"encryption": "aes256", "integrity": "sha256", "dh_group": "modp2048"})
         );
         assert_eq!(
-            parse_cipher("aes256gcm/ecp256").unwrap(),
+            one("aes256gcm/ecp256"),
             json!({"encryption": "aes256gcm", "dh_group": "ecp256"})
         );
-        assert!(parse_cipher("des-sha1").is_err());
-        assert!(parse_cipher("sha256").is_err());
-        assert!(parse_cipher("aes256-aes128").is_err());
+        for bad in ["des-sha1", "sha256", "aes256-aes128"] {
+            assert!(ciphers(&[bad.to_owned()]).is_err(), "{bad}");
+        }
     }
 
     #[test]
