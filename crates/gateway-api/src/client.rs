@@ -399,7 +399,9 @@ impl Client {
                 revision,
             }),
         };
-        self.connection_action(id, "change-psk", &req)
+        // Answered like `renew-psk`: the connection, wrapped.
+        let r: CreateConnectionResponse = self.connection_action(id, "change-psk", &req)?;
+        Ok(r.connection)
     }
 
     pub fn create_secret(&self, req: &CreateSecretRequest) -> Result<Secret, ClientError> {

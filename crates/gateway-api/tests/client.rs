@@ -9,8 +9,8 @@ use gateway_api::model::{
 };
 use gateway_api::ops::{
     BgpConfigRequest, CreateConnectionRequest, CreateCustomerGatewayRequest,
-    CreateRoutingPolicyRequest, CreateVpnGatewayRequest, IpamPair, RenewPskRequest,
-    RoutingPolicyOneOf, UpdateConnectionRequest,
+    CreateRoutingPolicyRequest, CreateSecretRequest, CreateVpnGatewayRequest, IpamPair,
+    RenewPskRequest, RoutingPolicyOneOf, UpdateConnectionRequest,
 };
 
 const TOKEN: &str = "22222222-2222-2222-2222-222222222222";
@@ -150,6 +150,21 @@ fn resources_round_trip_through_the_wire_types() {
         )
         .unwrap();
     assert_ne!(psk, again, "renew-psk gives a new PSK");
+
+    let secret = c
+        .create_secret(&CreateSecretRequest {
+            name: Some("own-psk".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    let own = b"an-operators-own-PSK.long+enough=32".to_vec();
+    let rev = c.add_secret_version(&secret.id, &own).unwrap();
+    let changed = c.change_psk(&conn.id, &secret.id, Some(rev)).unwrap();
+    assert_eq!(
+        (changed.secret_id.as_str(), changed.secret_revision),
+        (secret.id.as_str(), rev)
+    );
+    assert_eq!(c.psk(&secret.id, rev).unwrap(), own);
 
     let swan = c.device_config(&conn.id, "strongswan").unwrap();
     assert!(swan.contains("aes256gcm16"), "{swan}");
