@@ -90,7 +90,6 @@ pub(super) fn common_query(c: &Common) -> Query {
     q
 }
 
-/// Parses `aes256-sha256-modp2048` / `aes256gcm-ecp256` into a cipher.
 /// A request body: the typed request as the client sends it.
 pub(super) fn body(req: &impl serde::Serialize) -> Result<Value, CliError> {
     Ok(crate::client::body_of(req)?)
