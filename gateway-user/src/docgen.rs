@@ -48,12 +48,12 @@ mod tests {
     #[test]
     fn man_pages_and_completions_name_the_real_subcommands() {
         let mut page = Vec::new();
-        man(gateway_api::cli::command(), "1", &mut page).unwrap();
+        man(s2sctl::command(), "1", &mut page).unwrap();
         let page = String::from_utf8(page).unwrap();
         assert!(page.contains(".TH s2sctl 1"), "{page}");
         assert!(page.contains("connection"), "{page}");
         let mut bash = Vec::new();
-        completions(gateway_api::cli::command(), Shell::Bash, &mut bash);
+        completions(s2sctl::command(), Shell::Bash, &mut bash);
         let bash = String::from_utf8(bash).unwrap();
         assert!(
             bash.contains("s2sctl") && bash.contains("device-config"),

@@ -458,7 +458,7 @@ impl Client {
 
 /// A request body as JSON without its unset fields (the server reads a
 /// missing field and a null alike; an update sends only what it changes).
-pub(crate) fn body_of(req: &impl Serialize) -> Result<Value, ClientError> {
+pub fn body_of(req: &impl Serialize) -> Result<Value, ClientError> {
     let mut v = serde_json::to_value(req).map_err(|e| ClientError::Decode {
         url: String::new(),
         reason: format!("request not serialisable: {e}"),

@@ -1,12 +1,12 @@
 //! The resource API of the gateway: the four resources of Scaleway's
 //! Site-to-Site VPN (`s2s-vpn/v1alpha1`, wire-compatible with the official
 //! SDK) and their rules (`model`, `ops`), their persistence (`store`), the
-//! pre-shared keys (`secrets`), the HTTP server (`api`) and the `s2sctl`
-//! CLI (`cli`). The agent reads desired state and writes statuses through
+//! pre-shared keys (`secrets`), the HTTP server (`api`) and the typed
+//! client of that server (`client`, on which the `s2sctl` crate is built).
+//! The agent reads desired state and writes statuses through
 //! [`store::Store`].
 
 pub mod api;
-pub mod cli;
 pub mod client;
 pub mod device_config;
 pub mod error;

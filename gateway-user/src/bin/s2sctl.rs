@@ -2,7 +2,7 @@
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(r) = gateway_user::docgen::answer(gateway_api::cli::command(), "1", &args) {
+    if let Some(r) = gateway_user::docgen::answer(s2sctl::command(), "1", &args) {
         return match r {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
@@ -11,5 +11,5 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
-    gateway_api::cli::main()
+    s2sctl::main()
 }

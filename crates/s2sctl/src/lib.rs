@@ -2,9 +2,12 @@
 //! endpoint, human-readable tables by default, `-o json` and `-o yaml` for
 //! scripts, and `--wait` for the changes that the agent carries out.
 //!
-//! It speaks plain HTTP through `ureq` (no TLS stack: the API listens on a
-//! local or management address). [`run`] is the testable core: arguments
-//! in, output written to a `Write`; [`main`] wires it to the process.
+//! It speaks to the API through `gateway_api::client` (plain HTTP, no TLS
+//! stack: the API listens on a local or management address) and builds its
+//! request bodies from the API's own request types. [`run`] is the testable
+//! core: arguments in, output written to a `Write`; [`main`] wires it to
+//! the process (the `s2sctl` binary of `gateway-user`, which also generates
+//! its man page).
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -14,7 +17,7 @@ use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
-use crate::ops;
+use gateway_api::ops;
 
 mod args;
 mod client;
@@ -104,7 +107,7 @@ where
         .clone()
         .ok_or_else(|| CliError::Argument("no API token: pass --token or set S2S_TOKEN".into()))?;
     let c = Client {
-        api: crate::client::Client::new(&cli.api_url, &token, &cli.region),
+        api: gateway_api::client::Client::new(&cli.api_url, &token, &cli.region),
         region: cli.region.clone(),
     };
     let none = Query::new();

@@ -1,14 +1,14 @@
 //! The CLI's handle on the API (the typed client's transport,
-//! [`crate::client::Client`]) and the request pieces the commands build:
+//! [`gateway_api::client::Client`]) and the request pieces the commands build:
 //! queries, cipher proposals, BGP configs, names and tags.
 
 use super::*;
-use crate::client::ClientError;
-use crate::model::CipherRequest;
-use crate::ops::BgpConfigRequest;
+use gateway_api::client::ClientError;
+use gateway_api::model::CipherRequest;
+use gateway_api::ops::BgpConfigRequest;
 
 pub(super) struct Client {
-    pub(super) api: crate::client::Client,
+    pub(super) api: gateway_api::client::Client,
     pub(super) region: String,
 }
 
@@ -92,7 +92,7 @@ pub(super) fn common_query(c: &Common) -> Query {
 
 /// A request body: the typed request as the client sends it.
 pub(super) fn body(req: &impl serde::Serialize) -> Result<Value, CliError> {
-    Ok(crate::client::body_of(req)?)
+    Ok(gateway_api::client::body_of(req)?)
 }
 
 /// `--ike` / `--esp` values in the compact form (`aes256-sha256-modp2048`).

@@ -1,12 +1,13 @@
 //! `s2sctl` against an in-process API server on 127.0.0.1 (no network
 //! beyond loopback): every subcommand, tables and `-o json`.
 
-use gateway_api::cli::{run, run_with_input, run_with_io, CliError};
 use gateway_api::Store;
+use s2sctl::{run, run_with_input, run_with_io, CliError};
 use serde_json::Value;
 
 const TOKEN: &str = "11111111-1111-1111-1111-111111111111";
 
+#[path = "../../gateway-api/tests/common/mod.rs"]
 mod common;
 use common::InProcess as Server;
 

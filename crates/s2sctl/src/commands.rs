@@ -296,7 +296,7 @@ pub(super) fn secret(
         ),
         SecretCmd::AddVersion { id, description } => {
             let mut data = zeroize::Zeroizing::new(Vec::new());
-            let limit = u64::try_from(crate::secrets::MAX_PSK_LEN).unwrap_or(u64::MAX) + 2;
+            let limit = u64::try_from(gateway_api::secrets::MAX_PSK_LEN).unwrap_or(u64::MAX) + 2;
             std::io::Read::read_to_end(&mut std::io::Read::take(stdin, limit), &mut data)?;
             while data.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                 data.pop();
