@@ -74,12 +74,22 @@ pub struct Page<T> {
 }
 
 /// A client of one API endpoint, with one secret key, in one region.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     base: String,
     token: String,
     region: String,
     agent: ureq::Agent,
+}
+
+/// Never the secret key.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -481,6 +491,14 @@ fn drop_nulls(v: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_key() {
+        let c = Client::new("http://127.0.0.1:8080", "secret-key-1234", "fr-par");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("secret-key-1234"), "{shown}");
+        assert!(shown.contains("127.0.0.1:8080"), "{shown}");
+    }
 
     #[test]
     fn bodies_leave_unset_fields_out() {

@@ -3,7 +3,8 @@
 //! and its HTTP API and `/metrics` reached from inside that namespace (the
 //! API listens on the namespace's loopback). Requests run on a thread that
 //! lives in the namespace: typed, through `gateway_api::client` (the
-//! server's own wire types), or raw for the tests that probe error answers.
+//! server's own wire types; [`with_api`]), or raw ([`Api`]) for the tests
+//! that probe error answers.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -92,7 +93,6 @@ pub struct Api {
     ns: NsThread,
     base: String,
     token: String,
-    client: std::sync::Arc<Client>,
 }
 
 impl Api {
@@ -102,17 +102,7 @@ impl Api {
             ns: NsThread::new(netns)?,
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
-            client: std::sync::Arc::new(Client::new(base, token, REGION)),
         })
-    }
-
-    /// Runs `f` with the typed client in the namespace.
-    pub fn typed<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Client) -> Result<T, ClientError> + Send + 'static,
-    ) -> anyhow::Result<T> {
-        let client = std::sync::Arc::clone(&self.client);
-        Ok(self.ns.run(move || f(&client))??)
     }
 
     /// One request; `path` below the s2s-vpn API of [`REGION`] unless it
